@@ -1,0 +1,113 @@
+//! Dots and version vectors: who wrote what, and what a replica has seen.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The number the server gave a device at enrolment. Small and dense, so a dot stays 12 bytes.
+pub type DeviceId = u32;
+
+/// The identity of one edit: the device that made it and that device's own edit counter.
+///
+/// A device numbers its edits 1, 2, 3… across all records, so a dot is unique in the whole
+/// system. On the wire a dot is the pair `[device, seq]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(from = "(DeviceId, u64)", into = "(DeviceId, u64)")]
+pub struct Dot {
+    pub device: DeviceId,
+    pub seq: u64,
+}
+
+impl Dot {
+    pub const fn new(device: DeviceId, seq: u64) -> Self {
+        Self { device, seq }
+    }
+}
+
+impl From<(DeviceId, u64)> for Dot {
+    fn from((device, seq): (DeviceId, u64)) -> Self {
+        Self { device, seq }
+    }
+}
+
+impl From<Dot> for (DeviceId, u64) {
+    fn from(dot: Dot) -> Self {
+        (dot.device, dot.seq)
+    }
+}
+
+/// What a replica has seen, as "every dot of device `d` up to seq `n`".
+///
+/// A device is a sequential process: when it writes seq `n` it has seen its own earlier edits,
+/// so a dot `(d, m)` with `m < n` that touched the same field is causally before `(d, n)`.
+/// That is why one number per device is an exact causal context for a field, and why the
+/// server needs only one row per device for all of its records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct VersionVector(BTreeMap<DeviceId, u64>);
+
+impl VersionVector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The highest seq of `device` covered, 0 when none.
+    pub fn get(&self, device: DeviceId) -> u64 {
+        self.0.get(&device).copied().unwrap_or(0)
+    }
+
+    /// Record that `dot` (and so every earlier dot of its device) has been seen.
+    pub fn insert(&mut self, dot: Dot) {
+        let entry = self.0.entry(dot.device).or_insert(0);
+        *entry = (*entry).max(dot.seq);
+    }
+
+    /// Pointwise maximum.
+    pub fn join(&mut self, other: &VersionVector) {
+        for (&device, &seq) in &other.0 {
+            self.insert(Dot::new(device, seq));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Dot> + '_ {
+        self.0.iter().map(|(&device, &seq)| Dot::new(device, seq))
+    }
+}
+
+impl FromIterator<Dot> for VersionVector {
+    fn from_iter<I: IntoIterator<Item = Dot>>(iter: I) -> Self {
+        let mut vv = VersionVector::new();
+        for dot in iter {
+            vv.insert(dot);
+        }
+        vv
+    }
+}
+
+/// Anything that can answer "has this dot been seen?".
+///
+/// The server answers it from its device table (`seq <= last applied seq of that device`);
+/// a free-standing replica answers it from the version vector kept with each field.
+pub trait Seen {
+    fn has_seen(&self, dot: Dot) -> bool;
+}
+
+impl Seen for VersionVector {
+    fn has_seen(&self, dot: Dot) -> bool {
+        dot.seq <= self.get(dot.device)
+    }
+}
+
+impl<F: Fn(Dot) -> bool> Seen for F {
+    fn has_seen(&self, dot: Dot) -> bool {
+        self(dot)
+    }
+}

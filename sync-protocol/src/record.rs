@@ -1,0 +1,229 @@
+//! Records: one filled form, a register per field.
+//!
+//! [`Record`] is the state the server stores and sends: siblings with their dots, nothing else.
+//! It is merged under the server's causal delivery, where "seen" is the device table.
+//! [`ReplicaRecord`] adds a version vector per field so replicas that receive edits in any
+//! order, duplicated or reordered, still converge; the property tests hold both to the same
+//! values as `crdts::MVReg`.
+//!
+//! A delete is an edit of [`DELETED_FIELD`] to `true` that also writes `null` over every field
+//! the deleting phone saw. A concurrent edit therefore shows as a conflict on its field, and an
+//! edit to a field the deleter never saw leaves a non-null value on a deleted record: both are
+//! reported by [`Record::is_conflicted`] for a person to settle, never silently dropped.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::dot::{DeviceId, Dot, Seen};
+use crate::ids::{CommuneCode, FormId, RecordId, DELETED_FIELD};
+use crate::register::{Field, Register, Write};
+use crate::wire::CheckedEdit;
+
+/// A record as the server stores it and as it travels in `SyncResponse.records`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: RecordId,
+    pub form: FormId,
+    /// The newest form version any applied edit used; every version stays readable.
+    pub version: u32,
+    /// The commune named by the last applied edit (the record's place for scope and reports).
+    pub commune: CommuneCode,
+    pub fields: BTreeMap<String, Register>,
+}
+
+impl Record {
+    pub fn new(id: RecordId, form: FormId, version: u32, commune: CommuneCode) -> Self {
+        Self {
+            id,
+            form,
+            version,
+            commune,
+            fields: BTreeMap::new(),
+        }
+    }
+
+    /// A new, empty record shaped by `edit`.
+    pub fn from_edit(edit: &CheckedEdit) -> Self {
+        Self::new(
+            edit.record,
+            edit.form.clone(),
+            edit.version,
+            edit.commune.clone(),
+        )
+    }
+
+    /// Apply `edit`, written by `device`, to this record. `seen` answers for the state before
+    /// the edit; `at` is the server's order of application, if this is the server.
+    pub fn apply(
+        &mut self,
+        device: DeviceId,
+        edit: &CheckedEdit,
+        seen: &impl Seen,
+        at: Option<u64>,
+    ) {
+        let dot = Dot::new(device, edit.seq);
+        self.version = self.version.max(edit.version);
+        self.commune = edit.commune.clone();
+        for (name, change) in &edit.fields {
+            let write = Write {
+                dot,
+                value: change.value.clone(),
+                supersedes: &change.supersedes,
+                at,
+            };
+            self.fields
+                .entry(name.clone())
+                .or_default()
+                .apply(seen, &write);
+        }
+    }
+
+    /// Whether the record is deleted (its `_deleted` field's provisional value is `true`).
+    pub fn is_deleted(&self) -> bool {
+        self.value(DELETED_FIELD) == Some(&Value::Bool(true))
+    }
+
+    /// The field's settled value, or its provisional value while in conflict.
+    pub fn value(&self, field: &str) -> Option<&Value> {
+        self.fields
+            .get(field)
+            .and_then(|r| r.provisional())
+            .map(|s| &s.value)
+    }
+
+    /// Fields with two or more siblings.
+    pub fn conflicted_fields(&self) -> impl Iterator<Item = &str> {
+        self.fields
+            .iter()
+            .filter(|(_, r)| r.is_conflict())
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// A deleted record that still holds a value: an edit the deleter had not seen.
+    pub fn has_delete_conflict(&self) -> bool {
+        self.is_deleted()
+            && self
+                .fields
+                .iter()
+                .any(|(name, r)| name != DELETED_FIELD && r.values().any(|v| !v.is_null()))
+    }
+
+    /// Anything here a person has to settle.
+    pub fn is_conflicted(&self) -> bool {
+        self.conflicted_fields().next().is_some() || self.has_delete_conflict()
+    }
+
+    /// Bytes of merge metadata the server stores: 12 per dot, 8 per server order.
+    pub fn metadata_bytes(&self) -> usize {
+        self.fields
+            .values()
+            .flat_map(|r| r.siblings())
+            .map(|s| 12 + if s.at.is_some() { 8 } else { 0 })
+            .sum()
+    }
+
+    /// The dots of a field's siblings, for the `supersedes` of a resolution.
+    pub fn dots(&self, field: &str) -> Vec<Dot> {
+        self.fields
+            .get(field)
+            .map(|r| r.dots().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A record that merges in any order: each field keeps its own causal context.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    pub id: RecordId,
+    pub form: FormId,
+    pub version: u32,
+    pub commune: CommuneCode,
+    /// The edit that set `commune`, so every replica keeps the same one (newest wins).
+    commune_dot: Option<(Option<u64>, Dot)>,
+    pub fields: BTreeMap<String, Field>,
+}
+
+impl ReplicaRecord {
+    pub fn from_edit(edit: &CheckedEdit) -> Self {
+        Self {
+            id: edit.record,
+            form: edit.form.clone(),
+            version: 0,
+            commune: edit.commune.clone(),
+            commune_dot: None,
+            fields: BTreeMap::new(),
+        }
+    }
+
+    /// Apply an edit from `device`, in any order, any number of times.
+    pub fn apply(&mut self, device: DeviceId, edit: &CheckedEdit, at: Option<u64>) {
+        let dot = Dot::new(device, edit.seq);
+        self.version = self.version.max(edit.version);
+        self.take_commune(&edit.commune, (at, dot));
+        for (name, change) in &edit.fields {
+            let write = Write {
+                dot,
+                value: change.value.clone(),
+                supersedes: &change.supersedes,
+                at,
+            };
+            self.fields.entry(name.clone()).or_default().apply(&write);
+        }
+    }
+
+    fn take_commune(&mut self, commune: &CommuneCode, stamp: (Option<u64>, Dot)) {
+        if self
+            .commune_dot
+            .is_none_or(|old| stamp_key(stamp) > stamp_key(old))
+        {
+            self.commune = commune.clone();
+            self.commune_dot = Some(stamp);
+        }
+    }
+
+    /// Merge another replica's state of the same record.
+    pub fn merge(&mut self, other: &ReplicaRecord) {
+        debug_assert_eq!(self.id, other.id);
+        self.version = self.version.max(other.version);
+        if let Some(stamp) = other.commune_dot {
+            self.take_commune(&other.commune, stamp);
+        }
+        for (name, field) in &other.fields {
+            self.fields.entry(name.clone()).or_default().merge(field);
+        }
+    }
+
+    /// The record without causal contexts, as the wire carries it.
+    pub fn to_record(&self) -> Record {
+        Record {
+            id: self.id,
+            form: self.form.clone(),
+            version: self.version,
+            commune: self.commune.clone(),
+            fields: self
+                .fields
+                .iter()
+                .filter(|(_, f)| !f.register.is_empty())
+                .map(|(n, f)| (n.clone(), f.register.clone()))
+                .collect(),
+        }
+    }
+
+    /// Bytes of merge metadata: 12 per dot held, 8 per server order, 12 per context entry.
+    pub fn metadata_bytes(&self) -> usize {
+        self.fields
+            .values()
+            .map(|f| {
+                let s = f.register.siblings();
+                s.len() * 12 + s.iter().filter(|s| s.at.is_some()).count() * 8 + f.seen.len() * 12
+            })
+            .sum()
+    }
+}
+
+/// Newest first by server order (values not yet at the server count as newest), then by dot.
+fn stamp_key((at, dot): (Option<u64>, Dot)) -> (bool, u64, Dot) {
+    (at.is_none(), at.unwrap_or(0), dot)
+}

@@ -1,0 +1,215 @@
+//! The field register: a multi-value register with one dot per value.
+//!
+//! A field holds sibling values, each tagged with the [`Dot`] of the edit that wrote it. An edit
+//! names the dots it had seen for that field (`supersedes`). Applying it removes those siblings
+//! and adds its own value, unless the edit is already known or was itself superseded. One
+//! sibling left: the field is settled. Two or more: the field is in conflict and every sibling
+//! is kept until a person writes an edit that supersedes them all.
+//!
+//! The merge is the join of a causal dot store (delta-state CRDTs, Almeida et al. 2018):
+//!
+//! ```text
+//! (S1, C1) ⊔ (S2, C2) = ((S1 ∩ S2) ∪ (S1 \ C2) ∪ (S2 \ C1), C1 ∪ C2)
+//! ```
+//!
+//! where `S` are the sibling dots and `C` the dots seen. An edit is the delta
+//! `({dot ↦ value}, {dot} ∪ supersedes)`. The context `C` comes from outside the register
+//! ([`Seen`]): on the server it is the device table, on a free-standing replica it is the
+//! version vector a [`Field`] keeps, so the register itself stores one dot per value.
+//!
+//! ```
+//! use serde_json::json;
+//! use sync_protocol::{Dot, Field, Write};
+//!
+//! let mut field = Field::default();
+//! field.apply(&Write::new(Dot::new(1, 1), json!("Lan"), &[]));
+//! // Two devices edit from the same view: both values are kept.
+//! field.apply(&Write::new(Dot::new(2, 1), json!("Lân"), &[Dot::new(1, 1)]));
+//! field.apply(&Write::new(Dot::new(3, 1), json!("Lang"), &[Dot::new(1, 1)]));
+//! assert!(field.register.is_conflict());
+//! // A resolution supersedes every sibling and settles the field.
+//! field.apply(&Write::new(Dot::new(1, 2), json!("Lân"), &[Dot::new(2, 1), Dot::new(3, 1)]));
+//! assert_eq!(field.register.values().collect::<Vec<_>>(), [&json!("Lân")]);
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::dot::{Dot, Seen, VersionVector};
+
+/// One value of a field and the edit that wrote it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sibling {
+    pub value: Value,
+    pub dot: Dot,
+    /// The server's order of application (its change sequence when the value was stored).
+    /// It travels with the value so every replica picks the same provisional value; absent on
+    /// values a phone has not yet had acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
+}
+
+impl Sibling {
+    /// Orders siblings from oldest to newest: by the server's order, values not yet at the
+    /// server last, then by dot so the order is total.
+    fn recency(&self) -> (bool, u64, Dot) {
+        match self.at {
+            Some(at) => (false, at, self.dot),
+            None => (true, 0, self.dot),
+        }
+    }
+}
+
+/// One write to one field: the value, the edit's dot and the dots it had seen for this field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Write<'a> {
+    pub dot: Dot,
+    pub value: Value,
+    pub supersedes: &'a [Dot],
+    pub at: Option<u64>,
+}
+
+impl<'a> Write<'a> {
+    pub fn new(dot: Dot, value: Value, supersedes: &'a [Dot]) -> Self {
+        Self {
+            dot,
+            value,
+            supersedes,
+            at: None,
+        }
+    }
+
+    /// The dots this write covers: its own and the ones it supersedes.
+    pub fn context(&self) -> VersionVector {
+        std::iter::once(self.dot)
+            .chain(self.supersedes.iter().copied())
+            .collect()
+    }
+}
+
+/// The sibling values of one field, sorted by dot. Serialized as the wire's sibling array.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Register {
+    siblings: Vec<Sibling>,
+}
+
+impl Register {
+    /// A register holding the given siblings (sorted and de-duplicated by dot).
+    pub fn from_siblings(mut siblings: Vec<Sibling>) -> Self {
+        siblings.sort_by_key(|s| s.dot);
+        siblings.dedup_by_key(|s| s.dot);
+        Self { siblings }
+    }
+
+    pub fn siblings(&self) -> &[Sibling] {
+        &self.siblings
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Value> {
+        self.siblings.iter().map(|s| &s.value)
+    }
+
+    pub fn dots(&self) -> impl Iterator<Item = Dot> + '_ {
+        self.siblings.iter().map(|s| s.dot)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.siblings.is_empty()
+    }
+
+    /// Two or more siblings: concurrent edits a person has to settle.
+    pub fn is_conflict(&self) -> bool {
+        self.siblings.len() > 1
+    }
+
+    fn get(&self, dot: Dot) -> Option<&Sibling> {
+        self.siblings
+            .binary_search_by_key(&dot, |s| s.dot)
+            .ok()
+            .map(|i| &self.siblings[i])
+    }
+
+    /// The value reports use while the field is in conflict: the sibling stored last by the
+    /// server (values not yet at the server count as newest; ties go to the higher dot). The
+    /// rule reads only what travels with the siblings, so every replica picks the same one.
+    pub fn provisional(&self) -> Option<&Sibling> {
+        self.siblings.iter().max_by_key(|s| s.recency())
+    }
+
+    /// Join `other` into `self`. `self_seen` is what produced `self` had seen, `other_seen` the
+    /// same for `other`. Returns whether `self` changed.
+    pub fn join(
+        &mut self,
+        self_seen: &impl Seen,
+        other: &Register,
+        other_seen: &impl Seen,
+    ) -> bool {
+        let before = self.siblings.len();
+        let mut changed = false;
+        self.siblings.retain_mut(|s| match other.get(s.dot) {
+            Some(o) => {
+                // The server sets `at` once; a copy that has it wins over one that does not.
+                if o.at > s.at {
+                    s.at = o.at;
+                    changed = true;
+                }
+                true
+            }
+            None => !other_seen.has_seen(s.dot),
+        });
+        changed |= self.siblings.len() != before;
+        let mut added = false;
+        for o in &other.siblings {
+            if self.get(o.dot).is_none() && !self_seen.has_seen(o.dot) {
+                self.siblings.push(o.clone());
+                added = true;
+            }
+        }
+        if added {
+            self.siblings.sort_by_key(|s| s.dot);
+        }
+        changed || added
+    }
+
+    /// Apply one write, given what this register's replica has seen before it.
+    pub fn apply(&mut self, seen: &impl Seen, write: &Write<'_>) -> bool {
+        let delta = Register {
+            siblings: vec![Sibling {
+                value: write.value.clone(),
+                dot: write.dot,
+                at: write.at,
+            }],
+        };
+        self.join(seen, &delta, &write.context())
+    }
+}
+
+/// A register with its own causal context: a field that can be merged in any order.
+///
+/// This is what a replica without a server (a test peer, a phone that merges, a future
+/// peer-to-peer link) keeps per field. `seen` holds, per device, the highest seq that wrote or
+/// was superseded in this field.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Field {
+    pub register: Register,
+    pub seen: VersionVector,
+}
+
+impl Field {
+    /// Apply one write in any order: a write already seen, or already superseded, changes
+    /// nothing.
+    pub fn apply(&mut self, write: &Write<'_>) -> bool {
+        let changed = self.register.apply(&self.seen, write);
+        for dot in std::iter::once(write.dot).chain(write.supersedes.iter().copied()) {
+            self.seen.insert(dot);
+        }
+        changed
+    }
+
+    /// Merge another replica's state of the same field. Commutative, associative, idempotent.
+    pub fn merge(&mut self, other: &Field) {
+        self.register.join(&self.seen, &other.register, &other.seen);
+        self.seen.join(&other.seen);
+    }
+}
