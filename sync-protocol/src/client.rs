@@ -31,7 +31,8 @@ use crate::dot::DeviceId;
 use crate::ids::{CommuneCode, FormId, RecordId, DELETED_FIELD};
 use crate::record::Record;
 use crate::wire::{
-    Edit, FieldEdit, Rejection, SyncRequest, SyncResponse, DEFAULT_MAX_BYTES, PROTOCOL_VERSION,
+    Edit, FieldEdit, RejectCode, Rejection, SyncRequest, SyncResponse, DEFAULT_MAX_BYTES,
+    PROTOCOL_VERSION,
 };
 
 /// Edits sent in one request at most; the server refuses larger batches.
@@ -260,8 +261,14 @@ impl Client {
             .into_iter()
             .partition(|e| e.seq <= acked);
         self.pending = still_pending;
-        for edit in done {
+        for mut edit in done {
             match response.rejected.iter().find(|r| r.seq == edit.seq) {
+                // The server holds another edit under this seq (the phone was restored from a
+                // backup): nothing is wrong with this one, so it goes again under a new seq.
+                Some(r) if r.code == RejectCode::SeqReused => {
+                    edit.seq = self.take_seq();
+                    self.pending.push(edit);
+                }
                 Some(rejection) => self.rejected.push(RejectedEdit {
                     edit,
                     rejection: rejection.clone(),

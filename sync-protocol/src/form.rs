@@ -223,3 +223,137 @@ pub fn parse_date(s: &str) -> Option<(i32, u32, u32)> {
     };
     (y >= 1 && (1..=days).contains(&d)).then_some((y as i32, m, d))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field(kind: FieldType, choices: &[&str]) -> FormField {
+        FormField {
+            name: "f".into(),
+            kind,
+            choices: choices
+                .iter()
+                .map(|c| Choice {
+                    code: c.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn values_against_types() {
+        use FieldType::*;
+        let cases: &[(&str, FieldType, &[&str], Value, bool)] = &[
+            ("null clears any field", Integer, &[], json!(null), true),
+            ("whole number", Integer, &[], json!(3), true),
+            (
+                "fraction is not an integer",
+                Integer,
+                &[],
+                json!(3.5),
+                false,
+            ),
+            (
+                "number as text is not an integer",
+                Integer,
+                &[],
+                json!("3"),
+                false,
+            ),
+            ("decimal", Decimal, &[], json!(3.5), true),
+            ("date", Date, &[], json!("2020-02-29"), true),
+            (
+                "no 29 February in 2021",
+                Date,
+                &[],
+                json!("2021-02-29"),
+                false,
+            ),
+            (
+                "date in another format",
+                Date,
+                &[],
+                json!("02/03/2020"),
+                false,
+            ),
+            ("boolean", Boolean, &[], json!(false), true),
+            ("yes is not a boolean", Boolean, &[], json!("yes"), false),
+            (
+                "listed choice",
+                SelectOne,
+                &["home", "facility"],
+                json!("home"),
+                true,
+            ),
+            (
+                "unlisted choice",
+                SelectOne,
+                &["home", "facility"],
+                json!("boat"),
+                false,
+            ),
+            (
+                "several choices",
+                SelectMany,
+                &["a", "b"],
+                json!(["a", "b"]),
+                true,
+            ),
+            (
+                "a choice twice",
+                SelectMany,
+                &["a", "b"],
+                json!(["a", "a"]),
+                false,
+            ),
+            (
+                "geopoint",
+                Geopoint,
+                &[],
+                json!({"lat": 16.46, "lon": 107.59}),
+                true,
+            ),
+            (
+                "latitude out of range",
+                Geopoint,
+                &[],
+                json!({"lat": 96.0, "lon": 107.59}),
+                false,
+            ),
+            (
+                "reference",
+                Reference,
+                &[],
+                json!("01937a4e-8f3c-7d2a-9b1e-5c6d7e8f9a0b"),
+                true,
+            ),
+            (
+                "reference that is not an id",
+                Reference,
+                &[],
+                json!("child-7"),
+                false,
+            ),
+            ("text", Text, &[], json!("Nguyễn Thị Lan"), true),
+            ("number is not text", Text, &[], json!(7), false),
+        ];
+        for (name, kind, choices, value, ok) in cases {
+            let result = field(*kind, choices).check_value(value);
+            assert_eq!(result.is_ok(), *ok, "{name}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_rule_and_the_value() {
+        let err = field(FieldType::Date, &[])
+            .check_value(&json!("2020-02-30"))
+            .unwrap_err();
+        assert_eq!(err, "\"2020-02-30\" is not a date YYYY-MM-DD");
+        let err = field(FieldType::SelectOne, &["m", "f"])
+            .check_value(&json!("x"))
+            .unwrap_err();
+        assert_eq!(err, "\"x\" is not one of m, f");
+    }
+}

@@ -1,0 +1,185 @@
+//! Golden vectors: the v1 wire format, byte for byte. A change that alters any of these files
+//! breaks phones in the field; add optional keys instead. `MAM_BLESS=1` rewrites the files,
+//! for a new vector only.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::json;
+use sync_protocol::{
+    Dot, Edit, EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, FieldEdit, Record, RecordId,
+    Register, RejectCode, Rejection, Sibling, SyncRequest, SyncResponse,
+};
+
+fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(name: &str, value: &T) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("vectors")
+        .join(name);
+    let text = serde_json::to_string_pretty(value).unwrap() + "\n";
+    if std::env::var_os("MAM_BLESS").is_some() && !path.exists() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let golden =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(text, golden, "{name}: serialization changed");
+    let parsed: T = serde_json::from_str(&golden).unwrap();
+    assert_eq!(&parsed, value, "{name}: does not decode to the same value");
+}
+
+fn record_id() -> RecordId {
+    RecordId::parse("01937a4e-8f3c-7d2a-9b1e-5c6d7e8f9a0b").unwrap()
+}
+
+fn edit() -> Edit {
+    Edit {
+        seq: 41,
+        record: record_id().to_string(),
+        form: "birth-registration".into(),
+        version: 1,
+        commune: "19753".into(),
+        fields: BTreeMap::from([
+            (
+                "registration_date".into(),
+                FieldEdit {
+                    value: json!("2020-03-02"),
+                    supersedes: vec![Dot::new(7, 12)],
+                },
+            ),
+            (
+                "birth_registered".into(),
+                FieldEdit {
+                    value: json!(true),
+                    supersedes: vec![],
+                },
+            ),
+        ]),
+    }
+}
+
+#[test]
+fn edit_vector() {
+    check("edit.json", &edit());
+}
+
+#[test]
+fn sync_request_vector() {
+    check(
+        "sync-request.json",
+        &SyncRequest {
+            protocol: 1,
+            push: vec![edit()],
+            cursor: 1893,
+            max_bytes: 65536,
+        },
+    );
+}
+
+#[test]
+fn sync_response_vector() {
+    let record = Record {
+        id: record_id(),
+        form: sync_protocol::FormId::parse("birth-registration").unwrap(),
+        version: 1,
+        commune: sync_protocol::CommuneCode::parse("19753").unwrap(),
+        fields: BTreeMap::from([
+            (
+                "child_name".into(),
+                Register::from_siblings(vec![
+                    Sibling {
+                        value: json!("Nguyễn Thị Lan"),
+                        dot: Dot::new(7, 13),
+                        at: Some(1900),
+                    },
+                    Sibling {
+                        value: json!("Nguyễn Thị Lân"),
+                        dot: Dot::new(9, 4),
+                        at: Some(1931),
+                    },
+                ]),
+            ),
+            (
+                "date_of_birth".into(),
+                Register::from_siblings(vec![Sibling {
+                    value: json!("2020-01-15"),
+                    dot: Dot::new(7, 13),
+                    at: Some(1900),
+                }]),
+            ),
+        ]),
+    };
+    check(
+        "sync-response.json",
+        &SyncResponse {
+            protocol: 1,
+            acked_through: 41,
+            rejected: vec![Rejection::new(
+                40,
+                RejectCode::InvalidValue,
+                Some("date_of_birth"),
+                "date_of_birth: \"2020-02-30\" is not a date YYYY-MM-DD",
+            )],
+            records: vec![record],
+            evicted: vec![RecordId::parse("01937a4e-0000-7000-8000-000000000001").unwrap()],
+            cursor: 1931,
+            more: false,
+            forms: BTreeMap::from([("birth-registration".into(), 1)]),
+        },
+    );
+}
+
+#[test]
+fn enroll_vectors() {
+    check(
+        "enroll-request.json",
+        &EnrollRequest {
+            code: "K7QF-3M9X".into(),
+        },
+    );
+    check(
+        "enroll-response.json",
+        &EnrollResponse {
+            device: 7,
+            token: "mam_d7_9f2c4e1a6b8d3f5e7a9c1b3d5f7e9a2c".into(),
+            communes: vec!["19753".into()],
+        },
+    );
+}
+
+#[test]
+fn error_vector() {
+    check(
+        "error.json",
+        &ErrorBody {
+            code: ErrorCode::Unauthorized,
+            message: "the bearer token is missing, wrong or revoked".into(),
+            field: None,
+        },
+    );
+}
+
+/// The smallest request a v1 phone may send, with no optional keys, must keep decoding.
+#[test]
+fn minimal_v1_request_still_decodes() {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vectors/sync-request-minimal.json"),
+    )
+    .unwrap();
+    let request: SyncRequest = serde_json::from_str(&text).unwrap();
+    assert_eq!(request.protocol, 1);
+    assert_eq!(request.cursor, 0);
+    assert_eq!(request.max_bytes, 65536);
+    assert_eq!(request.push[0].fields["child_name"].supersedes, vec![]);
+}
+
+/// Codes a newer server sends are kept, not refused.
+#[test]
+fn unknown_codes_are_kept() {
+    let r: Rejection =
+        serde_json::from_str(r#"{"seq":3,"code":"some_future_rule","message":"m"}"#).unwrap();
+    assert_eq!(r.code, RejectCode::Other("some_future_rule".into()));
+    assert_eq!(
+        serde_json::to_value(&r).unwrap()["code"],
+        "some_future_rule"
+    );
+}
