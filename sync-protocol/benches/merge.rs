@@ -1,5 +1,6 @@
-//! Our register against `crdts::MVReg` on the same random histories of 20-field records, and
-//! the merge metadata per field the server stores, for records edited by 1, 5 and 50 devices.
+//! Our records against `crdts::Map<String, MVReg>` on the same random histories of 20-field
+//! records, and the merge metadata per field the server stores, for records edited by 1, 5
+//! and 50 devices.
 //!
 //! `cargo bench -p sync-protocol --bench merge`
 
@@ -8,10 +9,16 @@ use std::collections::BTreeMap;
 use crdts::{CmRDT, CvRDT, MVReg};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::{json, Value};
-use sync_protocol::{Dot, Register, ReplicaRecord, VersionVector, Write};
+use sync_protocol::{
+    CheckedEdit, CommuneCode, DeviceId, Dot, FieldEdit, FormId, Record, RecordId, ReplicaRecord,
+    VersionVector,
+};
 
 const FIELDS: usize = 20;
 const RECORDS: usize = 200;
+
+type Theirs = crdts::Map<String, MVReg<Value, DeviceId>, DeviceId>;
+type TheirOp = crdts::map::Op<String, MVReg<Value, DeviceId>, DeviceId>;
 
 struct Rng(u64);
 impl Rng {
@@ -24,27 +31,30 @@ impl Rng {
     }
 }
 
-/// One field write, in both representations.
-struct Op {
-    field: usize,
-    dot: Dot,
-    value: Value,
-    supersedes: Vec<Dot>,
-    theirs: crdts::mvreg::Op<Value, u32>,
+/// One edit in both representations: ours sets several fields under one dot; crdts needs one
+/// map op per field.
+#[derive(Clone)]
+struct Step {
+    device: DeviceId,
+    edit: CheckedEdit,
+    theirs: Vec<TheirOp>,
 }
 
-type TheirRecord = Vec<MVReg<Value, u32>>;
+fn name(field: usize) -> String {
+    format!("field_{field:02}")
+}
 
 /// A record's history as the server receives it: device 1 fills every field, then devices
 /// edit one to three fields from views they pulled at random earlier times.
-fn history(rng: &mut Rng, devices: u32) -> Vec<Op> {
-    let mut server: Vec<Register> = vec![Register::default(); FIELDS];
-    let mut theirs: TheirRecord = vec![MVReg::new(); FIELDS];
-    let mut views: Vec<(Vec<Register>, TheirRecord)> = (0..devices)
-        .map(|_| (server.clone(), theirs.clone()))
-        .collect();
+fn history(rng: &mut Rng, devices: u32) -> Vec<Step> {
+    let id = RecordId::new_v7();
+    let mut server: Option<Record> = None;
+    let mut server_seen = VersionVector::new();
+    let mut theirs = Theirs::default();
+    let mut views: Vec<(Option<Record>, Theirs)> =
+        vec![(None, Theirs::default()); devices as usize];
     let mut seqs = vec![0u64; devices as usize];
-    let mut ops = Vec::new();
+    let mut steps = Vec::new();
     let edits = 1 + (2 * devices as usize).max(10);
     for e in 0..edits {
         let d = if e == 0 {
@@ -56,85 +66,81 @@ fn history(rng: &mut Rng, devices: u32) -> Vec<Op> {
             views[d] = (server.clone(), theirs.clone());
         }
         seqs[d] += 1;
-        let dot = Dot::new(d as u32 + 1, seqs[d]);
+        let device = d as DeviceId + 1;
         let fields: Vec<usize> = if e == 0 {
             (0..FIELDS).collect()
         } else {
             (0..1 + rng.below(3)).map(|_| rng.below(FIELDS)).collect()
         };
-        for field in fields {
-            let value = json!(format!(
-                "value {e} of field {field} by device {}",
-                dot.device
-            ));
-            let (view, their_view) = &mut views[d];
-            let supersedes: Vec<Dot> = view[field].dots().collect();
-            let op = their_view[field].write(
-                value.clone(),
-                their_view[field].read_ctx().derive_add_ctx(dot.device),
-            );
-            let write = Write::new(dot, value.clone(), &supersedes);
-            view[field].apply(&|_| false, &write);
-            their_view[field].apply(op.clone());
-            server[field].apply(&|_| false, &write);
-            theirs[field].apply(op.clone());
-            ops.push(Op {
-                field,
-                dot,
-                value,
-                supersedes,
-                theirs: op,
-            });
-        }
-    }
-    ops
-}
-
-fn apply_ours(ops: &[Op]) -> Vec<Register> {
-    let mut record = vec![Register::default(); FIELDS];
-    let mut seen = VersionVector::new();
-    for (i, op) in ops.iter().enumerate() {
-        let write = Write {
-            dot: op.dot,
-            value: op.value.clone(),
-            supersedes: &op.supersedes,
-            at: Some(i as u64),
+        let (view, their_view) = &mut views[d];
+        let mut edit = CheckedEdit {
+            seq: seqs[d],
+            record: id,
+            form: FormId::parse("bench").unwrap(),
+            version: 1,
+            commune: CommuneCode::parse("19753").unwrap(),
+            fields: BTreeMap::new(),
         };
-        record[op.field].apply(&seen, &write);
-        seen.insert(op.dot);
+        let mut ops = Vec::new();
+        for field in fields {
+            let value = json!(format!("value {e} of field {field} by device {device}"));
+            let supersedes = view
+                .as_ref()
+                .map(|r| r.dots(&name(field)))
+                .unwrap_or_default();
+            edit.fields.insert(
+                name(field),
+                FieldEdit {
+                    value: value.clone(),
+                    supersedes,
+                },
+            );
+            let op = their_view.update(
+                name(field),
+                their_view.read_ctx().derive_add_ctx(device),
+                |reg, ctx| reg.write(value, ctx),
+            );
+            their_view.apply(op.clone());
+            theirs.apply(op.clone());
+            ops.push(op);
+        }
+        view.get_or_insert_with(|| Record::from_edit(&edit))
+            .apply(device, &edit, &|_| false, None);
+        let record = server.get_or_insert_with(|| Record::from_edit(&edit));
+        record.apply(device, &edit, &server_seen, Some(e as u64));
+        server_seen.insert(Dot::new(device, edit.seq));
+        steps.push(Step {
+            device,
+            edit,
+            theirs: ops,
+        });
+    }
+    steps
+}
+
+/// What the server does: apply each edit in arrival order, "seen" being the device table.
+fn apply_ours(steps: &[Step]) -> Record {
+    let mut record = Record::from_edit(&steps[0].edit);
+    let mut seen = VersionVector::new();
+    for (i, step) in steps.iter().enumerate() {
+        record.apply(step.device, &step.edit, &seen, Some(i as u64 + 1));
+        seen.insert(Dot::new(step.device, step.edit.seq));
     }
     record
 }
 
-fn apply_theirs(ops: &[Op]) -> TheirRecord {
-    let mut record: TheirRecord = vec![MVReg::new(); FIELDS];
-    for op in ops {
-        record[op.field].apply(op.theirs.clone());
+fn apply_theirs(steps: &[Step]) -> Theirs {
+    let mut map = Theirs::default();
+    for op in steps.iter().flat_map(|s| &s.theirs) {
+        map.apply(op.clone());
     }
-    record
+    map
 }
 
-fn replica(ops: &[Op]) -> ReplicaRecord {
-    let id = sync_protocol::RecordId::new_v7();
-    let mut edit = sync_protocol::CheckedEdit {
-        seq: 0,
-        record: id,
-        form: sync_protocol::FormId::parse("bench").unwrap(),
-        version: 1,
-        commune: sync_protocol::CommuneCode::parse("19753").unwrap(),
-        fields: BTreeMap::new(),
-    };
-    let mut r = ReplicaRecord::from_edit(&edit);
-    for (i, op) in ops.iter().enumerate() {
-        edit.seq = op.dot.seq;
-        edit.fields = BTreeMap::from([(
-            format!("f{}", op.field),
-            sync_protocol::FieldEdit {
-                value: op.value.clone(),
-                supersedes: op.supersedes.clone(),
-            },
-        )]);
-        r.apply(op.dot.device, &edit, Some(i as u64));
+fn replica(steps: &[&Step]) -> ReplicaRecord {
+    let mut r = ReplicaRecord::from_edit(&steps[0].edit);
+    for (i, step) in steps.iter().enumerate() {
+        r.apply(step.device, &step.edit, Some(i as u64 + 1));
     }
     r
 }
@@ -142,65 +148,83 @@ fn replica(ops: &[Op]) -> ReplicaRecord {
 fn bench(c: &mut Criterion) {
     let mut rng = Rng(20201130);
     for devices in [1u32, 5, 50] {
-        let histories: Vec<Vec<Op>> = (0..RECORDS).map(|_| history(&mut rng, devices)).collect();
-        // Metadata the server stores: one dot (12 bytes) and one server order (8) per value.
-        let ours: Vec<Vec<Register>> = histories.iter().map(|h| apply_ours(h)).collect();
-        let meta: usize = ours
+        let histories: Vec<Vec<Step>> = (0..RECORDS).map(|_| history(&mut rng, devices)).collect();
+        let ours: Vec<Record> = histories.iter().map(|h| apply_ours(h)).collect();
+        let theirs: Vec<Theirs> = histories.iter().map(|h| apply_theirs(h)).collect();
+        for (o, t) in ours.iter().zip(&theirs) {
+            for field in 0..FIELDS {
+                let mut a: Vec<String> = o.fields[&name(field)]
+                    .values()
+                    .map(|v| v.to_string())
+                    .collect();
+                let mut b: Vec<String> = t
+                    .get(&name(field))
+                    .val
+                    .map(|r| r.read().val)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect();
+                a.sort();
+                b.sort();
+                assert_eq!(a, b, "the bench's histories must give both the same values");
+            }
+        }
+        let fields = (RECORDS * FIELDS) as f64;
+        let meta: usize = ours.iter().map(Record::metadata_bytes).sum();
+        let record_json: usize = ours
             .iter()
-            .flatten()
-            .flat_map(|r| r.siblings())
-            .map(|s| 12 + if s.at.is_some() { 8 } else { 0 })
-            .sum();
-        let theirs: Vec<TheirRecord> = histories.iter().map(|h| apply_theirs(h)).collect();
-        let their_meta: usize = theirs
-            .iter()
-            .flatten()
             .map(|r| serde_json::to_vec(r).unwrap().len())
-            .sum::<usize>();
+            .sum();
+        let their_json: usize = theirs
+            .iter()
+            .map(|m| serde_json::to_vec(m).unwrap().len())
+            .sum();
         let values: usize = ours
             .iter()
-            .flatten()
-            .flat_map(|r| r.values())
+            .flat_map(|r| r.fields.values().flat_map(|f| f.values()))
             .map(|v| serde_json::to_vec(v).unwrap().len())
             .sum();
-        let replica_meta: usize = histories.iter().map(|h| replica(h).metadata_bytes()).sum();
-        let fields = (RECORDS * FIELDS) as f64;
+        let replica_meta: usize = histories
+            .iter()
+            .map(|h| replica(&h.iter().collect::<Vec<_>>()).metadata_bytes())
+            .sum();
         println!(
-            "devices={devices}: server metadata {:.1} B/field; replica with per-field context {:.1} B/field; \
-             crdts MVReg JSON {:.1} B/field (values alone {:.1} B/field)",
+            "devices={devices}: server-stored merge metadata {:.1} B/field (dots and server order); \
+             free-standing replica with per-field context {:.1} B/field; values {:.1} B/field; \
+             record JSON {:.0} B, crdts Map<String, MVReg> JSON {:.0} B per record",
             meta as f64 / fields,
             replica_meta as f64 / fields,
-            their_meta as f64 / fields,
             values as f64 / fields,
+            record_json as f64 / RECORDS as f64,
+            their_json as f64 / RECORDS as f64,
         );
 
         let mut group = c.benchmark_group(format!("apply-history/{devices}-devices"));
         group.throughput(Throughput::Elements(RECORDS as u64));
         group.bench_with_input(BenchmarkId::new("mam", devices), &histories, |b, hs| {
-            b.iter(|| hs.iter().map(|h| apply_ours(h).len()).sum::<usize>())
+            b.iter(|| hs.iter().map(|h| apply_ours(h).fields.len()).sum::<usize>())
         });
         group.bench_with_input(BenchmarkId::new("crdts", devices), &histories, |b, hs| {
-            b.iter(|| hs.iter().map(|h| apply_theirs(h).len()).sum::<usize>())
+            b.iter(|| hs.iter().map(|h| apply_theirs(h).len().val).sum::<usize>())
         });
         group.finish();
 
-        // State merge: two replicas that each saw half of the history.
-        let halves: Vec<(ReplicaRecord, ReplicaRecord)> = histories
+        // State merge: two replicas that each saw the edits of half of the devices.
+        let halves: Vec<(ReplicaRecord, ReplicaRecord, Theirs, Theirs)> = histories
             .iter()
             .map(|h| {
-                let (a, b): (Vec<&Op>, Vec<&Op>) = h.iter().partition(|op| op.dot.device % 2 == 1);
-                let a: Vec<Op> = a.into_iter().map(clone_op).collect();
-                let b: Vec<Op> = b.into_iter().map(clone_op).collect();
-                (replica(&a), replica(&b))
-            })
-            .collect();
-        let their_halves: Vec<(TheirRecord, TheirRecord)> = histories
-            .iter()
-            .map(|h| {
-                let (a, b): (Vec<&Op>, Vec<&Op>) = h.iter().partition(|op| op.dot.device % 2 == 1);
-                let a: Vec<Op> = a.into_iter().map(clone_op).collect();
-                let b: Vec<Op> = b.into_iter().map(clone_op).collect();
-                (apply_theirs(&a), apply_theirs(&b))
+                let (odd, even): (Vec<&Step>, Vec<&Step>) =
+                    h.iter().partition(|s| s.device % 2 == 1);
+                let even = if even.is_empty() { odd.clone() } else { even };
+                let t = |steps: &[&Step]| {
+                    let mut m = Theirs::default();
+                    for op in steps.iter().flat_map(|s| &s.theirs) {
+                        m.apply(op.clone());
+                    }
+                    m
+                };
+                (replica(&odd), replica(&even), t(&odd), t(&even))
             })
             .collect();
         let mut group = c.benchmark_group(format!("merge-states/{devices}-devices"));
@@ -208,7 +232,7 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("mam", devices), &halves, |b, hs| {
             b.iter(|| {
                 hs.iter()
-                    .map(|(x, y)| {
+                    .map(|(x, y, _, _)| {
                         let mut x = x.clone();
                         x.merge(y);
                         x.fields.len()
@@ -216,34 +240,18 @@ fn bench(c: &mut Criterion) {
                     .sum::<usize>()
             })
         });
-        group.bench_with_input(
-            BenchmarkId::new("crdts", devices),
-            &their_halves,
-            |b, hs| {
-                b.iter(|| {
-                    hs.iter()
-                        .map(|(x, y)| {
-                            let mut x = x.clone();
-                            for (f, other) in x.iter_mut().zip(y) {
-                                f.merge(other.clone());
-                            }
-                            x.len()
-                        })
-                        .sum::<usize>()
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("crdts", devices), &halves, |b, hs| {
+            b.iter(|| {
+                hs.iter()
+                    .map(|(_, _, x, y)| {
+                        let mut x = x.clone();
+                        x.merge(y.clone());
+                        x.len().val
+                    })
+                    .sum::<usize>()
+            })
+        });
         group.finish();
-    }
-}
-
-fn clone_op(op: &Op) -> Op {
-    Op {
-        field: op.field,
-        dot: op.dot,
-        value: op.value.clone(),
-        supersedes: op.supersedes.clone(),
-        theirs: op.theirs.clone(),
     }
 }
 

@@ -76,7 +76,7 @@ impl Record {
             self.fields
                 .entry(name.clone())
                 .or_default()
-                .apply(seen, &write);
+                .apply(seen, write);
         }
     }
 
@@ -169,7 +169,7 @@ impl ReplicaRecord {
                 supersedes: &change.supersedes,
                 at,
             };
-            self.fields.entry(name.clone()).or_default().apply(&write);
+            self.fields.entry(name.clone()).or_default().apply(write);
         }
     }
 

@@ -22,13 +22,13 @@
 //! use sync_protocol::{Dot, Field, Write};
 //!
 //! let mut field = Field::default();
-//! field.apply(&Write::new(Dot::new(1, 1), json!("Lan"), &[]));
+//! field.apply(Write::new(Dot::new(1, 1), json!("Lan"), &[]));
 //! // Two devices edit from the same view: both values are kept.
-//! field.apply(&Write::new(Dot::new(2, 1), json!("Lân"), &[Dot::new(1, 1)]));
-//! field.apply(&Write::new(Dot::new(3, 1), json!("Lang"), &[Dot::new(1, 1)]));
+//! field.apply(Write::new(Dot::new(2, 1), json!("Lân"), &[Dot::new(1, 1)]));
+//! field.apply(Write::new(Dot::new(3, 1), json!("Lang"), &[Dot::new(1, 1)]));
 //! assert!(field.register.is_conflict());
 //! // A resolution supersedes every sibling and settles the field.
-//! field.apply(&Write::new(Dot::new(1, 2), json!("Lân"), &[Dot::new(2, 1), Dot::new(3, 1)]));
+//! field.apply(Write::new(Dot::new(1, 2), json!("Lân"), &[Dot::new(2, 1), Dot::new(3, 1)]));
 //! assert_eq!(field.register.values().collect::<Vec<_>>(), [&json!("Lân")]);
 //! ```
 
@@ -172,16 +172,43 @@ impl Register {
         changed || added
     }
 
-    /// Apply one write, given what this register's replica has seen before it.
-    pub fn apply(&mut self, seen: &impl Seen, write: &Write<'_>) -> bool {
-        let delta = Register {
-            siblings: vec![Sibling {
-                value: write.value.clone(),
-                dot: write.dot,
-                at: write.at,
-            }],
+    /// Apply one write, given what this register's replica has seen before it. The same
+    /// result as joining the delta `({dot ↦ value}, {dot} ∪ supersedes)`, without building it.
+    pub fn apply(&mut self, seen: &impl Seen, write: Write<'_>) -> bool {
+        let covers = |d: Dot| {
+            std::iter::once(write.dot)
+                .chain(write.supersedes.iter().copied())
+                .any(|c| c.device == d.device && d.seq <= c.seq)
         };
-        self.join(seen, &delta, &write.context())
+        let before = self.siblings.len();
+        let mut changed = false;
+        let mut present = false;
+        self.siblings.retain_mut(|s| {
+            if s.dot == write.dot {
+                present = true;
+                if write.at > s.at {
+                    s.at = write.at;
+                    changed = true;
+                }
+                true
+            } else {
+                !covers(s.dot)
+            }
+        });
+        changed |= self.siblings.len() != before;
+        if !present && !seen.has_seen(write.dot) {
+            let i = self.siblings.partition_point(|s| s.dot < write.dot);
+            self.siblings.insert(
+                i,
+                Sibling {
+                    value: write.value,
+                    dot: write.dot,
+                    at: write.at,
+                },
+            );
+            changed = true;
+        }
+        changed
     }
 }
 
@@ -199,10 +226,11 @@ pub struct Field {
 impl Field {
     /// Apply one write in any order: a write already seen, or already superseded, changes
     /// nothing.
-    pub fn apply(&mut self, write: &Write<'_>) -> bool {
+    pub fn apply(&mut self, write: Write<'_>) -> bool {
+        let (dot, supersedes) = (write.dot, write.supersedes);
         let changed = self.register.apply(&self.seen, write);
-        for dot in std::iter::once(write.dot).chain(write.supersedes.iter().copied()) {
-            self.seen.insert(dot);
+        for d in std::iter::once(dot).chain(supersedes.iter().copied()) {
+            self.seen.insert(d);
         }
         changed
     }

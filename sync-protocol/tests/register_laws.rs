@@ -31,7 +31,7 @@ fn apply(device: &mut Device, op: &Op) {
     let (dot, value, supersedes) = &op.ours;
     device
         .ours
-        .apply(&Write::new(*dot, value.clone(), supersedes));
+        .apply(Write::new(*dot, value.clone(), supersedes));
     device.theirs.apply(op.theirs.clone());
 }
 
@@ -162,7 +162,7 @@ fn server_register_equals_mvreg_at_every_step() {
                         value.clone(),
                         ref_view.read_ctx().derive_add_ctx(dot.device),
                     );
-                    view.apply(&|_| false, &Write::new(dot, json!(value), &supersedes));
+                    view.apply(&|_| false, Write::new(dot, json!(value), &supersedes));
                     ref_view.apply(theirs.clone());
                     queue.push(Op {
                         ours: (dot, json!(value), supersedes),
@@ -174,7 +174,7 @@ fn server_register_equals_mvreg_at_every_step() {
                     let (_, _, queue) = &mut views[d];
                     for op in queue.drain(..) {
                         let (dot, value, supersedes) = &op.ours;
-                        server.apply(&server_seen, &Write::new(*dot, value.clone(), supersedes));
+                        server.apply(&server_seen, Write::new(*dot, value.clone(), supersedes));
                         server_seen.insert(*dot);
                         reference.apply(op.theirs.clone());
                         let ours: BTreeSet<String> = server
@@ -191,7 +191,7 @@ fn server_register_equals_mvreg_at_every_step() {
                     *ref_view = reference.clone();
                     for op in queue.iter() {
                         let (dot, value, supersedes) = &op.ours;
-                        view.apply(&|_| false, &Write::new(*dot, value.clone(), supersedes));
+                        view.apply(&|_| false, Write::new(*dot, value.clone(), supersedes));
                         ref_view.apply(op.theirs.clone());
                     }
                 }
@@ -417,8 +417,8 @@ fn repeated_and_superseded_writes_change_nothing() {
     let s = [Dot::new(1, 1)];
     let w2 = Write::new(Dot::new(2, 1), json!(2), &s);
     // The superseding write first, then the superseded one (late delivery): it stays gone.
-    assert!(f.apply(&w2));
-    assert!(!f.apply(&w1));
-    assert!(!f.apply(&w2));
+    assert!(f.apply(w2.clone()));
+    assert!(!f.apply(w1));
+    assert!(!f.apply(w2));
     assert_eq!(f.register.values().collect::<Vec<_>>(), [&json!(2)]);
 }

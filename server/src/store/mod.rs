@@ -1,0 +1,246 @@
+//! Storage, behind one trait typed in domain words: devices, enrolments, records, edits,
+//! rejections, cursors. One implementation per backend ([`sqlite`], [`postgres`]), each owning
+//! its pool options and its embedded migrations. Handlers never see `sqlx::Error`.
+//!
+//! The sync write path is shared: [`crate::sync`] runs one algorithm over a [`SyncTx`], a
+//! transaction each backend opens with the locks it needs.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, Rejection};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A concurrent writer got there first (unique violation, deadlock, serialization
+    /// failure): the whole transaction may be retried.
+    #[error("conflict with a concurrent writer")]
+    Conflict,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(db) => {
+                // 23505 unique violation, 40001 serialization failure, 40P01 deadlock (PG);
+                // SQLITE_BUSY (5) and SQLITE_CONSTRAINT_PRIMARYKEY (1555) for SQLite.
+                match db.code().as_deref() {
+                    Some("23505" | "40001" | "40P01" | "5" | "1555" | "2067") => StoreError::Conflict,
+                    _ => StoreError::Other(e.to_string()),
+                }
+            }
+            _ => StoreError::Other(e.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Other(format!("migration failed: {e}"))
+    }
+}
+
+/// An enrolled (or awaiting enrolment) phone.
+#[derive(Clone, Debug, Serialize)]
+pub struct Device {
+    pub id: DeviceId,
+    pub name: String,
+    pub communes: Vec<CommuneCode>,
+    pub revoked: bool,
+}
+
+impl Device {
+    pub fn in_scope(&self, commune: &CommuneCode) -> bool {
+        self.communes.contains(commune)
+    }
+}
+
+/// A device as the office sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceSummary {
+    pub id: DeviceId,
+    pub name: String,
+    pub communes: Vec<String>,
+    pub enrolled: bool,
+    pub revoked: bool,
+    pub last_seq: u64,
+    pub last_sync_at: Option<i64>,
+    pub rejected: u64,
+}
+
+/// A refused edit, kept for review.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoredRejection {
+    pub device: DeviceId,
+    pub seq: u64,
+    pub code: String,
+    pub field: Option<String>,
+    pub message: String,
+    /// The edit as the phone sent it.
+    pub edit: Box<RawValue>,
+    pub received_at: i64,
+}
+
+/// One page of a pull.
+#[derive(Debug)]
+pub struct Pull {
+    /// Records as stored JSON (the wire `Record`), passed through without re-encoding.
+    pub records: Vec<Box<RawValue>>,
+    pub evicted: Vec<RecordId>,
+    pub cursor: u64,
+    pub more: bool,
+}
+
+/// A record row as the sync path writes it.
+#[derive(Clone, Debug)]
+pub struct RecordRow {
+    pub record: Record,
+    pub body: String,
+    pub changed_at: u64,
+    pub conflicted: bool,
+    pub deleted: bool,
+    /// Whether the row exists already (UPDATE) or is new (INSERT: a concurrent insert of the
+    /// same id then fails and the transaction is retried, never overwritten).
+    pub existed: bool,
+}
+
+/// An edit as received, for the audit trail and repeat detection.
+#[derive(Clone, Debug)]
+pub struct EditRow {
+    pub seq: u64,
+    pub record: String,
+    pub body: String,
+    pub rejected: bool,
+}
+
+/// Everything one sync request writes, in one transaction.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    pub device: DeviceId,
+    pub last_seq: u64,
+    pub records: Vec<RecordRow>,
+    pub edits: Vec<EditRow>,
+    pub rejections: Vec<(Rejection, String)>,
+    /// (record, from commune, to commune, change seq).
+    pub moves: Vec<(RecordId, CommuneCode, CommuneCode, u64)>,
+    pub now: i64,
+}
+
+/// The transaction one push runs in. Implementations lock what they hand out (the device row,
+/// the records) until commit, so concurrent pushes serialize where they overlap.
+#[async_trait]
+pub trait SyncTx: Send {
+    /// The device's last consumed seq, locking the device row.
+    async fn lock_device(&mut self, device: DeviceId) -> Result<u64>;
+    /// The stored bodies of this device's edits with these seqs.
+    async fn stored_edits(&mut self, device: DeviceId, seqs: &[u64]) -> Result<HashMap<u64, String>>;
+    /// The last consumed seq of each named device.
+    async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>>;
+    /// Current state of these records, locked for update.
+    async fn load_records(&mut self, ids: &[RecordId]) -> Result<HashMap<RecordId, Record>>;
+    /// Reserve `n` change seqs; returns the first. Commit order equals seq order.
+    async fn take_changes(&mut self, n: u64) -> Result<u64>;
+    async fn write(&mut self, batch: &WriteBatch) -> Result<()>;
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> Result<()>;
+    /// Create a device awaiting enrolment with its one-time code (hashed).
+    async fn add_device(
+        &self,
+        name: &str,
+        communes: &[CommuneCode],
+        code_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<DeviceId>;
+    /// Exchange an unused, unexpired code for a token (hashed). `NotFound` otherwise.
+    async fn enroll(&self, code_hash: &str, token_hash: &str, now: i64) -> Result<Device>;
+    async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>>;
+    async fn devices(&self) -> Result<Vec<DeviceSummary>>;
+    async fn revoke(&self, device: DeviceId, now: i64) -> Result<()>;
+    async fn begin_sync(&self) -> Result<Box<dyn SyncTx>>;
+    /// Records in `communes` changed after `cursor`, and records that left them, in change
+    /// order, up to `max_bytes` of record JSON (at least one record) or `max_records`.
+    async fn pull(
+        &self,
+        communes: &[CommuneCode],
+        cursor: u64,
+        max_bytes: u64,
+        max_records: usize,
+    ) -> Result<Pull>;
+    async fn rejections(&self, device: Option<DeviceId>, limit: u32) -> Result<Vec<StoredRejection>>;
+    /// The stored rejections of a device with seq in `from..=to`.
+    async fn rejections_between(&self, device: DeviceId, from: u64, to: u64) -> Result<Vec<Rejection>>;
+    async fn record(&self, id: RecordId) -> Result<Option<Record>>;
+    /// Every record, for checks and exports.
+    async fn all_records(&self) -> Result<Vec<Record>>;
+    async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()>;
+    /// Batched upserts of whole records with no sync logic: the ceiling `mam bench ingest`
+    /// measures the sync path against.
+    async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Open the store the settings name: PostgreSQL for a `postgres://` URL, else SQLite.
+pub async fn open(settings: &crate::config::Settings) -> anyhow::Result<DynStore> {
+    match settings.database.url.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(postgres::PgStore::connect(url, settings.database.max_connections).await?))
+        }
+        Some(url) if url.starts_with("sqlite:") => Ok(Arc::new(sqlite::SqliteStore::open_url(url).await?)),
+        Some(other) => anyhow::bail!(
+            "database url must start with postgres:// or sqlite: (got a url of scheme {:?})",
+            other.split(':').next().unwrap_or("")
+        ),
+        None => {
+            let dir = &settings.storage.data_dir;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
+            Ok(Arc::new(sqlite::SqliteStore::open_file(&dir.join("mam.db")).await?))
+        }
+    }
+}
+
+/// The part of a record row both backends derive the same way.
+pub fn record_row(record: Record, changed_at: u64, existed: bool) -> RecordRow {
+    let body = serde_json::to_string(&record).expect("records always serialize");
+    RecordRow {
+        conflicted: record.is_conflicted(),
+        deleted: record.is_deleted(),
+        record,
+        body,
+        changed_at,
+        existed,
+    }
+}
+
+pub(crate) fn communes_text(communes: &[CommuneCode]) -> String {
+    communes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",")
+}
+
+pub(crate) fn parse_communes(text: &str) -> Vec<CommuneCode> {
+    text.split(',').filter_map(|c| CommuneCode::parse(c).ok()).collect()
+}
