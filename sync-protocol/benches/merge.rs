@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crdts::{CmRDT, CvRDT, MVReg};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use serde_json::{json, Value};
 use sync_protocol::{
     CheckedEdit, CommuneCode, DeviceId, Dot, FieldEdit, FormId, Record, RecordId, ReplicaRecord,
@@ -105,9 +105,9 @@ fn history(rng: &mut Rng, devices: u32) -> Vec<Step> {
             ops.push(op);
         }
         view.get_or_insert_with(|| Record::from_edit(&edit))
-            .apply(device, &edit, &|_| false, None);
+            .apply(device, edit.clone(), &|_| false);
         let record = server.get_or_insert_with(|| Record::from_edit(&edit));
-        record.apply(device, &edit, &server_seen, Some(e as u64));
+        record.apply(device, edit.clone(), &server_seen);
         server_seen.insert(Dot::new(device, edit.seq));
         steps.push(Step {
             device,
@@ -119,28 +119,30 @@ fn history(rng: &mut Rng, devices: u32) -> Vec<Step> {
 }
 
 /// What the server does: apply each edit in arrival order, "seen" being the device table.
-fn apply_ours(steps: &[Step]) -> Record {
+/// Both sides take their edits by value, as they arrive off the wire.
+fn apply_ours(steps: Vec<Step>) -> Record {
     let mut record = Record::from_edit(&steps[0].edit);
     let mut seen = VersionVector::new();
-    for (i, step) in steps.iter().enumerate() {
-        record.apply(step.device, &step.edit, &seen, Some(i as u64 + 1));
-        seen.insert(Dot::new(step.device, step.edit.seq));
+    for step in steps {
+        let dot = Dot::new(step.device, step.edit.seq);
+        record.apply(step.device, step.edit, &seen);
+        seen.insert(dot);
     }
     record
 }
 
-fn apply_theirs(steps: &[Step]) -> Theirs {
+fn apply_theirs(steps: Vec<Step>) -> Theirs {
     let mut map = Theirs::default();
-    for op in steps.iter().flat_map(|s| &s.theirs) {
-        map.apply(op.clone());
+    for op in steps.into_iter().flat_map(|s| s.theirs) {
+        map.apply(op);
     }
     map
 }
 
 fn replica(steps: &[&Step]) -> ReplicaRecord {
     let mut r = ReplicaRecord::from_edit(&steps[0].edit);
-    for (i, step) in steps.iter().enumerate() {
-        r.apply(step.device, &step.edit, Some(i as u64 + 1));
+    for step in steps {
+        r.apply(step.device, step.edit.clone());
     }
     r
 }
@@ -149,8 +151,8 @@ fn bench(c: &mut Criterion) {
     let mut rng = Rng(20201130);
     for devices in [1u32, 5, 50] {
         let histories: Vec<Vec<Step>> = (0..RECORDS).map(|_| history(&mut rng, devices)).collect();
-        let ours: Vec<Record> = histories.iter().map(|h| apply_ours(h)).collect();
-        let theirs: Vec<Theirs> = histories.iter().map(|h| apply_theirs(h)).collect();
+        let ours: Vec<Record> = histories.iter().map(|h| apply_ours(h.clone())).collect();
+        let theirs: Vec<Theirs> = histories.iter().map(|h| apply_theirs(h.clone())).collect();
         for (o, t) in ours.iter().zip(&theirs) {
             for field in 0..FIELDS {
                 let mut a: Vec<String> = o.fields[&name(field)]
@@ -190,7 +192,7 @@ fn bench(c: &mut Criterion) {
             .map(|h| replica(&h.iter().collect::<Vec<_>>()).metadata_bytes())
             .sum();
         println!(
-            "devices={devices}: server-stored merge metadata {:.1} B/field (dots and server order); \
+            "devices={devices}: server-stored merge metadata {:.1} B/field (one dot per value); \
              free-standing replica with per-field context {:.1} B/field; values {:.1} B/field; \
              record JSON {:.0} B, crdts Map<String, MVReg> JSON {:.0} B per record",
             meta as f64 / fields,
@@ -203,10 +205,26 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("apply-history/{devices}-devices"));
         group.throughput(Throughput::Elements(RECORDS as u64));
         group.bench_with_input(BenchmarkId::new("mam", devices), &histories, |b, hs| {
-            b.iter(|| hs.iter().map(|h| apply_ours(h).fields.len()).sum::<usize>())
+            b.iter_batched(
+                || hs.clone(),
+                |hs| {
+                    hs.into_iter()
+                        .map(|h| apply_ours(h).fields.len())
+                        .sum::<usize>()
+                },
+                BatchSize::LargeInput,
+            )
         });
         group.bench_with_input(BenchmarkId::new("crdts", devices), &histories, |b, hs| {
-            b.iter(|| hs.iter().map(|h| apply_theirs(h).len().val).sum::<usize>())
+            b.iter_batched(
+                || hs.clone(),
+                |hs| {
+                    hs.into_iter()
+                        .map(|h| apply_theirs(h).len().val)
+                        .sum::<usize>()
+                },
+                BatchSize::LargeInput,
+            )
         });
         group.finish();
 

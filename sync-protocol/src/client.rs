@@ -113,7 +113,7 @@ impl Client {
                 continue;
             }
             let record = record.get_or_insert_with(|| Record::from_edit(&checked));
-            record.apply(self.device, &checked, &|_| false, None);
+            record.apply(self.device, checked, &|_| false);
         }
         record
     }

@@ -55,28 +55,19 @@ impl Record {
     }
 
     /// Apply `edit`, written by `device`, to this record. `seen` answers for the state before
-    /// the edit; `at` is the server's order of application, if this is the server.
-    pub fn apply(
-        &mut self,
-        device: DeviceId,
-        edit: &CheckedEdit,
-        seen: &impl Seen,
-        at: Option<u64>,
-    ) {
+    /// the edit. Takes the edit by value: its values move into the record without a copy.
+    pub fn apply(&mut self, device: DeviceId, edit: CheckedEdit, seen: &impl Seen) {
         let dot = Dot::new(device, edit.seq);
         self.version = self.version.max(edit.version);
-        self.commune = edit.commune.clone();
-        for (name, change) in &edit.fields {
-            let write = Write {
-                dot,
-                value: change.value.clone(),
-                supersedes: &change.supersedes,
-                at,
+        if self.commune != edit.commune {
+            self.commune = edit.commune;
+        }
+        for (name, change) in edit.fields {
+            let write = Write::new(dot, change.value, &change.supersedes);
+            match self.fields.get_mut(&name) {
+                Some(register) => register.apply(seen, write),
+                None => self.fields.entry(name).or_default().apply(seen, write),
             };
-            self.fields
-                .entry(name.clone())
-                .or_default()
-                .apply(seen, write);
         }
     }
 
@@ -115,13 +106,9 @@ impl Record {
         self.conflicted_fields().next().is_some() || self.has_delete_conflict()
     }
 
-    /// Bytes of merge metadata the server stores: 12 per dot, 8 per server order.
+    /// Bytes of merge metadata the server stores: one dot (device u32, seq u64) per value.
     pub fn metadata_bytes(&self) -> usize {
-        self.fields
-            .values()
-            .flat_map(|r| r.siblings())
-            .map(|s| 12 + if s.at.is_some() { 8 } else { 0 })
-            .sum()
+        self.fields.values().flat_map(|r| r.siblings()).count() * 12
     }
 
     /// The dots of a field's siblings, for the `supersedes` of a resolution.
@@ -140,8 +127,8 @@ pub struct ReplicaRecord {
     pub form: FormId,
     pub version: u32,
     pub commune: CommuneCode,
-    /// The edit that set `commune`, so every replica keeps the same one (newest wins).
-    commune_dot: Option<(Option<u64>, Dot)>,
+    /// The dot of the edit that set `commune`: the highest dot wins on every replica.
+    commune_dot: Dot,
     pub fields: BTreeMap<String, Field>,
 }
 
@@ -152,34 +139,22 @@ impl ReplicaRecord {
             form: edit.form.clone(),
             version: 0,
             commune: edit.commune.clone(),
-            commune_dot: None,
+            commune_dot: Dot::new(0, 0),
             fields: BTreeMap::new(),
         }
     }
 
     /// Apply an edit from `device`, in any order, any number of times.
-    pub fn apply(&mut self, device: DeviceId, edit: &CheckedEdit, at: Option<u64>) {
+    pub fn apply(&mut self, device: DeviceId, edit: CheckedEdit) {
         let dot = Dot::new(device, edit.seq);
         self.version = self.version.max(edit.version);
-        self.take_commune(&edit.commune, (at, dot));
-        for (name, change) in &edit.fields {
-            let write = Write {
-                dot,
-                value: change.value.clone(),
-                supersedes: &change.supersedes,
-                at,
-            };
-            self.fields.entry(name.clone()).or_default().apply(write);
+        if dot > self.commune_dot {
+            self.commune = edit.commune;
+            self.commune_dot = dot;
         }
-    }
-
-    fn take_commune(&mut self, commune: &CommuneCode, stamp: (Option<u64>, Dot)) {
-        if self
-            .commune_dot
-            .is_none_or(|old| stamp_key(stamp) > stamp_key(old))
-        {
-            self.commune = commune.clone();
-            self.commune_dot = Some(stamp);
+        for (name, change) in edit.fields {
+            let write = Write::new(dot, change.value, &change.supersedes);
+            self.fields.entry(name).or_default().apply(write);
         }
     }
 
@@ -187,8 +162,9 @@ impl ReplicaRecord {
     pub fn merge(&mut self, other: &ReplicaRecord) {
         debug_assert_eq!(self.id, other.id);
         self.version = self.version.max(other.version);
-        if let Some(stamp) = other.commune_dot {
-            self.take_commune(&other.commune, stamp);
+        if other.commune_dot > self.commune_dot {
+            self.commune = other.commune.clone();
+            self.commune_dot = other.commune_dot;
         }
         for (name, field) in &other.fields {
             self.fields.entry(name.clone()).or_default().merge(field);
@@ -211,19 +187,11 @@ impl ReplicaRecord {
         }
     }
 
-    /// Bytes of merge metadata: 12 per dot held, 8 per server order, 12 per context entry.
+    /// Bytes of merge metadata: 12 per dot held and 12 per context entry.
     pub fn metadata_bytes(&self) -> usize {
         self.fields
             .values()
-            .map(|f| {
-                let s = f.register.siblings();
-                s.len() * 12 + s.iter().filter(|s| s.at.is_some()).count() * 8 + f.seen.len() * 12
-            })
+            .map(|f| (f.register.siblings().len() + f.seen.len()) * 12)
             .sum()
     }
-}
-
-/// Newest first by server order (values not yet at the server count as newest), then by dot.
-fn stamp_key((at, dot): (Option<u64>, Dot)) -> (bool, u64, Dot) {
-    (at.is_none(), at.unwrap_or(0), dot)
 }

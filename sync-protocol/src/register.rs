@@ -42,22 +42,6 @@ use crate::dot::{Dot, Seen, VersionVector};
 pub struct Sibling {
     pub value: Value,
     pub dot: Dot,
-    /// The server's order of application (its change sequence when the value was stored).
-    /// It travels with the value so every replica picks the same provisional value; absent on
-    /// values a phone has not yet had acknowledged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<u64>,
-}
-
-impl Sibling {
-    /// Orders siblings from oldest to newest: by the server's order, values not yet at the
-    /// server last, then by dot so the order is total.
-    fn recency(&self) -> (bool, u64, Dot) {
-        match self.at {
-            Some(at) => (false, at, self.dot),
-            None => (true, 0, self.dot),
-        }
-    }
 }
 
 /// One write to one field: the value, the edit's dot and the dots it had seen for this field.
@@ -66,7 +50,6 @@ pub struct Write<'a> {
     pub dot: Dot,
     pub value: Value,
     pub supersedes: &'a [Dot],
-    pub at: Option<u64>,
 }
 
 impl<'a> Write<'a> {
@@ -75,19 +58,14 @@ impl<'a> Write<'a> {
             dot,
             value,
             supersedes,
-            at: None,
         }
-    }
-
-    /// The dots this write covers: its own and the ones it supersedes.
-    pub fn context(&self) -> VersionVector {
-        std::iter::once(self.dot)
-            .chain(self.supersedes.iter().copied())
-            .collect()
     }
 }
 
-/// The sibling values of one field, sorted by dot. Serialized as the wire's sibling array.
+/// The sibling values of one field, oldest first. Serialized as the wire's sibling array.
+///
+/// The order is the order of application on the server, and it travels with the record, so
+/// every replica that holds the record picks the same provisional value: the last sibling.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Register {
@@ -95,11 +73,15 @@ pub struct Register {
 }
 
 impl Register {
-    /// A register holding the given siblings (sorted and de-duplicated by dot).
-    pub fn from_siblings(mut siblings: Vec<Sibling>) -> Self {
-        siblings.sort_by_key(|s| s.dot);
-        siblings.dedup_by_key(|s| s.dot);
-        Self { siblings }
+    /// A register holding the given siblings, oldest first (a repeated dot is dropped).
+    pub fn from_siblings(siblings: Vec<Sibling>) -> Self {
+        let mut register = Self::default();
+        for s in siblings {
+            if register.get(s.dot).is_none() {
+                register.siblings.push(s);
+            }
+        }
+        register
     }
 
     pub fn siblings(&self) -> &[Sibling] {
@@ -124,21 +106,19 @@ impl Register {
     }
 
     fn get(&self, dot: Dot) -> Option<&Sibling> {
-        self.siblings
-            .binary_search_by_key(&dot, |s| s.dot)
-            .ok()
-            .map(|i| &self.siblings[i])
+        self.siblings.iter().find(|s| s.dot == dot)
     }
 
-    /// The value reports use while the field is in conflict: the sibling stored last by the
-    /// server (values not yet at the server count as newest; ties go to the higher dot). The
-    /// rule reads only what travels with the siblings, so every replica picks the same one.
+    /// The value reports use while the field is in conflict: the newest sibling (the last one
+    /// the server applied). It reads only what travels with the record, so every replica
+    /// picks the same one.
     pub fn provisional(&self) -> Option<&Sibling> {
-        self.siblings.iter().max_by_key(|s| s.recency())
+        self.siblings.last()
     }
 
     /// Join `other` into `self`. `self_seen` is what produced `self` had seen, `other_seen` the
-    /// same for `other`. Returns whether `self` changed.
+    /// same for `other`. Siblings new to `self` are appended in `other`'s order. Returns
+    /// whether `self` changed.
     pub fn join(
         &mut self,
         self_seen: &impl Seen,
@@ -146,30 +126,16 @@ impl Register {
         other_seen: &impl Seen,
     ) -> bool {
         let before = self.siblings.len();
-        let mut changed = false;
-        self.siblings.retain_mut(|s| match other.get(s.dot) {
-            Some(o) => {
-                // The server sets `at` once; a copy that has it wins over one that does not.
-                if o.at > s.at {
-                    s.at = o.at;
-                    changed = true;
-                }
-                true
-            }
-            None => !other_seen.has_seen(s.dot),
-        });
-        changed |= self.siblings.len() != before;
-        let mut added = false;
+        self.siblings
+            .retain(|s| other.get(s.dot).is_some() || !other_seen.has_seen(s.dot));
+        let mut changed = self.siblings.len() != before;
         for o in &other.siblings {
             if self.get(o.dot).is_none() && !self_seen.has_seen(o.dot) {
                 self.siblings.push(o.clone());
-                added = true;
+                changed = true;
             }
         }
-        if added {
-            self.siblings.sort_by_key(|s| s.dot);
-        }
-        changed || added
+        changed
     }
 
     /// Apply one write, given what this register's replica has seen before it. The same
@@ -181,41 +147,37 @@ impl Register {
                 .any(|c| c.device == d.device && d.seq <= c.seq)
         };
         let before = self.siblings.len();
-        let mut changed = false;
         let mut present = false;
-        self.siblings.retain_mut(|s| {
+        self.siblings.retain(|s| {
             if s.dot == write.dot {
                 present = true;
-                if write.at > s.at {
-                    s.at = write.at;
-                    changed = true;
-                }
                 true
             } else {
                 !covers(s.dot)
             }
         });
-        changed |= self.siblings.len() != before;
+        let mut changed = self.siblings.len() != before;
         if !present && !seen.has_seen(write.dot) {
-            let i = self.siblings.partition_point(|s| s.dot < write.dot);
-            self.siblings.insert(
-                i,
-                Sibling {
-                    value: write.value,
-                    dot: write.dot,
-                    at: write.at,
-                },
-            );
+            self.siblings.push(Sibling {
+                value: write.value,
+                dot: write.dot,
+            });
             changed = true;
         }
         changed
+    }
+
+    /// Order by dot: the canonical order of a replica that has no server order to follow.
+    fn sort_by_dot(&mut self) {
+        self.siblings.sort_by_key(|s| s.dot);
     }
 }
 
 /// A register with its own causal context: a field that can be merged in any order.
 ///
 /// This is what a replica without a server (a test peer, a phone that merges, a future
-/// peer-to-peer link) keeps per field. `seen` holds, per device, the highest seq that wrote or
+/// peer-to-peer link) keeps per field. With no server order to follow, its siblings are kept
+/// in dot order, so replicas agree on the provisional value too. `seen` holds, per device, the highest seq that wrote or
 /// was superseded in this field.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Field {
@@ -229,6 +191,7 @@ impl Field {
     pub fn apply(&mut self, write: Write<'_>) -> bool {
         let (dot, supersedes) = (write.dot, write.supersedes);
         let changed = self.register.apply(&self.seen, write);
+        self.register.sort_by_dot();
         for d in std::iter::once(dot).chain(supersedes.iter().copied()) {
             self.seen.insert(d);
         }
@@ -238,6 +201,7 @@ impl Field {
     /// Merge another replica's state of the same field. Commutative, associative, idempotent.
     pub fn merge(&mut self, other: &Field) {
         self.register.join(&self.seen, &other.register, &other.seen);
+        self.register.sort_by_dot();
         self.seen.join(&other.seen);
     }
 }

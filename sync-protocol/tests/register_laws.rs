@@ -9,8 +9,8 @@ use common::{for_seeds, Rng};
 use crdts::{CmRDT, CvRDT, MVReg};
 use serde_json::{json, Value};
 use sync_protocol::{
-    CheckedEdit, CommuneCode, DeviceId, Dot, Field, FieldEdit, FormId, RecordId, ReplicaRecord,
-    Write,
+    CheckedEdit, CommuneCode, DeviceId, Dot, Field, FieldEdit, FormId, Record, RecordId,
+    ReplicaRecord, VersionVector, Write,
 };
 
 /// One write as both implementations see it.
@@ -237,7 +237,7 @@ fn records_converge_under_any_order() {
         let mut log: Vec<(DeviceId, CheckedEdit)> = vec![(1, first.clone())];
         for _ in 0..devices {
             let mut v = ReplicaRecord::from_edit(&first);
-            v.apply(1, &first, None);
+            v.apply(1, first.clone());
             views.push(v);
         }
         let mut seqs = vec![1u64; devices as usize];
@@ -254,7 +254,7 @@ fn records_converge_under_any_order() {
                     })
                     .collect();
                 let e = edit(seqs[d], id, &fields);
-                views[d].apply(device, &e, None);
+                views[d].apply(device, e.clone());
                 log.push((device, e));
             } else {
                 let other = views[rng.below(devices as usize)].clone();
@@ -269,7 +269,7 @@ fn records_converge_under_any_order() {
             let mut r = ReplicaRecord::from_edit(&first);
             for i in order {
                 let (device, e) = &log[i];
-                r.apply(*device, e, None);
+                r.apply(*device, e.clone());
             }
             replicas.push(r);
         }
@@ -293,7 +293,7 @@ fn records_converge_under_any_order() {
         };
         assert_eq!(again, a, "merge is not idempotent");
         for (device, e) in &log {
-            a.apply(*device, e, None);
+            a.apply(*device, e.clone());
         }
         assert_eq!(a.to_record(), replicas[0].to_record());
     });
@@ -304,11 +304,11 @@ fn different_fields_never_conflict() {
     let id = RecordId::new_v7();
     let create = edit(1, id, &[("child_name", json!("Lan"), vec![])]);
     let mut r = ReplicaRecord::from_edit(&create);
-    r.apply(1, &create, None);
+    r.apply(1, create.clone());
     let a = edit(2, id, &[("village", json!("Thôn 1"), vec![])]);
     let b = edit(1, id, &[("sex", json!("f"), vec![])]);
-    r.apply(1, &a, None);
-    r.apply(2, &b, None);
+    r.apply(1, a.clone());
+    r.apply(2, b.clone());
     let record = r.to_record();
     assert!(!record.is_conflicted());
     assert_eq!(record.value("village"), Some(&json!("Thôn 1")));
@@ -317,38 +317,36 @@ fn different_fields_never_conflict() {
 
 #[test]
 fn concurrent_edits_keep_both_until_resolved() {
+    // As the server applies them: "seen" is the device table.
     let id = RecordId::new_v7();
+    let mut seen = VersionVector::new();
+    let mut apply = |record: &mut Record, device: DeviceId, e: CheckedEdit| {
+        let dot = Dot::new(device, e.seq);
+        record.apply(device, e, &seen);
+        seen.insert(dot);
+    };
     let create = edit(1, id, &[("child_name", json!("Lan"), vec![])]);
     let base = Dot::new(1, 1);
-    let mut r = ReplicaRecord::from_edit(&create);
-    r.apply(1, &create, None);
-    r.apply(
-        2,
-        &edit(5, id, &[("child_name", json!("Lân"), vec![base])]),
-        Some(10),
-    );
-    r.apply(
+    let mut r = Record::from_edit(&create);
+    apply(&mut r, 1, create);
+    apply(
+        &mut r,
         3,
-        &edit(9, id, &[("child_name", json!("Lang"), vec![base])]),
-        Some(11),
+        edit(9, id, &[("child_name", json!("Lang"), vec![base])]),
     );
-    let record = r.to_record();
+    apply(
+        &mut r,
+        2,
+        edit(5, id, &[("child_name", json!("Lân"), vec![base])]),
+    );
+    assert_eq!(r.conflicted_fields().collect::<Vec<_>>(), ["child_name"]);
+    // Reports use the value the server stored last, whatever the dots say.
+    assert_eq!(r.value("child_name"), Some(&json!("Lân")));
+    let all = r.dots("child_name");
+    apply(&mut r, 1, edit(2, id, &[("child_name", json!("Lân"), all)]));
+    assert!(!r.is_conflicted());
     assert_eq!(
-        record.conflicted_fields().collect::<Vec<_>>(),
-        ["child_name"]
-    );
-    // Reports use the value the server stored last.
-    assert_eq!(record.value("child_name"), Some(&json!("Lang")));
-    let all = record.dots("child_name");
-    r.apply(
-        1,
-        &edit(2, id, &[("child_name", json!("Lân"), all)]),
-        Some(12),
-    );
-    let record = r.to_record();
-    assert!(!record.is_conflicted());
-    assert_eq!(
-        record.fields["child_name"].values().collect::<Vec<_>>(),
+        r.fields["child_name"].values().collect::<Vec<_>>(),
         [&json!("Lân")]
     );
 }
@@ -370,7 +368,7 @@ fn delete_against_edit_is_a_conflict() {
     let created = a.sync_request().push[0].check().unwrap();
     // Both phones hold the record; one deletes it, the other edits a field and adds one.
     let mut b = ReplicaRecord::from_edit(&created);
-    b.apply(1, &created, Some(1));
+    b.apply(1, created.clone());
     let mut deleter = Client::new(1);
     deleter.create(
         id,
@@ -390,11 +388,11 @@ fn delete_against_edit_is_a_conflict() {
     for (orders, expect_field_conflict) in [(0, true), (1, true)] {
         let mut r = b.clone();
         if orders == 0 {
-            r.apply(1, &delete, Some(2));
-            r.apply(2, &edit_notes, Some(3));
+            r.apply(1, delete.clone());
+            r.apply(2, edit_notes.clone());
         } else {
-            r.apply(2, &edit_notes, Some(2));
-            r.apply(1, &delete, Some(3));
+            r.apply(2, edit_notes.clone());
+            r.apply(1, delete.clone());
         }
         let record = r.to_record();
         assert!(record.is_deleted());
@@ -403,8 +401,8 @@ fn delete_against_edit_is_a_conflict() {
     }
     // An edit to a field the deleter never saw: no sibling conflict, still flagged.
     let mut r = b.clone();
-    r.apply(1, &delete, Some(2));
-    r.apply(2, &edit_new, Some(3));
+    r.apply(1, delete.clone());
+    r.apply(2, edit_new.clone());
     let record = r.to_record();
     assert!(record.has_delete_conflict());
     assert_eq!(record.value("village"), Some(&json!("Thôn 3")));

@@ -89,12 +89,10 @@ fn sync_response_vector() {
                     Sibling {
                         value: json!("Nguyễn Thị Lan"),
                         dot: Dot::new(7, 13),
-                        at: Some(1900),
                     },
                     Sibling {
                         value: json!("Nguyễn Thị Lân"),
                         dot: Dot::new(9, 4),
-                        at: Some(1931),
                     },
                 ]),
             ),
@@ -103,7 +101,6 @@ fn sync_response_vector() {
                 Register::from_siblings(vec![Sibling {
                     value: json!("2020-01-15"),
                     dot: Dot::new(7, 13),
-                    at: Some(1900),
                 }]),
             ),
         ]),

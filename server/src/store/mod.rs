@@ -237,6 +237,31 @@ pub fn record_row(record: Record, changed_at: u64, existed: bool) -> RecordRow {
     }
 }
 
+/// Cuts rows into a page of at most `max_bytes` (at least one record) and `max_records`.
+pub(crate) fn page(
+    rows: impl Iterator<Item = Result<(String, u64)>>,
+    max_bytes: u64,
+    max_records: usize,
+) -> Result<(Vec<Box<RawValue>>, u64, bool)> {
+    let mut records = Vec::new();
+    let mut bytes = 0u64;
+    let mut last = 0;
+    for row in rows {
+        let (body, changed_at) = row?;
+        let size = body.len() as u64 + 1;
+        if records.len() == max_records || (!records.is_empty() && bytes + size > max_bytes) {
+            return Ok((records, last, true));
+        }
+        bytes += size;
+        last = changed_at;
+        records.push(
+            RawValue::from_string(body)
+                .map_err(|e| StoreError::Other(format!("stored JSON is not valid: {e}")))?,
+        );
+    }
+    Ok((records, last, false))
+}
+
 pub(crate) fn communes_text(communes: &[CommuneCode]) -> String {
     communes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",")
 }

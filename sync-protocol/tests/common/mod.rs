@@ -106,7 +106,7 @@ impl ModelServer {
                         .records
                         .entry(checked.record)
                         .or_insert_with(|| (Record::from_edit(&checked), 0));
-                    record.apply(device, &checked, &seen, Some(at));
+                    record.apply(device, checked, &seen);
                     *changed = at;
                 }
                 Err(rejection) => {

@@ -1,0 +1,515 @@
+//! PostgreSQL: the production database, and the way out of one machine. Several `mam`
+//! processes may serve one database; any of them can serve any phone.
+//!
+//! Concurrency: a push locks its device row, then its records in id order, then takes its
+//! change seqs from the `counters` row last, holding that lock only for the final writes and
+//! the commit. So change seqs follow commit order, and a reader that sees seq `n` committed
+//! sees every seq below it: a cursor never skips a change committed later. A new record is
+//! INSERTed, never upserted, so two pushes creating the same record cannot overwrite each
+//! other: the loser fails with a unique violation and the whole push is retried.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, RejectCode, Rejection};
+
+use super::{
+    communes_text, page, parse_communes, Device, DeviceSummary, Pull, RecordRow, Result, StoreError,
+    StoredRejection, SyncTx, WriteBatch,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn device_from_row(row: &PgRow) -> Result<Device> {
+    Ok(Device {
+        id: row.try_get::<i64, _>("id")? as DeviceId,
+        name: row.try_get("name")?,
+        communes: parse_communes(&row.try_get::<String, _>("communes")?),
+        revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+    })
+}
+
+fn parse_record(body: &str) -> Result<Record> {
+    serde_json::from_str(body).map_err(|e| StoreError::Other(format!("stored record is not valid: {e}")))
+}
+
+fn scope(communes: &[CommuneCode]) -> Vec<String> {
+    communes.iter().map(|c| c.to_string()).collect()
+}
+
+#[async_trait]
+impl super::Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn add_device(
+        &self,
+        name: &str,
+        communes: &[CommuneCode],
+        code_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<DeviceId> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO devices (name, communes, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(name)
+        .bind(communes_text(communes))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO enrollments (code_hash, device, expires_at) VALUES ($1, $2, $3)")
+            .bind(code_hash)
+            .bind(id)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id as DeviceId)
+    }
+
+    async fn enroll(&self, code_hash: &str, token_hash: &str, now: i64) -> Result<Device> {
+        let mut tx = self.pool.begin().await?;
+        let device: Option<i64> = sqlx::query_scalar(
+            "UPDATE enrollments SET used_at = $1
+             WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1
+             RETURNING device",
+        )
+        .bind(now)
+        .bind(code_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let device = device.ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(
+            "UPDATE devices SET token_hash = $1, enrolled_at = $2
+             WHERE id = $3 AND revoked_at IS NULL
+             RETURNING id, name, communes, revoked_at",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .bind(device)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let device = device_from_row(&row)?;
+        tx.commit().await?;
+        Ok(device)
+    }
+
+    async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>> {
+        let row = sqlx::query("SELECT id, name, communes, revoked_at FROM devices WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceSummary>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.name, d.communes, d.token_hash IS NOT NULL AS enrolled,
+                    d.revoked_at IS NOT NULL AS revoked, d.last_seq, d.last_sync_at,
+                    (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id) AS rejected
+             FROM devices d ORDER BY d.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeviceSummary {
+                    id: row.try_get::<i64, _>("id")? as DeviceId,
+                    name: row.try_get("name")?,
+                    communes: parse_communes(&row.try_get::<String, _>("communes")?)
+                        .into_iter()
+                        .map(String::from)
+                        .collect(),
+                    enrolled: row.try_get("enrolled")?,
+                    revoked: row.try_get("revoked")?,
+                    last_seq: row.try_get::<i64, _>("last_seq")? as u64,
+                    last_sync_at: row.try_get("last_sync_at")?,
+                    rejected: row.try_get::<i64, _>("rejected")? as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke(&self, device: DeviceId, now: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+            .bind(now)
+            .bind(device as i64)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()> {
+        sqlx::query("UPDATE devices SET last_sync_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(device as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn begin_sync(&self) -> Result<Box<dyn SyncTx>> {
+        Ok(Box::new(PgSyncTx { tx: self.pool.begin().await? }))
+    }
+
+    async fn pull(
+        &self,
+        communes: &[CommuneCode],
+        cursor: u64,
+        max_bytes: u64,
+        max_records: usize,
+    ) -> Result<Pull> {
+        if communes.is_empty() {
+            return Ok(Pull { records: vec![], evicted: vec![], cursor, more: false });
+        }
+        let scope = scope(communes);
+        let mut conn = self.pool.acquire().await?;
+        // Read the watermark first: every seq at or below it is committed (commit order is
+        // seq order), so the later statements see all of them.
+        let watermark: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = 'changes'")
+            .fetch_one(&mut *conn)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT body, changed_at FROM records
+             WHERE commune = ANY($1) AND changed_at > $2 ORDER BY changed_at LIMIT $3",
+        )
+        .bind(&scope)
+        .bind(cursor as i64)
+        .bind(max_records as i64 + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+        let (records, last, more) = page(
+            rows.into_iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)? as u64))),
+            max_bytes,
+            max_records,
+        )?;
+        let next = if more { last } else { last.max(watermark as u64).max(cursor) };
+        let evicted: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT m.record FROM moves m JOIN records r ON r.id = m.record
+             WHERE m.at > $1 AND m.at <= $2 AND m.from_commune = ANY($3) AND NOT (r.commune = ANY($3))",
+        )
+        .bind(cursor as i64)
+        .bind(next as i64)
+        .bind(&scope)
+        .fetch_all(&mut *conn)
+        .await?;
+        let evicted = evicted
+            .iter()
+            .map(|id| RecordId::parse(id).map_err(StoreError::Other))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Pull { records, evicted, cursor: next, more })
+    }
+
+    async fn rejections(&self, device: Option<DeviceId>, limit: u32) -> Result<Vec<StoredRejection>> {
+        let rows = sqlx::query(
+            "SELECT device, seq, code, field, message, body, received_at FROM rejections
+             WHERE $1::BIGINT IS NULL OR device = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(device.map(i64::from))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredRejection {
+                    device: r.try_get::<i64, _>("device")? as DeviceId,
+                    seq: r.try_get::<i64, _>("seq")? as u64,
+                    code: r.try_get("code")?,
+                    field: r.try_get("field")?,
+                    message: r.try_get("message")?,
+                    edit: RawValue::from_string(r.try_get("body")?)
+                        .map_err(|e| StoreError::Other(e.to_string()))?,
+                    received_at: r.try_get("received_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn rejections_between(&self, device: DeviceId, from: u64, to: u64) -> Result<Vec<Rejection>> {
+        let rows = sqlx::query(
+            "SELECT seq, code, field, message FROM rejections
+             WHERE device = $1 AND seq >= $2 AND seq <= $3 AND code <> 'seq_reused' ORDER BY seq",
+        )
+        .bind(device as i64)
+        .bind(from as i64)
+        .bind(to as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Rejection {
+                    seq: r.try_get::<i64, _>("seq")? as u64,
+                    code: RejectCode::from_text(r.try_get::<&str, _>("code")?),
+                    field: r.try_get("field")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record(&self, id: RecordId) -> Result<Option<Record>> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM records WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        body.as_deref().map(parse_record).transpose()
+    }
+
+    async fn all_records(&self) -> Result<Vec<Record>> {
+        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        bodies.iter().map(|b| parse_record(b)).collect()
+    }
+
+    async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let cols = RecordColumns::from(rows);
+        sqlx::query(
+            "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at)
+             SELECT id, form, version, commune, body, changed_at, conflicted, deleted, 0, 0 FROM
+             UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::BOOL[], $8::BOOL[])
+               AS v(id, form, version, commune, body, changed_at, conflicted, deleted)
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, commune = excluded.commune,
+               body = excluded.body, changed_at = excluded.changed_at,
+               conflicted = excluded.conflicted, deleted = excluded.deleted",
+        )
+        .bind(&cols.id)
+        .bind(&cols.form)
+        .bind(&cols.version)
+        .bind(&cols.commune)
+        .bind(&cols.body)
+        .bind(&cols.changed_at)
+        .bind(&cols.conflicted)
+        .bind(&cols.deleted)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Record rows as column arrays, for one `UNNEST` statement instead of a statement a row.
+#[derive(Default)]
+struct RecordColumns {
+    id: Vec<String>,
+    form: Vec<String>,
+    version: Vec<i64>,
+    commune: Vec<String>,
+    body: Vec<String>,
+    changed_at: Vec<i64>,
+    conflicted: Vec<bool>,
+    deleted: Vec<bool>,
+}
+
+impl<'a, I: IntoIterator<Item = &'a RecordRow>> From<I> for RecordColumns {
+    fn from(rows: I) -> Self {
+        let mut c = RecordColumns::default();
+        for row in rows {
+            c.id.push(row.record.id.to_string());
+            c.form.push(row.record.form.to_string());
+            c.version.push(row.record.version as i64);
+            c.commune.push(row.record.commune.to_string());
+            c.body.push(row.body.clone());
+            c.changed_at.push(row.changed_at as i64);
+            c.conflicted.push(row.conflicted);
+            c.deleted.push(row.deleted);
+        }
+        c
+    }
+}
+
+struct PgSyncTx {
+    tx: Transaction<'static, Postgres>,
+}
+
+#[async_trait]
+impl SyncTx for PgSyncTx {
+    async fn lock_device(&mut self, device: DeviceId) -> Result<u64> {
+        let seq: i64 = sqlx::query_scalar("SELECT last_seq FROM devices WHERE id = $1 FOR UPDATE")
+            .bind(device as i64)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(seq as u64)
+    }
+
+    async fn stored_edits(&mut self, device: DeviceId, seqs: &[u64]) -> Result<HashMap<u64, String>> {
+        let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
+        let rows = sqlx::query("SELECT seq, body FROM edits WHERE device = $1 AND seq = ANY($2)")
+            .bind(device as i64)
+            .bind(&seqs)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)? as u64, r.try_get(1)?)))
+            .collect()
+    }
+
+    async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>> {
+        let ids: Vec<i64> = devices.iter().map(|d| *d as i64).collect();
+        let rows = sqlx::query("SELECT id, last_seq FROM devices WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)? as DeviceId, r.try_get::<i64, _>(1)? as u64)))
+            .collect()
+    }
+
+    async fn load_records(&mut self, ids: &[RecordId]) -> Result<HashMap<RecordId, Record>> {
+        let mut ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        ids.sort();
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM records WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        bodies
+            .iter()
+            .map(|b| parse_record(b).map(|r| (r.id, r)))
+            .collect()
+    }
+
+    async fn take_changes(&mut self, n: u64) -> Result<u64> {
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + $1 WHERE name = 'changes' RETURNING value",
+        )
+        .bind(n as i64)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(last as u64 - n + 1)
+    }
+
+    async fn write(&mut self, batch: &WriteBatch) -> Result<()> {
+        let (new, old): (Vec<&RecordRow>, Vec<&RecordRow>) =
+            batch.records.iter().partition(|r| !r.existed);
+        if !new.is_empty() {
+            let c = RecordColumns::from(new);
+            sqlx::query(
+                "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at)
+                 SELECT id, form, version, commune, body, changed_at, conflicted, deleted, $9, $9 FROM
+                 UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::BOOL[], $8::BOOL[])
+                   AS v(id, form, version, commune, body, changed_at, conflicted, deleted)",
+            )
+            .bind(&c.id)
+            .bind(&c.form)
+            .bind(&c.version)
+            .bind(&c.commune)
+            .bind(&c.body)
+            .bind(&c.changed_at)
+            .bind(&c.conflicted)
+            .bind(&c.deleted)
+            .bind(batch.now)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if !old.is_empty() {
+            let c = RecordColumns::from(old);
+            sqlx::query(
+                "UPDATE records AS r SET version = v.version, commune = v.commune, body = v.body,
+                   changed_at = v.changed_at, conflicted = v.conflicted, deleted = v.deleted, updated_at = $8
+                 FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BOOL[], $7::BOOL[])
+                   AS v(id, version, commune, body, changed_at, conflicted, deleted)
+                 WHERE r.id = v.id",
+            )
+            .bind(&c.id)
+            .bind(&c.version)
+            .bind(&c.commune)
+            .bind(&c.body)
+            .bind(&c.changed_at)
+            .bind(&c.conflicted)
+            .bind(&c.deleted)
+            .bind(batch.now)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if !batch.edits.is_empty() {
+            let seqs: Vec<i64> = batch.edits.iter().map(|e| e.seq as i64).collect();
+            let records: Vec<&str> = batch.edits.iter().map(|e| e.record.as_str()).collect();
+            let bodies: Vec<&str> = batch.edits.iter().map(|e| e.body.as_str()).collect();
+            let rejected: Vec<bool> = batch.edits.iter().map(|e| e.rejected).collect();
+            sqlx::query(
+                "INSERT INTO edits (device, seq, record, body, rejected, received_at)
+                 SELECT $1, seq, record, body, rejected, $6 FROM
+                 UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BOOL[]) AS v(seq, record, body, rejected)",
+            )
+            .bind(batch.device as i64)
+            .bind(&seqs)
+            .bind(&records)
+            .bind(&bodies)
+            .bind(&rejected)
+            .bind(batch.now)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if !batch.rejections.is_empty() {
+            let mut q = QueryBuilder::<Postgres>::new(
+                "INSERT INTO rejections (device, seq, code, field, message, body, received_at) ",
+            );
+            q.push_values(&batch.rejections, |mut b, (r, body)| {
+                b.push_bind(batch.device as i64)
+                    .push_bind(r.seq as i64)
+                    .push_bind(r.code.as_str().to_owned())
+                    .push_bind(r.field.clone())
+                    .push_bind(r.message.clone())
+                    .push_bind(body.clone())
+                    .push_bind(batch.now);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        for (record, from, to, at) in &batch.moves {
+            sqlx::query("INSERT INTO moves (record, from_commune, to_commune, at) VALUES ($1, $2, $3, $4)")
+                .bind(record.to_string())
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(*at as i64)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        sqlx::query("UPDATE devices SET last_seq = $1, last_sync_at = $2 WHERE id = $3")
+            .bind(batch.last_seq as i64)
+            .bind(batch.now)
+            .bind(batch.device as i64)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,496 @@
+//! SQLite: one file in WAL mode, so a district runs Mầm on one laptop with nothing installed.
+//!
+//! Writes go through a pool of one connection: SQLite has one writer at a time anyway, and a
+//! single writer connection never meets `SQLITE_BUSY` on upgrade. Reads use their own pool
+//! and, under WAL, never wait for the writer. `synchronous = FULL`: an acknowledged sync
+//! survives a power cut, not only a crash.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, RejectCode, Rejection};
+
+use super::{
+    communes_text, page, parse_communes, Device, DeviceSummary, Pull, RecordRow, Result, StoreError,
+    StoredRejection, SyncTx, WriteBatch,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Rows per multi-row INSERT: well under SQLite's limit of 32,766 bound variables.
+const CHUNK: usize = 500;
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open_file(path: &Path) -> Result<Self> {
+        Self::open(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    pub async fn open_url(url: &str) -> Result<Self> {
+        Self::open(SqliteConnectOptions::from_str(url)?).await
+    }
+
+    async fn open(options: SqliteConnectOptions) -> Result<Self> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+}
+
+fn device_from_row(row: &SqliteRow) -> Result<Device> {
+    Ok(Device {
+        id: row.try_get::<i64, _>("id")? as DeviceId,
+        name: row.try_get("name")?,
+        communes: parse_communes(&row.try_get::<String, _>("communes")?),
+        revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+    })
+}
+
+fn parse_record(body: &str) -> Result<Record> {
+    serde_json::from_str(body).map_err(|e| StoreError::Other(format!("stored record is not valid: {e}")))
+}
+
+pub(super) fn raw(body: String) -> Result<Box<RawValue>> {
+    RawValue::from_string(body).map_err(|e| StoreError::Other(format!("stored JSON is not valid: {e}")))
+}
+
+#[async_trait]
+impl super::Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn add_device(
+        &self,
+        name: &str,
+        communes: &[CommuneCode],
+        code_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<DeviceId> {
+        let mut tx = self.writer.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO devices (name, communes, created_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(name)
+        .bind(communes_text(communes))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO enrollments (code_hash, device, expires_at) VALUES (?, ?, ?)")
+            .bind(code_hash)
+            .bind(id)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id as DeviceId)
+    }
+
+    async fn enroll(&self, code_hash: &str, token_hash: &str, now: i64) -> Result<Device> {
+        let mut tx = self.writer.begin().await?;
+        let device: Option<i64> = sqlx::query_scalar(
+            "UPDATE enrollments SET used_at = ?
+             WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?
+             RETURNING device",
+        )
+        .bind(now)
+        .bind(code_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let device = device.ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(
+            "UPDATE devices SET token_hash = ?, enrolled_at = ?
+             WHERE id = ? AND revoked_at IS NULL
+             RETURNING id, name, communes, revoked_at",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .bind(device)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let device = device_from_row(&row)?;
+        tx.commit().await?;
+        Ok(device)
+    }
+
+    async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>> {
+        let row = sqlx::query("SELECT id, name, communes, revoked_at FROM devices WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceSummary>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.name, d.communes, d.token_hash IS NOT NULL AS enrolled,
+                    d.revoked_at IS NOT NULL AS revoked, d.last_seq, d.last_sync_at,
+                    (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id) AS rejected
+             FROM devices d ORDER BY d.id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeviceSummary {
+                    id: row.try_get::<i64, _>("id")? as DeviceId,
+                    name: row.try_get("name")?,
+                    communes: parse_communes(&row.try_get::<String, _>("communes")?)
+                        .into_iter()
+                        .map(String::from)
+                        .collect(),
+                    enrolled: row.try_get("enrolled")?,
+                    revoked: row.try_get("revoked")?,
+                    last_seq: row.try_get::<i64, _>("last_seq")? as u64,
+                    last_sync_at: row.try_get("last_sync_at")?,
+                    rejected: row.try_get::<i64, _>("rejected")? as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke(&self, device: DeviceId, now: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+            .bind(now)
+            .bind(device as i64)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()> {
+        sqlx::query("UPDATE devices SET last_sync_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(device as i64)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn begin_sync(&self) -> Result<Box<dyn SyncTx>> {
+        Ok(Box::new(SqliteSyncTx { tx: self.writer.begin().await? }))
+    }
+
+    async fn pull(
+        &self,
+        communes: &[CommuneCode],
+        cursor: u64,
+        max_bytes: u64,
+        max_records: usize,
+    ) -> Result<Pull> {
+        if communes.is_empty() {
+            return Ok(Pull { records: vec![], evicted: vec![], cursor, more: false });
+        }
+        // One read transaction: the watermark and the rows come from the same snapshot.
+        let mut tx = self.reader.begin().await?;
+        let watermark: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = 'changes'")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT body, changed_at FROM records WHERE commune IN (");
+        let mut list = q.separated(", ");
+        for c in communes {
+            list.push_bind(c.as_str());
+        }
+        q.push(") AND changed_at > ")
+            .push_bind(cursor as i64)
+            .push(" ORDER BY changed_at LIMIT ")
+            .push_bind(max_records as i64 + 1);
+        let rows = q.build().fetch_all(&mut *tx).await?;
+        let (records, last, more) = page(
+            rows.into_iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)? as u64))),
+            max_bytes,
+            max_records,
+        )?;
+        let next = if more { last } else { last.max(watermark as u64).max(cursor) };
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT DISTINCT m.record FROM moves m JOIN records r ON r.id = m.record WHERE m.at > ",
+        );
+        q.push_bind(cursor as i64).push(" AND m.at <= ").push_bind(next as i64);
+        q.push(" AND m.from_commune IN (");
+        let mut list = q.separated(", ");
+        for c in communes {
+            list.push_bind(c.as_str());
+        }
+        q.push(") AND r.commune NOT IN (");
+        let mut list = q.separated(", ");
+        for c in communes {
+            list.push_bind(c.as_str());
+        }
+        q.push(")");
+        let evicted = q
+            .build()
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| {
+                let id: String = r.try_get(0)?;
+                RecordId::parse(&id).map_err(StoreError::Other)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        tx.commit().await?;
+        Ok(Pull { records, evicted, cursor: next, more })
+    }
+
+    async fn rejections(&self, device: Option<DeviceId>, limit: u32) -> Result<Vec<StoredRejection>> {
+        let rows = sqlx::query(
+            "SELECT device, seq, code, field, message, body, received_at FROM rejections
+             WHERE ?1 IS NULL OR device = ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(device.map(i64::from))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredRejection {
+                    device: r.try_get::<i64, _>("device")? as DeviceId,
+                    seq: r.try_get::<i64, _>("seq")? as u64,
+                    code: r.try_get("code")?,
+                    field: r.try_get("field")?,
+                    message: r.try_get("message")?,
+                    edit: raw(r.try_get("body")?)?,
+                    received_at: r.try_get("received_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn rejections_between(&self, device: DeviceId, from: u64, to: u64) -> Result<Vec<Rejection>> {
+        let rows = sqlx::query(
+            "SELECT seq, code, field, message FROM rejections
+             WHERE device = ? AND seq >= ? AND seq <= ? AND code <> 'seq_reused' ORDER BY seq",
+        )
+        .bind(device as i64)
+        .bind(from as i64)
+        .bind(to as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Rejection {
+                    seq: r.try_get::<i64, _>("seq")? as u64,
+                    code: RejectCode::from_text(r.try_get::<&str, _>("code")?),
+                    field: r.try_get("field")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record(&self, id: RecordId) -> Result<Option<Record>> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM records WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        body.as_deref().map(parse_record).transpose()
+    }
+
+    async fn all_records(&self) -> Result<Vec<Record>> {
+        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?;
+        bodies.iter().map(|b| parse_record(b)).collect()
+    }
+
+    async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        upsert_records(&mut tx, rows, 0).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn upsert_records(tx: &mut Transaction<'static, Sqlite>, rows: &[RecordRow], now: i64) -> Result<()> {
+    for chunk in rows.chunks(CHUNK / 2) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at) ",
+        );
+        q.push_values(chunk, |mut b, row| {
+            b.push_bind(row.record.id.to_string())
+                .push_bind(row.record.form.as_str())
+                .push_bind(row.record.version as i64)
+                .push_bind(row.record.commune.as_str())
+                .push_bind(&row.body)
+                .push_bind(row.changed_at as i64)
+                .push_bind(row.conflicted)
+                .push_bind(row.deleted)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        q.push(
+            " ON CONFLICT (id) DO UPDATE SET version = excluded.version, commune = excluded.commune,
+              body = excluded.body, changed_at = excluded.changed_at, conflicted = excluded.conflicted,
+              deleted = excluded.deleted, updated_at = excluded.updated_at",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+struct SqliteSyncTx {
+    tx: Transaction<'static, Sqlite>,
+}
+
+#[async_trait]
+impl SyncTx for SqliteSyncTx {
+    async fn lock_device(&mut self, device: DeviceId) -> Result<u64> {
+        // The single writer connection is the lock.
+        let seq: i64 = sqlx::query_scalar("SELECT last_seq FROM devices WHERE id = ?")
+            .bind(device as i64)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(seq as u64)
+    }
+
+    async fn stored_edits(&mut self, device: DeviceId, seqs: &[u64]) -> Result<HashMap<u64, String>> {
+        let mut out = HashMap::new();
+        for chunk in seqs.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT seq, body FROM edits WHERE device = ");
+            q.push_bind(device as i64).push(" AND seq IN (");
+            let mut list = q.separated(", ");
+            for s in chunk {
+                list.push_bind(*s as i64);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *self.tx).await? {
+                out.insert(row.try_get::<i64, _>(0)? as u64, row.try_get(1)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>> {
+        let mut out = HashMap::new();
+        for chunk in devices.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT id, last_seq FROM devices WHERE id IN (");
+            let mut list = q.separated(", ");
+            for d in chunk {
+                list.push_bind(*d as i64);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *self.tx).await? {
+                out.insert(row.try_get::<i64, _>(0)? as DeviceId, row.try_get::<i64, _>(1)? as u64);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn load_records(&mut self, ids: &[RecordId]) -> Result<HashMap<RecordId, Record>> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT body FROM records WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *self.tx).await? {
+                let record = parse_record(row.try_get::<&str, _>(0)?)?;
+                out.insert(record.id, record);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn take_changes(&mut self, n: u64) -> Result<u64> {
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + ? WHERE name = 'changes' RETURNING value",
+        )
+        .bind(n as i64)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(last as u64 - n + 1)
+    }
+
+    async fn write(&mut self, batch: &WriteBatch) -> Result<()> {
+        upsert_records(&mut self.tx, &batch.records, batch.now).await?;
+        for chunk in batch.edits.chunks(CHUNK / 6) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO edits (device, seq, record, body, rejected, received_at) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(batch.device as i64)
+                    .push_bind(e.seq as i64)
+                    .push_bind(&e.record)
+                    .push_bind(&e.body)
+                    .push_bind(e.rejected)
+                    .push_bind(batch.now);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        for chunk in batch.rejections.chunks(CHUNK / 7) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO rejections (device, seq, code, field, message, body, received_at) ",
+            );
+            q.push_values(chunk, |mut b, (r, body)| {
+                b.push_bind(batch.device as i64)
+                    .push_bind(r.seq as i64)
+                    .push_bind(r.code.as_str().to_owned())
+                    .push_bind(r.field.clone())
+                    .push_bind(&r.message)
+                    .push_bind(body)
+                    .push_bind(batch.now);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        for (record, from, to, at) in &batch.moves {
+            sqlx::query("INSERT INTO moves (record, from_commune, to_commune, at) VALUES (?, ?, ?, ?)")
+                .bind(record.to_string())
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(*at as i64)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        sqlx::query("UPDATE devices SET last_seq = ?, last_sync_at = ? WHERE id = ?")
+            .bind(batch.last_seq as i64)
+            .bind(batch.now)
+            .bind(batch.device as i64)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
