@@ -1,1 +1,24 @@
+//! Mầm server: the `mam` binary's library.
+//!
+//! Phones push edits and pull merged records over `POST /v1/sync` ([`http`], [`sync`]); the
+//! merge itself is the `sync-protocol` crate. Storage sits behind one trait ([`store`]) with a
+//! SQLite and a PostgreSQL implementation. [`cli`] is the command line; [`bench`] measures.
+#![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod forms;
+pub mod http;
+pub mod metrics;
+pub mod store;
+pub mod sync;
+
+/// Unix time in milliseconds: how every timestamp is stored.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

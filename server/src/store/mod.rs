@@ -43,7 +43,9 @@ impl From<sqlx::Error> for StoreError {
                 // 23505 unique violation, 40001 serialization failure, 40P01 deadlock (PG);
                 // SQLITE_BUSY (5) and SQLITE_CONSTRAINT_PRIMARYKEY (1555) for SQLite.
                 match db.code().as_deref() {
-                    Some("23505" | "40001" | "40P01" | "5" | "1555" | "2067") => StoreError::Conflict,
+                    Some("23505" | "40001" | "40P01" | "5" | "1555" | "2067") => {
+                        StoreError::Conflict
+                    }
                     _ => StoreError::Other(e.to_string()),
                 }
             }
@@ -65,6 +67,8 @@ pub struct Device {
     pub name: String,
     pub communes: Vec<CommuneCode>,
     pub revoked: bool,
+    /// Last consumed seq: what an idle sync acknowledges.
+    pub last_seq: u64,
 }
 
 impl Device {
@@ -151,7 +155,11 @@ pub trait SyncTx: Send {
     /// The device's last consumed seq, locking the device row.
     async fn lock_device(&mut self, device: DeviceId) -> Result<u64>;
     /// The stored bodies of this device's edits with these seqs.
-    async fn stored_edits(&mut self, device: DeviceId, seqs: &[u64]) -> Result<HashMap<u64, String>>;
+    async fn stored_edits(
+        &mut self,
+        device: DeviceId,
+        seqs: &[u64],
+    ) -> Result<HashMap<u64, String>>;
     /// The last consumed seq of each named device.
     async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>>;
     /// Current state of these records, locked for update.
@@ -190,9 +198,18 @@ pub trait Store: Send + Sync + 'static {
         max_bytes: u64,
         max_records: usize,
     ) -> Result<Pull>;
-    async fn rejections(&self, device: Option<DeviceId>, limit: u32) -> Result<Vec<StoredRejection>>;
+    async fn rejections(
+        &self,
+        device: Option<DeviceId>,
+        limit: u32,
+    ) -> Result<Vec<StoredRejection>>;
     /// The stored rejections of a device with seq in `from..=to`.
-    async fn rejections_between(&self, device: DeviceId, from: u64, to: u64) -> Result<Vec<Rejection>>;
+    async fn rejections_between(
+        &self,
+        device: DeviceId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Rejection>>;
     async fn record(&self, id: RecordId) -> Result<Option<Record>>;
     /// Every record, for checks and exports.
     async fn all_records(&self) -> Result<Vec<Record>>;
@@ -207,10 +224,12 @@ pub type DynStore = Arc<dyn Store>;
 /// Open the store the settings name: PostgreSQL for a `postgres://` URL, else SQLite.
 pub async fn open(settings: &crate::config::Settings) -> anyhow::Result<DynStore> {
     match settings.database.url.as_deref() {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(postgres::PgStore::connect(url, settings.database.max_connections).await?))
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(
+            Arc::new(postgres::PgStore::connect(url, settings.database.max_connections).await?),
+        ),
+        Some(url) if url.starts_with("sqlite:") => {
+            Ok(Arc::new(sqlite::SqliteStore::open_url(url).await?))
         }
-        Some(url) if url.starts_with("sqlite:") => Ok(Arc::new(sqlite::SqliteStore::open_url(url).await?)),
         Some(other) => anyhow::bail!(
             "database url must start with postgres:// or sqlite: (got a url of scheme {:?})",
             other.split(':').next().unwrap_or("")
@@ -219,7 +238,9 @@ pub async fn open(settings: &crate::config::Settings) -> anyhow::Result<DynStore
             let dir = &settings.storage.data_dir;
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
-            Ok(Arc::new(sqlite::SqliteStore::open_file(&dir.join("mam.db")).await?))
+            Ok(Arc::new(
+                sqlite::SqliteStore::open_file(&dir.join("mam.db")).await?,
+            ))
         }
     }
 }
@@ -263,9 +284,15 @@ pub(crate) fn page(
 }
 
 pub(crate) fn communes_text(communes: &[CommuneCode]) -> String {
-    communes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",")
+    communes
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub(crate) fn parse_communes(text: &str) -> Vec<CommuneCode> {
-    text.split(',').filter_map(|c| CommuneCode::parse(c).ok()).collect()
+    text.split(',')
+        .filter_map(|c| CommuneCode::parse(c).ok())
+        .collect()
 }

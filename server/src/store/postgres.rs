@@ -18,8 +18,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, RejectCode, Rejection};
 
 use super::{
-    communes_text, page, parse_communes, Device, DeviceSummary, Pull, RecordRow, Result, StoreError,
-    StoredRejection, SyncTx, WriteBatch,
+    communes_text, page, parse_communes, Device, DeviceSummary, Pull, RecordRow, Result,
+    StoreError, StoredRejection, SyncTx, WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -46,11 +46,13 @@ fn device_from_row(row: &PgRow) -> Result<Device> {
         name: row.try_get("name")?,
         communes: parse_communes(&row.try_get::<String, _>("communes")?),
         revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+        last_seq: row.try_get::<i64, _>("last_seq")? as u64,
     })
 }
 
 fn parse_record(body: &str) -> Result<Record> {
-    serde_json::from_str(body).map_err(|e| StoreError::Other(format!("stored record is not valid: {e}")))
+    serde_json::from_str(body)
+        .map_err(|e| StoreError::Other(format!("stored record is not valid: {e}")))
 }
 
 fn scope(communes: &[CommuneCode]) -> Vec<String> {
@@ -110,7 +112,7 @@ impl super::Store for PgStore {
         let row = sqlx::query(
             "UPDATE devices SET token_hash = $1, enrolled_at = $2
              WHERE id = $3 AND revoked_at IS NULL
-             RETURNING id, name, communes, revoked_at",
+             RETURNING id, name, communes, revoked_at, last_seq",
         )
         .bind(token_hash)
         .bind(now)
@@ -124,10 +126,12 @@ impl super::Store for PgStore {
     }
 
     async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>> {
-        let row = sqlx::query("SELECT id, name, communes, revoked_at FROM devices WHERE token_hash = $1")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, name, communes, revoked_at, last_seq FROM devices WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(device_from_row).transpose()
     }
 
@@ -160,11 +164,12 @@ impl super::Store for PgStore {
     }
 
     async fn revoke(&self, device: DeviceId, now: i64) -> Result<()> {
-        let done = sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
-            .bind(now)
-            .bind(device as i64)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+                .bind(now)
+                .bind(device as i64)
+                .execute(&self.pool)
+                .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -181,7 +186,9 @@ impl super::Store for PgStore {
     }
 
     async fn begin_sync(&self) -> Result<Box<dyn SyncTx>> {
-        Ok(Box::new(PgSyncTx { tx: self.pool.begin().await? }))
+        Ok(Box::new(PgSyncTx {
+            tx: self.pool.begin().await?,
+        }))
     }
 
     async fn pull(
@@ -192,15 +199,21 @@ impl super::Store for PgStore {
         max_records: usize,
     ) -> Result<Pull> {
         if communes.is_empty() {
-            return Ok(Pull { records: vec![], evicted: vec![], cursor, more: false });
+            return Ok(Pull {
+                records: vec![],
+                evicted: vec![],
+                cursor,
+                more: false,
+            });
         }
         let scope = scope(communes);
         let mut conn = self.pool.acquire().await?;
         // Read the watermark first: every seq at or below it is committed (commit order is
         // seq order), so the later statements see all of them.
-        let watermark: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = 'changes'")
-            .fetch_one(&mut *conn)
-            .await?;
+        let watermark: i64 =
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'changes'")
+                .fetch_one(&mut *conn)
+                .await?;
         let rows = sqlx::query(
             "SELECT body, changed_at FROM records
              WHERE commune = ANY($1) AND changed_at > $2 ORDER BY changed_at LIMIT $3",
@@ -211,11 +224,16 @@ impl super::Store for PgStore {
         .fetch_all(&mut *conn)
         .await?;
         let (records, last, more) = page(
-            rows.into_iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)? as u64))),
+            rows.into_iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)? as u64))),
             max_bytes,
             max_records,
         )?;
-        let next = if more { last } else { last.max(watermark as u64).max(cursor) };
+        let next = if more {
+            last
+        } else {
+            last.max(watermark as u64).max(cursor)
+        };
         let evicted: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT m.record FROM moves m JOIN records r ON r.id = m.record
              WHERE m.at > $1 AND m.at <= $2 AND m.from_commune = ANY($3) AND NOT (r.commune = ANY($3))",
@@ -229,10 +247,19 @@ impl super::Store for PgStore {
             .iter()
             .map(|id| RecordId::parse(id).map_err(StoreError::Other))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Pull { records, evicted, cursor: next, more })
+        Ok(Pull {
+            records,
+            evicted,
+            cursor: next,
+            more,
+        })
     }
 
-    async fn rejections(&self, device: Option<DeviceId>, limit: u32) -> Result<Vec<StoredRejection>> {
+    async fn rejections(
+        &self,
+        device: Option<DeviceId>,
+        limit: u32,
+    ) -> Result<Vec<StoredRejection>> {
         let rows = sqlx::query(
             "SELECT device, seq, code, field, message, body, received_at FROM rejections
              WHERE $1::BIGINT IS NULL OR device = $1 ORDER BY id DESC LIMIT $2",
@@ -257,7 +284,12 @@ impl super::Store for PgStore {
             .collect()
     }
 
-    async fn rejections_between(&self, device: DeviceId, from: u64, to: u64) -> Result<Vec<Rejection>> {
+    async fn rejections_between(
+        &self,
+        device: DeviceId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Rejection>> {
         let rows = sqlx::query(
             "SELECT seq, code, field, message FROM rejections
              WHERE device = $1 AND seq >= $2 AND seq <= $3 AND code <> 'seq_reused' ORDER BY seq",
@@ -365,7 +397,11 @@ impl SyncTx for PgSyncTx {
         Ok(seq as u64)
     }
 
-    async fn stored_edits(&mut self, device: DeviceId, seqs: &[u64]) -> Result<HashMap<u64, String>> {
+    async fn stored_edits(
+        &mut self,
+        device: DeviceId,
+        seqs: &[u64],
+    ) -> Result<HashMap<u64, String>> {
         let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
         let rows = sqlx::query("SELECT seq, body FROM edits WHERE device = $1 AND seq = ANY($2)")
             .bind(device as i64)
@@ -384,7 +420,12 @@ impl SyncTx for PgSyncTx {
             .fetch_all(&mut *self.tx)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get::<i64, _>(0)? as DeviceId, r.try_get::<i64, _>(1)? as u64)))
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>(0)? as DeviceId,
+                    r.try_get::<i64, _>(1)? as u64,
+                ))
+            })
             .collect()
     }
 
@@ -491,13 +532,15 @@ impl SyncTx for PgSyncTx {
             q.build().execute(&mut *self.tx).await?;
         }
         for (record, from, to, at) in &batch.moves {
-            sqlx::query("INSERT INTO moves (record, from_commune, to_commune, at) VALUES ($1, $2, $3, $4)")
-                .bind(record.to_string())
-                .bind(from.as_str())
-                .bind(to.as_str())
-                .bind(*at as i64)
-                .execute(&mut *self.tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO moves (record, from_commune, to_commune, at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(record.to_string())
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(*at as i64)
+            .execute(&mut *self.tx)
+            .await?;
         }
         sqlx::query("UPDATE devices SET last_seq = $1, last_sync_at = $2 WHERE id = $3")
             .bind(batch.last_seq as i64)

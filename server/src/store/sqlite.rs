@@ -19,8 +19,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, RejectCode, Rejection};
 
 use super::{
-    communes_text, page, parse_communes, Device, DeviceSummary, Pull, RecordRow, Result, StoreError,
-    StoredRejection, SyncTx, WriteBatch,
+    communes_text, page, parse_communes, Device, DeviceSummary, Pull, RecordRow, Result,
+    StoreError, StoredRejection, SyncTx, WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -70,15 +70,18 @@ fn device_from_row(row: &SqliteRow) -> Result<Device> {
         name: row.try_get("name")?,
         communes: parse_communes(&row.try_get::<String, _>("communes")?),
         revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+        last_seq: row.try_get::<i64, _>("last_seq")? as u64,
     })
 }
 
 fn parse_record(body: &str) -> Result<Record> {
-    serde_json::from_str(body).map_err(|e| StoreError::Other(format!("stored record is not valid: {e}")))
+    serde_json::from_str(body)
+        .map_err(|e| StoreError::Other(format!("stored record is not valid: {e}")))
 }
 
 pub(super) fn raw(body: String) -> Result<Box<RawValue>> {
-    RawValue::from_string(body).map_err(|e| StoreError::Other(format!("stored JSON is not valid: {e}")))
+    RawValue::from_string(body)
+        .map_err(|e| StoreError::Other(format!("stored JSON is not valid: {e}")))
 }
 
 #[async_trait]
@@ -135,7 +138,7 @@ impl super::Store for SqliteStore {
         let row = sqlx::query(
             "UPDATE devices SET token_hash = ?, enrolled_at = ?
              WHERE id = ? AND revoked_at IS NULL
-             RETURNING id, name, communes, revoked_at",
+             RETURNING id, name, communes, revoked_at, last_seq",
         )
         .bind(token_hash)
         .bind(now)
@@ -149,10 +152,12 @@ impl super::Store for SqliteStore {
     }
 
     async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>> {
-        let row = sqlx::query("SELECT id, name, communes, revoked_at FROM devices WHERE token_hash = ?")
-            .bind(token_hash)
-            .fetch_optional(&self.reader)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, name, communes, revoked_at, last_seq FROM devices WHERE token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.reader)
+        .await?;
         row.as_ref().map(device_from_row).transpose()
     }
 
@@ -185,11 +190,12 @@ impl super::Store for SqliteStore {
     }
 
     async fn revoke(&self, device: DeviceId, now: i64) -> Result<()> {
-        let done = sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
-            .bind(now)
-            .bind(device as i64)
-            .execute(&self.writer)
-            .await?;
+        let done =
+            sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+                .bind(now)
+                .bind(device as i64)
+                .execute(&self.writer)
+                .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -206,7 +212,9 @@ impl super::Store for SqliteStore {
     }
 
     async fn begin_sync(&self) -> Result<Box<dyn SyncTx>> {
-        Ok(Box::new(SqliteSyncTx { tx: self.writer.begin().await? }))
+        Ok(Box::new(SqliteSyncTx {
+            tx: self.writer.begin().await?,
+        }))
     }
 
     async fn pull(
@@ -217,14 +225,21 @@ impl super::Store for SqliteStore {
         max_records: usize,
     ) -> Result<Pull> {
         if communes.is_empty() {
-            return Ok(Pull { records: vec![], evicted: vec![], cursor, more: false });
+            return Ok(Pull {
+                records: vec![],
+                evicted: vec![],
+                cursor,
+                more: false,
+            });
         }
         // One read transaction: the watermark and the rows come from the same snapshot.
         let mut tx = self.reader.begin().await?;
-        let watermark: i64 = sqlx::query_scalar("SELECT value FROM counters WHERE name = 'changes'")
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT body, changed_at FROM records WHERE commune IN (");
+        let watermark: i64 =
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'changes'")
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut q =
+            QueryBuilder::<Sqlite>::new("SELECT body, changed_at FROM records WHERE commune IN (");
         let mut list = q.separated(", ");
         for c in communes {
             list.push_bind(c.as_str());
@@ -235,15 +250,22 @@ impl super::Store for SqliteStore {
             .push_bind(max_records as i64 + 1);
         let rows = q.build().fetch_all(&mut *tx).await?;
         let (records, last, more) = page(
-            rows.into_iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)? as u64))),
+            rows.into_iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)? as u64))),
             max_bytes,
             max_records,
         )?;
-        let next = if more { last } else { last.max(watermark as u64).max(cursor) };
+        let next = if more {
+            last
+        } else {
+            last.max(watermark as u64).max(cursor)
+        };
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT DISTINCT m.record FROM moves m JOIN records r ON r.id = m.record WHERE m.at > ",
         );
-        q.push_bind(cursor as i64).push(" AND m.at <= ").push_bind(next as i64);
+        q.push_bind(cursor as i64)
+            .push(" AND m.at <= ")
+            .push_bind(next as i64);
         q.push(" AND m.from_commune IN (");
         let mut list = q.separated(", ");
         for c in communes {
@@ -266,10 +288,19 @@ impl super::Store for SqliteStore {
             })
             .collect::<Result<Vec<_>>>()?;
         tx.commit().await?;
-        Ok(Pull { records, evicted, cursor: next, more })
+        Ok(Pull {
+            records,
+            evicted,
+            cursor: next,
+            more,
+        })
     }
 
-    async fn rejections(&self, device: Option<DeviceId>, limit: u32) -> Result<Vec<StoredRejection>> {
+    async fn rejections(
+        &self,
+        device: Option<DeviceId>,
+        limit: u32,
+    ) -> Result<Vec<StoredRejection>> {
         let rows = sqlx::query(
             "SELECT device, seq, code, field, message, body, received_at FROM rejections
              WHERE ?1 IS NULL OR device = ?1 ORDER BY id DESC LIMIT ?2",
@@ -293,7 +324,12 @@ impl super::Store for SqliteStore {
             .collect()
     }
 
-    async fn rejections_between(&self, device: DeviceId, from: u64, to: u64) -> Result<Vec<Rejection>> {
+    async fn rejections_between(
+        &self,
+        device: DeviceId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Rejection>> {
         let rows = sqlx::query(
             "SELECT seq, code, field, message FROM rejections
              WHERE device = ? AND seq >= ? AND seq <= ? AND code <> 'seq_reused' ORDER BY seq",
@@ -338,7 +374,11 @@ impl super::Store for SqliteStore {
     }
 }
 
-async fn upsert_records(tx: &mut Transaction<'static, Sqlite>, rows: &[RecordRow], now: i64) -> Result<()> {
+async fn upsert_records(
+    tx: &mut Transaction<'static, Sqlite>,
+    rows: &[RecordRow],
+    now: i64,
+) -> Result<()> {
     for chunk in rows.chunks(CHUNK / 2) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at) ",
@@ -380,7 +420,11 @@ impl SyncTx for SqliteSyncTx {
         Ok(seq as u64)
     }
 
-    async fn stored_edits(&mut self, device: DeviceId, seqs: &[u64]) -> Result<HashMap<u64, String>> {
+    async fn stored_edits(
+        &mut self,
+        device: DeviceId,
+        seqs: &[u64],
+    ) -> Result<HashMap<u64, String>> {
         let mut out = HashMap::new();
         for chunk in seqs.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new("SELECT seq, body FROM edits WHERE device = ");
@@ -400,14 +444,18 @@ impl SyncTx for SqliteSyncTx {
     async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>> {
         let mut out = HashMap::new();
         for chunk in devices.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("SELECT id, last_seq FROM devices WHERE id IN (");
+            let mut q =
+                QueryBuilder::<Sqlite>::new("SELECT id, last_seq FROM devices WHERE id IN (");
             let mut list = q.separated(", ");
             for d in chunk {
                 list.push_bind(*d as i64);
             }
             q.push(")");
             for row in q.build().fetch_all(&mut *self.tx).await? {
-                out.insert(row.try_get::<i64, _>(0)? as DeviceId, row.try_get::<i64, _>(1)? as u64);
+                out.insert(
+                    row.try_get::<i64, _>(0)? as DeviceId,
+                    row.try_get::<i64, _>(1)? as u64,
+                );
             }
         }
         Ok(out)
@@ -472,13 +520,15 @@ impl SyncTx for SqliteSyncTx {
             q.build().execute(&mut *self.tx).await?;
         }
         for (record, from, to, at) in &batch.moves {
-            sqlx::query("INSERT INTO moves (record, from_commune, to_commune, at) VALUES (?, ?, ?, ?)")
-                .bind(record.to_string())
-                .bind(from.as_str())
-                .bind(to.as_str())
-                .bind(*at as i64)
-                .execute(&mut *self.tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO moves (record, from_commune, to_commune, at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(record.to_string())
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(*at as i64)
+            .execute(&mut *self.tx)
+            .await?;
         }
         sqlx::query("UPDATE devices SET last_seq = ?, last_sync_at = ? WHERE id = ?")
             .bind(batch.last_seq as i64)

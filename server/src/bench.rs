@@ -1,0 +1,217 @@
+//! `mam bench ingest`: how close the sync path comes to the database's own write limit.
+//!
+//! (a) writes the records as raw batched upserts, straight into the store: the ceiling.
+//! (b) pushes the same kind of records through `POST /v1/sync` over loopback from N concurrent
+//! simulated phones (the `sync-protocol` client state machine), each in its own commune, each
+//! pulling its records back as a real phone does. It prints records/s for both, their ratio,
+//! and the p50 and p99 latency of a sync request.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use sync_protocol::{
+    Client, CommuneCode, EnrollResponse, FieldType, Form, FormField, FormId, Record, RecordId,
+    SyncResponse,
+};
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::forms::FormRegistry;
+use crate::http::{self, AppState};
+use crate::store::{self, record_row};
+use crate::{auth, now_ms};
+
+const FORM: &str = "bench-survey";
+const FIELDS: usize = 20;
+
+/// A 20-field form of the usual mix of types.
+fn bench_form() -> Form {
+    let kinds = [
+        FieldType::Text,
+        FieldType::Integer,
+        FieldType::Decimal,
+        FieldType::Date,
+        FieldType::Boolean,
+    ];
+    Form {
+        id: FormId::parse(FORM).expect("valid id"),
+        version: 1,
+        fields: (0..FIELDS)
+            .map(|i| FormField {
+                name: format!("field_{i:02}"),
+                kind: kinds[i % kinds.len()],
+                choices: vec![],
+            })
+            .collect(),
+    }
+}
+
+fn values(n: usize) -> Vec<(String, Value)> {
+    (0..FIELDS)
+        .map(|i| {
+            let v = match i % 5 {
+                0 => json!(format!("Nguyễn Thị Lan {n} — thôn {i}")),
+                1 => json!(n * 7 + i),
+                2 => json!(12.5 + i as f64),
+                3 => json!(format!("2020-{:02}-{:02}", 1 + n % 12, 1 + i)),
+                _ => json!(n % 2 == 0),
+            };
+            (format!("field_{i:02}"), v)
+        })
+        .collect()
+}
+
+fn commune(phone: usize) -> CommuneCode {
+    CommuneCode::parse(format!("{:05}", 20000 + phone)).expect("5 digits")
+}
+
+pub async fn ingest(
+    mut settings: Settings,
+    phones: usize,
+    records: usize,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let scratch =
+        std::env::temp_dir().join(format!("mam-bench-{}-{}", std::process::id(), now_ms()));
+    if settings.database.url.is_none() {
+        settings.storage.data_dir = scratch.clone();
+    }
+    settings.sync.max_push = settings.sync.max_push.max(batch);
+    let store = store::open(&settings).await?;
+    let backend = store.backend();
+    println!("mam bench ingest: {backend}, {records} records of {FIELDS} fields, {phones} phones, batches of {batch}");
+
+    // (a) The ceiling: whole records upserted in batches, no sync logic.
+    let form = bench_form();
+    let mut rows = Vec::with_capacity(records);
+    for n in 0..records {
+        let mut phone = Client::new(1);
+        let id = RecordId::new_v7();
+        let v = values(n);
+        phone.create(
+            id,
+            &form.id,
+            1,
+            &commune(n % phones),
+            v.iter().map(|(k, v)| (k.as_str(), v.clone())),
+        );
+        let record: Record = phone.view(id).expect("created");
+        rows.push(record_row(record, n as u64 + 1, false));
+    }
+    let started = Instant::now();
+    for chunk in rows.chunks(batch) {
+        store.bench_upsert(chunk).await?;
+    }
+    let raw_secs = started.elapsed().as_secs_f64();
+    let raw_rate = records as f64 / raw_secs;
+    drop(rows);
+
+    // (b) The same volume through /v1/sync over loopback.
+    let mut forms = FormRegistry::default();
+    forms.add(form.clone())?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(store.clone(), forms, settings.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder().no_gzip().build()?;
+    let base = format!("http://{addr}");
+    let mut tokens = Vec::new();
+    for p in 0..phones {
+        let code = auth::new_code();
+        store
+            .add_device(
+                &format!("bench phone {p}"),
+                &[commune(p)],
+                &auth::code_hash(&code),
+                now_ms() + 3_600_000,
+                now_ms(),
+            )
+            .await?;
+        let enrolled: EnrollResponse = http
+            .post(format!("{base}/v1/enroll"))
+            .json(&json!({ "code": code }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        tokens.push(enrolled);
+    }
+    let per_phone = records.div_ceil(phones);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (p, enrolled) in tokens.into_iter().enumerate() {
+        let http = http.clone();
+        let url = format!("{base}/v1/sync");
+        let form_id = form.id.clone();
+        let count = per_phone.min(records.saturating_sub(p * per_phone));
+        tasks.push(tokio::spawn(async move {
+            let mut phone = Client::new(enrolled.device).with_limits(batch, 1024 * 1024);
+            for n in 0..count {
+                let v = values(p * per_phone + n);
+                phone.create(
+                    RecordId::new_v7(),
+                    &form_id,
+                    1,
+                    &commune(p),
+                    v.iter().map(|(k, v)| (k.as_str(), v.clone())),
+                );
+            }
+            let mut latencies = Vec::new();
+            loop {
+                let request = phone.sync_request();
+                let t = Instant::now();
+                let response: SyncResponse = http
+                    .post(&url)
+                    .bearer_auth(&enrolled.token)
+                    .json(&request)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                latencies.push(t.elapsed());
+                phone.apply_response(&response);
+                if !response.rejected.is_empty() {
+                    anyhow::bail!("bench edits were refused: {:?}", response.rejected[0]);
+                }
+                if phone.pending().is_empty() && !response.more {
+                    break;
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies: Vec<Duration> = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.context("phone task panicked")??);
+    }
+    let sync_secs = started.elapsed().as_secs_f64();
+    let sync_rate = records as f64 / sync_secs;
+    let _ = stop.send(());
+    let _ = server.await;
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+
+    println!("(a) raw batched upserts: {raw_rate:>9.0} records/s ({raw_secs:.2} s)");
+    println!(
+        "(b) through /v1/sync:    {sync_rate:>9.0} records/s ({sync_secs:.2} s, {} requests)",
+        latencies.len()
+    );
+    println!("ratio (b)/(a): {:.0} %", 100.0 * sync_rate / raw_rate);
+    println!(
+        "sync latency: p50 {:.1} ms, p99 {:.1} ms",
+        ms(pct(0.5)),
+        ms(pct(0.99))
+    );
+    drop(store);
+    if scratch.exists() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The `mam` command line. Every command takes the same `--data-dir` / `--database-url` as
+//! `serve`, so an officer's command reaches the database the server uses.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sync_protocol::CommuneCode;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::Settings;
+use crate::forms::FormRegistry;
+use crate::http::{self, AppState};
+use crate::{auth, bench, now_ms, store};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mam",
+    version,
+    about = "Mầm: offline-first field data collection and sync for child protection and care"
+)]
+pub struct Cli {
+    /// Settings file (TOML). Default: ./mam.toml when present.
+    #[arg(long, global = true, env = "MAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct DbArgs {
+    /// Directory of the SQLite database (used when no database URL is given).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// `postgres://…` to use PostgreSQL (or set MAM__DATABASE__URL).
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the sync server.
+    Serve {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Directory of form files.
+        #[arg(long)]
+        forms_dir: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Enrol, list and revoke phones.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Edits the server refused, kept for review.
+    Rejected {
+        #[command(subcommand)]
+        command: RejectedCommand,
+    },
+    /// Measurements.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeviceCommand {
+    /// Create a phone and print its one-time enrolment code.
+    Enroll {
+        /// Who carries the phone, e.g. "Nguyễn Thị Hoa, thôn 3".
+        #[arg(long)]
+        name: String,
+        /// A commune the phone may read and write (5-digit code); repeat for several.
+        #[arg(long = "commune", required = true)]
+        communes: Vec<String>,
+        /// Print `{"code": …}` instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List phones.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a phone: its token stops working at once.
+    Revoke {
+        id: u32,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RejectedCommand {
+    /// List refused edits, newest first.
+    List {
+        #[arg(long)]
+        device: Option<u32>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Raw batched upserts against the same records pushed through /v1/sync.
+    Ingest {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Concurrent simulated phones.
+        #[arg(long, default_value_t = 8)]
+        phones: usize,
+        /// Records to write in each of the two runs.
+        #[arg(long, default_value_t = 20_000)]
+        records: usize,
+        /// Records per batch (per upsert, per sync request).
+        #[arg(long, default_value_t = 250)]
+        batch: usize,
+    },
+}
+
+fn settings(cli_config: Option<&PathBuf>, db: &DbArgs) -> anyhow::Result<Settings> {
+    let mut settings = Settings::load(cli_config.map(PathBuf::as_path), std::env::vars())?;
+    if let Some(dir) = &db.data_dir {
+        settings.storage.data_dir = dir.clone();
+    }
+    if let Some(url) = &db.database_url {
+        settings.database.url = Some(url.clone());
+    }
+    Ok(settings)
+}
+
+fn init_tracing(settings: &Settings, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let level = if settings.log.level == "info" {
+        default_level
+    } else {
+        &settings.log.level
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = if settings.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config.as_ref();
+    match cli.command {
+        Command::Serve {
+            listen,
+            forms_dir,
+            db,
+        } => {
+            let mut settings = settings(config, &db)?;
+            if let Some(listen) = listen {
+                settings.server.listen = listen;
+            }
+            if let Some(dir) = forms_dir {
+                settings.forms.dir = dir;
+            }
+            init_tracing(&settings, "info");
+            serve(settings).await
+        }
+        Command::Device { command } => device(config, command).await,
+        Command::Rejected {
+            command:
+                RejectedCommand::List {
+                    device,
+                    limit,
+                    json,
+                    db,
+                },
+        } => {
+            let settings = settings(config, &db)?;
+            init_tracing(&settings, "warn");
+            let store = store::open(&settings).await?;
+            let rows = store.rejections(device, limit.min(10_000)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("No refused edits.");
+            } else {
+                for r in rows {
+                    println!(
+                        "device {} seq {}: {}{} — {}",
+                        r.device,
+                        r.seq,
+                        r.code,
+                        r.field.map(|f| format!(" ({f})")).unwrap_or_default(),
+                        r.message
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Ingest {
+                    db,
+                    phones,
+                    records,
+                    batch,
+                },
+        } => {
+            let settings = settings(config, &db)?;
+            init_tracing(&settings, "warn");
+            bench::ingest(settings, phones.max(1), records.max(1), batch.max(1)).await
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let forms = FormRegistry::load(&settings.forms.dir)?;
+    let store = store::open(&settings).await?;
+    let listener = TcpListener::bind(&settings.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+    let addr = listener.local_addr()?;
+    info!(backend = store.backend(), forms = forms.len(), %addr, "Mầm started");
+    let where_ = match &settings.database.url {
+        Some(_) => "PostgreSQL".to_owned(),
+        None => format!("SQLite in {}", settings.storage.data_dir.display()),
+    };
+    println!(
+        "Mầm is listening on http://{addr} ({where_}, {} form versions)",
+        forms.len()
+    );
+    println!("Enrol a phone: mam device enroll --name \"NAME\" --commune 19753   (then POST the code to /v1/enroll)");
+    let state = AppState::new(store, forms, settings);
+    http::serve(listener, state, http::shutdown_signal()).await?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn device(config: Option<&PathBuf>, command: DeviceCommand) -> anyhow::Result<()> {
+    match command {
+        DeviceCommand::Enroll {
+            name,
+            communes,
+            json,
+            db,
+        } => {
+            let settings = settings(config, &db)?;
+            init_tracing(&settings, "warn");
+            let name = name.trim();
+            if name.is_empty() {
+                anyhow::bail!("--name must not be empty");
+            }
+            let communes = communes
+                .iter()
+                .map(|c| CommuneCode::parse(c.trim()).map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let store = store::open(&settings).await?;
+            let code = auth::new_code();
+            let hours = settings.sync.enroll_code_hours;
+            let expires = now_ms() + hours as i64 * 3_600_000;
+            let id = store
+                .add_device(name, &communes, &auth::code_hash(&code), expires, now_ms())
+                .await?;
+            if json {
+                println!("{}", serde_json::json!({ "code": code, "device": id }));
+            } else {
+                println!("Device {id} ({name}) created. Enrolment code, valid {hours} hours, usable once:");
+                println!();
+                println!("    {code}");
+                println!();
+                println!("On the phone, enter the code; or: curl -X POST URL/v1/enroll -d '{{\"code\":\"{code}\"}}'");
+            }
+        }
+        DeviceCommand::List { json, db } => {
+            let settings = settings(config, &db)?;
+            init_tracing(&settings, "warn");
+            let store = store::open(&settings).await?;
+            let devices = store.devices().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devices)?);
+            } else {
+                println!(
+                    "{:>5}  {:<28} {:<18} {:<10} {:>8} {:>8}",
+                    "id", "name", "communes", "state", "last seq", "refused"
+                );
+                for d in devices {
+                    let state = if d.revoked {
+                        "revoked"
+                    } else if d.enrolled {
+                        "enrolled"
+                    } else {
+                        "awaiting"
+                    };
+                    println!(
+                        "{:>5}  {:<28} {:<18} {:<10} {:>8} {:>8}",
+                        d.id,
+                        d.name,
+                        d.communes.join(","),
+                        state,
+                        d.last_seq,
+                        d.rejected
+                    );
+                }
+            }
+        }
+        DeviceCommand::Revoke { id, db } => {
+            let settings = settings(config, &db)?;
+            init_tracing(&settings, "warn");
+            let store = store::open(&settings).await?;
+            match store.revoke(id, now_ms()).await {
+                Ok(()) => println!("Device {id} revoked."),
+                Err(store::StoreError::NotFound) => anyhow::bail!("no device {id}"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}

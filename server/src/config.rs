@@ -1,0 +1,251 @@
+//! Settings: defaults → file → environment → flags.
+//!
+//! The file is TOML (`--config FILE`, or `MAM_CONFIG`, or `./mam.toml` when present). The
+//! environment overrides any key as `MAM__SECTION__KEY` (`MAM__DATABASE__URL`,
+//! `MAM__SERVER__LISTEN`, …). Flags win over everything. The database URL may hold a password:
+//! it is never logged, and `Debug` prints it redacted.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub storage: StorageSettings,
+    pub sync: SyncSettings,
+    pub forms: FormsSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    pub listen: String,
+    /// Largest request body, after gzip decompression.
+    pub body_limit_bytes: usize,
+    /// A request running longer is answered 408 and its transaction rolled back.
+    pub request_timeout_secs: u64,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            body_limit_bytes: 4 * 1024 * 1024,
+            request_timeout_secs: 30,
+            drain_timeout_secs: 20,
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` for PostgreSQL, `sqlite:…` for a given SQLite file; unset: SQLite in
+    /// the data directory.
+    pub url: Option<String>,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 16,
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_ref().map(|_| "[redacted]"))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Where the SQLite database lives when no database URL is set.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("mam-data"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Most edits one sync request may push.
+    pub max_push: usize,
+    /// Largest page a phone may ask for with `max_bytes`.
+    pub max_page_bytes: u64,
+    /// Most records in one page.
+    pub max_page_records: usize,
+    /// How long an enrolment code stays valid.
+    pub enroll_code_hours: u64,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            max_push: 1000,
+            max_page_bytes: 1024 * 1024,
+            max_page_records: 2000,
+            enroll_code_hours: 72,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FormsSettings {
+    /// Directory of form files (`*.json`).
+    pub dir: PathBuf,
+}
+
+impl Default for FormsSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("schemas/forms"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// A `tracing` filter, e.g. `info` or `mam=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then the file, then `MAM__…` variables from `env`. Flags are applied by the
+    /// caller on the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Settings> {
+        let mut tree = toml::Value::try_from(Settings::default())?;
+        let file = file.map(Path::to_path_buf).or_else(|| {
+            let local = PathBuf::from("mam.toml");
+            local.exists().then_some(local)
+        });
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let overlay: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+            merge(&mut tree, overlay);
+        }
+        for (key, value) in env {
+            let Some(path) = key.strip_prefix("MAM__") else {
+                continue;
+            };
+            let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            if parts.len() != 2 {
+                anyhow::bail!("environment variable {key}: expected MAM__SECTION__KEY");
+            }
+            let table = tree
+                .as_table_mut()
+                .and_then(|t| t.get_mut(&parts[0]))
+                .and_then(|s| s.as_table_mut())
+                .with_context(|| {
+                    format!("environment variable {key}: no section {:?}", parts[0])
+                })?;
+            table.insert(parts[1].clone(), scalar(&value));
+        }
+        tree.try_into().context("invalid settings")
+    }
+}
+
+/// An environment value as the TOML scalar it looks like.
+fn scalar(text: &str) -> toml::Value {
+    if let Ok(i) = text.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(b) = text.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(text.to_owned())
+    }
+}
+
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(base), toml::Value::Table(overlay)) => {
+            for (k, v) in overlay {
+                match base.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = std::env::temp_dir().join(format!("mam-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mam.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"0.0.0.0:9000\"\nbody_limit_bytes = 1000\n",
+        )
+        .unwrap();
+        let env = [
+            (
+                "MAM__SERVER__BODY_LIMIT_BYTES".to_string(),
+                "2000".to_string(),
+            ),
+            (
+                "MAM__DATABASE__URL".to_string(),
+                "postgres://u:secret@h/db".to_string(),
+            ),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let s = Settings::load(Some(&file), env).unwrap();
+        assert_eq!(s.server.listen, "0.0.0.0:9000");
+        assert_eq!(s.server.body_limit_bytes, 2000);
+        assert_eq!(s.server.request_timeout_secs, 30);
+        assert!(
+            !format!("{s:?}").contains("secret"),
+            "the database password must not print"
+        );
+        let bad = Settings::load(None, [("MAM__SERVER__NOPE".to_string(), "1".to_string())]);
+        assert!(bad.is_err());
+    }
+}

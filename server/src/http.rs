@@ -1,0 +1,399 @@
+//! HTTP: the v1 routes, errors in one JSON shape, limits, gzip, timeouts, and a server that
+//! drains on shutdown.
+//!
+//! `app(state)` builds the router; `serve(listener, state, shutdown)` runs it until the
+//! shutdown future resolves, then lets in-flight requests finish for the drain timeout.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sync_protocol::{
+    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, RecordId, Rejection, SyncRequest,
+    PROTOCOL_VERSION,
+};
+use tokio::net::TcpListener;
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::trace::TraceLayer;
+use tracing::{error, info, info_span, instrument, warn};
+
+use crate::config::Settings;
+use crate::forms::FormRegistry;
+use crate::metrics::Metrics;
+use crate::store::{Device, DynStore, StoreError};
+use crate::{auth, now_ms, sync};
+
+pub struct AppState {
+    pub store: DynStore,
+    pub forms: FormRegistry,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(store: DynStore, forms: FormRegistry, settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            forms,
+            settings,
+            metrics: Metrics::default(),
+            draining: AtomicBool::new(false),
+        })
+    }
+}
+
+/// Every error a client can get, answered as `{"code", "message", "field"}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("this server speaks protocol {PROTOCOL_VERSION}, the request says {0}")]
+    UnsupportedProtocol(u32),
+    #[error("the bearer token is missing, wrong or revoked")]
+    Unauthorized,
+    #[error("the enrolment code is unknown, already used or expired")]
+    InvalidCode,
+    #[error("the request body is over the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("a push may hold at most {limit} edits, this one holds {got}")]
+    BatchTooLarge { limit: usize, got: usize },
+    #[error("the request took longer than {0} s")]
+    Timeout(u64),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed(_) | ApiError::UnsupportedProtocol(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized | ApiError::InvalidCode => StatusCode::UNAUTHORIZED,
+            ApiError::PayloadTooLarge(_) | ApiError::BatchTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::Malformed(_) => ErrorCode::MalformedRequest,
+            ApiError::UnsupportedProtocol(_) => ErrorCode::UnsupportedProtocol,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::InvalidCode => ErrorCode::InvalidCode,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+            ApiError::Timeout(_) => ErrorCode::Timeout,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            error!(%detail, "internal error");
+        }
+        let mut response = (
+            self.status_code(),
+            Json(ErrorBody {
+                code: self.code(),
+                message: self.to_string(),
+                field: None,
+            }),
+        )
+            .into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer".parse().expect("valid header"),
+            );
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => {
+                ApiError::Unavailable(format!("database unavailable, retry later: {m}"))
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A JSON body read within the body limit, with errors in our shape.
+fn parse<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge(limit)
+        }
+        other => ApiError::Malformed(format!(
+            "cannot read the request body: {}",
+            other.body_text()
+        )),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::Malformed(format!("the body is not valid JSON for this request: {e}"))
+    })
+}
+
+pub fn app(state: Arc<AppState>) -> Router {
+    let limit = state.settings.server.body_limit_bytes;
+    Router::new()
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/sync", post(sync_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestDecompressionLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+            info_span!("request", method = %req.method(), route = route.as_deref().unwrap_or("unmatched"))
+        }))
+        .with_state(state)
+}
+
+/// Time limit and request counting for every route.
+async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let secs = state.settings.server.request_timeout_secs;
+    let response = match tokio::time::timeout(Duration::from_secs(secs), next.run(req)).await {
+        Ok(response) => response,
+        // Dropping the handler rolls back its transaction: the phone retries safely.
+        Err(_) => ApiError::Timeout(secs).into_response(),
+    };
+    state
+        .metrics
+        .request_done(&route, response.status().as_u16());
+    response
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        return ApiError::Unavailable("shutting down".into()).into_response();
+    }
+    match state.store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[instrument(skip_all, err(Debug))]
+async fn enroll(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let request: EnrollRequest = parse(body, state.settings.server.body_limit_bytes)?;
+    let token = auth::new_token();
+    let device = state
+        .store
+        .enroll(
+            &auth::code_hash(&request.code),
+            &auth::hash(&token),
+            now_ms(),
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::InvalidCode,
+            other => other.into(),
+        })?;
+    info!(device = device.id, "phone enrolled");
+    Ok(Json(EnrollResponse {
+        device: device.id,
+        token,
+        communes: device.communes.iter().map(|c| c.to_string()).collect(),
+    }))
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Device, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::Unauthorized)?;
+    match state.store.device_by_token(&auth::hash(token)).await? {
+        Some(device) if !device.revoked => Ok(device),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+/// The response, with records passed through as stored.
+#[derive(Serialize)]
+struct SyncReply<'a> {
+    protocol: u32,
+    acked_through: u64,
+    rejected: Vec<Rejection>,
+    records: Vec<Box<RawValue>>,
+    evicted: Vec<RecordId>,
+    cursor: u64,
+    more: bool,
+    forms: &'a std::collections::BTreeMap<String, u32>,
+}
+
+#[instrument(skip_all, err(Debug), fields(device))]
+async fn sync_handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let device = authenticate(&state, &headers).await?;
+    tracing::Span::current().record("device", device.id);
+    let request: SyncRequest = parse(body, state.settings.server.body_limit_bytes)?;
+    if request.protocol != PROTOCOL_VERSION {
+        return Err(ApiError::UnsupportedProtocol(request.protocol));
+    }
+    let limits = &state.settings.sync;
+    if request.push.len() > limits.max_push {
+        return Err(ApiError::BatchTooLarge {
+            limit: limits.max_push,
+            got: request.push.len(),
+        });
+    }
+    let outcome = if request.push.is_empty() {
+        sync::PushOutcome::default()
+    } else {
+        sync::push(
+            state.store.as_ref(),
+            &state.forms,
+            &device,
+            &request.push,
+            now_ms(),
+        )
+        .await?
+    };
+    let acked_through = if request.push.is_empty() {
+        device.last_seq
+    } else {
+        outcome.acked_through
+    };
+    let max_bytes = request.max_bytes.clamp(1024, limits.max_page_bytes);
+    let pull = state
+        .store
+        .pull(
+            &device.communes,
+            request.cursor,
+            max_bytes,
+            limits.max_page_records,
+        )
+        .await?;
+    if request.push.is_empty() {
+        state.store.touch_device(device.id, now_ms()).await?;
+    }
+    state.metrics.sync_done(
+        outcome.applied,
+        &outcome.rejected,
+        pull.records.len(),
+        started.elapsed(),
+    );
+    info!(
+        pushed = request.push.len(),
+        applied = outcome.applied,
+        rejected = outcome.rejected.len(),
+        acked_through,
+        pulled = pull.records.len(),
+        more = pull.more,
+        "sync"
+    );
+    Ok(Json(SyncReply {
+        protocol: PROTOCOL_VERSION,
+        acked_through,
+        rejected: outcome.rejected,
+        records: pull.records,
+        evicted: pull.evicted,
+        cursor: pull.cursor,
+        more: pull.more,
+        forms: state.forms.current(),
+    })
+    .into_response())
+}
+
+/// Serve until `shutdown` resolves, then stop accepting and give in-flight requests the drain
+/// timeout to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let drain = Duration::from_secs(state.settings.server.drain_timeout_secs);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let signal_state = state.clone();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        signal_state.draining.store(true, Ordering::Relaxed);
+        info!("shutting down: draining in-flight requests");
+        let _ = tx.send(true);
+    });
+    let mut rx = rx;
+    tokio::select! {
+        result = server => result,
+        _ = async move {
+            let _ = rx.wait_for(|done| *done).await;
+            tokio::time::sleep(drain).await;
+        } => {
+            warn!("drain timeout passed; stopping with requests still in flight");
+            Ok(())
+        }
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,289 @@
+//! The v1 sync service: one algorithm for both backends.
+//!
+//! A push, in one transaction: lock the device row; sort the pushed edits by seq; edits at or
+//! below the device's last consumed seq are repeats (acknowledged again, or refused as
+//! `seq_reused` when their content differs); the rest are taken strictly in order from
+//! `last + 1` and stop at the first gap. Each taken edit is checked (shape, scope, form,
+//! values, supersedes) and either applied to its record or rejected; both consume the seq and
+//! are stored. Changed records get fresh change seqs last, and everything is committed at once:
+//! either the whole push is durable and acknowledged, or nothing of it happened.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use sync_protocol::{
+    CheckedEdit, CommuneCode, DeviceId, Dot, Edit, Record, RecordId, RejectCode, Rejection,
+};
+use tracing::warn;
+
+use crate::forms::FormRegistry;
+use crate::store::{record_row, Device, EditRow, Store, StoreError, WriteBatch};
+
+/// Times a push is retried after losing a race with a concurrent writer.
+const RETRIES: usize = 8;
+
+#[derive(Debug, Default)]
+pub struct PushOutcome {
+    pub acked_through: u64,
+    pub rejected: Vec<Rejection>,
+    pub applied: usize,
+}
+
+/// Apply a device's pushed edits. Retries the whole transaction when a concurrent writer won a
+/// race (PostgreSQL); nothing partial is ever committed.
+pub async fn push(
+    store: &dyn Store,
+    forms: &FormRegistry,
+    device: &Device,
+    edits: &[Edit],
+    now: i64,
+) -> Result<PushOutcome, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match try_push(store, forms, device, edits, now).await {
+            Err(StoreError::Conflict) if attempt < RETRIES => {
+                attempt += 1;
+                let jitter = (now as u64 ^ (device.id as u64 * 7919)) % 7;
+                tokio::time::sleep(Duration::from_millis(2 * attempt as u64 + jitter)).await;
+            }
+            Err(StoreError::Conflict) => {
+                warn!(device = device.id, "push lost {RETRIES} races in a row");
+                return Err(StoreError::Unavailable(
+                    "too much contention, retry later".into(),
+                ));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_push(
+    store: &dyn Store,
+    forms: &FormRegistry,
+    device: &Device,
+    edits: &[Edit],
+    now: i64,
+) -> Result<PushOutcome, StoreError> {
+    let mut tx = store.begin_sync().await?;
+    let last = tx.lock_device(device.id).await?;
+
+    let mut sorted: Vec<&Edit> = edits.iter().collect();
+    sorted.sort_by_key(|e| e.seq);
+    sorted.dedup_by_key(|e| e.seq);
+    let (repeats, later): (Vec<&Edit>, Vec<&Edit>) = sorted.iter().partition(|e| e.seq <= last);
+    let fresh: Vec<&Edit> = later
+        .iter()
+        .enumerate()
+        .take_while(|(i, e)| e.seq == last + 1 + *i as u64)
+        .map(|(_, e)| *e)
+        .collect();
+    let acked_through = last + fresh.len() as u64;
+
+    let mut batch = WriteBatch {
+        device: device.id,
+        last_seq: acked_through,
+        now,
+        ..Default::default()
+    };
+    let mut rejected = Vec::new();
+
+    if !repeats.is_empty() {
+        let seqs: Vec<u64> = repeats.iter().map(|e| e.seq).collect();
+        let stored = tx.stored_edits(device.id, &seqs).await?;
+        for edit in &repeats {
+            let body = encode(edit);
+            if stored.get(&edit.seq) != Some(&body) {
+                let r = Rejection::new(
+                    edit.seq,
+                    RejectCode::SeqReused,
+                    None,
+                    format!(
+                        "seq {} was already used by device {} for another edit; send this edit again under a new seq",
+                        edit.seq, device.id
+                    ),
+                );
+                rejected.push(r.clone());
+                batch.rejections.push((r, body));
+            }
+        }
+    }
+
+    let checked: Vec<(&Edit, Result<CheckedEdit, Rejection>)> =
+        fresh.iter().map(|e| (*e, e.check())).collect();
+    let ids: Vec<RecordId> = checked
+        .iter()
+        .filter_map(|(_, c)| c.as_ref().ok().map(|c| c.record))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut records = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        tx.load_records(&ids).await?
+    };
+    let existed: HashSet<RecordId> = records.keys().copied().collect();
+    let others: Vec<DeviceId> = checked
+        .iter()
+        .filter_map(|(_, c)| c.as_ref().ok())
+        .flat_map(|c| {
+            c.fields
+                .values()
+                .flat_map(|f| f.supersedes.iter().map(|d| d.device))
+        })
+        .filter(|d| *d != device.id)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let seqs = if others.is_empty() {
+        HashMap::new()
+    } else {
+        tx.device_seqs(&others).await?
+    };
+
+    // Where each changed record was before this push, to record moves between communes.
+    let mut changed: BTreeMap<RecordId, Option<CommuneCode>> = BTreeMap::new();
+    let mut applied = 0;
+    for (edit, check) in checked {
+        let body = encode(edit);
+        let verdict = check.and_then(|c| {
+            admit(&c, forms, device, records.get(&c.record), &seqs)?;
+            Ok(c)
+        });
+        match verdict {
+            Ok(c) => {
+                let (id, seq) = (c.record, c.seq);
+                let seen = |d: Dot| match d.device == device.id {
+                    true => d.seq < seq,
+                    false => d.seq <= seqs.get(&d.device).copied().unwrap_or(0),
+                };
+                let record = records.entry(id).or_insert_with(|| Record::from_edit(&c));
+                changed
+                    .entry(id)
+                    .or_insert_with(|| existed.contains(&id).then(|| record.commune.clone()));
+                record.apply(device.id, c, &seen);
+                batch.edits.push(EditRow {
+                    seq,
+                    record: id.to_string(),
+                    body,
+                    rejected: false,
+                });
+                applied += 1;
+            }
+            Err(r) => {
+                batch.edits.push(EditRow {
+                    seq: edit.seq,
+                    record: edit.record.clone(),
+                    body: body.clone(),
+                    rejected: true,
+                });
+                rejected.push(r.clone());
+                batch.rejections.push((r, body));
+            }
+        }
+    }
+
+    if !changed.is_empty() {
+        let first = tx.take_changes(changed.len() as u64).await?;
+        for (i, (id, before)) in changed.into_iter().enumerate() {
+            let at = first + i as u64;
+            let record = records.remove(&id).expect("changed records are loaded");
+            if let Some(from) = before.filter(|b| *b != record.commune) {
+                batch.moves.push((id, from, record.commune.clone(), at));
+            }
+            batch
+                .records
+                .push(record_row(record, at, existed.contains(&id)));
+        }
+    }
+    tx.write(&batch).await?;
+    tx.commit().await?;
+
+    // A phone that lost an earlier response learns again why its edits were refused.
+    if let Some(first) = repeats.first() {
+        let earlier = store.rejections_between(device.id, first.seq, last).await?;
+        rejected.extend(earlier);
+        rejected.sort_by_key(|r| r.seq);
+    }
+    Ok(PushOutcome {
+        acked_through,
+        rejected,
+        applied,
+    })
+}
+
+/// Everything an edit must satisfy beyond its shape.
+fn admit(
+    edit: &CheckedEdit,
+    forms: &FormRegistry,
+    device: &Device,
+    existing: Option<&Record>,
+    seqs: &HashMap<DeviceId, u64>,
+) -> Result<(), Rejection> {
+    let reject = |code, message: String| Rejection::new(edit.seq, code, None, message);
+    if !device.in_scope(&edit.commune) {
+        return Err(reject(
+            RejectCode::OutOfScope,
+            format!("commune {} is not in this device's communes", edit.commune),
+        ));
+    }
+    if let Some(record) = existing {
+        if !device.in_scope(&record.commune) {
+            return Err(reject(
+                RejectCode::OutOfScope,
+                format!(
+                    "record {} belongs to commune {}, not in this device's communes",
+                    record.id, record.commune
+                ),
+            ));
+        }
+        if record.form != edit.form {
+            return Err(reject(
+                RejectCode::FormMismatch,
+                format!(
+                    "record {} is a {} record, not {}",
+                    record.id, record.form, edit.form
+                ),
+            ));
+        }
+    }
+    let form = forms.get(&edit.form, edit.version).ok_or_else(|| {
+        if forms.knows(&edit.form) {
+            reject(
+                RejectCode::UnknownVersion,
+                format!("form {} has no version {}", edit.form, edit.version),
+            )
+        } else {
+            reject(
+                RejectCode::UnknownForm,
+                format!("no form {:?} is published", edit.form.as_str()),
+            )
+        }
+    })?;
+    form.check_edit(edit)?;
+    for (name, change) in &edit.fields {
+        for dot in &change.supersedes {
+            let known = if dot.device == device.id {
+                dot.seq < edit.seq
+            } else {
+                dot.seq <= seqs.get(&dot.device).copied().unwrap_or(0)
+            };
+            if !known {
+                return Err(Rejection::new(
+                    edit.seq,
+                    RejectCode::InvalidSupersedes,
+                    Some(name),
+                    format!(
+                        "{name}: supersedes [{}, {}], an edit this server has not received",
+                        dot.device, dot.seq
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The canonical text of an edit: what is stored and compared to tell a repeat from a reuse.
+fn encode(edit: &Edit) -> String {
+    serde_json::to_string(edit).expect("edits always serialize")
+}
