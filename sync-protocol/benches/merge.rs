@@ -118,22 +118,32 @@ fn history(rng: &mut Rng, devices: u32) -> Vec<Step> {
     steps
 }
 
+type OurEdits = Vec<(DeviceId, CheckedEdit)>;
+
+fn ours_of(steps: &[Step]) -> OurEdits {
+    steps.iter().map(|s| (s.device, s.edit.clone())).collect()
+}
+
+fn theirs_of(steps: &[Step]) -> Vec<TheirOp> {
+    steps.iter().flat_map(|s| s.theirs.iter().cloned()).collect()
+}
+
 /// What the server does: apply each edit in arrival order, "seen" being the device table.
 /// Both sides take their edits by value, as they arrive off the wire.
-fn apply_ours(steps: Vec<Step>) -> Record {
-    let mut record = Record::from_edit(&steps[0].edit);
+fn apply_ours(edits: OurEdits) -> Record {
+    let mut record = Record::from_edit(&edits[0].1);
     let mut seen = VersionVector::new();
-    for step in steps {
-        let dot = Dot::new(step.device, step.edit.seq);
-        record.apply(step.device, step.edit, &seen);
+    for (device, edit) in edits {
+        let dot = Dot::new(device, edit.seq);
+        record.apply(device, edit, &seen);
         seen.insert(dot);
     }
     record
 }
 
-fn apply_theirs(steps: Vec<Step>) -> Theirs {
+fn apply_theirs(ops: Vec<TheirOp>) -> Theirs {
     let mut map = Theirs::default();
-    for op in steps.into_iter().flat_map(|s| s.theirs) {
+    for op in ops {
         map.apply(op);
     }
     map
@@ -151,8 +161,10 @@ fn bench(c: &mut Criterion) {
     let mut rng = Rng(20201130);
     for devices in [1u32, 5, 50] {
         let histories: Vec<Vec<Step>> = (0..RECORDS).map(|_| history(&mut rng, devices)).collect();
-        let ours: Vec<Record> = histories.iter().map(|h| apply_ours(h.clone())).collect();
-        let theirs: Vec<Theirs> = histories.iter().map(|h| apply_theirs(h.clone())).collect();
+        let our_edits: Vec<OurEdits> = histories.iter().map(|h| ours_of(h)).collect();
+        let their_ops: Vec<Vec<TheirOp>> = histories.iter().map(|h| theirs_of(h)).collect();
+        let ours: Vec<Record> = our_edits.iter().map(|h| apply_ours(h.clone())).collect();
+        let theirs: Vec<Theirs> = their_ops.iter().map(|h| apply_theirs(h.clone())).collect();
         for (o, t) in ours.iter().zip(&theirs) {
             for field in 0..FIELDS {
                 let mut a: Vec<String> = o.fields[&name(field)]
@@ -204,7 +216,7 @@ fn bench(c: &mut Criterion) {
 
         let mut group = c.benchmark_group(format!("apply-history/{devices}-devices"));
         group.throughput(Throughput::Elements(RECORDS as u64));
-        group.bench_with_input(BenchmarkId::new("mam", devices), &histories, |b, hs| {
+        group.bench_with_input(BenchmarkId::new("mam", devices), &our_edits, |b, hs| {
             b.iter_batched(
                 || hs.clone(),
                 |hs| {
@@ -215,7 +227,7 @@ fn bench(c: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
-        group.bench_with_input(BenchmarkId::new("crdts", devices), &histories, |b, hs| {
+        group.bench_with_input(BenchmarkId::new("crdts", devices), &their_ops, |b, hs| {
             b.iter_batched(
                 || hs.clone(),
                 |hs| {

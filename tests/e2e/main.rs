@@ -1,1 +1,419 @@
-fn main() {}
+//! End to end: real `mam` processes on port 0, simulated phones over real HTTP. Every story
+//! runs on SQLite and on PostgreSQL (`MAM_TEST_DATABASE_URL`).
+
+mod harness;
+
+use std::io::Write;
+use std::time::Duration;
+
+use harness::{Backend, Database, Server, COMMUNE, OTHER_COMMUNE};
+use serde_json::{json, Value};
+use sync_protocol::{Record, RecordId, RejectCode, SyncRequest, SyncResponse};
+
+/// Runs one story on both backends, as two tests.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(db) = super::Database::fresh(super::Backend::Sqlite).await {
+                    super::$name(db).await;
+                }
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(db) = super::Database::fresh(super::Backend::Postgres).await {
+                    super::$name(db).await;
+                }
+            })*
+        }
+    };
+}
+
+both_backends!(
+    offline_creation_reaches_every_phone,
+    concurrent_edits_to_one_field_conflict_then_resolve,
+    different_fields_merge,
+    delete_against_edit_is_kept_as_a_conflict,
+    replayed_requests_change_nothing,
+    gaps_wait_and_reused_seqs_are_refused,
+    other_communes_see_nothing_and_cannot_write,
+    revoked_phone_is_refused,
+    pulls_page_by_max_bytes,
+    http_hygiene,
+    nothing_acknowledged_is_lost_on_sigkill,
+    concurrent_pushers_never_make_a_puller_skip,
+);
+
+fn values(record: &Record, field: &str) -> Vec<Value> {
+    let mut v: Vec<Value> = record.fields.get(field).map(|r| r.values().cloned().collect()).unwrap_or_default();
+    v.sort_by_key(|v| v.to_string());
+    v
+}
+
+async fn offline_creation_reaches_every_phone(db: Database) {
+    let server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let mut b = server.enroll("Lan", &[COMMUNE]).await;
+    // Days offline: three births recorded and one corrected before any sync.
+    let ids: Vec<RecordId> = (0..3)
+        .map(|i| a.create(COMMUNE, &[("child_name", json!(format!("Bé {i}"))), ("sex", json!("f"))]))
+        .collect();
+    a.edit(ids[1], &[("date_of_birth", json!("2020-03-02"))]);
+    assert_eq!(a.client.pending().len(), 4);
+    let responses = a.sync().await;
+    assert_eq!(responses[0].acked_through, 4);
+    assert!(responses[0].rejected.is_empty());
+    assert!(a.client.pending().is_empty());
+    b.sync().await;
+    for id in &ids {
+        assert_eq!(b.view(*id), a.view(*id), "both phones hold the same record");
+    }
+    assert_eq!(b.view(ids[1]).value("date_of_birth"), Some(&json!("2020-03-02")));
+    assert!(b.view(ids[0]).value("child_name").is_some());
+}
+
+async fn concurrent_edits_to_one_field_conflict_then_resolve(db: Database) {
+    let server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let mut b = server.enroll("Lan", &[COMMUNE]).await;
+    let id = a.create(COMMUNE, &[("child_name", json!("Nguyễn Thị Lan"))]);
+    a.sync().await;
+    b.sync().await;
+    // Both edit the same field from the same view, offline.
+    a.edit(id, &[("child_name", json!("Nguyễn Thị Lân"))]);
+    b.edit(id, &[("child_name", json!("Nguyễn Thị Lang"))]);
+    a.sync().await;
+    b.sync().await;
+    a.sync().await;
+    for phone in [&a, &b] {
+        let record = phone.view(id);
+        assert_eq!(values(&record, "child_name"), vec![json!("Nguyễn Thị Lang"), json!("Nguyễn Thị Lân")]);
+        assert!(record.is_conflicted());
+    }
+    assert_eq!(a.view(id), b.view(id));
+    // Whoever settles it supersedes both; the other phone sees it settled.
+    b.edit(id, &[("child_name", json!("Nguyễn Thị Lân"))]);
+    b.sync().await;
+    a.sync().await;
+    let record = a.view(id);
+    assert_eq!(values(&record, "child_name"), vec![json!("Nguyễn Thị Lân")]);
+    assert!(!record.is_conflicted());
+    assert_eq!(a.view(id), b.view(id));
+}
+
+async fn different_fields_merge(db: Database) {
+    let server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let mut b = server.enroll("Lan", &[COMMUNE]).await;
+    let id = a.create(COMMUNE, &[("child_name", json!("Lan"))]);
+    a.sync().await;
+    b.sync().await;
+    a.edit(id, &[("sex", json!("f"))]);
+    b.edit(id, &[("village", json!("Thôn 3"))]);
+    a.sync().await;
+    b.sync().await;
+    a.sync().await;
+    let record = a.view(id);
+    assert!(!record.is_conflicted());
+    assert_eq!(record.value("sex"), Some(&json!("f")));
+    assert_eq!(record.value("village"), Some(&json!("Thôn 3")));
+    assert_eq!(record.value("child_name"), Some(&json!("Lan")));
+    assert_eq!(a.view(id), b.view(id));
+}
+
+async fn delete_against_edit_is_kept_as_a_conflict(db: Database) {
+    let server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let mut b = server.enroll("Lan", &[COMMUNE]).await;
+    let id = a.create(COMMUNE, &[("child_name", json!("Lan")), ("notes", json!("twin"))]);
+    a.sync().await;
+    b.sync().await;
+    a.client.delete(id).unwrap();
+    b.edit(id, &[("notes", json!("family moved to Huế"))]);
+    a.sync().await;
+    b.sync().await;
+    a.sync().await;
+    for phone in [&a, &b] {
+        let record = phone.view(id);
+        assert!(record.is_deleted());
+        assert!(record.is_conflicted(), "the edit made meanwhile must not vanish");
+        assert!(values(&record, "notes").contains(&json!("family moved to Huế")));
+    }
+}
+
+async fn replayed_requests_change_nothing(db: Database) {
+    let server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let id = a.create(COMMUNE, &[("child_name", json!("Lan"))]);
+    a.edit(id, &[("sex", json!("m"))]);
+    let old = a.client.sync_request();
+    let first = a.sync_once().await;
+    assert_eq!(first.acked_through, 2);
+    let before = a.view(id);
+    // The same request again (a retry whose first response was lost), twice.
+    for _ in 0..2 {
+        let again: SyncResponse = a.send(&old).await.json().await.unwrap();
+        assert_eq!(again.acked_through, 2);
+        assert!(again.rejected.is_empty());
+        assert_eq!(again.records.len(), 1);
+        assert_eq!(again.records[0], before, "a repeat changes nothing");
+    }
+    let later = a.sync_once().await;
+    assert!(later.records.is_empty(), "nothing changed after the cursor");
+}
+
+async fn gaps_wait_and_reused_seqs_are_refused(db: Database) {
+    let server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    a.create(COMMUNE, &[("child_name", json!("one"))]);
+    a.create(COMMUNE, &[("child_name", json!("two"))]);
+    a.create(COMMUNE, &[("child_name", json!("three"))]);
+    let mut request = a.client.sync_request();
+    let gap = SyncRequest { push: vec![request.push[0].clone(), request.push[2].clone()], ..request.clone() };
+    let response: SyncResponse = a.send(&gap).await.json().await.unwrap();
+    assert_eq!(response.acked_through, 1, "nothing after the gap is applied");
+    assert_eq!(response.records.len(), 1);
+    let response = a.sync_once().await;
+    assert_eq!(response.acked_through, 3);
+    assert_eq!(a.client.records().len(), 3);
+    // Seq 2 again with other content: refused and reported, the record unchanged.
+    request.push[1].fields.insert("notes".into(), sync_protocol::FieldEdit { value: json!("x"), supersedes: vec![] });
+    let reuse = SyncRequest { push: vec![request.push[1].clone()], ..request };
+    let response: SyncResponse = a.send(&reuse).await.json().await.unwrap();
+    assert_eq!(response.rejected.len(), 1);
+    assert_eq!(response.rejected[0].code, RejectCode::SeqReused);
+    assert!(server.cli(&["rejected", "list"]).contains("seq_reused"));
+}
+
+async fn other_communes_see_nothing_and_cannot_write(db: Database) {
+    let server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let mut c = server.enroll("Minh", &[OTHER_COMMUNE]).await;
+    let id = a.create(COMMUNE, &[("child_name", json!("Lan"))]);
+    a.sync().await;
+    c.create(OTHER_COMMUNE, &[("child_name", json!("Bình"))]);
+    c.sync().await;
+    assert_eq!(c.client.records().len(), 1, "only its own commune");
+    a.sync().await;
+    assert_eq!(a.client.records().len(), 1);
+    // Writing into the other commune, and editing a record of it by id while claiming its
+    // own commune: both refused, and kept for review.
+    c.create(COMMUNE, &[("child_name", json!("intruder"))]);
+    c.client.create(id, &harness::form(), 1, &harness::commune(OTHER_COMMUNE), [("notes", json!("from elsewhere"))]);
+    c.sync().await;
+    let rejected = c.client.rejected();
+    assert_eq!(rejected.len(), 2);
+    assert!(rejected.iter().all(|r| r.rejection.code == RejectCode::OutOfScope));
+    a.sync().await;
+    assert_eq!(a.client.records().len(), 1);
+    assert_eq!(a.view(id).value("notes"), None, "the record is untouched");
+    let listed = server.cli(&["rejected", "list", "--device", &c.device().to_string()]);
+    assert_eq!(listed.matches("out_of_scope").count(), 2, "{listed}");
+}
+
+async fn revoked_phone_is_refused(db: Database) {
+    let server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    a.sync().await;
+    server.cli(&["device", "revoke", &a.device().to_string()]);
+    let response = a.send(&a.client.sync_request()).await;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "unauthorized");
+}
+
+async fn pulls_page_by_max_bytes(db: Database) {
+    let server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let mut b = server.enroll("Lan", &[COMMUNE]).await;
+    b.client = sync_protocol::Client::new(b.device()).with_limits(10, 1024);
+    for i in 0..40 {
+        a.create(COMMUNE, &[("child_name", json!(format!("Bé {i}"))), ("notes", json!("x".repeat(200)))]);
+    }
+    a.sync().await;
+    let pages = b.sync().await;
+    assert!(pages.len() > 5, "small pages: got {}", pages.len());
+    assert!(pages.iter().all(|p| p.records.len() <= 5));
+    assert!(pages[..pages.len() - 1].iter().all(|p| p.more));
+    assert_eq!(b.client.records(), a.client.records());
+}
+
+async fn http_hygiene(db: Database) {
+    let server = Server::start_with(&db, &[("MAM__SERVER__BODY_LIMIT_BYTES", "65536")]);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let http = reqwest::Client::new();
+    let sync = format!("{}/v1/sync", server.url);
+    // No token, a wrong token.
+    let r = http.post(&sync).json(&json!({"protocol": 1})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.post(&sync).bearer_auth("mam_nope").json(&json!({"protocol": 1})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // Malformed JSON: 400 with a readable message, nothing changed.
+    let r = http.post(&sync).bearer_auth(&a.token).body("{\"protocol\": 1, \"push\": [").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "malformed_request");
+    assert!(body["message"].as_str().unwrap().contains("line 1"));
+    let r = http.post(&sync).bearer_auth(&a.token).json(&json!({"protocol": 2})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // Over the body limit.
+    let big = json!({"protocol": 1, "push": [], "pad": "x".repeat(70_000)});
+    let r = http.post(&sync).bearer_auth(&a.token).json(&big).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "payload_too_large");
+    // A gzip request body, and a gzip response.
+    let id = a.create(COMMUNE, &[("child_name", json!("Lan")), ("notes", json!("n".repeat(3000)))]);
+    let plain = serde_json::to_vec(&a.client.sync_request()).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&plain).unwrap();
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let r = raw
+        .post(&sync)
+        .bearer_auth(&a.token)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .header("accept-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers().get("content-encoding").unwrap(), "gzip");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&r.bytes().await.unwrap()[..]), &mut text).unwrap();
+    let response: SyncResponse = serde_json::from_str(&text).unwrap();
+    assert_eq!(response.acked_through, 1);
+    a.client.apply_response(&response);
+    assert_eq!(a.view(id).value("child_name"), Some(&json!("Lan")));
+    // Health, readiness, metrics.
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(http.get(format!("{}{path}", server.url)).send().await.unwrap().status(), 200);
+    }
+    let metrics = http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("mam_syncs_total 1"), "{metrics}");
+    assert!(metrics.contains("mam_edits_applied_total 1"));
+    assert!(metrics.contains("mam_sync_seconds_count 1"));
+    assert!(metrics.contains("route=\"/v1/sync\",status=\"401\""));
+}
+
+async fn nothing_acknowledged_is_lost_on_sigkill(db: Database) {
+    let mut server = Server::start(&db);
+    let mut phones = Vec::new();
+    for i in 0..4 {
+        phones.push(server.enroll(&format!("phone {i}"), &[COMMUNE]).await);
+    }
+    // Each phone pushes small batches in a loop; the server is killed mid-storm.
+    let url = server.url.clone();
+    let storm = phones.into_iter().map(|mut phone| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            phone.client = sync_protocol::Client::new(phone.device()).with_limits(5, 4096);
+            let mut acked: Vec<(RecordId, String)> = Vec::new();
+            let mut created: Vec<(u64, RecordId, String)> = Vec::new();
+            for round in 0..100_000 {
+                for i in 0..5 {
+                    let name = format!("{}-{round}-{i}", phone.device());
+                    let id = phone.create(COMMUNE, &[("child_name", json!(name.clone()))]);
+                    created.push((phone.client.pending().last().unwrap().seq, id, name));
+                }
+                let request = phone.client.sync_request();
+                let sent = phone
+                    .http
+                    .post(format!("{url}/v1/sync"))
+                    .bearer_auth(&phone.token)
+                    .json(&request)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                let Ok(response) = response.json::<SyncResponse>().await else { break };
+                phone.client.apply_response(&response);
+                acked.extend(
+                    created.iter().filter(|(seq, _, _)| *seq <= response.acked_through).map(|(_, id, n)| (*id, n.clone())),
+                );
+                created.retain(|(seq, _, _)| *seq > response.acked_through);
+            }
+            acked
+        })
+    });
+    let storm: Vec<_> = storm.collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.kill();
+    let mut acknowledged = Vec::new();
+    for task in storm {
+        acknowledged.extend(task.await.unwrap());
+    }
+    assert!(!acknowledged.is_empty(), "the storm acknowledged nothing before the kill");
+    server.restart();
+    let mut reader = server.enroll("reader", &[COMMUNE]).await;
+    reader.sync().await;
+    for (id, name) in &acknowledged {
+        let record = reader.client.view(*id).unwrap_or_else(|| panic!("acknowledged record {id} lost"));
+        assert_eq!(record.value("child_name"), Some(&json!(name)));
+    }
+    eprintln!("{} acknowledged records all survived SIGKILL", acknowledged.len());
+}
+
+async fn concurrent_pushers_never_make_a_puller_skip(db: Database) {
+    let server = Server::start(&db);
+    let mut writers = Vec::new();
+    for i in 0..8 {
+        writers.push(server.enroll(&format!("writer {i}"), &[COMMUNE]).await);
+    }
+    let mut puller = server.enroll("puller", &[COMMUNE]).await;
+    // Shared records, so writers also contend on the same rows.
+    let mut first = writers.remove(0);
+    let shared: Vec<RecordId> = (0..5).map(|i| first.create(COMMUNE, &[("child_name", json!(format!("shared {i}")))])).collect();
+    first.sync().await;
+    writers.insert(0, first);
+    let tasks: Vec<_> = writers
+        .into_iter()
+        .map(|mut w| {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                w.sync().await;
+                for round in 0..25 {
+                    w.create(COMMUNE, &[("child_name", json!(format!("{}:{round}", w.device())))]);
+                    let id = shared[round % shared.len()];
+                    w.edit(id, &[("notes", json!(format!("{} was here at {round}", w.device())))]);
+                    w.sync_once().await;
+                }
+                w.sync().await;
+            })
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let pulling = tokio::spawn(async move {
+        let mut rounds = 0;
+        loop {
+            let response = puller.sync_once().await;
+            rounds += 1;
+            if rounds > 5000 {
+                break;
+            }
+            tokio::task::yield_now().await;
+            if response.records.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+        }
+        puller
+    });
+    for t in tasks {
+        t.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut puller = pulling.await.unwrap();
+    // One last pull from where it stopped: the cursor must have skipped nothing.
+    puller.sync().await;
+    let mut fresh = server.enroll("fresh", &[COMMUNE]).await;
+    fresh.sync().await;
+    assert_eq!(fresh.client.records().len(), 5 + 8 * 25);
+    assert_eq!(puller.client.records(), fresh.client.records(), "the puller's state equals the server's");
+}

@@ -1,0 +1,257 @@
+//! Shared helpers: real `mam` processes on port 0, a fresh database per test (a SQLite
+//! directory or a PostgreSQL database), and simulated phones driven by the `sync-protocol`
+//! client state machine over real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::Connection;
+use sync_protocol::{Client, CommuneCode, EnrollResponse, FormId, Record, RecordId, SyncRequest, SyncResponse};
+
+pub const COMMUNE: &str = "19753";
+pub const OTHER_COMMUNE: &str = "19754";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The PostgreSQL URL tests run against. Missing: the PostgreSQL half is skipped, except under
+/// CI, where it is a failure.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("MAM_TEST_DATABASE_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("MAM_TEST_DATABASE_URL must be set under CI: the PostgreSQL tests may not be skipped")
+        }
+        Err(_) => {
+            eprintln!("MAM_TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+            None
+        }
+    }
+}
+
+/// A database of its own for one test.
+pub struct Database {
+    pub args: Vec<String>,
+    dir: Option<PathBuf>,
+}
+
+impl Database {
+    pub async fn fresh(backend: Backend) -> Option<Database> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(unique("mam_e2e"));
+                Some(Database { args: vec!["--data-dir".into(), dir.display().to_string()], dir: Some(dir) })
+            }
+            Backend::Postgres => {
+                let base = postgres_url()?;
+                let name = unique("mam_e2e");
+                let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to PostgreSQL");
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+                let url = match base.rfind('/') {
+                    Some(i) if base[..i].contains("//") && i > base.find("//").unwrap() + 1 => {
+                        format!("{}/{name}", &base[..i])
+                    }
+                    _ => format!("{base}/{name}"),
+                };
+                Some(Database { args: vec!["--database-url".into(), url], dir: None })
+            }
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A running `mam serve`.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub db: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn mam() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mam"));
+    cmd.current_dir(repo_root());
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+impl Server {
+    pub fn start(db: &Database) -> Server {
+        Self::start_with(db, &[])
+    }
+
+    pub fn start_with(db: &Database, env: &[(&str, &str)]) -> Server {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self::spawn(db.args.clone(), env)
+    }
+
+    fn spawn(db: Vec<String>, env: Vec<(String, String)>) -> Server {
+        let mut cmd = mam();
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").args(&db);
+        cmd.envs(env.iter().cloned());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("start mam serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("mam serve exited before listening")
+                .expect("read mam output");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url, db, env }
+    }
+
+    /// SIGKILL: no drain, no cleanup, as a power cut or the OOM killer would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A new process on the same database (and a new port).
+    pub fn restart(&mut self) {
+        self.kill();
+        let next = Self::spawn(self.db.clone(), self.env.clone());
+        *self = next;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    /// Run a `mam` command against this server's database and return its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = mam().args(args).args(&self.db).output().expect("run mam");
+        assert!(out.status.success(), "mam {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub async fn enroll(&self, name: &str, communes: &[&str]) -> Phone {
+        let mut args = vec!["device", "enroll", "--name", name, "--json"];
+        for c in communes {
+            args.push("--commune");
+            args.push(c);
+        }
+        let out: Value = serde_json::from_str(&self.cli(&args)).unwrap();
+        let http = reqwest::Client::new();
+        let response = http
+            .post(format!("{}/v1/enroll", self.url))
+            .json(&json!({ "code": out["code"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let enrolled: EnrollResponse = response.json().await.unwrap();
+        Phone { client: Client::new(enrolled.device), token: enrolled.token, http, url: self.url.clone() }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A simulated phone: the protocol's client state machine, talking real HTTP.
+pub struct Phone {
+    pub client: Client,
+    pub token: String,
+    pub http: reqwest::Client,
+    pub url: String,
+}
+
+pub fn form() -> FormId {
+    FormId::parse("birth-registration").unwrap()
+}
+
+pub fn commune(code: &str) -> CommuneCode {
+    CommuneCode::parse(code).unwrap()
+}
+
+impl Phone {
+    pub fn device(&self) -> u32 {
+        self.client.device()
+    }
+
+    pub fn create(&mut self, commune_code: &str, values: &[(&str, Value)]) -> RecordId {
+        let id = RecordId::new_v7();
+        self.client
+            .create(id, &form(), 1, &commune(commune_code), values.iter().map(|(k, v)| (*k, v.clone())));
+        id
+    }
+
+    pub fn edit(&mut self, id: RecordId, values: &[(&str, Value)]) -> u64 {
+        self.client.edit(id, values.iter().map(|(k, v)| (*k, v.clone()))).expect("the phone holds the record")
+    }
+
+    pub fn view(&self, id: RecordId) -> Record {
+        self.client.view(id).expect("the phone holds the record")
+    }
+
+    pub async fn send(&self, request: &SyncRequest) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/sync", self.url))
+            .bearer_auth(&self.token)
+            .json(request)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// One sync request and its response, applied.
+    pub async fn sync_once(&mut self) -> SyncResponse {
+        let response = self.send(&self.client.sync_request()).await;
+        assert_eq!(response.status(), 200, "sync failed: {}", response.text().await.unwrap());
+        let response: SyncResponse = response.json().await.unwrap();
+        self.client.apply_response(&response);
+        response
+    }
+
+    /// Sync until nothing is pending and nothing more to pull.
+    pub async fn sync(&mut self) -> Vec<SyncResponse> {
+        let mut all = Vec::new();
+        for _ in 0..1000 {
+            let response = self.sync_once().await;
+            let done = !response.more && self.client.pending().is_empty();
+            all.push(response);
+            if done {
+                return all;
+            }
+        }
+        panic!("sync did not settle in 1000 rounds");
+    }
+}
