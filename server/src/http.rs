@@ -110,8 +110,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(detail) = &self {
-            error!(%detail, "internal error");
+        match &self {
+            ApiError::Internal(detail) => error!(%detail, "internal error"),
+            ApiError::Unavailable(detail) => warn!(%detail, "unavailable"),
+            other => info!(code = %other.code(), message = %other, "request refused"),
         }
         let mut response = (
             self.status_code(),
@@ -173,6 +175,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestDecompressionLayer::new())
+        .layer(middleware::map_response(unsupported_encoding))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
@@ -200,6 +203,24 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
     response
 }
 
+/// The decompression layer refuses encodings other than gzip with an empty 415: say why.
+async fn unsupported_encoding(response: Response) -> Response {
+    if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
+        && !response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Json(ErrorBody {
+                code: ErrorCode::UnsupportedEncoding,
+                message: "request bodies may be plain or gzip (Content-Encoding: gzip)".into(),
+                field: None,
+            }),
+        )
+            .into_response();
+    }
+    response
+}
+
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.draining.load(Ordering::Relaxed) {
         return ApiError::Unavailable("shutting down".into()).into_response();
@@ -218,7 +239,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-#[instrument(skip_all, err(Debug))]
+#[instrument(skip_all)]
 async fn enroll(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -272,7 +293,7 @@ struct SyncReply<'a> {
     forms: &'a std::collections::BTreeMap<String, u32>,
 }
 
-#[instrument(skip_all, err(Debug), fields(device))]
+#[instrument(skip_all, fields(device))]
 async fn sync_handler(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

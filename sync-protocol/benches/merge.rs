@@ -125,7 +125,10 @@ fn ours_of(steps: &[Step]) -> OurEdits {
 }
 
 fn theirs_of(steps: &[Step]) -> Vec<TheirOp> {
-    steps.iter().flat_map(|s| s.theirs.iter().cloned()).collect()
+    steps
+        .iter()
+        .flat_map(|s| s.theirs.iter().cloned())
+        .collect()
 }
 
 /// What the server does: apply each edit in arrival order, "seen" being the device table.

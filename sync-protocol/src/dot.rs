@@ -1,7 +1,5 @@
 //! Dots and version vectors: who wrote what, and what a replica has seen.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 /// The number the server gave a device at enrolment. Small and dense, so a dot stays 12 bytes.
@@ -36,7 +34,7 @@ impl From<Dot> for (DeviceId, u64) {
     }
 }
 
-/// What a replica has seen, as "every dot of device `d` up to seq `n`".
+/// What a replica has seen, as "every dot of device `d` up to seq `n`", sorted by device.
 ///
 /// A device is a sequential process: when it writes seq `n` it has seen its own earlier edits,
 /// so a dot `(d, m)` with `m < n` that touched the same field is causally before `(d, n)`.
@@ -44,7 +42,7 @@ impl From<Dot> for (DeviceId, u64) {
 /// server needs only one row per device for all of its records.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct VersionVector(BTreeMap<DeviceId, u64>);
+pub struct VersionVector(Vec<(DeviceId, u64)>);
 
 impl VersionVector {
     pub fn new() -> Self {
@@ -53,18 +51,23 @@ impl VersionVector {
 
     /// The highest seq of `device` covered, 0 when none.
     pub fn get(&self, device: DeviceId) -> u64 {
-        self.0.get(&device).copied().unwrap_or(0)
+        match self.0.binary_search_by_key(&device, |e| e.0) {
+            Ok(i) => self.0[i].1,
+            Err(_) => 0,
+        }
     }
 
     /// Record that `dot` (and so every earlier dot of its device) has been seen.
     pub fn insert(&mut self, dot: Dot) {
-        let entry = self.0.entry(dot.device).or_insert(0);
-        *entry = (*entry).max(dot.seq);
+        match self.0.binary_search_by_key(&dot.device, |e| e.0) {
+            Ok(i) => self.0[i].1 = self.0[i].1.max(dot.seq),
+            Err(i) => self.0.insert(i, (dot.device, dot.seq)),
+        }
     }
 
     /// Pointwise maximum.
     pub fn join(&mut self, other: &VersionVector) {
-        for (&device, &seq) in &other.0 {
+        for &(device, seq) in &other.0 {
             self.insert(Dot::new(device, seq));
         }
     }
@@ -78,7 +81,7 @@ impl VersionVector {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Dot> + '_ {
-        self.0.iter().map(|(&device, &seq)| Dot::new(device, seq))
+        self.0.iter().map(|&(device, seq)| Dot::new(device, seq))
     }
 }
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::Connection;
-use sync_protocol::{Client, CommuneCode, EnrollResponse, FormId, Record, RecordId, SyncRequest, SyncResponse};
+use sync_protocol::{
+    Client, CommuneCode, EnrollResponse, FormId, Record, RecordId, SyncRequest, SyncResponse,
+};
 
 pub const COMMUNE: &str = "19753";
 pub const OTHER_COMMUNE: &str = "19754";
@@ -24,7 +26,11 @@ pub enum Backend {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The PostgreSQL URL tests run against. Missing: the PostgreSQL half is skipped, except under
@@ -46,6 +52,8 @@ pub fn postgres_url() -> Option<String> {
 pub struct Database {
     pub args: Vec<String>,
     dir: Option<PathBuf>,
+    /// (server URL, database name) of a PostgreSQL database to drop afterwards.
+    postgres: Option<(String, String)>,
 }
 
 impl Database {
@@ -53,20 +61,33 @@ impl Database {
         match backend {
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join(unique("mam_e2e"));
-                Some(Database { args: vec!["--data-dir".into(), dir.display().to_string()], dir: Some(dir) })
+                Some(Database {
+                    args: vec!["--data-dir".into(), dir.display().to_string()],
+                    dir: Some(dir),
+                    postgres: None,
+                })
             }
             Backend::Postgres => {
                 let base = postgres_url()?;
                 let name = unique("mam_e2e");
-                let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to PostgreSQL");
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+                let mut conn = sqlx::PgConnection::connect(&base)
+                    .await
+                    .expect("connect to PostgreSQL");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create database");
                 let url = match base.rfind('/') {
                     Some(i) if base[..i].contains("//") && i > base.find("//").unwrap() + 1 => {
                         format!("{}/{name}", &base[..i])
                     }
                     _ => format!("{base}/{name}"),
                 };
-                Some(Database { args: vec!["--database-url".into(), url], dir: None })
+                Some(Database {
+                    args: vec!["--database-url".into(), url],
+                    dir: None,
+                    postgres: Some((base, name)),
+                })
             }
         }
     }
@@ -76,6 +97,24 @@ impl Drop for Database {
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some((base, name)) = self.postgres.take() {
+            // Drop runs inside the test's runtime: use a thread with a runtime of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut conn)
+                                .await;
+                    }
+                });
+            })
+            .join();
         }
     }
 }
@@ -89,7 +128,10 @@ pub struct Server {
 }
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn mam() -> Command {
@@ -105,13 +147,19 @@ impl Server {
     }
 
     pub fn start_with(db: &Database, env: &[(&str, &str)]) -> Server {
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Self::spawn(db.args.clone(), env)
     }
 
     fn spawn(db: Vec<String>, env: Vec<(String, String)>) -> Server {
         let mut cmd = mam();
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").args(&db);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(&db);
         cmd.envs(env.iter().cloned());
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("start mam serve");
@@ -128,7 +176,12 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child, url, db, env }
+        Server {
+            child,
+            url,
+            db,
+            env,
+        }
     }
 
     /// SIGKILL: no drain, no cleanup, as a power cut or the OOM killer would.
@@ -155,7 +208,11 @@ impl Server {
     /// Run a `mam` command against this server's database and return its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = mam().args(args).args(&self.db).output().expect("run mam");
-        assert!(out.status.success(), "mam {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mam {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -175,7 +232,12 @@ impl Server {
             .unwrap();
         assert_eq!(response.status(), 200);
         let enrolled: EnrollResponse = response.json().await.unwrap();
-        Phone { client: Client::new(enrolled.device), token: enrolled.token, http, url: self.url.clone() }
+        Phone {
+            client: Client::new(enrolled.device),
+            token: enrolled.token,
+            http,
+            url: self.url.clone(),
+        }
     }
 }
 
@@ -208,13 +270,20 @@ impl Phone {
 
     pub fn create(&mut self, commune_code: &str, values: &[(&str, Value)]) -> RecordId {
         let id = RecordId::new_v7();
-        self.client
-            .create(id, &form(), 1, &commune(commune_code), values.iter().map(|(k, v)| (*k, v.clone())));
+        self.client.create(
+            id,
+            &form(),
+            1,
+            &commune(commune_code),
+            values.iter().map(|(k, v)| (*k, v.clone())),
+        );
         id
     }
 
     pub fn edit(&mut self, id: RecordId, values: &[(&str, Value)]) -> u64 {
-        self.client.edit(id, values.iter().map(|(k, v)| (*k, v.clone()))).expect("the phone holds the record")
+        self.client
+            .edit(id, values.iter().map(|(k, v)| (*k, v.clone())))
+            .expect("the phone holds the record")
     }
 
     pub fn view(&self, id: RecordId) -> Record {
@@ -235,7 +304,12 @@ impl Phone {
     /// One sync request and its response, applied.
     pub async fn sync_once(&mut self) -> SyncResponse {
         let response = self.send(&self.client.sync_request()).await;
-        assert_eq!(response.status(), 200, "sync failed: {}", response.text().await.unwrap());
+        assert_eq!(
+            response.status(),
+            200,
+            "sync failed: {}",
+            response.text().await.unwrap()
+        );
         let response: SyncResponse = response.json().await.unwrap();
         self.client.apply_response(&response);
         response

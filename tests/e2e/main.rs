@@ -45,10 +45,15 @@ both_backends!(
     http_hygiene,
     nothing_acknowledged_is_lost_on_sigkill,
     concurrent_pushers_never_make_a_puller_skip,
+    sigterm_drains_in_flight_syncs,
 );
 
 fn values(record: &Record, field: &str) -> Vec<Value> {
-    let mut v: Vec<Value> = record.fields.get(field).map(|r| r.values().cloned().collect()).unwrap_or_default();
+    let mut v: Vec<Value> = record
+        .fields
+        .get(field)
+        .map(|r| r.values().cloned().collect())
+        .unwrap_or_default();
     v.sort_by_key(|v| v.to_string());
     v
 }
@@ -59,7 +64,15 @@ async fn offline_creation_reaches_every_phone(db: Database) {
     let mut b = server.enroll("Lan", &[COMMUNE]).await;
     // Days offline: three births recorded and one corrected before any sync.
     let ids: Vec<RecordId> = (0..3)
-        .map(|i| a.create(COMMUNE, &[("child_name", json!(format!("Bé {i}"))), ("sex", json!("f"))]))
+        .map(|i| {
+            a.create(
+                COMMUNE,
+                &[
+                    ("child_name", json!(format!("Bé {i}"))),
+                    ("sex", json!("f")),
+                ],
+            )
+        })
         .collect();
     a.edit(ids[1], &[("date_of_birth", json!("2020-03-02"))]);
     assert_eq!(a.client.pending().len(), 4);
@@ -71,7 +84,10 @@ async fn offline_creation_reaches_every_phone(db: Database) {
     for id in &ids {
         assert_eq!(b.view(*id), a.view(*id), "both phones hold the same record");
     }
-    assert_eq!(b.view(ids[1]).value("date_of_birth"), Some(&json!("2020-03-02")));
+    assert_eq!(
+        b.view(ids[1]).value("date_of_birth"),
+        Some(&json!("2020-03-02"))
+    );
     assert!(b.view(ids[0]).value("child_name").is_some());
 }
 
@@ -90,7 +106,10 @@ async fn concurrent_edits_to_one_field_conflict_then_resolve(db: Database) {
     a.sync().await;
     for phone in [&a, &b] {
         let record = phone.view(id);
-        assert_eq!(values(&record, "child_name"), vec![json!("Nguyễn Thị Lang"), json!("Nguyễn Thị Lân")]);
+        assert_eq!(
+            values(&record, "child_name"),
+            vec![json!("Nguyễn Thị Lang"), json!("Nguyễn Thị Lân")]
+        );
         assert!(record.is_conflicted());
     }
     assert_eq!(a.view(id), b.view(id));
@@ -128,7 +147,10 @@ async fn delete_against_edit_is_kept_as_a_conflict(db: Database) {
     let server = Server::start(&db);
     let mut a = server.enroll("Hoa", &[COMMUNE]).await;
     let mut b = server.enroll("Lan", &[COMMUNE]).await;
-    let id = a.create(COMMUNE, &[("child_name", json!("Lan")), ("notes", json!("twin"))]);
+    let id = a.create(
+        COMMUNE,
+        &[("child_name", json!("Lan")), ("notes", json!("twin"))],
+    );
     a.sync().await;
     b.sync().await;
     a.client.delete(id).unwrap();
@@ -139,7 +161,10 @@ async fn delete_against_edit_is_kept_as_a_conflict(db: Database) {
     for phone in [&a, &b] {
         let record = phone.view(id);
         assert!(record.is_deleted());
-        assert!(record.is_conflicted(), "the edit made meanwhile must not vanish");
+        assert!(
+            record.is_conflicted(),
+            "the edit made meanwhile must not vanish"
+        );
         assert!(values(&record, "notes").contains(&json!("family moved to Huế")));
     }
 }
@@ -172,16 +197,31 @@ async fn gaps_wait_and_reused_seqs_are_refused(db: Database) {
     a.create(COMMUNE, &[("child_name", json!("two"))]);
     a.create(COMMUNE, &[("child_name", json!("three"))]);
     let mut request = a.client.sync_request();
-    let gap = SyncRequest { push: vec![request.push[0].clone(), request.push[2].clone()], ..request.clone() };
+    let gap = SyncRequest {
+        push: vec![request.push[0].clone(), request.push[2].clone()],
+        ..request.clone()
+    };
     let response: SyncResponse = a.send(&gap).await.json().await.unwrap();
-    assert_eq!(response.acked_through, 1, "nothing after the gap is applied");
+    assert_eq!(
+        response.acked_through, 1,
+        "nothing after the gap is applied"
+    );
     assert_eq!(response.records.len(), 1);
     let response = a.sync_once().await;
     assert_eq!(response.acked_through, 3);
     assert_eq!(a.client.records().len(), 3);
     // Seq 2 again with other content: refused and reported, the record unchanged.
-    request.push[1].fields.insert("notes".into(), sync_protocol::FieldEdit { value: json!("x"), supersedes: vec![] });
-    let reuse = SyncRequest { push: vec![request.push[1].clone()], ..request };
+    request.push[1].fields.insert(
+        "notes".into(),
+        sync_protocol::FieldEdit {
+            value: json!("x"),
+            supersedes: vec![],
+        },
+    );
+    let reuse = SyncRequest {
+        push: vec![request.push[1].clone()],
+        ..request
+    };
     let response: SyncResponse = a.send(&reuse).await.json().await.unwrap();
     assert_eq!(response.rejected.len(), 1);
     assert_eq!(response.rejected[0].code, RejectCode::SeqReused);
@@ -202,11 +242,19 @@ async fn other_communes_see_nothing_and_cannot_write(db: Database) {
     // Writing into the other commune, and editing a record of it by id while claiming its
     // own commune: both refused, and kept for review.
     c.create(COMMUNE, &[("child_name", json!("intruder"))]);
-    c.client.create(id, &harness::form(), 1, &harness::commune(OTHER_COMMUNE), [("notes", json!("from elsewhere"))]);
+    c.client.create(
+        id,
+        &harness::form(),
+        1,
+        &harness::commune(OTHER_COMMUNE),
+        [("notes", json!("from elsewhere"))],
+    );
     c.sync().await;
     let rejected = c.client.rejected();
     assert_eq!(rejected.len(), 2);
-    assert!(rejected.iter().all(|r| r.rejection.code == RejectCode::OutOfScope));
+    assert!(rejected
+        .iter()
+        .all(|r| r.rejection.code == RejectCode::OutOfScope));
     a.sync().await;
     assert_eq!(a.client.records().len(), 1);
     assert_eq!(a.view(id).value("notes"), None, "the record is untouched");
@@ -231,7 +279,13 @@ async fn pulls_page_by_max_bytes(db: Database) {
     let mut b = server.enroll("Lan", &[COMMUNE]).await;
     b.client = sync_protocol::Client::new(b.device()).with_limits(10, 1024);
     for i in 0..40 {
-        a.create(COMMUNE, &[("child_name", json!(format!("Bé {i}"))), ("notes", json!("x".repeat(200)))]);
+        a.create(
+            COMMUNE,
+            &[
+                ("child_name", json!(format!("Bé {i}"))),
+                ("notes", json!("x".repeat(200))),
+            ],
+        );
     }
     a.sync().await;
     let pages = b.sync().await;
@@ -247,25 +301,76 @@ async fn http_hygiene(db: Database) {
     let http = reqwest::Client::new();
     let sync = format!("{}/v1/sync", server.url);
     // No token, a wrong token.
-    let r = http.post(&sync).json(&json!({"protocol": 1})).send().await.unwrap();
+    let r = http
+        .post(&sync)
+        .json(&json!({"protocol": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = http.post(&sync).bearer_auth("mam_nope").json(&json!({"protocol": 1})).send().await.unwrap();
+    let r = http
+        .post(&sync)
+        .bearer_auth("mam_nope")
+        .json(&json!({"protocol": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // Malformed JSON: 400 with a readable message, nothing changed.
-    let r = http.post(&sync).bearer_auth(&a.token).body("{\"protocol\": 1, \"push\": [").send().await.unwrap();
+    let r = http
+        .post(&sync)
+        .bearer_auth(&a.token)
+        .body("{\"protocol\": 1, \"push\": [")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "malformed_request");
     assert!(body["message"].as_str().unwrap().contains("line 1"));
-    let r = http.post(&sync).bearer_auth(&a.token).json(&json!({"protocol": 2})).send().await.unwrap();
+    let r = http
+        .post(&sync)
+        .bearer_auth(&a.token)
+        .json(&json!({"protocol": 2}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     // Over the body limit.
     let big = json!({"protocol": 1, "push": [], "pad": "x".repeat(70_000)});
-    let r = http.post(&sync).bearer_auth(&a.token).json(&big).send().await.unwrap();
+    let r = http
+        .post(&sync)
+        .bearer_auth(&a.token)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
-    assert_eq!(r.json::<Value>().await.unwrap()["code"], "payload_too_large");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "payload_too_large"
+    );
+    let r = http
+        .post(&sync)
+        .bearer_auth(&a.token)
+        .header("content-encoding", "br")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "unsupported_encoding"
+    );
     // A gzip request body, and a gzip response.
-    let id = a.create(COMMUNE, &[("child_name", json!("Lan")), ("notes", json!("n".repeat(3000)))]);
+    let id = a.create(
+        COMMUNE,
+        &[
+            ("child_name", json!("Lan")),
+            ("notes", json!("n".repeat(3000))),
+        ],
+    );
     let plain = serde_json::to_vec(&a.client.sync_request()).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(&plain).unwrap();
@@ -283,16 +388,34 @@ async fn http_hygiene(db: Database) {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers().get("content-encoding").unwrap(), "gzip");
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&r.bytes().await.unwrap()[..]), &mut text).unwrap();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&r.bytes().await.unwrap()[..]),
+        &mut text,
+    )
+    .unwrap();
     let response: SyncResponse = serde_json::from_str(&text).unwrap();
     assert_eq!(response.acked_through, 1);
     a.client.apply_response(&response);
     assert_eq!(a.view(id).value("child_name"), Some(&json!("Lan")));
     // Health, readiness, metrics.
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(http.get(format!("{}{path}", server.url)).send().await.unwrap().status(), 200);
+        assert_eq!(
+            http.get(format!("{}{path}", server.url))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
-    let metrics = http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("mam_syncs_total 1"), "{metrics}");
     assert!(metrics.contains("mam_edits_applied_total 1"));
     assert!(metrics.contains("mam_sync_seconds_count 1"));
@@ -329,10 +452,15 @@ async fn nothing_acknowledged_is_lost_on_sigkill(db: Database) {
                     .send()
                     .await;
                 let Ok(response) = sent else { break };
-                let Ok(response) = response.json::<SyncResponse>().await else { break };
+                let Ok(response) = response.json::<SyncResponse>().await else {
+                    break;
+                };
                 phone.client.apply_response(&response);
                 acked.extend(
-                    created.iter().filter(|(seq, _, _)| *seq <= response.acked_through).map(|(_, id, n)| (*id, n.clone())),
+                    created
+                        .iter()
+                        .filter(|(seq, _, _)| *seq <= response.acked_through)
+                        .map(|(_, id, n)| (*id, n.clone())),
                 );
                 created.retain(|(seq, _, _)| *seq > response.acked_through);
             }
@@ -346,15 +474,24 @@ async fn nothing_acknowledged_is_lost_on_sigkill(db: Database) {
     for task in storm {
         acknowledged.extend(task.await.unwrap());
     }
-    assert!(!acknowledged.is_empty(), "the storm acknowledged nothing before the kill");
+    assert!(
+        !acknowledged.is_empty(),
+        "the storm acknowledged nothing before the kill"
+    );
     server.restart();
     let mut reader = server.enroll("reader", &[COMMUNE]).await;
     reader.sync().await;
     for (id, name) in &acknowledged {
-        let record = reader.client.view(*id).unwrap_or_else(|| panic!("acknowledged record {id} lost"));
+        let record = reader
+            .client
+            .view(*id)
+            .unwrap_or_else(|| panic!("acknowledged record {id} lost"));
         assert_eq!(record.value("child_name"), Some(&json!(name)));
     }
-    eprintln!("{} acknowledged records all survived SIGKILL", acknowledged.len());
+    eprintln!(
+        "{} acknowledged records all survived SIGKILL",
+        acknowledged.len()
+    );
 }
 
 async fn concurrent_pushers_never_make_a_puller_skip(db: Database) {
@@ -366,7 +503,9 @@ async fn concurrent_pushers_never_make_a_puller_skip(db: Database) {
     let mut puller = server.enroll("puller", &[COMMUNE]).await;
     // Shared records, so writers also contend on the same rows.
     let mut first = writers.remove(0);
-    let shared: Vec<RecordId> = (0..5).map(|i| first.create(COMMUNE, &[("child_name", json!(format!("shared {i}")))])).collect();
+    let shared: Vec<RecordId> = (0..5)
+        .map(|i| first.create(COMMUNE, &[("child_name", json!(format!("shared {i}")))]))
+        .collect();
     first.sync().await;
     writers.insert(0, first);
     let tasks: Vec<_> = writers
@@ -376,9 +515,18 @@ async fn concurrent_pushers_never_make_a_puller_skip(db: Database) {
             tokio::spawn(async move {
                 w.sync().await;
                 for round in 0..25 {
-                    w.create(COMMUNE, &[("child_name", json!(format!("{}:{round}", w.device())))]);
+                    w.create(
+                        COMMUNE,
+                        &[("child_name", json!(format!("{}:{round}", w.device())))],
+                    );
                     let id = shared[round % shared.len()];
-                    w.edit(id, &[("notes", json!(format!("{} was here at {round}", w.device())))]);
+                    w.edit(
+                        id,
+                        &[(
+                            "notes",
+                            json!(format!("{} was here at {round}", w.device())),
+                        )],
+                    );
                     w.sync_once().await;
                 }
                 w.sync().await;
@@ -415,5 +563,49 @@ async fn concurrent_pushers_never_make_a_puller_skip(db: Database) {
     let mut fresh = server.enroll("fresh", &[COMMUNE]).await;
     fresh.sync().await;
     assert_eq!(fresh.client.records().len(), 5 + 8 * 25);
-    assert_eq!(puller.client.records(), fresh.client.records(), "the puller's state equals the server's");
+    assert_eq!(
+        puller.client.records(),
+        fresh.client.records(),
+        "the puller's state equals the server's"
+    );
+}
+
+async fn sigterm_drains_in_flight_syncs(db: Database) {
+    let mut server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    for i in 0..500 {
+        a.create(
+            COMMUNE,
+            &[
+                ("child_name", json!(format!("Bé {i}"))),
+                ("notes", json!("n".repeat(200))),
+            ],
+        );
+    }
+    let request = a.client.sync_request();
+    assert_eq!(request.push.len(), 500);
+    let http = a.http.clone();
+    let (url, token) = (format!("{}/v1/sync", server.url), a.token.clone());
+    let in_flight = tokio::spawn(async move {
+        http.post(url)
+            .bearer_auth(token)
+            .json(&request)
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let killed = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(server.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight sync is answered");
+    assert_eq!(response.status(), 200);
+    let response: SyncResponse = response.json().await.unwrap();
+    assert_eq!(response.acked_through, 500);
+    assert!(server.wait().success(), "mam exits cleanly on SIGTERM");
 }
