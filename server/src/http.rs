@@ -18,10 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use serde_json::value::RawValue;
 use sync_protocol::{
-    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, RecordId, Rejection, SyncRequest,
+    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, Rejection, SyncRequest,
     PROTOCOL_VERSION,
 };
 use tokio::net::TcpListener;
@@ -280,17 +278,38 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Device, A
     }
 }
 
-/// The response, with records passed through as stored.
-#[derive(Serialize)]
-struct SyncReply<'a> {
-    protocol: u32,
+/// Writes the sync response. Records go out as stored (the store wrote them as wire JSON),
+/// spliced in without being parsed and encoded again.
+fn sync_reply(
     acked_through: u64,
-    rejected: Vec<Rejection>,
-    records: Vec<Box<RawValue>>,
-    evicted: Vec<RecordId>,
-    cursor: u64,
-    more: bool,
-    forms: &'a std::collections::BTreeMap<String, u32>,
+    rejected: &[Rejection],
+    pull: &crate::store::Pull,
+    forms: &std::collections::BTreeMap<String, u32>,
+) -> Response {
+    let records_len: usize = pull.records.iter().map(|r| r.len() + 1).sum();
+    let mut body = String::with_capacity(records_len + 256);
+    body.push_str(&format!(
+        "{{\"protocol\":{PROTOCOL_VERSION},\"acked_through\":{acked_through},\"rejected\":{},\"records\":[",
+        json(rejected)
+    ));
+    for (i, record) in pull.records.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(record);
+    }
+    body.push_str(&format!(
+        "],\"evicted\":{},\"cursor\":{},\"more\":{},\"forms\":{}}}",
+        json(&pull.evicted),
+        pull.cursor,
+        pull.more,
+        json(forms)
+    ));
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data always serializes")
 }
 
 #[instrument(skip_all, fields(device))]
@@ -358,17 +377,7 @@ async fn sync_handler(
         more = pull.more,
         "sync"
     );
-    Ok(Json(SyncReply {
-        protocol: PROTOCOL_VERSION,
-        acked_through,
-        rejected: outcome.rejected,
-        records: pull.records,
-        evicted: pull.evicted,
-        cursor: pull.cursor,
-        more: pull.more,
-        forms: state.forms.current(),
-    })
-    .into_response())
+    Ok(sync_reply(acked_through, &outcome.rejected, &pull, state.forms.current()))
 }
 
 /// Serve until `shutdown` resolves, then stop accepting and give in-flight requests the drain

@@ -29,6 +29,14 @@ pub struct PushOutcome {
     pub applied: usize,
 }
 
+/// An edit as received, with what can be known of it before touching the database: its
+/// canonical text and whether it passes the checks that need no stored state.
+struct Prepared<'a> {
+    edit: &'a Edit,
+    body: String,
+    checked: Result<CheckedEdit, Rejection>,
+}
+
 /// Apply a device's pushed edits. Retries the whole transaction when a concurrent writer won a
 /// race (PostgreSQL); nothing partial is ever committed.
 pub async fn push(
@@ -38,9 +46,21 @@ pub async fn push(
     edits: &[Edit],
     now: i64,
 ) -> Result<PushOutcome, StoreError> {
+    // Encoding and checking happen before the transaction: it holds the write lock for the
+    // database work alone.
+    let mut prepared: Vec<Prepared> = edits
+        .iter()
+        .map(|edit| Prepared {
+            edit,
+            body: encode(edit),
+            checked: edit.check().and_then(|c| admit_alone(&c, forms, device).map(|()| c)),
+        })
+        .collect();
+    prepared.sort_by_key(|p| p.edit.seq);
+    prepared.dedup_by_key(|p| p.edit.seq);
     let mut attempt = 0;
     loop {
-        match try_push(store, forms, device, edits, now).await {
+        match try_push(store, device, &prepared, now).await {
             Err(StoreError::Conflict) if attempt < RETRIES => {
                 attempt += 1;
                 let jitter = (now as u64 ^ (device.id as u64 * 7919)) % 7;
@@ -48,9 +68,7 @@ pub async fn push(
             }
             Err(StoreError::Conflict) => {
                 warn!(device = device.id, "push lost {RETRIES} races in a row");
-                return Err(StoreError::Unavailable(
-                    "too much contention, retry later".into(),
-                ));
+                return Err(StoreError::Unavailable("too much contention, retry later".into()));
             }
             other => return other,
         }
@@ -59,94 +77,70 @@ pub async fn push(
 
 async fn try_push(
     store: &dyn Store,
-    forms: &FormRegistry,
     device: &Device,
-    edits: &[Edit],
+    prepared: &[Prepared<'_>],
     now: i64,
 ) -> Result<PushOutcome, StoreError> {
     let mut tx = store.begin_sync().await?;
     let last = tx.lock_device(device.id).await?;
 
-    let mut sorted: Vec<&Edit> = edits.iter().collect();
-    sorted.sort_by_key(|e| e.seq);
-    sorted.dedup_by_key(|e| e.seq);
-    let (repeats, later): (Vec<&Edit>, Vec<&Edit>) = sorted.iter().partition(|e| e.seq <= last);
-    let fresh: Vec<&Edit> = later
+    let (repeats, later): (Vec<&Prepared>, Vec<&Prepared>) =
+        prepared.iter().partition(|p| p.edit.seq <= last);
+    let fresh: Vec<&Prepared> = later
         .iter()
         .enumerate()
-        .take_while(|(i, e)| e.seq == last + 1 + *i as u64)
-        .map(|(_, e)| *e)
+        .take_while(|(i, p)| p.edit.seq == last + 1 + *i as u64)
+        .map(|(_, p)| *p)
         .collect();
     let acked_through = last + fresh.len() as u64;
 
-    let mut batch = WriteBatch {
-        device: device.id,
-        last_seq: acked_through,
-        now,
-        ..Default::default()
-    };
+    let mut batch = WriteBatch { device: device.id, last_seq: acked_through, now, ..Default::default() };
     let mut rejected = Vec::new();
 
     if !repeats.is_empty() {
-        let seqs: Vec<u64> = repeats.iter().map(|e| e.seq).collect();
+        let seqs: Vec<u64> = repeats.iter().map(|p| p.edit.seq).collect();
         let stored = tx.stored_edits(device.id, &seqs).await?;
-        for edit in &repeats {
-            let body = encode(edit);
-            if stored.get(&edit.seq) != Some(&body) {
+        for p in &repeats {
+            if stored.get(&p.edit.seq) != Some(&p.body) {
                 let r = Rejection::new(
-                    edit.seq,
+                    p.edit.seq,
                     RejectCode::SeqReused,
                     None,
                     format!(
                         "seq {} was already used by device {} for another edit; send this edit again under a new seq",
-                        edit.seq, device.id
+                        p.edit.seq, device.id
                     ),
                 );
                 rejected.push(r.clone());
-                batch.rejections.push((r, body));
+                batch.rejections.push((r, p.body.clone()));
             }
         }
     }
 
-    let checked: Vec<(&Edit, Result<CheckedEdit, Rejection>)> =
-        fresh.iter().map(|e| (*e, e.check())).collect();
-    let ids: Vec<RecordId> = checked
+    let ids: Vec<RecordId> = fresh
         .iter()
-        .filter_map(|(_, c)| c.as_ref().ok().map(|c| c.record))
+        .filter_map(|p| p.checked.as_ref().ok().map(|c| c.record))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mut records = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        tx.load_records(&ids).await?
-    };
+    let mut records = if ids.is_empty() { HashMap::new() } else { tx.load_records(&ids).await? };
     let existed: HashSet<RecordId> = records.keys().copied().collect();
-    let others: Vec<DeviceId> = checked
+    let others: Vec<DeviceId> = fresh
         .iter()
-        .filter_map(|(_, c)| c.as_ref().ok())
-        .flat_map(|c| {
-            c.fields
-                .values()
-                .flat_map(|f| f.supersedes.iter().map(|d| d.device))
-        })
+        .filter_map(|p| p.checked.as_ref().ok())
+        .flat_map(|c| c.fields.values().flat_map(|f| f.supersedes.iter().map(|d| d.device)))
         .filter(|d| *d != device.id)
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let seqs = if others.is_empty() {
-        HashMap::new()
-    } else {
-        tx.device_seqs(&others).await?
-    };
+    let seqs = if others.is_empty() { HashMap::new() } else { tx.device_seqs(&others).await? };
 
     // Where each changed record was before this push, to record moves between communes.
     let mut changed: BTreeMap<RecordId, Option<CommuneCode>> = BTreeMap::new();
     let mut applied = 0;
-    for (edit, check) in checked {
-        let body = encode(edit);
-        let verdict = check.and_then(|c| {
-            admit(&c, forms, device, records.get(&c.record), &seqs)?;
+    for p in fresh {
+        let verdict = p.checked.as_ref().map_err(Rejection::clone).and_then(|c| {
+            admit_against(c, device, records.get(&c.record), &seqs)?;
             Ok(c)
         });
         match verdict {
@@ -156,28 +150,23 @@ async fn try_push(
                     true => d.seq < seq,
                     false => d.seq <= seqs.get(&d.device).copied().unwrap_or(0),
                 };
-                let record = records.entry(id).or_insert_with(|| Record::from_edit(&c));
+                let record = records.entry(id).or_insert_with(|| Record::from_edit(c));
                 changed
                     .entry(id)
                     .or_insert_with(|| existed.contains(&id).then(|| record.commune.clone()));
-                record.apply(device.id, c, &seen);
-                batch.edits.push(EditRow {
-                    seq,
-                    record: id.to_string(),
-                    body,
-                    rejected: false,
-                });
+                record.apply(device.id, c.clone(), &seen);
+                batch.edits.push(EditRow { seq, record: id.to_string(), body: p.body.clone(), rejected: false });
                 applied += 1;
             }
             Err(r) => {
                 batch.edits.push(EditRow {
-                    seq: edit.seq,
-                    record: edit.record.clone(),
-                    body: body.clone(),
+                    seq: p.edit.seq,
+                    record: p.edit.record.clone(),
+                    body: p.body.clone(),
                     rejected: true,
                 });
                 rejected.push(r.clone());
-                batch.rejections.push((r, body));
+                batch.rejections.push((r, p.body.clone()));
             }
         }
     }
@@ -190,9 +179,7 @@ async fn try_push(
             if let Some(from) = before.filter(|b| *b != record.commune) {
                 batch.moves.push((id, from, record.commune.clone(), at));
             }
-            batch
-                .records
-                .push(record_row(record, at, existed.contains(&id)));
+            batch.records.push(record_row(record, at, existed.contains(&id)));
         }
     }
     tx.write(&batch).await?;
@@ -200,66 +187,57 @@ async fn try_push(
 
     // A phone that lost an earlier response learns again why its edits were refused.
     if let Some(first) = repeats.first() {
-        let earlier = store.rejections_between(device.id, first.seq, last).await?;
+        let earlier = store.rejections_between(device.id, first.edit.seq, last).await?;
         rejected.extend(earlier);
         rejected.sort_by_key(|r| r.seq);
     }
-    Ok(PushOutcome {
-        acked_through,
-        rejected,
-        applied,
-    })
+    Ok(PushOutcome { acked_through, rejected, applied })
 }
 
-/// Everything an edit must satisfy beyond its shape.
-fn admit(
+/// What an edit must satisfy on its own: the device's scope, the form, the values.
+fn admit_alone(edit: &CheckedEdit, forms: &FormRegistry, device: &Device) -> Result<(), Rejection> {
+    if !device.in_scope(&edit.commune) {
+        return Err(Rejection::new(
+            edit.seq,
+            RejectCode::OutOfScope,
+            None,
+            format!("commune {} is not in this device's communes", edit.commune),
+        ));
+    }
+    let form = forms.get(&edit.form, edit.version).ok_or_else(|| {
+        let (code, message) = if forms.knows(&edit.form) {
+            (RejectCode::UnknownVersion, format!("form {} has no version {}", edit.form, edit.version))
+        } else {
+            (RejectCode::UnknownForm, format!("no form {:?} is published", edit.form.as_str()))
+        };
+        Rejection::new(edit.seq, code, None, message)
+    })?;
+    form.check_edit(edit)
+}
+
+/// What an edit must satisfy against the stored state: the record's scope and form, and
+/// `supersedes` naming only dots the server has received.
+fn admit_against(
     edit: &CheckedEdit,
-    forms: &FormRegistry,
     device: &Device,
     existing: Option<&Record>,
     seqs: &HashMap<DeviceId, u64>,
 ) -> Result<(), Rejection> {
     let reject = |code, message: String| Rejection::new(edit.seq, code, None, message);
-    if !device.in_scope(&edit.commune) {
-        return Err(reject(
-            RejectCode::OutOfScope,
-            format!("commune {} is not in this device's communes", edit.commune),
-        ));
-    }
     if let Some(record) = existing {
         if !device.in_scope(&record.commune) {
             return Err(reject(
                 RejectCode::OutOfScope,
-                format!(
-                    "record {} belongs to commune {}, not in this device's communes",
-                    record.id, record.commune
-                ),
+                format!("record {} belongs to commune {}, not in this device's communes", record.id, record.commune),
             ));
         }
         if record.form != edit.form {
             return Err(reject(
                 RejectCode::FormMismatch,
-                format!(
-                    "record {} is a {} record, not {}",
-                    record.id, record.form, edit.form
-                ),
+                format!("record {} is a {} record, not {}", record.id, record.form, edit.form),
             ));
         }
     }
-    let form = forms.get(&edit.form, edit.version).ok_or_else(|| {
-        if forms.knows(&edit.form) {
-            reject(
-                RejectCode::UnknownVersion,
-                format!("form {} has no version {}", edit.form, edit.version),
-            )
-        } else {
-            reject(
-                RejectCode::UnknownForm,
-                format!("no form {:?} is published", edit.form.as_str()),
-            )
-        }
-    })?;
-    form.check_edit(edit)?;
     for (name, change) in &edit.fields {
         for dot in &change.supersedes {
             let known = if dot.device == device.id {

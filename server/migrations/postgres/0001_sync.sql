@@ -38,7 +38,6 @@ CREATE TABLE records (
     updated_at BIGINT  NOT NULL
 );
 CREATE INDEX records_commune_changed ON records (commune, changed_at);
-CREATE INDEX records_changed ON records (changed_at);
 
 -- Every edit as received, applied or rejected: the audit trail, and how a repeat is told
 -- from a reused seq.
@@ -51,7 +50,6 @@ CREATE TABLE edits (
     received_at BIGINT  NOT NULL,
     PRIMARY KEY (device, seq)
 );
-CREATE INDEX edits_record ON edits (record);
 
 -- Refused edits with their reason, kept for review.
 CREATE TABLE rejections (

@@ -107,7 +107,7 @@ pub struct StoredRejection {
 #[derive(Debug)]
 pub struct Pull {
     /// Records as stored JSON (the wire `Record`), passed through without re-encoding.
-    pub records: Vec<Box<RawValue>>,
+    pub records: Vec<String>,
     pub evicted: Vec<RecordId>,
     pub cursor: u64,
     pub more: bool,
@@ -263,7 +263,7 @@ pub(crate) fn page(
     rows: impl Iterator<Item = Result<(String, u64)>>,
     max_bytes: u64,
     max_records: usize,
-) -> Result<(Vec<Box<RawValue>>, u64, bool)> {
+) -> Result<(Vec<String>, u64, bool)> {
     let mut records = Vec::new();
     let mut bytes = 0u64;
     let mut last = 0;
@@ -275,10 +275,7 @@ pub(crate) fn page(
         }
         bytes += size;
         last = changed_at;
-        records.push(
-            RawValue::from_string(body)
-                .map_err(|e| StoreError::Other(format!("stored JSON is not valid: {e}")))?,
-        );
+        records.push(body);
     }
     Ok((records, last, false))
 }
