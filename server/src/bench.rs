@@ -160,7 +160,13 @@ pub async fn ingest(
         let mut phone = Client::new(enrolled.device).with_limits(count.max(1), 0);
         for n in 0..count {
             let v = values(p * per_phone + n);
-            phone.create(RecordId::new_v7(), &form.id, 1, &commune(p), v.iter().map(|(k, v)| (k.as_str(), v.clone())));
+            phone.create(
+                RecordId::new_v7(),
+                &form.id,
+                1,
+                &commune(p),
+                v.iter().map(|(k, v)| (k.as_str(), v.clone())),
+            );
         }
         let pushes: Vec<String> = phone
             .sync_request()

@@ -19,8 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use sync_protocol::{
-    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, Rejection, SyncRequest,
-    PROTOCOL_VERSION,
+    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, Rejection, SyncRequest, PROTOCOL_VERSION,
 };
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
@@ -377,7 +376,12 @@ async fn sync_handler(
         more = pull.more,
         "sync"
     );
-    Ok(sync_reply(acked_through, &outcome.rejected, &pull, state.forms.current()))
+    Ok(sync_reply(
+        acked_through,
+        &outcome.rejected,
+        &pull,
+        state.forms.current(),
+    ))
 }
 
 /// Serve until `shutdown` resolves, then stop accepting and give in-flight requests the drain

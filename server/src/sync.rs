@@ -53,7 +53,9 @@ pub async fn push(
         .map(|edit| Prepared {
             edit,
             body: encode(edit),
-            checked: edit.check().and_then(|c| admit_alone(&c, forms, device).map(|()| c)),
+            checked: edit
+                .check()
+                .and_then(|c| admit_alone(&c, forms, device).map(|()| c)),
         })
         .collect();
     prepared.sort_by_key(|p| p.edit.seq);
@@ -68,7 +70,9 @@ pub async fn push(
             }
             Err(StoreError::Conflict) => {
                 warn!(device = device.id, "push lost {RETRIES} races in a row");
-                return Err(StoreError::Unavailable("too much contention, retry later".into()));
+                return Err(StoreError::Unavailable(
+                    "too much contention, retry later".into(),
+                ));
             }
             other => return other,
         }
@@ -94,7 +98,12 @@ async fn try_push(
         .collect();
     let acked_through = last + fresh.len() as u64;
 
-    let mut batch = WriteBatch { device: device.id, last_seq: acked_through, now, ..Default::default() };
+    let mut batch = WriteBatch {
+        device: device.id,
+        last_seq: acked_through,
+        now,
+        ..Default::default()
+    };
     let mut rejected = Vec::new();
 
     if !repeats.is_empty() {
@@ -123,17 +132,29 @@ async fn try_push(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mut records = if ids.is_empty() { HashMap::new() } else { tx.load_records(&ids).await? };
+    let mut records = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        tx.load_records(&ids).await?
+    };
     let existed: HashSet<RecordId> = records.keys().copied().collect();
     let others: Vec<DeviceId> = fresh
         .iter()
         .filter_map(|p| p.checked.as_ref().ok())
-        .flat_map(|c| c.fields.values().flat_map(|f| f.supersedes.iter().map(|d| d.device)))
+        .flat_map(|c| {
+            c.fields
+                .values()
+                .flat_map(|f| f.supersedes.iter().map(|d| d.device))
+        })
         .filter(|d| *d != device.id)
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let seqs = if others.is_empty() { HashMap::new() } else { tx.device_seqs(&others).await? };
+    let seqs = if others.is_empty() {
+        HashMap::new()
+    } else {
+        tx.device_seqs(&others).await?
+    };
 
     // Where each changed record was before this push, to record moves between communes.
     let mut changed: BTreeMap<RecordId, Option<CommuneCode>> = BTreeMap::new();
@@ -155,7 +176,12 @@ async fn try_push(
                     .entry(id)
                     .or_insert_with(|| existed.contains(&id).then(|| record.commune.clone()));
                 record.apply(device.id, c.clone(), &seen);
-                batch.edits.push(EditRow { seq, record: id.to_string(), body: p.body.clone(), rejected: false });
+                batch.edits.push(EditRow {
+                    seq,
+                    record: id.to_string(),
+                    body: p.body.clone(),
+                    rejected: false,
+                });
                 applied += 1;
             }
             Err(r) => {
@@ -179,7 +205,9 @@ async fn try_push(
             if let Some(from) = before.filter(|b| *b != record.commune) {
                 batch.moves.push((id, from, record.commune.clone(), at));
             }
-            batch.records.push(record_row(record, at, existed.contains(&id)));
+            batch
+                .records
+                .push(record_row(record, at, existed.contains(&id)));
         }
     }
     tx.write(&batch).await?;
@@ -187,11 +215,17 @@ async fn try_push(
 
     // A phone that lost an earlier response learns again why its edits were refused.
     if let Some(first) = repeats.first() {
-        let earlier = store.rejections_between(device.id, first.edit.seq, last).await?;
+        let earlier = store
+            .rejections_between(device.id, first.edit.seq, last)
+            .await?;
         rejected.extend(earlier);
         rejected.sort_by_key(|r| r.seq);
     }
-    Ok(PushOutcome { acked_through, rejected, applied })
+    Ok(PushOutcome {
+        acked_through,
+        rejected,
+        applied,
+    })
 }
 
 /// What an edit must satisfy on its own: the device's scope, the form, the values.
@@ -206,9 +240,15 @@ fn admit_alone(edit: &CheckedEdit, forms: &FormRegistry, device: &Device) -> Res
     }
     let form = forms.get(&edit.form, edit.version).ok_or_else(|| {
         let (code, message) = if forms.knows(&edit.form) {
-            (RejectCode::UnknownVersion, format!("form {} has no version {}", edit.form, edit.version))
+            (
+                RejectCode::UnknownVersion,
+                format!("form {} has no version {}", edit.form, edit.version),
+            )
         } else {
-            (RejectCode::UnknownForm, format!("no form {:?} is published", edit.form.as_str()))
+            (
+                RejectCode::UnknownForm,
+                format!("no form {:?} is published", edit.form.as_str()),
+            )
         };
         Rejection::new(edit.seq, code, None, message)
     })?;
@@ -228,13 +268,19 @@ fn admit_against(
         if !device.in_scope(&record.commune) {
             return Err(reject(
                 RejectCode::OutOfScope,
-                format!("record {} belongs to commune {}, not in this device's communes", record.id, record.commune),
+                format!(
+                    "record {} belongs to commune {}, not in this device's communes",
+                    record.id, record.commune
+                ),
             ));
         }
         if record.form != edit.form {
             return Err(reject(
                 RejectCode::FormMismatch,
-                format!("record {} is a {} record, not {}", record.id, record.form, edit.form),
+                format!(
+                    "record {} is a {} record, not {}",
+                    record.id, record.form, edit.form
+                ),
             ));
         }
     }
