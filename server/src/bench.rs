@@ -106,7 +106,7 @@ pub async fn ingest(
             v.iter().map(|(k, v)| (k.as_str(), v.clone())),
         );
         let record: Record = phone.view(id).expect("created");
-        rows.push(record_row(record, n as u64 + 1, false));
+        rows.push(record_row(&record, n as u64 + 1, false));
     }
     let started = Instant::now();
     for chunk in rows.chunks(batch) {

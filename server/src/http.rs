@@ -320,45 +320,48 @@ async fn sync_handler(
     let started = Instant::now();
     let device = authenticate(&state, &headers).await?;
     tracing::Span::current().record("device", device.id);
-    let request: SyncRequest = parse(body, state.settings.server.body_limit_bytes)?;
-    if request.protocol != PROTOCOL_VERSION {
-        return Err(ApiError::UnsupportedProtocol(request.protocol));
-    }
     let limits = &state.settings.sync;
-    if request.push.len() > limits.max_push {
-        return Err(ApiError::BatchTooLarge {
-            limit: limits.max_push,
-            got: request.push.len(),
-        });
-    }
-    let outcome = if request.push.is_empty() {
+    // Parsing and checking a large push is CPU work: off the async threads, so that the
+    // write transactions of other phones are never kept waiting for a worker.
+    let (cursor, requested_bytes, prepared) = {
+        let state = state.clone();
+        let device = device.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let request: SyncRequest = parse(body, state.settings.server.body_limit_bytes)?;
+            if request.protocol != PROTOCOL_VERSION {
+                return Err(ApiError::UnsupportedProtocol(request.protocol));
+            }
+            let limit = state.settings.sync.max_push;
+            if request.push.len() > limit {
+                return Err(ApiError::BatchTooLarge {
+                    limit,
+                    got: request.push.len(),
+                });
+            }
+            let prepared = sync::prepare(request.push, &state.forms, &device);
+            Ok((request.cursor, request.max_bytes, prepared))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("request parsing task failed: {e}")))??
+    };
+    let pushed = prepared.len();
+    let outcome = if prepared.is_empty() {
         sync::PushOutcome::default()
     } else {
-        sync::push(
-            state.store.as_ref(),
-            &state.forms,
-            &device,
-            &request.push,
-            now_ms(),
-        )
-        .await?
+        sync::push(state.store.as_ref(), &device, &prepared, now_ms()).await?
     };
-    let acked_through = if request.push.is_empty() {
+    drop(prepared);
+    let acked_through = if pushed == 0 {
         device.last_seq
     } else {
         outcome.acked_through
     };
-    let max_bytes = request.max_bytes.clamp(1024, limits.max_page_bytes);
+    let max_bytes = requested_bytes.clamp(1024, limits.max_page_bytes);
     let pull = state
         .store
-        .pull(
-            &device.communes,
-            request.cursor,
-            max_bytes,
-            limits.max_page_records,
-        )
+        .pull(&device.communes, cursor, max_bytes, limits.max_page_records)
         .await?;
-    if request.push.is_empty() {
+    if pushed == 0 {
         state.store.touch_device(device.id, now_ms()).await?;
     }
     state.metrics.sync_done(
@@ -368,7 +371,7 @@ async fn sync_handler(
         started.elapsed(),
     );
     info!(
-        pushed = request.push.len(),
+        pushed,
         applied = outcome.applied,
         rejected = outcome.rejected.len(),
         acked_through,

@@ -17,7 +17,7 @@ use sync_protocol::{
 use tracing::warn;
 
 use crate::forms::FormRegistry;
-use crate::store::{record_row, Device, EditRow, Store, StoreError, WriteBatch};
+use crate::store::{record_row, Device, EditRow, RecordRow, Store, StoreError, WriteBatch};
 
 /// Times a push is retried after losing a race with a concurrent writer.
 const RETRIES: usize = 8;
@@ -31,38 +31,61 @@ pub struct PushOutcome {
 
 /// An edit as received, with what can be known of it before touching the database: its
 /// canonical text and whether it passes the checks that need no stored state.
-struct Prepared<'a> {
-    edit: &'a Edit,
+pub struct Prepared {
+    edit: Edit,
     body: String,
     checked: Result<CheckedEdit, Rejection>,
+    /// The row this edit makes if it creates its record and supersedes nothing, which is
+    /// most edits: built here, the transaction only has to write it.
+    created: Option<RecordRow>,
 }
 
-/// Apply a device's pushed edits. Retries the whole transaction when a concurrent writer won a
-/// race (PostgreSQL); nothing partial is ever committed.
-pub async fn push(
-    store: &dyn Store,
-    forms: &FormRegistry,
-    device: &Device,
-    edits: &[Edit],
-    now: i64,
-) -> Result<PushOutcome, StoreError> {
-    // Encoding and checking happen before the transaction: it holds the write lock for the
-    // database work alone.
+/// Encode and check pushed edits, sorted by seq. Plain CPU work: the caller runs it off the
+/// async threads, and the write transaction then holds the database for the writes alone.
+pub fn prepare(edits: Vec<Edit>, forms: &FormRegistry, device: &Device) -> Vec<Prepared> {
     let mut prepared: Vec<Prepared> = edits
-        .iter()
-        .map(|edit| Prepared {
-            edit,
-            body: encode(edit),
-            checked: edit
+        .into_iter()
+        .map(|edit| {
+            let checked = edit
                 .check()
-                .and_then(|c| admit_alone(&c, forms, device).map(|()| c)),
+                .and_then(|c| admit_alone(&c, forms, device).map(|()| c));
+            let created = checked
+                .as_ref()
+                .ok()
+                .filter(|c| supersedes_nothing(c))
+                .map(|c| {
+                    let mut record = Record::from_edit(c);
+                    record.apply(device.id, c.clone(), &|_| false);
+                    record_row(&record, 0, false)
+                });
+            Prepared {
+                body: encode(&edit),
+                checked,
+                created,
+                edit,
+            }
         })
         .collect();
     prepared.sort_by_key(|p| p.edit.seq);
     prepared.dedup_by_key(|p| p.edit.seq);
+    prepared
+}
+
+fn supersedes_nothing(edit: &CheckedEdit) -> bool {
+    edit.fields.values().all(|f| f.supersedes.is_empty())
+}
+
+/// Apply a device's prepared edits. Retries the whole transaction when a concurrent writer won
+/// a race (PostgreSQL); nothing partial is ever committed.
+pub async fn push(
+    store: &dyn Store,
+    device: &Device,
+    prepared: &[Prepared],
+    now: i64,
+) -> Result<PushOutcome, StoreError> {
     let mut attempt = 0;
     loop {
-        match try_push(store, device, &prepared, now).await {
+        match try_push(store, device, prepared, now).await {
             Err(StoreError::Conflict) if attempt < RETRIES => {
                 attempt += 1;
                 let jitter = (now as u64 ^ (device.id as u64 * 7919)) % 7;
@@ -82,7 +105,7 @@ pub async fn push(
 async fn try_push(
     store: &dyn Store,
     device: &Device,
-    prepared: &[Prepared<'_>],
+    prepared: &[Prepared],
     now: i64,
 ) -> Result<PushOutcome, StoreError> {
     let mut tx = store.begin_sync().await?;
@@ -156,8 +179,13 @@ async fn try_push(
         tx.device_seqs(&others).await?
     };
 
+    let mut edits_per_record: HashMap<RecordId, usize> = HashMap::new();
+    for c in fresh.iter().filter_map(|p| p.checked.as_ref().ok()) {
+        *edits_per_record.entry(c.record).or_default() += 1;
+    }
     // Where each changed record was before this push, to record moves between communes.
     let mut changed: BTreeMap<RecordId, Option<CommuneCode>> = BTreeMap::new();
+    let mut created: BTreeMap<RecordId, &RecordRow> = BTreeMap::new();
     let mut applied = 0;
     for p in fresh {
         let verdict = p.checked.as_ref().map_err(Rejection::clone).and_then(|c| {
@@ -165,6 +193,20 @@ async fn try_push(
             Ok(c)
         });
         match verdict {
+            Ok(c)
+                if !existed.contains(&c.record)
+                    && edits_per_record[&c.record] == 1
+                    && p.created.is_some() =>
+            {
+                created.insert(c.record, p.created.as_ref().expect("checked above"));
+                batch.edits.push(EditRow {
+                    seq: c.seq,
+                    record: c.record.to_string(),
+                    body: p.body.clone(),
+                    rejected: false,
+                });
+                applied += 1;
+            }
             Ok(c) => {
                 let (id, seq) = (c.record, c.seq);
                 let seen = |d: Dot| match d.device == device.id {
@@ -197,17 +239,25 @@ async fn try_push(
         }
     }
 
-    if !changed.is_empty() {
-        let first = tx.take_changes(changed.len() as u64).await?;
-        for (i, (id, before)) in changed.into_iter().enumerate() {
-            let at = first + i as u64;
+    let count = (changed.len() + created.len()) as u64;
+    if count > 0 {
+        let mut at = tx.take_changes(count).await?;
+        for (id, before) in changed {
             let record = records.remove(&id).expect("changed records are loaded");
             if let Some(from) = before.filter(|b| *b != record.commune) {
                 batch.moves.push((id, from, record.commune.clone(), at));
             }
             batch
                 .records
-                .push(record_row(record, at, existed.contains(&id)));
+                .push(record_row(&record, at, existed.contains(&id)));
+            at += 1;
+        }
+        for row in created.into_values() {
+            batch.records.push(RecordRow {
+                changed_at: at,
+                ..row.clone()
+            });
+            at += 1;
         }
     }
     tx.write(&batch).await?;

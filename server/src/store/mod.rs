@@ -116,7 +116,11 @@ pub struct Pull {
 /// A record row as the sync path writes it.
 #[derive(Clone, Debug)]
 pub struct RecordRow {
-    pub record: Record,
+    pub id: RecordId,
+    pub form: String,
+    pub version: u32,
+    pub commune: String,
+    /// The record as wire JSON.
     pub body: String,
     pub changed_at: u64,
     pub conflicted: bool,
@@ -246,14 +250,16 @@ pub async fn open(settings: &crate::config::Settings) -> anyhow::Result<DynStore
 }
 
 /// The part of a record row both backends derive the same way.
-pub fn record_row(record: Record, changed_at: u64, existed: bool) -> RecordRow {
-    let body = serde_json::to_string(&record).expect("records always serialize");
+pub fn record_row(record: &Record, changed_at: u64, existed: bool) -> RecordRow {
     RecordRow {
+        id: record.id,
+        form: record.form.to_string(),
+        version: record.version,
+        commune: record.commune.to_string(),
+        body: serde_json::to_string(record).expect("records always serialize"),
+        changed_at,
         conflicted: record.is_conflicted(),
         deleted: record.is_deleted(),
-        record,
-        body,
-        changed_at,
         existed,
     }
 }

@@ -370,10 +370,10 @@ impl<'a, I: IntoIterator<Item = &'a RecordRow>> From<I> for RecordColumns {
     fn from(rows: I) -> Self {
         let mut c = RecordColumns::default();
         for row in rows {
-            c.id.push(row.record.id.to_string());
-            c.form.push(row.record.form.to_string());
-            c.version.push(row.record.version as i64);
-            c.commune.push(row.record.commune.to_string());
+            c.id.push(row.id.to_string());
+            c.form.push(row.form.clone());
+            c.version.push(row.version as i64);
+            c.commune.push(row.commune.clone());
             c.body.push(row.body.clone());
             c.changed_at.push(row.changed_at as i64);
             c.conflicted.push(row.conflicted);

@@ -49,7 +49,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-65536")
+            .pragma("wal_autocheckpoint", "16384");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
@@ -385,10 +386,10 @@ async fn upsert_records(
             "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at) ",
         );
         q.push_values(chunk, |mut b, row| {
-            b.push_bind(row.record.id.to_string())
-                .push_bind(row.record.form.as_str())
-                .push_bind(row.record.version as i64)
-                .push_bind(row.record.commune.as_str())
+            b.push_bind(row.id.to_string())
+                .push_bind(row.form.as_str())
+                .push_bind(row.version as i64)
+                .push_bind(row.commune.as_str())
                 .push_bind(&row.body)
                 .push_bind(row.changed_at as i64)
                 .push_bind(row.conflicted)
