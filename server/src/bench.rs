@@ -10,15 +10,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use sync_protocol::{
-    Client, CommuneCode, EnrollResponse, FieldType, Form, FormField, FormId, Record, RecordId,
-};
+use sync_protocol::{Client, CommuneCode, EnrollResponse, Form, Record, RecordId};
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::forms::FormRegistry;
 use crate::http::{self, AppState};
 use crate::store::{self, record_row};
+use crate::units::Units;
 use crate::{auth, now_ms};
 
 const FORM: &str = "bench-survey";
@@ -26,24 +25,11 @@ const FIELDS: usize = 20;
 
 /// A 20-field form of the usual mix of types.
 fn bench_form() -> Form {
-    let kinds = [
-        FieldType::Text,
-        FieldType::Integer,
-        FieldType::Decimal,
-        FieldType::Date,
-        FieldType::Boolean,
-    ];
-    Form {
-        id: FormId::parse(FORM).expect("valid id"),
-        version: 1,
-        fields: (0..FIELDS)
-            .map(|i| FormField {
-                name: format!("field_{i:02}"),
-                kind: kinds[i % kinds.len()],
-                choices: vec![],
-            })
-            .collect(),
-    }
+    let kinds = ["text", "integer", "decimal", "date", "boolean"];
+    let fields: Vec<Value> = (0..FIELDS)
+        .map(|i| json!({"name": format!("field_{i:02}"), "type": kinds[i % kinds.len()]}))
+        .collect();
+    serde_json::from_value(json!({"id": FORM, "version": 1, "fields": fields})).expect("valid form")
 }
 
 fn values(n: usize) -> Vec<(String, Value)> {
@@ -59,10 +45,6 @@ fn values(n: usize) -> Vec<(String, Value)> {
             (format!("field_{i:02}"), v)
         })
         .collect()
-}
-
-fn commune(phone: usize) -> CommuneCode {
-    CommuneCode::parse(format!("{:05}", 20000 + phone)).expect("5 digits")
 }
 
 /// What a simulated phone reads of a response: records are skipped, not built.
@@ -91,6 +73,18 @@ pub async fn ingest(
     let backend = store.backend();
     println!("mam bench ingest: {backend}, {records} records of {FIELDS} fields, {phones} phones, batches of {batch}");
 
+    let units = Units::load(&settings.forms.units_dir)?;
+    let today_units = units
+        .version_on(&crate::today())
+        .context("no admin units loaded")?;
+    let communes: Vec<CommuneCode> = today_units
+        .communes
+        .keys()
+        .cycle()
+        .take(phones)
+        .map(|c| CommuneCode::parse(c.as_str()).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<_>>()?;
+    let commune = |p: usize| communes[p % communes.len()].clone();
     // (a) The ceiling: whole records upserted in batches, no sync logic.
     let form = bench_form();
     let mut rows = Vec::with_capacity(records);
@@ -121,7 +115,7 @@ pub async fn ingest(
     forms.add(form.clone())?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(store.clone(), forms, settings.clone());
+    let state = AppState::new(store.clone(), forms, units, settings.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(listener, state, async move {
         let _ = stopped.await;

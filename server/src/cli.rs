@@ -12,6 +12,7 @@ use tracing::info;
 use crate::config::Settings;
 use crate::forms::FormRegistry;
 use crate::http::{self, AppState};
+use crate::units::Units;
 use crate::{auth, bench, now_ms, store};
 
 #[derive(Parser, Debug)]
@@ -231,6 +232,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let forms = FormRegistry::load(&settings.forms.dir)?;
+    let units = Units::load(&settings.forms.units_dir)?;
     let store = store::open(&settings).await?;
     let listener = TcpListener::bind(&settings.server.listen)
         .await
@@ -246,7 +248,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         forms.len()
     );
     println!("Enrol a phone: mam device enroll --name \"NAME\" --commune 19753   (then POST the code to /v1/enroll)");
-    let state = AppState::new(store, forms, settings);
+    let state = AppState::new(store, forms, units, settings);
     http::serve(listener, state, http::shutdown_signal()).await?;
     info!("stopped");
     Ok(())

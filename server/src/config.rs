@@ -117,12 +117,15 @@ impl Default for SyncSettings {
 pub struct FormsSettings {
     /// Directory of form files (`*.json`).
     pub dir: PathBuf,
+    /// Directory of the admin-unit versions (`versions.json` and its CSV files).
+    pub units_dir: PathBuf,
 }
 
 impl Default for FormsSettings {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("schemas/forms"),
+            units_dir: PathBuf::from("schemas/admin-units"),
         }
     }
 }

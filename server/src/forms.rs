@@ -38,9 +38,7 @@ impl FormRegistry {
     }
 
     pub fn add(&mut self, form: Form) -> anyhow::Result<()> {
-        for f in &form.fields {
-            sync_protocol::ids::check_field_name(&f.name).map_err(anyhow::Error::msg)?;
-        }
+        form.validate().map_err(anyhow::Error::msg)?;
         let key = (form.id.clone(), form.version);
         if self.forms.contains_key(&key) {
             anyhow::bail!("{} version {} is defined twice", form.id, form.version);

@@ -31,21 +31,29 @@ use crate::config::Settings;
 use crate::forms::FormRegistry;
 use crate::metrics::Metrics;
 use crate::store::{Device, DynStore, StoreError};
+use crate::units::Units;
 use crate::{auth, now_ms, sync};
 
 pub struct AppState {
     pub store: DynStore,
     pub forms: FormRegistry,
+    pub units: Units,
     pub settings: Settings,
     pub metrics: Metrics,
     draining: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(store: DynStore, forms: FormRegistry, settings: Settings) -> Arc<Self> {
+    pub fn new(
+        store: DynStore,
+        forms: FormRegistry,
+        units: Units,
+        settings: Settings,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             forms,
+            units,
             settings,
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
@@ -338,7 +346,13 @@ async fn sync_handler(
                     got: request.push.len(),
                 });
             }
-            let prepared = sync::prepare(request.push, &state.forms, &device);
+            let prepared = sync::prepare(
+                request.push,
+                &state.forms,
+                &state.units,
+                &device,
+                &crate::today(),
+            );
             Ok((request.cursor, request.max_bytes, prepared))
         })
         .await
@@ -348,7 +362,16 @@ async fn sync_handler(
     let outcome = if prepared.is_empty() {
         sync::PushOutcome::default()
     } else {
-        sync::push(state.store.as_ref(), &device, &prepared, now_ms()).await?
+        let catalog = (&state.forms, &state.units);
+        sync::push(
+            state.store.as_ref(),
+            catalog,
+            &device,
+            &prepared,
+            now_ms(),
+            &crate::today(),
+        )
+        .await?
     };
     drop(prepared);
     let acked_through = if pushed == 0 {

@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod store;
 pub mod sync;
+pub mod units;
 
 /// Unix time in milliseconds: how every timestamp is stored.
 pub fn now_ms() -> i64 {
@@ -21,4 +22,10 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Today's date in Việt Nam (UTC+7, no daylight saving), `YYYY-MM-DD`: what "not in the
+/// future" and "valid on" mean for a collaborator.
+pub fn today() -> String {
+    sync_protocol::expr::date_of_day((now_ms() + 7 * 3_600_000).div_euclid(86_400_000))
 }

@@ -8,16 +8,19 @@
 //! are stored. Changed records get fresh change seqs last, and everything is committed at once:
 //! either the whole push is durable and acknowledged, or nothing of it happened.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
+use serde_json::Value;
 use sync_protocol::{
     CheckedEdit, CommuneCode, DeviceId, Dot, Edit, Record, RecordId, RejectCode, Rejection,
+    Violation,
 };
 use tracing::warn;
 
 use crate::forms::FormRegistry;
 use crate::store::{record_row, Device, EditRow, RecordRow, Store, StoreError, WriteBatch};
+use crate::units::Units;
 
 /// Times a push is retried after losing a race with a concurrent writer.
 const RETRIES: usize = 8;
@@ -36,27 +39,36 @@ pub struct Prepared {
     body: String,
     checked: Result<CheckedEdit, Rejection>,
     /// The row this edit makes if it creates its record and supersedes nothing, which is
-    /// most edits: built here, the transaction only has to write it.
-    created: Option<RecordRow>,
+    /// most edits: built (and checked) here, the transaction only has to write it.
+    created: Option<Result<RecordRow, Rejection>>,
 }
 
 /// Encode and check pushed edits, sorted by seq. Plain CPU work: the caller runs it off the
 /// async threads, and the write transaction then holds the database for the writes alone.
-pub fn prepare(edits: Vec<Edit>, forms: &FormRegistry, device: &Device) -> Vec<Prepared> {
+pub fn prepare(
+    edits: Vec<Edit>,
+    forms: &FormRegistry,
+    units: &Units,
+    device: &Device,
+    today: &str,
+) -> Vec<Prepared> {
     let mut prepared: Vec<Prepared> = edits
         .into_iter()
         .map(|edit| {
             let checked = edit
                 .check()
-                .and_then(|c| admit_alone(&c, forms, device).map(|()| c));
+                .and_then(|c| admit_alone(&c, forms, device, today).map(|()| c));
             let created = checked
                 .as_ref()
                 .ok()
                 .filter(|c| supersedes_nothing(c))
                 .map(|c| {
                     let mut record = Record::from_edit(c);
+                    let touched = c.fields.keys().cloned().collect();
                     record.apply(device.id, c.clone(), &|_| false);
-                    record_row(&record, 0, false)
+                    finish(&mut record, forms, units, today, &touched, None)
+                        .map(|()| record_row(&record, 0, false))
+                        .map_err(|v| v.reject(c.seq))
                 });
             Prepared {
                 body: encode(&edit),
@@ -79,13 +91,15 @@ fn supersedes_nothing(edit: &CheckedEdit) -> bool {
 /// a race (PostgreSQL); nothing partial is ever committed.
 pub async fn push(
     store: &dyn Store,
+    (forms, units): (&FormRegistry, &Units),
     device: &Device,
     prepared: &[Prepared],
     now: i64,
+    today: &str,
 ) -> Result<PushOutcome, StoreError> {
     let mut attempt = 0;
     loop {
-        match try_push(store, device, prepared, now).await {
+        match try_push(store, (forms, units), device, prepared, now, today).await {
             Err(StoreError::Conflict) if attempt < RETRIES => {
                 attempt += 1;
                 let jitter = (now as u64 ^ (device.id as u64 * 7919)) % 7;
@@ -104,9 +118,11 @@ pub async fn push(
 
 async fn try_push(
     store: &dyn Store,
+    (forms, units): (&FormRegistry, &Units),
     device: &Device,
     prepared: &[Prepared],
     now: i64,
+    today: &str,
 ) -> Result<PushOutcome, StoreError> {
     let mut tx = store.begin_sync().await?;
     let last = tx.lock_device(device.id).await?;
@@ -192,20 +208,19 @@ async fn try_push(
             admit_against(c, device, records.get(&c.record), &seqs)?;
             Ok(c)
         });
-        match verdict {
+        let verdict = match verdict {
             Ok(c)
                 if !existed.contains(&c.record)
                     && edits_per_record[&c.record] == 1
                     && p.created.is_some() =>
             {
-                created.insert(c.record, p.created.as_ref().expect("checked above"));
-                batch.edits.push(EditRow {
-                    seq: c.seq,
-                    record: c.record.to_string(),
-                    body: p.body.clone(),
-                    rejected: false,
-                });
-                applied += 1;
+                match p.created.as_ref().expect("checked just above") {
+                    Ok(row) => {
+                        created.insert(c.record, row);
+                        Ok(())
+                    }
+                    Err(r) => Err(r.clone()),
+                }
             }
             Ok(c) => {
                 let (id, seq) = (c.record, c.seq);
@@ -213,30 +228,46 @@ async fn try_push(
                     true => d.seq < seq,
                     false => d.seq <= seqs.get(&d.device).copied().unwrap_or(0),
                 };
-                let record = records.entry(id).or_insert_with(|| Record::from_edit(c));
-                changed
-                    .entry(id)
-                    .or_insert_with(|| existed.contains(&id).then(|| record.commune.clone()));
-                record.apply(device.id, c.clone(), &seen);
-                batch.edits.push(EditRow {
-                    seq,
-                    record: id.to_string(),
-                    body: p.body.clone(),
-                    rejected: false,
-                });
-                applied += 1;
+                let current = records.get(&id);
+                let before = current.map(|r| r.commune.clone());
+                let is_new = current.is_none();
+                let mut next = current.cloned().unwrap_or_else(|| Record::from_edit(c));
+                next.apply(device.id, c.clone(), &seen);
+                let touched = c.fields.keys().cloned().collect();
+                let moved_from = if is_new { None } else { before.as_ref() };
+                match finish(&mut next, forms, units, today, &touched, moved_from) {
+                    Ok(()) => {
+                        changed.entry(id).or_insert_with(|| {
+                            if existed.contains(&id) {
+                                before
+                            } else {
+                                None
+                            }
+                        });
+                        records.insert(id, next);
+                        Ok(())
+                    }
+                    Err(v) => Err(v.reject(seq)),
+                }
             }
+            Err(r) => Err(r),
+        };
+        match verdict {
+            Ok(()) => applied += 1,
             Err(r) => {
-                batch.edits.push(EditRow {
-                    seq: p.edit.seq,
-                    record: p.edit.record.clone(),
-                    body: p.body.clone(),
-                    rejected: true,
-                });
                 rejected.push(r.clone());
                 batch.rejections.push((r, p.body.clone()));
             }
         }
+        batch.edits.push(EditRow {
+            seq: p.edit.seq,
+            record: p.edit.record.clone(),
+            body: p.body.clone(),
+            rejected: batch
+                .rejections
+                .last()
+                .is_some_and(|(r, _)| r.seq == p.edit.seq),
+        });
     }
 
     let count = (changed.len() + created.len()) as u64;
@@ -278,8 +309,60 @@ async fn try_push(
     })
 }
 
+/// Rules on the whole record after an edit, then its derived fields. `moved_from` is the
+/// record's commune before the edit, `None` for a new record (whose commune is checked too).
+fn finish(
+    record: &mut Record,
+    forms: &FormRegistry,
+    units: &Units,
+    today: &str,
+    touched: &BTreeSet<String>,
+    moved_from: Option<&CommuneCode>,
+) -> Result<(), Violation> {
+    let Some(form) = forms.get(&record.form, record.version) else {
+        return Ok(());
+    };
+    let is_new = moved_from.is_none();
+    form.check_record(record, touched, is_new)?;
+    let date_field = form.collected_on.as_deref();
+    let date = date_field
+        .and_then(|f| record.value(f))
+        .and_then(Value::as_str)
+        .unwrap_or(today)
+        .to_owned();
+    let recheck = is_new
+        || moved_from != Some(&record.commune)
+        || date_field.is_some_and(|f| touched.contains(f));
+    if recheck && !units.valid_on(record.commune.as_str(), &date) {
+        let successor = units
+            .successor(record.commune.as_str())
+            .map(|s| format!("; its successor is {s}"))
+            .unwrap_or_default();
+        return Err(Violation {
+            field: "commune".into(),
+            rule: "commune_on_date",
+            value: Value::String(record.commune.to_string()),
+            en: format!(
+                "{} was not a commune of the province on {date}{successor}",
+                record.commune
+            ),
+            vi: format!(
+                "{} không phải là xã/phường của tỉnh vào ngày {date}{successor}",
+                record.commune
+            ),
+        });
+    }
+    record.derived = form.derive(record);
+    Ok(())
+}
+
 /// What an edit must satisfy on its own: the device's scope, the form, the values.
-fn admit_alone(edit: &CheckedEdit, forms: &FormRegistry, device: &Device) -> Result<(), Rejection> {
+fn admit_alone(
+    edit: &CheckedEdit,
+    forms: &FormRegistry,
+    device: &Device,
+    today: &str,
+) -> Result<(), Rejection> {
     if !device.in_scope(&edit.commune) {
         return Err(Rejection::new(
             edit.seq,
@@ -302,7 +385,7 @@ fn admit_alone(edit: &CheckedEdit, forms: &FormRegistry, device: &Device) -> Res
         };
         Rejection::new(edit.seq, code, None, message)
     })?;
-    form.check_edit(edit)
+    form.check_edit(edit, today)
 }
 
 /// What an edit must satisfy against the stored state: the record's scope and form, and

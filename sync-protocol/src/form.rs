@@ -1,23 +1,46 @@
-//! Forms as the sync protocol needs them: field names and types, and checking a value.
+//! Forms: fields, their types and rules, derived fields, and checking values against them.
 //!
 //! A form version is immutable once published; an edit is checked against the version the
-//! phone used. `null` clears a field and fits every type.
+//! phone used. `null` clears a field and fits every type (whether the field may be empty is the
+//! `required` rule's business, checked on the record). Every violation names the field, the rule
+//! and the value, in English and Vietnamese. `schemas/README.md` documents the file format.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::expr;
 use crate::ids::{FormId, DELETED_FIELD};
+use crate::record::Record;
 use crate::wire::{CheckedEdit, RejectCode, Rejection};
 
 /// The longest text a field may hold, in characters.
 pub const MAX_TEXT_CHARS: usize = 10_000;
+/// The most items a repeat group may hold.
+pub const MAX_REPEAT_ITEMS: usize = 200;
 
-/// One version of a form. Keys this build does not use (titles, help, rules) are ignored.
+/// A text in both languages of the forms (Vietnamese in Unicode NFC).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Labels {
+    pub vi: String,
+    pub en: String,
+}
+
+/// One version of a form.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Form {
     pub id: FormId,
     pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<Labels>,
+    /// The date field that says when the record was collected: it picks the admin units the
+    /// record's commune must belong to, and the reporting period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collected_on: Option<String>,
     pub fields: Vec<FormField>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub derived: Vec<Derived>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,13 +48,65 @@ pub struct FormField {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: FieldType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<Labels>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<Labels>,
+    /// Must have a value when the record is created, and may not be cleared later.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub required: bool,
+    /// An expression: when it is true, the field must have a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_if: Option<Value>,
+    /// Smallest number, or earliest date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<Value>,
+    /// Largest number, or latest date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Value>,
+    /// A regular expression the whole text must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// A date that may not lie after the day it is entered.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub not_future: bool,
+    /// A date that may not lie before the date in this other field (e.g. date_of_birth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    /// Kept so old records stay readable, but no longer accepted in edits of this version.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub retired: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<Choice>,
+    /// The fields of each item of a repeat group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FormField>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
     pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<Labels>,
+}
+
+/// A field the server computes from others (`expr`, see [`crate::expr`]); phones may compute it
+/// too, with the same expression.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Derived {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: FieldType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<Labels>,
+    pub expr: Value,
+    /// Names the version of a configured rule (e.g. the swimming rule), carried into reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_version: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +121,41 @@ pub enum FieldType {
     SelectMany,
     Geopoint,
     Reference,
+    Repeat,
+}
+
+/// A value that breaks a rule: which field, which rule, which value, in both languages.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Violation {
+    pub field: String,
+    pub rule: &'static str,
+    pub value: Value,
+    pub en: String,
+    pub vi: String,
+}
+
+impl Violation {
+    fn new(field: &str, rule: &'static str, value: &Value, en: String, vi: String) -> Self {
+        Self {
+            field: field.to_owned(),
+            rule,
+            value: value.clone(),
+            en,
+            vi,
+        }
+    }
+
+    /// As a rejection of the edit `seq`.
+    pub fn reject(self, seq: u64) -> Rejection {
+        Rejection {
+            seq,
+            code: RejectCode::InvalidValue,
+            message: format!("{}: {}", self.field, self.en),
+            message_vi: Some(format!("{}: {}", self.field, self.vi)),
+            rule: Some(self.rule.to_owned()),
+            field: Some(self.field),
+        }
+    }
 }
 
 impl Form {
@@ -53,142 +163,428 @@ impl Form {
         self.fields.iter().find(|f| f.name == name)
     }
 
-    /// Checks every field of `edit` against this version; the error names the first bad field.
-    pub fn check_edit(&self, edit: &CheckedEdit) -> Result<(), Rejection> {
+    /// Checks the form itself: unique names and codes, rules that refer to fields it has,
+    /// expressions that parse, patterns that compile.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = BTreeSet::new();
+        check_fields(&self.fields, &mut names)?;
+        if let Some(d) = &self.collected_on {
+            if self.field(d).map(|f| f.kind) != Some(FieldType::Date) {
+                return Err(format!(
+                    "collected_on names {d:?}, which is not a date field"
+                ));
+            }
+        }
+        for f in &self.fields {
+            if let Some(other) = &f.not_before {
+                if self.field(other).map(|o| o.kind) != Some(FieldType::Date) {
+                    return Err(format!(
+                        "{}: not_before names {other:?}, which is not a date field",
+                        f.name
+                    ));
+                }
+            }
+            if let Some(cond) = &f.required_if {
+                for v in expr::vars(cond) {
+                    if !names.contains(&v) {
+                        return Err(format!(
+                            "{}: required_if reads {v:?}, which the form does not have",
+                            f.name
+                        ));
+                    }
+                }
+                expr::eval(cond, &|_| None).map_err(|e| format!("{}: required_if: {e}", f.name))?;
+            }
+        }
+        for d in &self.derived {
+            crate::ids::check_field_name(&d.name).map_err(|e| format!("derived {e}"))?;
+            for v in expr::vars(&d.expr) {
+                if !names.contains(&v) {
+                    return Err(format!(
+                        "derived {}: reads {v:?}, which is not an earlier field",
+                        d.name
+                    ));
+                }
+            }
+            expr::eval(&d.expr, &|_| None).map_err(|e| format!("derived {}: {e}", d.name))?;
+            if !names.insert(d.name.clone()) {
+                return Err(format!("{} is defined twice", d.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every field of `edit` on its own; `today` (`YYYY-MM-DD`) is for `not_future`.
+    /// The error names the first bad field.
+    pub fn check_edit(&self, edit: &CheckedEdit, today: &str) -> Result<(), Rejection> {
         for (name, change) in &edit.fields {
             let reject =
                 |code, message: String| Rejection::new(edit.seq, code, Some(name), message);
             if name == DELETED_FIELD {
                 if !(change.value.is_boolean() || change.value.is_null()) {
-                    return Err(reject(
-                        RejectCode::InvalidValue,
-                        format!(
-                            "{DELETED_FIELD} must be true or false, got {}",
-                            brief(&change.value)
-                        ),
-                    ));
+                    return Err(Violation::new(
+                        name,
+                        "type",
+                        &change.value,
+                        format!("must be true or false, got {}", brief(&change.value)),
+                        format!("phải là đúng hoặc sai, nhận được {}", brief(&change.value)),
+                    )
+                    .reject(edit.seq));
                 }
                 continue;
             }
-            let Some(field) = self.field(name) else {
+            if self.derived.iter().any(|d| &d.name == name) {
                 return Err(reject(
                     RejectCode::UnknownField,
-                    format!(
-                        "form {} version {} has no field {name:?}",
-                        self.id, self.version
-                    ),
+                    format!("{name} is derived from other fields by the server and cannot be set"),
                 ));
+            }
+            let field = match self.field(name) {
+                Some(f) if !f.retired => f,
+                Some(_) => {
+                    return Err(reject(
+                        RejectCode::UnknownField,
+                        format!(
+                            "{name} is retired in form {} version {}",
+                            self.id, self.version
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(reject(
+                        RejectCode::UnknownField,
+                        format!(
+                            "form {} version {} has no field {name:?}",
+                            self.id, self.version
+                        ),
+                    ))
+                }
             };
             field
-                .check_value(&change.value)
-                .map_err(|m| reject(RejectCode::InvalidValue, format!("{name}: {m}")))?;
+                .check_value(&change.value, today)
+                .map_err(|v| v.reject(edit.seq))?;
         }
         Ok(())
     }
+
+    /// Checks the rules that span fields, on the record as it would be after an edit that
+    /// touched `touched`. Only rules the edit could have broken are checked, so an old record
+    /// that a newer rule would refuse can still be corrected field by field.
+    pub fn check_record(
+        &self,
+        record: &Record,
+        touched: &BTreeSet<String>,
+        is_new: bool,
+    ) -> Result<(), Violation> {
+        let value = |name: &str| record.value(name).filter(|v| !v.is_null()).cloned();
+        for f in self.fields.iter().filter(|f| !f.retired) {
+            let current = value(&f.name);
+            let mine = touched.contains(&f.name);
+            if f.required && current.is_none() && (is_new || mine) {
+                return Err(Violation::new(
+                    &f.name,
+                    "required",
+                    &Value::Null,
+                    "is required".into(),
+                    "là thông tin bắt buộc".into(),
+                ));
+            }
+            if let Some(cond) = &f.required_if {
+                let relevant =
+                    is_new || mine || expr::vars(cond).iter().any(|v| touched.contains(v));
+                if relevant
+                    && current.is_none()
+                    && expr::eval(cond, &value) == Ok(Value::Bool(true))
+                {
+                    return Err(Violation::new(
+                        &f.name,
+                        "required_if",
+                        &Value::Null,
+                        format!("is required when {}", describe(cond)),
+                        format!("là bắt buộc khi {}", describe(cond)),
+                    ));
+                }
+            }
+            if let (Some(other), Some(Value::String(date))) = (&f.not_before, &current) {
+                if let Some(Value::String(floor)) = value(other) {
+                    if (mine || touched.contains(other)) && date.as_str() < floor.as_str() {
+                        return Err(Violation::new(
+                            &f.name,
+                            "not_before",
+                            &Value::String(date.clone()),
+                            format!("{date} is before {other} ({floor})"),
+                            format!("{date} trước {other} ({floor})"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The derived fields of a record, from its current (provisional) values. Unknown inputs
+    /// give `null`.
+    pub fn derive(&self, record: &Record) -> BTreeMap<String, Value> {
+        let mut out: BTreeMap<String, Value> = BTreeMap::new();
+        for d in &self.derived {
+            let value = {
+                let lookup = |name: &str| {
+                    out.get(name)
+                        .cloned()
+                        .or_else(|| record.value(name).cloned())
+                };
+                expr::eval(&d.expr, &lookup).unwrap_or(Value::Null)
+            };
+            out.insert(d.name.clone(), value);
+        }
+        out
+    }
+}
+
+fn check_fields(fields: &[FormField], names: &mut BTreeSet<String>) -> Result<(), String> {
+    for f in fields {
+        crate::ids::check_field_name(&f.name)?;
+        if f.name == DELETED_FIELD || !names.insert(f.name.clone()) {
+            return Err(format!("field {} is defined twice or reserved", f.name));
+        }
+        let mut codes = BTreeSet::new();
+        for c in &f.choices {
+            if !codes.insert(c.code.as_str()) {
+                return Err(format!("{}: choice {} is listed twice", f.name, c.code));
+            }
+        }
+        if matches!(f.kind, FieldType::SelectOne | FieldType::SelectMany) && f.choices.is_empty() {
+            return Err(format!("{}: a select field needs choices", f.name));
+        }
+        if let Some(p) = &f.pattern {
+            regex_lite::Regex::new(p)
+                .map_err(|e| format!("{}: pattern does not compile: {e}", f.name))?;
+        }
+        if f.kind == FieldType::Repeat {
+            if f.fields.is_empty() {
+                return Err(format!("{}: a repeat group needs fields", f.name));
+            }
+            check_fields(&f.fields, &mut BTreeSet::new())
+                .map_err(|e| format!("{}: {e}", f.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// A condition in words, for messages: the fields it reads.
+fn describe(cond: &Value) -> String {
+    expr::vars(cond).join(", ")
 }
 
 impl FormField {
-    /// Whether `value` fits this field's type; the error says which rule and which value.
-    pub fn check_value(&self, value: &Value) -> Result<(), String> {
+    /// Whether `value` fits this field's type and rules; `today` is `YYYY-MM-DD`.
+    pub fn check_value(&self, value: &Value, today: &str) -> Result<(), Violation> {
         if value.is_null() {
             return Ok(());
         }
-        let ok = match self.kind {
+        let bad =
+            |rule, en: String, vi: String| Err(Violation::new(&self.name, rule, value, en, vi));
+        let wrong_type = |what: &str, vi_what: &str| {
+            Err(Violation::new(
+                &self.name,
+                "type",
+                value,
+                format!("expected {what}, got {}", brief(value)),
+                format!("cần {vi_what}, nhận được {}", brief(value)),
+            ))
+        };
+        match self.kind {
             FieldType::Text => {
-                let s = value.as_str().ok_or_else(|| expected("text", value))?;
+                let Some(s) = value.as_str() else {
+                    return wrong_type("text", "văn bản");
+                };
                 let n = s.chars().count();
                 if n > MAX_TEXT_CHARS {
-                    return Err(format!("text of {n} characters is over {MAX_TEXT_CHARS}"));
+                    return bad(
+                        "max_length",
+                        format!("text of {n} characters is over {MAX_TEXT_CHARS}"),
+                        format!("văn bản {n} ký tự, vượt quá {MAX_TEXT_CHARS}"),
+                    );
                 }
-                true
+                if let Some(p) = &self.pattern {
+                    let whole = format!("^(?:{p})$");
+                    if regex_lite::Regex::new(&whole).is_ok_and(|r| !r.is_match(s)) {
+                        return bad(
+                            "pattern",
+                            format!("{} does not match the pattern {p}", brief(value)),
+                            format!("{} không đúng mẫu {p}", brief(value)),
+                        );
+                    }
+                }
             }
-            FieldType::Integer => value.is_i64() || value.is_u64(),
-            FieldType::Decimal => value.is_number(),
-            FieldType::Boolean => value.is_boolean(),
+            FieldType::Integer | FieldType::Decimal => {
+                let ok = if self.kind == FieldType::Integer {
+                    value.is_i64() || value.is_u64()
+                } else {
+                    value.is_number()
+                };
+                if !ok {
+                    return if self.kind == FieldType::Integer {
+                        wrong_type("a whole number", "số nguyên")
+                    } else {
+                        wrong_type("a number", "một số")
+                    };
+                }
+                let x = value.as_f64().unwrap_or(0.0);
+                if let Some(min) = self.min.as_ref().and_then(Value::as_f64) {
+                    if x < min {
+                        return bad(
+                            "min",
+                            format!("{x} is below the minimum {min}"),
+                            format!("{x} nhỏ hơn mức tối thiểu {min}"),
+                        );
+                    }
+                }
+                if let Some(max) = self.max.as_ref().and_then(Value::as_f64) {
+                    if x > max {
+                        return bad(
+                            "max",
+                            format!("{x} is above the maximum {max}"),
+                            format!("{x} lớn hơn mức tối đa {max}"),
+                        );
+                    }
+                }
+            }
+            FieldType::Boolean => {
+                if !value.is_boolean() {
+                    return wrong_type("true or false", "đúng hoặc sai");
+                }
+            }
             FieldType::Date => {
-                let s = value
-                    .as_str()
-                    .ok_or_else(|| expected("a date YYYY-MM-DD", value))?;
-                parse_date(s).ok_or_else(|| format!("{s:?} is not a date YYYY-MM-DD"))?;
-                true
+                let Some(s) = value.as_str().filter(|s| parse_date(s).is_some()) else {
+                    return wrong_type("a date YYYY-MM-DD", "ngày dạng YYYY-MM-DD");
+                };
+                if self.not_future && s > today {
+                    return bad(
+                        "not_future",
+                        format!("{s} is in the future"),
+                        format!("{s} là ngày trong tương lai"),
+                    );
+                }
+                if let Some(min) = self.min.as_ref().and_then(Value::as_str) {
+                    if s < min {
+                        return bad(
+                            "min",
+                            format!("{s} is before {min}"),
+                            format!("{s} trước {min}"),
+                        );
+                    }
+                }
+                if let Some(max) = self.max.as_ref().and_then(Value::as_str) {
+                    if s > max {
+                        return bad(
+                            "max",
+                            format!("{s} is after {max}"),
+                            format!("{s} sau {max}"),
+                        );
+                    }
+                }
             }
             FieldType::Reference => {
-                let s = value
-                    .as_str()
-                    .ok_or_else(|| expected("a record id", value))?;
-                uuid::Uuid::parse_str(s).map_err(|_| format!("{s:?} is not a record id"))?;
-                true
+                let Some(s) = value.as_str().filter(|s| uuid::Uuid::parse_str(s).is_ok()) else {
+                    return wrong_type("a record id", "mã hồ sơ");
+                };
+                let _ = s;
             }
             FieldType::Geopoint => {
                 let lat = value.get("lat").and_then(Value::as_f64);
                 let lon = value.get("lon").and_then(Value::as_f64);
-                match (lat, lon) {
-                    (Some(lat), Some(lon))
-                        if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
-                    {
-                        true
-                    }
-                    _ => return Err(expected("{\"lat\": -90..90, \"lon\": -180..180}", value)),
+                let ok = matches!((lat, lon), (Some(lat), Some(lon))
+                    if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon));
+                if !ok {
+                    return wrong_type(
+                        "{\"lat\": -90..90, \"lon\": -180..180}",
+                        "tọa độ {\"lat\", \"lon\"}",
+                    );
                 }
             }
             FieldType::SelectOne => {
-                let s = value
-                    .as_str()
-                    .ok_or_else(|| expected("a choice code", value))?;
-                self.check_choice(s)?;
-                true
+                let Some(s) = value.as_str() else {
+                    return wrong_type("a choice code", "mã lựa chọn");
+                };
+                self.check_choice(s, value)?;
             }
             FieldType::SelectMany => {
-                let items = value
-                    .as_array()
-                    .ok_or_else(|| expected("a list of choice codes", value))?;
+                let Some(items) = value.as_array() else {
+                    return wrong_type("a list of choice codes", "danh sách mã lựa chọn");
+                };
                 for (i, item) in items.iter().enumerate() {
-                    let s = item
-                        .as_str()
-                        .ok_or_else(|| expected("a choice code", item))?;
-                    self.check_choice(s)?;
+                    let Some(s) = item.as_str() else {
+                        return wrong_type("a list of choice codes", "danh sách mã lựa chọn");
+                    };
+                    self.check_choice(s, value)?;
                     if items[..i].contains(item) {
-                        return Err(format!("choice {s:?} is listed twice"));
+                        return bad(
+                            "unique",
+                            format!("choice {s:?} is listed twice"),
+                            format!("lựa chọn {s:?} bị lặp"),
+                        );
                     }
                 }
-                true
             }
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(expected(self.kind.describe(), value))
+            FieldType::Repeat => {
+                let Some(items) = value.as_array() else {
+                    return wrong_type("a list of items", "danh sách các mục");
+                };
+                if items.len() > MAX_REPEAT_ITEMS {
+                    return bad(
+                        "max_items",
+                        format!("{} items is over {MAX_REPEAT_ITEMS}", items.len()),
+                        format!("{} mục, vượt quá {MAX_REPEAT_ITEMS}", items.len()),
+                    );
+                }
+                for (i, item) in items.iter().enumerate() {
+                    let Some(map) = item.as_object() else {
+                        return wrong_type("a list of items", "danh sách các mục");
+                    };
+                    for (key, v) in map {
+                        let Some(sub) = self.fields.iter().find(|f| &f.name == key) else {
+                            return bad(
+                                "unknown_field",
+                                format!("item {} has no field {key:?}", i + 1),
+                                format!("mục {} không có trường {key:?}", i + 1),
+                            );
+                        };
+                        sub.check_value(v, today).map_err(|mut e| {
+                            e.field = format!("{}[{}].{}", self.name, i + 1, e.field);
+                            e
+                        })?;
+                    }
+                    for sub in self.fields.iter().filter(|f| f.required) {
+                        if map.get(&sub.name).is_none_or(Value::is_null) {
+                            return Err(Violation::new(
+                                &format!("{}[{}].{}", self.name, i + 1, sub.name),
+                                "required",
+                                &Value::Null,
+                                "is required".into(),
+                                "là thông tin bắt buộc".into(),
+                            ));
+                        }
+                    }
+                }
+            }
         }
+        Ok(())
     }
 
-    fn check_choice(&self, code: &str) -> Result<(), String> {
-        if self.choices.is_empty() || self.choices.iter().any(|c| c.code == code) {
-            Ok(())
-        } else {
-            let codes: Vec<&str> = self.choices.iter().map(|c| c.code.as_str()).collect();
-            Err(format!("{code:?} is not one of {}", codes.join(", ")))
+    fn check_choice(&self, code: &str, value: &Value) -> Result<(), Violation> {
+        if self.choices.iter().any(|c| c.code == code) {
+            return Ok(());
         }
+        let codes: Vec<&str> = self.choices.iter().map(|c| c.code.as_str()).collect();
+        Err(Violation::new(
+            &self.name,
+            "choice",
+            value,
+            format!("{code:?} is not one of {}", codes.join(", ")),
+            format!("{code:?} không thuộc các lựa chọn {}", codes.join(", ")),
+        ))
     }
-}
-
-impl FieldType {
-    fn describe(self) -> &'static str {
-        match self {
-            FieldType::Text => "text",
-            FieldType::Integer => "a whole number",
-            FieldType::Decimal => "a number",
-            FieldType::Date => "a date YYYY-MM-DD",
-            FieldType::Boolean => "true or false",
-            FieldType::SelectOne => "a choice code",
-            FieldType::SelectMany => "a list of choice codes",
-            FieldType::Geopoint => "a geopoint",
-            FieldType::Reference => "a record id",
-        }
-    }
-}
-
-fn expected(what: &str, got: &Value) -> String {
-    format!("expected {what}, got {}", brief(got))
 }
 
 /// A value shortened for an error message.
@@ -233,14 +629,28 @@ mod tests {
         FormField {
             name: "f".into(),
             kind,
+            label: None,
+            hint: None,
+            required: false,
+            required_if: None,
+            min: None,
+            max: None,
+            pattern: None,
+            not_future: false,
+            not_before: None,
+            retired: false,
             choices: choices
                 .iter()
                 .map(|c| Choice {
                     code: c.to_string(),
+                    label: None,
                 })
                 .collect(),
+            fields: vec![],
         }
     }
+
+    const TODAY: &str = "2020-06-01";
 
     #[test]
     fn values_against_types() {
@@ -340,20 +750,61 @@ mod tests {
             ("number is not text", Text, &[], json!(7), false),
         ];
         for (name, kind, choices, value, ok) in cases {
-            let result = field(*kind, choices).check_value(value);
+            let result = field(*kind, choices).check_value(value, TODAY);
             assert_eq!(result.is_ok(), *ok, "{name}: {result:?}");
         }
     }
 
     #[test]
-    fn errors_name_the_rule_and_the_value() {
+    fn rules_name_the_field_the_rule_and_the_value_in_both_languages() {
         let err = field(FieldType::Date, &[])
-            .check_value(&json!("2020-02-30"))
+            .check_value(&json!("2020-02-30"), TODAY)
             .unwrap_err();
-        assert_eq!(err, "\"2020-02-30\" is not a date YYYY-MM-DD");
+        assert_eq!((err.field.as_str(), err.rule), ("f", "type"));
+        assert_eq!(err.en, "expected a date YYYY-MM-DD, got \"2020-02-30\"");
+        assert!(err.vi.contains("2020-02-30"));
         let err = field(FieldType::SelectOne, &["m", "f"])
-            .check_value(&json!("x"))
+            .check_value(&json!("x"), TODAY)
             .unwrap_err();
-        assert_eq!(err, "\"x\" is not one of m, f");
+        assert_eq!(err.en, "\"x\" is not one of m, f");
+        let mut weight = field(FieldType::Decimal, &[]);
+        weight.min = Some(json!(0.5));
+        weight.max = Some(json!(40));
+        assert_eq!(
+            weight.check_value(&json!(45.5), TODAY).unwrap_err().rule,
+            "max"
+        );
+        let mut born = field(FieldType::Date, &[]);
+        born.not_future = true;
+        assert_eq!(
+            born.check_value(&json!("2020-06-02"), TODAY)
+                .unwrap_err()
+                .rule,
+            "not_future"
+        );
+        assert!(born.check_value(&json!("2020-06-01"), TODAY).is_ok());
+        let mut card = field(FieldType::Text, &[]);
+        card.pattern = Some("[A-Z]{2}[0-9]{13}".into());
+        assert!(card.check_value(&json!("TE4464600123456"), TODAY).is_ok());
+        assert_eq!(
+            card.check_value(&json!("TE44"), TODAY).unwrap_err().rule,
+            "pattern"
+        );
+        let mut visits = field(FieldType::Repeat, &[]);
+        let mut date = field(FieldType::Date, &[]);
+        date.name = "date".into();
+        date.required = true;
+        visits.fields = vec![date];
+        assert!(visits
+            .check_value(&json!([{"date": "2020-01-02"}]), TODAY)
+            .is_ok());
+        let err = visits
+            .check_value(&json!([{"date": "2020-01-02"}, {}]), TODAY)
+            .unwrap_err();
+        assert_eq!((err.field.as_str(), err.rule), ("f[2].date", "required"));
+        let err = visits
+            .check_value(&json!([{"date": "bad"}]), TODAY)
+            .unwrap_err();
+        assert_eq!(err.field, "f[1].date");
     }
 }

@@ -11,15 +11,17 @@
 
 pub mod client;
 pub mod dot;
+pub mod expr;
 pub mod form;
 pub mod ids;
 pub mod record;
 pub mod register;
+pub mod who;
 pub mod wire;
 
 pub use client::{Client, RejectedEdit};
 pub use dot::{DeviceId, Dot, Seen, VersionVector};
-pub use form::{FieldType, Form, FormField};
+pub use form::{FieldType, Form, FormField, Labels, Violation};
 pub use ids::{CommuneCode, FormId, RecordId, DELETED_FIELD};
 pub use record::{Record, ReplicaRecord};
 pub use register::{Field, Register, Sibling, Write};

@@ -31,6 +31,10 @@ pub struct Record {
     /// The commune named by the last applied edit (the record's place for scope and reports).
     pub commune: CommuneCode,
     pub fields: BTreeMap<String, Register>,
+    /// Fields the server computed from the others with the form's rules (e.g.
+    /// `registered_on_time`); read-only for phones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub derived: BTreeMap<String, Value>,
 }
 
 impl Record {
@@ -41,6 +45,7 @@ impl Record {
             version,
             commune,
             fields: BTreeMap::new(),
+            derived: BTreeMap::new(),
         }
     }
 
@@ -184,6 +189,7 @@ impl ReplicaRecord {
                 .filter(|(_, f)| !f.register.is_empty())
                 .map(|(n, f)| (n.clone(), f.register.clone()))
                 .collect(),
+            derived: BTreeMap::new(),
         }
     }
 

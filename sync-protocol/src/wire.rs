@@ -58,11 +58,8 @@ pub struct CheckedEdit {
 impl Edit {
     /// Checks the edit's shape; the error names the first offending key.
     pub fn check(&self) -> Result<CheckedEdit, Rejection> {
-        let reject = |field: Option<&str>, message: String| Rejection {
-            seq: self.seq,
-            code: RejectCode::InvalidEdit,
-            field: field.map(str::to_owned),
-            message,
+        let reject = |field: Option<&str>, message: String| {
+            Rejection::new(self.seq, RejectCode::InvalidEdit, field, message)
         };
         if self.seq == 0 {
             return Err(reject(None, "seq starts at 1".into()));
@@ -129,7 +126,14 @@ pub struct Rejection {
     pub code: RejectCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// In English.
     pub message: String,
+    /// The same in Vietnamese, for the collaborator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_vi: Option<String>,
+    /// The rule the value broke (`type`, `required`, `min`, `choice`, …) for `invalid_value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// `POST /v1/enroll` request: the one-time code an officer gave.
@@ -271,6 +275,8 @@ impl Rejection {
             code,
             field: field.map(str::to_owned),
             message: message.into(),
+            message_vi: None,
+            rule: None,
         }
     }
 }

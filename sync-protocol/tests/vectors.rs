@@ -104,6 +104,7 @@ fn sync_response_vector() {
                 }]),
             ),
         ]),
+        derived: BTreeMap::new(),
     };
     check(
         "sync-response.json",

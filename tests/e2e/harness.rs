@@ -15,7 +15,7 @@ use sync_protocol::{
 };
 
 pub const COMMUNE: &str = "19753";
-pub const OTHER_COMMUNE: &str = "19754";
+pub const OTHER_COMMUNE: &str = "19774";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Backend {

@@ -58,7 +58,9 @@ CREATE TABLE rejections (
     seq         BIGINT  NOT NULL,
     code        TEXT    NOT NULL,
     field       TEXT,
-    message     TEXT    NOT NULL,
+    rule        TEXT,             -- the rule an invalid value broke
+    message     TEXT    NOT NULL, -- English
+    message_vi  TEXT,             -- Vietnamese
     body        TEXT    NOT NULL,
     received_at BIGINT  NOT NULL
 );

@@ -291,7 +291,7 @@ impl super::Store for PgStore {
         to: u64,
     ) -> Result<Vec<Rejection>> {
         let rows = sqlx::query(
-            "SELECT seq, code, field, message FROM rejections
+            "SELECT seq, code, field, message, message_vi, rule FROM rejections
              WHERE device = $1 AND seq >= $2 AND seq <= $3 AND code <> 'seq_reused' ORDER BY seq",
         )
         .bind(device as i64)
@@ -306,6 +306,8 @@ impl super::Store for PgStore {
                     code: RejectCode::from_text(r.try_get::<&str, _>("code")?),
                     field: r.try_get("field")?,
                     message: r.try_get("message")?,
+                    message_vi: r.try_get("message_vi")?,
+                    rule: r.try_get("rule")?,
                 })
             })
             .collect()
@@ -518,14 +520,16 @@ impl SyncTx for PgSyncTx {
         }
         if !batch.rejections.is_empty() {
             let mut q = QueryBuilder::<Postgres>::new(
-                "INSERT INTO rejections (device, seq, code, field, message, body, received_at) ",
+                "INSERT INTO rejections (device, seq, code, field, rule, message, message_vi, body, received_at) ",
             );
             q.push_values(&batch.rejections, |mut b, (r, body)| {
                 b.push_bind(batch.device as i64)
                     .push_bind(r.seq as i64)
                     .push_bind(r.code.as_str().to_owned())
                     .push_bind(r.field.clone())
+                    .push_bind(r.rule.clone())
                     .push_bind(r.message.clone())
+                    .push_bind(r.message_vi.clone())
                     .push_bind(body.clone())
                     .push_bind(batch.now);
             });

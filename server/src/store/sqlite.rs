@@ -333,7 +333,7 @@ impl super::Store for SqliteStore {
         to: u64,
     ) -> Result<Vec<Rejection>> {
         let rows = sqlx::query(
-            "SELECT seq, code, field, message FROM rejections
+            "SELECT seq, code, field, message, message_vi, rule FROM rejections
              WHERE device = ? AND seq >= ? AND seq <= ? AND code <> 'seq_reused' ORDER BY seq",
         )
         .bind(device as i64)
@@ -348,6 +348,8 @@ impl super::Store for SqliteStore {
                     code: RejectCode::from_text(r.try_get::<&str, _>("code")?),
                     field: r.try_get("field")?,
                     message: r.try_get("message")?,
+                    message_vi: r.try_get("message_vi")?,
+                    rule: r.try_get("rule")?,
                 })
             })
             .collect()
@@ -506,16 +508,18 @@ impl SyncTx for SqliteSyncTx {
             });
             q.build().execute(&mut *self.tx).await?;
         }
-        for chunk in batch.rejections.chunks(CHUNK / 7) {
+        for chunk in batch.rejections.chunks(CHUNK / 9) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO rejections (device, seq, code, field, message, body, received_at) ",
+                "INSERT INTO rejections (device, seq, code, field, rule, message, message_vi, body, received_at) ",
             );
             q.push_values(chunk, |mut b, (r, body)| {
                 b.push_bind(batch.device as i64)
                     .push_bind(r.seq as i64)
                     .push_bind(r.code.as_str().to_owned())
                     .push_bind(r.field.clone())
+                    .push_bind(r.rule.clone())
                     .push_bind(&r.message)
+                    .push_bind(r.message_vi.clone())
                     .push_bind(body)
                     .push_bind(batch.now);
             });

@@ -1,0 +1,142 @@
+//! Administrative units of Thừa Thiên Huế over time: each version of the commune list with the
+//! dates it was valid, and the July 2025 crosswalk that carries old communes onto new ones.
+//!
+//! Loaded from `schemas/admin-units/`: `versions.json` names each CSV and its validity; codes
+//! are the key (names change spelling), kept as text and compared as such.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Commune {
+    pub code: String,
+    pub name: String,
+    pub kind: String,
+    pub district_code: Option<String>,
+    pub district_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UnitVersion {
+    pub file: String,
+    pub valid_from: String,
+    /// The last day it was valid; `None` while current.
+    pub valid_to: Option<String>,
+    pub communes: BTreeMap<String, Commune>,
+}
+
+#[derive(Debug, Default)]
+pub struct Units {
+    versions: Vec<UnitVersion>,
+    /// Old commune code → its successor from 1 July 2025.
+    crosswalk: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    versions: Vec<ManifestVersion>,
+    crosswalk: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ManifestVersion {
+    file: String,
+    valid_from: String,
+    valid_to: Option<String>,
+}
+
+fn csv_rows(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(|h| h.trim().to_owned())
+        .collect();
+    Ok(lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            header
+                .iter()
+                .cloned()
+                .zip(line.split(',').map(|c| c.trim().to_owned()))
+                .collect()
+        })
+        .collect())
+}
+
+impl Units {
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let manifest: Manifest = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("versions.json"))
+                .with_context(|| format!("cannot read {}/versions.json", dir.display()))?,
+        )
+        .context("admin-units/versions.json is not valid")?;
+        let mut units = Units::default();
+        for v in manifest.versions {
+            let communes = csv_rows(&dir.join(&v.file))?
+                .into_iter()
+                .map(|row| {
+                    let get = |k: &str| row.get(k).cloned().unwrap_or_default();
+                    let opt = |k: &str| row.get(k).filter(|s| !s.is_empty()).cloned();
+                    let commune = Commune {
+                        code: get("code"),
+                        name: get("name"),
+                        kind: get("type"),
+                        district_code: opt("district_code"),
+                        district_name: opt("district_name"),
+                    };
+                    (commune.code.clone(), commune)
+                })
+                .collect();
+            units.versions.push(UnitVersion {
+                file: v.file,
+                valid_from: v.valid_from,
+                valid_to: v.valid_to,
+                communes,
+            });
+        }
+        units
+            .versions
+            .sort_by(|a, b| a.valid_from.cmp(&b.valid_from));
+        if let Some(file) = manifest.crosswalk {
+            for row in csv_rows(&dir.join(file))? {
+                if let (Some(old), Some(new)) = (row.get("old_code"), row.get("new_code")) {
+                    units.crosswalk.insert(old.clone(), new.clone());
+                }
+            }
+        }
+        Ok(units)
+    }
+
+    /// The version in force on `date` (`YYYY-MM-DD`); dates before the first version use it.
+    pub fn version_on(&self, date: &str) -> Option<&UnitVersion> {
+        self.versions
+            .iter()
+            .rev()
+            .find(|v| v.valid_from.as_str() <= date)
+            .or(self.versions.first())
+    }
+
+    /// Whether `code` is a commune on `date`.
+    pub fn valid_on(&self, code: &str, date: &str) -> bool {
+        self.versions.is_empty()
+            || self
+                .version_on(date)
+                .is_some_and(|v| v.communes.contains_key(code))
+    }
+
+    /// The commune that carries `code` on today's map (itself, or its July 2025 successor).
+    pub fn successor(&self, code: &str) -> Option<&str> {
+        self.crosswalk.get(code).map(String::as_str)
+    }
+
+    pub fn versions(&self) -> &[UnitVersion] {
+        &self.versions
+    }
+}

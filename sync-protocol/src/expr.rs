@@ -1,0 +1,316 @@
+//! A small expression language, in JSON, for derived fields and conditional rules.
+//!
+//! An expression is a literal (number, string, boolean, null, or a list), `{"var": "field"}`,
+//! or `{"<op>": [args…]}`. A missing input makes the result `null` (unknown), never an error,
+//! so a derived field simply stays empty until its inputs are filled in.
+//!
+//! | op | meaning |
+//! |---|---|
+//! | `+ - * /` | arithmetic on numbers |
+//! | `< <= > >= == !=` | comparison (numbers, or dates as `YYYY-MM-DD` text) |
+//! | `and or not` | logic; `and` is false as soon as one argument is false |
+//! | `if` | `[condition, then, else]` |
+//! | `days` | `[from, to]`: days from one date to another |
+//! | `in` | `[x, [a, b, …]]`; for a list `x`, whether any of it is in the list |
+//! | `present` | `[x]`: not null |
+//! | `round` | `[x, digits]` |
+//! | `who_z` | `["wfa" or "hfa", sex ("m"/"f"), age in days, kg or cm, measured lying]` |
+//!
+//! ```
+//! use serde_json::json;
+//! use sync_protocol::expr::eval;
+//!
+//! let on_time = json!({"<=": [{"days": [{"var": "date_of_birth"}, {"var": "registration_date"}]}, 60]});
+//! let values = |name: &str| match name {
+//!     "date_of_birth" => Some(json!("2020-01-15")),
+//!     "registration_date" => Some(json!("2020-03-02")),
+//!     _ => None,
+//! };
+//! assert_eq!(eval(&on_time, &values), Ok(json!(true)));
+//! ```
+
+use serde_json::{json, Value};
+
+use crate::form::parse_date;
+use crate::who::{self, Indicator, Sex};
+
+/// Evaluates `expr` with field values from `var`.
+pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, String> {
+    let Value::Object(map) = expr else {
+        return Ok(expr.clone());
+    };
+    let (op, args) = match map.iter().next() {
+        Some(pair) if map.len() == 1 => pair,
+        _ => {
+            return Err(format!(
+                "an expression object has exactly one key, got {}",
+                expr
+            ))
+        }
+    };
+    if op == "var" {
+        let name = args.as_str().ok_or("var takes a field name")?;
+        return Ok(var(name).unwrap_or(Value::Null));
+    }
+    let args: Vec<&Value> = match args {
+        Value::Array(items) => items.iter().collect(),
+        single => vec![single],
+    };
+    let arg = |i: usize| -> Result<Value, String> {
+        args.get(i)
+            .map(|a| eval(a, var))
+            .unwrap_or_else(|| Err(format!("{op} needs argument {}", i + 1)))
+    };
+    let all = || -> Result<Vec<Value>, String> { args.iter().map(|a| eval(a, var)).collect() };
+    let num = |v: &Value| v.as_f64();
+    Ok(match op.as_str() {
+        "+" | "-" | "*" | "/" => {
+            let values = all()?;
+            let mut numbers = Vec::with_capacity(values.len());
+            for v in &values {
+                match num(v) {
+                    Some(n) => numbers.push(n),
+                    None => return Ok(Value::Null),
+                }
+            }
+            let first = *numbers.first().ok_or(format!("{op} needs arguments"))?;
+            let result = numbers[1..].iter().fold(first, |acc, n| match op.as_str() {
+                "+" => acc + n,
+                "-" => acc - n,
+                "*" => acc * n,
+                _ => acc / n,
+            });
+            if result.is_finite() {
+                number(result)
+            } else {
+                Value::Null
+            }
+        }
+        "<" | "<=" | ">" | ">=" | "==" | "!=" => {
+            let (a, b) = (arg(0)?, arg(1)?);
+            if a.is_null() || b.is_null() {
+                return Ok(Value::Null);
+            }
+            let ord = match (num(&a), num(&b), a.as_str(), b.as_str()) {
+                (Some(x), Some(y), _, _) => x.partial_cmp(&y),
+                (_, _, Some(x), Some(y)) => Some(x.cmp(y)),
+                _ if op == "==" => return Ok(Value::Bool(a == b)),
+                _ if op == "!=" => return Ok(Value::Bool(a != b)),
+                _ => return Ok(Value::Null),
+            };
+            let Some(ord) = ord else {
+                return Ok(Value::Null);
+            };
+            Value::Bool(match op.as_str() {
+                "<" => ord.is_lt(),
+                "<=" => ord.is_le(),
+                ">" => ord.is_gt(),
+                ">=" => ord.is_ge(),
+                "==" => ord.is_eq(),
+                _ => ord.is_ne(),
+            })
+        }
+        "and" | "or" => {
+            let decisive = op == "or";
+            let mut unknown = false;
+            for a in &args {
+                match eval(a, var)? {
+                    Value::Bool(b) if b == decisive => return Ok(Value::Bool(decisive)),
+                    Value::Bool(_) => {}
+                    _ => unknown = true,
+                }
+            }
+            if unknown {
+                Value::Null
+            } else {
+                Value::Bool(!decisive)
+            }
+        }
+        "not" => match arg(0)? {
+            Value::Bool(b) => Value::Bool(!b),
+            _ => Value::Null,
+        },
+        "if" => match arg(0)? {
+            Value::Bool(true) => arg(1)?,
+            Value::Bool(false) => arg(2)?,
+            _ => Value::Null,
+        },
+        "present" => Value::Bool(!arg(0)?.is_null()),
+        "days" => {
+            let (a, b) = (arg(0)?, arg(1)?);
+            match (
+                a.as_str().and_then(day_number),
+                b.as_str().and_then(day_number),
+            ) {
+                (Some(x), Some(y)) => json!(y - x),
+                _ => Value::Null,
+            }
+        }
+        "in" => {
+            let (x, list) = (arg(0)?, arg(1)?);
+            let Value::Array(list) = list else {
+                return Err("in takes a list as its second argument".into());
+            };
+            match x {
+                Value::Null => Value::Null,
+                Value::Array(items) => Value::Bool(items.iter().any(|i| list.contains(i))),
+                x => Value::Bool(list.contains(&x)),
+            }
+        }
+        "round" => match (num(&arg(0)?), num(&arg(1)?)) {
+            (Some(x), Some(d)) => {
+                let f = 10f64.powi(d as i32);
+                number((x * f).round() / f)
+            }
+            _ => Value::Null,
+        },
+        "who_z" => {
+            let values = all()?;
+            if values.len() != 5 {
+                return Err("who_z takes [indicator, sex, age_days, value, lying]".into());
+            }
+            let indicator = match values[0].as_str() {
+                Some("wfa") => Indicator::WeightForAge,
+                Some("hfa") => Indicator::HeightForAge,
+                _ => return Err("who_z indicator is \"wfa\" or \"hfa\"".into()),
+            };
+            let sex = match &values[1] {
+                Value::String(s) if s == "m" => Sex::Boy,
+                Value::String(s) if s == "f" => Sex::Girl,
+                v if v.as_u64() == Some(1) => Sex::Boy,
+                v if v.as_u64() == Some(2) => Sex::Girl,
+                _ => return Ok(Value::Null),
+            };
+            let lying = values[4].as_bool().unwrap_or(false);
+            match (num(&values[2]), num(&values[3])) {
+                (Some(age), Some(x)) => who::zscore(indicator, sex, age, x, lying)
+                    .map(|z| number((z * 1000.0).round() / 1000.0))
+                    .unwrap_or(Value::Null),
+                _ => Value::Null,
+            }
+        }
+        other => return Err(format!("unknown operator {other:?}")),
+    })
+}
+
+/// The fields an expression reads.
+pub fn vars(expr: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    collect(expr, &mut out);
+    out
+}
+
+fn collect(expr: &Value, out: &mut Vec<String>) {
+    match expr {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "var" {
+                    if let Some(name) = v.as_str() {
+                        out.push(name.to_owned());
+                    }
+                } else {
+                    collect(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+        _ => {}
+    }
+}
+
+/// Whole numbers stay integers in JSON.
+fn number(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9e15 {
+        json!(x as i64)
+    } else {
+        json!(x)
+    }
+}
+
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date (proleptic Gregorian).
+pub fn day_number(date: &str) -> Option<i64> {
+    let (y, m, d) = parse_date(date)?;
+    let (y, m, d) = (y as i64, m as i64, d as i64);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// The `YYYY-MM-DD` date of a day number (the inverse of [`day_number`]).
+pub fn date_of_day(days: i64) -> String {
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(expr: Value, vars: &[(&str, Value)]) -> Value {
+        let lookup = |n: &str| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone());
+        eval(&expr, &lookup).unwrap()
+    }
+
+    #[test]
+    fn dates_and_logic() {
+        assert_eq!(day_number("1970-01-01"), Some(0));
+        for d in ["2020-02-29", "2025-07-01", "1999-12-31"] {
+            assert_eq!(date_of_day(day_number(d).unwrap()), d);
+        }
+        assert_eq!(
+            day_number("2020-03-01").unwrap() - day_number("2020-02-28").unwrap(),
+            2
+        );
+        let days = json!({"days": [{"var": "a"}, {"var": "b"}]});
+        assert_eq!(
+            run(
+                days.clone(),
+                &[("a", json!("2020-01-15")), ("b", json!("2020-03-15"))]
+            ),
+            json!(60)
+        );
+        assert_eq!(
+            run(days, &[("a", json!("2020-01-15"))]),
+            Value::Null,
+            "missing input: unknown"
+        );
+        let rule =
+            json!({"and": [{">=": [{"var": "d"}, 25]}, {">=": [{"var": "f"}, 90]}, {"var": "e"}]});
+        assert_eq!(
+            run(
+                rule.clone(),
+                &[("d", json!(25)), ("f", json!(90)), ("e", json!(true))]
+            ),
+            json!(true)
+        );
+        assert_eq!(
+            run(rule.clone(), &[("d", json!(10))]),
+            json!(false),
+            "one false decides"
+        );
+        assert_eq!(
+            run(rule, &[("d", json!(30))]),
+            Value::Null,
+            "otherwise unknown"
+        );
+        assert_eq!(
+            run(
+                json!({"in": [{"var": "w"}, ["a", "b"]]}),
+                &[("w", json!(["c", "b"]))]
+            ),
+            json!(true)
+        );
+    }
+}
