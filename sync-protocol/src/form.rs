@@ -277,7 +277,9 @@ impl Form {
         is_new: bool,
     ) -> Result<(), Violation> {
         let value = |name: &str| record.value(name).filter(|v| !v.is_null()).cloned();
-        for f in self.fields.iter().filter(|f| !f.retired) {
+        // A delete clears every field: nothing is required of a deleted record.
+        let deleted = record.is_deleted();
+        for f in self.fields.iter().filter(|f| !f.retired && !deleted) {
             let current = value(&f.name);
             let mine = touched.contains(&f.name);
             if f.required && current.is_none() && (is_new || mine) {

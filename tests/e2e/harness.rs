@@ -268,15 +268,21 @@ impl Phone {
         self.client.device()
     }
 
+    /// A new birth-registration record: the form's required fields filled with plausible
+    /// values, then `values` on top.
     pub fn create(&mut self, commune_code: &str, values: &[(&str, Value)]) -> RecordId {
         let id = RecordId::new_v7();
-        self.client.create(
-            id,
-            &form(),
-            1,
-            &commune(commune_code),
-            values.iter().map(|(k, v)| (*k, v.clone())),
-        );
+        let mut all: Vec<(&str, Value)> = vec![
+            ("sex", json!("f")),
+            ("date_of_birth", json!("2020-01-15")),
+            ("village", json!("Thôn 1")),
+        ];
+        for (k, v) in values {
+            all.retain(|(name, _)| name != k);
+            all.push((k, v.clone()));
+        }
+        self.client
+            .create(id, &form(), 1, &commune(commune_code), all);
         id
     }
 
