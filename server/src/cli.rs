@@ -8,9 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use sync_protocol::CommuneCode;
 use tokio::net::TcpListener;
 use tracing::info;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::config::Settings;
-use crate::forms::FormRegistry;
+use crate::forms::{self, FormRegistry};
 use crate::http::{self, AppState};
 use crate::units::Units;
 use crate::{auth, bench, now_ms, store};
@@ -62,6 +63,21 @@ pub enum Command {
         #[command(subcommand)]
         command: RejectedCommand,
     },
+    /// Publish and list form versions.
+    Form {
+        #[command(subcommand)]
+        command: FormCommand,
+    },
+    /// The province's administrative units over time.
+    Units {
+        #[command(subcommand)]
+        command: UnitsCommand,
+    },
+    /// Each commune's list of villages.
+    Villages {
+        #[command(subcommand)]
+        command: VillagesCommand,
+    },
     /// Measurements.
     Bench {
         #[command(subcommand)]
@@ -110,6 +126,48 @@ pub enum RejectedCommand {
         limit: u32,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FormCommand {
+    /// Publish a form version (JSON). A new version may add fields and choices and retire
+    /// fields; it may not change a field's type or drop a choice that records use.
+    Publish {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List the published form versions.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UnitsCommand {
+    /// List the communes in force on a date (default: today).
+    List {
+        /// A date, YYYY-MM-DD.
+        #[arg(long)]
+        on: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VillagesCommand {
+    /// Replace communes' village lists from a CSV with the columns `commune,village`.
+    Import {
+        file: PathBuf,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -214,6 +272,76 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Form { command } => form(config, command).await,
+        Command::Units {
+            command: UnitsCommand::List { on, json, db },
+        } => {
+            let settings = settings(config, &db)?;
+            let units = Units::load(&settings.forms.units_dir)?;
+            let date = on.unwrap_or_else(crate::today);
+            if sync_protocol::form::parse_date(&date).is_none() {
+                anyhow::bail!("--on {date:?} is not a date YYYY-MM-DD");
+            }
+            let version = units
+                .version_on(&date)
+                .context("no admin units are loaded")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(version)?);
+            } else {
+                println!(
+                    "{} communes on {date} ({}, valid {} to {})",
+                    version.communes.len(),
+                    version.file,
+                    version.valid_from,
+                    version.valid_to.as_deref().unwrap_or("today")
+                );
+                for c in version.communes.values() {
+                    let district = c
+                        .district_name
+                        .as_deref()
+                        .map(|d| format!("  ({d})"))
+                        .unwrap_or_default();
+                    let successor = units
+                        .successor(&c.code)
+                        .filter(|s| *s != c.code)
+                        .map(|s| format!("  → {s} from 2025-07-01"))
+                        .unwrap_or_default();
+                    println!("{}  {} {}{district}{successor}", c.code, c.kind, c.name);
+                }
+            }
+            Ok(())
+        }
+        Command::Villages {
+            command: VillagesCommand::Import { file, db },
+        } => {
+            let settings = settings(config, &db)?;
+            init_tracing(&settings, "warn");
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let mut lists: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for (n, line) in text.lines().enumerate().skip(1) {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let (commune, village) = line
+                    .split_once(',')
+                    .with_context(|| format!("line {}: expected commune,village", n + 1))?;
+                let commune = CommuneCode::parse(commune.trim())
+                    .map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
+                let village: String = village.trim().trim_matches('"').nfc().collect();
+                if village.is_empty() {
+                    anyhow::bail!("line {}: the village name is empty", n + 1);
+                }
+                lists.entry(commune.to_string()).or_default().push(village);
+            }
+            let store = store::open(&settings).await?;
+            for (commune, names) in &lists {
+                let code = CommuneCode::parse(commune.as_str()).map_err(anyhow::Error::msg)?;
+                store.set_villages(&code, names).await?;
+                println!("{commune}: {} villages", names.len());
+            }
+            Ok(())
+        }
         Command::Bench {
             command:
                 BenchCommand::Ingest {
@@ -231,26 +359,81 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let forms = FormRegistry::load(&settings.forms.dir)?;
     let units = Units::load(&settings.forms.units_dir)?;
     let store = store::open(&settings).await?;
+    let published = forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
+    let registry = FormRegistry::from_store(store.as_ref()).await?;
     let listener = TcpListener::bind(&settings.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
     let addr = listener.local_addr()?;
-    info!(backend = store.backend(), forms = forms.len(), %addr, "Mầm started");
+    info!(backend = store.backend(), forms = registry.len(), published, %addr, "Mầm started");
     let where_ = match &settings.database.url {
         Some(_) => "PostgreSQL".to_owned(),
         None => format!("SQLite in {}", settings.storage.data_dir.display()),
     };
     println!(
         "Mầm is listening on http://{addr} ({where_}, {} form versions)",
-        forms.len()
+        registry.len()
     );
     println!("Enrol a phone: mam device enroll --name \"NAME\" --commune 19753   (then POST the code to /v1/enroll)");
-    let state = AppState::new(store, forms, units, settings);
+    let state = AppState::new(store, registry, units, settings);
+    let refresher = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(forms::REFRESH);
+        loop {
+            tick.tick().await;
+            if let Err(e) = refresher.refresh_forms().await {
+                tracing::warn!(error = %e, "could not reload the published forms");
+            }
+        }
+    });
     http::serve(listener, state, http::shutdown_signal()).await?;
     info!("stopped");
+    Ok(())
+}
+
+async fn form(config: Option<&PathBuf>, command: FormCommand) -> anyhow::Result<()> {
+    match command {
+        FormCommand::Publish { file, db } => {
+            let settings = settings(config, &db)?;
+            init_tracing(&settings, "warn");
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let form: sync_protocol::Form = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a valid form", file.display()))?;
+            let store = store::open(&settings).await?;
+            // The files the server publishes at start come first, so versions line up.
+            forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
+            let name = format!("{} version {}", form.id, form.version);
+            match forms::publish(store.as_ref(), form, now_ms()).await? {
+                forms::Publication::Published => println!("Published {name}."),
+                forms::Publication::AlreadyPublished => {
+                    println!("{name} is already published, unchanged.")
+                }
+            }
+        }
+        FormCommand::List { json, db } => {
+            let settings = settings(config, &db)?;
+            init_tracing(&settings, "warn");
+            let store = store::open(&settings).await?;
+            forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
+            let mut all: Vec<sync_protocol::Form> = store
+                .published_forms()
+                .await?
+                .iter()
+                .map(|b| serde_json::from_str(b))
+                .collect::<Result<_, _>>()?;
+            all.sort_by(|a, b| (a.id.as_str(), a.version).cmp(&(b.id.as_str(), b.version)));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                for f in &all {
+                    println!("{}", forms::describe(f));
+                }
+            }
+        }
+    }
     Ok(())
 }
 

@@ -1,23 +1,48 @@
-//! The form registry: every published version of every form, loaded at start-up from
-//! `schemas/forms/*.json`. An edit is checked against the version the phone used.
+//! The form registry: every published version of every form.
+//!
+//! Published versions live in the database, so every `mam` process serving it sees the same
+//! forms. At start-up the files in `schemas/forms/` are published (a file whose version is
+//! already published must be identical to it: a published version never changes), and
+//! `mam form publish FILE` adds versions while servers run; they pick them up within
+//! [`REFRESH`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
-use sync_protocol::{Form, FormId};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sync_protocol::{FieldType, Form, FormId, Record};
+
+use crate::store::{Store, StoreError};
+
+/// How often a running server reloads the published forms.
+pub const REFRESH: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Default)]
 pub struct FormRegistry {
-    forms: HashMap<(FormId, u32), Form>,
+    forms: HashMap<(FormId, u32), Published>,
     current: BTreeMap<String, u32>,
 }
 
+/// A form version as published: the form and its canonical JSON with the ETag phones cache by.
+#[derive(Debug)]
+pub struct Published {
+    pub form: Form,
+    pub body: String,
+    pub etag: String,
+}
+
+/// The one text of a form: what is stored, served and compared.
+pub fn canonical(form: &Form) -> String {
+    serde_json::to_string(form).expect("forms always serialize")
+}
+
 impl FormRegistry {
-    /// Loads every `*.json` in `dir`. A file that does not parse stops the start with its
+    /// Reads every `*.json` in `dir`, in name order. A file that does not parse stops with its
     /// name and the reason.
-    pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let mut registry = Self::default();
+    pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<Form>> {
         let entries = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read forms directory {}", dir.display()))?;
         let mut paths: Vec<_> = entries
@@ -25,20 +50,22 @@ impl FormRegistry {
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
         paths.sort();
-        for path in paths {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read form {}", path.display()))?;
-            let form: Form = serde_json::from_str(&text)
-                .with_context(|| format!("form {} is not valid", path.display()))?;
-            registry
-                .add(form)
-                .with_context(|| format!("form {}", path.display()))?;
+        paths.iter().map(|path| read_form(path)).collect()
+    }
+
+    /// The registry of what the database holds.
+    pub async fn from_store(store: &dyn Store) -> anyhow::Result<Self> {
+        let mut registry = Self::default();
+        for body in store.published_forms().await? {
+            let form: Form = serde_json::from_str(&body).context("a stored form is not valid")?;
+            registry.add(form)?;
         }
         Ok(registry)
     }
 
     pub fn add(&mut self, form: Form) -> anyhow::Result<()> {
-        form.validate().map_err(anyhow::Error::msg)?;
+        form.validate()
+            .map_err(|e| anyhow::anyhow!("form {} version {}: {e}", form.id, form.version))?;
         let key = (form.id.clone(), form.version);
         if self.forms.contains_key(&key) {
             anyhow::bail!("{} version {} is defined twice", form.id, form.version);
@@ -48,12 +75,24 @@ impl FormRegistry {
             .entry(form.id.to_string())
             .or_insert(form.version);
         *current = (*current).max(form.version);
-        self.forms.insert(key, form);
+        let body = canonical(&form);
+        let etag = format!("\"{}\"", &hex(&Sha256::digest(body.as_bytes()))[..32]);
+        self.forms.insert(key, Published { form, body, etag });
         Ok(())
     }
 
     pub fn get(&self, id: &FormId, version: u32) -> Option<&Form> {
+        self.published(id, version).map(|p| &p.form)
+    }
+
+    pub fn published(&self, id: &FormId, version: u32) -> Option<&Published> {
         self.forms.get(&(id.clone(), version))
+    }
+
+    /// The newest version of a form.
+    pub fn latest(&self, id: &FormId) -> Option<&Form> {
+        let version = *self.current.get(id.as_str())?;
+        self.get(id, version)
     }
 
     pub fn knows(&self, id: &FormId) -> bool {
@@ -72,4 +111,156 @@ impl FormRegistry {
     pub fn is_empty(&self) -> bool {
         self.forms.is_empty()
     }
+}
+
+fn read_form(path: &Path) -> anyhow::Result<Form> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read form {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("form {} is not valid", path.display()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What publishing did.
+#[derive(Debug, PartialEq)]
+pub enum Publication {
+    Published,
+    AlreadyPublished,
+}
+
+/// Publish one form version: a new version must be a valid successor of the newest published
+/// one (fields added or retired, choices added, no type changed, no choice removed that a
+/// record uses); a version already published must be identical. Errors say which and why.
+pub async fn publish(store: &dyn Store, form: Form, now: i64) -> anyhow::Result<Publication> {
+    let registry = FormRegistry::from_store(store).await?;
+    form.validate()
+        .map_err(|e| anyhow::anyhow!("form {} version {}: {e}", form.id, form.version))?;
+    let body = canonical(&form);
+    if let Some(existing) = registry.published(&form.id, form.version) {
+        if existing.body == body {
+            return Ok(Publication::AlreadyPublished);
+        }
+        anyhow::bail!(
+            "form {} version {} is already published with other content; a published version never changes: publish it as version {}",
+            form.id,
+            form.version,
+            registry.current()[form.id.as_str()] + 1
+        );
+    }
+    if let Some(previous) = registry.latest(&form.id) {
+        let evolution = previous.evolve_to(&form).map_err(|problems| {
+            anyhow::anyhow!(
+                "form {} version {} cannot follow version {}:\n  - {}",
+                form.id,
+                form.version,
+                previous.version,
+                problems.join("\n  - ")
+            )
+        })?;
+        if !evolution.removed_choices.is_empty() {
+            let records = store.all_records().await?;
+            for (path, code) in &evolution.removed_choices {
+                let users = records
+                    .iter()
+                    .filter(|r| r.form == form.id && uses_choice(r, path, code))
+                    .count();
+                if users > 0 {
+                    anyhow::bail!(
+                        "form {} version {}: field {path} drops choice {code:?}, which {users} record(s) use; keep the choice (it may be hidden from new entries by a rule) or correct those records first",
+                        form.id,
+                        form.version
+                    );
+                }
+            }
+        }
+    }
+    match store
+        .publish_form(form.id.as_str(), form.version, &body, now)
+        .await
+    {
+        Ok(()) => Ok(Publication::Published),
+        Err(StoreError::Conflict) => anyhow::bail!(
+            "form {} version {} was just published by someone else",
+            form.id,
+            form.version
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Publishes every form file in `dir` (in version order per form).
+pub async fn publish_dir(store: &dyn Store, dir: &Path, now: i64) -> anyhow::Result<usize> {
+    let mut forms = FormRegistry::read_dir(dir)?;
+    forms.sort_by(|a, b| (a.id.as_str(), a.version).cmp(&(b.id.as_str(), b.version)));
+    let mut published = 0;
+    for form in forms {
+        if publish(store, form, now).await? == Publication::Published {
+            published += 1;
+        }
+    }
+    Ok(published)
+}
+
+/// Whether any value of the field at `path` (`field` or `group.field`) holds `code`.
+fn uses_choice(record: &Record, path: &str, code: &str) -> bool {
+    let (field, rest) = match path.split_once('.') {
+        Some((f, r)) => (f, Some(r)),
+        None => (path, None),
+    };
+    let Some(register) = record.fields.get(field) else {
+        return false;
+    };
+    register.values().any(|v| value_uses(v, rest, code))
+}
+
+fn value_uses(value: &Value, rest: Option<&str>, code: &str) -> bool {
+    match rest {
+        None => match value {
+            Value::String(s) => s == code,
+            Value::Array(items) => items.iter().any(|i| i.as_str() == Some(code)),
+            _ => false,
+        },
+        Some(path) => {
+            let (field, deeper) = match path.split_once('.') {
+                Some((f, r)) => (f, Some(r)),
+                None => (path, None),
+            };
+            value.as_array().is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|item| item.get(field).is_some_and(|v| value_uses(v, deeper, code)))
+            })
+        }
+    }
+}
+
+/// The field types a form holds, for listing.
+pub fn describe(form: &Form) -> String {
+    let repeats = form
+        .fields
+        .iter()
+        .filter(|f| f.kind == FieldType::Repeat)
+        .count();
+    format!(
+        "{} v{}: {} fields{}, derived: {}",
+        form.id,
+        form.version,
+        form.fields.len(),
+        if repeats > 0 {
+            format!(" ({repeats} repeat groups)")
+        } else {
+            String::new()
+        },
+        if form.derived.is_empty() {
+            "-".to_owned()
+        } else {
+            form.derived
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    )
 }

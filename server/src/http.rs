@@ -5,13 +5,13 @@
 //! shutdown future resolves, then lets in-flight requests finish for the drain timeout.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use sync_protocol::{
-    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, Rejection, SyncRequest, PROTOCOL_VERSION,
+    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, FormId, Rejection, SyncRequest,
+    PROTOCOL_VERSION,
 };
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
@@ -36,11 +37,12 @@ use crate::{auth, now_ms, sync};
 
 pub struct AppState {
     pub store: DynStore,
-    pub forms: FormRegistry,
+    forms: RwLock<Arc<FormRegistry>>,
     pub units: Units,
     pub settings: Settings,
     pub metrics: Metrics,
     draining: AtomicBool,
+    forms_loaded_at: AtomicI64,
 }
 
 impl AppState {
@@ -52,12 +54,39 @@ impl AppState {
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
-            forms,
+            forms: RwLock::new(Arc::new(forms)),
             units,
             settings,
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
+            forms_loaded_at: AtomicI64::new(0),
         })
+    }
+}
+
+impl AppState {
+    /// The published forms as of now.
+    pub fn forms(&self) -> Arc<FormRegistry> {
+        self.forms.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// At most one reload a second on demand, so unknown forms cannot be used to load the
+    /// database.
+    fn may_refresh_forms(&self) -> bool {
+        let now = now_ms();
+        let last = self.forms_loaded_at.load(Ordering::Relaxed);
+        now - last >= 1000
+            && self
+                .forms_loaded_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Reload the published forms from the database (new versions published meanwhile).
+    pub async fn refresh_forms(&self) -> anyhow::Result<()> {
+        let fresh = FormRegistry::from_store(self.store.as_ref()).await?;
+        *self.forms.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        Ok(())
     }
 }
 
@@ -80,6 +109,8 @@ pub enum ApiError {
     Timeout(u64),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -93,6 +124,7 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -107,6 +139,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
             ApiError::Timeout(_) => ErrorCode::Timeout,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
@@ -174,6 +207,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/enroll", post(enroll))
         .route("/v1/sync", post(sync_handler))
+        .route("/v1/forms", get(forms_manifest))
+        .route("/v1/forms/{id}/{version}", get(form_version))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -285,6 +320,76 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Device, A
     }
 }
 
+/// The forms a phone should hold (current version of each, with the ETag it is cached by) and
+/// the village lists of its communes.
+#[instrument(skip_all, fields(device))]
+async fn forms_manifest(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let device = authenticate(&state, &headers).await?;
+    tracing::Span::current().record("device", device.id);
+    let forms = state.forms();
+    let list: Vec<serde_json::Value> = forms
+        .current()
+        .iter()
+        .filter_map(|(id, version)| {
+            let published = forms.published(&FormId::parse(id.as_str()).ok()?, *version)?;
+            Some(serde_json::json!({
+                "id": id,
+                "version": version,
+                "title": published.form.title,
+                "etag": published.etag,
+                "url": format!("/v1/forms/{id}/{version}"),
+            }))
+        })
+        .collect();
+    let villages = state.store.villages(&device.communes).await?;
+    Ok(Json(
+        serde_json::json!({ "protocol": PROTOCOL_VERSION, "forms": list, "villages": villages }),
+    )
+    .into_response())
+}
+
+/// One published form version. Published versions never change, so the answer carries an
+/// ETag and `If-None-Match` gets `304 Not Modified`.
+async fn form_version(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    authenticate(&state, &headers).await?;
+    let forms = state.forms();
+    let not_found =
+        || ApiError::NotFound(format!("no form {id:?} version {version:?} is published"));
+    let form_id = FormId::parse(id.as_str()).map_err(|_| not_found())?;
+    let number: u32 = version.parse().map_err(|_| not_found())?;
+    let published = forms.published(&form_id, number).ok_or_else(not_found)?;
+    let cache = [
+        (header::ETAG, published.etag.clone()),
+        (
+            header::CACHE_CONTROL,
+            "private, max-age=31536000, immutable".to_owned(),
+        ),
+    ];
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == published.etag || t.trim() == "*")
+        });
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
+    Ok((
+        cache,
+        [(header::CONTENT_TYPE, "application/json".to_owned())],
+        published.body.clone(),
+    )
+        .into_response())
+}
+
 /// Writes the sync response. Records go out as stored (the store wrote them as wire JSON),
 /// spliced in without being parsed and encoded again.
 fn sync_reply(
@@ -334,8 +439,19 @@ async fn sync_handler(
     let (cursor, requested_bytes, prepared) = {
         let state = state.clone();
         let device = device.clone();
+        let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
             let request: SyncRequest = parse(body, state.settings.server.body_limit_bytes)?;
+            // A form version published since the last reload: reload now rather than refuse.
+            let forms = state.forms();
+            let unknown = request.push.iter().any(|e| {
+                FormId::parse(e.form.as_str()).is_ok_and(|id| forms.get(&id, e.version).is_none())
+            });
+            if unknown && state.may_refresh_forms() {
+                if let Err(e) = handle.block_on(state.refresh_forms()) {
+                    warn!(error = %e, "could not reload the published forms");
+                }
+            }
             if request.protocol != PROTOCOL_VERSION {
                 return Err(ApiError::UnsupportedProtocol(request.protocol));
             }
@@ -348,7 +464,7 @@ async fn sync_handler(
             }
             let prepared = sync::prepare(
                 request.push,
-                &state.forms,
+                &state.forms(),
                 &state.units,
                 &device,
                 &crate::today(),
@@ -362,7 +478,8 @@ async fn sync_handler(
     let outcome = if prepared.is_empty() {
         sync::PushOutcome::default()
     } else {
-        let catalog = (&state.forms, &state.units);
+        let forms = state.forms();
+        let catalog = (forms.as_ref(), &state.units);
         sync::push(
             state.store.as_ref(),
             catalog,
@@ -406,7 +523,7 @@ async fn sync_handler(
         acked_through,
         &outcome.rejected,
         &pull,
-        state.forms.current(),
+        state.forms().current(),
     ))
 }
 

@@ -343,6 +343,84 @@ impl Form {
     }
 }
 
+/// What a new version of a form drops, for the publisher to check against stored records.
+#[derive(Debug, Default, PartialEq)]
+pub struct Evolution {
+    /// (field path, choice code) no longer offered; refused if a record uses it.
+    pub removed_choices: Vec<(String, String)>,
+}
+
+impl Form {
+    /// Whether `next` may follow this version: it may add fields and choices and retire fields;
+    /// it may not remove a field or change a field's type. Every problem is listed.
+    pub fn evolve_to(&self, next: &Form) -> Result<Evolution, Vec<String>> {
+        let mut problems = Vec::new();
+        if next.id != self.id {
+            problems.push(format!("form id {} is not {}", next.id, self.id));
+        }
+        if next.version <= self.version {
+            problems.push(format!(
+                "version {} is not above the published version {}",
+                next.version, self.version
+            ));
+        }
+        let mut evolution = Evolution::default();
+        compare_fields(
+            "",
+            &self.fields,
+            &next.fields,
+            &mut problems,
+            &mut evolution,
+        );
+        if problems.is_empty() {
+            Ok(evolution)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn compare_fields(
+    prefix: &str,
+    old: &[FormField],
+    new: &[FormField],
+    problems: &mut Vec<String>,
+    evolution: &mut Evolution,
+) {
+    for o in old {
+        let path = format!("{prefix}{}", o.name);
+        let Some(n) = new.iter().find(|n| n.name == o.name) else {
+            problems.push(format!(
+                "{path} is removed: retire it instead (\"retired\": true) so the records that hold it stay readable"
+            ));
+            continue;
+        };
+        if n.kind != o.kind {
+            problems.push(format!(
+                "{path} changes type from {:?} to {:?}: a published field keeps its type; add a new field instead",
+                o.kind, n.kind
+            ));
+            continue;
+        }
+        for c in &o.choices {
+            if !n.choices.iter().any(|x| x.code == c.code) {
+                evolution
+                    .removed_choices
+                    .push((path.clone(), c.code.clone()));
+            }
+        }
+        if o.kind == FieldType::Repeat {
+            compare_fields(
+                &format!("{path}."),
+                &o.fields,
+                &n.fields,
+                problems,
+                evolution,
+            );
+        }
+    }
+}
+
 fn check_fields(fields: &[FormField], names: &mut BTreeSet<String>) -> Result<(), String> {
     for f in fields {
         crate::ids::check_field_name(&f.name)?;
@@ -653,6 +731,38 @@ mod tests {
     }
 
     const TODAY: &str = "2020-06-01";
+
+    #[test]
+    fn versions_may_add_and_retire_but_not_retype_or_remove() {
+        let v1: Form = serde_json::from_value(json!({"id": "play-area", "version": 1, "fields": [
+            {"name": "status", "type": "select_one", "choices": [{"code": "in_use"}, {"code": "closed"}]},
+            {"name": "area_m2", "type": "decimal"},
+            {"name": "fenced", "type": "boolean"}]})).unwrap();
+        let mut v2 = v1.clone();
+        v2.version = 2;
+        v2.fields[0].choices.push(Choice {
+            code: "degraded".into(),
+            label: None,
+        });
+        v2.fields[2].retired = true;
+        v2.fields.push(field(FieldType::Text, &[]));
+        assert_eq!(v1.evolve_to(&v2), Ok(Evolution::default()));
+        let mut bad = v2.clone();
+        bad.fields[1].kind = FieldType::Integer;
+        bad.fields.remove(2);
+        bad.fields[0].choices.remove(1);
+        let problems = v1.evolve_to(&bad).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("area_m2 changes type"));
+        assert!(problems[1].contains("fenced is removed"));
+        let mut fewer = v2.clone();
+        fewer.fields[0].choices.remove(1);
+        assert_eq!(
+            v1.evolve_to(&fewer).unwrap().removed_choices,
+            [("status".to_string(), "closed".to_string())]
+        );
+        assert!(v2.evolve_to(&v1).is_err(), "versions only go up");
+    }
 
     #[test]
     fn values_against_types() {

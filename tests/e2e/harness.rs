@@ -127,7 +127,7 @@ pub struct Server {
     env: Vec<(String, String)>,
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()

@@ -1,11 +1,17 @@
 //! End to end: real `mam` processes on port 0, simulated phones over real HTTP. Every story
 //! runs on SQLite and on PostgreSQL (`MAM_TEST_DATABASE_URL`).
 
+mod forms;
 mod harness;
 
 use std::io::Write;
 use std::time::Duration;
 
+use forms::{
+    commune_must_exist_on_the_collection_date, derived_fields_follow_the_edits,
+    invalid_values_are_refused_in_both_languages_and_kept, phones_fetch_forms_by_manifest_and_etag,
+    published_versions_only_grow_compatibly,
+};
 use harness::{Backend, Database, Server, COMMUNE, OTHER_COMMUNE};
 use serde_json::{json, Value};
 use sync_protocol::{Record, RecordId, RejectCode, SyncRequest, SyncResponse};
@@ -46,6 +52,11 @@ both_backends!(
     nothing_acknowledged_is_lost_on_sigkill,
     concurrent_pushers_never_make_a_puller_skip,
     sigterm_drains_in_flight_syncs,
+    invalid_values_are_refused_in_both_languages_and_kept,
+    derived_fields_follow_the_edits,
+    commune_must_exist_on_the_collection_date,
+    phones_fetch_forms_by_manifest_and_etag,
+    published_versions_only_grow_compatibly,
 );
 
 fn values(record: &Record, field: &str) -> Vec<Value> {

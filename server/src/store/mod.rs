@@ -8,7 +8,7 @@
 pub mod postgres;
 pub mod sqlite;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -97,7 +97,9 @@ pub struct StoredRejection {
     pub seq: u64,
     pub code: String,
     pub field: Option<String>,
+    pub rule: Option<String>,
     pub message: String,
+    pub message_vi: Option<String>,
     /// The edit as the phone sent it.
     pub edit: Box<RawValue>,
     pub received_at: i64,
@@ -218,6 +220,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every record, for checks and exports.
     async fn all_records(&self) -> Result<Vec<Record>>;
     async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()>;
+    /// Every published form version, as stored JSON.
+    async fn published_forms(&self) -> Result<Vec<String>>;
+    /// Store a new form version. `Conflict` if that version exists already.
+    async fn publish_form(&self, id: &str, version: u32, body: &str, now: i64) -> Result<()>;
+    /// Replace a commune's village list.
+    async fn set_villages(&self, commune: &CommuneCode, names: &[String]) -> Result<()>;
+    /// The village lists of these communes.
+    async fn villages(&self, communes: &[CommuneCode]) -> Result<BTreeMap<String, Vec<String>>>;
     /// Batched upserts of whole records with no sync logic: the ceiling `mam bench ingest`
     /// measures the sync path against.
     async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()>;

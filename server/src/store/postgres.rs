@@ -8,7 +8,7 @@
 //! INSERTed, never upserted, so two pushes creating the same record cannot overwrite each
 //! other: the loser fails with a unique violation and the whole push is retried.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -261,7 +261,7 @@ impl super::Store for PgStore {
         limit: u32,
     ) -> Result<Vec<StoredRejection>> {
         let rows = sqlx::query(
-            "SELECT device, seq, code, field, message, body, received_at FROM rejections
+            "SELECT device, seq, code, field, rule, message, message_vi, body, received_at FROM rejections
              WHERE $1::BIGINT IS NULL OR device = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(device.map(i64::from))
@@ -275,7 +275,9 @@ impl super::Store for PgStore {
                     seq: r.try_get::<i64, _>("seq")? as u64,
                     code: r.try_get("code")?,
                     field: r.try_get("field")?,
+                    rule: r.try_get("rule")?,
                     message: r.try_get("message")?,
+                    message_vi: r.try_get("message_vi")?,
                     edit: RawValue::from_string(r.try_get("body")?)
                         .map_err(|e| StoreError::Other(e.to_string()))?,
                     received_at: r.try_get("received_at")?,
@@ -326,6 +328,66 @@ impl super::Store for PgStore {
             .fetch_all(&self.pool)
             .await?;
         bodies.iter().map(|b| parse_record(b)).collect()
+    }
+
+    async fn published_forms(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT body FROM forms ORDER BY id, version")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn publish_form(&self, id: &str, version: u32, body: &str, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO forms (id, version, body, published_at) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(version as i64)
+            .bind(body)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_villages(&self, commune: &CommuneCode, names: &[String]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM villages WHERE commune = $1")
+            .bind(commune.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if !names.is_empty() {
+            let mut q =
+                QueryBuilder::<Postgres>::new("INSERT INTO villages (commune, position, name) ");
+            q.push_values(names.iter().enumerate(), |mut b, (i, name)| {
+                b.push_bind(commune.as_str())
+                    .push_bind(i as i64)
+                    .push_bind(name.as_str());
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn villages(&self, communes: &[CommuneCode]) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut out: BTreeMap<String, Vec<String>> =
+            communes.iter().map(|c| (c.to_string(), vec![])).collect();
+        if communes.is_empty() {
+            return Ok(out);
+        }
+        let mut q =
+            QueryBuilder::<Postgres>::new("SELECT commune, name FROM villages WHERE commune IN (");
+        let mut list = q.separated(", ");
+        for c in communes {
+            list.push_bind(c.as_str());
+        }
+        q.push(") ORDER BY commune, position");
+        for row in q.build().fetch_all(&self.pool).await? {
+            out.entry(row.try_get(0)?)
+                .or_default()
+                .push(row.try_get(1)?);
+        }
+        Ok(out)
     }
 
     async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()> {

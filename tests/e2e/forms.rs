@@ -1,0 +1,332 @@
+//! Forms, places and validation, end to end.
+
+use serde_json::{json, Value};
+use sync_protocol::{FormId, RecordId, RejectCode, SyncResponse};
+
+use crate::harness::{commune, Database, Server, COMMUNE};
+
+pub async fn invalid_values_are_refused_in_both_languages_and_kept(db: Database) {
+    let server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let good = a.create(COMMUNE, &[("child_name", json!("Lan"))]);
+    a.create(COMMUNE, &[("date_of_birth", json!("2020-02-30"))]);
+    a.create(COMMUNE, &[("date_of_birth", json!("2999-01-01"))]);
+    a.create(COMMUNE, &[("registration_date", json!("2019-12-31"))]);
+    a.create(COMMUNE, &[("bhyt_card_number", json!("12345"))]);
+    a.create(COMMUNE, &[("sex", json!(null))]);
+    a.create(COMMUNE, &[("birth_registered", json!(true))]);
+    a.create(
+        COMMUNE,
+        &[(
+            "follow_up_visits",
+            json!([{"visit_date": "2020-02-01"}, {"result": "not_yet"}]),
+        )],
+    );
+    a.create(COMMUNE, &[("registered_on_time", json!(true))]);
+    let after = a.create(COMMUNE, &[("child_name", json!("Minh"))]);
+    let responses = a.sync().await;
+    assert_eq!(responses[0].acked_through, 10, "every edit is consumed");
+    let expect = [
+        (2, "date_of_birth", "type"),
+        (3, "date_of_birth", "not_future"),
+        (4, "registration_date", "not_before"),
+        (5, "bhyt_card_number", "pattern"),
+        (6, "sex", "required"),
+        (7, "registration_date", "required_if"),
+        (8, "follow_up_visits[2].visit_date", "required"),
+    ];
+    let rejected = &responses[0].rejected;
+    assert_eq!(rejected.len(), expect.len() + 1, "{rejected:#?}");
+    for (seq, field, rule) in expect {
+        let r = rejected
+            .iter()
+            .find(|r| r.seq == seq)
+            .unwrap_or_else(|| panic!("seq {seq} not rejected"));
+        assert_eq!(r.code, RejectCode::InvalidValue, "{r:?}");
+        assert_eq!(r.field.as_deref(), Some(field), "{r:?}");
+        assert_eq!(r.rule.as_deref(), Some(rule), "{r:?}");
+        assert!(
+            r.message.starts_with(field),
+            "the message names the field: {r:?}"
+        );
+        assert!(
+            r.message_vi
+                .as_deref()
+                .is_some_and(|m| m.starts_with(field)),
+            "{r:?}"
+        );
+    }
+    let derived = rejected.iter().find(|r| r.seq == 9).unwrap();
+    assert_eq!(derived.code, RejectCode::UnknownField);
+    assert!(derived.message.contains("derived"));
+    // The good edits before and after the bad ones landed; the bad ones are on the phone.
+    assert!(a.client.view(good).is_some() && a.client.view(after).is_some());
+    assert_eq!(a.client.records().len(), 2);
+    assert_eq!(a.client.rejected().len(), 8);
+    // The whole edit is kept for review, with both messages.
+    let listed: Value = serde_json::from_str(&server.cli(&["rejected", "list", "--json"])).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 8);
+    let first = listed.iter().find(|r| r["seq"] == 2).unwrap();
+    assert_eq!(
+        first["edit"]["fields"]["date_of_birth"]["value"],
+        "2020-02-30"
+    );
+    assert_eq!(
+        first["edit"]["fields"]["child_name"],
+        Value::Null,
+        "the edit as sent: {first}"
+    );
+    assert!(first["message_vi"].as_str().unwrap().contains("ngày"));
+}
+
+pub async fn derived_fields_follow_the_edits(db: Database) {
+    let server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let id = a.create(COMMUNE, &[("date_of_birth", json!("2020-01-15"))]);
+    a.sync().await;
+    assert_eq!(
+        a.view(id).derived["registered_on_time"],
+        Value::Null,
+        "unknown until registered"
+    );
+    a.edit(
+        id,
+        &[
+            ("birth_registered", json!(true)),
+            ("registration_date", json!("2020-03-02")),
+        ],
+    );
+    a.sync().await;
+    let record = a.view(id);
+    assert_eq!(record.derived["days_to_registration"], json!(47));
+    assert_eq!(record.derived["registered_on_time"], json!(true));
+    a.edit(id, &[("registration_date", json!("2020-03-20"))]);
+    a.sync().await;
+    assert_eq!(
+        a.view(id).derived["registered_on_time"],
+        json!(false),
+        "65 days is late"
+    );
+    // The WHO check value through the whole path: girl, 1,522 days, 17 kg → WAZ 0.24.
+    let nutrition = FormId::parse("nutrition").unwrap();
+    let child = RecordId::new_v7();
+    a.client.create(
+        child,
+        &nutrition,
+        1,
+        &commune(COMMUNE),
+        [
+            ("child_name", json!("Lan")),
+            ("sex", json!("f")),
+            ("date_of_birth", json!("2020-01-01")),
+            ("measurement_date", json!("2024-03-02")),
+            ("weight_kg", json!(17.0)),
+            ("length_height_cm", json!(80.0)),
+            ("measured_lying", json!(false)),
+        ],
+    );
+    a.sync().await;
+    let record = a.view(child);
+    assert_eq!(record.derived["age_days"], json!(1522));
+    assert_eq!(record.derived["waz"], json!(0.24));
+    assert_eq!(record.derived["underweight"], json!(false));
+    assert_eq!(
+        record.derived["stunted"],
+        json!(true),
+        "80 cm at 50 months: {:?}",
+        record.derived
+    );
+}
+
+pub async fn commune_must_exist_on_the_collection_date(db: Database) {
+    let server = Server::start(&db);
+    // Tây Lộc (19750) was a ward until 30 June 2025, then merged into Phú Xuân (19753).
+    let mut a = server.enroll("Hoa", &["19750", COMMUNE]).await;
+    let old = a.create("19750", &[("date_of_birth", json!("2020-05-01"))]);
+    a.create("19750", &[("date_of_birth", json!("2025-08-01"))]);
+    let response = a.sync().await.remove(0);
+    assert!(
+        a.client.view(old).is_some(),
+        "a 2020 birth in 2020's ward is accepted"
+    );
+    assert_eq!(response.rejected.len(), 1, "{:?}", response.rejected);
+    let r = &response.rejected[0];
+    assert_eq!(
+        (r.field.as_deref(), r.rule.as_deref()),
+        (Some("commune"), Some("commune_on_date"))
+    );
+    assert!(r.message.contains("successor is 19753"), "{}", r.message);
+    // The units list answers for any day.
+    let out = server.cli(&["units", "list", "--on", "2020-06-01"]);
+    assert!(out.starts_with("145 communes on 2020-06-01"), "{out}");
+    assert!(server
+        .cli(&["units", "list", "--on", "2025-07-01"])
+        .starts_with("40 communes"));
+    assert!(out.contains("19750  phuong Tây Lộc"));
+}
+
+pub async fn phones_fetch_forms_by_manifest_and_etag(db: Database) {
+    let server = Server::start(&db);
+    let a = server.enroll("Hoa", &[COMMUNE]).await;
+    let csv = std::env::temp_dir().join(format!("villages-{}.csv", std::process::id()));
+    std::fs::write(
+        &csv,
+        format!("commune,village\n{COMMUNE},Tổ 1\n{COMMUNE},Tổ 2\n19774,Thôn Kim Long\n"),
+    )
+    .unwrap();
+    assert!(server
+        .cli(&["villages", "import", csv.to_str().unwrap()])
+        .contains("19753: 2 villages"));
+    let _ = std::fs::remove_file(&csv);
+    let http = reqwest::Client::new();
+    let manifest: Value = http
+        .get(format!("{}/v1/forms", server.url))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let forms = manifest["forms"].as_array().unwrap();
+    assert_eq!(forms.len(), 10, "{manifest}");
+    assert_eq!(
+        manifest["villages"],
+        json!({ COMMUNE: ["Tổ 1", "Tổ 2"] }),
+        "only its own communes"
+    );
+    let birth = forms
+        .iter()
+        .find(|f| f["id"] == "birth-registration")
+        .unwrap();
+    let url = format!("{}{}", server.url, birth["url"].as_str().unwrap());
+    let first = http.get(&url).bearer_auth(&a.token).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(Value::String(etag.clone()), birth["etag"]);
+    let form: sync_protocol::Form = first.json().await.unwrap();
+    assert!(form.fields.iter().any(|f| f.name == "bhyt_card_issued"));
+    let again = http
+        .get(&url)
+        .bearer_auth(&a.token)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let missing = http
+        .get(format!("{}/v1/forms/birth-registration/9", server.url))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    // The sync response names the current versions.
+    let mut a = a;
+    let response: SyncResponse = a.sync_once().await;
+    assert_eq!(response.forms["birth-registration"], 1);
+    assert_eq!(response.forms.len(), 10);
+}
+
+pub async fn published_versions_only_grow_compatibly(db: Database) {
+    let server = Server::start(&db);
+    let dir = std::env::temp_dir().join(format!(
+        "mam-forms-{}-{}",
+        std::process::id(),
+        db.args.join("").len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let v1: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            crate::harness::repo_root().join("schemas/forms/play-area.v1.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let write = |name: &str, form: &Value| {
+        let path = dir.join(name);
+        std::fs::write(&path, serde_json::to_string_pretty(form).unwrap()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let publish = |path: &str| {
+        crate::harness::mam()
+            .args(["form", "publish", path])
+            .args(&server.db)
+            .output()
+            .unwrap()
+    };
+    // Version 2 adds a field and a choice, and retires one: accepted.
+    let mut v2 = v1.clone();
+    v2["version"] = json!(2);
+    v2["fields"].as_array_mut().unwrap().push(
+        json!({"name": "cctv", "type": "boolean", "label": {"vi": "Có camera", "en": "CCTV"}}),
+    );
+    v2["fields"][5]["choices"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"code": "beach", "label": {"vi": "Bãi biển", "en": "Beach"}}));
+    let fenced = v2["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|f| f["name"] == "fenced")
+        .unwrap();
+    v2["fields"][fenced]["retired"] = json!(true);
+    let out = publish(&write("v2.json", &v2));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Published play-area version 2"));
+    // Version 3 changes a type: refused, naming the field and why.
+    let mut v3 = v2.clone();
+    v3["version"] = json!(3);
+    let area = v3["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|f| f["name"] == "area_m2")
+        .unwrap();
+    v3["fields"][area]["type"] = json!("text");
+    let out = publish(&write("v3.json", &v3));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("area_m2 changes type"), "{err}");
+    // A published version never changes.
+    let mut v2b = v2.clone();
+    v2b["fields"][0]["label"]["en"] = json!("Another name");
+    let out = publish(&write("v2b.json", &v2b));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never changes"));
+    // Dropping a choice that a record uses is refused; phones see version 2.
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let play = FormId::parse("play-area").unwrap();
+    a.client.create(
+        RecordId::new_v7(),
+        &play,
+        2,
+        &commune(COMMUNE),
+        [
+            ("name", json!("Sân nhà văn hóa thôn 1")),
+            ("survey_date", json!("2020-05-05")),
+            ("area_type", json!("beach")),
+            ("status", json!("in_use")),
+        ],
+    );
+    let response = a.sync_once().await;
+    assert!(response.rejected.is_empty(), "{:?}", response.rejected);
+    let mut v3 = v2.clone();
+    v3["version"] = json!(3);
+    v3["fields"][5]["choices"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|c| c["code"] != "beach");
+    let out = publish(&write("v3b.json", &v3));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("drops choice \"beach\", which 1 record(s) use"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
