@@ -58,6 +58,10 @@ pub struct FormField {
     /// An expression: when it is true, the field must have a value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_if: Option<Value>,
+    /// An expression: the phone shows the field only when it is true. Display logic only: a
+    /// value entered is kept either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relevant: Option<Value>,
     /// Smallest number, or earliest date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<Value>,
@@ -184,16 +188,14 @@ impl Form {
                     ));
                 }
             }
-            if let Some(cond) = &f.required_if {
+            for (rule, cond) in [("required_if", &f.required_if), ("relevant", &f.relevant)] {
+                let Some(cond) = cond else { continue };
                 for v in expr::vars(cond) {
                     if !names.contains(&v) {
-                        return Err(format!(
-                            "{}: required_if reads {v:?}, which the form does not have",
-                            f.name
-                        ));
+                        return Err(format!("{}: {rule} reads {v:?}, which the form does not have", f.name));
                     }
                 }
-                expr::eval(cond, &|_| None).map_err(|e| format!("{}: required_if: {e}", f.name))?;
+                expr::eval(cond, &|_| None).map_err(|e| format!("{}: {rule}: {e}", f.name))?;
             }
         }
         for d in &self.derived {
@@ -713,6 +715,7 @@ mod tests {
             hint: None,
             required: false,
             required_if: None,
+            relevant: None,
             min: None,
             max: None,
             pattern: None,
