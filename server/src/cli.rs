@@ -140,6 +140,19 @@ pub enum FormCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Convert an XLSForm spreadsheet (.xlsx) into a form file, naming every construct it
+    /// cannot convert.
+    Import {
+        file: PathBuf,
+        /// Where to write the form (default: `<id>.v<version>.json` here).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Publish it too (needs a complete conversion).
+        #[arg(long)]
+        publish: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// List the published form versions.
     List {
         #[arg(long)]
@@ -410,6 +423,50 @@ async fn form(config: Option<&PathBuf>, command: FormCommand) -> anyhow::Result<
                 forms::Publication::Published => println!("Published {name}."),
                 forms::Publication::AlreadyPublished => {
                     println!("{name} is already published, unchanged.")
+                }
+            }
+        }
+        FormCommand::Import {
+            file,
+            out,
+            publish,
+            db,
+        } => {
+            let import = crate::xlsform::convert(&file)?;
+            let form = import.form;
+            let out =
+                out.unwrap_or_else(|| PathBuf::from(format!("{}.v{}.json", form.id, form.version)));
+            std::fs::write(&out, serde_json::to_string_pretty(&form)? + "\n")
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "{} → {} ({})",
+                file.display(),
+                out.display(),
+                forms::describe(&form)
+            );
+            if !import.not_converted.is_empty() {
+                eprintln!("Not converted ({}):", import.not_converted.len());
+                for item in &import.not_converted {
+                    eprintln!("  - {item}");
+                }
+            }
+            if publish {
+                if !import.not_converted.is_empty() {
+                    anyhow::bail!(
+                        "not published: {} construct(s) were not converted",
+                        import.not_converted.len()
+                    );
+                }
+                let settings = settings(config, &db)?;
+                init_tracing(&settings, "warn");
+                let store = store::open(&settings).await?;
+                forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
+                let name = format!("{} version {}", form.id, form.version);
+                match forms::publish(store.as_ref(), form, now_ms()).await? {
+                    forms::Publication::Published => println!("Published {name}."),
+                    forms::Publication::AlreadyPublished => {
+                        println!("{name} is already published, unchanged.")
+                    }
                 }
             }
         }

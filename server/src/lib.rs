@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod store;
 pub mod sync;
 pub mod units;
+pub mod xlsform;
 
 /// Unix time in milliseconds: how every timestamp is stored.
 pub fn now_ms() -> i64 {

@@ -148,8 +148,10 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
         }
         "in" => {
             let (x, list) = (arg(0)?, arg(1)?);
-            let Value::Array(list) = list else {
-                return Err("in takes a list as its second argument".into());
+            let list = match list {
+                Value::Array(list) => list,
+                Value::Null => return Ok(Value::Null),
+                _ => return Err("in takes a list as its second argument".into()),
             };
             match x {
                 Value::Null => Value::Null,

@@ -192,7 +192,10 @@ impl Form {
                 let Some(cond) = cond else { continue };
                 for v in expr::vars(cond) {
                     if !names.contains(&v) {
-                        return Err(format!("{}: {rule} reads {v:?}, which the form does not have", f.name));
+                        return Err(format!(
+                            "{}: {rule} reads {v:?}, which the form does not have",
+                            f.name
+                        ));
                     }
                 }
                 expr::eval(cond, &|_| None).map_err(|e| format!("{}: {rule}: {e}", f.name))?;

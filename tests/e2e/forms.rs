@@ -330,3 +330,344 @@ pub async fn published_versions_only_grow_compatibly(db: Database) {
         .contains("drops choice \"beach\", which 1 record(s) use"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes an .xlsx with the given sheets (name, rows of cells).
+fn xlsx(path: &std::path::Path, sheets: &[(&str, Vec<Vec<&str>>)]) {
+    let mut workbook = rust_xlsxwriter::Workbook::new();
+    for (name, rows) in sheets {
+        let sheet = workbook.add_worksheet();
+        sheet.set_name(*name).unwrap();
+        for (r, row) in rows.iter().enumerate() {
+            for (c, cell) in row.iter().enumerate() {
+                if !cell.is_empty() {
+                    sheet.write_string(r as u32, c as u16, *cell).unwrap();
+                }
+            }
+        }
+    }
+    workbook.save(path).unwrap();
+}
+
+pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) {
+    let server = Server::start(&db);
+    let dir = std::env::temp_dir().join(format!(
+        "mam-xls-{}-{}",
+        std::process::id(),
+        db.args.join("").len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let header = vec![
+        "type",
+        "name",
+        "label::Tiếng Việt (vi)",
+        "label::English (en)",
+        "hint::English (en)",
+        "required",
+        "constraint",
+        "relevant",
+        "calculation",
+    ];
+    let choices = vec![
+        vec![
+            "list_name",
+            "name",
+            "label::Tiếng Việt (vi)",
+            "label::English (en)",
+        ],
+        vec!["yesno", "yes", "Có", "Yes"],
+        vec!["yesno", "no", "Không", "No"],
+        vec!["strokes", "breaststroke", "Bơi ếch", "Breaststroke"],
+        vec!["strokes", "freestyle", "Bơi sải", "Freestyle"],
+    ];
+    let settings = vec![
+        vec!["form_title", "form_id", "version"],
+        vec!["Khảo sát bơi", "swim_survey", "3"],
+    ];
+    let mut survey = vec![
+        header.clone(),
+        vec!["begin group", "child", "Trẻ", "Child", "", "", "", "", ""],
+        vec![
+            "text",
+            "child_name",
+            "Họ và tên",
+            "Name",
+            "As on the birth certificate",
+            "yes",
+            "",
+            "",
+            "",
+        ],
+        vec![
+            "integer",
+            "age",
+            "Tuổi",
+            "Age",
+            "",
+            "yes",
+            ". >= 6 and . <= 15",
+            "",
+            "",
+        ],
+        vec![
+            "date",
+            "assessed_on",
+            "Ngày đánh giá",
+            "Assessed on",
+            "",
+            "",
+            ". <= today()",
+            "",
+            "",
+        ],
+        vec!["end group", "", "", "", "", "", "", "", ""],
+        vec![
+            "select_one yesno",
+            "attended",
+            "Đã học bơi",
+            "Attended a class",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ],
+        vec![
+            "select_multiple strokes",
+            "strokes",
+            "Kiểu bơi",
+            "Strokes",
+            "",
+            "",
+            "",
+            "${attended} = 'yes'",
+            "",
+        ],
+        vec![
+            "begin repeat",
+            "sessions",
+            "Buổi học",
+            "Sessions",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ],
+        vec![
+            "date",
+            "session_date",
+            "Ngày",
+            "Date",
+            "",
+            "yes",
+            "",
+            "",
+            "",
+        ],
+        vec![
+            "decimal",
+            "distance_m",
+            "Quãng đường",
+            "Distance",
+            "",
+            "",
+            ". >= 0",
+            "",
+            "",
+        ],
+        vec!["end repeat", "", "", "", "", "", "", "", ""],
+        vec![
+            "geopoint",
+            "where",
+            "Vị trí",
+            "Location",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ],
+        vec![
+            "text",
+            "card",
+            "Số thẻ",
+            "Card",
+            "",
+            "",
+            "regex(., '[A-Z]{2}[0-9]{13}')",
+            "",
+            "",
+        ],
+    ];
+    let clean = dir.join("clean.xlsx");
+    xlsx(
+        &clean,
+        &[
+            ("survey", survey.clone()),
+            ("choices", choices.clone()),
+            ("settings", settings.clone()),
+        ],
+    );
+    survey.push(vec![
+        "calculate",
+        "total",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "${age} * 2",
+    ]);
+    survey.push(vec![
+        "note",
+        "intro",
+        "Xin chào",
+        "Hello",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]);
+    survey.push(vec![
+        "integer",
+        "even",
+        "Số chẵn",
+        "Even",
+        "",
+        "",
+        ". mod 2 = 0",
+        "",
+        "",
+    ]);
+    let messy = dir.join("messy.xlsx");
+    xlsx(
+        &messy,
+        &[
+            ("survey", survey),
+            ("choices", choices),
+            ("settings", settings),
+        ],
+    );
+
+    let out = dir.join("messy.json");
+    let run = crate::harness::mam()
+        .args([
+            "form",
+            "import",
+            messy.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--publish",
+        ])
+        .args(&server.db)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success(),
+        "an incomplete conversion is not published"
+    );
+    for named in [
+        "(total): type \"calculate\"",
+        "(intro): type \"note\"",
+        "(even): constraint \". mod 2 = 0\"",
+        "not published",
+    ] {
+        assert!(stderr.contains(named), "{named} missing from:\n{stderr}");
+    }
+    let form: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(form["id"], "swim-survey");
+    assert_eq!(form["version"], 3);
+    assert_eq!(form["title"]["vi"], "Khảo sát bơi");
+    let field = |name: &str| {
+        form["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}: {form}"))
+    };
+    assert_eq!(field("child_name")["required"], true);
+    assert_eq!(
+        field("child_name")["label"],
+        json!({"vi": "Họ và tên", "en": "Name"})
+    );
+    assert_eq!(
+        field("child_name")["hint"]["en"],
+        "As on the birth certificate"
+    );
+    assert_eq!(
+        (field("age")["min"].clone(), field("age")["max"].clone()),
+        (json!(6), json!(15))
+    );
+    assert_eq!(field("assessed_on")["not_future"], true);
+    assert_eq!(
+        field("attended")["choices"][1],
+        json!({"code": "no", "label": {"vi": "Không", "en": "No"}})
+    );
+    assert_eq!(field("strokes")["type"], "select_many");
+    assert_eq!(
+        field("strokes")["relevant"],
+        json!({"==": [{"var": "attended"}, "yes"]})
+    );
+    assert_eq!(field("sessions")["type"], "repeat");
+    assert_eq!(field("sessions")["fields"][0]["required"], true);
+    assert_eq!(field("sessions")["fields"][1]["min"], 0);
+    assert_eq!(field("card")["pattern"], "[A-Z]{2}[0-9]{13}");
+    assert!(form["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["name"] != "total" && f["name"] != "intro"));
+
+    // The clean sheet converts fully, publishes, and a phone can fill it in.
+    let out = dir.join("clean.json");
+    let run = crate::harness::mam()
+        .args([
+            "form",
+            "import",
+            clean.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--publish",
+        ])
+        .args(&server.db)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains("Published swim-survey version 3"));
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let form = FormId::parse("swim-survey").unwrap();
+    a.client.create(
+        RecordId::new_v7(),
+        &form,
+        3,
+        &commune(COMMUNE),
+        [
+            ("child_name", json!("Lan")),
+            ("age", json!(9)),
+            (
+                "sessions",
+                json!([{"session_date": "2020-06-01", "distance_m": 25}]),
+            ),
+        ],
+    );
+    a.client.create(
+        RecordId::new_v7(),
+        &form,
+        3,
+        &commune(COMMUNE),
+        [("child_name", json!("Bình")), ("age", json!(4))],
+    );
+    let response = a.sync_once().await;
+    assert_eq!(response.rejected.len(), 1, "{:?}", response.rejected);
+    assert_eq!(response.rejected[0].rule.as_deref(), Some("min"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use forms::{
     commune_must_exist_on_the_collection_date, derived_fields_follow_the_edits,
     invalid_values_are_refused_in_both_languages_and_kept, phones_fetch_forms_by_manifest_and_etag,
-    published_versions_only_grow_compatibly,
+    published_versions_only_grow_compatibly, xlsform_imports_the_common_subset_and_names_the_rest,
 };
 use harness::{Backend, Database, Server, COMMUNE, OTHER_COMMUNE};
 use serde_json::{json, Value};
@@ -57,6 +57,7 @@ both_backends!(
     commune_must_exist_on_the_collection_date,
     phones_fetch_forms_by_manifest_and_etag,
     published_versions_only_grow_compatibly,
+    xlsform_imports_the_common_subset_and_names_the_rest,
 );
 
 fn values(record: &Record, field: &str) -> Vec<Value> {
