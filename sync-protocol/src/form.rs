@@ -170,6 +170,7 @@ impl Form {
     /// Checks the form itself: unique names and codes, rules that refer to fields it has,
     /// expressions that parse, patterns that compile.
     pub fn validate(&self) -> Result<(), String> {
+        self.check_labels()?;
         let mut names = BTreeSet::new();
         check_fields(&self.fields, &mut names)?;
         if let Some(d) = &self.collected_on {
@@ -345,6 +346,41 @@ impl Form {
             out.insert(d.name.clone(), value);
         }
         out
+    }
+}
+
+impl Form {
+    /// Vietnamese text must be in Unicode NFC: the same word typed two ways must compare equal.
+    fn check_labels(&self) -> Result<(), String> {
+        use unicode_normalization::is_nfc;
+        fn field_labels<'a>(fields: &'a [FormField], out: &mut Vec<(String, &'a Labels)>) {
+            for f in fields {
+                for l in [&f.label, &f.hint].into_iter().flatten() {
+                    out.push((f.name.clone(), l));
+                }
+                for c in &f.choices {
+                    if let Some(l) = &c.label {
+                        out.push((format!("{} choice {}", f.name, c.code), l));
+                    }
+                }
+                field_labels(&f.fields, out);
+            }
+        }
+        let mut labels: Vec<(String, &Labels)> =
+            self.title.iter().map(|t| ("title".to_owned(), t)).collect();
+        field_labels(&self.fields, &mut labels);
+        for d in &self.derived {
+            if let Some(l) = &d.label {
+                labels.push((d.name.clone(), l));
+            }
+        }
+        match labels
+            .iter()
+            .find(|(_, l)| !is_nfc(&l.vi) || !is_nfc(&l.en))
+        {
+            Some((what, _)) => Err(format!("the label of {what} is not in Unicode NFC")),
+            None => Ok(()),
+        }
     }
 }
 
@@ -768,6 +804,19 @@ mod tests {
             [("status".to_string(), "closed".to_string())]
         );
         assert!(v2.evolve_to(&v1).is_err(), "versions only go up");
+    }
+
+    #[test]
+    fn labels_must_be_nfc() {
+        let mut form: Form = serde_json::from_value(json!({"id": "x", "version": 1, "fields": [
+            {"name": "a", "type": "text", "label": {"vi": "Họ và tên", "en": "Name"}}]}))
+        .unwrap();
+        assert!(form.validate().is_ok());
+        form.fields[0].label = Some(Labels {
+            vi: "Ho\u{0323} va\u{0300} tên".into(),
+            en: "Name".into(),
+        });
+        assert!(form.validate().unwrap_err().contains("NFC"));
     }
 
     #[test]
