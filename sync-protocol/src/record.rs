@@ -172,7 +172,12 @@ impl ReplicaRecord {
             self.commune_dot = other.commune_dot;
         }
         for (name, field) in &other.fields {
-            self.fields.entry(name.clone()).or_default().merge(field);
+            match self.fields.get_mut(name) {
+                Some(mine) => mine.merge(field),
+                None => {
+                    self.fields.insert(name.clone(), field.clone());
+                }
+            }
         }
     }
 

@@ -200,8 +200,9 @@ impl Field {
 
     /// Merge another replica's state of the same field. Commutative, associative, idempotent.
     pub fn merge(&mut self, other: &Field) {
-        self.register.join(&self.seen, &other.register, &other.seen);
-        self.register.sort_by_dot();
+        if self.register.join(&self.seen, &other.register, &other.seen) {
+            self.register.sort_by_dot();
+        }
         self.seen.join(&other.seen);
     }
 }
