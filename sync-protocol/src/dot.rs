@@ -65,11 +65,36 @@ impl VersionVector {
         }
     }
 
-    /// Pointwise maximum.
+    /// Pointwise maximum: one pass over both sorted lists.
     pub fn join(&mut self, other: &VersionVector) {
-        for &(device, seq) in &other.0 {
-            self.insert(Dot::new(device, seq));
+        if other.0.iter().all(|&(d, s)| self.get(d) >= s) {
+            return;
         }
+        let mut merged = Vec::with_capacity(self.0.len() + other.0.len());
+        let (mut a, mut b) = (self.0.iter().peekable(), other.0.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x.0 == y.0 => {
+                    merged.push((x.0, x.1.max(y.1)));
+                    a.next();
+                    b.next();
+                }
+                (Some(&&x), Some(&&y)) if x.0 < y.0 => {
+                    merged.push(x);
+                    a.next();
+                }
+                (_, Some(&&y)) => {
+                    merged.push(y);
+                    b.next();
+                }
+                (Some(&&x), None) => {
+                    merged.push(x);
+                    a.next();
+                }
+                (None, None) => break,
+            }
+        }
+        self.0 = merged;
     }
 
     pub fn len(&self) -> usize {
