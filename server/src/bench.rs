@@ -115,7 +115,7 @@ pub async fn ingest(
     forms.add(form.clone())?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(store.clone(), forms, units, settings.clone());
+    let state = AppState::new(store.clone(), forms, units, vec![], settings.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(http::serve(listener, state, async move {
         let _ = stopped.await;

@@ -13,6 +13,7 @@ use unicode_normalization::UnicodeNormalization;
 use crate::config::Settings;
 use crate::forms::{self, FormRegistry};
 use crate::http::{self, AppState};
+use crate::report::Scope;
 use crate::units::Units;
 use crate::{auth, bench, now_ms, store};
 
@@ -77,6 +78,16 @@ pub enum Command {
     Villages {
         #[command(subcommand)]
         command: VillagesCommand,
+    },
+    /// Read tokens for indicators and reports.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The indicator tables.
+    Indicators {
+        #[command(subcommand)]
+        command: IndicatorsCommand,
     },
     /// Measurements.
     Bench {
@@ -187,6 +198,46 @@ pub enum VillagesCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Make a token that reads indicators and reports of a scope; printed once, stored hashed.
+    Create {
+        /// `province` for the whole province.
+        #[arg(long)]
+        scope: Option<String>,
+        /// A district code: its communes.
+        #[arg(long)]
+        district: Option<String>,
+        /// A commune code; repeat for several.
+        #[arg(long = "commune")]
+        communes: Vec<String>,
+        /// Who the token is for.
+        #[arg(long, default_value = "office")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IndicatorsCommand {
+    /// Recompute every indicator cell from the records (the tables are kept current by every
+    /// sync; this proves it, or repairs after a definition changed).
+    Rebuild {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Print the stored cells.
+    Cells {
+        #[arg(long)]
+        period: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Raw batched upserts against the same records pushed through /v1/sync.
     Ingest {
@@ -286,6 +337,91 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Form { command } => form(config, command).await,
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    scope,
+                    district,
+                    communes,
+                    name,
+                    json,
+                    db,
+                },
+        } => {
+            let settings = settings(config, &db)?;
+            init_tracing(&settings, "warn");
+            let scope = match (scope.as_deref(), district, communes.is_empty()) {
+                (Some("province"), None, true) => Scope::Province,
+                (None, Some(d), true) => Scope::District(d),
+                (None, None, false) => {
+                    for c in &communes {
+                        CommuneCode::parse(c.as_str()).map_err(anyhow::Error::msg)?;
+                    }
+                    Scope::Communes(communes)
+                }
+                _ => anyhow::bail!(
+                    "give exactly one of --scope province, --district CODE or --commune CODE…"
+                ),
+            };
+            let store = store::open(&settings).await?;
+            let token = auth::new_token();
+            let id = store
+                .add_api_token(
+                    &name,
+                    &auth::hash(&token),
+                    &serde_json::to_string(&scope)?,
+                    now_ms(),
+                )
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": id, "token": token, "scope": scope })
+                );
+            } else {
+                println!(
+                    "Read token {id} for {name} ({scope:?}), shown this once:\n\n    {token}\n"
+                );
+            }
+            Ok(())
+        }
+        Command::Indicators { command } => {
+            let db = match &command {
+                IndicatorsCommand::Rebuild { db } | IndicatorsCommand::Cells { db, .. } => {
+                    db.clone()
+                }
+            };
+            let settings = settings(config, &db)?;
+            init_tracing(&settings, "warn");
+            let store = store::open(&settings).await?;
+            match command {
+                IndicatorsCommand::Rebuild { .. } => {
+                    let defs = crate::indicators::load(&settings.forms.indicators_dir)?;
+                    let started = std::time::Instant::now();
+                    let records = store.all_records().await?;
+                    let cells: Vec<_> = crate::indicators::rebuild(&defs, &records)
+                        .into_iter()
+                        .collect();
+                    store.replace_cells(&cells).await?;
+                    println!(
+                        "Rebuilt {} cells of {} indicators from {} records in {:.2} s.",
+                        cells.len(),
+                        defs.len(),
+                        records.len(),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                IndicatorsCommand::Cells { period, .. } => {
+                    let cells = store.cells(period.as_deref()).await?;
+                    let rows: Vec<_> = cells
+                        .iter()
+                        .map(|(k, a)| serde_json::json!({"key": k, "amount": a}))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                }
+            }
+            Ok(())
+        }
         Command::Units {
             command: UnitsCommand::List { on, json, db },
         } => {
@@ -390,7 +526,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         registry.len()
     );
     println!("Enrol a phone: mam device enroll --name \"NAME\" --commune 19753   (then POST the code to /v1/enroll)");
-    let state = AppState::new(store, registry, units, settings);
+    let indicators = crate::indicators::load(&settings.forms.indicators_dir)?;
+    let state = AppState::new(store, registry, units, indicators, settings);
     let refresher = state.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(forms::REFRESH);

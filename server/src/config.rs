@@ -119,6 +119,8 @@ pub struct FormsSettings {
     pub dir: PathBuf,
     /// Directory of the admin-unit versions (`versions.json` and its CSV files).
     pub units_dir: PathBuf,
+    /// Directory of the indicator definitions.
+    pub indicators_dir: PathBuf,
 }
 
 impl Default for FormsSettings {
@@ -126,6 +128,7 @@ impl Default for FormsSettings {
         Self {
             dir: PathBuf::from("schemas/forms"),
             units_dir: PathBuf::from("schemas/admin-units"),
+            indicators_dir: PathBuf::from("schemas/indicators"),
         }
     }
 }

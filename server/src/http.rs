@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +30,9 @@ use tracing::{error, info, info_span, instrument, warn};
 
 use crate::config::Settings;
 use crate::forms::FormRegistry;
+use crate::indicators::{self, Indicator};
 use crate::metrics::Metrics;
+use crate::report::{self, Level, Scope};
 use crate::store::{Device, DynStore, StoreError};
 use crate::units::Units;
 use crate::{auth, now_ms, sync};
@@ -39,6 +41,7 @@ pub struct AppState {
     pub store: DynStore,
     forms: RwLock<Arc<FormRegistry>>,
     pub units: Units,
+    pub indicators: Vec<Indicator>,
     pub settings: Settings,
     pub metrics: Metrics,
     draining: AtomicBool,
@@ -50,12 +53,14 @@ impl AppState {
         store: DynStore,
         forms: FormRegistry,
         units: Units,
+        indicators: Vec<Indicator>,
         settings: Settings,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             forms: RwLock::new(Arc::new(forms)),
             units,
+            indicators,
             settings,
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
@@ -208,6 +213,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/enroll", post(enroll))
         .route("/v1/sync", post(sync_handler))
         .route("/v1/forms", get(forms_manifest))
+        .route("/v1/indicators", get(indicator_table))
+        .route("/v1/indicators/{id}/records", get(indicator_records))
         .route("/v1/forms/{id}/{version}", get(form_version))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -390,6 +397,179 @@ async fn form_version(
         .into_response())
 }
 
+/// The scope of a read token (`mam token create`).
+async fn reader_scope(state: &AppState, headers: &HeaderMap) -> Result<Scope, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized)?;
+    let scope = state
+        .store
+        .api_token_scope(&auth::hash(token))
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    serde_json::from_str(&scope).map_err(|e| ApiError::Internal(format!("stored token scope: {e}")))
+}
+
+#[derive(serde::Deserialize)]
+struct TableParams {
+    period: Option<String>,
+    level: Option<String>,
+    geography: Option<String>,
+    format: Option<String>,
+}
+
+fn bad(field: &str, message: String) -> ApiError {
+    ApiError::Malformed(format!("{field}: {message}"))
+}
+
+/// Checks the period and picks the geography (default: the map in force when the period began).
+fn period_and_geography(
+    state: &AppState,
+    period: Option<&str>,
+    geography: Option<&str>,
+) -> Result<(String, String), ApiError> {
+    let period = period.ok_or_else(|| bad("period", "required, e.g. 2020-H1 or 2020".into()))?;
+    let (start, _) = indicators::period_bounds(period).ok_or_else(|| {
+        bad(
+            "period",
+            format!("{period:?} is not a half-year (2020-H1, 2020-H2) or a year (2020)"),
+        )
+    })?;
+    let geography = match geography {
+        Some(g) => state.units.geography(g).map(Units::key).ok_or_else(|| {
+            bad(
+                "geography",
+                format!("{g:?} is not a geography version (2020, 2021-07, 2025-01, 2025-07)"),
+            )
+        })?,
+        None => state
+            .units
+            .version_on(&start)
+            .map(Units::key)
+            .unwrap_or_default(),
+    };
+    Ok((period.to_owned(), geography))
+}
+
+/// `GET /v1/indicators?period=2020-H1&level=district[&geography=2020][&format=csv]`
+async fn indicator_table(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Query<TableParams>,
+) -> Result<Response, ApiError> {
+    let scope = reader_scope(&state, &headers).await?;
+    let (period, geography) = period_and_geography(
+        &state,
+        params.period.as_deref(),
+        params.geography.as_deref(),
+    )?;
+    let level_text = params.level.as_deref().unwrap_or("province");
+    let level = Level::parse(level_text).ok_or_else(|| {
+        bad(
+            "level",
+            format!("{level_text:?} is not commune, district or province"),
+        )
+    })?;
+    let cells = state.store.cells(Some(&period)).await?;
+    let today = crate::today();
+    let query = report::Query {
+        period: &period,
+        level,
+        geography: &geography,
+        scope: &scope,
+        today: &today,
+    };
+    let rows = report::table(&state.indicators, &state.units, &cells, &query)
+        .map_err(|m| bad("level", m))?;
+    if params.format.as_deref() == Some("csv") {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            report::csv(&rows),
+        )
+            .into_response());
+    }
+    Ok(Json(serde_json::json!({
+        "period": period, "level": level_text, "geography": geography, "rows": rows,
+    }))
+    .into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct RecordsParams {
+    area: Option<String>,
+    period: Option<String>,
+    geography: Option<String>,
+}
+
+/// `GET /v1/indicators/{id}/records?area=CODE&period=…`: the records behind a number.
+async fn indicator_records(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<RecordsParams>,
+) -> Result<Response, ApiError> {
+    let scope = reader_scope(&state, &headers).await?;
+    let indicator = state
+        .indicators
+        .iter()
+        .find(|i| i.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no indicator {id:?}")))?;
+    let (period, geography) = period_and_geography(
+        &state,
+        params.period.as_deref(),
+        params.geography.as_deref(),
+    )?;
+    let area = params.area.ok_or_else(|| {
+        bad(
+            "area",
+            "required: a commune, district or province code".into(),
+        )
+    })?;
+    let all = state.units.all_codes();
+    let level = if area == "46" {
+        Level::Province
+    } else if all.contains(&area) {
+        Level::Commune
+    } else {
+        Level::District
+    };
+    let communes: Vec<String> = all
+        .into_iter()
+        .filter(|c| scope.allows(c, &state.units))
+        .filter(|c| {
+            report::area_of(&state.units, c, level, &geography).is_ok_and(|(a, _)| a == area)
+        })
+        .collect();
+    let forms: Vec<String> = [&indicator.numerator.form, &indicator.denominator.form]
+        .into_iter()
+        .cloned()
+        .collect();
+    let records = state.store.records_of(&forms, &communes).await?;
+    let one = [indicator.clone()];
+    let mut rows = Vec::new();
+    for record in &records {
+        for (key, amount) in indicators::contributions(&one, record) {
+            if key.period == period {
+                rows.push(serde_json::json!({
+                    "record": record.id,
+                    "form": record.form,
+                    "commune": record.commune,
+                    "part": if key.part == indicators::NUMERATOR { "numerator" } else { "denominator" },
+                    "value": amount.value,
+                    "conflicted": amount.conflicted > 0,
+                }));
+            }
+        }
+    }
+    Ok(Json(
+        serde_json::json!({ "indicator": id, "area": area, "period": period, "records": rows }),
+    )
+    .into_response())
+}
+
 /// Writes the sync response. Records go out as stored (the store wrote them as wire JSON),
 /// spliced in without being parsed and encoded again.
 fn sync_reply(
@@ -462,13 +642,13 @@ async fn sync_handler(
                     got: request.push.len(),
                 });
             }
-            let prepared = sync::prepare(
-                request.push,
-                &state.forms(),
-                &state.units,
-                &device,
-                &crate::today(),
-            );
+            let forms = state.forms();
+            let catalog = sync::Catalog {
+                forms: &forms,
+                units: &state.units,
+                indicators: &state.indicators,
+            };
+            let prepared = sync::prepare(request.push, catalog, &device, &crate::today());
             Ok((request.cursor, request.max_bytes, prepared))
         })
         .await
@@ -479,7 +659,11 @@ async fn sync_handler(
         sync::PushOutcome::default()
     } else {
         let forms = state.forms();
-        let catalog = (forms.as_ref(), &state.units);
+        let catalog = sync::Catalog {
+            forms: &forms,
+            units: &state.units,
+            indicators: &state.indicators,
+        };
         sync::push(
             state.store.as_ref(),
             catalog,

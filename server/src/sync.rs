@@ -19,8 +19,17 @@ use sync_protocol::{
 use tracing::warn;
 
 use crate::forms::FormRegistry;
+use crate::indicators::{self, Amount, CellKey, Indicator};
 use crate::store::{record_row, Device, EditRow, RecordRow, Store, StoreError, WriteBatch};
 use crate::units::Units;
+
+/// What the server checks and computes an edit against.
+#[derive(Clone, Copy)]
+pub struct Catalog<'a> {
+    pub forms: &'a FormRegistry,
+    pub units: &'a Units,
+    pub indicators: &'a [Indicator],
+}
 
 /// Times a push is retried after losing a race with a concurrent writer.
 const RETRIES: usize = 8;
@@ -40,18 +49,13 @@ pub struct Prepared {
     checked: Result<CheckedEdit, Rejection>,
     /// The row this edit makes if it creates its record and supersedes nothing, which is
     /// most edits: built (and checked) here, the transaction only has to write it.
-    created: Option<Result<RecordRow, Rejection>>,
+    created: Option<Result<(Record, RecordRow), Rejection>>,
 }
 
 /// Encode and check pushed edits, sorted by seq. Plain CPU work: the caller runs it off the
 /// async threads, and the write transaction then holds the database for the writes alone.
-pub fn prepare(
-    edits: Vec<Edit>,
-    forms: &FormRegistry,
-    units: &Units,
-    device: &Device,
-    today: &str,
-) -> Vec<Prepared> {
+pub fn prepare(edits: Vec<Edit>, catalog: Catalog, device: &Device, today: &str) -> Vec<Prepared> {
+    let Catalog { forms, units, .. } = catalog;
     let mut prepared: Vec<Prepared> = edits
         .into_iter()
         .map(|edit| {
@@ -67,7 +71,10 @@ pub fn prepare(
                     let touched = c.fields.keys().cloned().collect();
                     record.apply(device.id, c.clone(), &|_| false);
                     finish(&mut record, forms, units, today, &touched, None)
-                        .map(|()| record_row(&record, 0, false))
+                        .map(|()| {
+                            let row = record_row(&record, 0, false);
+                            (record, row)
+                        })
                         .map_err(|v| v.reject(c.seq))
                 });
             Prepared {
@@ -91,7 +98,7 @@ fn supersedes_nothing(edit: &CheckedEdit) -> bool {
 /// a race (PostgreSQL); nothing partial is ever committed.
 pub async fn push(
     store: &dyn Store,
-    (forms, units): (&FormRegistry, &Units),
+    catalog: Catalog<'_>,
     device: &Device,
     prepared: &[Prepared],
     now: i64,
@@ -99,7 +106,7 @@ pub async fn push(
 ) -> Result<PushOutcome, StoreError> {
     let mut attempt = 0;
     loop {
-        match try_push(store, (forms, units), device, prepared, now, today).await {
+        match try_push(store, catalog, device, prepared, now, today).await {
             Err(StoreError::Conflict) if attempt < RETRIES => {
                 attempt += 1;
                 let jitter = (now as u64 ^ (device.id as u64 * 7919)) % 7;
@@ -118,7 +125,7 @@ pub async fn push(
 
 async fn try_push(
     store: &dyn Store,
-    (forms, units): (&FormRegistry, &Units),
+    catalog: Catalog<'_>,
     device: &Device,
     prepared: &[Prepared],
     now: i64,
@@ -177,6 +184,16 @@ async fn try_push(
         tx.load_records(&ids).await?
     };
     let existed: HashSet<RecordId> = records.keys().copied().collect();
+    let Catalog {
+        forms,
+        units,
+        indicators,
+    } = catalog;
+    let originals: HashMap<RecordId, Record> = if indicators.is_empty() {
+        HashMap::new()
+    } else {
+        records.clone()
+    };
     let others: Vec<DeviceId> = fresh
         .iter()
         .filter_map(|p| p.checked.as_ref().ok())
@@ -201,7 +218,7 @@ async fn try_push(
     }
     // Where each changed record was before this push, to record moves between communes.
     let mut changed: BTreeMap<RecordId, Option<CommuneCode>> = BTreeMap::new();
-    let mut created: BTreeMap<RecordId, &RecordRow> = BTreeMap::new();
+    let mut created: BTreeMap<RecordId, &(Record, RecordRow)> = BTreeMap::new();
     let mut applied = 0;
     for p in fresh {
         let verdict = p.checked.as_ref().map_err(Rejection::clone).and_then(|c| {
@@ -215,8 +232,8 @@ async fn try_push(
                     && p.created.is_some() =>
             {
                 match p.created.as_ref().expect("checked just above") {
-                    Ok(row) => {
-                        created.insert(c.record, row);
+                    Ok(made) => {
+                        created.insert(c.record, made);
                         Ok(())
                     }
                     Err(r) => Err(r.clone()),
@@ -271,10 +288,20 @@ async fn try_push(
     }
 
     let count = (changed.len() + created.len()) as u64;
+    let mut cells: BTreeMap<CellKey, Amount> = BTreeMap::new();
+    let mut add = |before: Option<&Record>, after: &Record| {
+        for (key, amount) in indicators::deltas(indicators, before, Some(after)) {
+            let cell = cells.entry(key).or_default();
+            cell.value += amount.value;
+            cell.records += amount.records;
+            cell.conflicted += amount.conflicted;
+        }
+    };
     if count > 0 {
         let mut at = tx.take_changes(count).await?;
         for (id, before) in changed {
             let record = records.remove(&id).expect("changed records are loaded");
+            add(originals.get(&id), &record);
             if let Some(from) = before.filter(|b| *b != record.commune) {
                 batch.moves.push((id, from, record.commune.clone(), at));
             }
@@ -283,7 +310,8 @@ async fn try_push(
                 .push(record_row(&record, at, existed.contains(&id)));
             at += 1;
         }
-        for row in created.into_values() {
+        for (record, row) in created.into_values() {
+            add(None, record);
             batch.records.push(RecordRow {
                 changed_at: at,
                 ..row.clone()
@@ -291,6 +319,7 @@ async fn try_push(
             at += 1;
         }
     }
+    batch.cells = cells.into_iter().filter(|(_, a)| !a.is_zero()).collect();
     tx.write(&batch).await?;
     tx.commit().await?;
 

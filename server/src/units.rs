@@ -139,4 +139,67 @@ impl Units {
     pub fn versions(&self) -> &[UnitVersion] {
         &self.versions
     }
+
+    /// Every commune code any version has had.
+    pub fn all_codes(&self) -> std::collections::BTreeSet<String> {
+        self.versions
+            .iter()
+            .flat_map(|v| v.communes.keys().cloned())
+            .collect()
+    }
+
+    /// A geography version by its key: the month it took effect (`2020-01`, `2021-07`,
+    /// `2025-01`, `2025-07`), or a prefix of it (`2020`).
+    pub fn geography(&self, key: &str) -> Option<&UnitVersion> {
+        self.versions.iter().find(|v| v.valid_from.starts_with(key))
+    }
+
+    /// The key of a version.
+    pub fn key(version: &UnitVersion) -> String {
+        version.valid_from[..7].to_owned()
+    }
+
+    /// Where a commune's figures go on the map of geography `key`: itself if it exists there,
+    /// its successor through the July 2025 crosswalk, or else itself under its last name.
+    pub fn commune_in(&self, code: &str, key: &str) -> (String, String) {
+        let geography = self.geography(key);
+        if let Some(c) = geography.and_then(|g| g.communes.get(code)) {
+            return (c.code.clone(), c.name.clone());
+        }
+        if let (Some(g), Some(next)) = (geography, self.successor(code)) {
+            if let Some(c) = g.communes.get(next) {
+                return (c.code.clone(), c.name.clone());
+            }
+        }
+        let name = self
+            .versions
+            .iter()
+            .rev()
+            .find_map(|v| v.communes.get(code))
+            .map(|c| c.name.clone());
+        (code.to_owned(), name.unwrap_or_else(|| code.to_owned()))
+    }
+
+    /// A commune's district (code, name) in geography `key` (or the latest that has one);
+    /// `None` where there is no district level.
+    pub fn district_of(&self, code: &str, key: Option<&str>) -> Option<(String, String)> {
+        let district = |c: &Commune| {
+            Some((
+                c.district_code.clone()?,
+                c.district_name.clone().unwrap_or_default(),
+            ))
+        };
+        if let Some(g) = key.and_then(|k| self.geography(k)) {
+            if g.communes.values().all(|c| c.district_code.is_none()) {
+                return None;
+            }
+            if let Some(found) = g.communes.get(code).and_then(district) {
+                return Some(found);
+            }
+        }
+        self.versions
+            .iter()
+            .rev()
+            .find_map(|v| v.communes.get(code).and_then(district))
+    }
 }

@@ -13,6 +13,7 @@
 //! | `days` | `[from, to]`: days from one date to another |
 //! | `in` | `[x, [a, b, …]]`; for a list `x`, whether any of it is in the list |
 //! | `present` | `[x]`: not null |
+//! | `sum_where` | `[items, condition, value]`: over a repeat group, the sum of `value` for the items where `condition` holds |
 //! | `round` | `[x, digits]` |
 //! | `who_z` | `["wfa" or "hfa", sex ("m"/"f"), age in days, kg or cm, measured lying]` |
 //!
@@ -136,6 +137,24 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
             _ => Value::Null,
         },
         "present" => Value::Bool(!arg(0)?.is_null()),
+        "sum_where" => {
+            // [list of items, condition, value]: the items' fields are the variables.
+            let Value::Array(items) = arg(0)? else {
+                return Ok(Value::Null);
+            };
+            let (cond, value) = (
+                args.get(1).ok_or("sum_where needs a condition")?,
+                args.get(2).ok_or("sum_where needs a value")?,
+            );
+            let mut total = 0.0;
+            for item in &items {
+                let lookup = |name: &str| item.get(name).cloned();
+                if eval(cond, &lookup)? == Value::Bool(true) {
+                    total += num(&eval(value, &lookup)?).unwrap_or(0.0);
+                }
+            }
+            number(total)
+        }
         "days" => {
             let (a, b) = (arg(0)?, arg(1)?);
             match (

@@ -3,6 +3,7 @@
 
 mod forms;
 mod harness;
+mod indicators;
 
 use std::io::Write;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use forms::{
     published_versions_only_grow_compatibly, xlsform_imports_the_common_subset_and_names_the_rest,
 };
 use harness::{Backend, Database, Server, COMMUNE, OTHER_COMMUNE};
+use indicators::indicators_follow_every_edit_and_equal_a_rebuild;
 use serde_json::{json, Value};
 use sync_protocol::{Record, RecordId, RejectCode, SyncRequest, SyncResponse};
 
@@ -58,6 +60,7 @@ both_backends!(
     phones_fetch_forms_by_manifest_and_etag,
     published_versions_only_grow_compatibly,
     xlsform_imports_the_common_subset_and_names_the_rest,
+    indicators_follow_every_edit_and_equal_a_rebuild,
 );
 
 fn values(record: &Record, field: &str) -> Vec<Value> {

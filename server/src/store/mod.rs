@@ -16,6 +16,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, Rejection};
 
+use crate::indicators::{Amount, CellKey};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
@@ -151,6 +153,8 @@ pub struct WriteBatch {
     pub rejections: Vec<(Rejection, String)>,
     /// (record, from commune, to commune, change seq).
     pub moves: Vec<(RecordId, CommuneCode, CommuneCode, u64)>,
+    /// What the changed records add to or take from the indicator tables.
+    pub cells: Vec<(CellKey, Amount)>,
     pub now: i64,
 }
 
@@ -220,6 +224,22 @@ pub trait Store: Send + Sync + 'static {
     /// Every record, for checks and exports.
     async fn all_records(&self) -> Result<Vec<Record>>;
     async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()>;
+    /// Indicator cells of one period (or all), rows whose records add up to zero left out.
+    async fn cells(&self, period: Option<&str>) -> Result<Vec<(CellKey, Amount)>>;
+    /// Replace every indicator cell (a rebuild), in one transaction.
+    async fn replace_cells(&self, cells: &[(CellKey, Amount)]) -> Result<()>;
+    /// The records of these forms in these communes.
+    async fn records_of(&self, forms: &[String], communes: &[String]) -> Result<Vec<Record>>;
+    /// Store a read token (hashed) with its scope (JSON).
+    async fn add_api_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        scope: &str,
+        now: i64,
+    ) -> Result<i64>;
+    /// The scope (JSON) of an unrevoked read token.
+    async fn api_token_scope(&self, token_hash: &str) -> Result<Option<String>>;
     /// Every published form version, as stored JSON.
     async fn published_forms(&self) -> Result<Vec<String>>;
     /// Store a new form version. `Conflict` if that version exists already.

@@ -17,6 +17,8 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, RejectCode, Rejection};
 
+use crate::indicators::{Amount, CellKey, DENOMINATOR, NUMERATOR};
+
 use super::{
     communes_text, page, parse_communes, Device, DeviceSummary, Pull, RecordRow, Result,
     StoreError, StoredRejection, SyncTx, WriteBatch,
@@ -390,6 +392,78 @@ impl super::Store for PgStore {
         Ok(out)
     }
 
+    async fn cells(&self, period: Option<&str>) -> Result<Vec<(CellKey, Amount)>> {
+        let rows = sqlx::query(
+            "SELECT indicator, part, commune, period, value, records, conflicted FROM indicator_cells
+             WHERE records <> 0 AND ($1 IS NULL OR period = $1)
+             ORDER BY indicator, part, commune, period",
+        )
+        .bind(period)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(cell_from_row).collect()
+    }
+
+    async fn replace_cells(&self, cells: &[(CellKey, Amount)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM indicator_cells")
+            .execute(&mut *tx)
+            .await?;
+        for chunk in cells.chunks(1000) {
+            add_cells(&mut tx, chunk).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn records_of(&self, forms: &[String], communes: &[String]) -> Result<Vec<Record>> {
+        if forms.is_empty() || communes.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut q = QueryBuilder::<Postgres>::new("SELECT body FROM records WHERE form IN (");
+        let mut list = q.separated(", ");
+        for f in forms {
+            list.push_bind(f.as_str());
+        }
+        q.push(") AND commune IN (");
+        let mut list = q.separated(", ");
+        for c in communes {
+            list.push_bind(c.as_str());
+        }
+        q.push(") ORDER BY id");
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| parse_record(r.try_get::<&str, _>(0)?))
+            .collect()
+    }
+
+    async fn add_api_token(
+        &self,
+        name: &str,
+        token_hash: &str,
+        scope: &str,
+        now: i64,
+    ) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO api_tokens (name, token_hash, scope, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(name)
+        .bind(token_hash)
+        .bind(scope)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn api_token_scope(&self, token_hash: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT scope FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let cols = RecordColumns::from(rows);
@@ -445,6 +519,57 @@ impl<'a, I: IntoIterator<Item = &'a RecordRow>> From<I> for RecordColumns {
         }
         c
     }
+}
+
+fn cell_from_row(row: &PgRow) -> Result<(CellKey, Amount)> {
+    let part: String = row.try_get("part")?;
+    Ok((
+        CellKey {
+            indicator: row.try_get("indicator")?,
+            part: if part == NUMERATOR {
+                NUMERATOR
+            } else {
+                DENOMINATOR
+            },
+            commune: row.try_get("commune")?,
+            period: row.try_get("period")?,
+        },
+        Amount {
+            value: row.try_get("value")?,
+            records: row.try_get("records")?,
+            conflicted: row.try_get("conflicted")?,
+        },
+    ))
+}
+
+/// Add amounts to cells, creating them as needed.
+async fn add_cells(
+    tx: &mut Transaction<'static, Postgres>,
+    cells: &[(CellKey, Amount)],
+) -> Result<()> {
+    if cells.is_empty() {
+        return Ok(());
+    }
+    let mut q = QueryBuilder::<Postgres>::new(
+        "INSERT INTO indicator_cells (indicator, part, commune, period, value, records, conflicted) ",
+    );
+    q.push_values(cells, |mut b, (key, amount)| {
+        b.push_bind(key.indicator.as_str())
+            .push_bind(key.part)
+            .push_bind(key.commune.as_str())
+            .push_bind(key.period.as_str())
+            .push_bind(amount.value)
+            .push_bind(amount.records)
+            .push_bind(amount.conflicted);
+    });
+    q.push(
+        " ON CONFLICT (indicator, part, commune, period) DO UPDATE SET
+           value = indicator_cells.value + excluded.value,
+           records = indicator_cells.records + excluded.records,
+           conflicted = indicator_cells.conflicted + excluded.conflicted",
+    );
+    q.build().execute(&mut **tx).await?;
+    Ok(())
 }
 
 struct PgSyncTx {
@@ -596,6 +721,9 @@ impl SyncTx for PgSyncTx {
                     .push_bind(batch.now);
             });
             q.build().execute(&mut *self.tx).await?;
+        }
+        for chunk in batch.cells.chunks(1000) {
+            add_cells(&mut self.tx, chunk).await?;
         }
         for (record, from, to, at) in &batch.moves {
             sqlx::query(

@@ -1,0 +1,306 @@
+//! The plan's targets as indicators, and the tables that keep them current.
+//!
+//! An indicator (`schemas/indicators/*.json`) is a numerator and a denominator, each a *part*:
+//! records of one form, placed in periods by a date field, counted where a condition holds or
+//! summed over an expression. Every record contributes to cells keyed by
+//! (indicator, part, commune, period): a value, 1 contributing record, and 1 if it is in
+//! conflict. When an edit changes a record, the server removes the old record's contributions
+//! and adds the new one's in the same transaction ([`deltas`]), so the cells are always those a
+//! full rebuild from the records would give; `mam indicators rebuild` proves it.
+//!
+//! Areas and roll-ups (commune → district → province, for a geography version) and values
+//! (percent, per 100,000, count; targets; provisional periods) are computed when read.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sync_protocol::expr::{day_number, eval};
+use sync_protocol::{Labels, Record};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Indicator {
+    pub id: String,
+    /// The row of the plan's target table this indicator measures.
+    pub target_row: u32,
+    /// The report sheet it belongs to: health, education, protection, birth, participation.
+    pub group: String,
+    pub title: Labels,
+    /// `percent`, `per_100000` or `count`.
+    pub unit: String,
+    pub target: Option<f64>,
+    /// `at_least`, `above`, `at_most`, `below`, or `increase` (no numeric target).
+    pub direction: String,
+    /// Days after a period's end during which its figures may still change (a birth in the
+    /// last days of June may be registered on time in August).
+    #[serde(default)]
+    pub lag_days: u32,
+    pub numerator: Part,
+    pub denominator: Part,
+    /// Display order.
+    pub order: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Part {
+    pub form: String,
+    /// The date field that places a record in a period.
+    pub date: String,
+    /// An annual figure (a population, a commune's status): counts in its year and in both of
+    /// the year's halves.
+    #[serde(default)]
+    pub whole_year: bool,
+    /// Count or sum only records where this expression is true (default: all).
+    #[serde(default)]
+    pub r#where: Option<Value>,
+    /// Sum this expression instead of counting records.
+    #[serde(default)]
+    pub sum: Option<Value>,
+    /// Count communes with at least one such record instead of records.
+    #[serde(default)]
+    pub communes: bool,
+}
+
+/// Which side of the fraction.
+pub const NUMERATOR: &str = "n";
+pub const DENOMINATOR: &str = "d";
+
+/// A cell of the stored tables.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct CellKey {
+    pub indicator: String,
+    pub part: &'static str,
+    pub commune: String,
+    pub period: String,
+}
+
+/// What records add to a cell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Amount {
+    pub value: i64,
+    pub records: i64,
+    pub conflicted: i64,
+}
+
+impl Amount {
+    fn add(&mut self, other: Amount, sign: i64) {
+        self.value += sign * other.value;
+        self.records += sign * other.records;
+        self.conflicted += sign * other.conflicted;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Amount::default()
+    }
+}
+
+pub fn load(dir: &Path) -> anyhow::Result<Vec<Indicator>> {
+    let mut out = Vec::new();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read indicators directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path)?;
+        let ind: Indicator = serde_json::from_str(&text)
+            .with_context(|| format!("indicator {} is not valid", path.display()))?;
+        for part in [&ind.numerator, &ind.denominator] {
+            for expr in [&part.r#where, &part.sum].into_iter().flatten() {
+                eval(expr, &|_| None).map_err(|e| anyhow::anyhow!("indicator {}: {e}", ind.id))?;
+            }
+        }
+        if !matches!(ind.unit.as_str(), "percent" | "per_100000" | "count") {
+            anyhow::bail!(
+                "indicator {}: unit {:?} is not percent, per_100000 or count",
+                ind.id,
+                ind.unit
+            );
+        }
+        out.push(ind);
+    }
+    out.sort_by_key(|i| i.order);
+    Ok(out)
+}
+
+/// The periods a date falls in: its half-year and its year (and, for annual figures, the
+/// year's other half too).
+pub fn periods_of(date: &str, whole_year: bool) -> Vec<String> {
+    let (Some(year), Some(month)) = (date.get(0..4), date.get(5..7)) else {
+        return vec![];
+    };
+    if whole_year {
+        return vec![year.to_owned(), format!("{year}-H1"), format!("{year}-H2")];
+    }
+    let half = if month <= "06" { "H1" } else { "H2" };
+    vec![year.to_owned(), format!("{year}-{half}")]
+}
+
+/// First and last day of a period (`2020`, `2020-H1`, `2020-H2`).
+pub fn period_bounds(period: &str) -> Option<(String, String)> {
+    let (year, half) = match period.split_once('-') {
+        Some((y, h)) => (y, Some(h)),
+        None => (period, None),
+    };
+    if year.len() != 4 || !year.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match half {
+        None => Some((format!("{year}-01-01"), format!("{year}-12-31"))),
+        Some("H1") => Some((format!("{year}-01-01"), format!("{year}-06-30"))),
+        Some("H2") => Some((format!("{year}-07-01"), format!("{year}-12-31"))),
+        _ => None,
+    }
+}
+
+/// Whether a period's figures may still change on `today`.
+pub fn provisional(period: &str, lag_days: u32, today: &str) -> bool {
+    match period_bounds(period).and_then(|(_, end)| day_number(&end)) {
+        Some(end) => day_number(today).is_some_and(|t| t <= end + lag_days as i64),
+        None => false,
+    }
+}
+
+/// What one record adds to the cells. A deleted record adds nothing.
+pub fn contributions(indicators: &[Indicator], record: &Record) -> Vec<(CellKey, Amount)> {
+    let mut out = Vec::new();
+    if record.is_deleted() {
+        return out;
+    }
+    let lookup = |name: &str| {
+        record
+            .derived
+            .get(name)
+            .cloned()
+            .or_else(|| record.value(name).cloned())
+    };
+    let conflicted = i64::from(record.is_conflicted());
+    for ind in indicators {
+        for (side, part) in [(NUMERATOR, &ind.numerator), (DENOMINATOR, &ind.denominator)] {
+            if part.form != record.form.as_str() {
+                continue;
+            }
+            let Some(date) = lookup(&part.date).and_then(|v| v.as_str().map(str::to_owned)) else {
+                continue;
+            };
+            let holds = part
+                .r#where
+                .as_ref()
+                .is_none_or(|w| eval(w, &lookup) == Ok(Value::Bool(true)));
+            if !holds {
+                continue;
+            }
+            let value = match &part.sum {
+                Some(expr) => match eval(expr, &lookup).ok().and_then(|v| v.as_f64()) {
+                    Some(x) => x.round() as i64,
+                    None => continue,
+                },
+                None => 1,
+            };
+            for period in periods_of(&date, part.whole_year) {
+                let key = CellKey {
+                    indicator: ind.id.clone(),
+                    part: side,
+                    commune: record.commune.to_string(),
+                    period,
+                };
+                out.push((
+                    key,
+                    Amount {
+                        value,
+                        records: 1,
+                        conflicted,
+                    },
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The change to the cells when `before` becomes `after` (either may be absent).
+pub fn deltas(
+    indicators: &[Indicator],
+    before: Option<&Record>,
+    after: Option<&Record>,
+) -> BTreeMap<CellKey, Amount> {
+    let mut out: BTreeMap<CellKey, Amount> = BTreeMap::new();
+    for (record, sign) in [(before, -1), (after, 1)] {
+        if let Some(record) = record {
+            for (key, amount) in contributions(indicators, record) {
+                out.entry(key).or_default().add(amount, sign);
+            }
+        }
+    }
+    out.retain(|_, a| !a.is_zero());
+    out
+}
+
+/// Cells from scratch.
+pub fn rebuild<'a>(
+    indicators: &[Indicator],
+    records: impl IntoIterator<Item = &'a Record>,
+) -> BTreeMap<CellKey, Amount> {
+    let mut out: BTreeMap<CellKey, Amount> = BTreeMap::new();
+    for record in records {
+        for (key, amount) in contributions(indicators, record) {
+            out.entry(key).or_default().add(amount, 1);
+        }
+    }
+    out
+}
+
+/// The value of a fraction in the indicator's unit.
+pub fn value(ind: &Indicator, numerator: i64, denominator: i64) -> Option<f64> {
+    match ind.unit.as_str() {
+        "count" => Some(numerator as f64),
+        _ if denominator == 0 => None,
+        "per_100000" => Some(numerator as f64 * 100_000.0 / denominator as f64),
+        _ => Some(numerator as f64 * 100.0 / denominator as f64),
+    }
+}
+
+pub fn meets_target(ind: &Indicator, value: Option<f64>) -> Option<bool> {
+    let (v, t) = (value?, ind.target?);
+    Some(match ind.direction.as_str() {
+        "at_least" => v >= t,
+        "above" => v > t,
+        "at_most" => v <= t,
+        "below" => v < t,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods() {
+        assert_eq!(periods_of("2020-06-30", false), ["2020", "2020-H1"]);
+        assert_eq!(periods_of("2020-07-01", false), ["2020", "2020-H2"]);
+        assert_eq!(
+            periods_of("2020-11-30", true),
+            ["2020", "2020-H1", "2020-H2"]
+        );
+        assert_eq!(
+            period_bounds("2020-H2"),
+            Some(("2020-07-01".into(), "2020-12-31".into()))
+        );
+        assert_eq!(period_bounds("2020-H3"), None);
+        assert!(provisional("2020-H1", 60, "2020-08-29"));
+        assert!(!provisional("2020-H1", 60, "2020-08-30"));
+    }
+
+    #[test]
+    fn the_repository_indicators_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/indicators");
+        let all = load(&dir).unwrap();
+        assert_eq!(all.len(), 19);
+        let rows: std::collections::BTreeSet<u32> = all.iter().map(|i| i.target_row).collect();
+        assert_eq!(rows.len(), 14, "every target of the plan has an indicator");
+    }
+}

@@ -1,0 +1,214 @@
+//! Reading the indicator tables: scope, areas for a geography version, roll-ups and values.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::indicators::{self, Amount, CellKey, Indicator, NUMERATOR};
+use crate::units::Units;
+
+/// Whose figures a reader may see.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Province,
+    District(String),
+    Communes(Vec<String>),
+}
+
+impl Scope {
+    pub fn allows(&self, commune: &str, units: &Units) -> bool {
+        match self {
+            Scope::Province => true,
+            Scope::District(d) => units
+                .district_of(commune, None)
+                .is_some_and(|(code, _)| &code == d),
+            Scope::Communes(list) => list.iter().any(|c| c == commune),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Commune,
+    District,
+    Province,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "commune" => Some(Level::Commune),
+            "district" => Some(Level::District),
+            "province" => Some(Level::Province),
+            _ => None,
+        }
+    }
+}
+
+/// One row of an indicator table.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Row {
+    pub indicator: String,
+    pub title: String,
+    pub title_en: String,
+    pub unit: String,
+    pub target: Option<f64>,
+    pub direction: String,
+    pub area: String,
+    pub area_name: String,
+    pub numerator: i64,
+    pub denominator: i64,
+    pub value: Option<f64>,
+    pub meets_target: Option<bool>,
+    /// Contributing records with a field in conflict (their provisional values are counted).
+    pub conflicted: i64,
+    /// The period may still change (its lag has not passed).
+    pub provisional: bool,
+    pub records: i64,
+}
+
+/// The area a commune's figures go to at `level` in the geography version `geography`.
+pub fn area_of(
+    units: &Units,
+    commune: &str,
+    level: Level,
+    geography: &str,
+) -> Result<(String, String), String> {
+    match level {
+        Level::Province => Ok(("46".into(), "Thừa Thiên Huế".into())),
+        Level::Commune => Ok(units.commune_in(commune, geography)),
+        Level::District => {
+            let (code, _) = units.commune_in(commune, geography);
+            units
+                .district_of(&code, Some(geography))
+                .ok_or_else(|| format!("there is no district level in geography {geography} (from July 2025 communes report to the province)"))
+        }
+    }
+}
+
+/// What a reader asks for.
+pub struct Query<'a> {
+    pub period: &'a str,
+    pub level: Level,
+    pub geography: &'a str,
+    pub scope: &'a Scope,
+    pub today: &'a str,
+}
+
+/// Rows for the query's period and level, over the cells its scope allows.
+pub fn table(
+    indicators: &[Indicator],
+    units: &Units,
+    cells: &[(CellKey, Amount)],
+    q: &Query,
+) -> Result<Vec<Row>, String> {
+    let Query {
+        period,
+        level,
+        geography,
+        scope,
+        today,
+    } = *q;
+    // Cells onto the geography's communes first: a "communes with at least one" count must
+    // not count two merged communes twice.
+    let mut by_commune: BTreeMap<(String, &'static str, String), Amount> = BTreeMap::new();
+    for (key, amount) in cells.iter().filter(|(k, _)| k.period == period) {
+        if !scope.allows(&key.commune, units) {
+            continue;
+        }
+        let (commune, _) = units.commune_in(&key.commune, geography);
+        let cell = by_commune
+            .entry((key.indicator.clone(), key.part, commune))
+            .or_default();
+        cell.value += amount.value;
+        cell.records += amount.records;
+        cell.conflicted += amount.conflicted;
+    }
+    let by_id: BTreeMap<&str, &Indicator> = indicators.iter().map(|i| (i.id.as_str(), i)).collect();
+    let mut areas: BTreeMap<(u32, String, String), (Amount, Amount, String)> = BTreeMap::new();
+    for ((indicator, part, commune), amount) in by_commune {
+        let Some(ind) = by_id.get(indicator.as_str()) else {
+            continue;
+        };
+        let (area, name) = area_of(units, &commune, level, geography)?;
+        let entry = areas
+            .entry((ind.order, ind.id.clone(), area))
+            .or_insert_with(|| (Amount::default(), Amount::default(), name));
+        let communes_rule = part == NUMERATOR && ind.numerator.communes;
+        let value = if communes_rule {
+            amount.value.min(1)
+        } else {
+            amount.value
+        };
+        let side = if part == NUMERATOR {
+            &mut entry.0
+        } else {
+            &mut entry.1
+        };
+        side.value += value;
+        side.records += amount.records;
+        side.conflicted += amount.conflicted;
+    }
+    Ok(areas
+        .into_iter()
+        .map(|((_, id, area), (num, den, area_name))| {
+            let ind = by_id[id.as_str()];
+            let value = indicators::value(ind, num.value, den.value);
+            Row {
+                indicator: id.clone(),
+                title: ind.title.vi.clone(),
+                title_en: ind.title.en.clone(),
+                unit: ind.unit.clone(),
+                target: ind.target,
+                direction: ind.direction.clone(),
+                area,
+                area_name,
+                numerator: num.value,
+                denominator: den.value,
+                value: value.map(|v| (v * 100.0).round() / 100.0),
+                meets_target: indicators::meets_target(ind, value),
+                conflicted: distinct(ind, num.conflicted, den.conflicted),
+                provisional: indicators::provisional(period, ind.lag_days, today),
+                records: distinct(ind, num.records, den.records),
+            }
+        })
+        .collect())
+}
+
+/// Records counted on both sides once: when both sides read one form, the numerator's records
+/// are among the denominator's.
+fn distinct(ind: &Indicator, numerator: i64, denominator: i64) -> i64 {
+    if ind.numerator.form == ind.denominator.form {
+        numerator.max(denominator)
+    } else {
+        numerator + denominator
+    }
+}
+
+/// Rows as CSV with a header line.
+pub fn csv(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "indicator,title,unit,target,area,area_name,numerator,denominator,value,meets_target,conflicted,provisional\n",
+    );
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for r in rows {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.indicator,
+            quote(&r.title),
+            r.unit,
+            opt(r.target),
+            r.area,
+            quote(&r.area_name),
+            r.numerator,
+            r.denominator,
+            opt(r.value),
+            r.meets_target.map(|b| b.to_string()).unwrap_or_default(),
+            r.conflicted,
+            r.provisional
+        ));
+    }
+    out
+}

@@ -1,0 +1,416 @@
+//! Indicator tables: kept current by every sync, equal to a rebuild, and right.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use sync_protocol::{FormId, RecordId};
+
+use crate::harness::{commune, Database, Phone, Server};
+
+/// Three communes of two districts (2020 map): Thuận Lộc and Kim Long in Huế (474), Phong
+/// Điền town in Phong Điền (476).
+const COMMUNES: [&str; 3] = ["19753", "19774", "19819"];
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+fn date(day_of_2020: u64) -> String {
+    sync_protocol::expr::date_of_day(
+        sync_protocol::expr::day_number("2020-01-01").unwrap() + day_of_2020 as i64,
+    )
+}
+
+/// What the test expects of one birth, computed here from the values it sent.
+#[derive(Clone, Debug, Default)]
+struct Birth {
+    commune: usize,
+    born: String,
+    registered: Option<String>,
+    card: bool,
+    deleted: bool,
+    conflicted: bool,
+}
+
+impl Birth {
+    fn half(&self) -> &'static str {
+        if self.born.as_str() < "2020-07-01" {
+            "2020-H1"
+        } else {
+            "2020-H2"
+        }
+    }
+
+    fn on_time(&self) -> bool {
+        let days = |d: &str| sync_protocol::expr::day_number(d).unwrap();
+        self.registered
+            .as_deref()
+            .is_some_and(|r| days(r) - days(&self.born) <= 60)
+    }
+}
+
+async fn get(server: &Server, token: &str, path: &str) -> Value {
+    let response = reqwest::Client::new()
+        .get(format!("{}{path}", server.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "{path}: {}",
+        response.text().await.unwrap()
+    );
+    response.json().await.unwrap()
+}
+
+fn token(server: &Server, scope: &[&str]) -> String {
+    let mut args = vec!["token", "create", "--json"];
+    args.extend_from_slice(scope);
+    let out: Value = serde_json::from_str(&server.cli(&args)).unwrap();
+    out["token"].as_str().unwrap().to_owned()
+}
+
+pub async fn indicators_follow_every_edit_and_equal_a_rebuild(db: Database) {
+    let seed = std::env::var("MAM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_200_610u64);
+    eprintln!("indicators test: seed {seed} (replay with MAM_SEED={seed})");
+    let mut rng = Rng(seed);
+    let server = Server::start(&db);
+    let mut phones: Vec<Phone> = Vec::new();
+    for c in COMMUNES {
+        phones.push(server.enroll(&format!("collaborator {c}"), &[c]).await);
+    }
+    let mut second = server.enroll("officer 19753", &[COMMUNES[0]]).await;
+
+    // Births: registered within 0–120 days or not at all, some with a health insurance card.
+    let mut births: BTreeMap<RecordId, Birth> = BTreeMap::new();
+    for (i, phone) in phones.iter_mut().enumerate() {
+        for _ in 0..60 {
+            let born = date(rng.below(366));
+            let registered = (rng.below(4) > 0).then(|| {
+                let d = sync_protocol::expr::day_number(&born).unwrap() + rng.below(121) as i64;
+                sync_protocol::expr::date_of_day(d)
+            });
+            let card = rng.below(3) > 0;
+            let mut values = vec![
+                ("date_of_birth", json!(born)),
+                ("bhyt_card_issued", json!(card)),
+            ];
+            if let Some(r) = &registered {
+                values.push(("birth_registered", json!(true)));
+                values.push(("registration_date", json!(r)));
+            }
+            let id = phone.create(COMMUNES[i], &values);
+            births.insert(
+                id,
+                Birth {
+                    commune: i,
+                    born,
+                    registered,
+                    card,
+                    ..Birth::default()
+                },
+            );
+        }
+        phone.sync().await;
+    }
+    // A few deleted, a few corrected; in the first commune two people correct the same
+    // registration date at once: a conflict whose provisional value is the last one applied.
+    let ids: Vec<RecordId> = births.keys().copied().collect();
+    second.sync().await;
+    for (n, id) in ids.iter().enumerate() {
+        let b = births.get_mut(id).unwrap();
+        let phone = &mut phones[b.commune];
+        match n % 17 {
+            0 => {
+                phone.client.delete(*id).unwrap();
+                b.deleted = true;
+            }
+            1 | 2 => {
+                let r = date(rng.below(366).max(1)).max(b.born.clone());
+                phone.edit(
+                    *id,
+                    &[
+                        ("birth_registered", json!(true)),
+                        ("registration_date", json!(r)),
+                    ],
+                );
+                b.registered = Some(r);
+            }
+            3 if b.commune == 0 => {
+                let mine = b.born.clone();
+                let late = sync_protocol::expr::date_of_day(
+                    sync_protocol::expr::day_number(&mine).unwrap() + 90,
+                );
+                phone.edit(
+                    *id,
+                    &[
+                        ("birth_registered", json!(true)),
+                        ("registration_date", json!(mine)),
+                    ],
+                );
+                second.edit(
+                    *id,
+                    &[
+                        ("birth_registered", json!(true)),
+                        ("registration_date", json!(late.clone())),
+                    ],
+                );
+                b.registered = Some(late);
+                b.conflicted = true;
+            }
+            _ => {}
+        }
+    }
+    for phone in &mut phones {
+        phone.sync().await;
+    }
+    second.sync().await;
+
+    // Commune annual status: population under 16 and the protection fund; injuries.
+    let mut population = [0i64; 3];
+    let mut fund = [false; 3];
+    let mut injuries: BTreeMap<(usize, &str), i64> = BTreeMap::new();
+    let annual = FormId::parse("commune-annual").unwrap();
+    let injury = FormId::parse("injury").unwrap();
+    for (i, phone) in phones.iter_mut().enumerate() {
+        population[i] = 1000 + rng.below(4000) as i64;
+        fund[i] = i != 1;
+        phone.client.create(
+            RecordId::new_v7(),
+            &annual,
+            1,
+            &commune(COMMUNES[i]),
+            [
+                ("year", json!(2020)),
+                ("report_date", json!("2020-11-20")),
+                ("population_under_16", json!(population[i])),
+                ("has_child_protection_fund", json!(fund[i])),
+            ],
+        );
+        for _ in 0..rng.below(8) + 1 {
+            let day = date(rng.below(366));
+            let half = if day.as_str() < "2020-07-01" {
+                "2020-H1"
+            } else {
+                "2020-H2"
+            };
+            *injuries.entry((i, half)).or_default() += 1;
+            phone.client.create(
+                RecordId::new_v7(),
+                &injury,
+                1,
+                &commune(COMMUNES[i]),
+                [
+                    ("sex", json!("m")),
+                    ("age_years", json!(7)),
+                    ("incident_date", json!(day)),
+                    ("injury_type", json!("08")),
+                    ("place", json!("community")),
+                    ("outcome", json!("injured")),
+                ],
+            );
+        }
+        let responses = phone.sync().await;
+        assert!(
+            responses.iter().all(|r| r.rejected.is_empty()),
+            "{:?}",
+            responses[0].rejected
+        );
+    }
+
+    // The tables as kept by the syncs equal the tables rebuilt from the records.
+    let kept = server.cli(&["indicators", "cells"]);
+    assert!(server
+        .cli(&["indicators", "rebuild"])
+        .starts_with("Rebuilt"));
+    let rebuilt = server.cli(&["indicators", "cells"]);
+    assert_eq!(kept, rebuilt, "incremental tables differ from a rebuild");
+
+    // The API's figures against the test's own count.
+    let province = token(&server, &["--scope", "province"]);
+    for period in ["2020-H1", "2020-H2"] {
+        let table = get(
+            &server,
+            &province,
+            &format!("/v1/indicators?period={period}&level=commune"),
+        )
+        .await;
+        let rows = table["rows"].as_array().unwrap();
+        for (i, code) in COMMUNES.iter().enumerate() {
+            let row = |id: &str| {
+                rows.iter()
+                    .find(|r| r["indicator"] == id && r["area"] == *code)
+                    .cloned()
+            };
+            let mine: Vec<&Birth> = births
+                .values()
+                .filter(|b| b.commune == i && !b.deleted && b.half() == period)
+                .collect();
+            let on_time = row("birth-registered-on-time").unwrap();
+            assert_eq!(on_time["denominator"], json!(mine.len()), "{code} {period}");
+            assert_eq!(
+                on_time["numerator"],
+                json!(mine.iter().filter(|b| b.on_time()).count()),
+                "{code} {period}"
+            );
+            assert_eq!(
+                on_time["conflicted"],
+                json!(mine.iter().filter(|b| b.conflicted).count()),
+                "{code} {period}"
+            );
+            assert_eq!(on_time["provisional"], json!(false));
+            let cards = row("bhyt-card-under-6").unwrap();
+            assert_eq!(
+                cards["numerator"],
+                json!(mine.iter().filter(|b| b.card).count())
+            );
+            let rate = row("injury-rate").unwrap();
+            let hurt = injuries.get(&(i, period)).copied().unwrap_or(0);
+            assert_eq!(
+                (rate["numerator"].clone(), rate["denominator"].clone()),
+                (json!(hurt), json!(population[i]))
+            );
+            let expected = (hurt as f64 * 100_000.0 / population[i] as f64 * 100.0).round() / 100.0;
+            assert_eq!(rate["value"], json!(expected));
+        }
+    }
+    // Districts and the province add their communes up.
+    let year = get(
+        &server,
+        &province,
+        "/v1/indicators?period=2020&level=district&geography=2020",
+    )
+    .await;
+    let fund_rows: Vec<&Value> = year["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["indicator"] == "child-protection-fund")
+        .collect();
+    assert_eq!(fund_rows.len(), 2, "{fund_rows:?}");
+    let hue = fund_rows.iter().find(|r| r["area"] == "474").unwrap();
+    assert_eq!(
+        (hue["numerator"].clone(), hue["denominator"].clone()),
+        (json!(1), json!(2))
+    );
+    assert_eq!(hue["value"], json!(50.0));
+    assert_eq!(
+        hue["meets_target"],
+        json!(false),
+        "the target is above 50 %"
+    );
+    let whole = get(
+        &server,
+        &province,
+        "/v1/indicators?period=2020&level=province",
+    )
+    .await;
+    let births_row = whole["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["indicator"] == "birth-registered-on-time")
+        .unwrap()
+        .clone();
+    let alive: Vec<&Birth> = births.values().filter(|b| !b.deleted).collect();
+    assert_eq!(births_row["denominator"], json!(alive.len()));
+    assert_eq!(
+        births_row["numerator"],
+        json!(alive.iter().filter(|b| b.on_time()).count())
+    );
+    assert_eq!(births_row["area_name"], "Thừa Thiên Huế");
+
+    // The 2025 map has no districts; the old communes are carried onto their successors.
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/indicators?period=2020&level=district&geography=2025-07",
+            server.url
+        ))
+        .bearer_auth(&province)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let merged = get(
+        &server,
+        &province,
+        "/v1/indicators?period=2020&level=commune&geography=2025-07",
+    )
+    .await;
+    let phu_xuan = merged["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["indicator"] == "child-protection-fund" && r["area"] == "19753")
+        .unwrap()
+        .clone();
+    assert_eq!(phu_xuan["area_name"], "Phú Xuân");
+
+    // A commune's token sees its commune only; every number opens onto its records.
+    let own = token(&server, &["--commune", COMMUNES[2]]);
+    let table = get(&server, &own, "/v1/indicators?period=2020-H1&level=commune").await;
+    assert!(table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["area"] == COMMUNES[2]));
+    let csv = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/indicators?period=2020-H1&level=commune&format=csv",
+            server.url
+        ))
+        .bearer_auth(&own)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.starts_with("indicator,title,unit,target,area,area_name,numerator"),
+        "{csv}"
+    );
+    assert_eq!(
+        csv.lines().count(),
+        table["rows"].as_array().unwrap().len() + 1
+    );
+    let behind = get(
+        &server,
+        &own,
+        &format!(
+            "/v1/indicators/birth-registered-on-time/records?area={}&period=2020-H1",
+            COMMUNES[2]
+        ),
+    )
+    .await;
+    let row = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["indicator"] == "birth-registered-on-time")
+        .unwrap();
+    let listed = behind["records"].as_array().unwrap();
+    let numerator = listed.iter().filter(|r| r["part"] == "numerator").count();
+    assert_eq!(json!(numerator), row["numerator"]);
+    let distinct: std::collections::BTreeSet<String> =
+        listed.iter().map(|r| r["record"].to_string()).collect();
+    assert_eq!(distinct.len() as i64, row["records"].as_i64().unwrap());
+    let refused = reqwest::Client::new()
+        .get(format!("{}/v1/indicators?period=2020", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+}
