@@ -215,6 +215,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/forms", get(forms_manifest))
         .route("/v1/indicators", get(indicator_table))
         .route("/v1/indicators/{id}/records", get(indicator_records))
+        .route("/v1/reports/{file}", get(report_workbook))
         .route("/v1/forms/{id}/{version}", get(form_version))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -495,6 +496,55 @@ async fn indicator_table(
         "period": period, "level": level_text, "geography": geography, "rows": rows,
     }))
     .into_response())
+}
+
+/// `GET /v1/reports/{period}.xlsx`: the six-month or annual report.
+async fn report_workbook(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+    Query(params): Query<TableParams>,
+) -> Result<Response, ApiError> {
+    let scope = reader_scope(&state, &headers).await?;
+    let period = file
+        .strip_suffix(".xlsx")
+        .ok_or_else(|| ApiError::NotFound(format!("no report {file:?}: ask for PERIOD.xlsx")))?;
+    let (period, geography) =
+        period_and_geography(&state, Some(period), params.geography.as_deref())?;
+    let has_districts = state
+        .units
+        .geography(&geography)
+        .is_some_and(|g| g.communes.values().any(|c| c.district_code.is_some()));
+    let level = if has_districts {
+        Level::District
+    } else {
+        Level::Commune
+    };
+    let cells = state.store.cells(Some(&period)).await?;
+    let today = crate::today();
+    let query = report::Query {
+        period: &period,
+        level,
+        geography: &geography,
+        scope: &scope,
+        today: &today,
+    };
+    let bytes = report::workbook(&state.indicators, &state.units, &cells, &query)
+        .map_err(ApiError::Internal)?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".to_owned(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"mam-{period}.xlsx\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 #[derive(serde::Deserialize)]

@@ -212,3 +212,153 @@ pub fn csv(rows: &[Row]) -> String {
     }
     out
 }
+
+/// Report sheets: the plan's targets in groups, Vietnamese names.
+const GROUPS: [(&str, &str); 5] = [
+    ("birth", "Khai sinh"),
+    ("health", "Y tế, dinh dưỡng"),
+    ("education", "Giáo dục, kỹ năng"),
+    ("protection", "Bảo vệ trẻ em"),
+    ("participation", "Tham gia, xã phù hợp"),
+];
+
+/// The six-month or annual report as a workbook: one sheet per group of targets, one row per
+/// area (districts, or communes where the map has no districts) and a province row.
+pub fn workbook(
+    indicators: &[Indicator],
+    units: &Units,
+    cells: &[(CellKey, Amount)],
+    q: &Query,
+) -> Result<Vec<u8>, String> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let province = table(
+        indicators,
+        units,
+        cells,
+        &Query {
+            level: Level::Province,
+            ..*q
+        },
+    )?;
+    let rows = table(indicators, units, cells, q)?;
+    let bold = Format::new().set_bold();
+    let mut book = Workbook::new();
+    let err = |e: rust_xlsxwriter::XlsxError| e.to_string();
+    for (group, name) in GROUPS {
+        let members: Vec<&Indicator> = indicators.iter().filter(|i| i.group == group).collect();
+        if members.is_empty() {
+            continue;
+        }
+        let sheet = book.add_worksheet();
+        sheet.set_name(name).map_err(err)?;
+        sheet
+            .write_string_with_format(
+                0,
+                0,
+                format!(
+                    "Báo cáo kết quả bảo vệ, chăm sóc trẻ em — kỳ {} — {name}",
+                    q.period
+                ),
+                &bold,
+            )
+            .map_err(err)?;
+        let area_label = if q.level == Level::Commune {
+            "Xã/phường"
+        } else {
+            "Huyện/thị xã/thành phố"
+        };
+        sheet
+            .write_string_with_format(2, 0, "Mã", &bold)
+            .map_err(err)?;
+        sheet
+            .write_string_with_format(2, 1, area_label, &bold)
+            .map_err(err)?;
+        sheet.set_column_width(1, 28).map_err(err)?;
+        for (i, ind) in members.iter().enumerate() {
+            let col = 2 + (i as u16) * 4;
+            let unit = match ind.unit.as_str() {
+                "percent" => "%",
+                "per_100000" => "/100.000",
+                _ => "",
+            };
+            sheet
+                .write_string_with_format(2, col, format!("{} ({unit})", ind.title.vi), &bold)
+                .map_err(err)?;
+            sheet
+                .write_string_with_format(2, col + 1, "Tử số", &bold)
+                .map_err(err)?;
+            sheet
+                .write_string_with_format(2, col + 2, "Mẫu số", &bold)
+                .map_err(err)?;
+            sheet
+                .write_string_with_format(2, col + 3, "Hồ sơ tranh chấp", &bold)
+                .map_err(err)?;
+            sheet.set_column_width(col, 24).map_err(err)?;
+            let target = match ind.target {
+                Some(t) => format!("Mục tiêu: {} {t}{unit}", direction_vi(&ind.direction)),
+                None => "Mục tiêu: tăng".to_owned(),
+            };
+            sheet.write_string(1, col, target).map_err(err)?;
+        }
+        let mut areas: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r.area.clone(), r.area_name.clone()))
+            .collect();
+        areas.sort();
+        areas.dedup();
+        let mut line = 3;
+        let all = [("46".to_owned(), "Toàn tỉnh".to_owned())];
+        for ((code, area_name), source) in areas
+            .iter()
+            .map(|a| (a, &rows))
+            .chain(all.iter().map(|a| (a, &province)))
+        {
+            sheet.write_string(line, 0, code.as_str()).map_err(err)?;
+            sheet
+                .write_string(line, 1, area_name.as_str())
+                .map_err(err)?;
+            for (i, ind) in members.iter().enumerate() {
+                let col = 2 + (i as u16) * 4;
+                let Some(r) = source
+                    .iter()
+                    .find(|r| r.indicator == ind.id && (&r.area == code || code == "46"))
+                else {
+                    continue;
+                };
+                if let Some(v) = r.value {
+                    sheet.write_number(line, col, v).map_err(err)?;
+                }
+                sheet
+                    .write_number(line, col + 1, r.numerator as f64)
+                    .map_err(err)?;
+                sheet
+                    .write_number(line, col + 2, r.denominator as f64)
+                    .map_err(err)?;
+                sheet
+                    .write_number(line, col + 3, r.conflicted as f64)
+                    .map_err(err)?;
+            }
+            line += 1;
+        }
+        if rows.iter().chain(&province).any(|r| r.provisional) {
+            sheet
+                .write_string(
+                    line + 1,
+                    0,
+                    "Số liệu tạm tính: kỳ báo cáo chưa hết thời hạn cập nhật.",
+                )
+                .map_err(err)?;
+        }
+    }
+    book.save_to_buffer().map_err(err)
+}
+
+fn direction_vi(direction: &str) -> &'static str {
+    match direction {
+        "at_least" => "≥",
+        "above" => ">",
+        "at_most" => "≤",
+        "below" => "<",
+        _ => "",
+    }
+}

@@ -96,7 +96,7 @@ pub async fn indicators_follow_every_edit_and_equal_a_rebuild(db: Database) {
     // Births: registered within 0–120 days or not at all, some with a health insurance card.
     let mut births: BTreeMap<RecordId, Birth> = BTreeMap::new();
     for (i, phone) in phones.iter_mut().enumerate() {
-        for _ in 0..60 {
+        for _ in 0..400 {
             let born = date(rng.below(366));
             let registered = (rng.below(4) > 0).then(|| {
                 let d = sync_protocol::expr::day_number(&born).unwrap() + rng.below(121) as i64;
@@ -331,6 +331,66 @@ pub async fn indicators_follow_every_edit_and_equal_a_rebuild(db: Database) {
         json!(alive.iter().filter(|b| b.on_time()).count())
     );
     assert_eq!(births_row["area_name"], "Thừa Thiên Huế");
+
+    for r in whole["rows"].as_array().unwrap() {
+        eprintln!(
+            "province 2020: {:<32} {:>6} / {:<6} = {:>8} {}",
+            r["indicator"].as_str().unwrap(),
+            r["numerator"],
+            r["denominator"],
+            r["value"],
+            r["unit"].as_str().unwrap()
+        );
+    }
+
+    // The annual report as a workbook: a sheet per group, districts as rows, the province last.
+    let xlsx = reqwest::Client::new()
+        .get(format!("{}/v1/reports/2020.xlsx", server.url))
+        .bearer_auth(&province)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(xlsx.status(), 200);
+    let path = std::env::temp_dir().join(format!(
+        "mam-report-{}-{}.xlsx",
+        std::process::id(),
+        db.args.join("").len()
+    ));
+    std::fs::write(&path, xlsx.bytes().await.unwrap()).unwrap();
+    {
+        use calamine::Reader;
+        let mut book: calamine::Xlsx<_> = calamine::open_workbook(&path).unwrap();
+        assert_eq!(
+            book.sheet_names(),
+            [
+                "Khai sinh",
+                "Y tế, dinh dưỡng",
+                "Giáo dục, kỹ năng",
+                "Bảo vệ trẻ em",
+                "Tham gia, xã phù hợp"
+            ]
+        );
+        let sheet = book.worksheet_range("Khai sinh").unwrap();
+        let rows: Vec<Vec<String>> = sheet
+            .rows()
+            .map(|r| r.iter().map(|c| c.to_string()).collect())
+            .collect();
+        assert!(
+            rows[2][2].starts_with("Trẻ em sinh ra được đăng ký khai sinh đúng hạn"),
+            "{:?}",
+            rows[2]
+        );
+        let districts: Vec<&str> = rows[3..]
+            .iter()
+            .map(|r| r[1].as_str())
+            .filter(|n| !n.is_empty())
+            .collect();
+        assert_eq!(&districts[..3], ["Huế", "Phong Điền", "Toàn tỉnh"]);
+        let total = rows.iter().find(|r| r[1] == "Toàn tỉnh").unwrap();
+        assert_eq!(total[3], births_row["numerator"].to_string());
+        assert_eq!(total[4], births_row["denominator"].to_string());
+    }
+    let _ = std::fs::remove_file(&path);
 
     // The 2025 map has no districts; the old communes are carried onto their successors.
     let response = reqwest::Client::new()
