@@ -238,3 +238,203 @@ pub async fn ingest(
     }
     Ok(())
 }
+
+/// `mam bench indicators`: with `records` birth records loaded, the time of a full rebuild of
+/// the indicator tables, and what keeping them current adds to an edit: single-edit pushes
+/// alternate with and without indicator maintenance, and the p50 and p99 of each are compared.
+pub async fn indicators(
+    mut settings: Settings,
+    records: usize,
+    edits: usize,
+) -> anyhow::Result<()> {
+    let scratch =
+        std::env::temp_dir().join(format!("mam-bench-ind-{}-{}", std::process::id(), now_ms()));
+    if settings.database.url.is_none() {
+        settings.storage.data_dir = scratch.clone();
+    }
+    let store = store::open(&settings).await?;
+    crate::forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
+    let forms = FormRegistry::from_store(store.as_ref()).await?;
+    let units = Units::load(&settings.forms.units_dir)?;
+    let defs = crate::indicators::load(&settings.forms.indicators_dir)?;
+    let form_id = sync_protocol::FormId::parse("birth-registration").map_err(anyhow::Error::msg)?;
+    let form = forms
+        .get(&form_id, 1)
+        .context("birth-registration v1 is not published")?;
+    let communes: Vec<CommuneCode> = units
+        .version_on("2020-06-01")
+        .context("no 2020 admin units")?
+        .communes
+        .keys()
+        .map(|c| CommuneCode::parse(c.as_str()).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<_>>()?;
+    println!(
+        "mam bench indicators: {}, {records} birth records, {edits} edits",
+        store.backend()
+    );
+
+    // Load the records directly, in batches.
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(records);
+    let mut n = 0;
+    while n < records {
+        let mut rows = Vec::new();
+        for _ in 0..10_000.min(records - n) {
+            let id = RecordId::new_v7();
+            let day = sync_protocol::expr::day_number("2020-01-01").unwrap_or(0) + (n % 366) as i64;
+            let values = [
+                ("child_name", json!(format!("Bé {n}"))),
+                ("sex", json!(if n % 2 == 0 { "f" } else { "m" })),
+                (
+                    "date_of_birth",
+                    json!(sync_protocol::expr::date_of_day(day)),
+                ),
+                ("village", json!("Thôn 1")),
+                ("bhyt_card_issued", json!(n % 3 != 0)),
+            ];
+            let edit = sync_protocol::CheckedEdit {
+                seq: n as u64 + 1,
+                record: id,
+                form: form_id.clone(),
+                version: 1,
+                commune: communes[n % communes.len()].clone(),
+                fields: values
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_owned(),
+                            sync_protocol::FieldEdit {
+                                value: v,
+                                supersedes: vec![],
+                            },
+                        )
+                    })
+                    .collect(),
+            };
+            let mut record = Record::from_edit(&edit);
+            record.apply(1, edit, &|_| false);
+            record.derived = form.derive(&record);
+            rows.push(record_row(&record, n as u64 + 1, false));
+            ids.push(id);
+            n += 1;
+        }
+        store.bench_upsert(&rows).await?;
+    }
+    println!(
+        "loaded {records} records in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let all = store.all_records().await?;
+    let cells: Vec<_> = crate::indicators::rebuild(&defs, &all)
+        .into_iter()
+        .collect();
+    store.replace_cells(&cells).await?;
+    let rebuild_secs = started.elapsed().as_secs_f64();
+    drop(all);
+    println!("full rebuild: {rebuild_secs:.1} s ({} cells)", cells.len());
+
+    // One device, single-edit pushes that register a birth (and so move the on-time tables).
+    let code = auth::new_code();
+    store
+        .add_device(
+            "bench",
+            &communes,
+            &auth::code_hash(&code),
+            now_ms() + 3_600_000,
+            now_ms(),
+        )
+        .await?;
+    let device = store
+        .enroll(
+            &auth::code_hash(&code),
+            &auth::hash(&auth::new_token()),
+            now_ms(),
+        )
+        .await?;
+    let none: Vec<crate::indicators::Indicator> = Vec::new();
+    let today = crate::today();
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for i in 0..edits {
+        let id = ids[(i * 7919) % ids.len()];
+        let record = store.record(id).await?.context("loaded record")?;
+        let born = record
+            .value("date_of_birth")
+            .and_then(|v| v.as_str())
+            .unwrap_or("2020-01-01")
+            .to_owned();
+        let registered = sync_protocol::expr::date_of_day(
+            sync_protocol::expr::day_number(&born).unwrap_or(0) + (i % 90) as i64,
+        );
+        let edit = sync_protocol::Edit {
+            seq: i as u64 + 1,
+            record: id.to_string(),
+            form: form_id.to_string(),
+            version: 1,
+            commune: record.commune.to_string(),
+            fields: [
+                (
+                    "birth_registered".to_owned(),
+                    sync_protocol::FieldEdit {
+                        value: json!(true),
+                        supersedes: record.dots("birth_registered"),
+                    },
+                ),
+                (
+                    "registration_date".to_owned(),
+                    sync_protocol::FieldEdit {
+                        value: json!(registered),
+                        supersedes: record.dots("registration_date"),
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let keep = i % 2 == 0;
+        let catalog = crate::sync::Catalog {
+            forms: &forms,
+            units: &units,
+            indicators: if keep { &defs } else { &none },
+        };
+        let t = Instant::now();
+        let prepared = crate::sync::prepare(vec![edit], catalog, &device, &today);
+        let outcome = crate::sync::push(
+            store.as_ref(),
+            catalog,
+            &device,
+            &prepared,
+            now_ms(),
+            &today,
+        )
+        .await?;
+        let took = t.elapsed();
+        if let Some(r) = outcome.rejected.first() {
+            anyhow::bail!("bench edit refused: {r:?}");
+        }
+        if keep {
+            with.push(took)
+        } else {
+            without.push(took)
+        }
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+    };
+    let (w50, w99) = (pct(&mut with, 0.5), pct(&mut with, 0.99));
+    let (o50, o99) = (pct(&mut without, 0.5), pct(&mut without, 0.99));
+    println!("edit with tables kept current:    p50 {w50:.2} ms, p99 {w99:.2} ms");
+    println!("edit without indicator tables:    p50 {o50:.2} ms, p99 {o99:.2} ms");
+    println!(
+        "extra cost of the tables per edit: p50 {:.2} ms, p99 {:.2} ms",
+        w50 - o50,
+        w99 - o99
+    );
+    drop(store);
+    if scratch.exists() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    Ok(())
+}

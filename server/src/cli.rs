@@ -253,6 +253,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 250)]
         batch: usize,
     },
+    /// The indicator tables: full rebuild time, and their extra cost per edit.
+    Indicators {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Birth records to load first.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Single-edit pushes to time (half with the tables, half without).
+        #[arg(long, default_value_t = 2000)]
+        edits: usize,
+    },
 }
 
 fn settings(cli_config: Option<&PathBuf>, db: &DbArgs) -> anyhow::Result<Settings> {
@@ -337,6 +348,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Form { command } => form(config, command).await,
+        Command::Bench {
+            command: BenchCommand::Indicators { db, records, edits },
+        } => {
+            let settings = settings(config, &db)?;
+            init_tracing(&settings, "warn");
+            bench::indicators(settings, records.max(1), edits.max(2)).await
+        }
         Command::Token {
             command:
                 TokenCommand::Create {
