@@ -180,6 +180,11 @@ pub async fn indicators_follow_every_edit_and_equal_a_rebuild(db: Database) {
 
     // Commune annual status: population under 16 and the protection fund; injuries.
     let mut population = [0i64; 3];
+    let mut expected: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    let add = |old: Option<&(i64, i64)>, n: i64, d: i64| {
+        let (a, b) = old.copied().unwrap_or((0, 0));
+        (a + n, b + d)
+    };
     let mut fund = [false; 3];
     let mut injuries: BTreeMap<(usize, &str), i64> = BTreeMap::new();
     let annual = FormId::parse("commune-annual").unwrap();
@@ -197,8 +202,195 @@ pub async fn indicators_follow_every_edit_and_equal_a_rebuild(db: Database) {
                 ("report_date", json!("2020-11-20")),
                 ("population_under_16", json!(population[i])),
                 ("has_child_protection_fund", json!(fund[i])),
+                (
+                    "population_under_16_by_age",
+                    json!([{"age": 5, "boys": 50 + i, "girls": 48}, {"age": 6, "boys": 51, "girls": 47 + i}]),
+                ),
+                ("decisions_about_children", json!(10 + i)),
+                ("decisions_with_consultation", json!(8 + i)),
+                ("universal_preschool_5", json!(true)),
+                ("primary_level_3", json!(i != 2)),
+                ("lower_secondary_level_2", json!(i == 0)),
+                ("registered_child_friendly", json!(i != 1)),
             ],
         );
+        *expected.entry("children-consulted").or_default() = add(
+            expected.get("children-consulted"),
+            8 + i as i64,
+            10 + i as i64,
+        );
+        *expected.entry("universal-preschool-5").or_default() =
+            add(expected.get("universal-preschool-5"), 1, 1);
+        *expected.entry("primary-level-3").or_default() =
+            add(expected.get("primary-level-3"), i64::from(i != 2), 1);
+        *expected.entry("lower-secondary-level-2").or_default() = add(
+            expected.get("lower-secondary-level-2"),
+            i64::from(i == 0),
+            1,
+        );
+        *expected.entry("child-friendly-registered").or_default() = add(
+            expected.get("child-friendly-registered"),
+            i64::from(i != 1),
+            1,
+        );
+        *expected.entry("child-protection-fund").or_default() =
+            add(expected.get("child-protection-fund"), i64::from(fund[i]), 1);
+        // Kindergarten and grade 1: the schools' enrolment over the communes' children of that age.
+        *expected.entry("kindergarten-age-5").or_default() =
+            add(expected.get("kindergarten-age-5"), 90, 98 + i as i64);
+        *expected.entry("grade-1-age-6").or_default() =
+            add(expected.get("grade-1-age-6"), 97, 98 + i as i64);
+        let school = FormId::parse("school-aggregate").unwrap();
+        phone.client.create(
+            RecordId::new_v7(),
+            &school,
+            1,
+            &commune(COMMUNES[i]),
+            [
+                ("school_name", json!(format!("Trường {i}"))),
+                ("school_level", json!("primary")),
+                ("school_year", json!("2019-2020")),
+                ("report_date", json!("2020-05-30")),
+                ("pupils", json!(400)),
+                ("pupils_taught_skills", json!(350 + i)),
+                ("enrolled_age_5", json!(90)),
+                ("enrolled_age_6_grade_1", json!(97)),
+            ],
+        );
+        *expected.entry("pupils-taught-skills").or_default() =
+            add(expected.get("pupils-taught-skills"), 350 + i as i64, 400);
+        // A play area meeting the criteria in two communes of three.
+        let play = FormId::parse("play-area").unwrap();
+        phone.client.create(
+            RecordId::new_v7(),
+            &play,
+            1,
+            &commune(COMMUNES[i]),
+            [
+                ("name", json!("Sân chơi")),
+                ("survey_date", json!("2020-09-01")),
+                ("area_type", json!("park")),
+                ("status", json!(if i == 2 { "closed" } else { "in_use" })),
+                ("free_open_to_all", json!(true)),
+                ("near_water_hazard", json!(false)),
+            ],
+        );
+        *expected.entry("communes-with-play-area").or_default() = add(
+            expected.get("communes-with-play-area"),
+            i64::from(i != 2),
+            1,
+        );
+        // Children assessed for swimming; measurements; cases — each with its answer known here.
+        let swim = FormId::parse("swimming-skills").unwrap();
+        let nutrition = FormId::parse("nutrition").unwrap();
+        let special = FormId::parse("special-circumstances").unwrap();
+        let labour = FormId::parse("child-labour").unwrap();
+        for k in 0..20 {
+            let (distance, float, entry) = (rng.below(50), rng.below(180), rng.below(2) == 0);
+            phone.client.create(
+                RecordId::new_v7(),
+                &swim,
+                1,
+                &commune(COMMUNES[i]),
+                [
+                    ("child_name", json!(format!("Em {k}"))),
+                    ("date_of_birth", json!("2010-03-01")),
+                    ("assessment_date", json!("2020-10-10")),
+                    ("round", json!("annual")),
+                    ("assessment_method", json!("practical_test")),
+                    ("distance_swum_m", json!(distance)),
+                    ("float_tread_seconds", json!(float)),
+                    ("safe_entry_exit", json!(entry)),
+                ],
+            );
+            let can = distance >= 25 && float >= 90 && entry;
+            *expected.entry("can-swim-safely").or_default() =
+                add(expected.get("can-swim-safely"), i64::from(can), 1);
+            // A girl of 36 months: 9.5 kg is far below −2 SD (≈ −2.9), 14 kg is the median;
+            // 85 cm standing is far below −2 SD (≈ −2.7), 95 cm is the median.
+            let (light, short) = (rng.below(3) == 0, rng.below(3) == 0);
+            phone.client.create(
+                RecordId::new_v7(),
+                &nutrition,
+                1,
+                &commune(COMMUNES[i]),
+                [
+                    ("child_name", json!(format!("Bé {k}"))),
+                    ("sex", json!("f")),
+                    ("date_of_birth", json!("2017-03-15")),
+                    ("measurement_date", json!("2020-03-15")),
+                    ("weight_kg", json!(if light { 9.5 } else { 14.0 })),
+                    ("length_height_cm", json!(if short { 85.0 } else { 95.0 })),
+                    ("measured_lying", json!(false)),
+                ],
+            );
+            *expected.entry("underweight-under-5").or_default() =
+                add(expected.get("underweight-under-5"), i64::from(light), 1);
+            *expected.entry("stunting-under-5").or_default() =
+                add(expected.get("stunting-under-5"), i64::from(short), 1);
+            let (cared, eligible, receiving) =
+                (rng.below(10) > 0, rng.below(2) == 0, rng.below(4) > 0);
+            let mut values = vec![
+                ("child_name", json!(format!("Cháu {k}"))),
+                ("groups", json!(["d"])),
+                ("report_received_at", json!("2020-04-04")),
+                ("cared_for", json!(cared)),
+                ("welfare_eligible", json!(eligible)),
+            ];
+            if eligible {
+                values.push(("welfare_received", json!(receiving)));
+            }
+            phone.client.create(
+                RecordId::new_v7(),
+                &special,
+                1,
+                &commune(COMMUNES[i]),
+                values,
+            );
+            *expected
+                .entry("special-circumstances-cared-for")
+                .or_default() = add(
+                expected.get("special-circumstances-cared-for"),
+                i64::from(cared),
+                1,
+            );
+            *expected.entry("special-circumstances-welfare").or_default() = add(
+                expected.get("special-circumstances-welfare"),
+                i64::from(eligible && receiving),
+                i64::from(eligible),
+            );
+            // A 14-year-old in hazardous work is child labour; in household chores is not.
+            let (hazardous, supported) = (rng.below(2) == 0, rng.below(3) > 0);
+            let mut values = vec![
+                ("child_name", json!(format!("Cháu {k}"))),
+                ("date_of_birth", json!("2006-01-01")),
+                ("detected_on", json!("2020-08-08")),
+                (
+                    "work_type",
+                    json!(if hazardous {
+                        "hazardous_listed"
+                    } else {
+                        "household_chores"
+                    }),
+                ),
+                ("support_given", json!(supported)),
+            ];
+            if supported {
+                values.push(("support_date", json!("2020-08-20")));
+            }
+            phone.client.create(
+                RecordId::new_v7(),
+                &labour,
+                1,
+                &commune(COMMUNES[i]),
+                values,
+            );
+            *expected.entry("child-labour-supported").or_default() = add(
+                expected.get("child-labour-supported"),
+                i64::from(hazardous && supported),
+                i64::from(hazardous),
+            );
+        }
         for _ in 0..rng.below(8) + 1 {
             let day = date(rng.below(366));
             let half = if day.as_str() < "2020-07-01" {
@@ -332,6 +524,40 @@ pub async fn indicators_follow_every_edit_and_equal_a_rebuild(db: Database) {
     );
     assert_eq!(births_row["area_name"], "Thừa Thiên Huế");
 
+    // Every indicator of the province for 2020 against the answers worked out above.
+    let alive_count = alive.len() as i64;
+    expected.insert(
+        "birth-registered-on-time",
+        (
+            alive.iter().filter(|b| b.on_time()).count() as i64,
+            alive_count,
+        ),
+    );
+    expected.insert(
+        "bhyt-card-under-6",
+        (alive.iter().filter(|b| b.card).count() as i64, alive_count),
+    );
+    expected.insert(
+        "injury-rate",
+        (injuries.values().sum(), population.iter().sum()),
+    );
+    assert_eq!(expected.len(), 19, "{expected:?}");
+    for (id, (n, d)) in &expected {
+        let row = whole["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["indicator"] == *id)
+            .unwrap_or_else(|| panic!("no row for {id}"));
+        assert_eq!(
+            (
+                row["numerator"].as_i64().unwrap(),
+                row["denominator"].as_i64().unwrap()
+            ),
+            (*n, *d),
+            "{id}"
+        );
+    }
     for r in whole["rows"].as_array().unwrap() {
         eprintln!(
             "province 2020: {:<32} {:>6} / {:<6} = {:>8} {}",
