@@ -304,3 +304,124 @@ mod tests {
         assert_eq!(rows.len(), 14, "every target of the plan has an indicator");
     }
 }
+
+#[cfg(test)]
+mod laws {
+    //! Seeded random edit histories: the cells kept by deltas always equal a rebuild.
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+    use sync_protocol::{CheckedEdit, CommuneCode, Dot, FieldEdit, FormId, Record, RecordId};
+
+    use super::*;
+
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % n
+        }
+    }
+
+    fn defs() -> Vec<Indicator> {
+        load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/indicators")).unwrap()
+    }
+
+    #[test]
+    fn deltas_always_sum_to_a_rebuild() {
+        let defs = defs();
+        let base: u64 = std::env::var("MAM_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(7);
+        eprintln!("deltas_always_sum_to_a_rebuild: seed {base} (replay with MAM_SEED={base})");
+        let mut filled = 0;
+        for case in 0..200 {
+            let mut rng = Rng(base.wrapping_add(case));
+            let mut records: BTreeMap<RecordId, Record> = BTreeMap::new();
+            let mut cells: BTreeMap<CellKey, Amount> = BTreeMap::new();
+            let ids: Vec<RecordId> = (0..8).map(|_| RecordId::new_v7()).collect();
+            for step in 0..60u64 {
+                let id = ids[rng.below(ids.len() as u64) as usize];
+                let device = 1 + rng.below(3) as u32;
+                let commune = ["19753", "19774", "19819"][rng.below(3) as usize];
+                let mut fields = BTreeMap::new();
+                let mut set = |name: &str,
+                               value: serde_json::Value,
+                               rng: &mut Rng,
+                               record: Option<&Record>| {
+                    // Sometimes supersede what is there, sometimes not: conflicts appear.
+                    let supersedes = if rng.below(3) > 0 {
+                        record.map(|r| r.dots(name)).unwrap_or_default()
+                    } else {
+                        vec![]
+                    };
+                    fields.insert(name.to_owned(), FieldEdit { value, supersedes });
+                };
+                let current = records.get(&id);
+                let born = format!("2020-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28));
+                match rng.below(6) {
+                    0 => set("_deleted", json!(rng.below(2) == 0), &mut rng, current),
+                    1 => set("date_of_birth", json!(born), &mut rng, current),
+                    2 => set("registration_date", json!(born), &mut rng, current),
+                    3 => set(
+                        "bhyt_card_issued",
+                        json!(rng.below(2) == 0),
+                        &mut rng,
+                        current,
+                    ),
+                    4 => set("date_of_birth", json!(null), &mut rng, current),
+                    _ => {
+                        set("date_of_birth", json!(born), &mut rng, current);
+                        set("birth_registered", json!(true), &mut rng, current);
+                    }
+                }
+                let edit = CheckedEdit {
+                    seq: step + 1,
+                    record: id,
+                    form: FormId::parse("birth-registration").unwrap(),
+                    version: 1,
+                    commune: CommuneCode::parse(commune).unwrap(),
+                    fields,
+                };
+                let before = records.get(&id).cloned();
+                let mut after = before.clone().unwrap_or_else(|| Record::from_edit(&edit));
+                after.apply(device, edit, &|_: Dot| false);
+                // Derived fields as the server computes them: on-time within 60 days.
+                let on_time = match (
+                    after.value("date_of_birth"),
+                    after.value("registration_date"),
+                ) {
+                    (Some(b), Some(r)) if b.is_string() && r.is_string() => {
+                        let days = |v: &serde_json::Value| day_number(v.as_str().unwrap()).unwrap();
+                        json!(days(r) - days(b) <= 60)
+                    }
+                    _ => serde_json::Value::Null,
+                };
+                after.derived = [("registered_on_time".to_owned(), on_time)]
+                    .into_iter()
+                    .collect();
+                for (key, amount) in deltas(&defs, before.as_ref(), Some(&after)) {
+                    cells.entry(key).or_default().add(amount, 1);
+                }
+                records.insert(id, after);
+            }
+            cells.retain(|_, a| !a.is_zero());
+            let rebuilt = rebuild(&defs, records.values());
+            assert_eq!(
+                cells,
+                rebuilt,
+                "case {case} (seed {})",
+                base.wrapping_add(case)
+            );
+            filled += usize::from(!rebuilt.is_empty());
+        }
+        assert!(
+            filled > 150,
+            "most histories must fill cells ({filled} of 200)"
+        );
+    }
+}
