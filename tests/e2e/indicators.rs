@@ -96,7 +96,7 @@ pub async fn indicators_follow_every_edit_and_equal_a_rebuild(db: Database) {
     // Births: registered within 0–120 days or not at all, some with a health insurance card.
     let mut births: BTreeMap<RecordId, Birth> = BTreeMap::new();
     for (i, phone) in phones.iter_mut().enumerate() {
-        for _ in 0..400 {
+        for _ in 0..800 {
             let born = date(rng.below(366));
             let registered = (rng.below(4) > 0).then(|| {
                 let d = sync_protocol::expr::day_number(&born).unwrap() + rng.below(121) as i64;
