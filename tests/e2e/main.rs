@@ -49,6 +49,7 @@ both_backends!(
     gaps_wait_and_reused_seqs_are_refused,
     other_communes_see_nothing_and_cannot_write,
     revoked_phone_is_refused,
+    a_record_that_moves_away_is_evicted,
     pulls_page_by_max_bytes,
     http_hygiene,
     nothing_acknowledged_is_lost_on_sigkill,
@@ -275,6 +276,51 @@ async fn other_communes_see_nothing_and_cannot_write(db: Database) {
     assert_eq!(a.view(id).value("notes"), None, "the record is untouched");
     let listed = server.cli(&["rejected", "list", "--device", &c.device().to_string()]);
     assert_eq!(listed.matches("out_of_scope").count(), 2, "{listed}");
+}
+
+async fn a_record_that_moves_away_is_evicted(db: Database) {
+    let server = Server::start(&db);
+    // The officer covers both wards; the collaborator only the first.
+    let mut officer = server.enroll("officer", &[COMMUNE, OTHER_COMMUNE]).await;
+    let mut collaborator = server.enroll("Hoa", &[COMMUNE]).await;
+    let id = officer.create(COMMUNE, &[("child_name", json!("Lan"))]);
+    officer.sync().await;
+    collaborator.sync().await;
+    assert!(collaborator.client.view(id).is_some());
+    // The family moved: the officer files the record under the other ward.
+    let record = officer.view(id);
+    let mut request = officer.client.sync_request();
+    assert!(request.push.is_empty());
+    let seq = officer.edit(id, &[("notes", json!("moved to Kim Long"))]);
+    request = officer.client.sync_request();
+    request.push[0].commune = OTHER_COMMUNE.into();
+    let response: SyncResponse = officer.send(&request).await.json().await.unwrap();
+    assert_eq!(response.acked_through, seq, "{:?}", response.rejected);
+    assert!(response.rejected.is_empty(), "{:?}", response.rejected);
+    let pulled = response.records.iter().find(|r| r.id == id).unwrap();
+    assert_eq!(pulled.commune.as_str(), OTHER_COMMUNE);
+    assert_eq!(pulled.fields["child_name"], record.fields["child_name"]);
+    let responses = collaborator.sync().await;
+    assert!(
+        responses.iter().any(|r| r.evicted.contains(&id)),
+        "{responses:?}"
+    );
+    assert!(
+        collaborator.client.view(id).is_none(),
+        "the record left the collaborator's phone"
+    );
+    // And the collaborator can no longer write to it.
+    collaborator.client.create(
+        id,
+        &harness::form(),
+        1,
+        &harness::commune(COMMUNE),
+        [("notes", json!("still here?"))],
+    );
+    collaborator.sync().await;
+    let refused = collaborator.client.rejected();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].rejection.code, RejectCode::OutOfScope);
 }
 
 async fn revoked_phone_is_refused(db: Database) {
