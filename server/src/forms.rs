@@ -236,7 +236,7 @@ fn value_uses(value: &Value, rest: Option<&str>, code: &str) -> bool {
     }
 }
 
-/// The field types a form holds, for listing.
+/// One line about a form version: its fields, repeat groups and derived fields.
 pub fn describe(form: &Form) -> String {
     let repeats = form
         .fields
