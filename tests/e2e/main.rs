@@ -632,9 +632,11 @@ async fn concurrent_pushers_never_make_a_puller_skip(db: Database) {
 }
 
 async fn sigterm_drains_in_flight_syncs(db: Database) {
-    let mut server = Server::start(&db);
+    // A push big enough to be still running when the signal comes.
+    let mut server = Server::start_with(&db, &[("MAM__SYNC__MAX_PUSH", "3000")]);
     let mut a = server.enroll("Hoa", &[COMMUNE]).await;
-    for i in 0..500 {
+    a.client = sync_protocol::Client::new(a.device()).with_limits(3000, 65_536);
+    for i in 0..3000 {
         a.create(
             COMMUNE,
             &[
@@ -644,7 +646,7 @@ async fn sigterm_drains_in_flight_syncs(db: Database) {
         );
     }
     let request = a.client.sync_request();
-    assert_eq!(request.push.len(), 500);
+    assert_eq!(request.push.len(), 3000);
     let http = a.http.clone();
     let (url, token) = (format!("{}/v1/sync", server.url), a.token.clone());
     let in_flight = tokio::spawn(async move {
@@ -654,7 +656,7 @@ async fn sigterm_drains_in_flight_syncs(db: Database) {
             .send()
             .await
     });
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let killed = std::process::Command::new("kill")
         .arg("-TERM")
         .arg(server.pid().to_string())
@@ -667,6 +669,6 @@ async fn sigterm_drains_in_flight_syncs(db: Database) {
         .expect("the in-flight sync is answered");
     assert_eq!(response.status(), 200);
     let response: SyncResponse = response.json().await.unwrap();
-    assert_eq!(response.acked_through, 500);
+    assert_eq!(response.acked_through, 3000);
     assert!(server.wait().success(), "mam exits cleanly on SIGTERM");
 }
