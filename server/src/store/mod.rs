@@ -316,6 +316,149 @@ pub(crate) fn page(
     Ok((records, last, false))
 }
 
+/// Rows as both backends read them: one mapping into domain types, whatever the database.
+pub(crate) mod rows {
+    use super::*;
+    use crate::indicators::{DENOMINATOR, NUMERATOR};
+    use sync_protocol::RejectCode;
+
+    #[derive(sqlx::FromRow)]
+    pub struct DeviceRow {
+        id: i64,
+        name: String,
+        communes: String,
+        revoked_at: Option<i64>,
+        last_seq: i64,
+    }
+
+    impl From<DeviceRow> for Device {
+        fn from(r: DeviceRow) -> Device {
+            Device {
+                id: r.id as DeviceId,
+                name: r.name,
+                communes: parse_communes(&r.communes),
+                revoked: r.revoked_at.is_some(),
+                last_seq: r.last_seq as u64,
+            }
+        }
+    }
+
+    #[derive(sqlx::FromRow)]
+    pub struct SummaryRow {
+        id: i64,
+        name: String,
+        communes: String,
+        enrolled: bool,
+        revoked: bool,
+        last_seq: i64,
+        last_sync_at: Option<i64>,
+        rejected: i64,
+    }
+
+    impl From<SummaryRow> for DeviceSummary {
+        fn from(r: SummaryRow) -> DeviceSummary {
+            DeviceSummary {
+                id: r.id as DeviceId,
+                name: r.name,
+                communes: parse_communes(&r.communes)
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                enrolled: r.enrolled,
+                revoked: r.revoked,
+                last_seq: r.last_seq as u64,
+                last_sync_at: r.last_sync_at,
+                rejected: r.rejected as u64,
+            }
+        }
+    }
+
+    #[derive(sqlx::FromRow)]
+    pub struct RejectionRow {
+        seq: i64,
+        code: String,
+        field: Option<String>,
+        rule: Option<String>,
+        message: String,
+        message_vi: Option<String>,
+    }
+
+    impl From<RejectionRow> for Rejection {
+        fn from(r: RejectionRow) -> Rejection {
+            Rejection {
+                seq: r.seq as u64,
+                code: RejectCode::from_text(&r.code),
+                field: r.field,
+                message: r.message,
+                message_vi: r.message_vi,
+                rule: r.rule,
+            }
+        }
+    }
+
+    #[derive(sqlx::FromRow)]
+    pub struct StoredRejectionRow {
+        device: i64,
+        #[sqlx(flatten)]
+        rejection: RejectionRow,
+        body: String,
+        received_at: i64,
+    }
+
+    impl TryFrom<StoredRejectionRow> for StoredRejection {
+        type Error = StoreError;
+        fn try_from(r: StoredRejectionRow) -> Result<StoredRejection> {
+            let rejection = Rejection::from(r.rejection);
+            Ok(StoredRejection {
+                device: r.device as DeviceId,
+                seq: rejection.seq,
+                code: rejection.code.to_string(),
+                field: rejection.field,
+                rule: rejection.rule,
+                message: rejection.message,
+                message_vi: rejection.message_vi,
+                edit: RawValue::from_string(r.body)
+                    .map_err(|e| StoreError::Other(format!("stored edit is not JSON: {e}")))?,
+                received_at: r.received_at,
+            })
+        }
+    }
+
+    #[derive(sqlx::FromRow)]
+    pub struct CellRow {
+        indicator: String,
+        part: String,
+        commune: String,
+        period: String,
+        value: i64,
+        records: i64,
+        conflicted: i64,
+    }
+
+    impl From<CellRow> for (CellKey, Amount) {
+        fn from(r: CellRow) -> (CellKey, Amount) {
+            let part = if r.part == NUMERATOR {
+                NUMERATOR
+            } else {
+                DENOMINATOR
+            };
+            (
+                CellKey {
+                    indicator: r.indicator,
+                    part,
+                    commune: r.commune,
+                    period: r.period,
+                },
+                Amount {
+                    value: r.value,
+                    records: r.records,
+                    conflicted: r.conflicted,
+                },
+            )
+        }
+    }
+}
+
 pub(crate) fn communes_text(communes: &[CommuneCode]) -> String {
     communes
         .iter()

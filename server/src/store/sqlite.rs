@@ -11,18 +11,16 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::value::RawValue;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
-use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, RejectCode, Rejection};
+use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, Rejection};
 
-use crate::indicators::{Amount, CellKey, DENOMINATOR, NUMERATOR};
+use crate::indicators::{Amount, CellKey};
 
+use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryRow};
 use super::{
-    communes_text, page, parse_communes, Device, DeviceSummary, Pull, RecordRow, Result,
-    StoreError, StoredRejection, SyncTx, WriteBatch,
+    communes_text, page, Device, DeviceSummary, Pull, RecordRow, Result, StoreError,
+    StoredRejection, SyncTx, WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -68,24 +66,9 @@ impl SqliteStore {
     }
 }
 
-fn device_from_row(row: &SqliteRow) -> Result<Device> {
-    Ok(Device {
-        id: row.try_get::<i64, _>("id")? as DeviceId,
-        name: row.try_get("name")?,
-        communes: parse_communes(&row.try_get::<String, _>("communes")?),
-        revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
-        last_seq: row.try_get::<i64, _>("last_seq")? as u64,
-    })
-}
-
 fn parse_record(body: &str) -> Result<Record> {
     serde_json::from_str(body)
         .map_err(|e| StoreError::Other(format!("stored record is not valid: {e}")))
-}
-
-pub(super) fn raw(body: String) -> Result<Box<RawValue>> {
-    RawValue::from_string(body)
-        .map_err(|e| StoreError::Other(format!("stored JSON is not valid: {e}")))
 }
 
 #[async_trait]
@@ -139,7 +122,7 @@ impl super::Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         let device = device.ok_or(StoreError::NotFound)?;
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, DeviceRow>(
             "UPDATE devices SET token_hash = ?, enrolled_at = ?
              WHERE id = ? AND revoked_at IS NULL
              RETURNING id, name, communes, revoked_at, last_seq",
@@ -150,23 +133,23 @@ impl super::Store for SqliteStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        let device = device_from_row(&row)?;
+        let device = Device::from(row);
         tx.commit().await?;
         Ok(device)
     }
 
     async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, DeviceRow>(
             "SELECT id, name, communes, revoked_at, last_seq FROM devices WHERE token_hash = ?",
         )
         .bind(token_hash)
         .fetch_optional(&self.reader)
         .await?;
-        row.as_ref().map(device_from_row).transpose()
+        Ok(row.map(Device::from))
     }
 
     async fn devices(&self) -> Result<Vec<DeviceSummary>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, SummaryRow>(
             "SELECT d.id, d.name, d.communes, d.token_hash IS NOT NULL AS enrolled,
                     d.revoked_at IS NOT NULL AS revoked, d.last_seq, d.last_sync_at,
                     (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id) AS rejected
@@ -174,23 +157,7 @@ impl super::Store for SqliteStore {
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DeviceSummary {
-                    id: row.try_get::<i64, _>("id")? as DeviceId,
-                    name: row.try_get("name")?,
-                    communes: parse_communes(&row.try_get::<String, _>("communes")?)
-                        .into_iter()
-                        .map(String::from)
-                        .collect(),
-                    enrolled: row.try_get("enrolled")?,
-                    revoked: row.try_get("revoked")?,
-                    last_seq: row.try_get::<i64, _>("last_seq")? as u64,
-                    last_sync_at: row.try_get("last_sync_at")?,
-                    rejected: row.try_get::<i64, _>("rejected")? as u64,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(DeviceSummary::from).collect())
     }
 
     async fn revoke(&self, device: DeviceId, now: i64) -> Result<()> {
@@ -305,7 +272,7 @@ impl super::Store for SqliteStore {
         device: Option<DeviceId>,
         limit: u32,
     ) -> Result<Vec<StoredRejection>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, StoredRejectionRow>(
             "SELECT device, seq, code, field, rule, message, message_vi, body, received_at FROM rejections
              WHERE ?1 IS NULL OR device = ?1 ORDER BY id DESC LIMIT ?2",
         )
@@ -313,21 +280,7 @@ impl super::Store for SqliteStore {
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredRejection {
-                    device: r.try_get::<i64, _>("device")? as DeviceId,
-                    seq: r.try_get::<i64, _>("seq")? as u64,
-                    code: r.try_get("code")?,
-                    field: r.try_get("field")?,
-                    rule: r.try_get("rule")?,
-                    message: r.try_get("message")?,
-                    message_vi: r.try_get("message_vi")?,
-                    edit: raw(r.try_get("body")?)?,
-                    received_at: r.try_get("received_at")?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(StoredRejection::try_from).collect()
     }
 
     async fn rejections_between(
@@ -336,7 +289,7 @@ impl super::Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<Rejection>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, RejectionRow>(
             "SELECT seq, code, field, message, message_vi, rule FROM rejections
              WHERE device = ? AND seq >= ? AND seq <= ? AND code <> 'seq_reused' ORDER BY seq",
         )
@@ -345,18 +298,7 @@ impl super::Store for SqliteStore {
         .bind(to as i64)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Rejection {
-                    seq: r.try_get::<i64, _>("seq")? as u64,
-                    code: RejectCode::from_text(r.try_get::<&str, _>("code")?),
-                    field: r.try_get("field")?,
-                    message: r.try_get("message")?,
-                    message_vi: r.try_get("message_vi")?,
-                    rule: r.try_get("rule")?,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(Rejection::from).collect())
     }
 
     async fn record(&self, id: RecordId) -> Result<Option<Record>> {
@@ -435,7 +377,7 @@ impl super::Store for SqliteStore {
     }
 
     async fn cells(&self, period: Option<&str>) -> Result<Vec<(CellKey, Amount)>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, CellRow>(
             "SELECT indicator, part, commune, period, value, records, conflicted FROM indicator_cells
              WHERE records <> 0 AND (?1 IS NULL OR period = ?1)
              ORDER BY indicator, part, commune, period",
@@ -443,7 +385,7 @@ impl super::Store for SqliteStore {
         .bind(period)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(cell_from_row).collect()
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn replace_cells(&self, cells: &[(CellKey, Amount)]) -> Result<()> {
@@ -543,27 +485,6 @@ async fn upsert_records(
         q.build().execute(&mut **tx).await?;
     }
     Ok(())
-}
-
-fn cell_from_row(row: &SqliteRow) -> Result<(CellKey, Amount)> {
-    let part: String = row.try_get("part")?;
-    Ok((
-        CellKey {
-            indicator: row.try_get("indicator")?,
-            part: if part == NUMERATOR {
-                NUMERATOR
-            } else {
-                DENOMINATOR
-            },
-            commune: row.try_get("commune")?,
-            period: row.try_get("period")?,
-        },
-        Amount {
-            value: row.try_get("value")?,
-            records: row.try_get("records")?,
-            conflicted: row.try_get("conflicted")?,
-        },
-    ))
 }
 
 /// Add amounts to cells, creating them as needed.
