@@ -8,12 +8,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, Rejection};
+use tokio::sync::{oneshot, OwnedMutexGuard};
 
 use crate::indicators::{Amount, CellKey};
 
@@ -31,6 +34,74 @@ const CHUNK: usize = 500;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    group: Arc<GroupCommit>,
+}
+
+/// Group commit. Pushes that queue behind the single writer join the transaction already open,
+/// each in a savepoint of its own; the last of a burst commits for all, and every push answers
+/// only after that commit. One fsync then covers several pushes, and a push that fails rolls
+/// back to its savepoint without touching the others.
+struct GroupCommit {
+    state: Arc<tokio::sync::Mutex<GroupState>>,
+    /// Pushes waiting for the writer: while any wait, a finished push leaves the commit to them.
+    queued: AtomicUsize,
+}
+
+#[derive(Default)]
+struct GroupState {
+    tx: Option<Transaction<'static, Sqlite>>,
+    /// Pushes done and released, waiting for the commit.
+    waiters: Vec<oneshot::Sender<std::result::Result<(), String>>>,
+}
+
+impl GroupState {
+    /// Commit the open transaction and tell every waiting push how it went.
+    async fn finish(&mut self) {
+        let result = match self.tx.take() {
+            Some(tx) => tx.commit().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(result.clone());
+        }
+    }
+
+    fn tx(&mut self) -> &mut Transaction<'static, Sqlite> {
+        self.tx
+            .as_mut()
+            .expect("a push runs inside the open group transaction")
+    }
+}
+
+/// Counts a push as queued until it holds the writer; if it gives up first (its request was
+/// cancelled), it makes sure the pushes that left the commit to it are not left waiting.
+struct Queued {
+    group: Arc<GroupCommit>,
+    holding: bool,
+}
+
+impl Queued {
+    fn new(group: &Arc<GroupCommit>) -> Self {
+        group.queued.fetch_add(1, Ordering::SeqCst);
+        Self {
+            group: group.clone(),
+            holding: false,
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if self.group.queued.fetch_sub(1, Ordering::SeqCst) == 1 && !self.holding {
+            let group = self.group.clone();
+            tokio::spawn(async move {
+                let mut state = group.state.lock().await;
+                if group.queued.load(Ordering::SeqCst) == 0 {
+                    state.finish().await;
+                }
+            });
+        }
+    }
 }
 
 impl SqliteStore {
@@ -62,7 +133,15 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        let group = Arc::new(GroupCommit {
+            state: Arc::new(tokio::sync::Mutex::new(GroupState::default())),
+            queued: AtomicUsize::new(0),
+        });
+        Ok(Self {
+            writer,
+            reader,
+            group,
+        })
     }
 }
 
@@ -183,8 +262,19 @@ impl super::Store for SqliteStore {
     }
 
     async fn begin_sync(&self) -> Result<Box<dyn SyncTx>> {
+        let mut queued = Queued::new(&self.group);
+        let mut state = self.group.state.clone().lock_owned().await;
+        queued.holding = true;
+        drop(queued);
+        if state.tx.is_none() {
+            state.tx = Some(self.writer.begin().await?);
+        }
+        sqlx::query("SAVEPOINT push")
+            .execute(&mut **state.tx())
+            .await?;
         Ok(Box::new(SqliteSyncTx {
-            tx: self.writer.begin().await?,
+            state: Some(state),
+            group: self.group.clone(),
         }))
     }
 
@@ -518,7 +608,48 @@ async fn add_cells(
 }
 
 struct SqliteSyncTx {
-    tx: Transaction<'static, Sqlite>,
+    state: Option<OwnedMutexGuard<GroupState>>,
+    group: Arc<GroupCommit>,
+}
+
+impl SqliteSyncTx {
+    fn tx(&mut self) -> &mut Transaction<'static, Sqlite> {
+        self.state
+            .as_mut()
+            .expect("the push holds the writer until it commits")
+            .tx()
+    }
+}
+
+impl Drop for SqliteSyncTx {
+    /// A push that ends without committing (an error, a cancelled request) is rolled back to
+    /// its savepoint; the pushes before it in the group stay, and are committed if nobody else
+    /// is coming.
+    fn drop(&mut self) {
+        let Some(mut state) = self.state.take() else {
+            return;
+        };
+        let group = self.group.clone();
+        tokio::spawn(async move {
+            if let Some(tx) = state.tx.as_mut() {
+                let undone = sqlx::query("ROLLBACK TO push")
+                    .execute(&mut **tx)
+                    .await
+                    .is_ok()
+                    && sqlx::query("RELEASE push").execute(&mut **tx).await.is_ok();
+                if !undone {
+                    // The transaction itself is broken: nothing in it may be committed.
+                    state.tx = None;
+                    for waiter in state.waiters.drain(..) {
+                        let _ = waiter.send(Err("the group transaction failed".into()));
+                    }
+                }
+            }
+            if group.queued.load(Ordering::SeqCst) == 0 {
+                state.finish().await;
+            }
+        });
+    }
 }
 
 #[async_trait]
@@ -527,7 +658,7 @@ impl SyncTx for SqliteSyncTx {
         // The single writer connection is the lock.
         let seq: i64 = sqlx::query_scalar("SELECT last_seq FROM devices WHERE id = ?")
             .bind(device as i64)
-            .fetch_one(&mut *self.tx)
+            .fetch_one(&mut **self.tx())
             .await?;
         Ok(seq as u64)
     }
@@ -546,7 +677,7 @@ impl SyncTx for SqliteSyncTx {
                 list.push_bind(*s as i64);
             }
             q.push(")");
-            for row in q.build().fetch_all(&mut *self.tx).await? {
+            for row in q.build().fetch_all(&mut **self.tx()).await? {
                 out.insert(row.try_get::<i64, _>(0)? as u64, row.try_get(1)?);
             }
         }
@@ -563,7 +694,7 @@ impl SyncTx for SqliteSyncTx {
                 list.push_bind(*d as i64);
             }
             q.push(")");
-            for row in q.build().fetch_all(&mut *self.tx).await? {
+            for row in q.build().fetch_all(&mut **self.tx()).await? {
                 out.insert(
                     row.try_get::<i64, _>(0)? as DeviceId,
                     row.try_get::<i64, _>(1)? as u64,
@@ -582,7 +713,7 @@ impl SyncTx for SqliteSyncTx {
                 list.push_bind(id.to_string());
             }
             q.push(")");
-            for row in q.build().fetch_all(&mut *self.tx).await? {
+            for row in q.build().fetch_all(&mut **self.tx()).await? {
                 let record = parse_record(row.try_get::<&str, _>(0)?)?;
                 out.insert(record.id, record);
             }
@@ -595,13 +726,13 @@ impl SyncTx for SqliteSyncTx {
             "UPDATE counters SET value = value + ? WHERE name = 'changes' RETURNING value",
         )
         .bind(n as i64)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(&mut **self.tx())
         .await?;
         Ok(last as u64 - n + 1)
     }
 
     async fn write(&mut self, batch: &WriteBatch) -> Result<()> {
-        upsert_records(&mut self.tx, &batch.records, batch.now).await?;
+        upsert_records(self.tx(), &batch.records, batch.now).await?;
         for chunk in batch.edits.chunks(CHUNK / 6) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO edits (device, seq, record, body, rejected, received_at) ",
@@ -614,7 +745,7 @@ impl SyncTx for SqliteSyncTx {
                     .push_bind(e.rejected)
                     .push_bind(batch.now);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().execute(&mut **self.tx()).await?;
         }
         for chunk in batch.rejections.chunks(CHUNK / 9) {
             let mut q = QueryBuilder::<Sqlite>::new(
@@ -631,10 +762,10 @@ impl SyncTx for SqliteSyncTx {
                     .push_bind(body)
                     .push_bind(batch.now);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().execute(&mut **self.tx()).await?;
         }
         for chunk in batch.cells.chunks(1000) {
-            add_cells(&mut self.tx, chunk).await?;
+            add_cells(self.tx(), chunk).await?;
         }
         for (record, from, to, at) in &batch.moves {
             sqlx::query(
@@ -644,20 +775,35 @@ impl SyncTx for SqliteSyncTx {
             .bind(from.as_str())
             .bind(to.as_str())
             .bind(*at as i64)
-            .execute(&mut *self.tx)
+            .execute(&mut **self.tx())
             .await?;
         }
         sqlx::query("UPDATE devices SET last_seq = ?, last_sync_at = ? WHERE id = ?")
             .bind(batch.last_seq as i64)
             .bind(batch.now)
             .bind(batch.device as i64)
-            .execute(&mut *self.tx)
+            .execute(&mut **self.tx())
             .await?;
         Ok(())
     }
 
-    async fn commit(self: Box<Self>) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        let mut state = self.state.take().expect("a push commits once");
+        sqlx::query("RELEASE push")
+            .execute(&mut **state.tx())
+            .await?;
+        let (done, outcome) = oneshot::channel();
+        state.waiters.push(done);
+        if self.group.queued.load(Ordering::SeqCst) == 0 {
+            state.finish().await;
+        }
+        drop(state);
+        match outcome.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Other(format!("group commit failed: {e}"))),
+            Err(_) => Err(StoreError::Unavailable(
+                "the group commit was abandoned".into(),
+            )),
+        }
     }
 }
