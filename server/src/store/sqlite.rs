@@ -266,12 +266,23 @@ impl super::Store for SqliteStore {
         let mut state = self.group.state.clone().lock_owned().await;
         queued.holding = true;
         drop(queued);
-        if state.tx.is_none() {
-            state.tx = Some(self.writer.begin().await?);
+        let opened = async {
+            if state.tx.is_none() {
+                state.tx = Some(self.writer.begin().await?);
+            }
+            sqlx::query("SAVEPOINT push")
+                .execute(&mut **state.tx())
+                .await?;
+            Ok::<_, StoreError>(())
         }
-        sqlx::query("SAVEPOINT push")
-            .execute(&mut **state.tx())
-            .await?;
+        .await;
+        if let Err(e) = opened {
+            // Pushes that left the commit to this one must not be left waiting.
+            if self.group.queued.load(Ordering::SeqCst) == 0 {
+                state.finish().await;
+            }
+            return Err(e);
+        }
         Ok(Box::new(SqliteSyncTx {
             state: Some(state),
             group: self.group.clone(),
