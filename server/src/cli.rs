@@ -277,6 +277,13 @@ fn settings(cli_config: Option<&PathBuf>, db: &DbArgs) -> anyhow::Result<Setting
     Ok(settings)
 }
 
+/// Settings for a command other than `serve`, with logs kept to warnings.
+fn command_settings(cli_config: Option<&PathBuf>, db: &DbArgs) -> anyhow::Result<Settings> {
+    let settings = settings(cli_config, db)?;
+    init_tracing(&settings, "warn");
+    Ok(settings)
+}
+
 fn init_tracing(settings: &Settings, default_level: &str) {
     use tracing_subscriber::EnvFilter;
     let level = if settings.log.level == "info" {
@@ -325,8 +332,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     db,
                 },
         } => {
-            let settings = settings(config, &db)?;
-            init_tracing(&settings, "warn");
+            let settings = command_settings(config, &db)?;
             let store = store::open(&settings).await?;
             let rows = store.rejections(device, limit.min(10_000)).await?;
             if json {
@@ -351,8 +357,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Indicators { db, records, edits },
         } => {
-            let settings = settings(config, &db)?;
-            init_tracing(&settings, "warn");
+            let settings = command_settings(config, &db)?;
             bench::indicators(settings, records.max(1), edits.max(2)).await
         }
         Command::Token {
@@ -366,8 +371,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     db,
                 },
         } => {
-            let settings = settings(config, &db)?;
-            init_tracing(&settings, "warn");
+            let settings = command_settings(config, &db)?;
             let scope = match (scope.as_deref(), district, communes.is_empty()) {
                 (Some("province"), None, true) => Scope::Province,
                 (None, Some(d), true) => Scope::District(d),
@@ -409,8 +413,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     db.clone()
                 }
             };
-            let settings = settings(config, &db)?;
-            init_tracing(&settings, "warn");
+            let settings = command_settings(config, &db)?;
             let store = store::open(&settings).await?;
             match command {
                 IndicatorsCommand::Rebuild { .. } => {
@@ -443,7 +446,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Units {
             command: UnitsCommand::List { on, json, db },
         } => {
-            let settings = settings(config, &db)?;
+            let settings = command_settings(config, &db)?;
             let units = Units::load(&settings.forms.units_dir)?;
             let date = on.unwrap_or_else(crate::today);
             if sync_protocol::form::parse_date(&date).is_none() {
@@ -481,8 +484,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Villages {
             command: VillagesCommand::Import { file, db },
         } => {
-            let settings = settings(config, &db)?;
-            init_tracing(&settings, "warn");
+            let settings = command_settings(config, &db)?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let mut lists: std::collections::BTreeMap<String, Vec<String>> = Default::default();
@@ -518,8 +520,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     batch,
                 },
         } => {
-            let settings = settings(config, &db)?;
-            init_tracing(&settings, "warn");
+            let settings = command_settings(config, &db)?;
             bench::ingest(settings, phones.max(1), records.max(1), batch.max(1)).await
         }
     }
@@ -564,8 +565,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 async fn form(config: Option<&PathBuf>, command: FormCommand) -> anyhow::Result<()> {
     match command {
         FormCommand::Publish { file, db } => {
-            let settings = settings(config, &db)?;
-            init_tracing(&settings, "warn");
+            let settings = command_settings(config, &db)?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let form: sync_protocol::Form = serde_json::from_str(&text)
@@ -612,8 +612,7 @@ async fn form(config: Option<&PathBuf>, command: FormCommand) -> anyhow::Result<
                         import.not_converted.len()
                     );
                 }
-                let settings = settings(config, &db)?;
-                init_tracing(&settings, "warn");
+                let settings = command_settings(config, &db)?;
                 let store = store::open(&settings).await?;
                 forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
                 let name = format!("{} version {}", form.id, form.version);
@@ -626,8 +625,7 @@ async fn form(config: Option<&PathBuf>, command: FormCommand) -> anyhow::Result<
             }
         }
         FormCommand::List { json, db } => {
-            let settings = settings(config, &db)?;
-            init_tracing(&settings, "warn");
+            let settings = command_settings(config, &db)?;
             let store = store::open(&settings).await?;
             forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
             let mut all: Vec<sync_protocol::Form> = store
@@ -657,8 +655,7 @@ async fn device(config: Option<&PathBuf>, command: DeviceCommand) -> anyhow::Res
             json,
             db,
         } => {
-            let settings = settings(config, &db)?;
-            init_tracing(&settings, "warn");
+            let settings = command_settings(config, &db)?;
             let name = name.trim();
             if name.is_empty() {
                 anyhow::bail!("--name must not be empty");
@@ -685,8 +682,7 @@ async fn device(config: Option<&PathBuf>, command: DeviceCommand) -> anyhow::Res
             }
         }
         DeviceCommand::List { json, db } => {
-            let settings = settings(config, &db)?;
-            init_tracing(&settings, "warn");
+            let settings = command_settings(config, &db)?;
             let store = store::open(&settings).await?;
             let devices = store.devices().await?;
             if json {
@@ -717,8 +713,7 @@ async fn device(config: Option<&PathBuf>, command: DeviceCommand) -> anyhow::Res
             }
         }
         DeviceCommand::Revoke { id, db } => {
-            let settings = settings(config, &db)?;
-            init_tracing(&settings, "warn");
+            let settings = command_settings(config, &db)?;
             let store = store::open(&settings).await?;
             match store.revoke(id, now_ms()).await {
                 Ok(()) => println!("Device {id} revoked."),
