@@ -59,6 +59,11 @@ pub enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Office accounts: commune, district and provincial officers.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Edits the server refused, kept for review.
     Rejected {
         #[command(subcommand)]
@@ -94,6 +99,55 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create an office account. The password is read from --password, or else from the first
+    /// line of standard input (so that it stays out of the shell history).
+    Add {
+        /// The name to sign in with.
+        #[arg(long)]
+        name: String,
+        /// province (everything), district (its communes) or commune (one commune).
+        #[arg(long)]
+        role: String,
+        /// The province (46), district or commune code the role covers.
+        #[arg(long)]
+        area: String,
+        /// The password (at least 10 characters). Prefer standard input.
+        #[arg(long)]
+        password: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List the accounts, with failed sign-ins and lockouts.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Set a new password (read like `user add`) and lift a lockout.
+    Password {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        password: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// A password from the flag, or the first line of standard input.
+fn read_password(flag: Option<String>) -> anyhow::Result<String> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!("Password: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 #[derive(Subcommand, Debug)]
@@ -360,6 +414,76 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = command_settings(config, &db)?;
             bench::indicators(settings, records.max(1), edits.max(2)).await
         }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    role,
+                    area,
+                    password,
+                    db,
+                },
+        } => {
+            let settings = command_settings(config, &db)?;
+            let units = Units::load(&settings.forms.units_dir)?;
+            let password = read_password(password)?;
+            let store = store::open(&settings).await?;
+            let user = crate::accounts::add_user(
+                store.as_ref(),
+                &units,
+                &name,
+                &role,
+                &area,
+                password,
+                now_ms(),
+            )
+            .await?;
+            println!(
+                "Account {} created: {} {}. Sign in at /login.",
+                user.name, user.role, user.area
+            );
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::List { db },
+        } => {
+            let settings = command_settings(config, &db)?;
+            let store = store::open(&settings).await?;
+            let now = now_ms();
+            for u in store.users().await? {
+                let locked = match u.locked_until {
+                    Some(t) if t > now => {
+                        format!(", locked for {} more min", (t - now) / 60_000 + 1)
+                    }
+                    _ => String::new(),
+                };
+                println!(
+                    "{}\t{} {}\tfailed sign-ins: {}{locked}",
+                    u.name, u.role, u.area, u.failed_logins
+                );
+            }
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::Password { name, password, db },
+        } => {
+            let settings = command_settings(config, &db)?;
+            let password = read_password(password)?;
+            crate::accounts::check_password_rules(&password).map_err(anyhow::Error::msg)?;
+            let store = store::open(&settings).await?;
+            let hash = crate::accounts::hash_password(password).await?;
+            store
+                .set_password(&name, &hash)
+                .await
+                .map_err(|e| match e {
+                    crate::store::StoreError::NotFound => {
+                        anyhow::anyhow!("name: no account {name:?}")
+                    }
+                    other => other.into(),
+                })?;
+            println!("Password of {name} changed; any lockout is lifted.");
+            Ok(())
+        }
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -544,6 +668,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "Mầm is listening on http://{addr} ({where_}, {} form versions)",
         registry.len()
     );
+    println!("Office: http://{addr}/office   (create an account first: mam user add --name NAME --role province --area 46)");
     println!("Enrol a phone: mam device enroll --name \"NAME\" --commune 19753   (then POST the code to /v1/enroll)");
     let indicators = crate::indicators::load(&settings.forms.indicators_dir)?;
     let state = AppState::new(store, registry, units, indicators, settings);

@@ -220,6 +220,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::web::routes(state.clone()))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestDecompressionLayer::new())
@@ -398,14 +399,20 @@ async fn form_version(
         .into_response())
 }
 
-/// The scope of a read token (`mam token create`).
+/// Whose figures a reader may see: a read token's scope (`mam token create`), or the scope of
+/// the office account signed in on this browser.
 async fn reader_scope(state: &AppState, headers: &HeaderMap) -> Result<Scope, ApiError> {
-    let token = headers
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or(ApiError::Unauthorized)?;
+        .map(str::trim);
+    let Some(token) = bearer else {
+        return match crate::web::session_of(state, headers).await {
+            Ok(Some((user, _))) => Ok(crate::accounts::user_scope(&user, &state.units)),
+            _ => Err(ApiError::Unauthorized),
+        };
+    };
     let scope = state
         .store
         .api_token_scope(&auth::hash(token))
@@ -427,7 +434,7 @@ fn bad(field: &str, message: String) -> ApiError {
 }
 
 /// Checks the period and picks the geography (default: the map in force when the period began).
-fn period_and_geography(
+pub(crate) fn period_and_geography(
     state: &AppState,
     period: Option<&str>,
     geography: Option<&str>,
@@ -509,8 +516,17 @@ async fn report_workbook(
     let period = file
         .strip_suffix(".xlsx")
         .ok_or_else(|| ApiError::NotFound(format!("no report {file:?}: ask for PERIOD.xlsx")))?;
-    let (period, geography) =
-        period_and_geography(&state, Some(period), params.geography.as_deref())?;
+    workbook_response(&state, &scope, period, params.geography.as_deref()).await
+}
+
+/// The report workbook of a period, as a download, over the cells `scope` allows.
+pub(crate) async fn workbook_response(
+    state: &AppState,
+    scope: &Scope,
+    period: &str,
+    geography: Option<&str>,
+) -> Result<Response, ApiError> {
+    let (period, geography) = period_and_geography(state, Some(period), geography)?;
     let has_districts = state
         .units
         .geography(&geography)
@@ -526,7 +542,7 @@ async fn report_workbook(
         period: &period,
         level,
         geography: &geography,
-        scope: &scope,
+        scope,
         today: &today,
     };
     let bytes = report::workbook(&state.indicators, &state.units, &cells, &query)
@@ -567,57 +583,114 @@ async fn indicator_records(
         .iter()
         .find(|i| i.id == id)
         .ok_or_else(|| ApiError::NotFound(format!("no indicator {id:?}")))?;
-    let (period, geography) = period_and_geography(
-        &state,
-        params.period.as_deref(),
-        params.geography.as_deref(),
-    )?;
-    let area = params.area.ok_or_else(|| {
+    let area = params.area.as_deref().ok_or_else(|| {
         bad(
             "area",
             "required: a commune, district or province code".into(),
         )
     })?;
+    let behind = records_behind(
+        &state,
+        &scope,
+        indicator,
+        area,
+        params.period.as_deref(),
+        params.geography.as_deref(),
+    )
+    .await?;
+    let rows: Vec<serde_json::Value> = behind
+        .records
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "record": b.record.id,
+                "form": b.record.form,
+                "commune": b.record.commune,
+                "part": if b.numerator { "numerator" } else { "denominator" },
+                "value": b.value,
+                "conflicted": b.conflicted,
+            })
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "indicator": id, "area": area, "period": behind.period, "records": rows }),
+    )
+    .into_response())
+}
+
+/// The records behind one number of an indicator table.
+pub(crate) struct Behind {
+    pub period: String,
+    pub geography: String,
+    pub area_name: String,
+    pub records: Vec<BehindRecord>,
+}
+
+pub(crate) struct BehindRecord {
+    pub record: sync_protocol::Record,
+    pub numerator: bool,
+    pub value: i64,
+    pub conflicted: bool,
+}
+
+/// The records in `scope` that add to `indicator` for `area` (a commune, district or the
+/// province) in a period.
+pub(crate) async fn records_behind(
+    state: &AppState,
+    scope: &Scope,
+    indicator: &Indicator,
+    area: &str,
+    period: Option<&str>,
+    geography: Option<&str>,
+) -> Result<Behind, ApiError> {
+    let (period, geography) = period_and_geography(state, period, geography)?;
     let all = state.units.all_codes();
     let level = if area == "46" {
         Level::Province
-    } else if all.contains(&area) {
+    } else if all.contains(area) {
         Level::Commune
     } else {
         Level::District
     };
+    let mut area_name = area.to_owned();
     let communes: Vec<String> = all
         .into_iter()
         .filter(|c| scope.allows(c, &state.units))
-        .filter(|c| {
-            report::area_of(&state.units, c, level, &geography).is_ok_and(|(a, _)| a == area)
-        })
+        .filter(
+            |c| match report::area_of(&state.units, c, level, &geography) {
+                Ok((a, name)) if a == area => {
+                    area_name = name;
+                    true
+                }
+                _ => false,
+            },
+        )
         .collect();
     let forms: Vec<String> = [&indicator.numerator.form, &indicator.denominator.form]
         .into_iter()
         .cloned()
         .collect();
-    let records = state.store.records_of(&forms, &communes).await?;
+    let found = state.store.records_of(&forms, &communes).await?;
     let one = [indicator.clone()];
-    let mut rows = Vec::new();
-    for record in &records {
-        for (key, amount) in indicators::contributions(&one, record) {
+    let mut records = Vec::new();
+    for record in found {
+        for (key, amount) in indicators::contributions(&one, &record) {
             if key.period == period {
-                rows.push(serde_json::json!({
-                    "record": record.id,
-                    "form": record.form,
-                    "commune": record.commune,
-                    "part": if key.part == indicators::NUMERATOR { "numerator" } else { "denominator" },
-                    "value": amount.value,
-                    "conflicted": amount.conflicted > 0,
-                }));
+                records.push(BehindRecord {
+                    record: record.clone(),
+                    numerator: key.part == indicators::NUMERATOR,
+                    value: amount.value,
+                    conflicted: amount.conflicted > 0,
+                });
             }
         }
     }
-    Ok(Json(
-        serde_json::json!({ "indicator": id, "area": area, "period": period, "records": rows }),
-    )
-    .into_response())
+    Ok(Behind {
+        period,
+        geography,
+        area_name,
+        records,
+    })
 }
 
 /// Writes the sync response. Records go out as stored (the store wrote them as wire JSON),

@@ -5,6 +5,7 @@
 //! SQLite and a PostgreSQL implementation. [`cli`] is the command line; [`bench`] measures.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod auth;
 pub mod bench;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod report;
 pub mod store;
 pub mod sync;
 pub mod units;
+pub mod web;
 pub mod xlsform;
 
 /// Unix time in milliseconds: how every timestamp is stored.

@@ -20,9 +20,13 @@ impl Scope {
     pub fn allows(&self, commune: &str, units: &Units) -> bool {
         match self {
             Scope::Province => true,
-            Scope::District(d) => units
-                .district_of(commune, None)
-                .is_some_and(|(code, _)| &code == d),
+            // Every commune the district has held on any version of the map: a district office
+            // keeps reading its communes' records from before a reorganisation.
+            Scope::District(d) => units.versions().iter().any(|v| {
+                v.communes
+                    .get(commune)
+                    .is_some_and(|c| c.district_code.as_deref() == Some(d.as_str()))
+            }),
             Scope::Communes(list) => list.iter().any(|c| c == commune),
         }
     }

@@ -1,9 +1,11 @@
 //! End to end: real `mam` processes on port 0, simulated phones over real HTTP. Every story
 //! runs on SQLite and on PostgreSQL (`MAM_TEST_DATABASE_URL`).
 
+mod browser;
 mod forms;
 mod harness;
 mod indicators;
+mod office;
 
 use std::io::Write;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use forms::{
 };
 use harness::{Backend, Database, Server, COMMUNE, OTHER_COMMUNE};
 use indicators::indicators_follow_every_edit_and_equal_a_rebuild;
+use office::{office_accounts_are_scoped_and_guarded, office_in_a_browser};
 use serde_json::{json, Value};
 use sync_protocol::{Record, RecordId, RejectCode, SyncRequest, SyncResponse};
 
@@ -62,7 +65,17 @@ both_backends!(
     published_versions_only_grow_compatibly,
     xlsform_imports_the_common_subset_and_names_the_rest,
     indicators_follow_every_edit_and_equal_a_rebuild,
+    office_accounts_are_scoped_and_guarded,
 );
+
+/// The browser story runs once, on SQLite: the pages read the store through the calls the
+/// story above checks on both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn office_pages_in_headless_chromium() {
+    if let Some(db) = Database::fresh(Backend::Sqlite).await {
+        office_in_a_browser(db).await;
+    }
+}
 
 fn values(record: &Record, field: &str) -> Vec<Value> {
     let mut v: Vec<Value> = record

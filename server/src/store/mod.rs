@@ -107,6 +107,51 @@ pub struct StoredRejection {
     pub received_at: i64,
 }
 
+/// An office account. The role and area make its scope; `device` is the device number the
+/// person's edits carry.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub area: String,
+    pub password_hash: String,
+    pub device: i64,
+    pub failed_logins: i64,
+    pub locked_until: Option<i64>,
+    pub last_login_at: Option<i64>,
+}
+
+/// A new office account.
+pub struct NewUser<'a> {
+    pub name: &'a str,
+    pub role: &'a str,
+    pub area: &'a str,
+    pub password_hash: &'a str,
+    /// The communes its edits may touch (the scope of its device).
+    pub communes: &'a [CommuneCode],
+}
+
+/// Repeated failed sign-ins lock an account for a while.
+#[derive(Clone, Copy, Debug)]
+pub struct Lockout {
+    /// Failures in a row that lock the account.
+    pub after: i64,
+    /// For how long, in milliseconds.
+    pub for_ms: i64,
+}
+
+/// One edit of a record's history, as received.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct EditLog {
+    pub device: i64,
+    pub device_name: Option<String>,
+    pub seq: i64,
+    pub body: String,
+    pub rejected: bool,
+    pub received_at: i64,
+}
+
 /// One page of a pull.
 #[derive(Debug)]
 pub struct Pull {
@@ -248,6 +293,34 @@ pub trait Store: Send + Sync + 'static {
     async fn set_villages(&self, commune: &CommuneCode, names: &[String]) -> Result<()>;
     /// The village lists of these communes.
     async fn villages(&self, communes: &[CommuneCode]) -> Result<BTreeMap<String, Vec<String>>>;
+    /// One device, whether enrolled or not.
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>>;
+    /// Every edit received for a record, oldest first, with the name of its device.
+    async fn record_edits(&self, record: RecordId) -> Result<Vec<EditLog>>;
+    /// Create an office account and the device its edits carry. `Conflict` if the name is
+    /// taken.
+    async fn add_user(&self, user: &NewUser<'_>, now: i64) -> Result<User>;
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>>;
+    async fn users(&self) -> Result<Vec<User>>;
+    /// Replace a password (hashed) and lift any lockout. `NotFound` for an unknown name.
+    async fn set_password(&self, name: &str, password_hash: &str) -> Result<()>;
+    /// Count a failed sign-in, locking the account once `lockout.after` failures are reached.
+    async fn login_failed(&self, user: i64, lockout: Lockout, now: i64) -> Result<()>;
+    async fn login_succeeded(&self, user: i64, now: i64) -> Result<()>;
+    /// Keep a sign-in attempt: who, whether it succeeded, why it was refused.
+    async fn log_login(&self, name: &str, reason: Option<&str>, now: i64) -> Result<()>;
+    /// Store a session (its token hashed) with its CSRF token.
+    async fn add_session(
+        &self,
+        token_hash: &str,
+        user: i64,
+        csrf: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()>;
+    /// The account and CSRF token of an unexpired session.
+    async fn session(&self, token_hash: &str, now: i64) -> Result<Option<(User, String)>>;
+    async fn end_session(&self, token_hash: &str) -> Result<()>;
     /// Batched upserts of whole records with no sync logic: the ceiling `mam bench ingest`
     /// measures the sync path against.
     async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()>;

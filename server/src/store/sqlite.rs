@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, Rejection};
 use tokio::sync::{oneshot, OwnedMutexGuard};
 
@@ -22,8 +22,8 @@ use crate::indicators::{Amount, CellKey};
 
 use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryRow};
 use super::{
-    communes_text, page, Device, DeviceSummary, Pull, RecordRow, Result, StoreError,
-    StoredRejection, SyncTx, WriteBatch,
+    communes_text, page, Device, DeviceSummary, EditLog, Lockout, NewUser, Pull, RecordRow, Result,
+    StoreError, StoredRejection, SyncTx, User, WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -547,6 +547,166 @@ impl super::Store for SqliteStore {
         .bind(token_hash)
         .fetch_optional(&self.reader)
         .await?)
+    }
+
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>> {
+        let row = sqlx::query_as::<_, DeviceRow>(
+            "SELECT id, name, communes, revoked_at, last_seq FROM devices WHERE id = ?",
+        )
+        .bind(id as i64)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(Device::from))
+    }
+
+    async fn record_edits(&self, record: RecordId) -> Result<Vec<EditLog>> {
+        Ok(sqlx::query_as::<_, EditLog>(
+            "SELECT e.device, d.name AS device_name, e.seq, e.body, e.rejected, e.received_at
+             FROM edits e LEFT JOIN devices d ON d.id = e.device
+             WHERE e.record = ? ORDER BY e.received_at, e.device, e.seq",
+        )
+        .bind(record.to_string())
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn add_user(&self, user: &NewUser<'_>, now: i64) -> Result<User> {
+        let mut tx = self.writer.begin().await?;
+        let device: i64 = sqlx::query_scalar(
+            "INSERT INTO devices (name, communes, created_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(format!("{} (office)", user.name))
+        .bind(communes_text(user.communes))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let added = sqlx::query_as::<_, User>(
+            "INSERT INTO users (name, role, area, password_hash, device, created_at)
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(user.name)
+        .bind(user.role)
+        .bind(user.area)
+        .bind(user.password_hash)
+        .bind(device)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        Ok(
+            sqlx::query_as::<_, User>("SELECT * FROM users WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn users(&self) -> Result<Vec<User>> {
+        Ok(
+            sqlx::query_as::<_, User>("SELECT * FROM users ORDER BY name")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn set_password(&self, name: &str, password_hash: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = ?, failed_logins = 0, locked_until = NULL WHERE name = ?",
+        )
+        .bind(password_hash)
+        .bind(name)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn login_failed(&self, user: i64, lockout: Lockout, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE users SET
+                 locked_until = CASE WHEN failed_logins + 1 >= ? THEN ? ELSE locked_until END,
+                 failed_logins = CASE WHEN failed_logins + 1 >= ? THEN 0 ELSE failed_logins + 1 END
+             WHERE id = ?",
+        )
+        .bind(lockout.after)
+        .bind(now + lockout.for_ms)
+        .bind(lockout.after)
+        .bind(user)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn login_succeeded(&self, user: i64, now: i64) -> Result<()> {
+        sqlx::query("UPDATE users SET failed_logins = 0, last_login_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(user)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn log_login(&self, name: &str, reason: Option<&str>, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO logins (name, succeeded, reason, at) VALUES (?, ?, ?, ?)")
+            .bind(name)
+            .bind(reason.is_none())
+            .bind(reason)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn add_session(
+        &self,
+        token_hash: &str,
+        user: i64,
+        csrf: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(user)
+        .bind(csrf)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &str, now: i64) -> Result<Option<(User, String)>> {
+        let row = sqlx::query(
+            "SELECT s.csrf, u.* FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = ? AND s.expires_at > ?",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| Ok((User::from_row(&r)?, r.try_get("csrf")?)))
+            .transpose()
+    }
+
+    async fn end_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()> {

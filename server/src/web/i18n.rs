@@ -1,0 +1,190 @@
+//! The office pages' words, in Vietnamese (the default) and English.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    Vi,
+    En,
+}
+
+impl Lang {
+    pub fn parse(s: &str) -> Option<Lang> {
+        match s {
+            "vi" => Some(Lang::Vi),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Vi => "vi",
+            Lang::En => "en",
+        }
+    }
+
+    pub fn other(self) -> Lang {
+        match self {
+            Lang::Vi => Lang::En,
+            Lang::En => Lang::Vi,
+        }
+    }
+
+    /// Pick the text of this language from a pair.
+    pub fn pick<'a>(self, vi: &'a str, en: &'a str) -> &'a str {
+        match self {
+            Lang::Vi => vi,
+            Lang::En => en,
+        }
+    }
+
+    pub fn t(self, key: &str) -> &'static str {
+        match WORDS.iter().find(|(k, _, _)| *k == key) {
+            Some((_, vi, en)) => self.pick(vi, en),
+            None => {
+                debug_assert!(false, "no words for {key:?}");
+                "?"
+            }
+        }
+    }
+}
+
+/// (key, Vietnamese, English)
+const WORDS: &[(&str, &str, &str)] = &[
+    ("app", "Mầm — Bảo vệ, chăm sóc trẻ em", "Mầm — Child protection and care"),
+    ("skip", "Bỏ qua, đến nội dung chính", "Skip to the main content"),
+    ("menu", "Trình đơn", "Menu"),
+    ("dashboard", "Chỉ tiêu", "Targets"),
+    ("records", "Phiếu", "Records"),
+    ("conflicts", "Xung đột", "Conflicts"),
+    ("phones", "Điện thoại", "Phones"),
+    ("forms", "Biểu mẫu", "Forms"),
+    ("rejected", "Bị từ chối", "Rejected edits"),
+    ("logout", "Đăng xuất", "Sign out"),
+    ("login", "Đăng nhập", "Sign in"),
+    ("login_title", "Đăng nhập văn phòng", "Office sign-in"),
+    ("name", "Tên đăng nhập", "User name"),
+    ("password", "Mật khẩu", "Password"),
+    ("login_wrong", "Sai tên đăng nhập hoặc mật khẩu.", "Wrong user name or password."),
+    ("login_locked", "Tài khoản tạm khoá vì đăng nhập sai nhiều lần. Thử lại sau", "The account is locked after repeated failures. Try again after"),
+    ("login_expired", "Phiên làm việc đã hết hạn, vui lòng đăng nhập lại.", "The session has ended; please sign in again."),
+    ("switch_lang", "English", "Tiếng Việt"),
+    ("period", "Kỳ báo cáo", "Period"),
+    ("geography", "Địa giới", "Geography"),
+    ("level", "Theo", "By"),
+    ("district", "Huyện", "District"),
+    ("commune", "Xã", "Commune"),
+    ("province", "Tỉnh", "Province"),
+    ("show", "Xem", "Show"),
+    ("download_csv", "Tải CSV", "Download CSV"),
+    ("download_xlsx", "Tải báo cáo Excel", "Download the Excel report"),
+    ("area", "Địa bàn", "Area"),
+    ("value", "Giá trị", "Value"),
+    ("target", "Chỉ tiêu", "Target"),
+    ("status", "Tình trạng", "Status"),
+    ("met", "Đạt", "Met"),
+    ("not_met", "Chưa đạt", "Not met"),
+    ("provisional", "Tạm tính", "Provisional"),
+    ("no_target", "Không có chỉ tiêu số", "No numeric target"),
+    ("in_conflict", "Phiếu đang xung đột", "Records in conflict"),
+    ("records_behind", "Số phiếu", "Records"),
+    ("numerator", "Tử số", "Numerator"),
+    ("denominator", "Mẫu số", "Denominator"),
+    ("no_data", "Chưa có số liệu cho kỳ này.", "No figures for this period yet."),
+    ("chart", "Biểu đồ theo địa bàn", "Chart by area"),
+    ("contents", "Các chỉ tiêu", "The targets"),
+    ("behind_title", "Các phiếu sau con số", "The records behind the number"),
+    ("part", "Phần", "Part"),
+    ("form", "Biểu mẫu", "Form"),
+    ("village", "Thôn", "Village"),
+    ("date_from", "Từ ngày", "From"),
+    ("date_to", "Đến ngày", "To"),
+    ("date", "Ngày", "Date"),
+    ("all", "Tất cả", "All"),
+    ("status_conflict", "Đang xung đột", "In conflict"),
+    ("status_rejected", "Có sửa bị từ chối", "With a rejected edit"),
+    ("status_deleted", "Đã xoá", "Deleted"),
+    ("status_ok", "Bình thường", "Settled"),
+    ("filter", "Lọc", "Filter"),
+    ("found", "Số phiếu tìm thấy", "Records found"),
+    ("previous", "Trang trước", "Previous page"),
+    ("next", "Trang sau", "Next page"),
+    ("page", "Trang", "Page"),
+    ("record", "Phiếu", "Record"),
+    ("field", "Trường", "Field"),
+    ("fields", "Nội dung", "Fields"),
+    ("derived", "Trường tính tự động", "Computed fields"),
+    ("history", "Lịch sử sửa", "History"),
+    ("when", "Thời điểm", "When"),
+    ("who", "Người sửa", "Who"),
+    ("phone", "Thiết bị", "Device"),
+    ("seq", "Số thứ tự", "Seq"),
+    ("changed", "Trường đã sửa", "Fields changed"),
+    ("refused", "bị từ chối", "refused"),
+    ("siblings", "Các giá trị song song", "Values side by side"),
+    ("settle", "Chọn giá trị đúng", "Settle"),
+    ("settle_help", "Chọn một giá trị hoặc nhập giá trị khác. Lựa chọn được gửi như một lần sửa bình thường và đồng bộ về điện thoại.", "Choose one value or type another. The choice is an ordinary edit and syncs to the phones."),
+    ("other_value", "Giá trị khác", "Another value"),
+    ("save_choice", "Lưu lựa chọn", "Save the choice"),
+    ("settled", "Đã lưu lựa chọn. Điện thoại sẽ nhận ở lần đồng bộ tới.", "The choice is saved. Phones receive it at their next sync."),
+    ("keep_deleted", "Giữ phiếu đã xoá", "Keep the record deleted"),
+    ("restore", "Khôi phục phiếu", "Restore the record"),
+    ("delete_conflict", "Phiếu bị xoá trong khi có người sửa.", "The record was deleted while someone edited it."),
+    ("no_conflicts", "Không có xung đột nào trong địa bàn.", "No conflicts in your area."),
+    ("collaborator", "Cộng tác viên", "Collaborator"),
+    ("communes", "Các xã", "Communes"),
+    ("last_sync", "Đồng bộ lần cuối", "Last sync"),
+    ("last_seq", "Số sửa đã nhận", "Last acknowledged seq"),
+    ("pending_rejections", "Sửa bị từ chối", "Rejected edits"),
+    ("enrolled", "Đã kích hoạt", "Enrolled"),
+    ("waiting", "Chờ kích hoạt", "Awaiting enrolment"),
+    ("revoked", "Đã thu hồi", "Revoked"),
+    ("revoke", "Thu hồi", "Revoke"),
+    ("never", "Chưa", "Never"),
+    ("enrol_title", "Kích hoạt điện thoại mới", "Enrol a new phone"),
+    ("enrol", "Tạo mã kích hoạt", "Create an enrolment code"),
+    ("enrol_code", "Mã kích hoạt dùng một lần", "One-time enrolment code"),
+    ("enrol_help", "Nhập mã này trên điện thoại hoặc quét mã QR. Mã dùng được một lần, hết hạn lúc", "Type this code on the phone or scan the QR code. It works once and expires at"),
+    ("qr", "Mã QR để kích hoạt", "QR code for enrolment"),
+    ("versions", "Các phiên bản", "Versions"),
+    ("version", "Phiên bản", "Version"),
+    ("current", "hiện hành", "current"),
+    ("type", "Kiểu", "Type"),
+    ("required", "Bắt buộc", "Required"),
+    ("publish", "Ban hành phiên bản mới", "Publish a new version"),
+    ("publish_file", "Tệp biểu mẫu (JSON hoặc XLSForm .xlsx)", "Form file (JSON or XLSForm .xlsx)"),
+    ("publish_button", "Ban hành", "Publish"),
+    ("publish_only_province", "Chỉ Sở LĐ-TBXH tỉnh được ban hành biểu mẫu.", "Only the provincial office publishes forms."),
+    ("published", "Đã ban hành", "Published"),
+    ("unchanged", "Phiên bản này đã được ban hành, không thay đổi gì.", "That version is published already; nothing changed."),
+    ("code", "Mã lỗi", "Code"),
+    ("rule", "Quy tắc", "Rule"),
+    ("message", "Lý do", "Reason"),
+    ("edit", "Nội dung gửi", "The edit as sent"),
+    ("no_rejected", "Không có lần sửa nào bị từ chối.", "No refused edits."),
+    ("yes", "Có", "Yes"),
+    ("no", "Không", "No"),
+    ("empty", "(trống)", "(empty)"),
+    ("not_found", "Không tìm thấy trong địa bàn của bạn.", "Not found in your area."),
+    ("forbidden", "Bạn không có quyền làm việc này.", "You may not do this."),
+    ("bad_request", "Yêu cầu không hợp lệ", "The request is not valid"),
+    ("back", "Quay lại", "Back"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_once_and_both_languages_filled() {
+        let mut keys: Vec<&str> = WORDS.iter().map(|w| w.0).collect();
+        keys.sort();
+        let before = keys.len();
+        keys.dedup();
+        assert_eq!(before, keys.len(), "a key is listed twice");
+        for (key, vi, en) in WORDS {
+            assert!(!vi.is_empty() && !en.is_empty(), "{key} lacks a language");
+        }
+        assert_eq!(Lang::En.t("records"), "Records");
+        assert_eq!(Lang::Vi.t("records"), "Phiếu");
+    }
+}

@@ -1,0 +1,289 @@
+//! A small WebDriver client: Debian's chromedriver driving headless Chromium, spoken to over
+//! HTTP with the W3C protocol (sessions, navigation, elements, screenshots).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+pub struct Browser {
+    http: reqwest::Client,
+    session: String,
+    driver: Child,
+    /// Where screenshots go.
+    pub shots: PathBuf,
+}
+
+pub struct Element(String);
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+impl Browser {
+    /// Headless Chromium at this window size, or `None` when Chromium is not installed
+    /// (outside CI; under CI a missing browser is a failure).
+    pub async fn start(width: u32, height: u32, shots: &str) -> Option<Browser> {
+        let driver_path = std::env::var_os("MAM_CHROMEDRIVER")
+            .map(PathBuf::from)
+            .or_else(|| which("chromedriver"));
+        let chromium = std::env::var_os("MAM_CHROMIUM")
+            .map(PathBuf::from)
+            .or_else(|| which("chromium"));
+        let (Some(driver_path), Some(chromium)) = (driver_path, chromium) else {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("chromium and chromedriver must be installed under CI (apt-get install chromium chromium-driver)");
+            }
+            eprintln!("chromium or chromedriver not found: skipping the browser test");
+            return None;
+        };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(driver_path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            let ready = http
+                .get(format!("{base}/status"))
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            if ready {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile =
+            std::env::temp_dir().join(format!("mam-chromium-{}-{}", std::process::id(), port));
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--no-first-run", "--lang=vi", format!("--window-size={width},{height}"),
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        }}});
+        let created: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .expect("create a WebDriver session")
+            .json()
+            .await
+            .unwrap();
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {created}"))
+            .to_owned();
+        let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(shots);
+        std::fs::create_dir_all(&shots).unwrap();
+        let browser = Browser {
+            http,
+            session: format!("{base}/session/{session}"),
+            driver,
+            shots,
+        };
+        browser.resize(width, height).await;
+        Some(browser)
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.session));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response: Value = request
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(error) = response["value"].get("error") {
+            panic!(
+                "WebDriver {method} {path}: {error} {}",
+                response["value"]["message"]
+            );
+        }
+        response["value"].clone()
+    }
+
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    pub async fn url(&self) -> String {
+        self.call(reqwest::Method::GET, "/url", None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn find_all(&self, css: &str) -> Vec<Element> {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/elements",
+                Some(json!({ "using": "css selector", "value": css })),
+            )
+            .await;
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| Element(e[ELEMENT].as_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    /// The first element matching `css`, waiting up to ten seconds for a page to arrive.
+    pub async fn find(&self, css: &str) -> Element {
+        for _ in 0..100 {
+            if let Some(e) = self.find_all(css).await.into_iter().next() {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let url = self.url().await;
+        let source = self.call(reqwest::Method::GET, "/source", None).await;
+        panic!(
+            "no element {css:?} on {url}:\n{}",
+            source.as_str().unwrap_or("")
+        );
+    }
+
+    pub async fn text(&self, e: &Element) -> String {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{}/text", e.0),
+            None,
+        )
+        .await
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+    }
+
+    pub async fn attribute(&self, e: &Element, name: &str) -> Option<String> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{}/attribute/{name}", e.0),
+            None,
+        )
+        .await
+        .as_str()
+        .map(str::to_owned)
+    }
+
+    pub async fn click(&self, e: &Element) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{}/click", e.0),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    pub async fn type_into(&self, e: &Element, text: &str) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{}/value", e.0),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    pub async fn body_text(&self) -> String {
+        let body = self.find("body").await;
+        self.text(&body).await
+    }
+
+    /// Save a PNG of the window as `<shots>/<name>.png`.
+    pub async fn screenshot(&self, name: &str) {
+        let data = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = decode_base64(data.as_str().unwrap());
+        assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+        let path = self.shots.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+impl Browser {
+    /// End the session (Chromium exits) and stop the driver.
+    pub async fn quit(self) {
+        let _ = self
+            .http
+            .delete(&self.session)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn decode_base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= (value(c) as u32) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}

@@ -1,0 +1,519 @@
+//! The office web app: accounts, sessions, CSRF, lockout and scope over real HTTP on both
+//! backends, and one story in headless Chromium against a real `mam`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use sync_protocol::RecordId;
+
+use crate::browser::Browser;
+use crate::harness::{Database, Server};
+
+/// Thuận Lộc and Kim Long are in Huế (district 474); Phong Điền town is in Phong Điền (476).
+const HUE_A: &str = "19753";
+const HUE_B: &str = "19774";
+const PHONG_DIEN: &str = "19819";
+const PASSWORD: &str = "mật khẩu đủ dài";
+
+fn add_user(server: &Server, name: &str, role: &str, area: &str) {
+    let out = server.cli(&[
+        "user",
+        "add",
+        "--name",
+        name,
+        "--role",
+        role,
+        "--area",
+        area,
+        "--password",
+        PASSWORD,
+    ]);
+    assert!(out.contains(name), "{out}");
+}
+
+/// A browser-like HTTP client: keeps cookies, reads the forms' hidden tokens.
+struct Office {
+    http: reqwest::Client,
+    url: String,
+    cookies: BTreeMap<String, String>,
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no hidden {name} in the page"))
+        + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_owned()
+}
+
+impl Office {
+    fn new(server: &Server) -> Office {
+        Office {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            url: server.url.clone(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep_cookies(&mut self, response: &reqwest::Response) -> Vec<String> {
+        let mut raw = Vec::new();
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().unwrap().to_owned();
+            let pair = text.split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_owned(), v.to_owned());
+            }
+            raw.push(text);
+        }
+        raw
+    }
+
+    async fn get(&mut self, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&response);
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&response);
+        response
+    }
+
+    /// Sign in; returns the status and the Set-Cookie lines of the answer.
+    async fn login(&mut self, name: &str, password: &str) -> (u16, Vec<String>) {
+        let (_, page) = self.get("/login").await;
+        let csrf = hidden(&page, "csrf");
+        let response = self
+            .http
+            .post(format!("{}/login", self.url))
+            .header("cookie", self.cookie_header())
+            .form(&[
+                ("name", name),
+                ("password", password),
+                ("csrf", &csrf),
+                ("next", "/office"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let cookies = self.keep_cookies(&response);
+        (status, cookies)
+    }
+
+    /// The CSRF token of the signed-in session, as its pages carry it.
+    async fn csrf(&mut self) -> String {
+        let (status, page) = self.get("/office/phones").await;
+        assert_eq!(status, 200);
+        hidden(&page, "csrf")
+    }
+}
+
+/// Birth records in three communes of two districts, and one field in conflict in Thuận Lộc.
+async fn seed(
+    server: &Server,
+) -> (
+    RecordId,
+    RecordId,
+    crate::harness::Phone,
+    crate::harness::Phone,
+) {
+    let mut hue = server.enroll("Hoa", &[HUE_A, HUE_B]).await;
+    let mut other = server.enroll("Lan", &[HUE_A]).await;
+    let mut phong = server.enroll("Minh", &[PHONG_DIEN]).await;
+    let mut in_hue = None;
+    for (i, commune) in [HUE_A, HUE_B, HUE_A].iter().enumerate() {
+        let id = hue.create(
+            commune,
+            &[
+                ("child_name", json!(format!("Bé {i}"))),
+                ("date_of_birth", json!("2020-03-01")),
+                ("birth_registered", json!(true)),
+                ("registration_date", json!("2020-03-20")),
+            ],
+        );
+        in_hue.get_or_insert(id);
+    }
+    let far = phong.create(
+        PHONG_DIEN,
+        &[
+            ("child_name", json!("Bé Phong Điền")),
+            ("date_of_birth", json!("2020-04-01")),
+        ],
+    );
+    hue.sync().await;
+    phong.sync().await;
+    other.sync().await;
+    let disputed = in_hue.unwrap();
+    hue.edit(disputed, &[("child_name", json!("Nguyễn Văn An"))]);
+    other.edit(disputed, &[("child_name", json!("Nguyễn Văn Ân"))]);
+    hue.sync().await;
+    other.sync().await;
+    hue.sync().await;
+    assert!(hue.view(disputed).is_conflicted());
+    (disputed, far, hue, other)
+}
+
+/// Sessions, CSRF, lockout and scope, with no browser: what every page and API call relies on.
+pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
+    let server = Server::start(&db);
+    add_user(&server, "hue", "district", "474");
+    add_user(&server, "tinh", "province", "46");
+    // Bad accounts are refused with the field and the rule.
+    let out = crate::harness::mam()
+        .args([
+            "user", "add", "--name", "x", "--role", "district", "--area", "999",
+        ])
+        .args(["--password", PASSWORD])
+        .args(&server.db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("area"));
+    let out = crate::harness::mam()
+        .args([
+            "user", "add", "--name", "y", "--role", "commune", "--area", HUE_A,
+        ])
+        .args(["--password", "short"])
+        .args(&server.db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
+
+    let (_, far, _, _) = seed(&server).await;
+
+    // Not signed in: pages send to the sign-in page, the API answers 401.
+    let mut anonymous = Office::new(&server);
+    let (status, _) = anonymous.get("/office/records").await;
+    assert_eq!(status, 303);
+    let (status, _) = anonymous.get("/v1/indicators?period=2020-H1").await;
+    assert_eq!(status, 401);
+
+    // The session cookie is HttpOnly and SameSite=Strict; the token is not the stored hash.
+    let mut hue = Office::new(&server);
+    let (status, cookies) = hue.login("hue", PASSWORD).await;
+    assert_eq!(status, 303);
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("mam_session="))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+
+    // Scope: the district's records are listed, another district's record is "not found",
+    // even by its exact URL.
+    let (status, page) = hue.get("/office/records").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Bé 1") && !page.contains("Bé Phong Điền"));
+    let (status, page) = hue.get(&format!("/office/records/{far}")).await;
+    assert_eq!(status, 404);
+    assert!(!page.contains("Phong Điền town") && !page.contains("Bé Phong Điền"));
+    let (status, page) = hue
+        .get(&format!("/office/records?commune={PHONG_DIEN}"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("id=\"found\">0<"),
+        "another district's commune lists nothing"
+    );
+    // The API answers within the same scope for the signed-in browser.
+    let (status, body) = hue.get("/v1/indicators?period=2020-H1&level=commune").await;
+    assert_eq!(status, 200);
+    let table: Value = serde_json::from_str(&body).unwrap();
+    let areas: Vec<&str> = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["area"].as_str().unwrap())
+        .collect();
+    assert!(
+        areas.contains(&HUE_A) && !areas.contains(&PHONG_DIEN),
+        "{areas:?}"
+    );
+    let (_, csv) = hue
+        .get("/office/targets.csv?period=2020-H1&level=commune")
+        .await;
+    assert!(csv.contains(HUE_A) && !csv.contains(PHONG_DIEN));
+    let (status, body) = hue
+        .get(&format!(
+            "/office/targets/birth-registered-on-time/records?area={PHONG_DIEN}&period=2020-H1"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("id=\"found\">0<"),
+        "no records of another district behind a number"
+    );
+
+    // A form without the session's CSRF token changes nothing.
+    let phones_before = server.cli(&["device", "list"]);
+    let response = hue
+        .post(
+            "/office/phones",
+            &[("csrf", "forged"), ("name", "Kẻ lạ"), ("commune", HUE_A)],
+        )
+        .await;
+    assert_eq!(response.status(), 403);
+    assert_eq!(server.cli(&["device", "list"]), phones_before);
+    // Another site's form (its Origin) is refused even with the token.
+    let csrf = hue.csrf().await;
+    let response = hue
+        .http
+        .post(format!("{}/office/phones", hue.url))
+        .header("cookie", hue.cookie_header())
+        .header("origin", "http://evil.example")
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "Kẻ lạ"),
+            ("commune", HUE_A),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // A phone may only be enrolled for communes of the officer's area.
+    let response = hue
+        .post(
+            "/office/phones",
+            &[("csrf", &csrf), ("name", "Hoa 2"), ("commune", PHONG_DIEN)],
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(server.cli(&["device", "list"]), phones_before);
+
+    // Signing out ends the session on the server, not only in the browser.
+    let stolen = hue.cookies.clone();
+    let response = hue.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(response.status(), 303);
+    let mut replay = Office::new(&server);
+    replay.cookies = stolen;
+    let (status, _) = replay.get("/office").await;
+    assert_eq!(status, 303, "a signed-out session is dead");
+
+    // Five wrong passwords lock the account: the right one is then refused too.
+    let mut guesser = Office::new(&server);
+    for _ in 0..5 {
+        let (status, _) = guesser.login("tinh", "wrong password!").await;
+        assert_eq!(status, 401);
+    }
+    let (status, _) = guesser.login("tinh", PASSWORD).await;
+    assert_eq!(status, 429, "locked");
+    assert!(server.cli(&["user", "list"]).contains("locked"));
+    // The administrator lifts it by setting a password.
+    server.cli(&["user", "password", "--name", "tinh", "--password", PASSWORD]);
+    let (status, _) = guesser.login("tinh", PASSWORD).await;
+    assert_eq!(status, 303);
+    // A province officer sees every district.
+    let (_, page) = guesser.get("/office/records").await;
+    assert!(page.contains("Bé Phong Điền") && page.contains("Bé 1"));
+}
+
+/// The story in a real browser: sign in, read the dashboard, follow a number to its records,
+/// settle a conflict and see the phone receive it, enrol a phone, try another district's URL.
+pub async fn office_in_a_browser(db: Database) {
+    let Some(browser) = Browser::start(1366, 768, "office-screenshots").await else {
+        return;
+    };
+    let server = Server::start(&db);
+    add_user(&server, "hue", "district", "474");
+    let (disputed, far, mut phone, _) = seed(&server).await;
+    // A refused edit to show on its page.
+    phone.edit(disputed, &[("date_of_birth", json!("2999-01-01"))]);
+    phone.sync().await;
+    let base = &server.url;
+
+    // Sign in (a wrong password first).
+    browser.goto(&format!("{base}/office")).await;
+    assert!(browser.url().await.contains("/login"));
+    browser.type_into(&browser.find("#name").await, "hue").await;
+    browser
+        .type_into(&browser.find("#password").await, "not the password")
+        .await;
+    browser.click(&browser.find("form button").await).await;
+    let error = browser.find("#login-error").await;
+    assert!(browser.text(&error).await.contains("Sai tên đăng nhập"));
+    browser.screenshot("01-login-refused").await;
+    browser
+        .type_into(&browser.find("#password").await, PASSWORD)
+        .await;
+    browser.click(&browser.find("form button").await).await;
+
+    // The dashboard, in Vietnamese, scoped to Huế.
+    browser
+        .goto(&format!(
+            "{base}/office?period=2020-H1&level=commune&geography=2020"
+        ))
+        .await;
+    let text = browser.body_text().await;
+    assert!(
+        text.contains("Chỉ tiêu") && text.contains("Thuận Lộc"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Phong Điền"),
+        "another district on the dashboard"
+    );
+    browser.screenshot("02-dashboard").await;
+    let section = "#birth-registered-on-time";
+    let cell = browser
+        .find(&format!("{section} tr[data-area=\"{HUE_A}\"] a.cell"))
+        .await;
+    assert_eq!(browser.text(&cell).await, "100 %");
+    let conflicts = browser
+        .find(&format!("{section} tr[data-area=\"{HUE_A}\"] .conflicts"))
+        .await;
+    assert_eq!(
+        browser.text(&conflicts).await,
+        "1",
+        "one record behind it is in conflict"
+    );
+
+    // Follow the number to its records.
+    browser.click(&cell).await;
+    let found = browser.find("#found").await;
+    assert_eq!(browser.text(&found).await, "2", "two births in Thuận Lộc");
+    browser.screenshot("03-records-behind-a-number").await;
+
+    // Records list and one record with its history.
+    browser
+        .goto(&format!("{base}/office/records?status=conflict"))
+        .await;
+    assert_eq!(browser.text(&browser.find("#found").await).await, "1");
+    browser.screenshot("04-records").await;
+    browser
+        .goto(&format!("{base}/office/records/{disputed}"))
+        .await;
+    let text = browser.body_text().await;
+    assert!(text.contains("Nguyễn Văn An") && text.contains("Nguyễn Văn Ân"));
+    assert!(
+        text.contains("Hoa") && text.contains("Lan"),
+        "who wrote each value"
+    );
+    browser.screenshot("05-record").await;
+
+    // The conflict queue: choose one value.
+    browser.goto(&format!("{base}/office/conflicts")).await;
+    browser.screenshot("06-conflicts").await;
+    let choices = browser
+        .find_all("fieldset[data-field=\"child_name\"] input[type=radio]")
+        .await;
+    assert_eq!(choices.len(), 3, "two values and another");
+    // The values in the order the server applied them: Hoa's An, then Lan's Ân.
+    let mut chosen = None;
+    for choice in &choices {
+        if browser.attribute(choice, "value").await.as_deref() == Some("1") {
+            chosen = Some(choice);
+        }
+    }
+    browser.click(chosen.expect("the second value")).await;
+    browser
+        .click(&browser.find("form.settle button[type=submit]").await)
+        .await;
+    let notice = browser.find("#notice").await;
+    assert!(browser.text(&notice).await.contains("Đã lưu"));
+    browser.screenshot("07-conflict-settled").await;
+
+    // The phone receives the choice as an ordinary edit.
+    phone.sync().await;
+    let record = phone.view(disputed);
+    assert!(!record.is_conflicted());
+    assert_eq!(record.value("child_name"), Some(&json!("Nguyễn Văn Ân")));
+
+    // Enrol a phone: the code works once at /v1/enroll.
+    browser.goto(&format!("{base}/office/phones")).await;
+    browser
+        .type_into(&browser.find("#enrol-name").await, "Trần Thị Mai")
+        .await;
+    let option = browser
+        .find(&format!("#enrol-communes option[value=\"{HUE_B}\"]"))
+        .await;
+    browser.click(&option).await;
+    browser
+        .click(&browser.find("form[action=\"/office/phones\"] button").await)
+        .await;
+    let code = browser.text(&browser.find("#enrol-code").await).await;
+    assert_eq!(code.len(), 9, "{code}");
+    assert!(!browser.find_all(".qr svg").await.is_empty(), "a QR code");
+    browser.screenshot("08-phone-enrolled").await;
+    let enrolled: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/enroll"))
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(enrolled["communes"], json!([HUE_B]));
+    browser.goto(&format!("{base}/office/phones")).await;
+    let text = browser.body_text().await;
+    assert!(
+        text.contains("Trần Thị Mai") && !text.contains("Minh"),
+        "{text}"
+    );
+
+    // Forms and refused edits.
+    browser.goto(&format!("{base}/office/forms")).await;
+    assert!(browser.body_text().await.contains("birth-registration"));
+    browser.screenshot("09-forms").await;
+    browser.goto(&format!("{base}/office/rejected")).await;
+    let text = browser.body_text().await;
+    assert!(
+        text.contains("date_of_birth") && text.contains("Hoa"),
+        "{text}"
+    );
+    browser.screenshot("10-rejected").await;
+
+    // Another district's record, by URL: not found, nothing of it shown.
+    browser.goto(&format!("{base}/office/records/{far}")).await;
+    let text = browser.body_text().await;
+    assert!(text.contains("Không tìm thấy") && !text.contains("Bé Phong Điền"));
+    browser.screenshot("11-other-district-refused").await;
+
+    // English on request; the dashboard at phone width.
+    browser.goto(&format!("{base}/office")).await;
+    browser
+        .click(&browser.find("a[href^=\"/lang?to=en\"]").await)
+        .await;
+    assert!(browser.body_text().await.contains("Targets"));
+    browser.resize(360, 740).await;
+    browser
+        .goto(&format!(
+            "{base}/office?period=2020-H1&level=commune&geography=2020"
+        ))
+        .await;
+    browser.screenshot("12-dashboard-phone-width").await;
+    browser.quit().await;
+}
