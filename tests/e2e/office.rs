@@ -338,6 +338,74 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
     // A province officer sees every district.
     let (_, page) = guesser.get("/office/records").await;
     assert!(page.contains("Bé Phong Điền") && page.contains("Bé 1"));
+
+    // The six-month report downloads as a workbook.
+    let response = guesser
+        .http
+        .get(format!("{}/office/reports/2020-H1.xlsx", guesser.url))
+        .header("cookie", guesser.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("spreadsheetml"));
+    assert!(response.bytes().await.unwrap().starts_with(b"PK"));
+
+    // Publishing a new form version by upload: the province may, a district may not.
+    let path = crate::harness::repo_root().join("schemas/forms/birth-registration.v1.json");
+    let mut form: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    form["version"] = json!(2);
+    form["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "nickname", "type": "text", "label": { "vi": "Tên gọi ở nhà", "en": "Nickname" } }));
+    let csrf = guesser.csrf().await;
+    let response = upload(&mut guesser, &csrf, &form.to_string()).await;
+    assert_eq!(response.status(), 200);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("birth-registration v2"), "{page}");
+    assert!(server.cli(&["form", "list"]).contains("v2"));
+    let (_, page) = guesser.get("/office/forms").await;
+    assert!(page.contains("nickname"));
+    // A broken file is refused with the reason, and nothing is published.
+    let response = upload(&mut guesser, &csrf, "{\"id\": \"birth-registration\"").await;
+    assert_eq!(response.status(), 422);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("not a form in JSON"));
+    let mut district = Office::new(&server);
+    district.login("hue", PASSWORD).await;
+    let csrf = district.csrf().await;
+    form["version"] = json!(3);
+    let response = upload(&mut district, &csrf, &form.to_string()).await;
+    assert_eq!(response.status(), 403);
+    assert!(!server.cli(&["form", "list"]).contains("v3"));
+}
+
+async fn upload(office: &mut Office, csrf: &str, file: &str) -> reqwest::Response {
+    let boundary = "mam-test-boundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"birth-registration.json\"\r\n\
+         Content-Type: application/json\r\n\r\n{file}\r\n--{boundary}--\r\n"
+    );
+    office
+        .http
+        .post(format!("{}/office/forms", office.url))
+        .header("cookie", office.cookie_header())
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The story in a real browser: sign in, read the dashboard, follow a number to its records,

@@ -166,6 +166,17 @@ pub struct TargetView {
     pub chart: Chart,
 }
 
+/// One line of the overview: an indicator over the officer's whole area.
+pub struct OverviewLine {
+    pub id: String,
+    pub title: String,
+    pub value: String,
+    pub target: String,
+    pub status: &'static str,
+    pub status_label: &'static str,
+    pub conflicted: i64,
+}
+
 pub struct AreaView {
     pub area: String,
     pub name: String,
@@ -202,6 +213,7 @@ struct DashboardPage {
     periods: Vec<Choice>,
     geographies: Vec<Choice>,
     levels: Vec<Choice>,
+    overview: Vec<OverviewLine>,
     targets: Vec<TargetView>,
     csv_href: String,
     xlsx_href: String,
@@ -240,6 +252,8 @@ async fn default_period(state: &AppState) -> Result<String, PageError> {
 }
 
 struct Table {
+    /// The whole area of the officer, one row per indicator.
+    whole: Vec<report::Row>,
     period: String,
     geography: String,
     level: Level,
@@ -284,7 +298,18 @@ async fn read_table(
     };
     let rows = report::table(&state.indicators, &state.units, &cells, &query)
         .map_err(PageError::BadRequest)?;
+    let whole = report::table(
+        &state.indicators,
+        &state.units,
+        &cells,
+        &report::Query {
+            level: Level::Province,
+            ..query
+        },
+    )
+    .map_err(PageError::BadRequest)?;
     Ok(Table {
+        whole,
         period,
         geography,
         level,
@@ -293,11 +318,13 @@ async fn read_table(
     })
 }
 
-fn number(v: f64) -> String {
-    if v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
+/// A figure as people write it: at most two decimals, a decimal comma in Vietnamese.
+fn number(v: f64, lang: Lang) -> String {
+    let text = format!("{v:.2}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    match lang {
+        Lang::Vi => text.replace('.', ","),
+        Lang::En => text.to_owned(),
     }
 }
 
@@ -330,6 +357,7 @@ pub async fn dashboard(
     let lang = officer.lang;
     let table = read_table(&state, &officer, &params).await?;
     let mut targets: Vec<TargetView> = Vec::new();
+    let mut overview: Vec<OverviewLine> = Vec::new();
     let mut ordered: Vec<&indicators::Indicator> = state.indicators.iter().collect();
     ordered.sort_by_key(|i| i.order);
     for ind in ordered {
@@ -348,7 +376,7 @@ pub async fn dashboard(
                     name: r.area_name.clone(),
                     value: r
                         .value
-                        .map(|v| format!("{}{suffix}", number(v)))
+                        .map(|v| format!("{}{suffix}", number(v, lang)))
                         .unwrap_or_else(|| "—".into()),
                     fraction: format!("{} / {}", r.numerator, r.denominator),
                     status,
@@ -382,22 +410,37 @@ pub async fn dashboard(
                 name: r.area_name.clone(),
                 value: r
                     .value
-                    .map(|v| format!("{}{suffix}", number(v)))
+                    .map(|v| format!("{}{suffix}", number(v, lang)))
                     .unwrap_or_else(|| "—".into()),
                 status: status_of(r).0,
             })
             .collect();
         let title = lang.pick(&ind.title.vi, &ind.title.en).to_owned();
+        let target = match ind.target {
+            Some(t) => format!(
+                "{} {}{suffix}",
+                direction_word(&ind.direction, lang),
+                number(t, lang)
+            ),
+            None => direction_word(&ind.direction, lang).to_owned(),
+        };
+        let whole = table.whole.iter().find(|r| r.indicator == ind.id);
+        let (status, key) = whole.map(status_of).unwrap_or(("none", "no_data_short"));
+        overview.push(OverviewLine {
+            id: ind.id.clone(),
+            title: title.clone(),
+            value: whole
+                .and_then(|r| r.value)
+                .map(|v| format!("{}{suffix}", number(v, lang)))
+                .unwrap_or_else(|| "—".into()),
+            target: target.clone(),
+            status,
+            status_label: lang.t(key),
+            conflicted: whole.map(|r| r.conflicted).unwrap_or(0),
+        });
         targets.push(TargetView {
             id: ind.id.clone(),
-            target: match ind.target {
-                Some(t) => format!(
-                    "{} {}{suffix}",
-                    direction_word(&ind.direction, lang),
-                    number(t)
-                ),
-                None => direction_word(&ind.direction, lang).to_owned(),
-            },
+            target,
             chart: Chart {
                 height: bars.len() * 22 + 4,
                 target_x: ind.target.map(|t| 170.0 + t / max * WIDTH),
@@ -460,6 +503,7 @@ pub async fn dashboard(
             periods: period_choices(&table.period),
             geographies,
             levels,
+            overview,
             targets,
             csv_href: format!("/office/targets.csv?{q}"),
             xlsx_href: format!(
@@ -997,20 +1041,18 @@ async fn scoped_record(state: &AppState, officer: &Officer, id: &str) -> Result<
 
 type Authors = HashMap<(u32, u64), (String, i64)>;
 
+/// Who made an edit: the collaborator (or officer) and the device number.
+fn author(e: &EditLog) -> String {
+    match &e.device_name {
+        Some(name) => format!("{name} (#{})", e.device),
+        None => format!("#{}", e.device),
+    }
+}
+
 fn authors(edits: &[EditLog]) -> Authors {
     edits
         .iter()
-        .map(|e| {
-            (
-                (e.device as u32, e.seq as u64),
-                (
-                    e.device_name
-                        .clone()
-                        .unwrap_or_else(|| format!("#{}", e.device)),
-                    e.received_at,
-                ),
-            )
-        })
+        .map(|e| ((e.device as u32, e.seq as u64), (author(e), e.received_at)))
         .collect()
 }
 
@@ -1135,10 +1177,7 @@ async fn render_record(
         .iter()
         .map(|e| HistoryLine {
             when: local_time(e.received_at),
-            who: e
-                .device_name
-                .clone()
-                .unwrap_or_else(|| format!("#{}", e.device)),
+            who: author(e),
             seq: e.seq,
             fields: serde_json::from_str::<Value>(&e.body)
                 .ok()
