@@ -221,6 +221,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::web::routes(state.clone()))
+        .merge(crate::phone::routes())
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestDecompressionLayer::new())
@@ -354,9 +355,20 @@ async fn forms_manifest(
         })
         .collect();
     let villages = state.store.villages(&device.communes).await?;
-    Ok(Json(
-        serde_json::json!({ "protocol": PROTOCOL_VERSION, "forms": list, "villages": villages }),
-    )
+    // The device's communes by today's names, for the phone to show.
+    let key = state
+        .units
+        .version_on(&crate::today())
+        .map(Units::key)
+        .unwrap_or_default();
+    let communes: std::collections::BTreeMap<String, String> = device
+        .communes
+        .iter()
+        .map(|c| (c.to_string(), state.units.commune_in(c.as_str(), &key).1))
+        .collect();
+    Ok(Json(serde_json::json!({
+        "protocol": PROTOCOL_VERSION, "forms": list, "villages": villages, "communes": communes,
+    }))
     .into_response())
 }
 

@@ -14,6 +14,7 @@ pub mod forms;
 pub mod http;
 pub mod indicators;
 pub mod metrics;
+pub mod phone;
 pub mod report;
 pub mod store;
 pub mod sync;

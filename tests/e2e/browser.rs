@@ -228,6 +228,50 @@ impl Browser {
         .await;
     }
 
+    /// Run an async script in the page: `args` arrive as `arguments`, and the script calls
+    /// the last argument with its result.
+    pub async fn execute_async(&self, script: &str, args: Vec<Value>) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/async",
+            Some(json!({ "script": script, "args": args })),
+        )
+        .await
+    }
+
+    /// Emulate a phone with no network at all (or give it back).
+    pub async fn set_offline(&self, offline: bool) {
+        self.call(
+            reqwest::Method::POST,
+            "/chromium/network_conditions",
+            Some(json!({ "network_conditions": {
+                "offline": offline, "latency": 0,
+                "download_throughput": -1, "upload_throughput": -1,
+            }})),
+        )
+        .await;
+    }
+
+    pub async fn reload(&self) {
+        self.call(reqwest::Method::POST, "/refresh", Some(json!({})))
+            .await;
+    }
+
+    /// Wait until `css` matches an element whose text contains `text`.
+    pub async fn wait_text(&self, css: &str, text: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..150 {
+            for e in self.find_all(css).await {
+                last = self.text(&e).await;
+                if last.contains(text) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css:?} never showed {text:?} (last: {last:?}) on {}", self.url().await);
+    }
+
     pub async fn body_text(&self) -> String {
         let body = self.find("body").await;
         self.text(&body).await

@@ -6,6 +6,7 @@ mod forms;
 mod harness;
 mod indicators;
 mod office;
+mod phone_app;
 
 use std::io::Write;
 use std::time::Duration;
@@ -67,6 +68,16 @@ both_backends!(
     indicators_follow_every_edit_and_equal_a_rebuild,
     office_accounts_are_scoped_and_guarded,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_protocol_matches_the_server() {
+    phone_app::phone_protocol_matches_the_server().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_in_headless_chromium() {
+    phone_app::phone_app_works_offline_and_syncs().await;
+}
 
 /// The browser story runs once, on SQLite: the pages read the store through the calls the
 /// story above checks on both backends.

@@ -138,6 +138,16 @@ impl Office {
     }
 }
 
+/// A page as an office user sees it (signing in first).
+pub async fn signed_in_page(server: &Server, name: &str, path: &str) -> String {
+    let mut office = Office::new(server);
+    let (status, _) = office.login(name, PASSWORD).await;
+    assert_eq!(status, 303);
+    let (status, page) = office.get(path).await;
+    assert_eq!(status, 200);
+    page
+}
+
 /// Birth records in three communes of two districts, and one field in conflict in Thuận Lộc.
 async fn seed(
     server: &Server,

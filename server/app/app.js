@@ -1,0 +1,582 @@
+// Mầm for collaborators: forms offline, everything kept on the phone until the server has it.
+import * as P from "./protocol.js";
+import * as S from "./store.js";
+
+const app = document.getElementById("app");
+const status = document.getElementById("status");
+
+let auth = null; // {token, device, communes}
+let state = null; // the protocol state (protocol.js)
+let forms = {}; // "id/version" -> form
+let manifest = null; // {forms: [...], villages: {...}}
+let syncing = null;
+let retryDelay = 0;
+let retryTimer = null;
+let lastSync = null;
+let lastError = null;
+
+/** What tests and curious people can read: counts of requests and the last response. */
+window.mam = { requests: 0, pushes: [] };
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "text") el.textContent = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const label = (x, fallback) => (x && (x.vi || x.en)) || fallback;
+
+function latestForm(id) {
+  const version = (state && state.forms[id]) || (manifest && (manifest.forms.find((f) => f.id === id) || {}).version);
+  if (version && forms[`${id}/${version}`]) return forms[`${id}/${version}`];
+  const versions = Object.values(forms).filter((f) => f.id === id).sort((a, b) => b.version - a.version);
+  return versions[0];
+}
+
+function formOf(record) {
+  return forms[`${record.form}/${record.version}`] || latestForm(record.form);
+}
+
+function show(value, field) {
+  if (value === null || value === undefined) return "(trống)";
+  if (value === true) return "Có";
+  if (value === false) return "Không";
+  const choice = (code) => {
+    const c = field && (field.choices || []).find((x) => x.code === code);
+    return c ? label(c.label, code) : code;
+  };
+  if (typeof value === "string") return choice(value);
+  if (Array.isArray(value) && value.every((v) => typeof v === "string")) return value.map(choice).join(", ");
+  if (Array.isArray(value)) return `${value.length} mục`;
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+function setStatus() {
+  const online = navigator.onLine;
+  const pending = state ? state.pending.length : 0;
+  const parts = [online ? "Có mạng" : "Không có mạng", `${pending} chờ gửi`];
+  if (syncing) parts.push("đang đồng bộ…");
+  else if (lastError) parts.push(`lỗi: ${lastError}`);
+  else if (lastSync) parts.push(`đồng bộ lúc ${lastSync}`);
+  status.textContent = parts.join(" · ");
+  status.dataset.online = online ? "yes" : "no";
+  status.dataset.pending = String(pending);
+}
+
+async function persist(changed = [], evicted = []) {
+  await S.saveState(state, changed, evicted);
+  setStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Talking to the server
+
+async function api(path, body) {
+  const res = await fetch(path, {
+    method: body ? "POST" : "GET",
+    headers: {
+      ...(body ? { "content-type": "application/json" } : {}),
+      ...(auth ? { authorization: `Bearer ${auth.token}` } : {}),
+    },
+    body: body ? JSON.stringify(body) : undefined,
+    cache: "no-store",
+  });
+  const text = await res.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch { json = null; }
+  if (!res.ok) {
+    const err = new Error((json && json.message) || `HTTP ${res.status}`);
+    err.status = res.status;
+    err.code = json && json.code;
+    throw err;
+  }
+  return json;
+}
+
+/** The current forms, fetched once per version (published versions never change). */
+async function refreshForms() {
+  manifest = await api("/v1/forms");
+  await S.put("meta", "manifest", manifest);
+  for (const f of manifest.forms) {
+    const key = `${f.id}/${f.version}`;
+    if (!forms[key]) {
+      forms[key] = await api(f.url);
+      await S.put("forms", key, forms[key]);
+    }
+  }
+}
+
+/** Sync until nothing is left to send or pull. One at a time; failures retry with backoff. */
+function sync() {
+  if (!auth) return Promise.resolve();
+  if (!syncing) {
+    syncing = runSync().finally(() => {
+      syncing = null;
+      setStatus();
+      render();
+    });
+    setStatus();
+  }
+  return syncing;
+}
+
+async function runSync() {
+  clearTimeout(retryTimer);
+  try {
+    for (let round = 0; round < 1000; round++) {
+      const request = P.syncRequest(state);
+      window.mam.requests += 1;
+      window.mam.pushes.push(request.push.length);
+      const response = await api("/v1/sync", request);
+      const changed = (response.records || []).map((r) => r.id);
+      const announced = JSON.stringify(response.forms || {});
+      P.applyResponse(state, response);
+      await persist(changed, response.evicted || []);
+      const known = Object.entries(response.forms || {}).every(([id, v]) => forms[`${id}/${v}`]);
+      if (!known || !manifest) await refreshForms();
+      void announced;
+      if (!response.more && (state.pending.length === 0 || request.push.length === 0)) break;
+    }
+    lastError = null;
+    retryDelay = 0;
+    lastSync = new Date().toLocaleTimeString("vi-VN");
+  } catch (e) {
+    if (e.status === 401) {
+      lastError = "thiết bị đã bị thu hồi hoặc chưa kích hoạt";
+      return;
+    }
+    lastError = navigator.onLine ? e.message : "không có mạng";
+    // Back off: 2 s, 4 s, 8 s … up to 5 minutes; the 'online' event tries at once.
+    retryDelay = Math.min(retryDelay ? retryDelay * 2 : 2000, 300000);
+    retryTimer = setTimeout(sync, retryDelay);
+  }
+}
+
+window.addEventListener("online", () => { setStatus(); sync(); });
+window.addEventListener("offline", setStatus);
+setInterval(() => { if (state && state.pending.length && navigator.onLine) sync(); }, 60000);
+
+// ---------------------------------------------------------------------------------------------
+// Screens
+
+function go(hash) {
+  if (location.hash === hash) render();
+  else location.hash = hash;
+}
+window.addEventListener("hashchange", () => render());
+
+function render() {
+  const [screen, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
+  if (!auth) return renderEnrol();
+  if (screen === "new") return renderChooseForm();
+  if (screen === "fill") return renderFill(rest[0], rest[1] || null);
+  if (screen === "record") return renderRecord(rest[0]);
+  return renderHome();
+}
+
+function renderEnrol() {
+  const fromLink = new URLSearchParams(location.hash.replace(/^#/, "")).get("code") || "";
+  const input = h("input", { id: "code", name: "code", autocomplete: "one-time-code", autocapitalize: "characters", value: fromLink, required: true, placeholder: "K7QF-3M9X" });
+  const error = h("p", { class: "error", role: "alert", id: "enrol-error" });
+  const form = h("form", { class: "stack", onsubmit: async (ev) => {
+    ev.preventDefault();
+    error.textContent = "";
+    try {
+      const res = await api("/v1/enroll", { code: input.value });
+      auth = { token: res.token, device: res.device, communes: res.communes };
+      await S.put("meta", "auth", auth);
+      state = P.newState(res.device);
+      await persist();
+      await refreshForms().catch(() => {});
+      location.hash = "";
+      render();
+      sync();
+    } catch (e) {
+      error.textContent = e.code === "invalid_code" ? "Mã không đúng, đã dùng hoặc đã hết hạn." : `Không kích hoạt được: ${e.message}`;
+    }
+  } },
+    h("label", { for: "code", text: "Mã kích hoạt (do cán bộ xã cấp)" }),
+    input,
+    h("button", { type: "submit", text: "Kích hoạt" }),
+  );
+  const scan = "BarcodeDetector" in window && navigator.mediaDevices
+    ? h("button", { type: "button", class: "secondary", onclick: () => scanCode(input), text: "Quét mã QR" })
+    : null;
+  app.replaceChildren(h("h1", { text: "Kích hoạt điện thoại" }), form, scan, error);
+}
+
+/** Read the enrolment QR code with the camera, where the browser can. */
+async function scanCode(input) {
+  const video = h("video", { playsinline: true, muted: true });
+  app.append(video);
+  const stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+  video.srcObject = stream;
+  await video.play();
+  const detector = new window.BarcodeDetector({ formats: ["qr_code"] });
+  for (let i = 0; i < 600; i++) {
+    const codes = await detector.detect(video).catch(() => []);
+    if (codes.length) {
+      const text = codes[0].rawValue;
+      input.value = (text.match(/code=([A-Z0-9-]+)/i) || [null, text])[1];
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  stream.getTracks().forEach((t) => t.stop());
+  video.remove();
+}
+
+function statusOf(record) {
+  const mine = state.pending.filter((e) => e.record === record.id);
+  const refused = state.rejected.filter((r) => r.edit.record === record.id);
+  if (refused.length) return ["refused", "Bị từ chối"];
+  if (P.isConflicted(record)) return ["conflict", "Xung đột"];
+  if (mine.length) return ["pending", "Chờ gửi"];
+  return ["synced", "Đã đồng bộ"];
+}
+
+function recordTitle(record) {
+  const form = formOf(record);
+  const first = form && form.fields.find((f) => f.type === "text" && P.valueOf(record, f.name));
+  const name = first ? P.valueOf(record, first.name) : record.id.slice(0, 8);
+  return `${name} · ${form ? label(form.title, form.id) : record.form}`;
+}
+
+function renderHome() {
+  const list = P.records(state).filter((r) => !P.isDeleted(r) || P.isConflicted(r));
+  // Refused edits of records the phone no longer shows (a refused new record) still show.
+  const shown = new Set(list.map((r) => r.id));
+  const orphans = state.rejected.filter((r) => !shown.has(r.edit.record));
+  app.replaceChildren(
+    h("div", { class: "actions" },
+      h("button", { id: "sync", onclick: () => sync(), text: "Đồng bộ" }),
+      h("button", { id: "new", onclick: () => go("#new"), text: "Phiếu mới" }),
+    ),
+    orphans.length ? h("section", { "aria-labelledby": "h-refused" },
+      h("h2", { id: "h-refused", text: "Bị từ chối" }),
+      h("ul", { class: "records" }, orphans.map((r) => h("li", { class: "record refused", "data-record": r.edit.record },
+        h("span", { class: "badge refused", text: "Bị từ chối" }), " ",
+        h("span", { class: "reason", text: r.rejection.message_vi || r.rejection.message }), " ",
+        h("a", { href: `#fill/${r.edit.form}/${r.edit.record}`, text: "Sửa và gửi lại" }),
+      ))),
+    ) : null,
+    h("h2", { text: `Phiếu (${list.length})` }),
+    h("ul", { class: "records", id: "records" }, list.map((r) => {
+      const [cls, text] = statusOf(r);
+      return h("li", { class: `record ${cls}`, "data-record": r.id, "data-status": cls },
+        h("a", { href: `#record/${r.id}` }, recordTitle(r)), " ",
+        h("span", { class: `badge ${cls}`, text }),
+      );
+    })),
+  );
+  setStatus();
+}
+
+function renderChooseForm() {
+  const current = manifest ? manifest.forms : [];
+  app.replaceChildren(
+    h("h1", { text: "Chọn biểu mẫu" }),
+    current.length === 0 ? h("p", { text: "Chưa có biểu mẫu: hãy đồng bộ khi có mạng." }) : null,
+    h("ul", { class: "forms" }, current.map((f) =>
+      h("li", {}, h("a", { href: `#fill/${f.id}`, "data-form": f.id, text: label(f.title, f.id) })))),
+    h("p", {}, h("a", { href: "#", text: "← Quay lại" })),
+  );
+}
+
+function renderRecord(id) {
+  const record = P.view(state, id);
+  if (!record) return go("#");
+  const form = formOf(record);
+  const refused = state.rejected.filter((r) => r.edit.record === id);
+  const fields = form ? form.fields.map((f) => f.name) : Object.keys(record.fields);
+  const rows = fields.filter((n) => record.fields[n]).map((name) => {
+    const field = form && form.fields.find((f) => f.name === name);
+    const sibs = record.fields[name];
+    const conflict = sibs.length > 1;
+    return h("div", { class: conflict ? "field conflict" : "field", "data-field": name },
+      h("div", { class: "label", text: label(field && field.label, name) }),
+      conflict
+        ? h("div", { class: "siblings" },
+            h("p", { class: "muted", text: "Hai người sửa khác nhau. Chọn giá trị đúng:" }),
+            sibs.map((s) => h("button", { class: "sibling", type: "button", onclick: async () => {
+              P.edit(state, id, { [name]: s.value });
+              await persist();
+              render();
+              sync();
+            } }, show(s.value, field), " ", h("small", { text: s.dot[0] === state.device ? "(máy này)" : `(máy số ${s.dot[0]})` }))))
+        : h("div", { class: "value", text: show(sibs[0].value, field) }),
+    );
+  });
+  const derived = form ? P.derive(form, record) : {};
+  app.replaceChildren(
+    h("h1", { text: recordTitle(record) }),
+    refused.map((r) => h("p", { class: "error", role: "alert" }, `Bị từ chối: ${r.rejection.message_vi || r.rejection.message}`)),
+    rows,
+    Object.keys(derived).length ? h("section", { class: "derived" },
+      h("h2", { text: "Tự tính" }),
+      Object.entries(derived).map(([n, v]) => {
+        const d = form.derived.find((x) => x.name === n);
+        return h("div", { class: "field" }, h("div", { class: "label", text: label(d && d.label, n) }), h("div", { class: "value", text: show(v) }));
+      })) : null,
+    h("div", { class: "actions" },
+      h("a", { class: "button", href: `#fill/${record.form}/${id}`, text: "Sửa" }),
+      h("a", { href: "#", text: "← Quay lại" }),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filling a form
+
+/** Values of a form's fields as inputs hold them. */
+function readField(field, root) {
+  const el = root.querySelector(`[data-name="${CSS.escape(field.name)}"]`);
+  if (!el) return undefined;
+  switch (field.type) {
+    case "boolean": {
+      const checked = el.querySelector("input:checked");
+      return checked ? checked.value === "true" : null;
+    }
+    case "select_many":
+      return [...el.querySelectorAll("input:checked")].map((i) => i.value);
+    case "integer": case "decimal": {
+      const v = el.querySelector("input").value.trim();
+      if (v === "") return null;
+      const n = Number(v.replace(",", "."));
+      return Number.isFinite(n) ? n : v;
+    }
+    case "geopoint": {
+      const [lat, lon] = [...el.querySelectorAll("input")].map((i) => i.value.trim());
+      return lat === "" && lon === "" ? null : { lat: Number(lat), lon: Number(lon) };
+    }
+    case "repeat":
+      return [...el.querySelectorAll(":scope > .items > .item")].map((item) => {
+        const out = {};
+        for (const sub of field.fields || []) {
+          const v = readField(sub, item);
+          if (v !== null && v !== undefined && !(Array.isArray(v) && v.length === 0)) out[sub.name] = v;
+        }
+        return out;
+      });
+    default: {
+      const input = el.querySelector("input, select, textarea");
+      const v = input ? input.value : "";
+      return v.trim() === "" ? null : v.trim().normalize("NFC");
+    }
+  }
+}
+
+function fieldInput(field, value, villages) {
+  const id = `f-${field.name}-${Math.random().toString(36).slice(2, 8)}`;
+  const wrap = h("div", { class: "input", "data-name": field.name, "data-type": field.type });
+  const lab = h("label", { for: id }, label(field.label, field.name), field.required ? h("span", { class: "req", "aria-hidden": "true", text: " *" }) : null);
+  switch (field.type) {
+    case "boolean":
+      wrap.append(h("fieldset", {},
+        h("legend", {}, label(field.label, field.name), field.required ? " *" : ""),
+        ...[["true", "Có"], ["false", "Không"]].map(([v, t]) => h("label", { class: "choice" },
+          h("input", { type: "radio", name: id, value: v, checked: value === (v === "true") }), ` ${t}`))));
+      return wrap;
+    case "select_one":
+      wrap.append(lab, h("select", { id, name: field.name },
+        h("option", { value: "", text: "—" }),
+        (field.choices || []).map((c) => h("option", { value: c.code, selected: value === c.code, text: label(c.label, c.code) }))));
+      return wrap;
+    case "select_many":
+      wrap.append(h("fieldset", {}, h("legend", { text: label(field.label, field.name) }),
+        (field.choices || []).map((c) => h("label", { class: "choice" },
+          h("input", { type: "checkbox", value: c.code, checked: Array.isArray(value) && value.includes(c.code) }), ` ${label(c.label, c.code)}`))));
+      return wrap;
+    case "integer": case "decimal":
+      wrap.append(lab, h("input", { id, type: "number", inputmode: field.type === "integer" ? "numeric" : "decimal", step: field.type === "integer" ? "1" : "any", value: value ?? "" }));
+      return wrap;
+    case "date":
+      wrap.append(lab, h("input", { id, type: "date", value: value ?? "" }));
+      return wrap;
+    case "geopoint": {
+      const lat = h("input", { type: "number", step: "any", "aria-label": "Vĩ độ", value: value ? value.lat : "" });
+      const lon = h("input", { type: "number", step: "any", "aria-label": "Kinh độ", value: value ? value.lon : "" });
+      const here = h("button", { type: "button", class: "secondary", text: "Lấy vị trí", onclick: () =>
+        navigator.geolocation && navigator.geolocation.getCurrentPosition((p) => {
+          lat.value = p.coords.latitude.toFixed(6);
+          lon.value = p.coords.longitude.toFixed(6);
+          lat.dispatchEvent(new Event("input", { bubbles: true }));
+        }) });
+      wrap.append(h("fieldset", {}, h("legend", { text: label(field.label, field.name) }), lat, lon, here));
+      return wrap;
+    }
+    case "repeat": {
+      const items = h("div", { class: "items" });
+      const addItem = (item) => {
+        const box = h("fieldset", { class: "item" }, h("legend", { text: `${label(field.label, field.name)} ${items.children.length + 1}` }));
+        for (const sub of field.fields || []) box.append(fieldInput(sub, item ? item[sub.name] : undefined, villages));
+        box.append(h("button", { type: "button", class: "secondary", text: "Xoá mục", onclick: () => { box.remove(); app.dispatchEvent(new Event("input")); } }));
+        items.append(box);
+      };
+      (Array.isArray(value) ? value : []).forEach(addItem);
+      wrap.append(h("h3", { text: label(field.label, field.name) }), items,
+        h("button", { type: "button", class: "secondary", text: "Thêm mục", onclick: () => { addItem(null); app.dispatchEvent(new Event("input")); } }));
+      return wrap;
+    }
+    default: {
+      const list = field.name === "village" && villages.length ? `${id}-list` : null;
+      wrap.append(lab, h("input", { id, type: "text", value: value ?? "", list }));
+      if (list) wrap.append(h("datalist", { id: list }, villages.map((v) => h("option", { value: v }))));
+      return wrap;
+    }
+  }
+}
+
+async function renderFill(formId, recordId) {
+  const existing = recordId ? P.view(state, recordId) : null;
+  const form = existing ? formOf(existing) : latestForm(formId);
+  if (!form) {
+    app.replaceChildren(h("p", { class: "error", text: "Chưa có biểu mẫu này trên máy: hãy đồng bộ khi có mạng." }), h("a", { href: "#", text: "← Quay lại" }));
+    return;
+  }
+  const isNew = !existing;
+  const id = recordId || P.uuidv7();
+  const draftKey = `${form.id}/${id}`;
+  const refused = state.rejected.filter((r) => r.edit.record === id);
+  // What the form opens with: the draft typed before a reload, else the record as shown, else
+  // the refused edit being corrected.
+  const draft = await S.get("drafts", draftKey);
+  const shown = {};
+  if (existing) for (const n of Object.keys(existing.fields)) shown[n] = P.valueOf(existing, n);
+  const base = { ...shown };
+  for (const r of refused) for (const [n, f] of Object.entries(r.edit.fields)) base[n] = f.value;
+  const values = draft ? draft.values : base;
+  const communes = auth.communes;
+  const commune = (draft && draft.commune) || (existing && existing.commune) || (refused[0] && refused[0].edit.commune) || communes[0];
+  const villages = () => (manifest && manifest.villages && manifest.villages[communeSelect.value]) || [];
+  const names = (manifest && manifest.communes) || {};
+  const communeSelect = h("select", { id: "commune", name: "commune" }, communes.map((c) => h("option", { value: c, selected: c === commune, text: names[c] ? `${names[c]} (${c})` : c })));
+  const errors = h("div", { id: "errors", role: "alert", class: "error", hidden: true });
+  const derivedBox = h("div", { class: "derived", "aria-live": "polite" });
+  const body = h("div", { class: "fields" }, form.fields.filter((f) => !f.retired).map((f) => fieldInput(f, values[f.name], villages())));
+
+  const current = () => {
+    const out = {};
+    for (const f of form.fields.filter((x) => !x.retired)) out[f.name] = readField(f, body);
+    return out;
+  };
+  const prospective = (vals) => {
+    const rec = existing ? JSON.parse(JSON.stringify(existing)) : { id, form: form.id, version: form.version, commune: communeSelect.value, fields: {} };
+    for (const [n, v] of Object.entries(vals)) rec.fields[n] = [{ value: v, dot: [state.device, state.next_seq] }];
+    return rec;
+  };
+  const refresh = () => {
+    const vals = current();
+    const rec = prospective(vals);
+    const lookup = (n) => (n in vals ? vals[n] : P.valueOf(rec, n));
+    for (const f of form.fields) {
+      const el = body.querySelector(`:scope > [data-name="${CSS.escape(f.name)}"]`);
+      if (!el) continue;
+      let visible = true;
+      try { visible = !f.relevant || P.evaluate(f.relevant, lookup) !== false; } catch { visible = true; }
+      el.hidden = !visible;
+      let needed = f.required;
+      try { needed = needed || (f.required_if && P.evaluate(f.required_if, lookup) === true); } catch { /* keep */ }
+      el.classList.toggle("needed", !!needed);
+    }
+    const derived = P.derive(form, rec);
+    derivedBox.replaceChildren(...Object.entries(derived).map(([n, v]) => {
+      const d = form.derived.find((x) => x.name === n);
+      return h("div", { class: "field", "data-derived": n }, h("span", { class: "label", text: `${label(d && d.label, n)}: ` }), h("strong", { text: show(v) }));
+    }));
+    return vals;
+  };
+  // Every keystroke is kept: a reload, a crash or a flat battery loses nothing typed.
+  const saveDraft = () => S.put("drafts", draftKey, { values: current(), commune: communeSelect.value, at: Date.now() });
+  app.oninput = () => { refresh(); saveDraft(); };
+  app.onchange = () => { refresh(); saveDraft(); };
+
+  const submit = async (ev) => {
+    ev.preventDefault();
+    const vals = refresh();
+    // The edit: every filled field of a new record, or only what changed.
+    const changed = {};
+    for (const [n, v] of Object.entries(vals)) {
+      const empty = v === null || (Array.isArray(v) && v.length === 0);
+      if (isNew ? !empty : JSON.stringify(v ?? null) !== JSON.stringify(shown[n] ?? null)) changed[n] = empty ? null : v;
+    }
+    if (!isNew && Object.keys(changed).length === 0 && refused.length === 0) { go(`#record/${id}`); return; }
+    const edit = { seq: state.next_seq, record: id, form: form.id, version: form.version, commune: communeSelect.value, fields: {} };
+    for (const [n, v] of Object.entries(changed)) edit.fields[n] = { value: v, supersedes: existing ? P.dotsOf(existing, n) : [] };
+    const problem = P.checkEdit(form, prospective(changed), edit, P.today(), isNew);
+    body.querySelectorAll(".invalid").forEach((e) => e.classList.remove("invalid"));
+    if (problem) {
+      errors.hidden = false;
+      errors.textContent = problem.message_vi;
+      const top = problem.field.split("[")[0];
+      const el = body.querySelector(`[data-name="${CSS.escape(top)}"]`);
+      if (el) { el.classList.add("invalid"); el.scrollIntoView({ block: "center" }); }
+      return;
+    }
+    for (const r of refused) P.dismissRejected(state, r.edit.seq);
+    if (P.view(state, id)) P.edit(state, id, changed);
+    else P.create(state, id, form.id, form.version, communeSelect.value, changed);
+    await persist();
+    await S.del("drafts", draftKey);
+    app.oninput = null;
+    app.onchange = null;
+    go("#");
+    if (navigator.onLine) sync();
+  };
+
+  app.replaceChildren(
+    h("h1", { text: label(form.title, form.id) }),
+    h("form", { id: "fill", class: "stack", novalidate: true, onsubmit: submit },
+      refused.map((r) => h("p", { class: "error", text: `Lần trước bị từ chối: ${r.rejection.message_vi || r.rejection.message}` })),
+      communes.length > 1 ? h("div", { class: "input" }, h("label", { for: "commune", text: "Xã/phường" }), communeSelect) : null,
+      errors,
+      body,
+      derivedBox,
+      h("div", { class: "actions" },
+        h("button", { type: "submit", id: "save", text: "Lưu" }),
+        h("a", { href: "#", text: "Huỷ" })),
+    ),
+  );
+  refresh();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+async function start() {
+  if ("serviceWorker" in navigator) navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => {});
+  auth = (await S.get("meta", "auth")) || null;
+  state = await S.loadState();
+  if (auth && !state) state = P.newState(auth.device);
+  manifest = (await S.get("meta", "manifest")) || null;
+  forms = await S.getAll("forms");
+  P.setWhoTables(...await Promise.all(["wfa", "lhfa"].map((t) => fetch(`/app/who/${t}.csv`).then((r) => r.text()).catch(() => ""))));
+  render();
+  setStatus();
+  if (auth && navigator.onLine) sync();
+}
+
+window.mam.ready = start().then(() => true);
+window.mam.state = () => state;
+window.mam.sync = () => sync();
+window.mam.protocol = P;
+/** Create a record as the form's "Lưu" does, without the screen (for bulk entry and tests). */
+window.mam.createRecord = async (form, version, commune, values) => {
+  const id = P.uuidv7();
+  P.create(state, id, form, version, commune, values);
+  await persist();
+  return id;
+};

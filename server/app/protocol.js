@@ -1,0 +1,588 @@
+// Mầm phone protocol: the client state machine of sync-protocol/src/client.rs, the field
+// register, the expression language and the form rules, in plain JavaScript. The same
+// messages, the same order rules and the same validation messages as the server.
+
+export const PROTOCOL_VERSION = 1;
+export const DELETED_FIELD = "_deleted";
+export const MAX_TEXT_CHARS = 10000;
+export const MAX_REPEAT_ITEMS = 200;
+/** Edits in one request at most (the server's default limit is 1000). */
+export const MAX_PUSH = 200;
+export const DEFAULT_MAX_BYTES = 262144;
+
+// ---------------------------------------------------------------------------------------------
+// Records and the register
+
+/** Apply one write to a register (a list of {value, dot}); `seen(dot)` is the replica's
+ *  context before the write. Siblings covered by the write's dot or its supersedes go. */
+export function applyWrite(siblings, dot, value, supersedes, seen = () => false) {
+  const covers = (d) =>
+    [dot, ...supersedes].some((c) => c[0] === d[0] && d[1] <= c[1]);
+  let present = false;
+  const kept = siblings.filter((s) => {
+    if (s.dot[0] === dot[0] && s.dot[1] === dot[1]) {
+      present = true;
+      return true;
+    }
+    return !covers(s.dot);
+  });
+  if (!present && !seen(dot)) kept.push({ value, dot });
+  return kept;
+}
+
+/** The value a record shows for a field: the last sibling (the server's provisional value). */
+export function valueOf(record, name) {
+  const siblings = record.fields[name];
+  if (!siblings || siblings.length === 0) return undefined;
+  return siblings[siblings.length - 1].value;
+}
+
+export function dotsOf(record, name) {
+  return (record.fields[name] || []).map((s) => s.dot);
+}
+
+export function isDeleted(record) {
+  return valueOf(record, DELETED_FIELD) === true;
+}
+
+export function conflictedFields(record) {
+  return Object.keys(record.fields).filter((n) => record.fields[n].length > 1);
+}
+
+export function hasDeleteConflict(record) {
+  return (
+    isDeleted(record) &&
+    Object.entries(record.fields).some(
+      ([n, sibs]) => n !== DELETED_FIELD && sibs.some((s) => s.value !== null),
+    )
+  );
+}
+
+export function isConflicted(record) {
+  return conflictedFields(record).length > 0 || hasDeleteConflict(record);
+}
+
+function recordFromEdit(edit) {
+  return {
+    id: edit.record,
+    form: edit.form,
+    version: edit.version,
+    commune: edit.commune,
+    fields: {},
+  };
+}
+
+function applyEdit(record, device, edit) {
+  const dot = [device, edit.seq];
+  record.version = Math.max(record.version, edit.version);
+  record.commune = edit.commune;
+  for (const [name, change] of Object.entries(edit.fields)) {
+    record.fields[name] = applyWrite(
+      record.fields[name] || [],
+      dot,
+      change.value,
+      change.supersedes || [],
+    );
+  }
+}
+
+const clone = (x) => (x === undefined ? undefined : JSON.parse(JSON.stringify(x)));
+
+// ---------------------------------------------------------------------------------------------
+// The client state machine
+
+/** A phone's sync state, plain data so that it can be stored as it is. */
+export function newState(device) {
+  return {
+    device,
+    next_seq: 1,
+    cursor: 0,
+    pulled: {},
+    pending: [],
+    acked_unpulled: [],
+    rejected: [],
+    forms: {},
+  };
+}
+
+/** The record as the phone shows it: as pulled, with its own unacknowledged edits on top. */
+export function view(state, id) {
+  let record = clone(state.pulled[id]);
+  for (const edit of [...state.acked_unpulled, ...state.pending]) {
+    if (edit.record !== id) continue;
+    if (!record) record = recordFromEdit(edit);
+    applyEdit(record, state.device, edit);
+  }
+  return record;
+}
+
+export function records(state) {
+  const ids = new Set(Object.keys(state.pulled));
+  for (const e of [...state.acked_unpulled, ...state.pending]) ids.add(e.record);
+  return [...ids].sort().map((id) => view(state, id)).filter(Boolean);
+}
+
+function takeSeq(state) {
+  const seq = state.next_seq;
+  state.next_seq += 1;
+  return seq;
+}
+
+/** Start a new record: an edit that supersedes nothing. */
+export function create(state, id, form, version, commune, values) {
+  const fields = {};
+  for (const [name, value] of Object.entries(values)) fields[name] = { value, supersedes: [] };
+  const edit = { seq: takeSeq(state), record: id, form, version, commune, fields };
+  state.pending.push(edit);
+  return edit.seq;
+}
+
+/** Change fields of a record the phone shows: each supersedes exactly the siblings shown. */
+export function edit(state, id, values) {
+  const record = view(state, id);
+  if (!record) return null;
+  const fields = {};
+  for (const [name, value] of Object.entries(values)) {
+    fields[name] = { value, supersedes: dotsOf(record, name) };
+  }
+  const e = {
+    seq: takeSeq(state),
+    record: record.id,
+    form: record.form,
+    version: record.version,
+    commune: record.commune,
+    fields,
+  };
+  state.pending.push(e);
+  return e.seq;
+}
+
+/** Delete: `_deleted` true and null over every field shown. */
+export function remove(state, id) {
+  const record = view(state, id);
+  if (!record) return null;
+  const values = {};
+  for (const name of Object.keys(record.fields)) values[name] = null;
+  values[DELETED_FIELD] = true;
+  return edit(state, id, values);
+}
+
+/** The next request: the oldest pending edits and the cursor. Safe to send again. */
+export function syncRequest(state, maxPush = MAX_PUSH, maxBytes = DEFAULT_MAX_BYTES) {
+  return {
+    protocol: PROTOCOL_VERSION,
+    push: state.pending.slice(0, maxPush),
+    cursor: state.cursor,
+    max_bytes: maxBytes,
+  };
+}
+
+/** Take in a response (PROTOCOL.md): acknowledged edits go, refused ones are kept with their
+ *  reason, a reused seq goes again under a new one, pulled records replace, evicted go. */
+export function applyResponse(state, response) {
+  const acked = response.acked_through;
+  state.next_seq = Math.max(state.next_seq, acked + 1);
+  const done = state.pending.filter((e) => e.seq <= acked);
+  state.pending = state.pending.filter((e) => e.seq > acked);
+  for (const e of done) {
+    const r = (response.rejected || []).find((x) => x.seq === e.seq);
+    if (r && r.code === "seq_reused") {
+      e.seq = takeSeq(state);
+      state.pending.push(e);
+    } else if (r) {
+      state.rejected.push({ edit: e, rejection: r });
+    } else {
+      state.acked_unpulled.push(e);
+    }
+  }
+  for (const record of response.records || []) {
+    state.acked_unpulled = state.acked_unpulled.filter((e) => e.record !== record.id);
+    state.pulled[record.id] = record;
+  }
+  for (const id of response.evicted || []) {
+    state.acked_unpulled = state.acked_unpulled.filter((e) => e.record !== id);
+    delete state.pulled[id];
+  }
+  if (!response.more) state.acked_unpulled = [];
+  state.cursor = Math.max(state.cursor, response.cursor);
+  state.forms = response.forms || state.forms;
+}
+
+export function dismissRejected(state, seq) {
+  state.rejected = state.rejected.filter((r) => r.edit.seq !== seq);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dates
+
+export function parseDate(s) {
+  if (typeof s !== "string" || !/^\d{4}-\d{2}-\d{2}$/.test(s)) return null;
+  const [y, m, d] = s.split("-").map(Number);
+  const leap = (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0;
+  const days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1];
+  if (!days || y < 1 || d < 1 || d > days) return null;
+  return [y, m, d];
+}
+
+/** Days since 1970-01-01 of a date. */
+export function dayNumber(s) {
+  const p = parseDate(s);
+  if (!p) return null;
+  return Math.round(Date.UTC(p[0], p[1] - 1, p[2]) / 86400000);
+}
+
+/** Today in Việt Nam (UTC+7), YYYY-MM-DD. */
+export function today(now = Date.now()) {
+  return new Date(now + 7 * 3600000).toISOString().slice(0, 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expressions (sync-protocol/src/expr.rs)
+
+let whoTables = null;
+/** Give the WHO growth tables (the CSV texts of schemas/who-growth) to `who_z`. */
+export function setWhoTables(wfa, lhfa) {
+  const parse = (text) =>
+    text
+      .split("\n")
+      .slice(1)
+      .filter((l) => l.trim())
+      .map((l) => {
+        const c = l.split(",");
+        return {
+          boy: c[0] === "1",
+          month: Number(c[1]),
+          lying: c[5].trim() !== "H",
+          l: Number(c[2]),
+          m: Number(c[3]),
+          s: Number(c[4]),
+        };
+      });
+  whoTables = { wfa: parse(wfa), hfa: parse(lhfa) };
+}
+
+function whoZ(indicator, boy, ageDays, x, measuredLying) {
+  if (!whoTables || x <= 0 || ageDays < 0) return null;
+  const months = ageDays / 30.4375;
+  if (months < 0 || months > 60) return null;
+  const table = whoTables[indicator];
+  const lying = indicator === "wfa" || months < 24;
+  const at = (month) => table.find((r) => r.boy === boy && r.lying === lying && r.month === month);
+  const lower = Math.floor(months);
+  const a = at(lower);
+  if (!a) return null;
+  const frac = months - lower;
+  let l = a.l, m = a.m, s = a.s;
+  if (frac !== 0) {
+    const b = at(lower + 1);
+    if (!b) return null;
+    l = a.l + (b.l - a.l) * frac;
+    m = a.m + (b.m - a.m) * frac;
+    s = a.s + (b.s - a.s) * frac;
+  }
+  if (indicator === "hfa" && months < 24 && !measuredLying) x += 0.7;
+  if (indicator === "hfa" && months >= 24 && measuredLying) x -= 0.7;
+  let z = l === 0 ? Math.log(x / m) / s : (Math.pow(x / m, l) - 1) / (l * s);
+  if (indicator === "wfa" && Math.abs(z) > 3) {
+    const sd = (k) => m * Math.pow(1 + l * s * k, 1 / l);
+    z = z > 3 ? 3 + (x - sd(3)) / (sd(3) - sd(2)) : -3 + (x - sd(-3)) / (sd(-2) - sd(-3));
+  }
+  return z;
+}
+
+const isNum = (v) => typeof v === "number" && Number.isFinite(v);
+const isNull = (v) => v === null || v === undefined;
+function deepEqual(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** Evaluate an expression; `lookup(name)` gives a field's value. Unknown inputs give null. */
+export function evaluate(expr, lookup) {
+  if (expr === null || typeof expr !== "object" || Array.isArray(expr)) return expr;
+  const keys = Object.keys(expr);
+  if (keys.length !== 1) throw new Error("an expression object has exactly one key");
+  const op = keys[0];
+  const raw = expr[op];
+  if (op === "var") {
+    const v = lookup(raw);
+    return v === undefined ? null : v;
+  }
+  const args = Array.isArray(raw) ? raw : [raw];
+  const arg = (i) => evaluate(args[i], lookup);
+  switch (op) {
+    case "+": case "-": case "*": case "/": {
+      const nums = args.map((a) => evaluate(a, lookup));
+      if (!nums.every(isNum)) return null;
+      let acc = nums[0];
+      for (const n of nums.slice(1)) {
+        acc = op === "+" ? acc + n : op === "-" ? acc - n : op === "*" ? acc * n : acc / n;
+      }
+      return Number.isFinite(acc) ? acc : null;
+    }
+    case "<": case "<=": case ">": case ">=": case "==": case "!=": {
+      const a = arg(0), b = arg(1);
+      if (isNull(a) || isNull(b)) return null;
+      let ord;
+      if (isNum(a) && isNum(b)) ord = a < b ? -1 : a > b ? 1 : 0;
+      else if (typeof a === "string" && typeof b === "string") ord = a < b ? -1 : a > b ? 1 : 0;
+      else if (op === "==") return deepEqual(a, b);
+      else if (op === "!=") return !deepEqual(a, b);
+      else return null;
+      return { "<": ord < 0, "<=": ord <= 0, ">": ord > 0, ">=": ord >= 0, "==": ord === 0, "!=": ord !== 0 }[op];
+    }
+    case "and": case "or": {
+      const decisive = op === "or";
+      let unknown = false;
+      for (const a of args) {
+        const v = evaluate(a, lookup);
+        if (v === decisive) return decisive;
+        if (typeof v !== "boolean") unknown = true;
+      }
+      return unknown ? null : !decisive;
+    }
+    case "not": {
+      const v = arg(0);
+      return typeof v === "boolean" ? !v : null;
+    }
+    case "if": {
+      const c = arg(0);
+      return c === true ? arg(1) : c === false ? arg(2) : null;
+    }
+    case "present":
+      return !isNull(arg(0));
+    case "sum_where": {
+      const items = arg(0);
+      if (!Array.isArray(items)) return null;
+      let total = 0;
+      for (const item of items) {
+        const inner = (n) => (item && typeof item === "object" ? item[n] : undefined);
+        if (evaluate(args[1], inner) === true) {
+          const v = evaluate(args[2], inner);
+          total += isNum(v) ? v : 0;
+        }
+      }
+      return total;
+    }
+    case "days": {
+      const a = dayNumber(arg(0)), b = dayNumber(arg(1));
+      return a === null || b === null ? null : b - a;
+    }
+    case "in": {
+      const x = arg(0), list = arg(1);
+      if (list === null) return null;
+      if (!Array.isArray(list)) throw new Error("in takes a list as its second argument");
+      if (x === null) return null;
+      if (Array.isArray(x)) return x.some((i) => list.some((l) => deepEqual(i, l)));
+      return list.some((l) => deepEqual(x, l));
+    }
+    case "round": {
+      const x = arg(0), d = arg(1);
+      if (!isNum(x) || !isNum(d)) return null;
+      const f = Math.pow(10, d);
+      return Math.round(x * f) / f;
+    }
+    case "who_z": {
+      const v = args.map((a) => evaluate(a, lookup));
+      const boy = v[1] === "m" || v[1] === 1 ? true : v[1] === "f" || v[1] === 2 ? false : null;
+      if (boy === null || !isNum(v[2]) || !isNum(v[3])) return null;
+      const z = whoZ(v[0], boy, v[2], v[3], v[4] === true);
+      return z === null ? null : Math.round(z * 1000) / 1000;
+    }
+    default:
+      throw new Error(`unknown operator ${op}`);
+  }
+}
+
+export function vars(expr, out = []) {
+  if (Array.isArray(expr)) expr.forEach((e) => vars(e, out));
+  else if (expr && typeof expr === "object") {
+    for (const [k, v] of Object.entries(expr)) {
+      if (k === "var" && typeof v === "string") out.push(v);
+      else vars(v, out);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Form rules (sync-protocol/src/form.rs): the same rules and messages as the server
+
+function brief(value) {
+  const text = JSON.stringify(value);
+  const chars = [...text];
+  return chars.length > 60 ? chars.slice(0, 60).join("") + "…" : text;
+}
+
+function violation(field, rule, en, vi) {
+  return { field, rule, message: `${field}: ${en}`, message_vi: `${field}: ${vi}` };
+}
+
+/** Whether `value` fits the field's type and rules; null, or the violation. */
+export function checkValue(field, value, day) {
+  if (isNull(value)) return null;
+  const bad = (rule, en, vi) => violation(field.name, rule, en, vi);
+  const wrongType = (what, viWhat) =>
+    bad("type", `expected ${what}, got ${brief(value)}`, `cần ${viWhat}, nhận được ${brief(value)}`);
+  switch (field.type) {
+    case "text": {
+      if (typeof value !== "string") return wrongType("text", "văn bản");
+      const n = [...value].length;
+      if (n > MAX_TEXT_CHARS) {
+        return bad("max_length", `text of ${n} characters is over ${MAX_TEXT_CHARS}`, `văn bản ${n} ký tự, vượt quá ${MAX_TEXT_CHARS}`);
+      }
+      if (field.pattern) {
+        let re = null;
+        try { re = new RegExp(`^(?:${field.pattern})$`, "u"); } catch { re = null; }
+        if (re && !re.test(value)) {
+          return bad("pattern", `${brief(value)} does not match the pattern ${field.pattern}`, `${brief(value)} không đúng mẫu ${field.pattern}`);
+        }
+      }
+      return null;
+    }
+    case "integer":
+    case "decimal": {
+      const ok = field.type === "integer" ? Number.isInteger(value) : isNum(value);
+      if (!ok) return field.type === "integer" ? wrongType("a whole number", "số nguyên") : wrongType("a number", "một số");
+      if (isNum(field.min) && value < field.min) {
+        return bad("min", `${value} is below the minimum ${field.min}`, `${value} nhỏ hơn mức tối thiểu ${field.min}`);
+      }
+      if (isNum(field.max) && value > field.max) {
+        return bad("max", `${value} is above the maximum ${field.max}`, `${value} lớn hơn mức tối đa ${field.max}`);
+      }
+      return null;
+    }
+    case "boolean":
+      return typeof value === "boolean" ? null : wrongType("true or false", "đúng hoặc sai");
+    case "date": {
+      if (typeof value !== "string" || !parseDate(value)) return wrongType("a date YYYY-MM-DD", "ngày dạng YYYY-MM-DD");
+      if (field.not_future && value > day) return bad("not_future", `${value} is in the future`, `${value} là ngày trong tương lai`);
+      if (typeof field.min === "string" && value < field.min) return bad("min", `${value} is before ${field.min}`, `${value} trước ${field.min}`);
+      if (typeof field.max === "string" && value > field.max) return bad("max", `${value} is after ${field.max}`, `${value} sau ${field.max}`);
+      return null;
+    }
+    case "reference":
+      return typeof value === "string" && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)
+        ? null
+        : wrongType("a record id", "mã hồ sơ");
+    case "geopoint": {
+      const ok = value && isNum(value.lat) && isNum(value.lon) && Math.abs(value.lat) <= 90 && Math.abs(value.lon) <= 180;
+      return ok ? null : wrongType('{"lat": -90..90, "lon": -180..180}', 'tọa độ {"lat", "lon"}');
+    }
+    case "select_one":
+      if (typeof value !== "string") return wrongType("a choice code", "mã lựa chọn");
+      return checkChoice(field, value);
+    case "select_many": {
+      if (!Array.isArray(value)) return wrongType("a list of choice codes", "danh sách mã lựa chọn");
+      for (let i = 0; i < value.length; i++) {
+        if (typeof value[i] !== "string") return wrongType("a list of choice codes", "danh sách mã lựa chọn");
+        const v = checkChoice(field, value[i]);
+        if (v) return v;
+        if (value.slice(0, i).includes(value[i])) {
+          return bad("unique", `choice ${JSON.stringify(value[i])} is listed twice`, `lựa chọn ${JSON.stringify(value[i])} bị lặp`);
+        }
+      }
+      return null;
+    }
+    case "repeat": {
+      if (!Array.isArray(value)) return wrongType("a list of items", "danh sách các mục");
+      if (value.length > MAX_REPEAT_ITEMS) {
+        return bad("max_items", `${value.length} items is over ${MAX_REPEAT_ITEMS}`, `${value.length} mục, vượt quá ${MAX_REPEAT_ITEMS}`);
+      }
+      const subs = field.fields || [];
+      for (let i = 0; i < value.length; i++) {
+        const item = value[i];
+        if (!item || typeof item !== "object" || Array.isArray(item)) return wrongType("a list of items", "danh sách các mục");
+        for (const [key, v] of Object.entries(item)) {
+          const sub = subs.find((f) => f.name === key);
+          if (!sub) return bad("unknown_field", `item ${i + 1} has no field ${JSON.stringify(key)}`, `mục ${i + 1} không có trường ${JSON.stringify(key)}`);
+          const inner = checkValue(sub, v, day);
+          if (inner) {
+            const path = `${field.name}[${i + 1}].${inner.field}`;
+            return { ...inner, field: path, message: inner.message.replace(`${inner.field}:`, `${path}:`), message_vi: inner.message_vi.replace(`${inner.field}:`, `${path}:`) };
+          }
+        }
+        for (const sub of subs.filter((f) => f.required)) {
+          if (isNull(item[sub.name])) return violation(`${field.name}[${i + 1}].${sub.name}`, "required", "is required", "là thông tin bắt buộc");
+        }
+      }
+      return null;
+    }
+    default:
+      return null;
+  }
+}
+
+function checkChoice(field, code) {
+  if ((field.choices || []).some((c) => c.code === code)) return null;
+  const codes = (field.choices || []).map((c) => c.code).join(", ");
+  return violation(field.name, "choice", `${JSON.stringify(code)} is not one of ${codes}`, `${JSON.stringify(code)} không thuộc các lựa chọn ${codes}`);
+}
+
+/** The rules that span fields, on the record as it would be after an edit touching `touched`. */
+export function checkRecord(form, record, touched, isNew) {
+  const value = (name) => {
+    const v = valueOf(record, name);
+    return isNull(v) ? null : v;
+  };
+  if (isDeleted(record)) return null;
+  for (const f of form.fields.filter((x) => !x.retired)) {
+    const current = value(f.name);
+    const mine = touched.has(f.name);
+    if (f.required && current === null && (isNew || mine)) {
+      return violation(f.name, "required", "is required", "là thông tin bắt buộc");
+    }
+    if (f.required_if) {
+      const relevant = isNew || mine || vars(f.required_if).some((v) => touched.has(v));
+      if (relevant && current === null && evaluate(f.required_if, value) === true) {
+        const what = vars(f.required_if).join(", ");
+        return violation(f.name, "required_if", `is required when ${what}`, `là bắt buộc khi ${what}`);
+      }
+    }
+    if (f.not_before && typeof current === "string") {
+      const floor = value(f.not_before);
+      if (typeof floor === "string" && (mine || touched.has(f.not_before)) && current < floor) {
+        return violation(f.name, "not_before", `${current} is before ${f.not_before} (${floor})`, `${current} trước ${f.not_before} (${floor})`);
+      }
+    }
+  }
+  return null;
+}
+
+/** Every check the server makes of one edit against its form, in the server's order: each
+ *  field on its own, then the rules across fields. Null, or the first violation. */
+export function checkEdit(form, record, edit, day, isNew) {
+  for (const [name, change] of Object.entries(edit.fields)) {
+    if (name === DELETED_FIELD) continue;
+    const field = form.fields.find((f) => f.name === name);
+    if (!field || field.retired) {
+      return violation(name, "unknown_field", `form ${form.id} version ${form.version} has no field ${JSON.stringify(name)}`, `biểu mẫu ${form.id} phiên bản ${form.version} không có trường ${JSON.stringify(name)}`);
+    }
+    const v = checkValue(field, change.value, day);
+    if (v) return v;
+  }
+  return checkRecord(form, record, new Set(Object.keys(edit.fields)), isNew);
+}
+
+/** The derived fields of a record, as the server computes them. */
+export function derive(form, record) {
+  const out = {};
+  for (const d of form.derived || []) {
+    const lookup = (name) => (name in out ? out[name] : valueOf(record, name));
+    let v = null;
+    try { v = evaluate(d.expr, lookup); } catch { v = null; }
+    out[d.name] = v === undefined ? null : v;
+  }
+  return out;
+}
+
+/** A version 7 UUID: time-ordered, random. */
+export function uuidv7(now = Date.now()) {
+  const b = new Uint8Array(16);
+  crypto.getRandomValues(b);
+  let t = now;
+  for (let i = 5; i >= 0; i--) { b[i] = t % 256; t = Math.floor(t / 256); }
+  b[6] = (b[6] & 0x0f) | 0x70;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
