@@ -36,6 +36,11 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** Show a screen: its parts in order (lists flattened, empty parts skipped). */
+function mount(...parts) {
+  app.replaceChildren(...parts.flat(Infinity).filter((p) => p !== null && p !== undefined && p !== false));
+}
+
 const label = (x, fallback) => (x && (x.vi || x.en)) || fallback;
 
 function latestForm(id) {
@@ -215,7 +220,7 @@ function renderEnrol() {
   const scan = "BarcodeDetector" in window && navigator.mediaDevices
     ? h("button", { type: "button", class: "secondary", onclick: () => scanCode(input), text: "Quét mã QR" })
     : null;
-  app.replaceChildren(h("h1", { text: "Kích hoạt điện thoại" }), form, scan, error);
+  mount(h("h1", { text: "Kích hoạt điện thoại" }), form, scan, error);
 }
 
 /** Read the enrolment QR code with the camera, where the browser can. */
@@ -255,12 +260,13 @@ function recordTitle(record) {
   return `${name} · ${form ? label(form.title, form.id) : record.form}`;
 }
 
-function renderHome() {
+async function renderHome() {
+  const drafts = await S.getAll("drafts");
   const list = P.records(state).filter((r) => !P.isDeleted(r) || P.isConflicted(r));
   // Refused edits of records the phone no longer shows (a refused new record) still show.
   const shown = new Set(list.map((r) => r.id));
   const orphans = state.rejected.filter((r) => !shown.has(r.edit.record));
-  app.replaceChildren(
+  mount(
     h("div", { class: "actions" },
       h("button", { id: "sync", onclick: () => sync(), text: "Đồng bộ" }),
       h("button", { id: "new", onclick: () => go("#new"), text: "Phiếu mới" }),
@@ -272,6 +278,15 @@ function renderHome() {
         h("span", { class: "reason", text: r.rejection.message_vi || r.rejection.message }), " ",
         h("a", { href: `#fill/${r.edit.form}/${r.edit.record}`, text: "Sửa và gửi lại" }),
       ))),
+    ) : null,
+    Object.keys(drafts).length ? h("section", { "aria-labelledby": "h-drafts" },
+      h("h2", { id: "h-drafts", text: "Đang nhập dở" }),
+      h("ul", { class: "records" }, Object.entries(drafts).map(([key, d]) => {
+        const [formId, rid] = key.split("/");
+        const f = latestForm(formId);
+        const first = Object.values(d.values || {}).find((v) => typeof v === "string" && v);
+        return h("li", { class: "record draft" }, h("a", { href: `#fill/${formId}/${rid}` }, `${first || rid.slice(0, 8)} · ${f ? label(f.title, formId) : formId}`));
+      })),
     ) : null,
     h("h2", { text: `Phiếu (${list.length})` }),
     h("ul", { class: "records", id: "records" }, list.map((r) => {
@@ -287,7 +302,7 @@ function renderHome() {
 
 function renderChooseForm() {
   const current = manifest ? manifest.forms : [];
-  app.replaceChildren(
+  mount(
     h("h1", { text: "Chọn biểu mẫu" }),
     current.length === 0 ? h("p", { text: "Chưa có biểu mẫu: hãy đồng bộ khi có mạng." }) : null,
     h("ul", { class: "forms" }, current.map((f) =>
@@ -321,7 +336,7 @@ function renderRecord(id) {
     );
   });
   const derived = form ? P.derive(form, record) : {};
-  app.replaceChildren(
+  mount(
     h("h1", { text: recordTitle(record) }),
     refused.map((r) => h("p", { class: "error", role: "alert" }, `Bị từ chối: ${r.rejection.message_vi || r.rejection.message}`)),
     rows,
@@ -444,11 +459,13 @@ async function renderFill(formId, recordId) {
   const existing = recordId ? P.view(state, recordId) : null;
   const form = existing ? formOf(existing) : latestForm(formId);
   if (!form) {
-    app.replaceChildren(h("p", { class: "error", text: "Chưa có biểu mẫu này trên máy: hãy đồng bộ khi có mạng." }), h("a", { href: "#", text: "← Quay lại" }));
+    mount(h("p", { class: "error", text: "Chưa có biểu mẫu này trên máy: hãy đồng bộ khi có mạng." }), h("a", { href: "#", text: "← Quay lại" }));
     return;
   }
   const isNew = !existing;
   const id = recordId || P.uuidv7();
+  // A new record gets its id in the address, so that a reload finds its draft again.
+  if (!recordId) history.replaceState(null, "", `#fill/${form.id}/${id}`);
   const draftKey = `${form.id}/${id}`;
   const refused = state.rejected.filter((r) => r.edit.record === id);
   // What the form opens with: the draft typed before a reload, else the record as shown, else
@@ -488,9 +505,10 @@ async function renderFill(formId, recordId) {
       let visible = true;
       try { visible = !f.relevant || P.evaluate(f.relevant, lookup) !== false; } catch { visible = true; }
       el.hidden = !visible;
-      let needed = f.required;
-      try { needed = needed || (f.required_if && P.evaluate(f.required_if, lookup) === true); } catch { /* keep */ }
-      el.classList.toggle("needed", !!needed);
+      // Required fields carry their mark; a field required by a condition gets it when it holds.
+      let needed = false;
+      try { needed = !f.required && !!f.required_if && P.evaluate(f.required_if, lookup) === true; } catch { needed = false; }
+      el.classList.toggle("needed", needed);
     }
     const derived = P.derive(form, rec);
     derivedBox.replaceChildren(...Object.entries(derived).map(([n, v]) => {
@@ -508,10 +526,12 @@ async function renderFill(formId, recordId) {
     ev.preventDefault();
     const vals = refresh();
     // The edit: every filled field of a new record, or only what changed.
+    // Empty is empty: no value, an empty list and a blank all mean null.
+    const norm = (v) => (v === undefined || v === "" || (Array.isArray(v) && v.length === 0) ? null : v);
     const changed = {};
     for (const [n, v] of Object.entries(vals)) {
-      const empty = v === null || (Array.isArray(v) && v.length === 0);
-      if (isNew ? !empty : JSON.stringify(v ?? null) !== JSON.stringify(shown[n] ?? null)) changed[n] = empty ? null : v;
+      const value = norm(v);
+      if (isNew ? value !== null : JSON.stringify(value) !== JSON.stringify(norm(shown[n]))) changed[n] = value;
     }
     if (!isNew && Object.keys(changed).length === 0 && refused.length === 0) { go(`#record/${id}`); return; }
     const edit = { seq: state.next_seq, record: id, form: form.id, version: form.version, commune: communeSelect.value, fields: {} };
@@ -537,7 +557,7 @@ async function renderFill(formId, recordId) {
     if (navigator.onLine) sync();
   };
 
-  app.replaceChildren(
+  mount(
     h("h1", { text: label(form.title, form.id) }),
     h("form", { id: "fill", class: "stack", novalidate: true, onsubmit: submit },
       refused.map((r) => h("p", { class: "error", text: `Lần trước bị từ chối: ${r.rejection.message_vi || r.rejection.message}` })),

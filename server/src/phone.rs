@@ -15,16 +15,52 @@ use crate::http::AppState;
 
 /// (path under /app/, content type, contents)
 const FILES: &[(&str, &str, &str)] = &[
-    ("", "text/html; charset=utf-8", include_str!("../app/index.html")),
-    ("app.js", "text/javascript; charset=utf-8", include_str!("../app/app.js")),
-    ("protocol.js", "text/javascript; charset=utf-8", include_str!("../app/protocol.js")),
-    ("store.js", "text/javascript; charset=utf-8", include_str!("../app/store.js")),
-    ("app.css", "text/css; charset=utf-8", include_str!("../app/app.css")),
-    ("sw.js", "text/javascript; charset=utf-8", include_str!("../app/sw.js")),
-    ("manifest.webmanifest", "application/manifest+json", include_str!("../app/manifest.webmanifest")),
+    (
+        "",
+        "text/html; charset=utf-8",
+        include_str!("../app/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../app/app.js"),
+    ),
+    (
+        "protocol.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../app/protocol.js"),
+    ),
+    (
+        "store.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../app/store.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../app/app.css"),
+    ),
+    (
+        "sw.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../app/sw.js"),
+    ),
+    (
+        "manifest.webmanifest",
+        "application/manifest+json",
+        include_str!("../app/manifest.webmanifest"),
+    ),
     ("icon.svg", "image/svg+xml", include_str!("../app/icon.svg")),
-    ("who/wfa.csv", "text/csv; charset=utf-8", include_str!("../../schemas/who-growth/wfa_by_month.csv")),
-    ("who/lhfa.csv", "text/csv; charset=utf-8", include_str!("../../schemas/who-growth/lhfa_by_month.csv")),
+    (
+        "who/wfa.csv",
+        "text/csv; charset=utf-8",
+        include_str!("../../schemas/who-growth/wfa_by_month.csv"),
+    ),
+    (
+        "who/lhfa.csv",
+        "text/csv; charset=utf-8",
+        include_str!("../../schemas/who-growth/lhfa_by_month.csv"),
+    ),
 ];
 
 /// A hash of every file: a new build gets a new service-worker cache.
@@ -36,7 +72,10 @@ fn version() -> &'static str {
             hash.update(path.as_bytes());
             hash.update(body.as_bytes());
         }
-        hash.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect()
+        hash.finalize()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     })
 }
 
@@ -44,7 +83,10 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/app", get(|| async { Redirect::permanent("/app/") }))
         .route("/app/", get(|| async { file("") }))
-        .route("/app/{*path}", get(|Path(path): Path<String>| async move { file(&path) }))
+        .route(
+            "/app/{*path}",
+            get(|Path(path): Path<String>| async move { file(&path) }),
+        )
 }
 
 fn file(path: &str) -> Response {
@@ -70,7 +112,10 @@ fn file(path: &str) -> Response {
             "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; worker-src 'self'; manifest-src 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if path == "sw.js" {
         h.insert("service-worker-allowed", HeaderValue::from_static("/app/"));
     }

@@ -109,7 +109,12 @@ impl Browser {
         Some(browser)
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.session));
@@ -124,13 +129,41 @@ impl Browser {
             .json()
             .await
             .unwrap();
-        if let Some(error) = response["value"].get("error") {
-            panic!(
+        match response["value"].get("error") {
+            Some(error) => Err(format!(
                 "WebDriver {method} {path}: {error} {}",
                 response["value"]["message"]
-            );
+            )),
+            None => Ok(response["value"].clone()),
         }
-        response["value"].clone()
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Click the element `css` names, finding it again if the page redrew it meanwhile.
+    pub async fn click_on(&self, css: &str) {
+        for _ in 0..20 {
+            let e = self.find(css).await;
+            let clicked = self
+                .try_call(
+                    reqwest::Method::POST,
+                    &format!("/element/{}/click", e.0),
+                    Some(json!({})),
+                )
+                .await;
+            match clicked {
+                Ok(_) => return,
+                Err(m) if m.contains("stale") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(m) => panic!("{m}"),
+            }
+        }
+        panic!("{css:?} kept going stale");
     }
 
     pub async fn resize(&self, width: u32, height: u32) {
@@ -257,19 +290,47 @@ impl Browser {
             .await;
     }
 
+    /// The visible texts of every element `css` matches, read in one step (no element
+    /// references to go stale while the page redraws).
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/execute/sync",
+                Some(json!({
+                    "script": "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText);",
+                    "args": [css],
+                })),
+            )
+            .await;
+        found
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Wait until `css` matches an element whose text contains `text`.
     pub async fn wait_text(&self, css: &str, text: &str) -> String {
         let mut last = String::new();
         for _ in 0..150 {
-            for e in self.find_all(css).await {
-                last = self.text(&e).await;
-                if last.contains(text) {
-                    return last;
+            for t in self.texts(css).await {
+                if t.contains(text) {
+                    return t;
                 }
+                last = t;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("{css:?} never showed {text:?} (last: {last:?}) on {}", self.url().await);
+        self.screenshot("failed-wait").await;
+        panic!(
+            "{css:?} never showed {text:?} (last: {last:?}) on {}:\n{}",
+            self.url().await,
+            self.texts("body").await.join("")
+        );
     }
 
     pub async fn body_text(&self) -> String {

@@ -73,8 +73,12 @@ fn random_value(rng: &mut Rng, field: &Value) -> Value {
         "date" => json!(sync_protocol::expr::date_of_day(
             sync_protocol::expr::day_number("2019-06-01").unwrap() + rng.next(1500) as i64
         )),
-        "select_one" if !choices.is_empty() => choices[rng.next(choices.len() as u64) as usize].clone(),
-        "select_many" if !choices.is_empty() => json!([choices[rng.next(choices.len() as u64) as usize]]),
+        "select_one" if !choices.is_empty() => {
+            choices[rng.next(choices.len() as u64) as usize].clone()
+        }
+        "select_many" if !choices.is_empty() => {
+            json!([choices[rng.next(choices.len() as u64) as usize]])
+        }
         "repeat" => json!([]),
         "geopoint" => json!({ "lat": 16.46, "lon": 107.59 }),
         _ => json!("Thôn 1"),
@@ -87,7 +91,9 @@ pub async fn phone_protocol_matches_the_server() {
     let Some(browser) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
-    let db = Database::fresh(crate::harness::Backend::Sqlite).await.unwrap();
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
     let server = Server::start(&db);
     browser.goto(&format!("{}/app/", server.url)).await;
 
@@ -129,14 +135,21 @@ pub async fn phone_protocol_matches_the_server() {
         vec![response.clone()],
     )
     .await;
-    assert_eq!(applied["pending"], json!([42]), "the unacknowledged edit stays");
+    assert_eq!(
+        applied["pending"],
+        json!([42]),
+        "the unacknowledged edit stays"
+    );
     assert_eq!(applied["rejected"], response["rejected"]);
     assert_eq!(applied["evicted_gone"], json!(true));
     assert_eq!(applied["cursor"], json!(1931));
     assert_eq!(applied["forms"], response["forms"]);
     assert_eq!(applied["conflicted"], json!(true));
     assert_eq!(applied["shown"], json!("Nguyễn Thị Lân"));
-    assert_eq!(applied["values"], json!(["Nguyễn Thị Lan", "Nguyễn Thị Lân"]));
+    assert_eq!(
+        applied["values"],
+        json!(["Nguyễn Thị Lan", "Nguyễn Thị Lân"])
+    );
     assert_eq!(applied["next_seq"], json!(43));
 
     // A reused seq goes again under a new number; it is not a refusal.
@@ -160,11 +173,25 @@ pub async fn phone_protocol_matches_the_server() {
     for (raw, form) in forms() {
         for (field_json, field) in raw["fields"].as_array().unwrap().iter().zip(&form.fields) {
             let mut probes = vec![
-                json!(null), json!("x"), json!(""), json!(1.5), json!(-5), json!(42),
-                json!(1_000_000_000), json!(true), json!("2020-02-30"), json!("2999-01-01"),
-                json!("1900-01-01"), json!("2020-06-01"), json!(["a", "a"]), json!([{}]),
-                json!([{ "nope": 1 }]), json!({ "lat": 100, "lon": 0 }), json!("12345"),
-                json!("01937a4e-8f3c-7d2a-9b1e-5c6d7e8f9a0b"), json!("AB1234567890123"),
+                json!(null),
+                json!("x"),
+                json!(""),
+                json!(1.5),
+                json!(-5),
+                json!(42),
+                json!(1_000_000_000),
+                json!(true),
+                json!("2020-02-30"),
+                json!("2999-01-01"),
+                json!("1900-01-01"),
+                json!("2020-06-01"),
+                json!(["a", "a"]),
+                json!([{}]),
+                json!([{ "nope": 1 }]),
+                json!({ "lat": 100, "lon": 0 }),
+                json!("12345"),
+                json!("01937a4e-8f3c-7d2a-9b1e-5c6d7e8f9a0b"),
+                json!("AB1234567890123"),
             ];
             for c in &field.choices {
                 probes.push(json!(c.code));
@@ -193,9 +220,16 @@ pub async fn phone_protocol_matches_the_server() {
     let got = got.as_array().unwrap();
     assert_eq!(got.len(), expected.len());
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-        assert_eq!(g, e, "field {} value {}", cases[i]["field"]["name"], cases[i]["value"]);
+        assert_eq!(
+            g, e,
+            "field {} value {}",
+            cases[i]["field"]["name"], cases[i]["value"]
+        );
     }
-    eprintln!("{} values checked the same on the phone and the server", expected.len());
+    eprintln!(
+        "{} values checked the same on the phone and the server",
+        expected.len()
+    );
 
     // Derived fields: the phone computes what the server will.
     let seed: u64 = std::env::var("MAM_SEED")
@@ -238,9 +272,16 @@ pub async fn phone_protocol_matches_the_server() {
                 _ => v == g,
             }
         });
-        assert!(same, "record {i} of {}: server {e}, phone {g}", records[i]["form"]["id"]);
+        assert!(
+            same,
+            "record {i} of {}: server {e}, phone {g}",
+            records[i]["form"]["id"]
+        );
     }
-    eprintln!("{} records derived the same on the phone and the server", derived.len());
+    eprintln!(
+        "{} records derived the same on the phone and the server",
+        derived.len()
+    );
     browser.quit().await;
 }
 
@@ -258,17 +299,22 @@ async fn enrol(browser: &Browser, server: &Server, name: &str, communes: &[&str]
         .goto(&format!("{}/app/#code={code}", server.url))
         .await;
     let input = browser.find("#code").await;
-    assert_eq!(browser.attribute(&input, "value").await.as_deref(), Some(code));
-    browser.click(&browser.find("form button[type=submit]").await).await;
+    assert_eq!(
+        browser.attribute(&input, "value").await.as_deref(),
+        Some(code)
+    );
+    browser
+        .click(&browser.find("form button[type=submit]").await)
+        .await;
     browser.wait_text("#status", "đồng bộ lúc").await;
     let device = in_page(browser, "done(window.mam.state().device);", vec![]).await;
     device.as_u64().unwrap() as u32
 }
 
 async fn fill_birth(browser: &Browser, child: &str, born: &str) {
-    browser.click(&browser.find("#new").await).await;
+    browser.click_on("#new").await;
     browser
-        .click(&browser.find("a[data-form=\"birth-registration\"]").await)
+        .click_on("a[data-form=\"birth-registration\"]")
         .await;
     let input = |name: &str| format!("[data-name=\"{name}\"] input, [data-name=\"{name}\"] select");
     browser
@@ -291,12 +337,15 @@ async fn fill_birth(browser: &Browser, child: &str, born: &str) {
 }
 
 async fn status_of(browser: &Browser, child: &str) -> String {
-    for e in browser.find_all("li.record").await {
-        if browser.text(&e).await.contains(child) {
-            return browser.attribute(&e, "data-status").await.unwrap_or_default();
-        }
-    }
-    String::new()
+    let found = browser
+        .execute_async(
+            "const [child, done] = arguments;
+             const li = Array.from(document.querySelectorAll('li.record')).find(e => e.innerText.includes(child));
+             done(li ? li.dataset.status || '' : '');",
+            vec![json!(child)],
+        )
+        .await;
+    found.as_str().unwrap_or("").to_owned()
 }
 
 async fn wait_status(browser: &Browser, child: &str, want: &str) {
@@ -308,7 +357,7 @@ async fn wait_status(browser: &Browser, child: &str, want: &str) {
     }
     panic!(
         "{child} never showed as {want}: {}",
-        browser.body_text().await
+        browser.texts("body").await.join("")
     );
 }
 
@@ -317,14 +366,27 @@ pub async fn phone_app_works_offline_and_syncs() {
     let Some(hoa) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
-    let db = Database::fresh(crate::harness::Backend::Sqlite).await.unwrap();
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
     let server = Server::start(&db);
     let base = server.url.clone();
 
     // The first load is small: every file the app caches, gzip-compressed as served.
     let http = reqwest::Client::builder().no_gzip().build().unwrap();
     let mut total = 0;
-    for path in ["", "app.js", "protocol.js", "store.js", "app.css", "sw.js", "manifest.webmanifest", "icon.svg", "who/wfa.csv", "who/lhfa.csv"] {
+    for path in [
+        "",
+        "app.js",
+        "protocol.js",
+        "store.js",
+        "app.css",
+        "sw.js",
+        "manifest.webmanifest",
+        "icon.svg",
+        "who/wfa.csv",
+        "who/lhfa.csv",
+    ] {
         let response = http
             .get(format!("{base}/app/{path}"))
             .header("accept-encoding", "gzip")
@@ -335,7 +397,10 @@ pub async fn phone_app_works_offline_and_syncs() {
         total += response.bytes().await.unwrap().len();
     }
     eprintln!("the app's first load: {total} bytes compressed");
-    assert!(total < 300 * 1024, "first load {total} bytes is over 300 KB");
+    assert!(
+        total < 300 * 1024,
+        "first load {total} bytes is over 300 KB"
+    );
 
     // Enrol by the code, then lose the network.
     enrol(&hoa, &server, "Hoa", &["19753", "19750"]).await;
@@ -346,13 +411,12 @@ pub async fn phone_app_works_offline_and_syncs() {
     // Fill a birth registration with no network: kept on the phone, pending.
     fill_birth(&hoa, "Lê Thị Bống", "2024-03-01").await;
     hoa.screenshot("02-filling-offline").await;
-    hoa.click(&hoa.find("#save").await).await;
+    hoa.click_on("#save").await;
     wait_status(&hoa, "Lê Thị Bống", "pending").await;
 
     // A half-typed form survives a reload too.
-    hoa.click(&hoa.find("#new").await).await;
-    hoa.click(&hoa.find("a[data-form=\"birth-registration\"]").await)
-        .await;
+    hoa.click_on("#new").await;
+    hoa.click_on("a[data-form=\"birth-registration\"]").await;
     let draft_url = hoa.url().await;
     hoa.type_into(
         &hoa.find("[data-name=\"child_name\"] input").await,
@@ -376,7 +440,11 @@ pub async fn phone_app_works_offline_and_syncs() {
         vec![],
     )
     .await;
-    assert_eq!(value, json!("Đang nhập dở"), "the draft came back after a reload");
+    assert_eq!(
+        value,
+        json!("Đang nhập dở"),
+        "the draft came back after a reload"
+    );
     let _ = typed;
     hoa.goto(&format!("{base}/app/#")).await;
 
@@ -387,27 +455,42 @@ pub async fn phone_app_works_offline_and_syncs() {
 
     // The network comes back: it syncs by itself (the button works too).
     hoa.set_offline(false).await;
-    hoa.click(&hoa.find("#sync").await).await;
+    hoa.click_on("#sync").await;
     wait_status(&hoa, "Lê Thị Bống", "synced").await;
     hoa.screenshot("04-synced").await;
 
     // The office sees it.
-    server.cli(&["user", "add", "--name", "xa", "--role", "commune", "--area", "19753", "--password", "mật khẩu đủ dài"]);
+    server.cli(&[
+        "user",
+        "add",
+        "--name",
+        "xa",
+        "--role",
+        "commune",
+        "--area",
+        "19753",
+        "--password",
+        "mật khẩu đủ dài",
+    ]);
     let records = crate::office::signed_in_page(&server, "xa", "/office/records").await;
-    assert!(records.contains("Lê Thị Bống"), "the office lists the phone's record");
+    assert!(
+        records.contains("Lê Thị Bống"),
+        "the office lists the phone's record"
+    );
 
     // A value the phone cannot know is wrong: a commune gone by the birth date. Refused, with
     // the server's reason, and correctable.
     fill_birth(&hoa, "Trần Văn Tèo", "2025-08-01").await;
     let commune = hoa.find("#commune option[value=\"19750\"]").await;
     hoa.click(&commune).await;
-    hoa.click(&hoa.find("#save").await).await;
-    hoa.wait_text("li.record .reason", "không phải là xã/phường").await;
+    hoa.click_on("#save").await;
+    hoa.wait_text("li.record .reason", "không phải là xã/phường")
+        .await;
     hoa.screenshot("05-refused").await;
-    hoa.click(&hoa.find("li.record.refused a").await).await;
+    hoa.click_on("li.record.refused a").await;
     hoa.click(&hoa.find("#commune option[value=\"19753\"]").await)
         .await;
-    hoa.click(&hoa.find("#save").await).await;
+    hoa.click_on("#save").await;
     wait_status(&hoa, "Trần Văn Tèo", "synced").await;
 
     // Two phones edit the same field offline: both end up showing both values.
@@ -426,7 +509,9 @@ pub async fn phone_app_works_offline_and_syncs() {
     hoa.set_offline(true).await;
     lan.set_offline(true).await;
     for (phone, name) in [(&hoa, "Lê Thị Bông"), (&lan, "Lê Thị Bóng")] {
-        phone.goto(&format!("{base}/app/#fill/birth-registration/{id}")).await;
+        phone
+            .goto(&format!("{base}/app/#fill/birth-registration/{id}"))
+            .await;
         let field = phone.find("[data-name=\"child_name\"] input").await;
         phone
             .execute_async(
@@ -436,13 +521,13 @@ pub async fn phone_app_works_offline_and_syncs() {
             )
             .await;
         let _ = field;
-        phone.click(&phone.find("#save").await).await;
+        phone.click_on("#save").await;
         wait_status(phone, name, "pending").await;
     }
     hoa.set_offline(false).await;
     lan.set_offline(false).await;
     for phone in [&hoa, &lan, &hoa] {
-        phone.click(&phone.find("#sync").await).await;
+        phone.click_on("#sync").await;
         phone.wait_text("#status", "đồng bộ lúc").await;
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
@@ -451,7 +536,10 @@ pub async fn phone_app_works_offline_and_syncs() {
         let text = phone
             .wait_text("[data-field=\"child_name\"]", "Lê Thị Bóng")
             .await;
-        assert!(text.contains("Lê Thị Bông"), "both values on each phone: {text}");
+        assert!(
+            text.contains("Lê Thị Bông"),
+            "both values on each phone: {text}"
+        );
         assert!(text.contains("máy"), "with whose they are: {text}");
         phone.screenshot(shot).await;
     }
@@ -468,10 +556,14 @@ pub async fn phone_app_works_offline_and_syncs() {
     )
     .await;
     hoa.set_offline(false).await;
-    hoa.click(&hoa.find("#sync").await).await;
+    hoa.click_on("#sync").await;
     wait_status(&hoa, "Bé số 49", "synced").await;
     let pushes = in_page(&hoa, "done(window.mam.pushes);", vec![]).await;
-    assert_eq!(pushes[0], json!(50), "fifty pending records in one request: {pushes}");
+    assert_eq!(
+        pushes[0],
+        json!(50),
+        "fifty pending records in one request: {pushes}"
+    );
     hoa.screenshot("08-fifty-synced").await;
     hoa.quit().await;
     lan.quit().await;
