@@ -669,6 +669,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         registry.len()
     );
     println!("Office: http://{addr}/office   (create an account first: mam user add --name NAME --role province --area 46)");
+    println!("Phone app: http://{addr}/app/");
     println!("Enrol a phone: mam device enroll --name \"NAME\" --commune 19753   (then POST the code to /v1/enroll)");
     let indicators = crate::indicators::load(&settings.forms.indicators_dir)?;
     let state = AppState::new(store, registry, units, indicators, settings);
