@@ -293,7 +293,9 @@ pub enum IndicatorsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// Raw batched upserts against the same records pushed through /v1/sync.
+    /// Raw batched upserts against the same records pushed through /v1/sync. Without a
+    /// database URL it works in a scratch SQLite directory; with one, it writes its records
+    /// there: give it an empty database made for the purpose.
     Ingest {
         #[command(flatten)]
         db: DbArgs,
