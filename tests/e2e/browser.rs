@@ -14,6 +14,8 @@ pub struct Browser {
     http: reqwest::Client,
     session: String,
     driver: Child,
+    /// Chromium's profile directory: also how its processes are found if a test fails.
+    profile: PathBuf,
     /// Where screenshots go.
     pub shots: PathBuf,
 }
@@ -103,6 +105,7 @@ impl Browser {
             http,
             session: format!("{base}/session/{session}"),
             driver,
+            profile,
             shots,
         };
         browser.resize(width, height).await;
@@ -365,6 +368,12 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        // A test that failed never ended its session: its Chromium outlives the driver.
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.profile.as_os_str())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 

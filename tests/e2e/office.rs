@@ -323,6 +323,37 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
     assert_eq!(response.status(), 422);
     assert_eq!(server.cli(&["device", "list"]), phones_before);
 
+    // Revoking: a phone of the area, yes; a phone of another district, "not found".
+    let devices: Value = serde_json::from_str(&server.cli(&["device", "list", "--json"])).unwrap();
+    let id_of = |name: &str| {
+        devices
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == name)
+            .unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let response = hue
+        .post(
+            &format!("/office/phones/{}/revoke", id_of("Minh")),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(response.status(), 404);
+    let response = hue
+        .post(
+            &format!("/office/phones/{}/revoke", id_of("Lan")),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let devices: Value = serde_json::from_str(&server.cli(&["device", "list", "--json"])).unwrap();
+    for d in devices.as_array().unwrap() {
+        assert_eq!(d["revoked"], json!(d["name"] == "Lan"), "{d}");
+    }
+
     // Signing out ends the session on the server, not only in the browser.
     let stolen = hue.cookies.clone();
     let response = hue.post("/logout", &[("csrf", &csrf)]).await;
