@@ -493,16 +493,8 @@ async fn indicator_table(
             format!("{level_text:?} is not commune, district or province"),
         )
     })?;
-    let cells = state.store.cells(Some(&period)).await?;
-    let today = crate::today();
-    let query = report::Query {
-        period: &period,
-        level,
-        geography: &geography,
-        scope: &scope,
-        today: &today,
-    };
-    let rows = report::table(&state.indicators, &state.units, &cells, &query)
+    let rows = indicator_rows(&state, &scope, &period, level, &geography)
+        .await?
         .map_err(|m| bad("level", m))?;
     if params.format.as_deref() == Some("csv") {
         return Ok((
@@ -515,6 +507,32 @@ async fn indicator_table(
         "period": period, "level": level_text, "geography": geography, "rows": rows,
     }))
     .into_response())
+}
+
+/// The rows of the indicator table for a period at a level, over what `scope` allows. The
+/// inner error says why the level does not exist on that map.
+pub(crate) async fn indicator_rows(
+    state: &AppState,
+    scope: &Scope,
+    period: &str,
+    level: Level,
+    geography: &str,
+) -> Result<Result<Vec<report::Row>, String>, StoreError> {
+    let cells = state.store.cells(Some(period)).await?;
+    let today = crate::today();
+    let query = report::Query {
+        period,
+        level,
+        geography,
+        scope,
+        today: &today,
+    };
+    Ok(report::table(
+        &state.indicators,
+        &state.units,
+        &cells,
+        &query,
+    ))
 }
 
 /// `GET /v1/reports/{period}.xlsx`: the six-month or annual report.

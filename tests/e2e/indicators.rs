@@ -5,22 +5,11 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use sync_protocol::{FormId, RecordId};
 
-use crate::harness::{commune, Database, Phone, Server};
+use crate::harness::{commune, Database, Phone, Rng, Server};
 
 /// Three communes of two districts (2020 map): Thuận Lộc and Kim Long in Huế (474), Phong
 /// Điền town in Phong Điền (476).
 const COMMUNES: [&str; 3] = ["19753", "19774", "19819"];
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
 
 fn date(day_of_2020: u64) -> String {
     sync_protocol::expr::date_of_day(

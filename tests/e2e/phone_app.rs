@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use sync_protocol::{Form, Record};
 
 use crate::browser::Browser;
-use crate::harness::{repo_root, Database, Server};
+use crate::harness::{repo_root, Database, Rng, Server};
 
 const WIDTH: u32 = 360;
 const HEIGHT: u32 = 740;
@@ -49,35 +49,23 @@ async fn in_page(browser: &Browser, body: &str, args: Vec<Value>) -> Value {
     result
 }
 
-/// A small seeded generator, so a failing case can be replayed (`MAM_SEED`).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
-
 fn random_value(rng: &mut Rng, field: &Value) -> Value {
     let choices: Vec<Value> = field["choices"]
         .as_array()
         .map(|c| c.iter().map(|c| c["code"].clone()).collect())
         .unwrap_or_default();
     match field["type"].as_str().unwrap() {
-        "integer" => json!(rng.next(60) as i64),
-        "decimal" => json!((rng.next(1200) as f64) / 10.0 + 0.5),
-        "boolean" => json!(rng.next(2) == 0),
+        "integer" => json!(rng.below(60) as i64),
+        "decimal" => json!((rng.below(1200) as f64) / 10.0 + 0.5),
+        "boolean" => json!(rng.below(2) == 0),
         "date" => json!(sync_protocol::expr::date_of_day(
-            sync_protocol::expr::day_number("2019-06-01").unwrap() + rng.next(1500) as i64
+            sync_protocol::expr::day_number("2019-06-01").unwrap() + rng.below(1500) as i64
         )),
         "select_one" if !choices.is_empty() => {
-            choices[rng.next(choices.len() as u64) as usize].clone()
+            choices[rng.below(choices.len() as u64) as usize].clone()
         }
         "select_many" if !choices.is_empty() => {
-            json!([choices[rng.next(choices.len() as u64) as usize]])
+            json!([choices[rng.below(choices.len() as u64) as usize]])
         }
         "repeat" => json!([]),
         "geopoint" => json!({ "lat": 16.46, "lon": 107.59 }),
@@ -244,7 +232,7 @@ pub async fn phone_protocol_matches_the_server() {
         for _ in 0..40 {
             let mut fields = BTreeMap::new();
             for f in raw["fields"].as_array().unwrap() {
-                if rng.next(5) > 0 {
+                if rng.below(5) > 0 {
                     fields.insert(
                         f["name"].as_str().unwrap().to_owned(),
                         json!([{ "value": random_value(&mut rng, f), "dot": [1, 1] }]),

@@ -287,27 +287,11 @@ async fn read_table(
         _ => "commune",
     };
     let level = Level::parse(level_text).unwrap_or(Level::Commune);
-    let cells = state.store.cells(Some(&period)).await?;
-    let today = crate::today();
-    let query = report::Query {
-        period: &period,
-        level,
-        geography: &geography,
-        scope: &officer.scope,
-        today: &today,
-    };
-    let rows = report::table(&state.indicators, &state.units, &cells, &query)
+    let rows = |level| http::indicator_rows(state, &officer.scope, &period, level, &geography);
+    let whole = rows(Level::Province)
+        .await?
         .map_err(PageError::BadRequest)?;
-    let whole = report::table(
-        &state.indicators,
-        &state.units,
-        &cells,
-        &report::Query {
-            level: Level::Province,
-            ..query
-        },
-    )
-    .map_err(PageError::BadRequest)?;
+    let rows = rows(level).await?.map_err(PageError::BadRequest)?;
     Ok(Table {
         whole,
         period,
