@@ -522,6 +522,20 @@ pub async fn office_in_a_browser(db: Database) {
     assert_eq!(browser.text(&browser.find("#found").await).await, "1");
     browser.screenshot("04-records").await;
     browser
+        .goto(&format!("{base}/office/records?status=rejected"))
+        .await;
+    assert_eq!(browser.text(&browser.find("#found").await).await, "1");
+    browser
+        .goto(&format!(
+            "{base}/office/records?village=th%C3%B4n+1&from=2020-01-01&to=2020-03-31"
+        ))
+        .await;
+    assert_eq!(
+        browser.text(&browser.find("#found").await).await,
+        "3",
+        "the district's three births in Thôn 1 in the first quarter"
+    );
+    browser
         .goto(&format!("{base}/office/records/{disputed}"))
         .await;
     let text = browser.body_text().await;

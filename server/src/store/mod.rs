@@ -152,6 +152,61 @@ pub struct EditLog {
     pub received_at: i64,
 }
 
+/// Which records an office list shows: forms and communes (both required), their state, and
+/// a page. Newest first (record ids are version 7 UUIDs: they sort by creation time).
+#[derive(Clone, Debug, Default)]
+pub struct RecordQuery {
+    pub forms: Vec<String>,
+    pub communes: Vec<String>,
+    pub conflicted: Option<bool>,
+    pub deleted: Option<bool>,
+    /// Only these ids (e.g. records with a refused edit).
+    pub ids: Option<Vec<String>>,
+    /// (limit, offset); `None` for every match.
+    pub page: Option<(u32, u32)>,
+}
+
+impl RecordQuery {
+    /// The WHERE clause and ORDER BY, for either backend's query builder.
+    pub(crate) fn push_filter<'a, DB>(&'a self, q: &mut sqlx::QueryBuilder<'a, DB>)
+    where
+        DB: sqlx::Database,
+        &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        bool: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    {
+        q.push(" WHERE form IN (");
+        let mut list = q.separated(", ");
+        for f in &self.forms {
+            list.push_bind(f.as_str());
+        }
+        q.push(") AND commune IN (");
+        let mut list = q.separated(", ");
+        for c in &self.communes {
+            list.push_bind(c.as_str());
+        }
+        q.push(")");
+        if let Some(ids) = &self.ids {
+            q.push(" AND id IN (");
+            let mut list = q.separated(", ");
+            list.push_bind("");
+            for id in ids {
+                list.push_bind(id.as_str());
+            }
+            q.push(")");
+        }
+        if let Some(c) = self.conflicted {
+            q.push(" AND conflicted = ").push_bind(c);
+        }
+        if let Some(d) = self.deleted {
+            q.push(" AND deleted = ").push_bind(d);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.forms.is_empty() || self.communes.is_empty()
+    }
+}
+
 /// One page of a pull.
 #[derive(Debug)]
 pub struct Pull {
@@ -275,6 +330,8 @@ pub trait Store: Send + Sync + 'static {
     async fn replace_cells(&self, cells: &[(CellKey, Amount)]) -> Result<()>;
     /// The records of these forms in these communes.
     async fn records_of(&self, forms: &[String], communes: &[String]) -> Result<Vec<Record>>;
+    /// A page of the records a query matches, newest first, and how many match in all.
+    async fn find_records(&self, query: &RecordQuery) -> Result<(Vec<Record>, u64)>;
     /// Store a read token (hashed) with its scope (JSON).
     async fn add_api_token(
         &self,

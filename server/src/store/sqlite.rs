@@ -22,8 +22,8 @@ use crate::indicators::{Amount, CellKey};
 
 use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryRow};
 use super::{
-    communes_text, page, Device, DeviceSummary, EditLog, Lockout, NewUser, Pull, RecordRow, Result,
-    StoreError, StoredRejection, SyncTx, User, WriteBatch,
+    communes_text, page, Device, DeviceSummary, EditLog, Lockout, NewUser, Pull, RecordQuery,
+    RecordRow, Result, StoreError, StoredRejection, SyncTx, User, WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -520,6 +520,27 @@ impl super::Store for SqliteStore {
         rows.iter()
             .map(|r| parse_record(r.try_get::<&str, _>(0)?))
             .collect()
+    }
+
+    async fn find_records(&self, query: &RecordQuery) -> Result<(Vec<Record>, u64)> {
+        if query.is_empty() {
+            return Ok((vec![], 0));
+        }
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM records");
+        query.push_filter(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.reader).await?;
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT body FROM records");
+        query.push_filter(&mut q);
+        q.push(" ORDER BY id DESC");
+        if let Some((limit, offset)) = query.page {
+            q.push(format!(" LIMIT {limit} OFFSET {offset}"));
+        }
+        let bodies: Vec<String> = q.build_query_scalar().fetch_all(&self.reader).await?;
+        let records = bodies
+            .iter()
+            .map(|b| parse_record(b))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((records, total as u64))
     }
 
     async fn add_api_token(

@@ -22,7 +22,7 @@ use crate::forms::{self, Publication};
 use crate::http::{self, AppState};
 use crate::indicators;
 use crate::report::{self, Level, Scope};
-use crate::store::EditLog;
+use crate::store::{EditLog, RecordQuery};
 use crate::{auth, now_ms, sync};
 
 /// Records on one page of a list.
@@ -819,47 +819,60 @@ pub async fn records(
         .filter(|c| given(&filter.commune).is_none_or(|want| want == c))
         .collect();
     let status = given(&filter.status);
-    let rejected = if status == Some("rejected") {
-        rejected_records(&state).await?
-    } else {
-        BTreeSet::new()
+    let mut query = RecordQuery {
+        forms: wanted_forms,
+        communes,
+        ..RecordQuery::default()
     };
+    match status {
+        Some("conflict") => query.conflicted = Some(true),
+        Some("deleted") => query.deleted = Some(true),
+        Some("ok") => {
+            query.conflicted = Some(false);
+            query.deleted = Some(false);
+        }
+        Some("rejected") => {
+            query.ids = Some(rejected_records(&state).await?.into_iter().collect());
+        }
+        _ => {}
+    }
     let village = given(&filter.village).map(str::to_lowercase);
     let (from, to) = (given(&filter.from), given(&filter.to));
-    let mut found: Vec<(String, Record)> = state
-        .store
-        .records_of(&wanted_forms, &communes)
-        .await?
-        .into_iter()
-        .filter(|r| match status {
-            Some("conflict") => r.is_conflicted(),
-            Some("deleted") => r.is_deleted(),
-            Some("rejected") => rejected.contains(&r.id.to_string()),
-            Some("ok") => !r.is_conflicted() && !r.is_deleted(),
-            _ => true,
-        })
-        .filter(|r| {
-            village.as_ref().is_none_or(|v| {
-                r.value("village")
-                    .and_then(Value::as_str)
-                    .is_some_and(|have| have.to_lowercase().contains(v.as_str()))
-            })
-        })
-        .map(|r| (collected_on(&r, registry.latest(&r.form)), r))
-        .filter(|(date, _)| from.is_none_or(|f| date.as_str() >= f))
-        .filter(|(date, _)| to.is_none_or(|t| !date.is_empty() && date.as_str() <= t))
-        .collect();
-    found.sort_by(|a, b| {
-        b.0.cmp(&a.0)
-            .then(b.1.id.to_string().cmp(&a.1.id.to_string()))
-    });
-    let total = found.len();
+    let wanted_page = filter.page.unwrap_or(1).max(1);
+    // Form, commune and state page in the database; village and date live inside the records,
+    // so those filters read the candidates here.
+    let (found, total): (Vec<(String, Record)>, usize) =
+        if village.is_some() || from.is_some() || to.is_some() {
+            let (candidates, _) = state.store.find_records(&query).await?;
+            let matching: Vec<(String, Record)> = candidates
+                .into_iter()
+                .filter(|r| {
+                    village.as_ref().is_none_or(|v| {
+                        r.value("village")
+                            .and_then(Value::as_str)
+                            .is_some_and(|have| have.to_lowercase().contains(v.as_str()))
+                    })
+                })
+                .map(|r| (collected_on(&r, registry.latest(&r.form)), r))
+                .filter(|(date, _)| from.is_none_or(|f| date.as_str() >= f))
+                .filter(|(date, _)| to.is_none_or(|t| !date.is_empty() && date.as_str() <= t))
+                .collect();
+            let total = matching.len();
+            let skip = (wanted_page - 1) * PAGE;
+            (matching.into_iter().skip(skip).take(PAGE).collect(), total)
+        } else {
+            query.page = Some((PAGE as u32, ((wanted_page - 1) * PAGE) as u32));
+            let (page, total) = state.store.find_records(&query).await?;
+            let dated = page
+                .into_iter()
+                .map(|r| (collected_on(&r, registry.latest(&r.form)), r))
+                .collect();
+            (dated, total as usize)
+        };
     let pages = total.div_ceil(PAGE).max(1);
-    let page_no = filter.page.unwrap_or(1).clamp(1, pages);
+    let page_no = wanted_page.min(pages);
     let lines = found
         .iter()
-        .skip((page_no - 1) * PAGE)
-        .take(PAGE)
         .map(|(date, r)| RecordLine {
             href: format!("/office/records/{}", r.id),
             short: short_id(&r.id),
@@ -1456,23 +1469,23 @@ pub async fn conflicts(
         .iter()
         .map(|c| c.to_string())
         .collect();
-    let mut conflicted: Vec<Record> = state
-        .store
-        .records_of(&forms, &communes)
-        .await?
-        .into_iter()
-        .filter(Record::is_conflicted)
-        .collect();
-    conflicted.sort_by_key(|r| r.id.to_string());
-    let total = conflicted.len();
+    let wanted_page = q.page.unwrap_or(1).max(1);
+    let query = RecordQuery {
+        forms,
+        communes,
+        conflicted: Some(true),
+        page: Some((
+            CONFLICT_PAGE as u32,
+            ((wanted_page - 1) * CONFLICT_PAGE) as u32,
+        )),
+        ..RecordQuery::default()
+    };
+    let (conflicted, total) = state.store.find_records(&query).await?;
+    let total = total as usize;
     let pages = total.div_ceil(CONFLICT_PAGE).max(1);
-    let page_no = q.page.unwrap_or(1).clamp(1, pages);
+    let page_no = wanted_page.min(pages);
     let mut cards = Vec::new();
-    for record in conflicted
-        .iter()
-        .skip((page_no - 1) * CONFLICT_PAGE)
-        .take(CONFLICT_PAGE)
-    {
+    for record in &conflicted {
         let edits = state.store.record_edits(record.id).await?;
         let form = registry
             .get(&record.form, record.version)
