@@ -258,6 +258,20 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
         page.contains("id=\"found\">0<"),
         "another district's commune lists nothing"
     );
+    // States filter in the database, on both backends.
+    for (path, count) in [
+        ("/office/records?status=conflict", 1),
+        ("/office/records?status=ok", 2),
+        ("/office/records?status=deleted", 0),
+        ("/office/conflicts", 1),
+    ] {
+        let (status, page) = hue.get(path).await;
+        assert_eq!(status, 200);
+        assert!(
+            page.contains(&format!("id=\"found\">{count}<")),
+            "{path}: {count}"
+        );
+    }
     // The API answers within the same scope for the signed-in browser.
     let (status, body) = hue.get("/v1/indicators?period=2020-H1&level=commune").await;
     assert_eq!(status, 200);
