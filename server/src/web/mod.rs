@@ -31,7 +31,7 @@ const SESSION_COOKIE: &str = "mam_session";
 const LANG_COOKIE: &str = "mam_lang";
 const LOGIN_CSRF_COOKIE: &str = "mam_login";
 
-pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/office") }))
         .route("/login", get(login_page).post(login_submit))
@@ -50,11 +50,11 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/office/forms", get(pages::forms).post(pages::publish))
         .route("/office/rejected", get(pages::rejected))
         .route("/office/assets/office.css", get(stylesheet))
-        .layer(middleware::from_fn_with_state(state, page_guard))
+        .layer(middleware::from_fn(page_guard))
 }
 
 /// Headers every page gets, and the same-origin rule for anything that changes state.
-async fn page_guard(State(_): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+async fn page_guard(req: Request, next: Next) -> Response {
     if req.method() == Method::POST && !same_origin(req.headers()) {
         return PageError::Forbidden.into_response();
     }
@@ -117,14 +117,18 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .map(|(_, v)| v)
 }
 
-/// Cookies are `Secure` when the server is reached over HTTPS (directly or through a proxy
-/// that says so); a district laptop on plain HTTP in its own office still works.
-fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age_secs: i64) -> String {
-    let https = headers
+/// Whether the browser reached us over HTTPS (through a proxy that says so).
+pub(crate) fn is_https(headers: &HeaderMap) -> bool {
+    headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
-    let secure = if https { "; Secure" } else { "" };
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
+/// Cookies are `Secure` when the server is reached over HTTPS; a district laptop on plain HTTP
+/// in its own office still works.
+fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age_secs: i64) -> String {
+    let secure = if is_https(headers) { "; Secure" } else { "" };
     format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}")
 }
 

@@ -1704,7 +1704,12 @@ pub async fn enrol(
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    let link = format!("http://{host}/app/#code={code}");
+    let scheme = if super::is_https(&headers) {
+        "https"
+    } else {
+        "http"
+    };
+    let link = format!("{scheme}://{host}/app/#code={code}");
     let qr_svg = qrcode::QrCode::new(link.as_bytes())
         .map(|q| {
             q.render::<qrcode::render::svg::Color>()
