@@ -60,7 +60,7 @@ impl Browser {
             .expect("start chromedriver");
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        for _ in 0..100 {
+        for _ in 0..300 {
             let ready = http
                 .get(format!("{base}/status"))
                 .send()
@@ -207,9 +207,9 @@ impl Browser {
             .collect()
     }
 
-    /// The first element matching `css`, waiting up to ten seconds for a page to arrive.
+    /// The first element matching `css`, waiting up to thirty seconds for a page to arrive.
     pub async fn find(&self, css: &str) -> Element {
-        for _ in 0..100 {
+        for _ in 0..300 {
             if let Some(e) = self.find_all(css).await.into_iter().next() {
                 return e;
             }
@@ -319,7 +319,7 @@ impl Browser {
     /// Wait until `css` matches an element whose text contains `text`.
     pub async fn wait_text(&self, css: &str, text: &str) -> String {
         let mut last = String::new();
-        for _ in 0..150 {
+        for _ in 0..300 {
             for t in self.texts(css).await {
                 if t.contains(text) {
                     return t;

@@ -337,7 +337,7 @@ async fn status_of(browser: &Browser, child: &str) -> String {
 }
 
 async fn wait_status(browser: &Browser, child: &str, want: &str) {
-    for _ in 0..150 {
+    for _ in 0..300 {
         if status_of(browser, child).await == want {
             return;
         }
@@ -402,38 +402,36 @@ pub async fn phone_app_works_offline_and_syncs() {
     hoa.click_on("#save").await;
     wait_status(&hoa, "Lê Thị Bống", "pending").await;
 
-    // A half-typed form survives a reload too.
+    // A half-typed form survives a reload too: the new record's id is in the address and what
+    // was typed is in IndexedDB.
     hoa.click_on("#new").await;
     hoa.click_on("a[data-form=\"birth-registration\"]").await;
-    let draft_url = hoa.url().await;
     hoa.type_into(
         &hoa.find("[data-name=\"child_name\"] input").await,
         "Đang nhập dở",
     )
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(hoa.url().await.contains("#fill/birth-registration/"));
     hoa.reload().await;
-    hoa.goto(&draft_url).await;
-    let typed = hoa.find("[data-name=\"child_name\"] input").await;
-    for _ in 0..50 {
-        if hoa.attribute(&typed, "value").await.as_deref() == Some("Đang nhập dở") {
+    let mut value = Value::Null;
+    for _ in 0..100 {
+        value = in_page(
+            &hoa,
+            "const el = document.querySelector('[data-name=\"child_name\"] input'); done(el ? el.value : null);",
+            vec![],
+        )
+        .await;
+        if value == json!("Đang nhập dở") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let typed = hoa.find("[data-name=\"child_name\"] input").await;
-    let value = in_page(
-        &hoa,
-        "done(document.querySelector('[data-name=\"child_name\"] input').value);",
-        vec![],
-    )
-    .await;
     assert_eq!(
         value,
         json!("Đang nhập dở"),
         "the draft came back after a reload"
     );
-    let _ = typed;
     hoa.goto(&format!("{base}/app/#")).await;
 
     // Reload with no network: the app opens from its cache, the record is still there.
