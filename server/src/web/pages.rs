@@ -1133,7 +1133,13 @@ fn conflict_card(
         ),
         commune: commune_name(state, record.commune.as_str()),
         fields,
-        delete_conflict: record.has_delete_conflict(),
+        // A delete against an edit, or a delete against a restore: either way the choice is
+        // whether the record stays.
+        delete_conflict: record.has_delete_conflict()
+            || record
+                .fields
+                .get(DELETED_FIELD)
+                .is_some_and(|r| r.is_conflict()),
     })
 }
 
