@@ -220,7 +220,7 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
 
-    let (_, far, _, _) = seed(&server).await;
+    let (_, far, mut hoa, mut lan) = seed(&server).await;
 
     // Not signed in: pages send to the sign-in page, the API answers 401.
     let mut anonymous = Office::new(&server);
@@ -336,6 +336,48 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
         .await;
     assert_eq!(response.status(), 422);
     assert_eq!(server.cli(&["device", "list"]), phones_before);
+
+    // A delete against an edit: the officer restores the record and keeps the edit. The
+    // choice is an ordinary edit, and the phones receive it.
+    let third = hoa
+        .client
+        .records()
+        .into_iter()
+        .find(|r| r.value("child_name") == Some(&json!("Bé 2")))
+        .unwrap()
+        .id;
+    hoa.client.delete(third);
+    lan.edit(third, &[("child_name", json!("Bé Hai"))]);
+    hoa.sync().await;
+    lan.sync().await;
+    hoa.sync().await;
+    assert!(hoa.view(third).is_conflicted());
+    let (_, page) = hue.get(&format!("/office/records/{third}")).await;
+    assert!(
+        page.contains("name=\"delete\" value=\"restore\""),
+        "the choice to restore"
+    );
+    let response = hue
+        .post(
+            &format!("/office/records/{third}/settle"),
+            &[
+                ("csrf", &csrf),
+                ("delete", "restore"),
+                ("pick:child_name", "other"),
+                ("other:child_name", "Bé Hai"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303, "{}", response.text().await.unwrap());
+    hoa.sync().await;
+    let settled = hoa.view(third);
+    assert!(
+        !settled.is_conflicted() && !settled.is_deleted(),
+        "{settled:?}"
+    );
+    assert_eq!(settled.value("child_name"), Some(&json!("Bé Hai")));
+    lan.sync().await;
+    assert_eq!(lan.view(third).value("child_name"), Some(&json!("Bé Hai")));
 
     // Revoking: a phone of the area, yes; a phone of another district, "not found".
     let devices: Value = serde_json::from_str(&server.cli(&["device", "list", "--json"])).unwrap();
