@@ -119,6 +119,22 @@ fn scope_name(state: &AppState, scope: &Scope, lang: Lang) -> String {
     }
 }
 
+/// A record's commune by the name it had on the day the record was collected (the map changed
+/// in 2021 and twice in 2025), or today's name when the record has no date.
+fn record_commune(state: &AppState, record: &Record) -> String {
+    let form = state.forms();
+    let date = collected_on(record, form.latest(&record.form));
+    match state.units.version_on(&date) {
+        Some(v) if !date.is_empty() => {
+            state
+                .units
+                .commune_in(record.commune.as_str(), &crate::units::Units::key(v))
+                .1
+        }
+        _ => commune_name(state, record.commune.as_str()),
+    }
+}
+
 fn commune_name(state: &AppState, code: &str) -> String {
     let key = current_geography(state);
     state.units.commune_in(code, &key).1
@@ -625,7 +641,7 @@ pub async fn behind(
             href: format!("/office/records/{}", b.record.id),
             short: short_id(&b.record.id),
             summary: summary(&b.record, forms.latest(&b.record.form), lang),
-            commune: commune_name(&state, b.record.commune.as_str()),
+            commune: record_commune(&state, &b.record),
             part: part.to_owned(),
             value: b.value,
             conflicted: b.conflicted,
@@ -878,7 +894,7 @@ pub async fn records(
             short: short_id(&r.id),
             form: form_title(&state, &r.form, lang),
             summary: summary(r, registry.latest(&r.form), lang),
-            commune: commune_name(&state, r.commune.as_str()),
+            commune: record_commune(&state, r),
             village: r
                 .value("village")
                 .and_then(Value::as_str)
@@ -1131,7 +1147,7 @@ fn conflict_card(
             form_title(state, &record.form, lang),
             summary(record, form, lang)
         ),
-        commune: commune_name(state, record.commune.as_str()),
+        commune: record_commune(state, record),
         fields,
         // A delete against an edit, or a delete against a restore: either way the choice is
         // whether the record stays.
@@ -1215,7 +1231,7 @@ async fn render_record(
         c,
         title,
         id: record.id.to_string(),
-        commune: commune_name(state, record.commune.as_str()),
+        commune: record_commune(state, &record),
         version: record.version,
         badges: badges(&record, lang),
         fields: field_views(&record, form, &who, lang),
