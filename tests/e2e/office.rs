@@ -432,6 +432,16 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
     server.cli(&["user", "password", "--name", "tinh", "--password", PASSWORD]);
     let (status, _) = guesser.login("tinh", PASSWORD).await;
     assert_eq!(status, 303);
+    // Refused sign-ins are visible to the province, not to a district.
+    let (_, page) = guesser.get("/office/rejected").await;
+    assert!(
+        page.contains("refused-logins") && page.contains("tinh") && page.contains("sai mật khẩu")
+    );
+    let mut district = Office::new(&server);
+    assert_eq!(district.login("hue", PASSWORD).await.0, 303);
+    let (status, page) = district.get("/office/rejected").await;
+    assert_eq!(status, 200);
+    assert!(!page.contains("refused-logins"));
     // A province officer sees every district.
     let (_, page) = guesser.get("/office/records").await;
     assert!(page.contains("Bé Phong Điền") && page.contains("Bé 1"));
@@ -475,8 +485,6 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
         .await
         .unwrap()
         .contains("not a form in JSON"));
-    let mut district = Office::new(&server);
-    district.login("hue", PASSWORD).await;
     let csrf = district.csrf().await;
     form["version"] = json!(3);
     let response = upload(&mut district, &csrf, &form.to_string()).await;

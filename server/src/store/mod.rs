@@ -366,6 +366,8 @@ pub trait Store: Send + Sync + 'static {
     async fn login_succeeded(&self, user: i64, now: i64) -> Result<()>;
     /// Keep a sign-in attempt: who, whether it succeeded, why it was refused.
     async fn log_login(&self, name: &str, reason: Option<&str>, now: i64) -> Result<()>;
+    /// The latest refused sign-ins: (name tried, reason, when), newest first.
+    async fn refused_logins(&self, limit: u32) -> Result<Vec<(String, String, i64)>>;
     /// Store a session (its token hashed) with its CSRF token.
     async fn add_session(
         &self,

@@ -684,6 +684,15 @@ impl super::Store for SqliteStore {
         Ok(())
     }
 
+    async fn refused_logins(&self, limit: u32) -> Result<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT name, COALESCE(reason, ''), at FROM logins WHERE NOT succeeded ORDER BY at DESC, id DESC LIMIT ?",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
     async fn add_session(
         &self,
         token_hash: &str,

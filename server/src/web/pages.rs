@@ -2001,11 +2001,19 @@ pub struct RejectedLine {
     pub record_href: Option<String>,
 }
 
+/// A refused sign-in, for the provincial office.
+pub struct LoginLine {
+    pub when: String,
+    pub name: String,
+    pub reason: &'static str,
+}
+
 #[derive(Template)]
 #[template(path = "rejected.html")]
 struct RejectedPage {
     c: Ctx,
     lines: Vec<RejectedLine>,
+    logins: Option<Vec<LoginLine>>,
 }
 
 pub async fn rejected(
@@ -2059,6 +2067,28 @@ pub async fn rejected(
             })
         })
         .collect();
+    // Accounts are the province's: only its officers see who failed to sign in.
+    let logins = if officer.scope == Scope::Province {
+        Some(
+            state
+                .store
+                .refused_logins(200)
+                .await?
+                .into_iter()
+                .map(|(name, reason, at)| LoginLine {
+                    when: local_time(at),
+                    name,
+                    reason: lang.t(match reason.as_str() {
+                        "locked" => "login_reason_locked",
+                        "unknown" => "login_reason_unknown",
+                        _ => "login_reason_password",
+                    }),
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
     let c = ctx(
         &state,
         &officer,
@@ -2066,5 +2096,5 @@ pub async fn rejected(
         &uri,
         lang.t("rejected").into(),
     );
-    Ok(page(RejectedPage { c, lines }.render()?))
+    Ok(page(RejectedPage { c, lines, logins }.render()?))
 }
