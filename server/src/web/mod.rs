@@ -4,8 +4,13 @@
 //! page, export and record is filtered by the account's scope, and an id from another area
 //! answers "not found".
 
+mod common;
+mod dashboard;
+mod forms;
 mod i18n;
-mod pages;
+mod phones;
+mod records;
+mod rejected;
 
 use std::sync::Arc;
 
@@ -37,18 +42,18 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/login", get(login_page).post(login_submit))
         .route("/logout", post(logout))
         .route("/lang", get(set_lang))
-        .route("/office", get(pages::dashboard))
-        .route("/office/targets.csv", get(pages::targets_csv))
-        .route("/office/reports/{file}", get(pages::report_xlsx))
-        .route("/office/targets/{id}/records", get(pages::behind))
-        .route("/office/records", get(pages::records))
-        .route("/office/records/{id}", get(pages::record))
-        .route("/office/records/{id}/settle", post(pages::settle))
-        .route("/office/conflicts", get(pages::conflicts))
-        .route("/office/phones", get(pages::phones).post(pages::enrol))
-        .route("/office/phones/{id}/revoke", post(pages::revoke))
-        .route("/office/forms", get(pages::forms).post(pages::publish))
-        .route("/office/rejected", get(pages::rejected))
+        .route("/office", get(dashboard::dashboard))
+        .route("/office/targets.csv", get(dashboard::targets_csv))
+        .route("/office/reports/{file}", get(dashboard::report_xlsx))
+        .route("/office/targets/{id}/records", get(dashboard::behind))
+        .route("/office/records", get(records::records))
+        .route("/office/records/{id}", get(records::record))
+        .route("/office/records/{id}/settle", post(records::settle))
+        .route("/office/conflicts", get(records::conflicts))
+        .route("/office/phones", get(phones::phones).post(phones::enrol))
+        .route("/office/phones/{id}/revoke", post(phones::revoke))
+        .route("/office/forms", get(forms::forms).post(forms::publish))
+        .route("/office/rejected", get(rejected::rejected))
         .route("/office/assets/office.css", get(stylesheet))
         .layer(middleware::from_fn(page_guard))
 }

@@ -1,0 +1,255 @@
+//! What the office pages share: the page frame, names of places and forms, values as people
+//! read them, and the officer's communes.
+
+use axum::http::Uri;
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::Value;
+use sync_protocol::{FieldType, Form as SurveyForm, FormField, FormId, Record, RecordId};
+
+use super::{encode_query, Lang, Officer};
+use crate::http::AppState;
+use crate::report::Scope;
+
+/// Records on one page of a list.
+pub(super) const PAGE: usize = 50;
+/// Conflicts on one page of the queue.
+pub(super) const CONFLICT_PAGE: usize = 20;
+
+/// What every page's frame shows.
+pub struct Ctx {
+    pub lang: Lang,
+    pub user: String,
+    pub area_name: String,
+    pub csrf: String,
+    pub nav: Vec<Nav>,
+    pub lang_href: String,
+    pub title: String,
+}
+
+pub struct Nav {
+    pub href: &'static str,
+    pub label: &'static str,
+    pub current: bool,
+}
+
+impl Ctx {
+    pub fn t(&self, key: &str) -> &'static str {
+        self.lang.t(key)
+    }
+}
+
+pub(super) const MENU: &[(&str, &str)] = &[
+    ("/office", "dashboard"),
+    ("/office/records", "records"),
+    ("/office/conflicts", "conflicts"),
+    ("/office/phones", "phones"),
+    ("/office/forms", "forms"),
+    ("/office/rejected", "rejected"),
+];
+
+pub(super) fn ctx(
+    state: &AppState,
+    officer: &Officer,
+    current: &str,
+    uri: &Uri,
+    title: String,
+) -> Ctx {
+    let lang = officer.lang;
+    let back = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/office");
+    Ctx {
+        lang,
+        user: officer.user.name.clone(),
+        area_name: scope_name(state, &officer.scope, lang),
+        csrf: officer.csrf.clone(),
+        nav: MENU
+            .iter()
+            .map(|(href, key)| Nav {
+                href,
+                label: lang.t(key),
+                current: *key == current,
+            })
+            .collect(),
+        lang_href: format!(
+            "/lang?to={}&back={}",
+            lang.other().code(),
+            encode_query(back)
+        ),
+        title,
+    }
+}
+
+pub(super) fn scope_name(state: &AppState, scope: &Scope, lang: Lang) -> String {
+    match scope {
+        Scope::Province => format!("{} Thừa Thiên Huế", lang.t("province")),
+        Scope::District(code) => {
+            let mut names: Vec<String> = Vec::new();
+            for c in state
+                .units
+                .versions()
+                .iter()
+                .flat_map(|v| v.communes.values())
+            {
+                if c.district_code.as_deref() == Some(code) {
+                    if let Some(n) = &c.district_name {
+                        if !names.contains(n) {
+                            names.push(n.clone());
+                        }
+                    }
+                }
+            }
+            format!("{} {} ({code})", lang.t("district"), names.join(" / "))
+        }
+        Scope::Communes(list) => list
+            .iter()
+            .map(|c| commune_name(state, c))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// A record's commune by the name it had on the day the record was collected (the map changed
+/// in 2021 and twice in 2025), or today's name when the record has no date.
+pub(super) fn record_commune(state: &AppState, record: &Record) -> String {
+    let form = state.forms();
+    let date = collected_on(record, form.latest(&record.form));
+    match state.units.version_on(&date) {
+        Some(v) if !date.is_empty() => {
+            state
+                .units
+                .commune_in(record.commune.as_str(), &crate::units::Units::key(v))
+                .1
+        }
+        _ => commune_name(state, record.commune.as_str()),
+    }
+}
+
+pub(super) fn commune_name(state: &AppState, code: &str) -> String {
+    let key = current_geography(state);
+    state.units.commune_in(code, &key).1
+}
+
+pub(super) fn current_geography(state: &AppState) -> String {
+    state
+        .units
+        .version_on(&crate::today())
+        .or_else(|| state.units.versions().last())
+        .map(crate::units::Units::key)
+        .unwrap_or_default()
+}
+
+pub(super) fn page(html: String) -> Response {
+    Html(html).into_response()
+}
+
+/// Query values from a form: an empty box means "no filter".
+pub(super) fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+pub struct Choice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+pub(super) fn short_id(id: &RecordId) -> String {
+    id.to_string()[..8].to_owned()
+}
+
+/// A line that tells a person which record this is: its first text fields.
+pub(super) fn summary(record: &Record, form: Option<&SurveyForm>, lang: Lang) -> String {
+    let Some(form) = form else {
+        return String::new();
+    };
+    form.fields
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.kind,
+                FieldType::Text | FieldType::Date | FieldType::SelectOne
+            )
+        })
+        .filter_map(|f| {
+            record
+                .value(&f.name)
+                .filter(|v| !v.is_null())
+                .map(|v| show(v, Some(f), lang))
+        })
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// A value as a person reads it: choice labels, yes/no, dates as written.
+pub(super) fn show(value: &Value, field: Option<&FormField>, lang: Lang) -> String {
+    let label = |code: &str| {
+        field
+            .and_then(|f| f.choices.iter().find(|c| c.code == code))
+            .and_then(|c| c.label.as_ref())
+            .map(|l| lang.pick(&l.vi, &l.en).to_owned())
+            .unwrap_or_else(|| code.to_owned())
+    };
+    match value {
+        Value::Null => lang.t("empty").to_owned(),
+        Value::Bool(true) => lang.t("yes").to_owned(),
+        Value::Bool(false) => lang.t("no").to_owned(),
+        Value::String(s) => label(s),
+        Value::Number(n) => n.to_string(),
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(label)
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
+/// The communes of the officer's scope on today's map, (code, name), for pickers.
+pub(super) fn scope_communes(state: &AppState, scope: &Scope) -> Vec<(String, String)> {
+    let key = current_geography(state);
+    let mut list: Vec<(String, String)> = state
+        .units
+        .geography(&key)
+        .map(|g| {
+            g.communes
+                .values()
+                .filter(|c| scope.allows(&c.code, &state.units))
+                .map(|c| (c.code.clone(), c.name.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    list.sort_by(|a, b| a.1.cmp(&b.1));
+    list
+}
+
+pub(super) fn form_title(state: &AppState, form: &FormId, lang: Lang) -> String {
+    state
+        .forms()
+        .latest(form)
+        .and_then(|f| f.title.as_ref())
+        .map(|t| lang.pick(&t.vi, &t.en).to_owned())
+        .unwrap_or_else(|| form.to_string())
+}
+
+pub(super) fn collected_on(record: &Record, form: Option<&SurveyForm>) -> String {
+    form.and_then(|f| f.collected_on.as_deref())
+        .and_then(|field| record.value(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
+}
+
+pub(super) fn badges(r: &Record, lang: Lang) -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    if r.is_conflicted() {
+        out.push(("conflict", lang.t("status_conflict")));
+    }
+    if r.is_deleted() {
+        out.push(("deleted", lang.t("status_deleted")));
+    }
+    out
+}

@@ -1,0 +1,260 @@
+//! Phones: the area's devices, enrolment with a one-time code and QR code, revocation.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+use sync_protocol::CommuneCode;
+
+use super::common::*;
+use super::{local_time, Officer, PageError};
+use crate::http::AppState;
+use crate::{auth, now_ms};
+
+pub struct PhoneLine {
+    pub id: u32,
+    pub name: String,
+    pub communes: String,
+    pub state: &'static str,
+    pub state_label: &'static str,
+    pub last_sync: String,
+    pub last_seq: u64,
+    pub rejected: u64,
+    pub revoke_action: Option<String>,
+}
+
+pub struct Enrolled {
+    pub name: String,
+    pub code: String,
+    pub expires: String,
+    pub qr_svg: String,
+    pub link: String,
+}
+
+#[derive(Template)]
+#[template(path = "phones.html")]
+struct PhonesPage {
+    c: Ctx,
+    phones: Vec<PhoneLine>,
+    communes: Vec<Choice>,
+    enrolled: Option<Enrolled>,
+    error: Option<String>,
+}
+
+async fn phones_page(
+    state: &AppState,
+    officer: &Officer,
+    uri: &Uri,
+    enrolled: Option<Enrolled>,
+    error: Option<String>,
+    status: StatusCode,
+) -> Result<Response, PageError> {
+    let lang = officer.lang;
+    let office: BTreeSet<i64> = state
+        .store
+        .users()
+        .await?
+        .iter()
+        .map(|u| u.device)
+        .collect();
+    let phones = state
+        .store
+        .devices()
+        .await?
+        .into_iter()
+        .filter(|d| !office.contains(&(d.id as i64)))
+        .filter(|d| {
+            d.communes
+                .iter()
+                .any(|c| officer.scope.allows(c, &state.units))
+        })
+        .map(|d| {
+            let all_ours = d
+                .communes
+                .iter()
+                .all(|c| officer.scope.allows(c, &state.units));
+            let (state_key, label) = if d.revoked {
+                ("revoked", "revoked")
+            } else if d.enrolled {
+                ("enrolled", "enrolled")
+            } else {
+                ("waiting", "waiting")
+            };
+            PhoneLine {
+                id: d.id,
+                communes: d
+                    .communes
+                    .iter()
+                    .map(|c| commune_name(state, c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                name: d.name,
+                state: state_key,
+                state_label: lang.t(label),
+                last_sync: d
+                    .last_sync_at
+                    .map(local_time)
+                    .unwrap_or_else(|| lang.t("never").into()),
+                last_seq: d.last_seq,
+                rejected: d.rejected,
+                revoke_action: (!d.revoked && all_ours)
+                    .then(|| format!("/office/phones/{}/revoke", d.id)),
+            }
+        })
+        .collect();
+    let communes = scope_communes(state, &officer.scope)
+        .into_iter()
+        .map(|(value, label)| Choice {
+            selected: false,
+            value,
+            label,
+        })
+        .collect();
+    let c = ctx(state, officer, "phones", uri, lang.t("phones").into());
+    let html = PhonesPage {
+        c,
+        phones,
+        communes,
+        enrolled,
+        error,
+    }
+    .render()?;
+    Ok((status, Html(html)).into_response())
+}
+
+pub async fn phones(
+    State(state): State<Arc<AppState>>,
+    officer: Officer,
+    uri: Uri,
+) -> Result<Response, PageError> {
+    phones_page(&state, &officer, &uri, None, None, StatusCode::OK).await
+}
+
+pub async fn enrol(
+    State(state): State<Arc<AppState>>,
+    officer: Officer,
+    uri: Uri,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let lang = officer.lang;
+    let csrf = pairs
+        .iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    officer.check_csrf(csrf)?;
+    let name = pairs
+        .iter()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default();
+    let mut communes: Vec<CommuneCode> = Vec::new();
+    let mut error = None;
+    for (_, code) in pairs.iter().filter(|(k, _)| k == "commune") {
+        match CommuneCode::parse(code) {
+            Ok(c) if officer.scope.allows(c.as_str(), &state.units) => communes.push(c),
+            _ => error = Some(format!("commune: {code:?} is not a commune of your area")),
+        }
+    }
+    if name.is_empty() || name.chars().count() > 100 {
+        error = Some(
+            lang.pick(
+                "Tên cộng tác viên: 1 đến 100 ký tự",
+                "collaborator: 1 to 100 characters",
+            )
+            .into(),
+        );
+    } else if communes.is_empty() && error.is_none() {
+        error = Some(
+            lang.pick("Chọn ít nhất một xã", "communes: choose at least one")
+                .into(),
+        );
+    }
+    if error.is_some() {
+        return phones_page(
+            &state,
+            &officer,
+            &uri,
+            None,
+            error,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    communes.sort();
+    communes.dedup();
+    let code = auth::new_code();
+    let hours = state.settings.sync.enroll_code_hours;
+    let expires = now_ms() + hours as i64 * 3_600_000;
+    let id = state
+        .store
+        .add_device(&name, &communes, &auth::code_hash(&code), expires, now_ms())
+        .await?;
+    tracing::info!(user = %officer.user.name, device = id, "phone enrolment code created");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = if super::is_https(&headers) {
+        "https"
+    } else {
+        "http"
+    };
+    let link = format!("{scheme}://{host}/app/#code={code}");
+    let qr_svg = qrcode::QrCode::new(link.as_bytes())
+        .map(|q| {
+            q.render::<qrcode::render::svg::Color>()
+                .min_dimensions(200, 200)
+                .quiet_zone(true)
+                .build()
+        })
+        .unwrap_or_default();
+    let enrolled = Enrolled {
+        name,
+        code,
+        expires: local_time(expires),
+        qr_svg,
+        link,
+    };
+    phones_page(&state, &officer, &uri, Some(enrolled), None, StatusCode::OK).await
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    csrf: String,
+}
+
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    officer: Officer,
+    Path(id): Path<u32>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, PageError> {
+    officer.check_csrf(&form.csrf)?;
+    let device = state.store.device(id).await?.ok_or(PageError::NotFound)?;
+    let office: BTreeSet<i64> = state
+        .store
+        .users()
+        .await?
+        .iter()
+        .map(|u| u.device)
+        .collect();
+    let ours = !office.contains(&(id as i64))
+        && !device.communes.is_empty()
+        && device
+            .communes
+            .iter()
+            .all(|c| officer.scope.allows(c.as_str(), &state.units));
+    if !ours {
+        return Err(PageError::NotFound);
+    }
+    state.store.revoke(id, now_ms()).await?;
+    tracing::info!(user = %officer.user.name, device = id, "phone revoked");
+    Ok(Redirect::to("/office/phones").into_response())
+}

@@ -1,0 +1,793 @@
+//! Records: the filtered list, one record with its history, and settling conflicts (one
+//! record at a time or from the queue). Settling is an ordinary edit from the officer's device.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+use serde_json::Value;
+use sync_protocol::{
+    Dot, Edit, FieldEdit, FieldType, Form as SurveyForm, FormField, FormId, Record, RecordId,
+    DELETED_FIELD,
+};
+
+use super::common::*;
+use super::{local_time, Lang, Officer, PageError};
+use crate::accounts::{self};
+use crate::http::AppState;
+use crate::store::{EditLog, RecordQuery};
+use crate::{now_ms, sync};
+
+#[derive(Deserialize, Default)]
+pub struct RecordFilter {
+    form: Option<String>,
+    commune: Option<String>,
+    village: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    status: Option<String>,
+    page: Option<usize>,
+}
+
+pub struct RecordLine {
+    pub href: String,
+    pub short: String,
+    pub form: String,
+    pub summary: String,
+    pub commune: String,
+    pub village: String,
+    pub date: String,
+    pub badges: Vec<(&'static str, &'static str)>,
+}
+
+#[derive(Template)]
+#[template(path = "records.html")]
+struct RecordsPage {
+    c: Ctx,
+    forms: Vec<Choice>,
+    communes: Vec<Choice>,
+    statuses: Vec<Choice>,
+    village: String,
+    from: String,
+    to: String,
+    total: usize,
+    page: usize,
+    pages: usize,
+    lines: Vec<RecordLine>,
+    prev_href: Option<String>,
+    next_href: Option<String>,
+}
+
+/// Record ids that have at least one refused edit.
+async fn rejected_records(state: &AppState) -> Result<BTreeSet<String>, PageError> {
+    Ok(state
+        .store
+        .rejections(None, 100_000)
+        .await?
+        .iter()
+        .filter_map(|r| {
+            serde_json::from_str::<Value>(r.edit.get())
+                .ok()?
+                .get("record")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect())
+}
+
+pub async fn records(
+    State(state): State<Arc<AppState>>,
+    officer: Officer,
+    uri: Uri,
+    Query(filter): Query<RecordFilter>,
+) -> Result<Response, PageError> {
+    let lang = officer.lang;
+    let registry = state.forms();
+    let form_ids: Vec<String> = registry.current().keys().cloned().collect();
+    let wanted_forms: Vec<String> = match given(&filter.form) {
+        Some(f) => form_ids.iter().filter(|id| *id == f).cloned().collect(),
+        None => form_ids.clone(),
+    };
+    let in_scope = accounts::communes_in(&officer.scope, &state.units);
+    let communes: Vec<String> = in_scope
+        .iter()
+        .map(|c| c.to_string())
+        .filter(|c| given(&filter.commune).is_none_or(|want| want == c))
+        .collect();
+    let status = given(&filter.status);
+    let mut query = RecordQuery {
+        forms: wanted_forms,
+        communes,
+        ..RecordQuery::default()
+    };
+    match status {
+        Some("conflict") => query.conflicted = Some(true),
+        Some("deleted") => query.deleted = Some(true),
+        Some("ok") => {
+            query.conflicted = Some(false);
+            query.deleted = Some(false);
+        }
+        Some("rejected") => {
+            query.ids = Some(rejected_records(&state).await?.into_iter().collect());
+        }
+        _ => {}
+    }
+    let village = given(&filter.village).map(str::to_lowercase);
+    let (from, to) = (given(&filter.from), given(&filter.to));
+    let wanted_page = filter.page.unwrap_or(1).max(1);
+    // Form, commune and state page in the database; village and date live inside the records,
+    // so those filters read the candidates here.
+    let (found, total): (Vec<(String, Record)>, usize) =
+        if village.is_some() || from.is_some() || to.is_some() {
+            let (candidates, _) = state.store.find_records(&query).await?;
+            let matching: Vec<(String, Record)> = candidates
+                .into_iter()
+                .filter(|r| {
+                    village.as_ref().is_none_or(|v| {
+                        r.value("village")
+                            .and_then(Value::as_str)
+                            .is_some_and(|have| have.to_lowercase().contains(v.as_str()))
+                    })
+                })
+                .map(|r| (collected_on(&r, registry.latest(&r.form)), r))
+                .filter(|(date, _)| from.is_none_or(|f| date.as_str() >= f))
+                .filter(|(date, _)| to.is_none_or(|t| !date.is_empty() && date.as_str() <= t))
+                .collect();
+            let total = matching.len();
+            let skip = (wanted_page - 1) * PAGE;
+            (matching.into_iter().skip(skip).take(PAGE).collect(), total)
+        } else {
+            query.page = Some((PAGE as u32, ((wanted_page - 1) * PAGE) as u32));
+            let (page, total) = state.store.find_records(&query).await?;
+            let dated = page
+                .into_iter()
+                .map(|r| (collected_on(&r, registry.latest(&r.form)), r))
+                .collect();
+            (dated, total as usize)
+        };
+    let pages = total.div_ceil(PAGE).max(1);
+    let page_no = wanted_page.min(pages);
+    let lines = found
+        .iter()
+        .map(|(date, r)| RecordLine {
+            href: format!("/office/records/{}", r.id),
+            short: short_id(&r.id),
+            form: form_title(&state, &r.form, lang),
+            summary: summary(r, registry.latest(&r.form), lang),
+            commune: record_commune(&state, r),
+            village: r
+                .value("village")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            date: date.clone(),
+            badges: badges(r, lang),
+        })
+        .collect();
+    let page_href = |n: usize| {
+        let q = uri.query().unwrap_or("");
+        let rest: Vec<&str> = q
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("page="))
+            .collect();
+        let mut out = format!("/office/records?page={n}");
+        for p in rest {
+            out.push('&');
+            out.push_str(p);
+        }
+        out
+    };
+    let choices = |items: Vec<(String, String)>, selected: Option<&str>| {
+        let mut out = vec![Choice {
+            value: String::new(),
+            label: lang.t("all").into(),
+            selected: selected.is_none(),
+        }];
+        out.extend(items.into_iter().map(|(value, label)| Choice {
+            selected: selected == Some(value.as_str()),
+            value,
+            label,
+        }));
+        out
+    };
+    let form_choices = choices(
+        form_ids
+            .iter()
+            .filter_map(|id| FormId::parse(id).ok())
+            .map(|id| (id.to_string(), form_title(&state, &id, lang)))
+            .collect(),
+        given(&filter.form),
+    );
+    let commune_choices = choices(
+        scope_communes(&state, &officer.scope),
+        given(&filter.commune),
+    );
+    let status_choices = choices(
+        [
+            ("conflict", "status_conflict"),
+            ("rejected", "status_rejected"),
+            ("deleted", "status_deleted"),
+            ("ok", "status_ok"),
+        ]
+        .iter()
+        .map(|(v, k)| (v.to_string(), lang.t(k).to_owned()))
+        .collect(),
+        status,
+    );
+    let c = ctx(&state, &officer, "records", &uri, lang.t("records").into());
+    Ok(page(
+        RecordsPage {
+            c,
+            forms: form_choices,
+            communes: commune_choices,
+            statuses: status_choices,
+            village: given(&filter.village).unwrap_or("").into(),
+            from: from.unwrap_or("").into(),
+            to: to.unwrap_or("").into(),
+            total,
+            page: page_no,
+            pages,
+            lines,
+            prev_href: (page_no > 1).then(|| page_href(page_no - 1)),
+            next_href: (page_no < pages).then(|| page_href(page_no + 1)),
+        }
+        .render()?,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// One record, its history, and settling its conflicts
+
+pub struct SiblingView {
+    pub index: usize,
+    pub value: String,
+    pub who: String,
+    pub when: String,
+}
+
+pub struct FieldView {
+    pub name: String,
+    pub label: String,
+    pub siblings: Vec<SiblingView>,
+    pub conflict: bool,
+    /// A box to type another value in, for fields whose type allows it.
+    pub typed: bool,
+}
+
+pub struct HistoryLine {
+    pub when: String,
+    pub who: String,
+    pub seq: i64,
+    pub fields: String,
+    pub rejected: bool,
+}
+
+/// A record's conflicts and the form to settle them.
+pub struct ConflictCard {
+    pub id: String,
+    pub href: String,
+    pub action: String,
+    pub title: String,
+    pub commune: String,
+    pub fields: Vec<FieldView>,
+    pub delete_conflict: bool,
+}
+
+#[derive(Template)]
+#[template(path = "record.html")]
+struct RecordPage {
+    c: Ctx,
+    title: String,
+    id: String,
+    commune: String,
+    version: u32,
+    badges: Vec<(&'static str, &'static str)>,
+    fields: Vec<FieldView>,
+    derived: Vec<(String, String)>,
+    history: Vec<HistoryLine>,
+    card: Option<ConflictCard>,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+/// A record of the officer's scope, or "not found" whatever the reason.
+async fn scoped_record(state: &AppState, officer: &Officer, id: &str) -> Result<Record, PageError> {
+    let id = RecordId::parse(id).map_err(|_| PageError::NotFound)?;
+    let record = state.store.record(id).await?.ok_or(PageError::NotFound)?;
+    if !officer.scope.allows(record.commune.as_str(), &state.units) {
+        tracing::warn!(user = %officer.user.name, record = %id, "record outside the account's scope asked for");
+        return Err(PageError::NotFound);
+    }
+    Ok(record)
+}
+
+type Authors = HashMap<(u32, u64), (String, i64)>;
+
+/// Who made an edit: the collaborator (or officer) and the device number.
+fn author(e: &EditLog) -> String {
+    match &e.device_name {
+        Some(name) => format!("{name} (#{})", e.device),
+        None => format!("#{}", e.device),
+    }
+}
+
+fn authors(edits: &[EditLog]) -> Authors {
+    edits
+        .iter()
+        .map(|e| ((e.device as u32, e.seq as u64), (author(e), e.received_at)))
+        .collect()
+}
+
+fn field_views(
+    record: &Record,
+    form: Option<&SurveyForm>,
+    authors: &Authors,
+    lang: Lang,
+) -> Vec<FieldView> {
+    let mut names: Vec<String> = form
+        .map(|f| f.fields.iter().map(|x| x.name.clone()).collect())
+        .unwrap_or_default();
+    for name in record.fields.keys() {
+        if name != DELETED_FIELD && !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let register = record.fields.get(&name)?;
+            let def = form.and_then(|f| f.field(&name));
+            let siblings = register
+                .siblings()
+                .iter()
+                .enumerate()
+                .map(|(index, s)| {
+                    let (who, when) = authors
+                        .get(&(s.dot.device, s.dot.seq))
+                        .map(|(w, t)| (w.clone(), local_time(*t)))
+                        .unwrap_or_else(|| (format!("#{}", s.dot.device), String::new()));
+                    SiblingView {
+                        index,
+                        value: show(&s.value, def, lang),
+                        who,
+                        when,
+                    }
+                })
+                .collect();
+            Some(FieldView {
+                label: def
+                    .and_then(|d| d.label.as_ref())
+                    .map(|l| lang.pick(&l.vi, &l.en).to_owned())
+                    .unwrap_or_else(|| name.clone()),
+                conflict: register.is_conflict(),
+                typed: def.is_none_or(|d| {
+                    !matches!(
+                        d.kind,
+                        FieldType::Repeat | FieldType::Geopoint | FieldType::SelectMany
+                    )
+                }),
+                name,
+                siblings,
+            })
+        })
+        .collect()
+}
+
+fn conflict_card(
+    state: &AppState,
+    record: &Record,
+    form: Option<&SurveyForm>,
+    authors: &Authors,
+    lang: Lang,
+) -> Option<ConflictCard> {
+    if !record.is_conflicted() {
+        return None;
+    }
+    let fields: Vec<FieldView> = field_views(record, form, authors, lang)
+        .into_iter()
+        .filter(|f| f.conflict)
+        .collect();
+    Some(ConflictCard {
+        id: record.id.to_string(),
+        href: format!("/office/records/{}", record.id),
+        action: format!("/office/records/{}/settle", record.id),
+        title: format!(
+            "{} — {}",
+            form_title(state, &record.form, lang),
+            summary(record, form, lang)
+        ),
+        commune: record_commune(state, record),
+        fields,
+        // A delete against an edit, or a delete against a restore: either way the choice is
+        // whether the record stays.
+        delete_conflict: record.has_delete_conflict()
+            || record
+                .fields
+                .get(DELETED_FIELD)
+                .is_some_and(|r| r.is_conflict()),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct RecordParams {
+    settled: Option<String>,
+}
+
+pub async fn record(
+    State(state): State<Arc<AppState>>,
+    officer: Officer,
+    uri: Uri,
+    Path(id): Path<String>,
+    Query(q): Query<RecordParams>,
+) -> Result<Response, PageError> {
+    let record = scoped_record(&state, &officer, &id).await?;
+    let notice = q.settled.map(|_| officer.lang.t("settled").to_owned());
+    render_record(&state, &officer, &uri, record, notice, None, StatusCode::OK).await
+}
+
+async fn render_record(
+    state: &AppState,
+    officer: &Officer,
+    uri: &Uri,
+    record: Record,
+    notice: Option<String>,
+    error: Option<String>,
+    status: StatusCode,
+) -> Result<Response, PageError> {
+    let lang = officer.lang;
+    let registry = state.forms();
+    let form = registry
+        .get(&record.form, record.version)
+        .or_else(|| registry.latest(&record.form));
+    let edits = state.store.record_edits(record.id).await?;
+    let who = authors(&edits);
+    let history = edits
+        .iter()
+        .map(|e| HistoryLine {
+            when: local_time(e.received_at),
+            who: author(e),
+            seq: e.seq,
+            fields: serde_json::from_str::<Value>(&e.body)
+                .ok()
+                .and_then(|b| {
+                    b.get("fields")?
+                        .as_object()
+                        .map(|f| f.keys().cloned().collect::<Vec<_>>().join(", "))
+                })
+                .unwrap_or_default(),
+            rejected: e.rejected,
+        })
+        .collect();
+    let derived = record
+        .derived
+        .iter()
+        .map(|(name, value)| {
+            let label = form
+                .and_then(|f| f.derived.iter().find(|d| &d.name == name))
+                .and_then(|d| d.label.as_ref())
+                .map(|l| lang.pick(&l.vi, &l.en).to_owned())
+                .unwrap_or_else(|| name.clone());
+            (label, show(value, None, lang))
+        })
+        .collect();
+    let title = format!(
+        "{} {}",
+        form_title(state, &record.form, lang),
+        short_id(&record.id)
+    );
+    let c = ctx(state, officer, "records", uri, title.clone());
+    let html = RecordPage {
+        c,
+        title,
+        id: record.id.to_string(),
+        commune: record_commune(state, &record),
+        version: record.version,
+        badges: badges(&record, lang),
+        fields: field_views(&record, form, &who, lang),
+        derived,
+        history,
+        card: conflict_card(state, &record, form, &who, lang),
+        notice,
+        error,
+    }
+    .render()?;
+    Ok((status, Html(html)).into_response())
+}
+
+/// Turn what an officer typed into a value of the field's type.
+fn typed_value(text: &str, field: Option<&FormField>) -> Result<Value, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    let Some(field) = field else {
+        return Ok(Value::String(text.to_owned()));
+    };
+    let bad = |what: &str| format!("{}: {text:?} is not {what}", field.name);
+    Ok(match field.kind {
+        FieldType::Integer => Value::from(text.parse::<i64>().map_err(|_| bad("a whole number"))?),
+        FieldType::Decimal => {
+            let n: f64 = text
+                .replace(',', ".")
+                .parse()
+                .map_err(|_| bad("a number"))?;
+            serde_json::Number::from_f64(n)
+                .map(Value::Number)
+                .ok_or_else(|| bad("a number"))?
+        }
+        FieldType::Boolean => match text.to_lowercase().as_str() {
+            "true" | "yes" | "có" | "co" | "1" => Value::Bool(true),
+            "false" | "no" | "không" | "khong" | "0" => Value::Bool(false),
+            _ => return Err(bad("yes or no (có / không)")),
+        },
+        FieldType::SelectOne => {
+            let lower = text.to_lowercase();
+            let choice = field.choices.iter().find(|c| {
+                c.code == text
+                    || c.label.as_ref().is_some_and(|l| {
+                        l.vi.to_lowercase() == lower || l.en.to_lowercase() == lower
+                    })
+            });
+            Value::String(
+                choice
+                    .map(|c| c.code.clone())
+                    .ok_or_else(|| bad("one of the field's choices"))?,
+            )
+        }
+        _ => Value::String(text.to_owned()),
+    })
+}
+
+/// Write an edit as the officer's own device, through the same path phone edits take.
+async fn write_edit(state: &AppState, officer: &Officer, edit: Edit) -> Result<(), String> {
+    let device = state
+        .store
+        .device(officer.user.device as u32)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("this account has no device")?;
+    let edit = Edit {
+        seq: device.last_seq + 1,
+        ..edit
+    };
+    let forms = state.forms();
+    let catalog = sync::Catalog {
+        forms: &forms,
+        units: &state.units,
+        indicators: &state.indicators,
+    };
+    let today = crate::today();
+    let prepared = sync::prepare(vec![edit], catalog, &device, &today);
+    let outcome = sync::push(
+        state.store.as_ref(),
+        catalog,
+        &device,
+        &prepared,
+        now_ms(),
+        &today,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    match outcome.rejected.into_iter().next() {
+        None => Ok(()),
+        Some(r) => Err(match (officer.lang, r.message_vi) {
+            (Lang::Vi, Some(vi)) => vi,
+            _ => r.message,
+        }),
+    }
+}
+
+pub async fn settle(
+    State(state): State<Arc<AppState>>,
+    officer: Officer,
+    uri: Uri,
+    Path(id): Path<String>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let form: HashMap<String, String> = pairs.into_iter().collect();
+    officer.check_csrf(form.get("csrf").map(String::as_str).unwrap_or(""))?;
+    let record = scoped_record(&state, &officer, &id).await?;
+    let registry = state.forms();
+    let survey = registry
+        .get(&record.form, record.version)
+        .or_else(|| registry.latest(&record.form));
+    let mut fields: BTreeMap<String, FieldEdit> = BTreeMap::new();
+    let mut problem: Option<String> = None;
+    match form.get("delete").map(String::as_str) {
+        Some("keep") => {
+            // Deleted again, over everything shown: every field and the delete itself.
+            for name in record.fields.keys() {
+                let value = if name == DELETED_FIELD {
+                    Value::Bool(true)
+                } else {
+                    Value::Null
+                };
+                fields.insert(
+                    name.clone(),
+                    FieldEdit {
+                        value,
+                        supersedes: record.dots(name),
+                    },
+                );
+            }
+        }
+        Some("restore") => {
+            fields.insert(
+                DELETED_FIELD.to_owned(),
+                FieldEdit {
+                    value: Value::Bool(false),
+                    supersedes: record.dots(DELETED_FIELD),
+                },
+            );
+        }
+        _ => {}
+    }
+    for name in record.conflicted_fields() {
+        if fields.contains_key(name) {
+            continue;
+        }
+        let Some(pick) = form.get(&format!("pick:{name}")) else {
+            continue;
+        };
+        let register = &record.fields[name];
+        let value = if pick == "other" {
+            let text = form
+                .get(&format!("other:{name}"))
+                .map(String::as_str)
+                .unwrap_or("");
+            match typed_value(text, survey.and_then(|f| f.field(name))) {
+                Ok(v) => v,
+                Err(e) => {
+                    problem = Some(e);
+                    continue;
+                }
+            }
+        } else {
+            match pick
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| register.siblings().get(i))
+            {
+                Some(s) => s.value.clone(),
+                None => {
+                    problem = Some(format!("{name}: no value number {pick:?}"));
+                    continue;
+                }
+            }
+        };
+        let supersedes: Vec<Dot> = record.dots(name);
+        fields.insert(name.to_owned(), FieldEdit { value, supersedes });
+    }
+    if problem.is_none() && fields.is_empty() {
+        problem = Some(officer.lang.t("settle").to_owned() + ": ?");
+    }
+    if let Some(error) = problem {
+        return render_record(
+            &state,
+            &officer,
+            &uri,
+            record,
+            None,
+            Some(error),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    let edit = Edit {
+        seq: 0,
+        record: record.id.to_string(),
+        form: record.form.to_string(),
+        version: record.version,
+        commune: record.commune.to_string(),
+        fields,
+    };
+    match write_edit(&state, &officer, edit).await {
+        Ok(()) => {
+            tracing::info!(user = %officer.user.name, record = %record.id, "conflict settled");
+            let back = match form.get("back").map(String::as_str) {
+                Some("conflicts") => "/office/conflicts?settled=1".to_owned(),
+                _ => format!("/office/records/{}?settled=1", record.id),
+            };
+            Ok(Redirect::to(&back).into_response())
+        }
+        Err(error) => {
+            render_record(
+                &state,
+                &officer,
+                &uri,
+                record,
+                None,
+                Some(error),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conflicts
+
+#[derive(Deserialize)]
+pub struct ConflictParams {
+    page: Option<usize>,
+    settled: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "conflicts.html")]
+struct ConflictsPage {
+    c: Ctx,
+    cards: Vec<ConflictCard>,
+    total: usize,
+    page: usize,
+    pages: usize,
+    prev_href: Option<String>,
+    next_href: Option<String>,
+    notice: Option<String>,
+}
+
+pub async fn conflicts(
+    State(state): State<Arc<AppState>>,
+    officer: Officer,
+    uri: Uri,
+    Query(q): Query<ConflictParams>,
+) -> Result<Response, PageError> {
+    let lang = officer.lang;
+    let registry = state.forms();
+    let forms: Vec<String> = registry.current().keys().cloned().collect();
+    let communes: Vec<String> = accounts::communes_in(&officer.scope, &state.units)
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let wanted_page = q.page.unwrap_or(1).max(1);
+    let query = RecordQuery {
+        forms,
+        communes,
+        conflicted: Some(true),
+        page: Some((
+            CONFLICT_PAGE as u32,
+            ((wanted_page - 1) * CONFLICT_PAGE) as u32,
+        )),
+        ..RecordQuery::default()
+    };
+    let (conflicted, total) = state.store.find_records(&query).await?;
+    let total = total as usize;
+    let pages = total.div_ceil(CONFLICT_PAGE).max(1);
+    let page_no = wanted_page.min(pages);
+    let mut cards = Vec::new();
+    for record in &conflicted {
+        let edits = state.store.record_edits(record.id).await?;
+        let form = registry
+            .get(&record.form, record.version)
+            .or_else(|| registry.latest(&record.form));
+        if let Some(card) = conflict_card(&state, record, form, &authors(&edits), lang) {
+            cards.push(card);
+        }
+    }
+    let c = ctx(
+        &state,
+        &officer,
+        "conflicts",
+        &uri,
+        lang.t("conflicts").into(),
+    );
+    Ok(page(
+        ConflictsPage {
+            c,
+            cards,
+            total,
+            page: page_no,
+            pages,
+            prev_href: (page_no > 1).then(|| format!("/office/conflicts?page={}", page_no - 1)),
+            next_href: (page_no < pages).then(|| format!("/office/conflicts?page={}", page_no + 1)),
+            notice: q.settled.map(|_| lang.t("settled").to_owned()),
+        }
+        .render()?,
+    ))
+}
