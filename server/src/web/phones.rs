@@ -55,13 +55,7 @@ async fn phones_page(
     status: StatusCode,
 ) -> Result<Response, PageError> {
     let lang = officer.lang;
-    let office: BTreeSet<i64> = state
-        .store
-        .users()
-        .await?
-        .iter()
-        .map(|u| u.device)
-        .collect();
+    let office = office_devices(state).await?;
     let phones = state
         .store
         .devices()
@@ -238,13 +232,7 @@ pub async fn revoke(
 ) -> Result<Response, PageError> {
     officer.check_csrf(&form.csrf)?;
     let device = state.store.device(id).await?.ok_or(PageError::NotFound)?;
-    let office: BTreeSet<i64> = state
-        .store
-        .users()
-        .await?
-        .iter()
-        .map(|u| u.device)
-        .collect();
+    let office = office_devices(&state).await?;
     let ours = !office.contains(&(id as i64))
         && !device.communes.is_empty()
         && device
@@ -257,4 +245,15 @@ pub async fn revoke(
     state.store.revoke(id, now_ms()).await?;
     tracing::info!(user = %officer.user.name, device = id, "phone revoked");
     Ok(Redirect::to("/office/phones").into_response())
+}
+
+/// The device numbers of office accounts: not phones, never listed or revoked here.
+async fn office_devices(state: &AppState) -> Result<BTreeSet<i64>, PageError> {
+    Ok(state
+        .store
+        .users()
+        .await?
+        .iter()
+        .map(|u| u.device)
+        .collect())
 }
