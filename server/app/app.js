@@ -143,17 +143,18 @@ async function runSync() {
   try {
     for (let round = 0; round < 1000; round++) {
       const request = P.syncRequest(state);
+      const waiting = state.pending.length;
       window.mam.requests += 1;
       window.mam.pushes.push(request.push.length);
       const response = await api("/v1/sync", request);
       const changed = (response.records || []).map((r) => r.id);
-      const announced = JSON.stringify(response.forms || {});
       P.applyResponse(state, response);
       await persist(changed, response.evicted || []);
       const known = Object.entries(response.forms || {}).every(([id, v]) => forms[`${id}/${v}`]);
       if (!known || !manifest) await refreshForms();
-      void announced;
-      if (!response.more && (state.pending.length === 0 || request.push.length === 0)) break;
+      // Done when nothing is left to pull and nothing is left to send, or when the server took
+      // none of what was sent (it waits for a gap to fill): the next sync tries again.
+      if (!response.more && (state.pending.length === 0 || state.pending.length >= waiting)) break;
     }
     lastError = null;
     retryDelay = 0;
