@@ -131,7 +131,8 @@ function sync() {
     syncing = runSync().finally(() => {
       syncing = null;
       setStatus();
-      render();
+      // Lists and records show what arrived; a form being filled is left as it is.
+      if (!location.hash.startsWith("#fill")) render();
     });
     setStatus();
   }
