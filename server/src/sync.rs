@@ -44,7 +44,8 @@ pub struct PushOutcome {
 /// An edit as received, with what can be known of it before touching the database: its
 /// canonical text and whether it passes the checks that need no stored state.
 pub struct Prepared {
-    edit: Edit,
+    seq: u64,
+    record: String,
     body: String,
     checked: Result<CheckedEdit, Rejection>,
     /// The row this edit makes if it creates its record and supersedes nothing, which is
@@ -59,8 +60,10 @@ pub fn prepare(edits: Vec<Edit>, catalog: Catalog, device: &Device, today: &str)
     let mut prepared: Vec<Prepared> = edits
         .into_iter()
         .map(|edit| {
+            let body = encode(&edit);
+            let (seq, record) = (edit.seq, edit.record.clone());
             let checked = edit
-                .check()
+                .into_checked()
                 .and_then(|c| admit_alone(&c, forms, device, today).map(|()| c));
             let created = checked
                 .as_ref()
@@ -78,15 +81,16 @@ pub fn prepare(edits: Vec<Edit>, catalog: Catalog, device: &Device, today: &str)
                         .map_err(|v| v.reject(c.seq))
                 });
             Prepared {
-                body: encode(&edit),
+                seq,
+                record,
+                body,
                 checked,
                 created,
-                edit,
             }
         })
         .collect();
-    prepared.sort_by_key(|p| p.edit.seq);
-    prepared.dedup_by_key(|p| p.edit.seq);
+    prepared.sort_by_key(|p| p.seq);
+    prepared.dedup_by_key(|p| p.seq);
     prepared
 }
 
@@ -135,11 +139,11 @@ async fn try_push(
     let last = tx.lock_device(device.id).await?;
 
     let (repeats, later): (Vec<&Prepared>, Vec<&Prepared>) =
-        prepared.iter().partition(|p| p.edit.seq <= last);
+        prepared.iter().partition(|p| p.seq <= last);
     let fresh: Vec<&Prepared> = later
         .iter()
         .enumerate()
-        .take_while(|(i, p)| p.edit.seq == last + 1 + *i as u64)
+        .take_while(|(i, p)| p.seq == last + 1 + *i as u64)
         .map(|(_, p)| *p)
         .collect();
     let acked_through = last + fresh.len() as u64;
@@ -153,17 +157,17 @@ async fn try_push(
     let mut rejected = Vec::new();
 
     if !repeats.is_empty() {
-        let seqs: Vec<u64> = repeats.iter().map(|p| p.edit.seq).collect();
+        let seqs: Vec<u64> = repeats.iter().map(|p| p.seq).collect();
         let stored = tx.stored_edits(device.id, &seqs).await?;
         for p in &repeats {
-            if stored.get(&p.edit.seq) != Some(&p.body) {
+            if stored.get(&p.seq) != Some(&p.body) {
                 let r = Rejection::new(
-                    p.edit.seq,
+                    p.seq,
                     RejectCode::SeqReused,
                     None,
                     format!(
                         "seq {} was already used by device {} for another edit; send this edit again under a new seq",
-                        p.edit.seq, device.id
+                        p.seq, device.id
                     ),
                 );
                 rejected.push(r.clone());
@@ -277,13 +281,10 @@ async fn try_push(
             }
         }
         batch.edits.push(EditRow {
-            seq: p.edit.seq,
-            record: p.edit.record.clone(),
+            seq: p.seq,
+            record: p.record.clone(),
             body: p.body.clone(),
-            rejected: batch
-                .rejections
-                .last()
-                .is_some_and(|(r, _)| r.seq == p.edit.seq),
+            rejected: batch.rejections.last().is_some_and(|(r, _)| r.seq == p.seq),
         });
     }
 
@@ -325,9 +326,7 @@ async fn try_push(
 
     // A phone that lost an earlier response learns again why its edits were refused.
     if let Some(first) = repeats.first() {
-        let earlier = store
-            .rejections_between(device.id, first.edit.seq, last)
-            .await?;
+        let earlier = store.rejections_between(device.id, first.seq, last).await?;
         rejected.extend(earlier);
         rejected.sort_by_key(|r| r.seq);
     }

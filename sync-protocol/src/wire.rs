@@ -58,6 +58,31 @@ pub struct CheckedEdit {
 impl Edit {
     /// Checks the edit's shape; the error names the first offending key.
     pub fn check(&self) -> Result<CheckedEdit, Rejection> {
+        let (record, form, commune) = self.shape()?;
+        Ok(CheckedEdit {
+            seq: self.seq,
+            record,
+            form,
+            version: self.version,
+            commune,
+            fields: self.fields.clone(),
+        })
+    }
+
+    /// [`Edit::check`], keeping the values instead of copying them.
+    pub fn into_checked(self) -> Result<CheckedEdit, Rejection> {
+        let (record, form, commune) = self.shape()?;
+        Ok(CheckedEdit {
+            seq: self.seq,
+            record,
+            form,
+            version: self.version,
+            commune,
+            fields: self.fields,
+        })
+    }
+
+    fn shape(&self) -> Result<(RecordId, FormId, CommuneCode), Rejection> {
         let reject = |field: Option<&str>, message: String| {
             Rejection::new(self.seq, RejectCode::InvalidEdit, field, message)
         };
@@ -73,14 +98,7 @@ impl Edit {
         for name in self.fields.keys() {
             check_field_name(name).map_err(|m| reject(Some(name), m))?;
         }
-        Ok(CheckedEdit {
-            seq: self.seq,
-            record,
-            form,
-            version: self.version,
-            commune,
-            fields: self.fields.clone(),
-        })
+        Ok((record, form, commune))
     }
 }
 
