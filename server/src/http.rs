@@ -519,6 +519,18 @@ pub(crate) async fn indicator_rows(
     geography: &str,
 ) -> Result<Result<Vec<report::Row>, String>, StoreError> {
     let cells = state.store.cells(Some(period)).await?;
+    Ok(rows_of(state, &cells, scope, period, level, geography))
+}
+
+/// [`indicator_rows`] over cells already read, for a page that shows several levels.
+pub(crate) fn rows_of(
+    state: &AppState,
+    cells: &[(indicators::CellKey, indicators::Amount)],
+    scope: &Scope,
+    period: &str,
+    level: Level,
+    geography: &str,
+) -> Result<Vec<report::Row>, String> {
     let today = crate::today();
     let query = report::Query {
         period,
@@ -527,12 +539,7 @@ pub(crate) async fn indicator_rows(
         scope,
         today: &today,
     };
-    Ok(report::table(
-        &state.indicators,
-        &state.units,
-        &cells,
-        &query,
-    ))
+    report::table(&state.indicators, &state.units, cells, &query)
 }
 
 /// `GET /v1/reports/{period}.xlsx`: the six-month or annual report.

@@ -2,6 +2,7 @@
 //! a service worker, all built into the binary. The app works offline after its first visit
 //! and talks to the server only through the v1 sync API.
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::Path;
@@ -93,10 +94,10 @@ fn file(path: &str) -> Response {
     let Some((_, kind, body)) = FILES.iter().find(|(p, _, _)| *p == path) else {
         return (StatusCode::NOT_FOUND, "no such file in the app").into_response();
     };
-    let body = if path == "sw.js" {
-        body.replace("__MAM_APP_VERSION__", version())
+    let body: Cow<'static, str> = if path == "sw.js" {
+        Cow::Owned(body.replace("__MAM_APP_VERSION__", version()))
     } else {
-        (*body).to_owned()
+        Cow::Borrowed(body)
     };
     let mut response = ([(header::CONTENT_TYPE, *kind)], body).into_response();
     let h = response.headers_mut();
@@ -120,9 +121,4 @@ fn file(path: &str) -> Response {
         h.insert("service-worker-allowed", HeaderValue::from_static("/app/"));
     }
     response
-}
-
-/// The app's files and their sizes: what a phone downloads on its first visit.
-pub fn files() -> impl Iterator<Item = (&'static str, &'static str)> {
-    FILES.iter().map(|(p, _, b)| (*p, *b))
 }

@@ -58,15 +58,7 @@ pub struct CheckedEdit {
 impl Edit {
     /// Checks the edit's shape; the error names the first offending key.
     pub fn check(&self) -> Result<CheckedEdit, Rejection> {
-        let (record, form, commune) = self.shape()?;
-        Ok(CheckedEdit {
-            seq: self.seq,
-            record,
-            form,
-            version: self.version,
-            commune,
-            fields: self.fields.clone(),
-        })
+        self.clone().into_checked()
     }
 
     /// [`Edit::check`], keeping the values instead of copying them.

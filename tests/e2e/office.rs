@@ -221,6 +221,17 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
 
     let (_, far, mut hoa, mut lan) = seed(&server).await;
+    // One refused edit, to one record.
+    let second = hoa
+        .client
+        .records()
+        .into_iter()
+        .find(|r| r.value("child_name") == Some(&json!("Bé 1")))
+        .unwrap()
+        .id;
+    hoa.edit(second, &[("date_of_birth", json!("2999-01-01"))]);
+    hoa.sync().await;
+    assert_eq!(hoa.client.rejected().len(), 1);
 
     // Not signed in: pages send to the sign-in page, the API answers 401.
     let mut anonymous = Office::new(&server);
@@ -263,6 +274,7 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
         ("/office/records?status=conflict", 1),
         ("/office/records?status=ok", 2),
         ("/office/records?status=deleted", 0),
+        ("/office/records?status=rejected", 1),
         ("/office/conflicts", 1),
     ] {
         let (status, page) = hue.get(path).await;

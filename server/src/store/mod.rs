@@ -160,8 +160,8 @@ pub struct RecordQuery {
     pub communes: Vec<String>,
     pub conflicted: Option<bool>,
     pub deleted: Option<bool>,
-    /// Only these ids (e.g. records with a refused edit).
-    pub ids: Option<Vec<String>>,
+    /// Only records with at least one refused edit.
+    pub refused_edit: bool,
     /// (limit, offset); `None` for every match.
     pub page: Option<(u32, u32)>,
 }
@@ -185,14 +185,12 @@ impl RecordQuery {
             list.push_bind(c.as_str());
         }
         q.push(")");
-        if let Some(ids) = &self.ids {
-            q.push(" AND id IN (");
-            let mut list = q.separated(", ");
-            list.push_bind("");
-            for id in ids {
-                list.push_bind(id.as_str());
-            }
-            q.push(")");
+        if self.refused_edit {
+            q.push(
+                " AND EXISTS (SELECT 1 FROM edits e WHERE e.record = records.id AND e.rejected = ",
+            )
+            .push_bind(true)
+            .push(")");
         }
         if let Some(c) = self.conflicted {
             q.push(" AND conflicted = ").push_bind(c);

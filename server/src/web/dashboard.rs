@@ -121,7 +121,6 @@ struct Table {
     whole: Vec<report::Row>,
     period: String,
     geography: String,
-    level: Level,
     level_text: &'static str,
     rows: Vec<report::Row>,
 }
@@ -152,16 +151,17 @@ async fn read_table(
         _ => "commune",
     };
     let level = Level::parse(level_text).unwrap_or(Level::Commune);
-    let rows = |level| http::indicator_rows(state, &officer.scope, &period, level, &geography);
-    let whole = rows(Level::Province)
-        .await?
-        .map_err(PageError::BadRequest)?;
-    let rows = rows(level).await?.map_err(PageError::BadRequest)?;
+    let cells = state.store.cells(Some(&period)).await?;
+    let rows = |level| {
+        http::rows_of(state, &cells, &officer.scope, &period, level, &geography)
+            .map_err(PageError::BadRequest)
+    };
+    let whole = rows(Level::Province)?;
+    let rows = rows(level)?;
     Ok(Table {
         whole,
         period,
         geography,
-        level,
         level_text,
         rows,
     })
@@ -319,7 +319,6 @@ pub async fn dashboard(
             selected: value == table.level_text,
         });
     }
-    let _ = table.level;
     let geographies = state
         .units
         .versions()

@@ -1,7 +1,7 @@
 //! Records: the filtered list, one record with its history, and settling conflicts (one
 //! record at a time or from the queue). Settling is an ordinary edit from the officer's device.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use askama::Template;
@@ -63,21 +63,16 @@ struct RecordsPage {
     next_href: Option<String>,
 }
 
-/// Record ids that have at least one refused edit.
-async fn rejected_records(state: &AppState) -> Result<BTreeSet<String>, PageError> {
-    Ok(state
-        .store
-        .rejections(None, 100_000)
-        .await?
-        .iter()
-        .filter_map(|r| {
-            serde_json::from_str::<Value>(r.edit.get())
-                .ok()?
-                .get("record")?
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect())
+/// Every record of the officer's area, of every current form: what a list narrows down.
+fn in_area(state: &AppState, officer: &Officer) -> RecordQuery {
+    RecordQuery {
+        forms: state.forms().current().keys().cloned().collect(),
+        communes: accounts::communes_in(&officer.scope, &state.units)
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        ..RecordQuery::default()
+    }
 }
 
 pub async fn records(
@@ -89,22 +84,14 @@ pub async fn records(
     let lang = officer.lang;
     let registry = state.forms();
     let form_ids: Vec<String> = registry.current().keys().cloned().collect();
-    let wanted_forms: Vec<String> = match given(&filter.form) {
-        Some(f) => form_ids.iter().filter(|id| *id == f).cloned().collect(),
-        None => form_ids.clone(),
-    };
-    let in_scope = accounts::communes_in(&officer.scope, &state.units);
-    let communes: Vec<String> = in_scope
-        .iter()
-        .map(|c| c.to_string())
-        .filter(|c| given(&filter.commune).is_none_or(|want| want == c))
-        .collect();
+    let mut query = in_area(&state, &officer);
+    query
+        .forms
+        .retain(|id| given(&filter.form).is_none_or(|want| want == id));
+    query
+        .communes
+        .retain(|c| given(&filter.commune).is_none_or(|want| want == c));
     let status = given(&filter.status);
-    let mut query = RecordQuery {
-        forms: wanted_forms,
-        communes,
-        ..RecordQuery::default()
-    };
     match status {
         Some("conflict") => query.conflicted = Some(true),
         Some("deleted") => query.deleted = Some(true),
@@ -112,9 +99,7 @@ pub async fn records(
             query.conflicted = Some(false);
             query.deleted = Some(false);
         }
-        Some("rejected") => {
-            query.ids = Some(rejected_records(&state).await?.into_iter().collect());
-        }
+        Some("rejected") => query.refused_edit = true,
         _ => {}
     }
     let village = given(&filter.village).map(str::to_lowercase);
@@ -740,21 +725,14 @@ pub async fn conflicts(
 ) -> Result<Response, PageError> {
     let lang = officer.lang;
     let registry = state.forms();
-    let forms: Vec<String> = registry.current().keys().cloned().collect();
-    let communes: Vec<String> = accounts::communes_in(&officer.scope, &state.units)
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
     let wanted_page = q.page.unwrap_or(1).max(1);
     let query = RecordQuery {
-        forms,
-        communes,
         conflicted: Some(true),
         page: Some((
             CONFLICT_PAGE as u32,
             ((wanted_page - 1) * CONFLICT_PAGE) as u32,
         )),
-        ..RecordQuery::default()
+        ..in_area(&state, &officer)
     };
     let (conflicted, total) = state.store.find_records(&query).await?;
     let total = total as usize;
