@@ -103,10 +103,12 @@ pub async fn ingest(
         rows.push(record_row(&record, n as u64 + 1, false));
     }
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     for chunk in rows.chunks(batch) {
         store.bench_upsert(chunk).await?;
     }
     let raw_secs = started.elapsed().as_secs_f64();
+    let raw_cpu = cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
     let raw_rate = records as f64 / raw_secs;
     drop(rows);
 
@@ -171,6 +173,7 @@ pub async fn ingest(
         prepared.push((enrolled.token, pushes));
     }
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     let mut tasks = Vec::new();
     for (token, pushes) in prepared {
         let http = http.clone();
@@ -214,6 +217,7 @@ pub async fn ingest(
         latencies.extend(task.await.context("phone task panicked")??);
     }
     let sync_secs = started.elapsed().as_secs_f64();
+    let sync_cpu = cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
     let sync_rate = records as f64 / sync_secs;
     let _ = stop.send(());
     let _ = server.await;
@@ -227,6 +231,14 @@ pub async fn ingest(
         latencies.len()
     );
     println!("ratio (b)/(a): {:.0} %", 100.0 * sync_rate / raw_rate);
+    if let (Some(raw), Some(sync)) = (raw_cpu, sync_cpu) {
+        let per_record = |secs: f64| secs * 1e6 / records as f64;
+        println!(
+            "CPU per record (every thread of this process, phones included): (a) {:.1} µs, (b) {:.1} µs",
+            per_record(raw),
+            per_record(sync)
+        );
+    }
     println!(
         "sync latency: p50 {:.1} ms, p99 {:.1} ms",
         ms(pct(0.5)),
@@ -237,6 +249,18 @@ pub async fn ingest(
         let _ = std::fs::remove_dir_all(&scratch);
     }
     Ok(())
+}
+
+/// CPU time (user and system) of every thread of this process so far, where Linux tells it.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    // Linux reports these in USER_HZ, which is 100 on every architecture it exposes.
+    Some((user + system) / 100.0)
 }
 
 /// `mam bench indicators`: with `records` birth records loaded, the time of a full rebuild of

@@ -3,7 +3,9 @@
 //! Writes go through a pool of one connection: SQLite has one writer at a time anyway, and a
 //! single writer connection never meets `SQLITE_BUSY` on upgrade. Reads use their own pool
 //! and, under WAL, never wait for the writer. `synchronous = FULL`: an acknowledged sync
-//! survives a power cut, not only a crash.
+//! survives a power cut, not only a crash. The file is read through a memory map (up to
+//! 1 GiB): a reader's cache starts cold after every write, and the map spares each pull a
+//! system call and a copy per page.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -121,7 +123,8 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("cache_size", "-65536")
-            .pragma("wal_autocheckpoint", "16384");
+            .pragma("wal_autocheckpoint", "16384")
+            .pragma("mmap_size", "1073741824");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
