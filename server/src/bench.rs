@@ -108,7 +108,9 @@ pub async fn ingest(
         store.bench_upsert(chunk).await?;
     }
     let raw_secs = started.elapsed().as_secs_f64();
-    let raw_cpu = cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
+    let raw_cpu = cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let raw_rate = records as f64 / raw_secs;
     drop(rows);
 
@@ -217,7 +219,9 @@ pub async fn ingest(
         latencies.extend(task.await.context("phone task panicked")??);
     }
     let sync_secs = started.elapsed().as_secs_f64();
-    let sync_cpu = cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
+    let sync_cpu = cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let sync_rate = records as f64 / sync_secs;
     let _ = stop.send(());
     let _ = server.await;

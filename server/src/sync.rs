@@ -9,6 +9,7 @@
 //! either the whole push is durable and acknowledged, or nothing of it happened.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -46,7 +47,7 @@ pub struct PushOutcome {
 pub struct Prepared {
     seq: u64,
     record: String,
-    body: String,
+    body: Arc<str>,
     checked: Result<CheckedEdit, Rejection>,
     /// The row this edit makes if it creates its record and supersedes nothing, which is
     /// most edits: built (and checked) here, the transaction only has to write it.
@@ -60,7 +61,7 @@ pub fn prepare(edits: Vec<Edit>, catalog: Catalog, device: &Device, today: &str)
     let mut prepared: Vec<Prepared> = edits
         .into_iter()
         .map(|edit| {
-            let body = encode(&edit);
+            let body = encode(&edit).into();
             let (seq, record) = (edit.seq, edit.record.clone());
             let checked = edit
                 .into_checked()
@@ -160,7 +161,7 @@ async fn try_push(
         let seqs: Vec<u64> = repeats.iter().map(|p| p.seq).collect();
         let stored = tx.stored_edits(device.id, &seqs).await?;
         for p in &repeats {
-            if stored.get(&p.seq) != Some(&p.body) {
+            if stored.get(&p.seq).map(String::as_str) != Some(&*p.body) {
                 let r = Rejection::new(
                     p.seq,
                     RejectCode::SeqReused,
@@ -288,7 +289,6 @@ async fn try_push(
         });
     }
 
-    let count = (changed.len() + created.len()) as u64;
     let mut cells: BTreeMap<CellKey, Amount> = BTreeMap::new();
     let mut add = |before: Option<&Record>, after: &Record| {
         for (key, amount) in indicators::deltas(indicators, before, Some(after)) {
@@ -298,27 +298,26 @@ async fn try_push(
             cell.conflicted += amount.conflicted;
         }
     };
-    if count > 0 {
-        let mut at = tx.take_changes(count).await?;
-        for (id, before) in changed {
-            let record = records.remove(&id).expect("changed records are loaded");
-            add(originals.get(&id), &record);
-            if let Some(from) = before.filter(|b| *b != record.commune) {
-                batch.moves.push((id, from, record.commune.clone(), at));
-            }
-            batch
-                .records
-                .push(record_row(&record, at, existed.contains(&id)));
-            at += 1;
+    // Each changed record's place among this push's changes; the store makes them change seqs.
+    let mut at = 0;
+    for (id, before) in changed {
+        let record = records.remove(&id).expect("changed records are loaded");
+        add(originals.get(&id), &record);
+        if let Some(from) = before.filter(|b| *b != record.commune) {
+            batch.moves.push((id, from, record.commune.clone(), at));
         }
-        for (record, row) in created.into_values() {
-            add(None, record);
-            batch.records.push(RecordRow {
-                changed_at: at,
-                ..row.clone()
-            });
-            at += 1;
-        }
+        batch
+            .records
+            .push(record_row(&record, at, existed.contains(&id)));
+        at += 1;
+    }
+    for (record, row) in created.into_values() {
+        add(None, record);
+        batch.records.push(RecordRow {
+            changed_at: at,
+            ..row.clone()
+        });
+        at += 1;
     }
     batch.cells = cells.into_iter().filter(|(_, a)| !a.is_zero()).collect();
     tx.write(&batch).await?;

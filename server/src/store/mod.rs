@@ -222,8 +222,10 @@ pub struct RecordRow {
     pub form: String,
     pub version: u32,
     pub commune: String,
-    /// The record as wire JSON.
-    pub body: String,
+    /// The record as wire JSON, shared rather than copied between the phases of a push.
+    pub body: Arc<str>,
+    /// The change seq. In a [`WriteBatch`], the row's place among the push's changes
+    /// (0, 1, …): the store turns it into a change seq as it writes.
     pub changed_at: u64,
     pub conflicted: bool,
     pub deleted: bool,
@@ -237,19 +239,24 @@ pub struct RecordRow {
 pub struct EditRow {
     pub seq: u64,
     pub record: String,
-    pub body: String,
+    pub body: Arc<str>,
     pub rejected: bool,
 }
 
 /// Everything one sync request writes, in one transaction.
+///
+/// Change seqs are handed out by the store as it writes, as late in the transaction as it
+/// can, so that concurrent pushes wait for each other only for the last writes and the
+/// commit: the records carry their place among this push's changes (0, 1, …), and the moves
+/// the place of the record that moved.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
     pub device: DeviceId,
     pub last_seq: u64,
     pub records: Vec<RecordRow>,
     pub edits: Vec<EditRow>,
-    pub rejections: Vec<(Rejection, String)>,
-    /// (record, from commune, to commune, change seq).
+    pub rejections: Vec<(Rejection, Arc<str>)>,
+    /// (record, from commune, to commune, place of the record's change).
     pub moves: Vec<(RecordId, CommuneCode, CommuneCode, u64)>,
     /// What the changed records add to or take from the indicator tables.
     pub cells: Vec<(CellKey, Amount)>,
@@ -272,8 +279,8 @@ pub trait SyncTx: Send {
     async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>>;
     /// Current state of these records, locked for update.
     async fn load_records(&mut self, ids: &[RecordId]) -> Result<HashMap<RecordId, Record>>;
-    /// Reserve `n` change seqs; returns the first. Commit order equals seq order.
-    async fn take_changes(&mut self, n: u64) -> Result<u64>;
+    /// Write the batch, giving its records the next change seqs: commit order equals seq
+    /// order.
     async fn write(&mut self, batch: &WriteBatch) -> Result<()>;
     async fn commit(self: Box<Self>) -> Result<()>;
 }
@@ -416,7 +423,9 @@ pub fn record_row(record: &Record, changed_at: u64, existed: bool) -> RecordRow 
         form: record.form.to_string(),
         version: record.version,
         commune: record.commune.to_string(),
-        body: serde_json::to_string(record).expect("records always serialize"),
+        body: serde_json::to_string(record)
+            .expect("records always serialize")
+            .into(),
         changed_at,
         conflicted: record.is_conflicted(),
         deleted: record.is_deleted(),

@@ -604,7 +604,7 @@ impl super::Store for PgStore {
 
     async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let cols = RecordColumns::from(rows);
+        let cols = RecordColumns::new(rows, 0);
         sqlx::query(
             "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at)
              SELECT id, form, version, commune, body, changed_at, conflicted, deleted, 0, 0 FROM
@@ -631,27 +631,28 @@ impl super::Store for PgStore {
 
 /// Record rows as column arrays, for one `UNNEST` statement instead of a statement a row.
 #[derive(Default)]
-struct RecordColumns {
+struct RecordColumns<'a> {
     id: Vec<String>,
-    form: Vec<String>,
+    form: Vec<&'a str>,
     version: Vec<i64>,
-    commune: Vec<String>,
-    body: Vec<String>,
+    commune: Vec<&'a str>,
+    body: Vec<&'a str>,
     changed_at: Vec<i64>,
     conflicted: Vec<bool>,
     deleted: Vec<bool>,
 }
 
-impl<'a, I: IntoIterator<Item = &'a RecordRow>> From<I> for RecordColumns {
-    fn from(rows: I) -> Self {
+impl<'a> RecordColumns<'a> {
+    /// The rows with their change seqs: `first + changed_at`.
+    fn new(rows: impl IntoIterator<Item = &'a RecordRow>, first: u64) -> Self {
         let mut c = RecordColumns::default();
         for row in rows {
             c.id.push(row.id.to_string());
-            c.form.push(row.form.clone());
+            c.form.push(&row.form);
             c.version.push(row.version as i64);
-            c.commune.push(row.commune.clone());
-            c.body.push(row.body.clone());
-            c.changed_at.push(row.changed_at as i64);
+            c.commune.push(&row.commune);
+            c.body.push(&row.body);
+            c.changed_at.push((first + row.changed_at) as i64);
             c.conflicted.push(row.conflicted);
             c.deleted.push(row.deleted);
         }
@@ -750,63 +751,13 @@ impl SyncTx for PgSyncTx {
             .collect()
     }
 
-    async fn take_changes(&mut self, n: u64) -> Result<u64> {
-        let last: i64 = sqlx::query_scalar(
-            "UPDATE counters SET value = value + $1 WHERE name = 'changes' RETURNING value",
-        )
-        .bind(n as i64)
-        .fetch_one(&mut *self.tx)
-        .await?;
-        Ok(last as u64 - n + 1)
-    }
-
     async fn write(&mut self, batch: &WriteBatch) -> Result<()> {
-        let (new, old): (Vec<&RecordRow>, Vec<&RecordRow>) =
-            batch.records.iter().partition(|r| !r.existed);
-        if !new.is_empty() {
-            let c = RecordColumns::from(new);
-            sqlx::query(
-                "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at)
-                 SELECT id, form, version, commune, body, changed_at, conflicted, deleted, $9, $9 FROM
-                 UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::BOOL[], $8::BOOL[])
-                   AS v(id, form, version, commune, body, changed_at, conflicted, deleted)",
-            )
-            .bind(&c.id)
-            .bind(&c.form)
-            .bind(&c.version)
-            .bind(&c.commune)
-            .bind(&c.body)
-            .bind(&c.changed_at)
-            .bind(&c.conflicted)
-            .bind(&c.deleted)
-            .bind(batch.now)
-            .execute(&mut *self.tx)
-            .await?;
-        }
-        if !old.is_empty() {
-            let c = RecordColumns::from(old);
-            sqlx::query(
-                "UPDATE records AS r SET version = v.version, commune = v.commune, body = v.body,
-                   changed_at = v.changed_at, conflicted = v.conflicted, deleted = v.deleted, updated_at = $8
-                 FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BOOL[], $7::BOOL[])
-                   AS v(id, version, commune, body, changed_at, conflicted, deleted)
-                 WHERE r.id = v.id",
-            )
-            .bind(&c.id)
-            .bind(&c.version)
-            .bind(&c.commune)
-            .bind(&c.body)
-            .bind(&c.changed_at)
-            .bind(&c.conflicted)
-            .bind(&c.deleted)
-            .bind(batch.now)
-            .execute(&mut *self.tx)
-            .await?;
-        }
+        // Everything that needs no change seq first: the counter row is locked from the
+        // moment it is taken until commit, and every other push waits for it.
         if !batch.edits.is_empty() {
             let seqs: Vec<i64> = batch.edits.iter().map(|e| e.seq as i64).collect();
             let records: Vec<&str> = batch.edits.iter().map(|e| e.record.as_str()).collect();
-            let bodies: Vec<&str> = batch.edits.iter().map(|e| e.body.as_str()).collect();
+            let bodies: Vec<&str> = batch.edits.iter().map(|e| &*e.body).collect();
             let rejected: Vec<bool> = batch.edits.iter().map(|e| e.rejected).collect();
             sqlx::query(
                 "INSERT INTO edits (device, seq, record, body, rejected, received_at)
@@ -834,13 +785,73 @@ impl SyncTx for PgSyncTx {
                     .push_bind(r.rule.clone())
                     .push_bind(r.message.clone())
                     .push_bind(r.message_vi.clone())
-                    .push_bind(body.clone())
+                    .push_bind(&**body)
                     .push_bind(batch.now);
             });
             q.build().execute(&mut *self.tx).await?;
         }
         for chunk in batch.cells.chunks(1000) {
             add_cells(&mut self.tx, chunk).await?;
+        }
+        sqlx::query("UPDATE devices SET last_seq = $1, last_sync_at = $2 WHERE id = $3")
+            .bind(batch.last_seq as i64)
+            .bind(batch.now)
+            .bind(batch.device as i64)
+            .execute(&mut *self.tx)
+            .await?;
+        if batch.records.is_empty() {
+            return Ok(());
+        }
+
+        let n = batch.records.len() as i64;
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + $1 WHERE name = 'changes' RETURNING value",
+        )
+        .bind(n)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let first = (last - n + 1) as u64;
+        let (new, old): (Vec<&RecordRow>, Vec<&RecordRow>) =
+            batch.records.iter().partition(|r| !r.existed);
+        if !new.is_empty() {
+            let c = RecordColumns::new(new, first);
+            sqlx::query(
+                "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at)
+                 SELECT id, form, version, commune, body, changed_at, conflicted, deleted, $9, $9 FROM
+                 UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::BOOL[], $8::BOOL[])
+                   AS v(id, form, version, commune, body, changed_at, conflicted, deleted)",
+            )
+            .bind(&c.id)
+            .bind(&c.form)
+            .bind(&c.version)
+            .bind(&c.commune)
+            .bind(&c.body)
+            .bind(&c.changed_at)
+            .bind(&c.conflicted)
+            .bind(&c.deleted)
+            .bind(batch.now)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        if !old.is_empty() {
+            let c = RecordColumns::new(old, first);
+            sqlx::query(
+                "UPDATE records AS r SET version = v.version, commune = v.commune, body = v.body,
+                   changed_at = v.changed_at, conflicted = v.conflicted, deleted = v.deleted, updated_at = $8
+                 FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BOOL[], $7::BOOL[])
+                   AS v(id, version, commune, body, changed_at, conflicted, deleted)
+                 WHERE r.id = v.id",
+            )
+            .bind(&c.id)
+            .bind(&c.version)
+            .bind(&c.commune)
+            .bind(&c.body)
+            .bind(&c.changed_at)
+            .bind(&c.conflicted)
+            .bind(&c.deleted)
+            .bind(batch.now)
+            .execute(&mut *self.tx)
+            .await?;
         }
         for (record, from, to, at) in &batch.moves {
             sqlx::query(
@@ -849,16 +860,10 @@ impl SyncTx for PgSyncTx {
             .bind(record.to_string())
             .bind(from.as_str())
             .bind(to.as_str())
-            .bind(*at as i64)
+            .bind((first + at) as i64)
             .execute(&mut *self.tx)
             .await?;
         }
-        sqlx::query("UPDATE devices SET last_seq = $1, last_sync_at = $2 WHERE id = $3")
-            .bind(batch.last_seq as i64)
-            .bind(batch.now)
-            .bind(batch.device as i64)
-            .execute(&mut *self.tx)
-            .await?;
         Ok(())
     }
 

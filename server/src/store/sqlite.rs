@@ -271,11 +271,10 @@ impl super::Store for SqliteStore {
         drop(queued);
         let opened = async {
             if state.tx.is_none() {
-                state.tx = Some(self.writer.begin().await?);
+                // The write lock at once: a push never has to upgrade a read snapshot that
+                // another process (a `mam` command) has made stale.
+                state.tx = Some(self.writer.begin_with("BEGIN IMMEDIATE").await?);
             }
-            sqlx::query("SAVEPOINT push")
-                .execute(&mut **state.tx())
-                .await?;
             Ok::<_, StoreError>(())
         }
         .await;
@@ -289,6 +288,8 @@ impl super::Store for SqliteStore {
         Ok(Box::new(SqliteSyncTx {
             state: Some(state),
             group: self.group.clone(),
+            savepoint: Savepoint::NotYet,
+            changes: 0,
         }))
     }
 
@@ -497,8 +498,10 @@ impl super::Store for SqliteStore {
         sqlx::query("DELETE FROM indicator_cells")
             .execute(&mut *tx)
             .await?;
-        for chunk in cells.chunks(1000) {
-            add_cells(&mut tx, chunk).await?;
+        for chunk in cells.chunks(CHUNK) {
+            let mut q = QueryBuilder::new("");
+            push_cells(&mut q, chunk);
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -744,28 +747,29 @@ impl super::Store for SqliteStore {
 
     async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        upsert_records(&mut tx, rows, 0).await?;
+        for chunk in rows.chunks(CHUNK / 2) {
+            let mut q = QueryBuilder::new("");
+            push_records(&mut q, chunk, 0, 0);
+            q.build().execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 }
 
-async fn upsert_records(
-    tx: &mut Transaction<'static, Sqlite>,
-    rows: &[RecordRow],
-    now: i64,
-) -> Result<()> {
+/// Upsert statements for record rows; their change seqs are `first + changed_at`.
+fn push_records(q: &mut QueryBuilder<'static, Sqlite>, rows: &[RecordRow], first: u64, now: i64) {
     for chunk in rows.chunks(CHUNK / 2) {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        q.push(
             "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at) ",
         );
         q.push_values(chunk, |mut b, row| {
             b.push_bind(row.id.to_string())
-                .push_bind(row.form.as_str())
+                .push_bind(row.form.clone())
                 .push_bind(row.version as i64)
-                .push_bind(row.commune.as_str())
-                .push_bind(&row.body)
-                .push_bind(row.changed_at as i64)
+                .push_bind(row.commune.clone())
+                .push_bind(row.body.to_string())
+                .push_bind((first + row.changed_at) as i64)
                 .push_bind(row.conflicted)
                 .push_bind(row.deleted)
                 .push_bind(now)
@@ -774,29 +778,24 @@ async fn upsert_records(
         q.push(
             " ON CONFLICT (id) DO UPDATE SET version = excluded.version, commune = excluded.commune,
               body = excluded.body, changed_at = excluded.changed_at, conflicted = excluded.conflicted,
-              deleted = excluded.deleted, updated_at = excluded.updated_at",
+              deleted = excluded.deleted, updated_at = excluded.updated_at; ",
         );
-        q.build().execute(&mut **tx).await?;
     }
-    Ok(())
 }
 
-/// Add amounts to cells, creating them as needed.
-async fn add_cells(
-    tx: &mut Transaction<'static, Sqlite>,
-    cells: &[(CellKey, Amount)],
-) -> Result<()> {
+/// A statement adding amounts to cells, creating them as needed.
+fn push_cells(q: &mut QueryBuilder<'static, Sqlite>, cells: &[(CellKey, Amount)]) {
     if cells.is_empty() {
-        return Ok(());
+        return;
     }
-    let mut q = QueryBuilder::<Sqlite>::new(
+    q.push(
         "INSERT INTO indicator_cells (indicator, part, commune, period, value, records, conflicted) ",
     );
     q.push_values(cells, |mut b, (key, amount)| {
-        b.push_bind(key.indicator.as_str())
+        b.push_bind(key.indicator.clone())
             .push_bind(key.part)
-            .push_bind(key.commune.as_str())
-            .push_bind(key.period.as_str())
+            .push_bind(key.commune.clone())
+            .push_bind(key.period.clone())
             .push_bind(amount.value)
             .push_bind(amount.records)
             .push_bind(amount.conflicted);
@@ -805,15 +804,28 @@ async fn add_cells(
         " ON CONFLICT (indicator, part, commune, period) DO UPDATE SET
            value = indicator_cells.value + excluded.value,
            records = indicator_cells.records + excluded.records,
-           conflicted = indicator_cells.conflicted + excluded.conflicted",
+           conflicted = indicator_cells.conflicted + excluded.conflicted; ",
     );
-    q.build().execute(&mut **tx).await?;
-    Ok(())
 }
 
+/// A push inside the group transaction. Its statements travel to SQLite's thread in as few
+/// round trips as possible (the savepoint goes with the first query, the writes and the
+/// release in one), because the other pushes wait while it holds the writer.
 struct SqliteSyncTx {
     state: Option<OwnedMutexGuard<GroupState>>,
     group: Arc<GroupCommit>,
+    savepoint: Savepoint,
+    /// The change counter as this push found it. The writer is single and held, so it stays
+    /// put until this push writes.
+    changes: u64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Savepoint {
+    NotYet,
+    Open,
+    /// Released with the writes: the push is part of the group transaction.
+    Released,
 }
 
 impl SqliteSyncTx {
@@ -822,6 +834,17 @@ impl SqliteSyncTx {
             .as_mut()
             .expect("the push holds the writer until it commits")
             .tx()
+    }
+
+    /// A query that opens the push's savepoint first if it is not open yet.
+    fn query(&mut self, sql: &str) -> QueryBuilder<'static, Sqlite> {
+        let mut q = QueryBuilder::new("");
+        if self.savepoint == Savepoint::NotYet {
+            q.push("SAVEPOINT push; ");
+            self.savepoint = Savepoint::Open;
+        }
+        q.push(sql);
+        q
     }
 }
 
@@ -834,8 +857,11 @@ impl Drop for SqliteSyncTx {
             return;
         };
         let group = self.group.clone();
+        // Released: the push's writes are whole and will be committed with the group. A phone
+        // whose request was cancelled then sends them again and gets them acknowledged.
+        let undo = self.savepoint == Savepoint::Open;
         tokio::spawn(async move {
-            if let Some(tx) = state.tx.as_mut() {
+            if let Some(tx) = state.tx.as_mut().filter(|_| undo) {
                 let undone = sqlx::query("ROLLBACK TO push")
                     .execute(&mut **tx)
                     .await
@@ -859,12 +885,20 @@ impl Drop for SqliteSyncTx {
 #[async_trait]
 impl SyncTx for SqliteSyncTx {
     async fn lock_device(&mut self, device: DeviceId) -> Result<u64> {
-        // The single writer connection is the lock.
-        let seq: i64 = sqlx::query_scalar("SELECT last_seq FROM devices WHERE id = ?")
-            .bind(device as i64)
-            .fetch_one(&mut **self.tx())
-            .await?;
-        Ok(seq as u64)
+        // The single writer connection is the lock; the change counter comes along.
+        let mut q = self.query(
+            "SELECT last_seq, (SELECT value FROM counters WHERE name = 'changes') FROM devices WHERE id = ",
+        );
+        q.push_bind(device as i64);
+        let row = q
+            .build()
+            .fetch_all(&mut **self.tx())
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(sqlx::Error::RowNotFound)?;
+        self.changes = row.try_get::<i64, _>(1)? as u64;
+        Ok(row.try_get::<i64, _>(0)? as u64)
     }
 
     async fn stored_edits(
@@ -874,7 +908,7 @@ impl SyncTx for SqliteSyncTx {
     ) -> Result<HashMap<u64, String>> {
         let mut out = HashMap::new();
         for chunk in seqs.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("SELECT seq, body FROM edits WHERE device = ");
+            let mut q = self.query("SELECT seq, body FROM edits WHERE device = ");
             q.push_bind(device as i64).push(" AND seq IN (");
             let mut list = q.separated(", ");
             for s in chunk {
@@ -891,8 +925,7 @@ impl SyncTx for SqliteSyncTx {
     async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>> {
         let mut out = HashMap::new();
         for chunk in devices.chunks(CHUNK) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("SELECT id, last_seq FROM devices WHERE id IN (");
+            let mut q = self.query("SELECT id, last_seq FROM devices WHERE id IN (");
             let mut list = q.separated(", ");
             for d in chunk {
                 list.push_bind(*d as i64);
@@ -911,7 +944,7 @@ impl SyncTx for SqliteSyncTx {
     async fn load_records(&mut self, ids: &[RecordId]) -> Result<HashMap<RecordId, Record>> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("SELECT body FROM records WHERE id IN (");
+            let mut q = self.query("SELECT body FROM records WHERE id IN (");
             let mut list = q.separated(", ");
             for id in chunk {
                 list.push_bind(id.to_string());
@@ -925,77 +958,77 @@ impl SyncTx for SqliteSyncTx {
         Ok(out)
     }
 
-    async fn take_changes(&mut self, n: u64) -> Result<u64> {
-        let last: i64 = sqlx::query_scalar(
-            "UPDATE counters SET value = value + ? WHERE name = 'changes' RETURNING value",
-        )
-        .bind(n as i64)
-        .fetch_one(&mut **self.tx())
-        .await?;
-        Ok(last as u64 - n + 1)
-    }
-
     async fn write(&mut self, batch: &WriteBatch) -> Result<()> {
-        upsert_records(self.tx(), &batch.records, batch.now).await?;
-        for chunk in batch.edits.chunks(CHUNK / 6) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO edits (device, seq, record, body, rejected, received_at) ",
-            );
+        let first = self.changes + 1;
+        let mut q = self.query("");
+        push_records(&mut q, &batch.records, first, batch.now);
+        for chunk in batch.edits.chunks(CHUNK) {
+            q.push("INSERT INTO edits (device, seq, record, body, rejected, received_at) ");
             q.push_values(chunk, |mut b, e| {
                 b.push_bind(batch.device as i64)
                     .push_bind(e.seq as i64)
-                    .push_bind(&e.record)
-                    .push_bind(&e.body)
+                    .push_bind(e.record.clone())
+                    .push_bind(e.body.to_string())
                     .push_bind(e.rejected)
                     .push_bind(batch.now);
             });
-            q.build().execute(&mut **self.tx()).await?;
+            q.push("; ");
         }
-        for chunk in batch.rejections.chunks(CHUNK / 9) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO rejections (device, seq, code, field, rule, message, message_vi, body, received_at) ",
-            );
+        for chunk in batch.rejections.chunks(CHUNK) {
+            q.push("INSERT INTO rejections (device, seq, code, field, rule, message, message_vi, body, received_at) ");
             q.push_values(chunk, |mut b, (r, body)| {
                 b.push_bind(batch.device as i64)
                     .push_bind(r.seq as i64)
                     .push_bind(r.code.as_str().to_owned())
                     .push_bind(r.field.clone())
                     .push_bind(r.rule.clone())
-                    .push_bind(&r.message)
+                    .push_bind(r.message.clone())
                     .push_bind(r.message_vi.clone())
-                    .push_bind(body)
+                    .push_bind(body.to_string())
                     .push_bind(batch.now);
             });
-            q.build().execute(&mut **self.tx()).await?;
+            q.push("; ");
         }
-        for chunk in batch.cells.chunks(1000) {
-            add_cells(self.tx(), chunk).await?;
+        for chunk in batch.cells.chunks(CHUNK) {
+            push_cells(&mut q, chunk);
         }
-        for (record, from, to, at) in &batch.moves {
-            sqlx::query(
-                "INSERT INTO moves (record, from_commune, to_commune, at) VALUES (?, ?, ?, ?)",
-            )
-            .bind(record.to_string())
-            .bind(from.as_str())
-            .bind(to.as_str())
-            .bind(*at as i64)
-            .execute(&mut **self.tx())
-            .await?;
+        for chunk in batch.moves.chunks(CHUNK) {
+            q.push("INSERT INTO moves (record, from_commune, to_commune, at) ");
+            q.push_values(chunk, |mut b, (record, from, to, at)| {
+                b.push_bind(record.to_string())
+                    .push_bind(from.to_string())
+                    .push_bind(to.to_string())
+                    .push_bind((first + at) as i64);
+            });
+            q.push("; ");
         }
-        sqlx::query("UPDATE devices SET last_seq = ?, last_sync_at = ? WHERE id = ?")
-            .bind(batch.last_seq as i64)
-            .bind(batch.now)
-            .bind(batch.device as i64)
-            .execute(&mut **self.tx())
-            .await?;
+        q.push("UPDATE devices SET last_seq = ")
+            .push_bind(batch.last_seq as i64)
+            .push(", last_sync_at = ")
+            .push_bind(batch.now)
+            .push(" WHERE id = ")
+            .push_bind(batch.device as i64)
+            .push("; ");
+        if !batch.records.is_empty() {
+            q.push("UPDATE counters SET value = value + ")
+                .push_bind(batch.records.len() as i64)
+                .push(" WHERE name = 'changes'; ");
+        }
+        q.push("RELEASE push");
+        q.build().execute(&mut **self.tx()).await?;
+        self.savepoint = Savepoint::Released;
+        self.changes += batch.records.len() as u64;
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
+        if self.savepoint == Savepoint::Open {
+            sqlx::query("RELEASE push")
+                .execute(&mut **self.tx())
+                .await?;
+            self.savepoint = Savepoint::Released;
+        }
         let mut state = self.state.take().expect("a push commits once");
-        sqlx::query("RELEASE push")
-            .execute(&mut **state.tx())
-            .await?;
         let (done, outcome) = oneshot::channel();
         state.waiters.push(done);
         if self.group.queued.load(Ordering::SeqCst) == 0 {
