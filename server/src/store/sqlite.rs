@@ -275,6 +275,9 @@ impl super::Store for SqliteStore {
                 // another process (a `mam` command) has made stale.
                 state.tx = Some(self.writer.begin_with("BEGIN IMMEDIATE").await?);
             }
+            sqlx::query("SAVEPOINT push")
+                .execute(&mut **state.tx())
+                .await?;
             Ok::<_, StoreError>(())
         }
         .await;
@@ -288,7 +291,6 @@ impl super::Store for SqliteStore {
         Ok(Box::new(SqliteSyncTx {
             state: Some(state),
             group: self.group.clone(),
-            savepoint: Savepoint::NotYet,
             changes: 0,
         }))
     }
@@ -808,24 +810,14 @@ fn push_cells(q: &mut QueryBuilder<'static, Sqlite>, cells: &[(CellKey, Amount)]
     );
 }
 
-/// A push inside the group transaction. Its statements travel to SQLite's thread in as few
-/// round trips as possible (the savepoint goes with the first query, the writes and the
-/// release in one), because the other pushes wait while it holds the writer.
+/// A push inside the group transaction, in its own savepoint. Its writes travel to SQLite's
+/// thread as one batch of statements, because the other pushes wait while it holds the writer.
 struct SqliteSyncTx {
     state: Option<OwnedMutexGuard<GroupState>>,
     group: Arc<GroupCommit>,
-    savepoint: Savepoint,
     /// The change counter as this push found it. The writer is single and held, so it stays
     /// put until this push writes.
     changes: u64,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Savepoint {
-    NotYet,
-    Open,
-    /// Released with the writes: the push is part of the group transaction.
-    Released,
 }
 
 impl SqliteSyncTx {
@@ -834,17 +826,6 @@ impl SqliteSyncTx {
             .as_mut()
             .expect("the push holds the writer until it commits")
             .tx()
-    }
-
-    /// A query that opens the push's savepoint first if it is not open yet.
-    fn query(&mut self, sql: &str) -> QueryBuilder<'static, Sqlite> {
-        let mut q = QueryBuilder::new("");
-        if self.savepoint == Savepoint::NotYet {
-            q.push("SAVEPOINT push; ");
-            self.savepoint = Savepoint::Open;
-        }
-        q.push(sql);
-        q
     }
 }
 
@@ -857,11 +838,8 @@ impl Drop for SqliteSyncTx {
             return;
         };
         let group = self.group.clone();
-        // Released: the push's writes are whole and will be committed with the group. A phone
-        // whose request was cancelled then sends them again and gets them acknowledged.
-        let undo = self.savepoint == Savepoint::Open;
         tokio::spawn(async move {
-            if let Some(tx) = state.tx.as_mut().filter(|_| undo) {
+            if let Some(tx) = state.tx.as_mut() {
                 let undone = sqlx::query("ROLLBACK TO push")
                     .execute(&mut **tx)
                     .await
@@ -886,19 +864,14 @@ impl Drop for SqliteSyncTx {
 impl SyncTx for SqliteSyncTx {
     async fn lock_device(&mut self, device: DeviceId) -> Result<u64> {
         // The single writer connection is the lock; the change counter comes along.
-        let mut q = self.query(
-            "SELECT last_seq, (SELECT value FROM counters WHERE name = 'changes') FROM devices WHERE id = ",
-        );
-        q.push_bind(device as i64);
-        let row = q
-            .build()
-            .fetch_all(&mut **self.tx())
-            .await?
-            .into_iter()
-            .next()
-            .ok_or(sqlx::Error::RowNotFound)?;
-        self.changes = row.try_get::<i64, _>(1)? as u64;
-        Ok(row.try_get::<i64, _>(0)? as u64)
+        let (seq, changes): (i64, i64) = sqlx::query_as(
+            "SELECT last_seq, (SELECT value FROM counters WHERE name = 'changes') FROM devices WHERE id = ?",
+        )
+        .bind(device as i64)
+        .fetch_one(&mut **self.tx())
+        .await?;
+        self.changes = changes as u64;
+        Ok(seq as u64)
     }
 
     async fn stored_edits(
@@ -908,7 +881,7 @@ impl SyncTx for SqliteSyncTx {
     ) -> Result<HashMap<u64, String>> {
         let mut out = HashMap::new();
         for chunk in seqs.chunks(CHUNK) {
-            let mut q = self.query("SELECT seq, body FROM edits WHERE device = ");
+            let mut q = QueryBuilder::new("SELECT seq, body FROM edits WHERE device = ");
             q.push_bind(device as i64).push(" AND seq IN (");
             let mut list = q.separated(", ");
             for s in chunk {
@@ -925,7 +898,7 @@ impl SyncTx for SqliteSyncTx {
     async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>> {
         let mut out = HashMap::new();
         for chunk in devices.chunks(CHUNK) {
-            let mut q = self.query("SELECT id, last_seq FROM devices WHERE id IN (");
+            let mut q = QueryBuilder::new("SELECT id, last_seq FROM devices WHERE id IN (");
             let mut list = q.separated(", ");
             for d in chunk {
                 list.push_bind(*d as i64);
@@ -944,7 +917,7 @@ impl SyncTx for SqliteSyncTx {
     async fn load_records(&mut self, ids: &[RecordId]) -> Result<HashMap<RecordId, Record>> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(CHUNK) {
-            let mut q = self.query("SELECT body FROM records WHERE id IN (");
+            let mut q = QueryBuilder::new("SELECT body FROM records WHERE id IN (");
             let mut list = q.separated(", ");
             for id in chunk {
                 list.push_bind(id.to_string());
@@ -960,7 +933,7 @@ impl SyncTx for SqliteSyncTx {
 
     async fn write(&mut self, batch: &WriteBatch) -> Result<()> {
         let first = self.changes + 1;
-        let mut q = self.query("");
+        let mut q = QueryBuilder::new("");
         push_records(&mut q, &batch.records, first, batch.now);
         for chunk in batch.edits.chunks(CHUNK) {
             q.push("INSERT INTO edits (device, seq, record, body, rejected, received_at) ");
@@ -1007,28 +980,21 @@ impl SyncTx for SqliteSyncTx {
             .push(", last_sync_at = ")
             .push_bind(batch.now)
             .push(" WHERE id = ")
-            .push_bind(batch.device as i64)
-            .push("; ");
+            .push_bind(batch.device as i64);
         if !batch.records.is_empty() {
-            q.push("UPDATE counters SET value = value + ")
+            q.push("; UPDATE counters SET value = value + ")
                 .push_bind(batch.records.len() as i64)
-                .push(" WHERE name = 'changes'; ");
+                .push(" WHERE name = 'changes'");
         }
-        q.push("RELEASE push");
         q.build().execute(&mut **self.tx()).await?;
-        self.savepoint = Savepoint::Released;
-        self.changes += batch.records.len() as u64;
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        if self.savepoint == Savepoint::Open {
-            sqlx::query("RELEASE push")
-                .execute(&mut **self.tx())
-                .await?;
-            self.savepoint = Savepoint::Released;
-        }
         let mut state = self.state.take().expect("a push commits once");
+        sqlx::query("RELEASE push")
+            .execute(&mut **state.tx())
+            .await?;
         let (done, outcome) = oneshot::channel();
         state.waiters.push(done);
         if self.group.queued.load(Ordering::SeqCst) == 0 {
