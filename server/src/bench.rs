@@ -54,7 +54,6 @@ struct Reply {
     rejected: Vec<sync_protocol::Rejection>,
     cursor: u64,
     more: bool,
-    #[allow(dead_code)]
     records: Vec<serde::de::IgnoredAny>,
 }
 
@@ -75,6 +74,17 @@ pub async fn ingest(
     println!("mam bench ingest: {backend}, {records} records of {FIELDS} fields, {phones} phones, batches of {batch}");
 
     let units = Units::load(&settings.forms.units_dir)?;
+    // The bench writes and then deletes records: never in a database that holds any.
+    let every_commune: Vec<CommuneCode> = units
+        .all_codes()
+        .iter()
+        .filter_map(|c| CommuneCode::parse(c).ok())
+        .collect();
+    if !store.pull(&every_commune, 0, 1024, 1).await?.records.is_empty() {
+        anyhow::bail!(
+            "this database holds records; `mam bench ingest` needs an empty one (after its first half it deletes every record)"
+        );
+    }
     let today_units = units
         .version_on(&crate::today())
         .context("no admin units loaded")?;
@@ -114,6 +124,8 @@ pub async fn ingest(
         .map(|(after, before)| after - before);
     let raw_rate = records as f64 / raw_secs;
     drop(rows);
+    // (b) starts from the same empty store, and its phones do not pull the records of (a).
+    store.bench_clear().await?;
 
     // (b) The same volume through /v1/sync over loopback.
     let mut forms = FormRegistry::default();
@@ -183,6 +195,7 @@ pub async fn ingest(
         let url = format!("{base}/v1/sync");
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut pulled = 0;
             let mut cursor = 0;
             let mut pushes = pushes.into_iter();
             loop {
@@ -208,16 +221,20 @@ pub async fn ingest(
                     anyhow::bail!("bench edits were refused: {:?}", reply.rejected[0]);
                 }
                 cursor = reply.cursor;
+                pulled += reply.records.len();
                 if push.is_none() && !reply.more {
                     break;
                 }
             }
-            anyhow::Ok(latencies)
+            anyhow::Ok((latencies, pulled))
         }));
     }
     let mut latencies: Vec<Duration> = Vec::new();
+    let mut pulled = 0;
     for task in tasks {
-        latencies.extend(task.await.context("phone task panicked")??);
+        let (times, records) = task.await.context("phone task panicked")??;
+        latencies.extend(times);
+        pulled += records;
     }
     let sync_secs = started.elapsed().as_secs_f64();
     let sync_cpu = cpu_seconds()
@@ -232,7 +249,7 @@ pub async fn ingest(
 
     println!("(a) raw batched upserts: {raw_rate:>9.0} records/s ({raw_secs:.2} s)");
     println!(
-        "(b) through /v1/sync:    {sync_rate:>9.0} records/s ({sync_secs:.2} s, {} requests)",
+        "(b) through /v1/sync:    {sync_rate:>9.0} records/s ({sync_secs:.2} s, {} requests, {pulled} records pulled back)",
         latencies.len()
     );
     println!("ratio (b)/(a): {:.0} %", 100.0 * sync_rate / raw_rate);

@@ -388,6 +388,9 @@ pub trait Store: Send + Sync + 'static {
     /// Batched upserts of whole records with no sync logic: the ceiling `mam bench ingest`
     /// measures the sync path against.
     async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()>;
+    /// Empty the records table, so that the sync half of `mam bench ingest` starts from the
+    /// same empty store as the raw half. Only for a database the bench found empty.
+    async fn bench_clear(&self) -> Result<()>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -627,6 +627,11 @@ impl super::Store for PgStore {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn bench_clear(&self) -> Result<()> {
+        sqlx::query("TRUNCATE records").execute(&self.pool).await?;
+        Ok(())
+    }
 }
 
 /// Record rows as column arrays, for one `UNNEST` statement instead of a statement a row.

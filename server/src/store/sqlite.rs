@@ -757,6 +757,13 @@ impl super::Store for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+
+    async fn bench_clear(&self) -> Result<()> {
+        sqlx::query("DELETE FROM records")
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Upsert statements for record rows; their change seqs are `first + changed_at`.
