@@ -8,13 +8,14 @@
 //! are stored. Changed records get fresh change seqs last, and everything is committed at once:
 //! either the whole push is durable and acknowledged, or nothing of it happened.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use sync_protocol::{
-    CheckedEdit, CommuneCode, DeviceId, Dot, Edit, Record, RecordId, RejectCode, Rejection,
+    CheckedEdit, CommuneCode, DeviceId, Dot, Edit, FieldEdit, Record, RecordId, RejectCode, Rejection,
     Violation,
 };
 use tracing::warn;
@@ -48,16 +49,68 @@ pub struct Prepared {
     seq: u64,
     record: String,
     body: Arc<str>,
-    checked: Result<CheckedEdit, Rejection>,
-    /// The row this edit makes if it creates its record and supersedes nothing, which is
-    /// most edits: built (and checked) here, the transaction only has to write it.
-    created: Option<Result<(Record, RecordRow), Rejection>>,
+    checked: Result<Checked, Rejection>,
+}
+
+/// A well-formed edit that passed the checks that need no stored state.
+enum Checked {
+    Edit(CheckedEdit),
+    /// An edit that supersedes nothing, which is most edits: the record it makes if it creates
+    /// its record, built (and checked) here, so that the transaction only has to write it.
+    /// The edit itself moved into the record.
+    Creates(Box<Created>),
+}
+
+struct Created {
+    seq: u64,
+    record: Record,
+    /// The new record's row, or the rule the new record breaks.
+    row: Result<RecordRow, Rejection>,
+}
+
+impl Checked {
+    fn id(&self) -> RecordId {
+        match self {
+            Checked::Edit(c) => c.record,
+            Checked::Creates(made) => made.record.id,
+        }
+    }
+
+    /// The edit, for the path that applies it to a stored record. A `Creates` gives it back
+    /// from its record: every field holds the one value the edit wrote.
+    fn edit(&self) -> Cow<'_, CheckedEdit> {
+        match self {
+            Checked::Edit(c) => Cow::Borrowed(c),
+            Checked::Creates(made) => Cow::Owned(CheckedEdit {
+                seq: made.seq,
+                record: made.record.id,
+                form: made.record.form.clone(),
+                version: made.record.version,
+                commune: made.record.commune.clone(),
+                fields: made
+                    .record
+                    .fields
+                    .iter()
+                    .filter_map(|(name, register)| {
+                        let value = register.values().next()?.clone();
+                        Some((
+                            name.clone(),
+                            FieldEdit {
+                                value,
+                                supersedes: vec![],
+                            },
+                        ))
+                    })
+                    .collect(),
+            }),
+        }
+    }
 }
 
 /// Encode and check pushed edits, sorted by seq. Plain CPU work: the caller runs it off the
 /// async threads, and the write transaction then holds the database for the writes alone.
 pub fn prepare(edits: Vec<Edit>, catalog: Catalog, device: &Device, today: &str) -> Vec<Prepared> {
-    let Catalog { forms, units, .. } = catalog;
+    let forms = catalog.forms;
     let mut prepared: Vec<Prepared> = edits
         .into_iter()
         .map(|edit| {
@@ -65,28 +118,16 @@ pub fn prepare(edits: Vec<Edit>, catalog: Catalog, device: &Device, today: &str)
             let (seq, record) = (edit.seq, edit.record.clone());
             let checked = edit
                 .into_checked()
-                .and_then(|c| admit_alone(&c, forms, device, today).map(|()| c));
-            let created = checked
-                .as_ref()
-                .ok()
-                .filter(|c| supersedes_nothing(c))
-                .map(|c| {
-                    let mut record = Record::from_edit(c);
-                    let touched = c.fields.keys().cloned().collect();
-                    record.apply(device.id, c.clone(), &|_| false);
-                    finish(&mut record, forms, units, today, &touched, None)
-                        .map(|()| {
-                            let row = record_row(&record, 0, false);
-                            (record, row)
-                        })
-                        .map_err(|v| v.reject(c.seq))
+                .and_then(|c| admit_alone(&c, forms, device, today).map(|()| c))
+                .map(|c| match supersedes_nothing(&c) {
+                    true => Checked::Creates(Box::new(create(c, catalog, device, today))),
+                    false => Checked::Edit(c),
                 });
             Prepared {
                 seq,
                 record,
                 body,
                 checked,
-                created,
             }
         })
         .collect();
@@ -97,6 +138,18 @@ pub fn prepare(edits: Vec<Edit>, catalog: Catalog, device: &Device, today: &str)
 
 fn supersedes_nothing(edit: &CheckedEdit) -> bool {
     edit.fields.values().all(|f| f.supersedes.is_empty())
+}
+
+/// The record an edit makes on its own, and its row.
+fn create(edit: CheckedEdit, catalog: Catalog, device: &Device, today: &str) -> Created {
+    let seq = edit.seq;
+    let mut record = Record::from_edit(&edit);
+    record.apply(device.id, edit, &|_| false);
+    // A new record: every rule is checked, whatever the edit touched.
+    let row = finish(&mut record, catalog, today, &|_| true, None)
+        .map(|()| record_row(&record, 0, false))
+        .map_err(|v| v.reject(seq));
+    Created { seq, record, row }
 }
 
 /// Apply a device's prepared edits. Retries the whole transaction when a concurrent writer won
@@ -179,7 +232,7 @@ async fn try_push(
 
     let ids: Vec<RecordId> = fresh
         .iter()
-        .filter_map(|p| p.checked.as_ref().ok().map(|c| c.record))
+        .filter_map(|p| p.checked.as_ref().ok().map(Checked::id))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -189,11 +242,7 @@ async fn try_push(
         tx.load_records(&ids).await?
     };
     let existed: HashSet<RecordId> = records.keys().copied().collect();
-    let Catalog {
-        forms,
-        units,
-        indicators,
-    } = catalog;
+    let indicators = catalog.indicators;
     let originals: HashMap<RecordId, Record> = if indicators.is_empty() {
         HashMap::new()
     } else {
@@ -201,7 +250,10 @@ async fn try_push(
     };
     let others: Vec<DeviceId> = fresh
         .iter()
-        .filter_map(|p| p.checked.as_ref().ok())
+        .filter_map(|p| match &p.checked {
+            Ok(Checked::Edit(c)) => Some(c),
+            _ => None,
+        })
         .flat_map(|c| {
             c.fields
                 .values()
@@ -219,58 +271,54 @@ async fn try_push(
 
     let mut edits_per_record: HashMap<RecordId, usize> = HashMap::new();
     for c in fresh.iter().filter_map(|p| p.checked.as_ref().ok()) {
-        *edits_per_record.entry(c.record).or_default() += 1;
+        *edits_per_record.entry(c.id()).or_default() += 1;
     }
     // Where each changed record was before this push, to record moves between communes.
     let mut changed: BTreeMap<RecordId, Option<CommuneCode>> = BTreeMap::new();
-    let mut created: BTreeMap<RecordId, &(Record, RecordRow)> = BTreeMap::new();
+    let mut created: BTreeMap<RecordId, (&Record, &RecordRow)> = BTreeMap::new();
     let mut applied = 0;
     for p in fresh {
-        let verdict = p.checked.as_ref().map_err(Rejection::clone).and_then(|c| {
-            admit_against(c, device, records.get(&c.record), &seqs)?;
-            Ok(c)
-        });
-        let verdict = match verdict {
-            Ok(c)
-                if !existed.contains(&c.record)
-                    && edits_per_record[&c.record] == 1
-                    && p.created.is_some() =>
+        let checked = p.checked.as_ref().map_err(Rejection::clone);
+        let verdict = match checked {
+            Ok(Checked::Creates(made))
+                if !existed.contains(&made.record.id) && edits_per_record[&made.record.id] == 1 =>
             {
-                match p.created.as_ref().expect("checked just above") {
-                    Ok(made) => {
-                        created.insert(c.record, made);
+                match &made.row {
+                    Ok(row) => {
+                        created.insert(made.record.id, (&made.record, row));
                         Ok(())
                     }
                     Err(r) => Err(r.clone()),
                 }
             }
-            Ok(c) => {
-                let (id, seq) = (c.record, c.seq);
-                let seen = |d: Dot| match d.device == device.id {
-                    true => d.seq < seq,
-                    false => d.seq <= seqs.get(&d.device).copied().unwrap_or(0),
-                };
-                let current = records.get(&id);
-                let before = current.map(|r| r.commune.clone());
-                let is_new = current.is_none();
-                let mut next = current.cloned().unwrap_or_else(|| Record::from_edit(c));
-                next.apply(device.id, c.clone(), &seen);
-                let touched = c.fields.keys().cloned().collect();
-                let moved_from = if is_new { None } else { before.as_ref() };
-                match finish(&mut next, forms, units, today, &touched, moved_from) {
-                    Ok(()) => {
-                        changed.entry(id).or_insert_with(|| {
-                            if existed.contains(&id) {
-                                before
-                            } else {
-                                None
-                            }
-                        });
-                        records.insert(id, next);
-                        Ok(())
-                    }
-                    Err(v) => Err(v.reject(seq)),
-                }
+            Ok(checked) => {
+                let c = checked.edit();
+                admit_against(&c, device, records.get(&c.record), &seqs).and_then(|()| {
+                    let (id, seq) = (c.record, c.seq);
+                    let seen = |d: Dot| match d.device == device.id {
+                        true => d.seq < seq,
+                        false => d.seq <= seqs.get(&d.device).copied().unwrap_or(0),
+                    };
+                    let current = records.get(&id);
+                    let before = current.map(|r| r.commune.clone());
+                    let is_new = current.is_none();
+                    let mut next = current.cloned().unwrap_or_else(|| Record::from_edit(&c));
+                    let names: BTreeSet<String> = c.fields.keys().cloned().collect();
+                    let touched = |name: &str| names.contains(name);
+                    next.apply(device.id, c.into_owned(), &seen);
+                    let moved_from = if is_new { None } else { before.as_ref() };
+                    finish(&mut next, catalog, today, &touched, moved_from)
+                        .map_err(|v| v.reject(seq))?;
+                    changed.entry(id).or_insert_with(|| {
+                        if existed.contains(&id) {
+                            before
+                        } else {
+                            None
+                        }
+                    });
+                    records.insert(id, next);
+                    Ok(())
+                })
             }
             Err(r) => Err(r),
         };
@@ -340,12 +388,12 @@ async fn try_push(
 /// record's commune before the edit, `None` for a new record (whose commune is checked too).
 fn finish(
     record: &mut Record,
-    forms: &FormRegistry,
-    units: &Units,
+    catalog: Catalog,
     today: &str,
-    touched: &BTreeSet<String>,
+    touched: &dyn Fn(&str) -> bool,
     moved_from: Option<&CommuneCode>,
 ) -> Result<(), Violation> {
+    let Catalog { forms, units, .. } = catalog;
     let Some(form) = forms.get(&record.form, record.version) else {
         return Ok(());
     };
@@ -359,7 +407,7 @@ fn finish(
         .to_owned();
     let recheck = is_new
         || moved_from != Some(&record.commune)
-        || date_field.is_some_and(|f| touched.contains(f));
+        || date_field.is_some_and(touched);
     if recheck && !units.valid_on(record.commune.as_str(), &date) {
         let successor = units
             .successor(record.commune.as_str())

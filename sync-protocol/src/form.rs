@@ -274,21 +274,22 @@ impl Form {
     }
 
     /// Checks the rules that span fields, on the record as it would be after an edit that
-    /// touched `touched`. Only rules the edit could have broken are checked, so an old record
-    /// that a newer rule would refuse can still be corrected field by field.
+    /// touched the fields for which `touched` is true. Only rules the edit could have broken
+    /// are checked, so an old record that a newer rule would refuse can still be corrected field
+    /// by field.
     pub fn check_record(
         &self,
         record: &Record,
-        touched: &BTreeSet<String>,
+        touched: &dyn Fn(&str) -> bool,
         is_new: bool,
     ) -> Result<(), Violation> {
-        let value = |name: &str| record.value(name).filter(|v| !v.is_null()).cloned();
+        let current = |name: &str| record.value(name).filter(|v| !v.is_null());
         // A delete clears every field: nothing is required of a deleted record.
         let deleted = record.is_deleted();
         for f in self.fields.iter().filter(|f| !f.retired && !deleted) {
-            let current = value(&f.name);
-            let mine = touched.contains(&f.name);
-            if f.required && current.is_none() && (is_new || mine) {
+            let value = current(&f.name);
+            let mine = touched(&f.name);
+            if f.required && value.is_none() && (is_new || mine) {
                 return Err(Violation::new(
                     &f.name,
                     "required",
@@ -298,11 +299,10 @@ impl Form {
                 ));
             }
             if let Some(cond) = &f.required_if {
-                let relevant =
-                    is_new || mine || expr::vars(cond).iter().any(|v| touched.contains(v));
+                let relevant = is_new || mine || expr::vars(cond).iter().any(|v| touched(v));
                 if relevant
-                    && current.is_none()
-                    && expr::eval(cond, &value) == Ok(Value::Bool(true))
+                    && value.is_none()
+                    && expr::eval(cond, &|name| current(name).cloned()) == Ok(Value::Bool(true))
                 {
                     return Err(Violation::new(
                         &f.name,
@@ -313,9 +313,9 @@ impl Form {
                     ));
                 }
             }
-            if let (Some(other), Some(Value::String(date))) = (&f.not_before, &current) {
-                if let Some(Value::String(floor)) = value(other) {
-                    if (mine || touched.contains(other)) && date.as_str() < floor.as_str() {
+            if let (Some(other), Some(Value::String(date))) = (&f.not_before, value) {
+                if let Some(Value::String(floor)) = current(other) {
+                    if (mine || touched(other)) && date.as_str() < floor.as_str() {
                         return Err(Violation::new(
                             &f.name,
                             "not_before",
