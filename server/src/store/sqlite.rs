@@ -7,7 +7,7 @@
 //! 1 GiB): a reader's cache starts cold after every write, and the map spares each pull a
 //! system call and a copy per page.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqlitePool};
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, Rejection};
 use tokio::sync::{oneshot, OwnedMutexGuard};
 
@@ -41,37 +42,180 @@ pub struct SqliteStore {
 
 /// Group commit. Pushes that queue behind the single writer join the transaction already open,
 /// each in a savepoint of its own; the last of a burst commits for all, and every push answers
-/// only after that commit. One fsync then covers several pushes, and a push that fails rolls
-/// back to its savepoint without touching the others.
+/// only after that commit is on disk. One flush then covers several pushes, and a push that
+/// fails rolls back to its savepoint without touching the others.
 struct GroupCommit {
     state: Arc<tokio::sync::Mutex<GroupState>>,
     /// Pushes waiting for the writer: while any wait, a finished push leaves the commit to them.
     queued: AtomicUsize,
+    /// The WAL, when the database is a file on a Unix system: see [`Wal`]. Without it, a group
+    /// commits with `synchronous = FULL` and holds the writer until the disk has its commit.
+    wal: Option<Arc<Wal>>,
 }
 
 #[derive(Default)]
 struct GroupState {
-    tx: Option<Transaction<'static, Sqlite>>,
+    /// The writer connection, while a group transaction is open on it.
+    conn: Option<PoolConnection<Sqlite>>,
+    /// The first change seq the open group writes.
+    first_change: Option<u64>,
     /// Pushes done and released, waiting for the commit.
     waiters: Vec<oneshot::Sender<std::result::Result<(), String>>>,
 }
 
 impl GroupState {
-    /// Commit the open transaction and tell every waiting push how it went.
-    async fn finish(&mut self) {
-        let result = match self.tx.take() {
-            Some(tx) => tx.commit().await.map_err(|e| e.to_string()),
+    /// Commit the open transaction. The pushes waiting on it are told how it went by
+    /// [`Flush::complete`], which the caller runs after letting go of the writer.
+    async fn finish(&mut self, wal: Option<&Arc<Wal>>) -> Flush {
+        let result = match self.conn.take() {
+            Some(mut conn) => {
+                let end = match wal {
+                    Some(_) => "COMMIT; PRAGMA synchronous = FULL",
+                    None => "COMMIT",
+                };
+                let result = sqlx::query(end).execute(&mut *conn).await;
+                if result.is_err() {
+                    // Whatever state it is in, the connection serves no other write.
+                    conn.close_on_drop();
+                }
+                result.map(|_| ()).map_err(|e| e.to_string())
+            }
             None => Ok(()),
         };
-        for waiter in self.waiters.drain(..) {
-            let _ = waiter.send(result.clone());
+        Flush {
+            result,
+            waiters: std::mem::take(&mut self.waiters),
+            first_change: self.first_change.take(),
+            wal: wal.cloned(),
         }
     }
 
-    fn tx(&mut self) -> &mut Transaction<'static, Sqlite> {
-        self.tx
+    /// Give up the open transaction: nothing in it is committed.
+    fn abandon(&mut self, wal: Option<&Arc<Wal>>) {
+        if let Some(mut conn) = self.conn.take() {
+            // Closing the connection rolls the transaction back.
+            conn.close_on_drop();
+        }
+        if let (Some(wal), Some(first)) = (wal, self.first_change.take()) {
+            wal.unflushed().remove(&first);
+        }
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Err("the group transaction failed".into()));
+        }
+    }
+
+    fn conn(&mut self) -> &mut PoolConnection<Sqlite> {
+        self.conn
             .as_mut()
             .expect("a push runs inside the open group transaction")
+    }
+}
+
+/// A committed group whose pushes have not been told yet.
+#[must_use = "the pushes of the group wait for complete()"]
+struct Flush {
+    result: std::result::Result<(), String>,
+    waiters: Vec<oneshot::Sender<std::result::Result<(), String>>>,
+    first_change: Option<u64>,
+    wal: Option<Arc<Wal>>,
+}
+
+impl Flush {
+    /// Wait until the commit is on disk, then answer the pushes of the group.
+    async fn complete(self) {
+        let mut result = self.result;
+        if let Some(wal) = &self.wal {
+            // Even after a failed commit: the flush covers the groups committed before it.
+            let flushed = wal.flush(self.first_change).await;
+            if result.is_ok() {
+                result = flushed;
+            }
+        }
+        for waiter in self.waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+/// The WAL file, flushed by the store itself. A group transaction commits with
+/// `synchronous = NORMAL`: SQLite writes the WAL but does not wait for the disk, and the next
+/// group may write at once. The pushes of a group answer only after an fdatasync of the WAL
+/// that began after their commit, so an acknowledged push is on disk, as with `FULL`; the disk
+/// catches up while the writer works instead of holding it. Changes committed but not yet
+/// flushed are hidden from pulls ([`Wal::visible_up_to`]), so no phone's cursor ever passes a
+/// change that a power cut could take back.
+struct Wal {
+    path: std::path::PathBuf,
+    file: std::sync::Mutex<Arc<std::fs::File>>,
+    /// The first change seq of each group written and not yet flushed.
+    unflushed: std::sync::Mutex<BTreeSet<u64>>,
+}
+
+impl Wal {
+    /// The WAL of the database file at `db`, if this system lets the store flush it.
+    fn open(db: &Path) -> Option<Self> {
+        if !cfg!(unix) {
+            return None;
+        }
+        let mut path = db.as_os_str().to_owned();
+        path.push("-wal");
+        let path = std::path::PathBuf::from(path);
+        let file = std::fs::File::open(&path).ok()?;
+        Some(Self {
+            path,
+            file: std::sync::Mutex::new(Arc::new(file)),
+            unflushed: Default::default(),
+        })
+    }
+
+    fn unflushed(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        self.unflushed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last change seq a pull may show, given the last one its snapshot holds.
+    fn visible_up_to(&self, committed: u64) -> u64 {
+        match self.unflushed().first() {
+            Some(first) => committed.min(first - 1),
+            None => committed,
+        }
+    }
+
+    /// Flush the WAL. Every group committed before this call, the one that wrote
+    /// `first_change` included, is then on disk.
+    async fn flush(self: &Arc<Self>, first_change: Option<u64>) -> std::result::Result<(), String> {
+        let wal = self.clone();
+        tokio::task::spawn_blocking(move || wal.sync())
+            .await
+            .map_err(|e| format!("the WAL flush stopped: {e}"))?
+            .map_err(|e| format!("cannot flush the WAL to disk: {e}"))?;
+        if let Some(first) = first_change {
+            let mut unflushed = self.unflushed();
+            *unflushed = unflushed.split_off(&(first + 1));
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        let file = {
+            let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+            // SQLite deletes the WAL when its last connection closes, after copying it into
+            // the database, and starts a new file: a handle on the old one would flush nothing.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                match std::fs::metadata(&self.path) {
+                    Ok(now) if now.ino() != file.metadata()?.ino() => {
+                        *file = Arc::new(std::fs::File::open(&self.path)?);
+                    }
+                    Ok(_) => {}
+                    // No WAL: everything is in the database file, which SQLite flushed.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+            file.clone()
+        };
+        file.sync_data()
     }
 }
 
@@ -99,7 +243,9 @@ impl Drop for Queued {
             tokio::spawn(async move {
                 let mut state = group.state.lock().await;
                 if group.queued.load(Ordering::SeqCst) == 0 {
-                    state.finish().await;
+                    let flush = state.finish(group.wal.as_ref()).await;
+                    drop(state);
+                    flush.complete().await;
                 }
             });
         }
@@ -116,6 +262,7 @@ impl SqliteStore {
     }
 
     async fn open(options: SqliteConnectOptions) -> Result<Self> {
+        let file = options.get_filename().to_owned();
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -125,8 +272,12 @@ impl SqliteStore {
             .pragma("cache_size", "-65536")
             .pragma("wal_autocheckpoint", "16384")
             .pragma("mmap_size", "1073741824");
+        // The writer stays open: while it is, SQLite keeps the WAL file that `Wal` flushes.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await?;
@@ -139,6 +290,7 @@ impl SqliteStore {
         let group = Arc::new(GroupCommit {
             state: Arc::new(tokio::sync::Mutex::new(GroupState::default())),
             queued: AtomicUsize::new(0),
+            wal: Wal::open(&file).map(Arc::new),
         });
         Ok(Self {
             writer,
@@ -270,13 +422,22 @@ impl super::Store for SqliteStore {
         queued.holding = true;
         drop(queued);
         let opened = async {
-            if state.tx.is_none() {
+            if state.conn.is_none() {
+                let mut conn = self.writer.acquire().await?;
                 // The write lock at once: a push never has to upgrade a read snapshot that
                 // another process (a `mam` command) has made stale.
-                state.tx = Some(self.writer.begin_with("BEGIN IMMEDIATE").await?);
+                let begin = match self.group.wal {
+                    Some(_) => "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
+                    None => "BEGIN IMMEDIATE",
+                };
+                if let Err(e) = sqlx::query(begin).execute(&mut *conn).await {
+                    conn.close_on_drop();
+                    return Err(e.into());
+                }
+                state.conn = Some(conn);
             }
             sqlx::query("SAVEPOINT push")
-                .execute(&mut **state.tx())
+                .execute(&mut **state.conn())
                 .await?;
             Ok::<_, StoreError>(())
         }
@@ -284,7 +445,9 @@ impl super::Store for SqliteStore {
         if let Err(e) = opened {
             // Pushes that left the commit to this one must not be left waiting.
             if self.group.queued.load(Ordering::SeqCst) == 0 {
-                state.finish().await;
+                let flush = state.finish(self.group.wal.as_ref()).await;
+                drop(state);
+                flush.complete().await;
             }
             return Err(e);
         }
@@ -312,10 +475,15 @@ impl super::Store for SqliteStore {
         }
         // One read transaction: the watermark and the rows come from the same snapshot.
         let mut tx = self.reader.begin().await?;
-        let watermark: i64 =
+        let committed: i64 =
             sqlx::query_scalar("SELECT value FROM counters WHERE name = 'changes'")
                 .fetch_one(&mut *tx)
                 .await?;
+        // Read after the snapshot is taken: a group that committed into it is listed by now.
+        let watermark = match &self.group.wal {
+            Some(wal) => wal.visible_up_to(committed as u64),
+            None => committed as u64,
+        };
         let mut q =
             QueryBuilder::<Sqlite>::new("SELECT body, changed_at FROM records WHERE commune IN (");
         let mut list = q.separated(", ");
@@ -324,6 +492,8 @@ impl super::Store for SqliteStore {
         }
         q.push(") AND changed_at > ")
             .push_bind(cursor as i64)
+            .push(" AND changed_at <= ")
+            .push_bind(watermark as i64)
             .push(" ORDER BY changed_at LIMIT ")
             .push_bind(max_records as i64 + 1);
         let rows = q.build().fetch_all(&mut *tx).await?;
@@ -828,11 +998,11 @@ struct SqliteSyncTx {
 }
 
 impl SqliteSyncTx {
-    fn tx(&mut self) -> &mut Transaction<'static, Sqlite> {
+    fn conn(&mut self) -> &mut PoolConnection<Sqlite> {
         self.state
             .as_mut()
             .expect("the push holds the writer until it commits")
-            .tx()
+            .conn()
     }
 }
 
@@ -846,22 +1016,20 @@ impl Drop for SqliteSyncTx {
         };
         let group = self.group.clone();
         tokio::spawn(async move {
-            if let Some(tx) = state.tx.as_mut() {
-                let undone = sqlx::query("ROLLBACK TO push")
-                    .execute(&mut **tx)
+            if let Some(conn) = state.conn.as_mut() {
+                let undone = sqlx::query("ROLLBACK TO push; RELEASE push")
+                    .execute(&mut **conn)
                     .await
-                    .is_ok()
-                    && sqlx::query("RELEASE push").execute(&mut **tx).await.is_ok();
+                    .is_ok();
                 if !undone {
                     // The transaction itself is broken: nothing in it may be committed.
-                    state.tx = None;
-                    for waiter in state.waiters.drain(..) {
-                        let _ = waiter.send(Err("the group transaction failed".into()));
-                    }
+                    state.abandon(group.wal.as_ref());
                 }
             }
             if group.queued.load(Ordering::SeqCst) == 0 {
-                state.finish().await;
+                let flush = state.finish(group.wal.as_ref()).await;
+                drop(state);
+                flush.complete().await;
             }
         });
     }
@@ -875,7 +1043,7 @@ impl SyncTx for SqliteSyncTx {
             "SELECT last_seq, (SELECT value FROM counters WHERE name = 'changes') FROM devices WHERE id = ?",
         )
         .bind(device as i64)
-        .fetch_one(&mut **self.tx())
+        .fetch_one(&mut **self.conn())
         .await?;
         self.changes = changes as u64;
         Ok(seq as u64)
@@ -895,7 +1063,7 @@ impl SyncTx for SqliteSyncTx {
                 list.push_bind(*s as i64);
             }
             q.push(")");
-            for row in q.build().fetch_all(&mut **self.tx()).await? {
+            for row in q.build().fetch_all(&mut **self.conn()).await? {
                 out.insert(row.try_get::<i64, _>(0)? as u64, row.try_get(1)?);
             }
         }
@@ -911,7 +1079,7 @@ impl SyncTx for SqliteSyncTx {
                 list.push_bind(*d as i64);
             }
             q.push(")");
-            for row in q.build().fetch_all(&mut **self.tx()).await? {
+            for row in q.build().fetch_all(&mut **self.conn()).await? {
                 out.insert(
                     row.try_get::<i64, _>(0)? as DeviceId,
                     row.try_get::<i64, _>(1)? as u64,
@@ -930,7 +1098,7 @@ impl SyncTx for SqliteSyncTx {
                 list.push_bind(id.to_string());
             }
             q.push(")");
-            for row in q.build().fetch_all(&mut **self.tx()).await? {
+            for row in q.build().fetch_all(&mut **self.conn()).await? {
                 let record = parse_record(row.try_get::<&str, _>(0)?)?;
                 out.insert(record.id, record);
             }
@@ -940,6 +1108,14 @@ impl SyncTx for SqliteSyncTx {
 
     async fn write(&mut self, batch: &WriteBatch) -> Result<()> {
         let first = self.changes + 1;
+        if let (Some(wal), false) = (&self.group.wal, batch.records.is_empty()) {
+            let state = self.state.as_mut().expect("the push holds the writer");
+            if state.first_change.is_none() {
+                // Listed before the commit can show these changes to anyone.
+                state.first_change = Some(first);
+                wal.unflushed().insert(first);
+            }
+        }
         let mut q = QueryBuilder::new("");
         push_records(&mut q, &batch.records, first, batch.now);
         for chunk in batch.edits.chunks(CHUNK) {
@@ -993,21 +1169,24 @@ impl SyncTx for SqliteSyncTx {
                 .push_bind(batch.records.len() as i64)
                 .push(" WHERE name = 'changes'");
         }
-        q.build().execute(&mut **self.tx()).await?;
+        q.build().execute(&mut **self.conn()).await?;
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
         let mut state = self.state.take().expect("a push commits once");
         sqlx::query("RELEASE push")
-            .execute(&mut **state.tx())
+            .execute(&mut **state.conn())
             .await?;
         let (done, outcome) = oneshot::channel();
         state.waiters.push(done);
         if self.group.queued.load(Ordering::SeqCst) == 0 {
-            state.finish().await;
+            let flush = state.finish(self.group.wal.as_ref()).await;
+            drop(state);
+            flush.complete().await;
+        } else {
+            drop(state);
         }
-        drop(state);
         match outcome.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Other(format!("group commit failed: {e}"))),
