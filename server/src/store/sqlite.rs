@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqlitePool};
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, Rejection};
 use tokio::sync::{oneshot, OwnedMutexGuard};
@@ -98,6 +98,7 @@ impl GroupState {
         }
         if let (Some(wal), Some(first)) = (wal, self.first_change.take()) {
             wal.unflushed().remove(&first);
+            wal.flushed.notify_waiters();
         }
         for waiter in self.waiters.drain(..) {
             let _ = waiter.send(Err("the group transaction failed".into()));
@@ -141,14 +142,15 @@ impl Flush {
 /// `synchronous = NORMAL`: SQLite writes the WAL but does not wait for the disk, and the next
 /// group may write at once. The pushes of a group answer only after an fdatasync of the WAL
 /// that began after their commit, so an acknowledged push is on disk, as with `FULL`; the disk
-/// catches up while the writer works instead of holding it. Changes committed but not yet
-/// flushed are hidden from pulls ([`Wal::visible_up_to`]), so no phone's cursor ever passes a
-/// change that a power cut could take back.
+/// catches up while the writer works instead of holding it. A pull whose snapshot holds a
+/// commit not yet on disk waits for its flush ([`Wal::wait_flushed`]), so no phone's cursor
+/// ever passes a change that a power cut could take back.
 struct Wal {
     path: std::path::PathBuf,
     file: std::sync::Mutex<Arc<std::fs::File>>,
     /// The first change seq of each group written and not yet flushed.
     unflushed: std::sync::Mutex<BTreeSet<u64>>,
+    flushed: tokio::sync::Notify,
 }
 
 impl Wal {
@@ -165,6 +167,7 @@ impl Wal {
             path,
             file: std::sync::Mutex::new(Arc::new(file)),
             unflushed: Default::default(),
+            flushed: tokio::sync::Notify::new(),
         })
     }
 
@@ -172,11 +175,16 @@ impl Wal {
         self.unflushed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The last change seq a pull may show, given the last one its snapshot holds.
-    fn visible_up_to(&self, committed: u64) -> u64 {
-        match self.unflushed().first() {
-            Some(first) => committed.min(first - 1),
-            None => committed,
+    /// Wait until every change up to `seq` is on disk: at most the flushes already under way.
+    async fn wait_flushed(&self, seq: u64) {
+        loop {
+            let flushed = self.flushed.notified();
+            tokio::pin!(flushed);
+            flushed.as_mut().enable();
+            if self.unflushed().first().is_none_or(|first| *first > seq) {
+                return;
+            }
+            flushed.await;
         }
     }
 
@@ -184,15 +192,20 @@ impl Wal {
     /// `first_change` included, is then on disk.
     async fn flush(self: &Arc<Self>, first_change: Option<u64>) -> std::result::Result<(), String> {
         let wal = self.clone();
-        tokio::task::spawn_blocking(move || wal.sync())
+        let synced = tokio::task::spawn_blocking(move || wal.sync())
             .await
-            .map_err(|e| format!("the WAL flush stopped: {e}"))?
-            .map_err(|e| format!("cannot flush the WAL to disk: {e}"))?;
+            .map_err(|e| format!("the WAL flush stopped: {e}"))
+            .and_then(|r| r.map_err(|e| format!("cannot flush the WAL to disk: {e}")));
+        if let Err(e) = &synced {
+            // The pushes of the group are refused and will be sent again; pulls go on.
+            tracing::error!(error = %e, "the disk did not take a commit");
+        }
         if let Some(first) = first_change {
             let mut unflushed = self.unflushed();
             *unflushed = unflushed.split_off(&(first + 1));
         }
-        Ok(())
+        self.flushed.notify_waiters();
+        synced
     }
 
     fn sync(&self) -> std::io::Result<()> {
@@ -475,15 +488,14 @@ impl super::Store for SqliteStore {
         }
         // One read transaction: the watermark and the rows come from the same snapshot.
         let mut tx = self.reader.begin().await?;
-        let committed: i64 =
+        let watermark: i64 =
             sqlx::query_scalar("SELECT value FROM counters WHERE name = 'changes'")
                 .fetch_one(&mut *tx)
                 .await?;
-        // Read after the snapshot is taken: a group that committed into it is listed by now.
-        let watermark = match &self.group.wal {
-            Some(wal) => wal.visible_up_to(committed as u64),
-            None => committed as u64,
-        };
+        // The snapshot is taken: a group that committed into it is listed as unflushed by now.
+        if let Some(wal) = &self.group.wal {
+            wal.wait_flushed(watermark as u64).await;
+        }
         let mut q =
             QueryBuilder::<Sqlite>::new("SELECT body, changed_at FROM records WHERE commune IN (");
         let mut list = q.separated(", ");
@@ -492,8 +504,6 @@ impl super::Store for SqliteStore {
         }
         q.push(") AND changed_at > ")
             .push_bind(cursor as i64)
-            .push(" AND changed_at <= ")
-            .push_bind(watermark as i64)
             .push(" ORDER BY changed_at LIMIT ")
             .push_bind(max_records as i64 + 1);
         let rows = q.build().fetch_all(&mut *tx).await?;
