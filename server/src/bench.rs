@@ -80,7 +80,12 @@ pub async fn ingest(
         .iter()
         .filter_map(|c| CommuneCode::parse(c).ok())
         .collect();
-    if !store.pull(&every_commune, 0, 1024, 1).await?.records.is_empty() {
+    if !store
+        .pull(&every_commune, 0, 1024, 1)
+        .await?
+        .records
+        .is_empty()
+    {
         anyhow::bail!(
             "this database holds records; `mam bench ingest` needs an empty one (after its first half it deletes every record)"
         );
@@ -445,7 +450,7 @@ pub async fn indicators(
             indicators: if keep { &defs } else { &none },
         };
         let t = Instant::now();
-        let prepared = crate::sync::prepare(vec![edit], catalog, &device, &today);
+        let prepared = crate::sync::prepare(vec![edit.into()], catalog, &device, &today);
         let outcome = crate::sync::push(
             store.as_ref(),
             catalog,

@@ -19,8 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use sync_protocol::{
-    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, FormId, Rejection, SyncRequest,
-    PROTOCOL_VERSION,
+    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, FormId, Rejection, PROTOCOL_VERSION,
 };
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
@@ -193,7 +192,30 @@ fn parse<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     limit: usize,
 ) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| match e {
+    let bytes = read_body(body, limit)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::Malformed(format!("the body is not valid JSON for this request: {e}"))
+    })
+}
+
+/// `POST /v1/sync` as read: the envelope parsed, each pushed edit still text.
+#[derive(serde::Deserialize)]
+struct IncomingSync<'a> {
+    protocol: u32,
+    #[serde(default, borrow)]
+    push: Vec<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    cursor: u64,
+    #[serde(default = "default_max_bytes")]
+    max_bytes: u64,
+}
+
+fn default_max_bytes() -> u64 {
+    sync_protocol::wire::DEFAULT_MAX_BYTES
+}
+
+fn read_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge(limit)
         }
@@ -201,9 +223,6 @@ fn parse<T: DeserializeOwned>(
             "cannot read the request body: {}",
             other.body_text()
         )),
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::Malformed(format!("the body is not valid JSON for this request: {e}"))
     })
 }
 
@@ -781,17 +800,10 @@ async fn sync_handler(
         let device = device.clone();
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-            let request: SyncRequest = parse(body, state.settings.server.body_limit_bytes)?;
-            // A form version published since the last reload: reload now rather than refuse.
-            let forms = state.forms();
-            let unknown = request.push.iter().any(|e| {
-                FormId::parse(e.form.as_str()).is_ok_and(|id| forms.get(&id, e.version).is_none())
-            });
-            if unknown && state.may_refresh_forms() {
-                if let Err(e) = handle.block_on(state.refresh_forms()) {
-                    warn!(error = %e, "could not reload the published forms");
-                }
-            }
+            let bytes = read_body(body, state.settings.server.body_limit_bytes)?;
+            let request: IncomingSync = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::Malformed(format!("the body is not valid JSON for this request: {e}"))
+            })?;
             if request.protocol != PROTOCOL_VERSION {
                 return Err(ApiError::UnsupportedProtocol(request.protocol));
             }
@@ -802,13 +814,40 @@ async fn sync_handler(
                     got: request.push.len(),
                 });
             }
+            // Each edit keeps the text the phone sent: the edit log stores it as received.
+            let push = request
+                .push
+                .iter()
+                .enumerate()
+                .map(|(i, raw)| {
+                    let edit: sync_protocol::Edit =
+                        serde_json::from_str(raw.get()).map_err(|e| {
+                            ApiError::Malformed(format!("push[{i}] is not a valid edit: {e}"))
+                        })?;
+                    Ok(sync::Received {
+                        edit,
+                        text: raw.get().into(),
+                    })
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            // A form version published since the last reload: reload now rather than refuse.
+            let forms = state.forms();
+            let unknown = push.iter().any(|r| {
+                FormId::parse(r.edit.form.as_str())
+                    .is_ok_and(|id| forms.get(&id, r.edit.version).is_none())
+            });
+            if unknown && state.may_refresh_forms() {
+                if let Err(e) = handle.block_on(state.refresh_forms()) {
+                    warn!(error = %e, "could not reload the published forms");
+                }
+            }
             let forms = state.forms();
             let catalog = sync::Catalog {
                 forms: &forms,
                 units: &state.units,
                 indicators: &state.indicators,
             };
-            let prepared = sync::prepare(request.push, catalog, &device, &crate::today());
+            let prepared = sync::prepare(push, catalog, &device, &crate::today());
             Ok((request.cursor, request.max_bytes, prepared))
         })
         .await

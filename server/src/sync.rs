@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sync_protocol::{
-    CheckedEdit, CommuneCode, DeviceId, Dot, Edit, FieldEdit, Record, RecordId, RejectCode, Rejection,
-    Violation,
+    CheckedEdit, CommuneCode, DeviceId, Dot, Edit, FieldEdit, Record, RecordId, RejectCode,
+    Rejection, Violation,
 };
 use tracing::warn;
 
@@ -107,14 +107,34 @@ impl Checked {
     }
 }
 
-/// Encode and check pushed edits, sorted by seq. Plain CPU work: the caller runs it off the
-/// async threads, and the write transaction then holds the database for the writes alone.
-pub fn prepare(edits: Vec<Edit>, catalog: Catalog, device: &Device, today: &str) -> Vec<Prepared> {
+/// An edit and its text as the phone sent it, which the edit log keeps.
+pub struct Received {
+    pub edit: Edit,
+    pub text: Arc<str>,
+}
+
+impl From<Edit> for Received {
+    /// An edit made here rather than received: its text is its canonical encoding.
+    fn from(edit: Edit) -> Self {
+        let text = serde_json::to_string(&edit)
+            .expect("edits always serialize")
+            .into();
+        Self { edit, text }
+    }
+}
+
+/// Check pushed edits, sorted by seq. Plain CPU work: the caller runs it off the async
+/// threads, and the write transaction then holds the database for the writes alone.
+pub fn prepare(
+    edits: Vec<Received>,
+    catalog: Catalog,
+    device: &Device,
+    today: &str,
+) -> Vec<Prepared> {
     let forms = catalog.forms;
     let mut prepared: Vec<Prepared> = edits
         .into_iter()
-        .map(|edit| {
-            let body = encode(&edit).into();
+        .map(|Received { edit, text: body }| {
             let (seq, record) = (edit.seq, edit.record.clone());
             let checked = edit
                 .into_checked()
@@ -214,7 +234,10 @@ async fn try_push(
         let seqs: Vec<u64> = repeats.iter().map(|p| p.seq).collect();
         let stored = tx.stored_edits(device.id, &seqs).await?;
         for p in &repeats {
-            if stored.get(&p.seq).map(String::as_str) != Some(&*p.body) {
+            if !stored
+                .get(&p.seq)
+                .is_some_and(|text| same_edit(text, &p.body))
+            {
                 let r = Rejection::new(
                     p.seq,
                     RejectCode::SeqReused,
@@ -405,9 +428,7 @@ fn finish(
         .and_then(Value::as_str)
         .unwrap_or(today)
         .to_owned();
-    let recheck = is_new
-        || moved_from != Some(&record.commune)
-        || date_field.is_some_and(touched);
+    let recheck = is_new || moved_from != Some(&record.commune) || date_field.is_some_and(touched);
     if recheck && !units.valid_on(record.commune.as_str(), &date) {
         let successor = units
             .successor(record.commune.as_str())
@@ -515,7 +536,15 @@ fn admit_against(
     Ok(())
 }
 
-/// The canonical text of an edit: what is stored and compared to tell a repeat from a reuse.
-fn encode(edit: &Edit) -> String {
-    serde_json::to_string(edit).expect("edits always serialize")
+/// Whether two texts of an edit say the same thing, however they are laid out: a repeat is
+/// told from a reused seq by content, not by bytes.
+fn same_edit(stored: &str, received: &str) -> bool {
+    stored == received
+        || match (
+            serde_json::from_str::<Edit>(stored),
+            serde_json::from_str::<Edit>(received),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
 }

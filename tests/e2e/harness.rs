@@ -310,10 +310,17 @@ impl Phone {
     }
 
     pub async fn send(&self, request: &SyncRequest) -> reqwest::Response {
+        self.send_text(serde_json::to_string(request).unwrap())
+            .await
+    }
+
+    /// A sync request as exactly this JSON text.
+    pub async fn send_text(&self, body: String) -> reqwest::Response {
         self.http
             .post(format!("{}/v1/sync", self.url))
             .bearer_auth(&self.token)
-            .json(request)
+            .header("content-type", "application/json")
+            .body(body)
             .timeout(Duration::from_secs(60))
             .send()
             .await

@@ -226,6 +226,21 @@ async fn replayed_requests_change_nothing(db: Database) {
         assert_eq!(again.records.len(), 1);
         assert_eq!(again.records[0], before, "a repeat changes nothing");
     }
+    // A phone that encodes its queue again may lay the same edits out otherwise: keys in
+    // another order, spaces. Still the same edits, so still repeats, not reused seqs.
+    let relaid = serde_json::to_string_pretty(&json!({
+        "push": old.push.iter().map(|e| json!({
+            "fields": e.fields, "commune": e.commune, "version": e.version,
+            "form": e.form, "record": e.record, "seq": e.seq,
+        })).collect::<Vec<_>>(),
+        "cursor": old.cursor,
+        "protocol": old.protocol,
+    }))
+    .unwrap();
+    let again: SyncResponse = a.send_text(relaid).await.json().await.unwrap();
+    assert_eq!(again.acked_through, 2);
+    assert!(again.rejected.is_empty(), "{:?}", again.rejected);
+    assert_eq!(again.records[0], before);
     let later = a.sync_once().await;
     assert!(later.records.is_empty(), "nothing changed after the cursor");
 }
@@ -413,6 +428,24 @@ async fn http_hygiene(db: Database) {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "malformed_request");
     assert!(body["message"].as_str().unwrap().contains("line 1"));
+    // Valid JSON, but the second edit is not an edit: the message says which and why.
+    let edit = json!({"seq": 1, "record": "0190b0a0-0000-7000-8000-000000000001", "form": "birth-registration",
+        "version": 1, "commune": COMMUNE, "fields": {"child_name": {"value": "Lan"}}});
+    let r = http
+        .post(&sync)
+        .bearer_auth(&a.token)
+        .json(&json!({"protocol": 1, "push": [edit, {"seq": "two"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "malformed_request");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("push[1]") && message.contains("\"two\""),
+        "{message}"
+    );
     let r = http
         .post(&sync)
         .bearer_auth(&a.token)

@@ -547,7 +547,7 @@ async fn write_edit(state: &AppState, officer: &Officer, edit: Edit) -> Result<(
         indicators: &state.indicators,
     };
     let today = crate::today();
-    let prepared = sync::prepare(vec![edit], catalog, &device, &today);
+    let prepared = sync::prepare(vec![edit.into()], catalog, &device, &today);
     let outcome = sync::push(
         state.store.as_ref(),
         catalog,
