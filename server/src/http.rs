@@ -873,7 +873,9 @@ async fn sync_handler(
         )
         .await?
     };
-    drop(prepared);
+    // Freeing a few hundred records is CPU work too: not on the threads that drive the
+    // writer's transaction.
+    tokio::task::spawn_blocking(move || drop(prepared));
     let acked_through = if pushed == 0 {
         device.last_seq
     } else {
