@@ -82,11 +82,12 @@ impl GroupState {
             }
             None => Ok(()),
         };
+        // Listed in commit order, whether or not the commit went through.
+        let first_change = self.first_change.take();
         Flush {
             result,
             waiters: std::mem::take(&mut self.waiters),
-            first_change: self.first_change.take(),
-            wal: wal.cloned(),
+            wal: wal.map(|wal| (wal.clone(), wal.committed(first_change))),
         }
     }
 
@@ -117,17 +118,16 @@ impl GroupState {
 struct Flush {
     result: std::result::Result<(), String>,
     waiters: Vec<oneshot::Sender<std::result::Result<(), String>>>,
-    first_change: Option<u64>,
-    wal: Option<Arc<Wal>>,
+    /// The WAL and the group's place in commit order.
+    wal: Option<(Arc<Wal>, u64)>,
 }
 
 impl Flush {
     /// Wait until the commit is on disk, then answer the pushes of the group.
     async fn complete(self) {
         let mut result = self.result;
-        if let Some(wal) = &self.wal {
-            // Even after a failed commit: the flush covers the groups committed before it.
-            let flushed = wal.flush(self.first_change).await;
+        if let Some((wal, group)) = &self.wal {
+            let flushed = wal.flush(*group).await;
             if result.is_ok() {
                 result = flushed;
             }
@@ -150,7 +150,21 @@ struct Wal {
     file: std::sync::Mutex<Arc<std::fs::File>>,
     /// The first change seq of each group written and not yet flushed.
     unflushed: std::sync::Mutex<BTreeSet<u64>>,
+    book: std::sync::Mutex<FlushBook>,
     flushed: tokio::sync::Notify,
+}
+
+/// Groups committed and flushed. One flush at a time; it covers every group committed before
+/// it began, so groups that commit meanwhile share the next one.
+#[derive(Default)]
+struct FlushBook {
+    committed: u64,
+    flushed: u64,
+    /// Groups up to this one were to be covered by a flush that failed.
+    failed: u64,
+    /// The first change seqs of committed groups that no flush has begun to cover.
+    pending: Vec<u64>,
+    running: bool,
 }
 
 impl Wal {
@@ -167,12 +181,25 @@ impl Wal {
             path,
             file: std::sync::Mutex::new(Arc::new(file)),
             unflushed: Default::default(),
+            book: Default::default(),
             flushed: tokio::sync::Notify::new(),
         })
     }
 
     fn unflushed(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
         self.unflushed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, FlushBook> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A group committed, whose changes start at `first_change`: its place in commit order.
+    fn committed(&self, first_change: Option<u64>) -> u64 {
+        let mut book = self.book();
+        book.committed += 1;
+        book.pending.extend(first_change);
+        book.committed
     }
 
     /// Wait until every change up to `seq` is on disk: at most the flushes already under way.
@@ -188,24 +215,57 @@ impl Wal {
         }
     }
 
-    /// Flush the WAL. Every group committed before this call, the one that wrote
-    /// `first_change` included, is then on disk.
-    async fn flush(self: &Arc<Self>, first_change: Option<u64>) -> std::result::Result<(), String> {
-        let wal = self.clone();
-        let synced = tokio::task::spawn_blocking(move || wal.sync())
-            .await
-            .map_err(|e| format!("the WAL flush stopped: {e}"))
-            .and_then(|r| r.map_err(|e| format!("cannot flush the WAL to disk: {e}")));
-        if let Err(e) = &synced {
-            // The pushes of the group are refused and will be sent again; pulls go on.
-            tracing::error!(error = %e, "the disk did not take a commit");
-        }
-        if let Some(first) = first_change {
+    /// Return once the group at `place` in commit order is on disk: by a flush under way that
+    /// covers it, or by one this call runs.
+    async fn flush(self: &Arc<Self>, place: u64) -> std::result::Result<(), String> {
+        loop {
+            let flushed = self.flushed.notified();
+            tokio::pin!(flushed);
+            flushed.as_mut().enable();
+            let run = {
+                let mut book = self.book();
+                if book.failed >= place {
+                    return Err("the disk did not take the commit".into());
+                }
+                if book.flushed >= place {
+                    return Ok(());
+                }
+                match book.running {
+                    true => None,
+                    false => {
+                        book.running = true;
+                        Some((book.committed, std::mem::take(&mut book.pending)))
+                    }
+                }
+            };
+            let Some((upto, covered)) = run else {
+                flushed.await;
+                continue;
+            };
+            let wal = self.clone();
+            let synced = tokio::task::spawn_blocking(move || wal.sync())
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            {
+                let mut book = self.book();
+                book.running = false;
+                match &synced {
+                    Ok(()) => book.flushed = book.flushed.max(upto),
+                    Err(e) => {
+                        // The pushes are refused and will be sent again; pulls go on.
+                        tracing::error!(error = %e, "cannot flush the WAL to disk");
+                        book.failed = book.failed.max(upto);
+                    }
+                }
+            }
             let mut unflushed = self.unflushed();
-            *unflushed = unflushed.split_off(&(first + 1));
+            for first in covered {
+                unflushed.remove(&first);
+            }
+            drop(unflushed);
+            self.flushed.notify_waiters();
         }
-        self.flushed.notify_waiters();
-        synced
     }
 
     fn sync(&self) -> std::io::Result<()> {
