@@ -2,10 +2,11 @@
 //!
 //! Writes go through a pool of one connection: SQLite has one writer at a time anyway, and a
 //! single writer connection never meets `SQLITE_BUSY` on upgrade. Reads use their own pool
-//! and, under WAL, never wait for the writer. `synchronous = FULL`: an acknowledged sync
-//! survives a power cut, not only a crash. The file is read through a memory map (up to
-//! 1 GiB): a reader's cache starts cold after every write, and the map spares each pull a
-//! system call and a copy per page.
+//! and, under WAL, never wait for the writer. An acknowledged write survives a power cut, not
+//! only a crash: `synchronous = FULL` for every write but the sync pushes, whose group commits
+//! are flushed to disk by the store itself before any push of the group answers ([`Wal`]). The
+//! file is read through a memory map (up to 1 GiB): a reader's cache starts cold after every
+//! write, and the map spares each pull a system call and a copy per page.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
