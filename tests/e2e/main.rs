@@ -416,36 +416,40 @@ async fn http_hygiene(db: Database) {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    // Malformed JSON: 400 with a readable message, nothing changed.
-    let r = http
-        .post(&sync)
-        .bearer_auth(&a.token)
-        .body("{\"protocol\": 1, \"push\": [")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["code"], "malformed_request");
-    assert!(body["message"].as_str().unwrap().contains("line 1"));
-    // Valid JSON, but the second edit is not an edit: the message says which and why.
-    let edit = json!({"seq": 1, "record": "0190b0a0-0000-7000-8000-000000000001", "form": "birth-registration",
-        "version": 1, "commune": COMMUNE, "fields": {"child_name": {"value": "Lan"}}});
-    let r = http
-        .post(&sync)
-        .bearer_auth(&a.token)
-        .json(&json!({"protocol": 1, "push": [edit, {"seq": "two"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["code"], "malformed_request");
-    let message = body["message"].as_str().unwrap();
+    // Malformed requests: 400 with a readable message, nothing changed.
+    let refused = |body: String| {
+        let request = http
+            .post(&sync)
+            .bearer_auth(&a.token)
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 400);
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["code"], "malformed_request");
+            body["message"].as_str().unwrap().to_owned()
+        }
+    };
+    let message = refused("{\"protocol\": 1, \"push\": [".into()).await;
+    assert!(message.contains("line 1"), "{message}");
+    // Valid JSON, but the second edit is not an edit: the message says which and why, and the
+    // first, valid one is not applied either.
+    let edit = json!({"seq": 1, "record": "0190b0a0-0000-7000-8000-000000000001",
+        "form": "birth-registration", "version": 1, "commune": COMMUNE,
+        "fields": {"child_name": {"value": "Lan"}}});
+    let message = refused(json!({"protocol": 1, "push": [edit, {"seq": "two"}]}).to_string()).await;
     assert!(
         message.contains("push[1]") && message.contains("\"two\""),
         "{message}"
     );
+    let pull: SyncResponse = a
+        .send_text(json!({"protocol": 1}).to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pull.acked_through, 0);
     let r = http
         .post(&sync)
         .bearer_auth(&a.token)
@@ -534,9 +538,10 @@ async fn http_hygiene(db: Database) {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("mam_syncs_total 1"), "{metrics}");
+    // Two syncs: the pull after the refused push, and the push above.
+    assert!(metrics.contains("mam_syncs_total 2"), "{metrics}");
     assert!(metrics.contains("mam_edits_applied_total 1"));
-    assert!(metrics.contains("mam_sync_seconds_count 1"));
+    assert!(metrics.contains("mam_sync_seconds_count 2"));
     assert!(metrics.contains("route=\"/v1/sync\",status=\"401\""));
 }
 
