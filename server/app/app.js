@@ -172,7 +172,17 @@ async function runSync() {
   }
 }
 
-window.addEventListener("online", () => { setStatus(); sync(); });
+/**
+ * Sync now, on the collaborator's word or when the network comes back: the back-off is over,
+ * and a sync already under way (which may have started offline and be failing) is followed by
+ * a fresh one instead of by its back-off.
+ */
+function syncNow() {
+  retryDelay = 0;
+  return Promise.resolve(syncing).then(() => sync());
+}
+
+window.addEventListener("online", () => { setStatus(); syncNow(); });
 window.addEventListener("offline", setStatus);
 setInterval(() => { if (state && state.pending.length && navigator.onLine) sync(); }, 60000);
 
@@ -270,7 +280,7 @@ async function renderHome() {
   const orphans = state.rejected.filter((r) => !shown.has(r.edit.record));
   mount(
     h("div", { class: "actions" },
-      h("button", { id: "sync", onclick: () => sync(), text: "Đồng bộ" }),
+      h("button", { id: "sync", onclick: () => syncNow(), text: "Đồng bộ" }),
       h("button", { id: "new", onclick: () => go("#new"), text: "Phiếu mới" }),
     ),
     orphans.length ? h("section", { "aria-labelledby": "h-refused" },
