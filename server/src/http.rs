@@ -198,7 +198,8 @@ fn parse<T: DeserializeOwned>(
     })
 }
 
-/// `POST /v1/sync` as read: the envelope parsed, each pushed edit still text.
+/// `POST /v1/sync` as read: the keys of `sync_protocol::SyncRequest`, each pushed edit still
+/// text.
 #[derive(serde::Deserialize)]
 struct IncomingSync<'a> {
     protocol: u32,

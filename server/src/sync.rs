@@ -44,7 +44,7 @@ pub struct PushOutcome {
 }
 
 /// An edit as received, with what can be known of it before touching the database: its
-/// canonical text and whether it passes the checks that need no stored state.
+/// text as the phone sent it and whether it passes the checks that need no stored state.
 pub struct Prepared {
     seq: u64,
     record: String,
