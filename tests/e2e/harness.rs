@@ -305,6 +305,16 @@ impl Phone {
             .expect("the phone holds the record")
     }
 
+    /// The id of the record this phone holds for the child named `name`.
+    pub fn named(&self, name: &str) -> RecordId {
+        self.client
+            .records()
+            .into_iter()
+            .find(|r| r.value("child_name").and_then(Value::as_str) == Some(name))
+            .unwrap_or_else(|| panic!("the phone holds no record of {name}"))
+            .id
+    }
+
     pub fn view(&self, id: RecordId) -> Record {
         self.client.view(id).expect("the phone holds the record")
     }

@@ -222,13 +222,7 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
 
     let (_, far, mut hoa, mut lan) = seed(&server).await;
     // One refused edit, to one record.
-    let second = hoa
-        .client
-        .records()
-        .into_iter()
-        .find(|r| r.value("child_name") == Some(&json!("Bé 1")))
-        .unwrap()
-        .id;
+    let second = hoa.named("Bé 1");
     hoa.edit(second, &[("date_of_birth", json!("2999-01-01"))]);
     hoa.sync().await;
     assert_eq!(hoa.client.rejected().len(), 1);
@@ -351,13 +345,7 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
 
     // A delete against an edit: the officer restores the record and keeps the edit. The
     // choice is an ordinary edit, and the phones receive it.
-    let third = hoa
-        .client
-        .records()
-        .into_iter()
-        .find(|r| r.value("child_name") == Some(&json!("Bé 2")))
-        .unwrap()
-        .id;
+    let third = hoa.named("Bé 2");
     hoa.client.delete(third);
     lan.edit(third, &[("child_name", json!("Bé Hai"))]);
     hoa.sync().await;

@@ -436,6 +436,33 @@ pub fn record_row(record: &Record, changed_at: u64, existed: bool) -> RecordRow 
     }
 }
 
+/// An `INSERT` of refused edits with their reasons and bodies, for either backend's query
+/// builder.
+pub(crate) fn push_rejections<'a, DB>(
+    q: &mut sqlx::QueryBuilder<'a, DB>,
+    device: DeviceId,
+    rejections: &[(Rejection, Arc<str>)],
+    now: i64,
+) where
+    DB: sqlx::Database,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    q.push("INSERT INTO rejections (device, seq, code, field, rule, message, message_vi, body, received_at) ");
+    q.push_values(rejections, |mut b, (r, body)| {
+        b.push_bind(device as i64)
+            .push_bind(r.seq as i64)
+            .push_bind(r.code.as_str().to_owned())
+            .push_bind(r.field.clone())
+            .push_bind(r.rule.clone())
+            .push_bind(r.message.clone())
+            .push_bind(r.message_vi.clone())
+            .push_bind(body.to_string())
+            .push_bind(now);
+    });
+}
+
 /// Cuts rows into a page of at most `max_bytes` (at least one record) and `max_records`.
 pub(crate) fn page(
     rows: impl Iterator<Item = Result<(String, u64)>>,

@@ -20,8 +20,8 @@ use crate::indicators::{Amount, CellKey};
 
 use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryRow};
 use super::{
-    communes_text, page, Device, DeviceSummary, EditLog, Lockout, NewUser, Pull, RecordQuery,
-    RecordRow, Result, StoreError, StoredRejection, SyncTx, User, WriteBatch,
+    communes_text, page, push_rejections, Device, DeviceSummary, EditLog, Lockout, NewUser, Pull,
+    RecordQuery, RecordRow, Result, StoreError, StoredRejection, SyncTx, User, WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -778,21 +778,9 @@ impl SyncTx for PgSyncTx {
             .execute(&mut *self.tx)
             .await?;
         }
-        if !batch.rejections.is_empty() {
-            let mut q = QueryBuilder::<Postgres>::new(
-                "INSERT INTO rejections (device, seq, code, field, rule, message, message_vi, body, received_at) ",
-            );
-            q.push_values(&batch.rejections, |mut b, (r, body)| {
-                b.push_bind(batch.device as i64)
-                    .push_bind(r.seq as i64)
-                    .push_bind(r.code.as_str().to_owned())
-                    .push_bind(r.field.clone())
-                    .push_bind(r.rule.clone())
-                    .push_bind(r.message.clone())
-                    .push_bind(r.message_vi.clone())
-                    .push_bind(&**body)
-                    .push_bind(batch.now);
-            });
+        for chunk in batch.rejections.chunks(1000) {
+            let mut q = QueryBuilder::<Postgres>::new("");
+            push_rejections(&mut q, batch.device, chunk, batch.now);
             q.build().execute(&mut *self.tx).await?;
         }
         for chunk in batch.cells.chunks(1000) {

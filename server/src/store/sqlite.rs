@@ -26,8 +26,8 @@ use crate::indicators::{Amount, CellKey};
 
 use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryRow};
 use super::{
-    communes_text, page, Device, DeviceSummary, EditLog, Lockout, NewUser, Pull, RecordQuery,
-    RecordRow, Result, StoreError, StoredRejection, SyncTx, User, WriteBatch,
+    communes_text, page, push_rejections, Device, DeviceSummary, EditLog, Lockout, NewUser, Pull,
+    RecordQuery, RecordRow, Result, StoreError, StoredRejection, SyncTx, User, WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1202,18 +1202,7 @@ impl SyncTx for SqliteSyncTx {
             q.push("; ");
         }
         for chunk in batch.rejections.chunks(CHUNK) {
-            q.push("INSERT INTO rejections (device, seq, code, field, rule, message, message_vi, body, received_at) ");
-            q.push_values(chunk, |mut b, (r, body)| {
-                b.push_bind(batch.device as i64)
-                    .push_bind(r.seq as i64)
-                    .push_bind(r.code.as_str().to_owned())
-                    .push_bind(r.field.clone())
-                    .push_bind(r.rule.clone())
-                    .push_bind(r.message.clone())
-                    .push_bind(r.message_vi.clone())
-                    .push_bind(body.to_string())
-                    .push_bind(batch.now);
-            });
+            push_rejections(&mut q, batch.device, chunk, batch.now);
             q.push("; ");
         }
         for chunk in batch.cells.chunks(CHUNK) {
