@@ -22,7 +22,9 @@ use tracing::warn;
 
 use crate::forms::FormRegistry;
 use crate::indicators::{self, Amount, CellKey, Indicator};
-use crate::store::{record_row, Device, EditRow, RecordRow, Store, StoreError, WriteBatch};
+use crate::store::{
+    record_row, Device, PushLog, RecordRow, Refused, Store, StoreError, WriteBatch,
+};
 use crate::units::Units;
 
 /// What the server checks and computes an edit against.
@@ -248,7 +250,11 @@ async fn try_push(
                     ),
                 );
                 rejected.push(r.clone());
-                batch.rejections.push((r, p.body.clone()));
+                batch.rejections.push(Refused {
+                    rejection: r,
+                    body: p.body.clone(),
+                    record: p.record.clone(),
+                });
             }
         }
     }
@@ -300,6 +306,9 @@ async fn try_push(
     let mut changed: BTreeMap<RecordId, Option<CommuneCode>> = BTreeMap::new();
     let mut created: BTreeMap<RecordId, (&Record, &RecordRow)> = BTreeMap::new();
     let mut applied = 0;
+    // The edits applied to each record ("device:seq,…"), and every edit for the log.
+    let mut applied_to: HashMap<RecordId, String> = HashMap::new();
+    let mut logged = Vec::with_capacity(fresh.len());
     for p in fresh {
         let checked = p.checked.as_ref().map_err(Rejection::clone);
         let verdict = match checked {
@@ -345,20 +354,30 @@ async fn try_push(
             }
             Err(r) => Err(r),
         };
+        let refused = verdict.is_err();
         match verdict {
-            Ok(()) => applied += 1,
+            Ok(()) => {
+                applied += 1;
+                if let Ok(c) = &p.checked {
+                    let list = applied_to.entry(c.id()).or_default();
+                    if !list.is_empty() {
+                        list.push(',');
+                    }
+                    list.push_str(&format!("{}:{}", device.id, p.seq));
+                }
+            }
             Err(r) => {
                 rejected.push(r.clone());
-                batch.rejections.push((r, p.body.clone()));
+                batch.rejections.push(Refused {
+                    rejection: r,
+                    body: p.body.clone(),
+                    record: p.record.clone(),
+                });
             }
         }
-        batch.edits.push(EditRow {
-            seq: p.seq,
-            record: p.record.clone(),
-            body: p.body.clone(),
-            rejected: batch.rejections.last().is_some_and(|(r, _)| r.seq == p.seq),
-        });
+        logged.push((p.seq, &*p.body, refused));
     }
+    batch.log = PushLog::new(logged);
 
     let mut cells: BTreeMap<CellKey, Amount> = BTreeMap::new();
     let mut add = |before: Option<&Record>, after: &Record| {
@@ -377,15 +396,16 @@ async fn try_push(
         if let Some(from) = before.filter(|b| *b != record.commune) {
             batch.moves.push((id, from, record.commune.clone(), at));
         }
-        batch
-            .records
-            .push(record_row(&record, at, existed.contains(&id)));
+        let mut row = record_row(&record, at, existed.contains(&id));
+        row.edits = applied_to.remove(&id).unwrap_or_default();
+        batch.records.push(row);
         at += 1;
     }
-    for (record, row) in created.into_values() {
+    for (id, (record, row)) in created {
         add(None, record);
         batch.records.push(RecordRow {
             changed_at: at,
+            edits: applied_to.remove(&id).unwrap_or_default(),
             ..row.clone()
         });
         at += 1;

@@ -186,11 +186,10 @@ impl RecordQuery {
         }
         q.push(")");
         if self.refused_edit {
+            // A refused edit under a reused seq is not part of the record's history.
             q.push(
-                " AND EXISTS (SELECT 1 FROM edits e WHERE e.record = records.id AND e.rejected = ",
-            )
-            .push_bind(true)
-            .push(")");
+                " AND EXISTS (SELECT 1 FROM rejections j WHERE j.record = records.id AND j.code <> 'seq_reused')",
+            );
         }
         if let Some(c) = self.conflicted {
             q.push(" AND conflicted = ").push_bind(c);
@@ -232,15 +231,127 @@ pub struct RecordRow {
     /// Whether the row exists already (UPDATE) or is new (INSERT: a concurrent insert of the
     /// same id then fails and the transaction is retried, never overwritten).
     pub existed: bool,
+    /// The edits this write applies, "device:seq,…": appended to the record's list.
+    pub edits: String,
 }
 
-/// An edit as received, for the audit trail and repeat detection.
+/// The edits a push consumed, as received: one row of the edit log (the audit trail, and how
+/// a repeat is told from a reused seq).
 #[derive(Clone, Debug)]
-pub struct EditRow {
-    pub seq: u64,
-    pub record: String,
+pub struct PushLog {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// JSON array of the edits with seqs `first_seq..=last_seq`, each as the phone sent it.
+    pub edits: String,
+    /// JSON array of the seqs among them that were refused.
+    pub refused: String,
+}
+
+impl PushLog {
+    /// The log of consecutive edits, given in seq order with whether each was refused.
+    pub fn new<'a>(edits: impl IntoIterator<Item = (u64, &'a str, bool)>) -> Option<Self> {
+        let mut log = PushLog {
+            first_seq: 0,
+            last_seq: 0,
+            edits: String::from("["),
+            refused: String::from("["),
+        };
+        for (seq, text, refused) in edits {
+            if log.edits.len() == 1 {
+                log.first_seq = seq;
+            } else {
+                log.edits.push(',');
+            }
+            log.last_seq = seq;
+            log.edits.push_str(text);
+            if refused {
+                if log.refused.len() > 1 {
+                    log.refused.push(',');
+                }
+                log.refused.push_str(&seq.to_string());
+            }
+        }
+        log.edits.push(']');
+        log.refused.push(']');
+        (log.edits.len() > 2).then_some(log)
+    }
+}
+
+/// The edits with the wanted seqs out of a logged push (its `first_seq` and `edits` columns).
+pub(crate) fn logged_edits(
+    first_seq: u64,
+    edits: &str,
+    wanted: impl Fn(u64) -> bool,
+) -> Result<Vec<(u64, String)>> {
+    let edits: Vec<&serde_json::value::RawValue> = serde_json::from_str(edits)
+        .map_err(|e| StoreError::Other(format!("a logged push is not valid: {e}")))?;
+    Ok(edits
+        .into_iter()
+        .zip(first_seq..)
+        .filter(|(_, seq)| wanted(*seq))
+        .map(|(text, seq)| (seq, text.get().to_owned()))
+        .collect())
+}
+
+/// The (device, seq) of each edit applied to a record, from its `edits` column.
+pub(crate) fn applied_edits(list: &str) -> Vec<(i64, i64)> {
+    list.split(',')
+        .filter_map(|pair| {
+            let (device, seq) = pair.split_once(':')?;
+            Some((device.parse().ok()?, seq.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A logged push, as a record's history reads it.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct LoggedPush {
+    pub device: i64,
+    pub device_name: Option<String>,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub edits: String,
+    pub received_at: i64,
+}
+
+impl LoggedPush {
+    pub(crate) fn holds(&self, device: i64, seq: i64) -> bool {
+        self.device == device && (self.first_seq..=self.last_seq).contains(&seq)
+    }
+}
+
+/// A record's history: its applied edits, out of the pushes that hold them, and the edits
+/// refused on it, in the order they arrived.
+pub(crate) fn history(
+    applied: &[(i64, i64)],
+    pushes: &[LoggedPush],
+    mut refused: Vec<EditLog>,
+) -> Result<Vec<EditLog>> {
+    let mut out = Vec::with_capacity(applied.len() + refused.len());
+    for push in pushes {
+        let wanted = |seq: u64| applied.contains(&(push.device, seq as i64));
+        for (seq, body) in logged_edits(push.first_seq as u64, &push.edits, wanted)? {
+            out.push(EditLog {
+                device: push.device,
+                device_name: push.device_name.clone(),
+                seq: seq as i64,
+                body,
+                rejected: false,
+                received_at: push.received_at,
+            });
+        }
+    }
+    out.append(&mut refused);
+    out.sort_by_key(|e| (e.received_at, e.device, e.seq));
+    Ok(out)
+}
+
+/// An edit refused by a push, with the text the phone sent and the record it named.
+#[derive(Clone, Debug)]
+pub struct Refused {
+    pub rejection: Rejection,
     pub body: Arc<str>,
-    pub rejected: bool,
+    pub record: String,
 }
 
 /// Everything one sync request writes, in one transaction.
@@ -254,8 +365,8 @@ pub struct WriteBatch {
     pub device: DeviceId,
     pub last_seq: u64,
     pub records: Vec<RecordRow>,
-    pub edits: Vec<EditRow>,
-    pub rejections: Vec<(Rejection, Arc<str>)>,
+    pub log: Option<PushLog>,
+    pub rejections: Vec<Refused>,
     /// (record, from commune, to commune, place of the record's change).
     pub moves: Vec<(RecordId, CommuneCode, CommuneCode, u64)>,
     /// What the changed records add to or take from the indicator tables.
@@ -433,6 +544,7 @@ pub fn record_row(record: &Record, changed_at: u64, existed: bool) -> RecordRow 
         conflicted: record.is_conflicted(),
         deleted: record.is_deleted(),
         existed,
+        edits: String::new(),
     }
 }
 
@@ -441,7 +553,7 @@ pub fn record_row(record: &Record, changed_at: u64, existed: bool) -> RecordRow 
 pub(crate) fn push_rejections<'a, DB>(
     q: &mut sqlx::QueryBuilder<'a, DB>,
     device: DeviceId,
-    rejections: &[(Rejection, Arc<str>)],
+    rejections: &[Refused],
     now: i64,
 ) where
     DB: sqlx::Database,
@@ -449,18 +561,27 @@ pub(crate) fn push_rejections<'a, DB>(
     String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     Option<String>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
 {
-    q.push("INSERT INTO rejections (device, seq, code, field, rule, message, message_vi, body, received_at) ");
-    q.push_values(rejections, |mut b, (r, body)| {
-        b.push_bind(device as i64)
-            .push_bind(r.seq as i64)
-            .push_bind(r.code.as_str().to_owned())
-            .push_bind(r.field.clone())
-            .push_bind(r.rule.clone())
-            .push_bind(r.message.clone())
-            .push_bind(r.message_vi.clone())
-            .push_bind(body.to_string())
-            .push_bind(now);
-    });
+    q.push("INSERT INTO rejections (device, seq, code, field, rule, message, message_vi, body, record, received_at) ");
+    q.push_values(
+        rejections,
+        |mut b,
+         Refused {
+             rejection: r,
+             body,
+             record,
+         }| {
+            b.push_bind(device as i64)
+                .push_bind(r.seq as i64)
+                .push_bind(r.code.as_str().to_owned())
+                .push_bind(r.field.clone())
+                .push_bind(r.rule.clone())
+                .push_bind(r.message.clone())
+                .push_bind(r.message_vi.clone())
+                .push_bind(body.to_string())
+                .push_bind(record.clone())
+                .push_bind(now);
+        },
+    );
 }
 
 /// Cuts rows into a page of at most `max_bytes` (at least one record) and `max_records`.

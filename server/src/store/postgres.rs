@@ -8,7 +8,7 @@
 //! INSERTed, never upserted, so two pushes creating the same record cannot overwrite each
 //! other: the loser fails with a unique violation and the whole push is retried.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,8 +20,9 @@ use crate::indicators::{Amount, CellKey};
 
 use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryRow};
 use super::{
-    communes_text, page, push_rejections, Device, DeviceSummary, EditLog, Lockout, NewUser, Pull,
-    RecordQuery, RecordRow, Result, StoreError, StoredRejection, SyncTx, User, WriteBatch,
+    communes_text, page, push_rejections, Device, DeviceSummary, EditLog, Lockout, LoggedPush,
+    NewUser, Pull, RecordQuery, RecordRow, Result, StoreError, StoredRejection, SyncTx, User,
+    WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -444,14 +445,44 @@ impl super::Store for PgStore {
     }
 
     async fn record_edits(&self, record: RecordId) -> Result<Vec<EditLog>> {
-        Ok(sqlx::query_as::<_, EditLog>(
-            "SELECT e.device, d.name AS device_name, e.seq, e.body, e.rejected, e.received_at
-             FROM edits e LEFT JOIN devices d ON d.id = e.device
-             WHERE e.record = $1 ORDER BY e.received_at, e.device, e.seq",
+        let id = record.to_string();
+        // One snapshot: the record's list of edits and the pushes that hold them.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let list: Option<String> = sqlx::query_scalar("SELECT edits FROM records WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let applied = super::applied_edits(list.as_deref().unwrap_or(""));
+        let mut pushes: Vec<LoggedPush> = Vec::new();
+        for &(device, seq) in &applied {
+            if pushes.iter().any(|p| p.holds(device, seq)) {
+                continue;
+            }
+            pushes.extend(
+                sqlx::query_as::<_, LoggedPush>(
+                    "SELECT p.device, d.name AS device_name, p.first_seq, p.last_seq, p.edits, p.received_at
+                     FROM pushes p LEFT JOIN devices d ON d.id = p.device
+                     WHERE p.device = $1 AND p.first_seq <= $2 ORDER BY p.first_seq DESC LIMIT 1",
+                )
+                .bind(device)
+                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await?,
+            );
+        }
+        let refused = sqlx::query_as::<_, EditLog>(
+            "SELECT j.device, d.name AS device_name, j.seq, j.body, TRUE AS rejected, j.received_at
+             FROM rejections j LEFT JOIN devices d ON d.id = j.device
+             WHERE j.record = $1 AND j.code <> 'seq_reused'",
         )
-        .bind(record.to_string())
-        .fetch_all(&self.pool)
-        .await?)
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        super::history(&applied, &pushes, refused)
     }
 
     async fn add_user(&self, user: &NewUser<'_>, now: i64) -> Result<User> {
@@ -645,6 +676,7 @@ struct RecordColumns<'a> {
     changed_at: Vec<i64>,
     conflicted: Vec<bool>,
     deleted: Vec<bool>,
+    edits: Vec<&'a str>,
 }
 
 impl<'a> RecordColumns<'a> {
@@ -660,6 +692,7 @@ impl<'a> RecordColumns<'a> {
             c.changed_at.push((first + row.changed_at) as i64);
             c.conflicted.push(row.conflicted);
             c.deleted.push(row.deleted);
+            c.edits.push(&row.edits);
         }
         c
     }
@@ -714,15 +747,26 @@ impl SyncTx for PgSyncTx {
         device: DeviceId,
         seqs: &[u64],
     ) -> Result<HashMap<u64, String>> {
-        let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
-        let rows = sqlx::query("SELECT seq, body FROM edits WHERE device = $1 AND seq = ANY($2)")
-            .bind(device as i64)
-            .bind(&seqs)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get::<i64, _>(0)? as u64, r.try_get(1)?)))
-            .collect()
+        let (Some(low), Some(high)) = (seqs.iter().min(), seqs.iter().max()) else {
+            return Ok(HashMap::new());
+        };
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT first_seq, edits FROM pushes
+             WHERE device = $1 AND first_seq <= $2 AND last_seq >= $3",
+        )
+        .bind(device as i64)
+        .bind(*high as i64)
+        .bind(*low as i64)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let wanted: HashSet<u64> = seqs.iter().copied().collect();
+        let mut out = HashMap::new();
+        for (first, edits) in rows {
+            out.extend(super::logged_edits(first as u64, &edits, |s| {
+                wanted.contains(&s)
+            })?);
+        }
+        Ok(out)
     }
 
     async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>> {
@@ -759,21 +803,16 @@ impl SyncTx for PgSyncTx {
     async fn write(&mut self, batch: &WriteBatch) -> Result<()> {
         // Everything that needs no change seq first: the counter row is locked from the
         // moment it is taken until commit, and every other push waits for it.
-        if !batch.edits.is_empty() {
-            let seqs: Vec<i64> = batch.edits.iter().map(|e| e.seq as i64).collect();
-            let records: Vec<&str> = batch.edits.iter().map(|e| e.record.as_str()).collect();
-            let bodies: Vec<&str> = batch.edits.iter().map(|e| &*e.body).collect();
-            let rejected: Vec<bool> = batch.edits.iter().map(|e| e.rejected).collect();
+        if let Some(log) = &batch.log {
             sqlx::query(
-                "INSERT INTO edits (device, seq, record, body, rejected, received_at)
-                 SELECT $1, seq, record, body, rejected, $6 FROM
-                 UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BOOL[]) AS v(seq, record, body, rejected)",
+                "INSERT INTO pushes (device, first_seq, last_seq, edits, refused, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(batch.device as i64)
-            .bind(&seqs)
-            .bind(&records)
-            .bind(&bodies)
-            .bind(&rejected)
+            .bind(log.first_seq as i64)
+            .bind(log.last_seq as i64)
+            .bind(&log.edits)
+            .bind(&log.refused)
             .bind(batch.now)
             .execute(&mut *self.tx)
             .await?;
@@ -809,10 +848,10 @@ impl SyncTx for PgSyncTx {
         if !new.is_empty() {
             let c = RecordColumns::new(new, first);
             sqlx::query(
-                "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at)
-                 SELECT id, form, version, commune, body, changed_at, conflicted, deleted, $9, $9 FROM
-                 UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::BOOL[], $8::BOOL[])
-                   AS v(id, form, version, commune, body, changed_at, conflicted, deleted)",
+                "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at, edits)
+                 SELECT id, form, version, commune, body, changed_at, conflicted, deleted, $9, $9, edits FROM
+                 UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::BOOL[], $8::BOOL[], $10::TEXT[])
+                   AS v(id, form, version, commune, body, changed_at, conflicted, deleted, edits)",
             )
             .bind(&c.id)
             .bind(&c.form)
@@ -823,6 +862,7 @@ impl SyncTx for PgSyncTx {
             .bind(&c.conflicted)
             .bind(&c.deleted)
             .bind(batch.now)
+            .bind(&c.edits)
             .execute(&mut *self.tx)
             .await?;
         }
@@ -830,9 +870,10 @@ impl SyncTx for PgSyncTx {
             let c = RecordColumns::new(old, first);
             sqlx::query(
                 "UPDATE records AS r SET version = v.version, commune = v.commune, body = v.body,
-                   changed_at = v.changed_at, conflicted = v.conflicted, deleted = v.deleted, updated_at = $8
-                 FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BOOL[], $7::BOOL[])
-                   AS v(id, version, commune, body, changed_at, conflicted, deleted)
+                   changed_at = v.changed_at, conflicted = v.conflicted, deleted = v.deleted, updated_at = $8,
+                   edits = r.edits || ',' || v.edits
+                 FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BOOL[], $7::BOOL[], $9::TEXT[])
+                   AS v(id, version, commune, body, changed_at, conflicted, deleted, edits)
                  WHERE r.id = v.id",
             )
             .bind(&c.id)
@@ -843,6 +884,7 @@ impl SyncTx for PgSyncTx {
             .bind(&c.conflicted)
             .bind(&c.deleted)
             .bind(batch.now)
+            .bind(&c.edits)
             .execute(&mut *self.tx)
             .await?;
         }

@@ -8,7 +8,7 @@
 //! file is read through a memory map (up to 1 GiB): a reader's cache starts cold after every
 //! write, and the map spares each pull a system call and a copy per page.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,8 +26,9 @@ use crate::indicators::{Amount, CellKey};
 
 use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryRow};
 use super::{
-    communes_text, page, push_rejections, Device, DeviceSummary, EditLog, Lockout, NewUser, Pull,
-    RecordQuery, RecordRow, Result, StoreError, StoredRejection, SyncTx, User, WriteBatch,
+    communes_text, page, push_rejections, Device, DeviceSummary, EditLog, Lockout, LoggedPush,
+    NewUser, Pull, RecordQuery, RecordRow, Result, StoreError, StoredRejection, SyncTx, User,
+    WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -830,14 +831,40 @@ impl super::Store for SqliteStore {
     }
 
     async fn record_edits(&self, record: RecordId) -> Result<Vec<EditLog>> {
-        Ok(sqlx::query_as::<_, EditLog>(
-            "SELECT e.device, d.name AS device_name, e.seq, e.body, e.rejected, e.received_at
-             FROM edits e LEFT JOIN devices d ON d.id = e.device
-             WHERE e.record = ? ORDER BY e.received_at, e.device, e.seq",
+        let id = record.to_string();
+        // One snapshot: the record's list of edits and the pushes that hold them.
+        let mut tx = self.reader.begin().await?;
+        let list: Option<String> = sqlx::query_scalar("SELECT edits FROM records WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let applied = super::applied_edits(list.as_deref().unwrap_or(""));
+        let mut pushes: Vec<LoggedPush> = Vec::new();
+        for &(device, seq) in &applied {
+            if pushes.iter().any(|p| p.holds(device, seq)) {
+                continue;
+            }
+            pushes.extend(
+                sqlx::query_as::<_, LoggedPush>(
+                    "SELECT p.device, d.name AS device_name, p.first_seq, p.last_seq, p.edits, p.received_at
+                     FROM pushes p LEFT JOIN devices d ON d.id = p.device
+                     WHERE p.device = ? AND p.first_seq <= ? ORDER BY p.first_seq DESC LIMIT 1",
+                )
+                .bind(device)
+                .bind(seq)
+                .fetch_optional(&mut *tx)
+                .await?,
+            );
+        }
+        let refused = sqlx::query_as::<_, EditLog>(
+            "SELECT j.device, d.name AS device_name, j.seq, j.body, 1 AS rejected, j.received_at
+             FROM rejections j LEFT JOIN devices d ON d.id = j.device
+             WHERE j.record = ? AND j.code <> 'seq_reused'",
         )
-        .bind(record.to_string())
-        .fetch_all(&self.reader)
-        .await?)
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await?;
+        super::history(&applied, &pushes, refused)
     }
 
     async fn add_user(&self, user: &NewUser<'_>, now: i64) -> Result<User> {
@@ -1011,7 +1038,7 @@ impl super::Store for SqliteStore {
 fn push_records(q: &mut QueryBuilder<'static, Sqlite>, rows: &[RecordRow], first: u64, now: i64) {
     for chunk in rows.chunks(CHUNK / 2) {
         q.push(
-            "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at) ",
+            "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at, edits) ",
         );
         q.push_values(chunk, |mut b, row| {
             b.push_bind(row.id.to_string())
@@ -1023,12 +1050,14 @@ fn push_records(q: &mut QueryBuilder<'static, Sqlite>, rows: &[RecordRow], first
                 .push_bind(row.conflicted)
                 .push_bind(row.deleted)
                 .push_bind(now)
-                .push_bind(now);
+                .push_bind(now)
+                .push_bind(row.edits.clone());
         });
         q.push(
             " ON CONFLICT (id) DO UPDATE SET version = excluded.version, commune = excluded.commune,
               body = excluded.body, changed_at = excluded.changed_at, conflicted = excluded.conflicted,
-              deleted = excluded.deleted, updated_at = excluded.updated_at; ",
+              deleted = excluded.deleted, updated_at = excluded.updated_at,
+              edits = records.edits || ',' || excluded.edits; ",
         );
     }
 }
@@ -1125,18 +1154,24 @@ impl SyncTx for SqliteSyncTx {
         device: DeviceId,
         seqs: &[u64],
     ) -> Result<HashMap<u64, String>> {
+        let (Some(low), Some(high)) = (seqs.iter().min(), seqs.iter().max()) else {
+            return Ok(HashMap::new());
+        };
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT first_seq, edits FROM pushes
+             WHERE device = ? AND first_seq <= ? AND last_seq >= ?",
+        )
+        .bind(device as i64)
+        .bind(*high as i64)
+        .bind(*low as i64)
+        .fetch_all(&mut **self.conn())
+        .await?;
+        let wanted: HashSet<u64> = seqs.iter().copied().collect();
         let mut out = HashMap::new();
-        for chunk in seqs.chunks(CHUNK) {
-            let mut q = QueryBuilder::new("SELECT seq, body FROM edits WHERE device = ");
-            q.push_bind(device as i64).push(" AND seq IN (");
-            let mut list = q.separated(", ");
-            for s in chunk {
-                list.push_bind(*s as i64);
-            }
-            q.push(")");
-            for row in q.build().fetch_all(&mut **self.conn()).await? {
-                out.insert(row.try_get::<i64, _>(0)? as u64, row.try_get(1)?);
-            }
+        for (first, edits) in rows {
+            out.extend(super::logged_edits(first as u64, &edits, |s| {
+                wanted.contains(&s)
+            })?);
         }
         Ok(out)
     }
@@ -1189,17 +1224,20 @@ impl SyncTx for SqliteSyncTx {
         }
         let mut q = QueryBuilder::new("");
         push_records(&mut q, &batch.records, first, batch.now);
-        for chunk in batch.edits.chunks(CHUNK) {
-            q.push("INSERT INTO edits (device, seq, record, body, rejected, received_at) ");
-            q.push_values(chunk, |mut b, e| {
-                b.push_bind(batch.device as i64)
-                    .push_bind(e.seq as i64)
-                    .push_bind(e.record.clone())
-                    .push_bind(e.body.to_string())
-                    .push_bind(e.rejected)
-                    .push_bind(batch.now);
-            });
-            q.push("; ");
+        if let Some(log) = &batch.log {
+            q.push("INSERT INTO pushes (device, first_seq, last_seq, edits, refused, received_at) VALUES (")
+                .push_bind(batch.device as i64)
+                .push(", ")
+                .push_bind(log.first_seq as i64)
+                .push(", ")
+                .push_bind(log.last_seq as i64)
+                .push(", ")
+                .push_bind(log.edits.clone())
+                .push(", ")
+                .push_bind(log.refused.clone())
+                .push(", ")
+                .push_bind(batch.now)
+                .push("); ");
         }
         for chunk in batch.rejections.chunks(CHUNK) {
             push_rejections(&mut q, batch.device, chunk, batch.now);
