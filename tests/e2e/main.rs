@@ -2,6 +2,7 @@
 //! runs on SQLite and on PostgreSQL (`MAM_TEST_DATABASE_URL`).
 
 mod browser;
+mod edit_log;
 mod forms;
 mod harness;
 mod indicators;
@@ -11,6 +12,7 @@ mod phone_app;
 use std::io::Write;
 use std::time::Duration;
 
+use edit_log::an_earlier_edit_log_is_carried_over;
 use forms::{
     commune_must_exist_on_the_collection_date, derived_fields_follow_the_edits,
     invalid_values_are_refused_in_both_languages_and_kept, phones_fetch_forms_by_manifest_and_etag,
@@ -67,6 +69,7 @@ both_backends!(
     xlsform_imports_the_common_subset_and_names_the_rest,
     indicators_follow_every_edit_and_equal_a_rebuild,
     office_accounts_are_scoped_and_guarded,
+    an_earlier_edit_log_is_carried_over,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
