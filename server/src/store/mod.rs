@@ -320,9 +320,64 @@ impl LoggedPush {
     }
 }
 
-/// A record's history: its applied edits, out of the pushes that hold them, and the edits
-/// refused on it, in the order they arrived.
-pub(crate) fn history(
+/// A record's history, read on `conn` (one snapshot, for either backend; `mark` spells the
+/// backend's n-th bind placeholder): its applied edits, out of the pushes that hold them, and
+/// the edits refused on it, in the order they arrived.
+pub(crate) async fn read_history<DB>(
+    conn: &mut DB::Connection,
+    record: RecordId,
+    mark: fn(usize) -> String,
+) -> Result<Vec<EditLog>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (String,): sqlx::FromRow<'r, DB::Row>,
+    for<'r> LoggedPush: sqlx::FromRow<'r, DB::Row>,
+    for<'r> EditLog: sqlx::FromRow<'r, DB::Row>,
+{
+    let id = record.to_string();
+    let sql = format!("SELECT edits FROM records WHERE id = {}", mark(1));
+    let list: Option<(String,)> = sqlx::query_as(&sql)
+        .bind(id.clone())
+        .fetch_optional(&mut *conn)
+        .await?;
+    let applied = applied_edits(list.as_ref().map_or("", |(l,)| l.as_str()));
+    let sql = format!(
+        "SELECT p.device, d.name AS device_name, p.first_seq, p.last_seq, p.edits, p.received_at
+         FROM pushes p LEFT JOIN devices d ON d.id = p.device
+         WHERE p.device = {} AND p.first_seq <= {} ORDER BY p.first_seq DESC LIMIT 1",
+        mark(1),
+        mark(2)
+    );
+    let mut pushes: Vec<LoggedPush> = Vec::new();
+    for &(device, seq) in &applied {
+        if !pushes.iter().any(|p| p.holds(device, seq)) {
+            pushes.extend(
+                sqlx::query_as(&sql)
+                    .bind(device)
+                    .bind(seq)
+                    .fetch_optional(&mut *conn)
+                    .await?,
+            );
+        }
+    }
+    // A refused edit under a reused seq is another edit than the one logged under it. (The
+    // comparison, always true here, is how both backends spell a boolean column.)
+    let sql = format!(
+        "SELECT j.device, d.name AS device_name, j.seq, j.body, j.code <> 'seq_reused' AS rejected,
+                j.received_at
+         FROM rejections j LEFT JOIN devices d ON d.id = j.device
+         WHERE j.code <> 'seq_reused' AND j.record = {}",
+        mark(1)
+    );
+    let refused: Vec<EditLog> = sqlx::query_as(&sql).bind(id).fetch_all(&mut *conn).await?;
+    history(&applied, &pushes, refused)
+}
+
+fn history(
     applied: &[(i64, i64)],
     pushes: &[LoggedPush],
     mut refused: Vec<EditLog>,

@@ -26,9 +26,8 @@ use crate::indicators::{Amount, CellKey};
 
 use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryRow};
 use super::{
-    communes_text, page, push_rejections, Device, DeviceSummary, EditLog, Lockout, LoggedPush,
-    NewUser, Pull, RecordQuery, RecordRow, Result, StoreError, StoredRejection, SyncTx, User,
-    WriteBatch,
+    communes_text, page, push_rejections, Device, DeviceSummary, EditLog, Lockout, NewUser, Pull,
+    RecordQuery, RecordRow, Result, StoreError, StoredRejection, SyncTx, User, WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -831,40 +830,8 @@ impl super::Store for SqliteStore {
     }
 
     async fn record_edits(&self, record: RecordId) -> Result<Vec<EditLog>> {
-        let id = record.to_string();
-        // One snapshot: the record's list of edits and the pushes that hold them.
         let mut tx = self.reader.begin().await?;
-        let list: Option<String> = sqlx::query_scalar("SELECT edits FROM records WHERE id = ?")
-            .bind(&id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let applied = super::applied_edits(list.as_deref().unwrap_or(""));
-        let mut pushes: Vec<LoggedPush> = Vec::new();
-        for &(device, seq) in &applied {
-            if pushes.iter().any(|p| p.holds(device, seq)) {
-                continue;
-            }
-            pushes.extend(
-                sqlx::query_as::<_, LoggedPush>(
-                    "SELECT p.device, d.name AS device_name, p.first_seq, p.last_seq, p.edits, p.received_at
-                     FROM pushes p LEFT JOIN devices d ON d.id = p.device
-                     WHERE p.device = ? AND p.first_seq <= ? ORDER BY p.first_seq DESC LIMIT 1",
-                )
-                .bind(device)
-                .bind(seq)
-                .fetch_optional(&mut *tx)
-                .await?,
-            );
-        }
-        let refused = sqlx::query_as::<_, EditLog>(
-            "SELECT j.device, d.name AS device_name, j.seq, j.body, 1 AS rejected, j.received_at
-             FROM rejections j LEFT JOIN devices d ON d.id = j.device
-             WHERE j.record = ? AND j.code <> 'seq_reused'",
-        )
-        .bind(&id)
-        .fetch_all(&mut *tx)
-        .await?;
-        super::history(&applied, &pushes, refused)
+        super::read_history::<Sqlite>(&mut tx, record, |_| "?".to_owned()).await
     }
 
     async fn add_user(&self, user: &NewUser<'_>, now: i64) -> Result<User> {
