@@ -8,7 +8,7 @@
 pub mod postgres;
 pub mod sqlite;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -291,6 +291,19 @@ pub(crate) fn logged_edits(
         .filter(|(_, seq)| wanted(*seq))
         .map(|(text, seq)| (seq, text.get().to_owned()))
         .collect())
+}
+
+/// The edits with these seqs out of logged pushes, given as (`first_seq`, `edits`) rows.
+pub(crate) fn edits_in_pushes(
+    pushes: Vec<(i64, String)>,
+    seqs: &[u64],
+) -> Result<HashMap<u64, String>> {
+    let wanted: HashSet<u64> = seqs.iter().copied().collect();
+    let mut out = HashMap::new();
+    for (first, edits) in pushes {
+        out.extend(logged_edits(first as u64, &edits, |s| wanted.contains(&s))?);
+    }
+    Ok(out)
 }
 
 /// The (device, seq) of each edit applied to a record, from its `edits` column.

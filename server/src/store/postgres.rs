@@ -8,7 +8,7 @@
 //! INSERTed, never upserted, so two pushes creating the same record cannot overwrite each
 //! other: the loser fails with a unique violation and the whole push is retried.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -727,14 +727,7 @@ impl SyncTx for PgSyncTx {
         .bind(*low as i64)
         .fetch_all(&mut *self.tx)
         .await?;
-        let wanted: HashSet<u64> = seqs.iter().copied().collect();
-        let mut out = HashMap::new();
-        for (first, edits) in rows {
-            out.extend(super::logged_edits(first as u64, &edits, |s| {
-                wanted.contains(&s)
-            })?);
-        }
-        Ok(out)
+        super::edits_in_pushes(rows, seqs)
     }
 
     async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>> {

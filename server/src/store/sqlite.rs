@@ -8,7 +8,7 @@
 //! file is read through a memory map (up to 1 GiB): a reader's cache starts cold after every
 //! write, and the map spares each pull a system call and a copy per page.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1133,14 +1133,7 @@ impl SyncTx for SqliteSyncTx {
         .bind(*low as i64)
         .fetch_all(&mut **self.conn())
         .await?;
-        let wanted: HashSet<u64> = seqs.iter().copied().collect();
-        let mut out = HashMap::new();
-        for (first, edits) in rows {
-            out.extend(super::logged_edits(first as u64, &edits, |s| {
-                wanted.contains(&s)
-            })?);
-        }
-        Ok(out)
+        super::edits_in_pushes(rows, seqs)
     }
 
     async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>> {
