@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use sync_protocol::{Client, CommuneCode, EnrollResponse, Form, Record, RecordId};
+use sync_protocol::{Client, CommuneCode, EnrollResponse, Form, Record, RecordId, SyncResponse};
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
@@ -51,10 +51,40 @@ fn values(n: usize) -> Vec<(String, Value)> {
 /// What a simulated phone reads of a response: records are skipped, not built.
 #[derive(serde::Deserialize)]
 struct Reply {
+    acked_through: u64,
     rejected: Vec<sync_protocol::Rejection>,
     cursor: u64,
     more: bool,
     records: Vec<serde::de::IgnoredAny>,
+}
+
+/// One half of a round: how fast, and at what CPU cost.
+struct Half {
+    rate: f64,
+    secs: f64,
+    cpu_per_record: Option<f64>,
+}
+
+impl Half {
+    fn measured(records: usize, started: Instant, cpu_before: Option<f64>) -> Self {
+        let secs = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds()
+            .zip(cpu_before)
+            .map(|(after, before)| (after - before) * 1e6 / records as f64);
+        Half {
+            rate: records as f64 / secs,
+            secs,
+            cpu_per_record: cpu,
+        }
+    }
+}
+
+/// A simulated phone of the bench: its token and its state machine, kept across rounds.
+struct BenchPhone {
+    token: String,
+    client: Client,
+    commune: CommuneCode,
+    cursor: u64,
 }
 
 pub async fn ingest(
@@ -62,6 +92,7 @@ pub async fn ingest(
     phones: usize,
     records: usize,
     batch: usize,
+    rounds: usize,
 ) -> anyhow::Result<()> {
     let scratch =
         std::env::temp_dir().join(format!("mam-bench-{}-{}", std::process::id(), now_ms()));
@@ -100,39 +131,9 @@ pub async fn ingest(
         .take(phones)
         .map(|c| CommuneCode::parse(c.as_str()).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<_>>()?;
-    let commune = |p: usize| communes[p % communes.len()].clone();
-    // (a) The ceiling: whole records upserted in batches, no sync logic.
     let form = bench_form();
-    let mut rows = Vec::with_capacity(records);
-    for n in 0..records {
-        let mut phone = Client::new(1);
-        let id = RecordId::new_v7();
-        let v = values(n);
-        phone.create(
-            id,
-            &form.id,
-            1,
-            &commune(n % phones),
-            v.iter().map(|(k, v)| (k.as_str(), v.clone())),
-        );
-        let record: Record = phone.view(id).expect("created");
-        rows.push(record_row(&record, n as u64 + 1, false));
-    }
-    let started = Instant::now();
-    let cpu_before = cpu_seconds();
-    for chunk in rows.chunks(batch) {
-        store.bench_upsert(chunk).await?;
-    }
-    let raw_secs = started.elapsed().as_secs_f64();
-    let raw_cpu = cpu_seconds()
-        .zip(cpu_before)
-        .map(|(after, before)| after - before);
-    let raw_rate = records as f64 / raw_secs;
-    drop(rows);
-    // (b) starts from the same empty store, and its phones do not pull the records of (a).
-    store.bench_clear().await?;
 
-    // (b) The same volume through /v1/sync over loopback.
+    // The server of (b), and its phones, enrolled once.
     let mut forms = FormRegistry::default();
     forms.add(form.clone())?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -143,139 +144,221 @@ pub async fn ingest(
         let _ = stopped.await;
     }));
     let http = reqwest::Client::builder().no_gzip().build()?;
-    let base = format!("http://{addr}");
-    let mut tokens = Vec::new();
-    for p in 0..phones {
+    let url = format!("http://{addr}/v1/sync");
+    let mut bench_phones = Vec::new();
+    for (p, commune) in communes.iter().enumerate() {
         let code = auth::new_code();
         store
             .add_device(
                 &format!("bench phone {p}"),
-                &[commune(p)],
+                std::slice::from_ref(commune),
                 &auth::code_hash(&code),
                 now_ms() + 3_600_000,
                 now_ms(),
             )
             .await?;
         let enrolled: EnrollResponse = http
-            .post(format!("{base}/v1/enroll"))
+            .post(format!("http://{addr}/v1/enroll"))
             .json(&json!({ "code": code }))
             .send()
             .await?
             .error_for_status()?
             .json()
             .await?;
-        tokens.push(enrolled);
+        bench_phones.push(BenchPhone {
+            token: enrolled.token,
+            client: Client::new(enrolled.device).with_limits(records.div_ceil(phones).max(1), 0),
+            commune: commune.clone(),
+            cursor: 0,
+        });
     }
-    // The phones are other machines in real life: their work (making edits, encoding JSON,
-    // reading responses) is done before the clock starts or kept to a minimum, so the figure
-    // is the server's. Each push is made by the client state machine and encoded up front.
-    let per_phone = records.div_ceil(phones);
-    let mut prepared = Vec::new();
-    for (p, enrolled) in tokens.into_iter().enumerate() {
-        let count = per_phone.min(records.saturating_sub(p * per_phone));
-        let mut phone = Client::new(enrolled.device).with_limits(count.max(1), 0);
-        for n in 0..count {
-            let v = values(p * per_phone + n);
-            phone.create(
-                RecordId::new_v7(),
-                &form.id,
-                1,
-                &commune(p),
-                v.iter().map(|(k, v)| (k.as_str(), v.clone())),
+
+    let mut ratios = Vec::new();
+    let mut all_latencies = Vec::new();
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("round {round} of {rounds}:");
+        }
+        // (a) The ceiling: whole records upserted in batches, no sync logic.
+        let rows: Vec<_> = (0..records)
+            .map(|n| {
+                let mut phone = Client::new(1);
+                let id = RecordId::new_v7();
+                let v = values(n);
+                phone.create(
+                    id,
+                    &form.id,
+                    1,
+                    &communes[n % phones],
+                    v.iter().map(|(k, v)| (k.as_str(), v.clone())),
+                );
+                let record: Record = phone.view(id).expect("created");
+                record_row(&record, n as u64 + 1, false)
+            })
+            .collect();
+        let started = Instant::now();
+        let cpu_before = cpu_seconds();
+        for chunk in rows.chunks(batch) {
+            store.bench_upsert(chunk).await?;
+        }
+        let raw = Half::measured(records, started, cpu_before);
+        drop(rows);
+        // (b) starts from the same empty store, and its phones do not pull the records of (a).
+        store.bench_clear().await?;
+
+        // (b) The same volume through /v1/sync over loopback. The phones are other machines in
+        // real life: their work (making edits, encoding JSON, reading responses) is done before
+        // the clock starts or kept to a minimum, so the figure is the server's. Each push is
+        // made by the client state machine and encoded up front.
+        let per_phone = records.div_ceil(phones);
+        let mut prepared = Vec::new();
+        for (p, phone) in bench_phones.iter_mut().enumerate() {
+            let count = per_phone.min(records.saturating_sub(p * per_phone));
+            for n in 0..count {
+                let v = values(p * per_phone + n);
+                phone.client.create(
+                    RecordId::new_v7(),
+                    &form.id,
+                    1,
+                    &phone.commune,
+                    v.iter().map(|(k, v)| (k.as_str(), v.clone())),
+                );
+            }
+            let pushes: Vec<String> = phone
+                .client
+                .sync_request()
+                .push
+                .chunks(batch)
+                .map(|chunk| serde_json::to_string(chunk).expect("edits encode"))
+                .collect();
+            prepared.push((phone.token.clone(), phone.cursor, pushes));
+        }
+        let started = Instant::now();
+        let cpu_before = cpu_seconds();
+        let mut tasks = Vec::new();
+        for (token, cursor, pushes) in prepared {
+            tasks.push(tokio::spawn(sync_phone(
+                http.clone(),
+                url.clone(),
+                token,
+                cursor,
+                pushes,
+            )));
+        }
+        let mut latencies: Vec<Duration> = Vec::new();
+        let mut pulled = 0;
+        for (task, phone) in tasks.into_iter().zip(&mut bench_phones) {
+            let (times, records, cursor, acked) = task.await.context("phone task panicked")??;
+            latencies.extend(times);
+            pulled += records;
+            phone.cursor = cursor;
+            // The phone's edits are consumed: the next round pushes only its new ones.
+            phone.client.apply_response(&SyncResponse {
+                protocol: sync_protocol::PROTOCOL_VERSION,
+                acked_through: acked,
+                rejected: vec![],
+                records: vec![],
+                evicted: vec![],
+                cursor,
+                more: false,
+                forms: Default::default(),
+            });
+        }
+        let sync = Half::measured(records, started, cpu_before);
+        store.bench_clear().await?;
+
+        latencies.sort();
+        let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "(a) raw batched upserts: {:>9.0} records/s ({:.2} s)",
+            raw.rate, raw.secs
+        );
+        println!(
+            "(b) through /v1/sync:    {:>9.0} records/s ({:.2} s, {} requests, {pulled} records pulled back)",
+            sync.rate,
+            sync.secs,
+            latencies.len()
+        );
+        println!("ratio (b)/(a): {:.0} %", 100.0 * sync.rate / raw.rate);
+        if let (Some(raw), Some(sync)) = (raw.cpu_per_record, sync.cpu_per_record) {
+            println!(
+                "CPU per record (every thread of this process, phones included): (a) {raw:.1} µs, (b) {sync:.1} µs"
             );
         }
-        let pushes: Vec<String> = phone
-            .sync_request()
-            .push
-            .chunks(batch)
-            .map(|chunk| serde_json::to_string(chunk).expect("edits encode"))
-            .collect();
-        prepared.push((enrolled.token, pushes));
-    }
-    let started = Instant::now();
-    let cpu_before = cpu_seconds();
-    let mut tasks = Vec::new();
-    for (token, pushes) in prepared {
-        let http = http.clone();
-        let url = format!("{base}/v1/sync");
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut pulled = 0;
-            let mut cursor = 0;
-            let mut pushes = pushes.into_iter();
-            loop {
-                let push = pushes.next();
-                let body = format!(
-                    "{{\"protocol\":1,\"cursor\":{cursor},\"max_bytes\":1048576,\"push\":{}}}",
-                    push.as_deref().unwrap_or("[]")
-                );
-                let t = Instant::now();
-                let response = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .bytes()
-                    .await?;
-                latencies.push(t.elapsed());
-                let reply: Reply = serde_json::from_slice(&response)?;
-                if !reply.rejected.is_empty() {
-                    anyhow::bail!("bench edits were refused: {:?}", reply.rejected[0]);
-                }
-                cursor = reply.cursor;
-                pulled += reply.records.len();
-                if push.is_none() && !reply.more {
-                    break;
-                }
-            }
-            anyhow::Ok((latencies, pulled))
-        }));
-    }
-    let mut latencies: Vec<Duration> = Vec::new();
-    let mut pulled = 0;
-    for task in tasks {
-        let (times, records) = task.await.context("phone task panicked")??;
-        latencies.extend(times);
-        pulled += records;
-    }
-    let sync_secs = started.elapsed().as_secs_f64();
-    let sync_cpu = cpu_seconds()
-        .zip(cpu_before)
-        .map(|(after, before)| after - before);
-    let sync_rate = records as f64 / sync_secs;
-    let _ = stop.send(());
-    let _ = server.await;
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-
-    println!("(a) raw batched upserts: {raw_rate:>9.0} records/s ({raw_secs:.2} s)");
-    println!(
-        "(b) through /v1/sync:    {sync_rate:>9.0} records/s ({sync_secs:.2} s, {} requests, {pulled} records pulled back)",
-        latencies.len()
-    );
-    println!("ratio (b)/(a): {:.0} %", 100.0 * sync_rate / raw_rate);
-    if let (Some(raw), Some(sync)) = (raw_cpu, sync_cpu) {
-        let per_record = |secs: f64| secs * 1e6 / records as f64;
         println!(
-            "CPU per record (every thread of this process, phones included): (a) {:.1} µs, (b) {:.1} µs",
-            per_record(raw),
-            per_record(sync)
+            "sync latency: p50 {:.1} ms, p99 {:.1} ms",
+            ms(pct(0.5)),
+            ms(pct(0.99))
+        );
+        ratios.push(sync.rate / raw.rate);
+        all_latencies.extend(latencies);
+    }
+    if rounds > 1 {
+        ratios.sort_by(f64::total_cmp);
+        all_latencies.sort();
+        let pct = |p: f64| {
+            all_latencies[((all_latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64()
+                * 1000.0
+        };
+        println!(
+            "over {rounds} rounds: ratio (b)/(a) median {:.0} % (lowest {:.0} %, highest {:.0} %); sync latency p50 {:.1} ms, p99 {:.1} ms",
+            100.0 * ratios[ratios.len() / 2],
+            100.0 * ratios[0],
+            100.0 * ratios[ratios.len() - 1],
+            pct(0.5),
+            pct(0.99)
         );
     }
-    println!(
-        "sync latency: p50 {:.1} ms, p99 {:.1} ms",
-        ms(pct(0.5)),
-        ms(pct(0.99))
-    );
+    let _ = stop.send(());
+    let _ = server.await;
     drop(store);
     if scratch.exists() {
         let _ = std::fs::remove_dir_all(&scratch);
     }
     Ok(())
+}
+
+/// One simulated phone's syncs: its pushes in turn, then pulls until nothing is left. Returns
+/// the latency of each request, the records pulled, the last cursor and the seq acknowledged.
+async fn sync_phone(
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    mut cursor: u64,
+    pushes: Vec<String>,
+) -> anyhow::Result<(Vec<Duration>, usize, u64, u64)> {
+    let mut latencies = Vec::new();
+    let mut pulled = 0;
+    let mut pushes = pushes.into_iter();
+    loop {
+        let push = pushes.next();
+        let body = format!(
+            "{{\"protocol\":1,\"cursor\":{cursor},\"max_bytes\":1048576,\"push\":{}}}",
+            push.as_deref().unwrap_or("[]")
+        );
+        let t = Instant::now();
+        let response = http
+            .post(&url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        latencies.push(t.elapsed());
+        let reply: Reply = serde_json::from_slice(&response)?;
+        if !reply.rejected.is_empty() {
+            anyhow::bail!("bench edits were refused: {:?}", reply.rejected[0]);
+        }
+        cursor = reply.cursor;
+        pulled += reply.records.len();
+        if push.is_none() && !reply.more {
+            return Ok((latencies, pulled, cursor, reply.acked_through));
+        }
+    }
 }
 
 /// CPU time (user and system) of every thread of this process so far, where Linux tells it.

@@ -308,6 +308,10 @@ pub enum BenchCommand {
         /// Records per batch (per upsert, per sync request).
         #[arg(long, default_value_t = 250)]
         batch: usize,
+        /// Rounds of (a) then (b), each on an emptied store; with more than one, the median
+        /// ratio is printed too (a machine's speed drifts: rounds pair close measurements).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// The indicator tables: full rebuild time, and their extra cost per edit.
     Indicators {
@@ -644,10 +648,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     phones,
                     records,
                     batch,
+                    rounds,
                 },
         } => {
             let settings = command_settings(config, &db)?;
-            bench::ingest(settings, phones.max(1), records.max(1), batch.max(1)).await
+            let (phones, records, batch) = (phones.max(1), records.max(1), batch.max(1));
+            bench::ingest(settings, phones, records, batch, rounds.max(1)).await
         }
     }
 }

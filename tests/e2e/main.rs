@@ -70,6 +70,7 @@ both_backends!(
     indicators_follow_every_edit_and_equal_a_rebuild,
     office_accounts_are_scoped_and_guarded,
     an_earlier_edit_log_is_carried_over,
+    bench_ingest_runs_in_rounds,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -736,4 +737,38 @@ async fn sigterm_drains_in_flight_syncs(db: Database) {
     let response: SyncResponse = response.json().await.unwrap();
     assert_eq!(response.acked_through, 3000);
     assert!(server.wait().success(), "mam exits cleanly on SIGTERM");
+}
+
+/// `mam bench ingest` in rounds: each round writes the records raw, then pushes the same
+/// number through `/v1/sync` from the phones, which pull every one of them back.
+pub async fn bench_ingest_runs_in_rounds(db: Database) {
+    let mut args = vec![
+        "bench",
+        "ingest",
+        "--records",
+        "300",
+        "--phones",
+        "2",
+        "--batch",
+        "50",
+        "--rounds",
+        "2",
+    ];
+    args.extend(db.args.iter().map(String::as_str));
+    let out = harness::mam().args(&args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.matches("8 requests, 300 records pulled back").count(),
+        2,
+        "each round, each phone pushes 3 batches, syncs once more, and pulls its records back:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("over 2 rounds: ratio (b)/(a) median"),
+        "{stdout}"
+    );
 }
