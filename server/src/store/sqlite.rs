@@ -293,6 +293,39 @@ impl Wal {
     }
 }
 
+impl GroupCommit {
+    /// Commit the open group if no push is queued to join it (the last of a burst commits for
+    /// all), flush it, and answer its pushes. Runs in a task of its own, never in a request's
+    /// future: a request cancelled mid-way must not leave the group open, its pushes
+    /// unanswered, or a flush begun and never finished, which would stall every later push
+    /// and pull.
+    fn close_if_idle(self: &Arc<Self>, mut state: OwnedMutexGuard<GroupState>) {
+        let group = self.clone();
+        tokio::spawn(async move {
+            if group.queued.load(Ordering::SeqCst) == 0 {
+                let flush = state.finish(group.wal.as_ref()).await;
+                drop(state);
+                flush.complete().await;
+            }
+        });
+    }
+
+    /// Undo a push that ends without committing, back to its savepoint; the pushes before it
+    /// in the group stay. If even that fails, the group is given up.
+    async fn undo_push(&self, state: &mut GroupState) {
+        if let Some(conn) = state.conn.as_mut() {
+            let undone = sqlx::query("ROLLBACK TO push; RELEASE push")
+                .execute(&mut **conn)
+                .await
+                .is_ok();
+            if !undone {
+                // The transaction itself is broken: nothing in it may be committed.
+                state.abandon(self.wal.as_ref());
+            }
+        }
+    }
+}
+
 /// Counts a push as queued until it holds the writer; if it gives up first (its request was
 /// cancelled), it makes sure the pushes that left the commit to it are not left waiting.
 struct Queued {
@@ -315,12 +348,8 @@ impl Drop for Queued {
         if self.group.queued.fetch_sub(1, Ordering::SeqCst) == 1 && !self.holding {
             let group = self.group.clone();
             tokio::spawn(async move {
-                let mut state = group.state.lock().await;
-                if group.queued.load(Ordering::SeqCst) == 0 {
-                    let flush = state.finish(group.wal.as_ref()).await;
-                    drop(state);
-                    flush.complete().await;
-                }
+                let state = group.state.clone().lock_owned().await;
+                group.close_if_idle(state);
             });
         }
     }
@@ -518,11 +547,7 @@ impl super::Store for SqliteStore {
         .await;
         if let Err(e) = opened {
             // Pushes that left the commit to this one must not be left waiting.
-            if self.group.queued.load(Ordering::SeqCst) == 0 {
-                let flush = state.finish(self.group.wal.as_ref()).await;
-                drop(state);
-                flush.complete().await;
-            }
+            self.group.close_if_idle(state);
             return Err(e);
         }
         Ok(Box::new(SqliteSyncTx {
@@ -1083,21 +1108,8 @@ impl Drop for SqliteSyncTx {
         };
         let group = self.group.clone();
         tokio::spawn(async move {
-            if let Some(conn) = state.conn.as_mut() {
-                let undone = sqlx::query("ROLLBACK TO push; RELEASE push")
-                    .execute(&mut **conn)
-                    .await
-                    .is_ok();
-                if !undone {
-                    // The transaction itself is broken: nothing in it may be committed.
-                    state.abandon(group.wal.as_ref());
-                }
-            }
-            if group.queued.load(Ordering::SeqCst) == 0 {
-                let flush = state.finish(group.wal.as_ref()).await;
-                drop(state);
-                flush.complete().await;
-            }
+            group.undo_push(&mut state).await;
+            group.close_if_idle(state);
         });
     }
 }
@@ -1233,18 +1245,23 @@ impl SyncTx for SqliteSyncTx {
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
         let mut state = self.state.take().expect("a push commits once");
-        sqlx::query("RELEASE push")
-            .execute(&mut **state.conn())
-            .await?;
+        let group = self.group.clone();
         let (done, outcome) = oneshot::channel();
-        state.waiters.push(done);
-        if self.group.queued.load(Ordering::SeqCst) == 0 {
-            let flush = state.finish(self.group.wal.as_ref()).await;
-            drop(state);
-            flush.complete().await;
-        } else {
-            drop(state);
-        }
+        // From here on the push's end runs in a task of its own, so that a request cancelled
+        // while it waits for the commit leaves neither the group nor the flush half done.
+        tokio::spawn(async move {
+            match sqlx::query("RELEASE push")
+                .execute(&mut **state.conn())
+                .await
+            {
+                Ok(_) => state.waiters.push(done),
+                Err(e) => {
+                    group.undo_push(&mut state).await;
+                    let _ = done.send(Err(e.to_string()));
+                }
+            }
+            group.close_if_idle(state);
+        });
         match outcome.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StoreError::Other(format!("group commit failed: {e}"))),
