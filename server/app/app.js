@@ -90,14 +90,18 @@ async function persist(changed = [], evicted = []) {
 // Talking to the server
 
 async function api(path, body) {
+  const payload = body ? JSON.stringify(body) : undefined;
   const res = await fetch(path, {
     method: body ? "POST" : "GET",
     headers: {
       ...(body ? { "content-type": "application/json" } : {}),
       ...(auth ? { authorization: `Bearer ${auth.token}` } : {}),
     },
-    body: body ? JSON.stringify(body) : undefined,
+    body: payload,
     cache: "no-store",
+    // A request left hanging (as one can be when the network drops and comes back) is given
+    // up, and the sync retries: after 15 s, plus the time its body takes at 32 kbit/s.
+    signal: AbortSignal.timeout(15000 + Math.ceil((payload ? payload.length : 0) / 4000) * 1000),
   });
   const text = await res.text();
   let json = null;
