@@ -84,7 +84,6 @@ struct BenchPhone {
     token: String,
     client: Client,
     commune: CommuneCode,
-    cursor: u64,
 }
 
 pub async fn ingest(
@@ -169,7 +168,6 @@ pub async fn ingest(
             token: enrolled.token,
             client: Client::new(enrolled.device).with_limits(records.div_ceil(phones).max(1), 0),
             commune: commune.clone(),
-            cursor: 0,
         });
     }
 
@@ -231,7 +229,7 @@ pub async fn ingest(
                 .chunks(batch)
                 .map(|chunk| serde_json::to_string(chunk).expect("edits encode"))
                 .collect();
-            prepared.push((phone.token.clone(), phone.cursor, pushes));
+            prepared.push((phone.token.clone(), phone.client.cursor(), pushes));
         }
         let started = Instant::now();
         let cpu_before = cpu_seconds();
@@ -251,7 +249,6 @@ pub async fn ingest(
             let (times, records, cursor, acked) = task.await.context("phone task panicked")??;
             latencies.extend(times);
             pulled += records;
-            phone.cursor = cursor;
             // The phone's edits are consumed: the next round pushes only its new ones.
             phone.client.apply_response(&SyncResponse {
                 protocol: sync_protocol::PROTOCOL_VERSION,
@@ -268,8 +265,6 @@ pub async fn ingest(
         store.bench_clear().await?;
 
         latencies.sort();
-        let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!(
             "(a) raw batched upserts: {:>9.0} records/s ({:.2} s)",
             raw.rate, raw.secs
@@ -288,8 +283,8 @@ pub async fn ingest(
         }
         println!(
             "sync latency: p50 {:.1} ms, p99 {:.1} ms",
-            ms(pct(0.5)),
-            ms(pct(0.99))
+            percentile_ms(&latencies, 0.5),
+            percentile_ms(&latencies, 0.99)
         );
         ratios.push(sync.rate / raw.rate);
         all_latencies.extend(latencies);
@@ -297,17 +292,13 @@ pub async fn ingest(
     if rounds > 1 {
         ratios.sort_by(f64::total_cmp);
         all_latencies.sort();
-        let pct = |p: f64| {
-            all_latencies[((all_latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64()
-                * 1000.0
-        };
         println!(
             "over {rounds} rounds: ratio (b)/(a) median {:.0} % (lowest {:.0} %, highest {:.0} %); sync latency p50 {:.1} ms, p99 {:.1} ms",
             100.0 * ratios[ratios.len() / 2],
             100.0 * ratios[0],
             100.0 * ratios[ratios.len() - 1],
-            pct(0.5),
-            pct(0.99)
+            percentile_ms(&all_latencies, 0.5),
+            percentile_ms(&all_latencies, 0.99)
         );
     }
     let _ = stop.send(());
@@ -359,6 +350,11 @@ async fn sync_phone(
             return Ok((latencies, pulled, cursor, reply.acked_through));
         }
     }
+}
+
+/// The `p` quantile of sorted durations, in milliseconds.
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
 }
 
 /// CPU time (user and system) of every thread of this process so far, where Linux tells it.
@@ -553,12 +549,10 @@ pub async fn indicators(
             without.push(took)
         }
     }
-    let pct = |v: &mut Vec<Duration>, p: f64| {
-        v.sort();
-        v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
-    };
-    let (w50, w99) = (pct(&mut with, 0.5), pct(&mut with, 0.99));
-    let (o50, o99) = (pct(&mut without, 0.5), pct(&mut without, 0.99));
+    with.sort();
+    without.sort();
+    let (w50, w99) = (percentile_ms(&with, 0.5), percentile_ms(&with, 0.99));
+    let (o50, o99) = (percentile_ms(&without, 0.5), percentile_ms(&without, 0.99));
     println!("edit with tables kept current:    p50 {w50:.2} ms, p99 {w99:.2} ms");
     println!("edit without indicator tables:    p50 {o50:.2} ms, p99 {o99:.2} ms");
     println!(

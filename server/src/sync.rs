@@ -54,6 +54,17 @@ pub struct Prepared {
     checked: Result<Checked, Rejection>,
 }
 
+impl Prepared {
+    /// This edit refused, as kept for review: with the text the phone sent and its record.
+    fn refused(&self, rejection: Rejection) -> Refused {
+        Refused {
+            rejection,
+            body: self.body.clone(),
+            record: self.record.clone(),
+        }
+    }
+}
+
 /// A well-formed edit that passed the checks that need no stored state.
 enum Checked {
     Edit(CheckedEdit),
@@ -250,11 +261,7 @@ async fn try_push(
                     ),
                 );
                 rejected.push(r.clone());
-                batch.rejections.push(Refused {
-                    rejection: r,
-                    body: p.body.clone(),
-                    record: p.record.clone(),
-                });
+                batch.rejections.push(p.refused(r));
             }
         }
     }
@@ -368,11 +375,7 @@ async fn try_push(
             }
             Err(r) => {
                 rejected.push(r.clone());
-                batch.rejections.push(Refused {
-                    rejection: r,
-                    body: p.body.clone(),
-                    record: p.record.clone(),
-                });
+                batch.rejections.push(p.refused(r));
             }
         }
         logged.push((p.seq, &*p.body, refused));

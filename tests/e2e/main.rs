@@ -741,7 +741,7 @@ async fn sigterm_drains_in_flight_syncs(db: Database) {
 
 /// `mam bench ingest` in rounds: each round writes the records raw, then pushes the same
 /// number through `/v1/sync` from the phones, which pull every one of them back.
-pub async fn bench_ingest_runs_in_rounds(db: Database) {
+async fn bench_ingest_runs_in_rounds(db: Database) {
     let mut args = vec![
         "bench",
         "ingest",
