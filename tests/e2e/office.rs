@@ -542,6 +542,19 @@ pub async fn office_in_a_browser(db: Database) {
         .type_into(&browser.find("#password").await, PASSWORD)
         .await;
     browser.click(&browser.find("form button").await).await;
+    // Signed in once the browser has left the sign-in page (checking the password takes a
+    // moment): going elsewhere sooner would abandon the sign-in.
+    for _ in 0..300 {
+        if !browser.url().await.contains("/login") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        !browser.url().await.contains("/login"),
+        "still on the sign-in page: {}",
+        browser.body_text().await
+    );
 
     // The dashboard, in Vietnamese, scoped to Huế.
     browser
