@@ -67,6 +67,16 @@ impl Record {
         if self.commune != edit.commune {
             self.commune = edit.commune;
         }
+        if self.fields.is_empty() && !seen.has_seen(dot) {
+            // A new record, which is most edits: each field gets the edit's value, as a write
+            // to an empty register would give it. Built at once from the edit's sorted fields.
+            self.fields = edit
+                .fields
+                .into_iter()
+                .map(|(name, change)| (name, Register::single(dot, change.value)))
+                .collect();
+            return;
+        }
         for (name, change) in edit.fields {
             let write = Write::new(dot, change.value, &change.supersedes);
             match self.fields.get_mut(&name) {
@@ -204,5 +214,88 @@ impl ReplicaRecord {
             .values()
             .map(|f| (f.register.siblings().len() + f.seen.len()) * 12)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::wire::{Edit, FieldEdit};
+
+    fn edit(seq: u64, fields: &[(&str, Value, Vec<Dot>)]) -> CheckedEdit {
+        Edit {
+            seq,
+            record: RecordId::new_v7().to_string(),
+            form: "birth-registration".into(),
+            version: 1,
+            commune: "19774".into(),
+            fields: fields
+                .iter()
+                .map(|(name, value, supersedes)| {
+                    let change = FieldEdit {
+                        value: value.clone(),
+                        supersedes: supersedes.clone(),
+                    };
+                    (name.to_string(), change)
+                })
+                .collect(),
+        }
+        .into_checked()
+        .expect("a well-formed edit")
+    }
+
+    /// What writing each field into an empty register gives: the record a first edit makes.
+    fn field_by_field(device: DeviceId, edit: &CheckedEdit, seen: &impl Seen) -> Record {
+        let mut record = Record::from_edit(edit);
+        for (name, change) in &edit.fields {
+            let dot = Dot::new(device, edit.seq);
+            let mut register = Register::default();
+            register.apply(
+                seen,
+                Write::new(dot, change.value.clone(), &change.supersedes),
+            );
+            record.fields.insert(name.clone(), register);
+        }
+        record
+    }
+
+    #[test]
+    fn a_first_edit_makes_what_writes_to_empty_registers_make() {
+        let first = edit(
+            3,
+            &[
+                ("child_name", json!("Lan"), vec![]),
+                ("weight_kg", json!(3.1), vec![Dot::new(9, 1)]),
+                ("note", Value::Null, vec![]),
+                (DELETED_FIELD, json!(false), vec![]),
+            ],
+        );
+        for seen_before in [false, true] {
+            let seen = |_: Dot| seen_before;
+            let mut record = Record::from_edit(&first);
+            record.apply(7, first.clone(), &seen);
+            assert_eq!(
+                record,
+                field_by_field(7, &first, &seen),
+                "seen: {seen_before}"
+            );
+        }
+        let mut record = Record::from_edit(&first);
+        record.apply(7, first.clone(), &|_| false);
+        assert_eq!(record.value("child_name"), Some(&json!("Lan")));
+        assert_eq!(record.dots("weight_kg"), vec![Dot::new(7, 3)]);
+        assert!(!record.is_conflicted());
+    }
+
+    #[test]
+    fn a_later_edit_still_merges_field_by_field() {
+        let mut record = Record::from_edit(&edit(1, &[("a", json!(1), vec![])]));
+        record.apply(1, edit(1, &[("a", json!(1), vec![])]), &|_| false);
+        // Another phone, not having seen the first edit, writes the same field.
+        record.apply(2, edit(1, &[("a", json!(2), vec![])]), &|_| false);
+        assert_eq!(record.dots("a"), vec![Dot::new(1, 1), Dot::new(2, 1)]);
+        assert!(record.is_conflicted());
     }
 }

@@ -84,6 +84,13 @@ impl Register {
         register
     }
 
+    /// A register holding one value: what any write makes of an empty register.
+    pub fn single(dot: Dot, value: Value) -> Self {
+        Self {
+            siblings: vec![Sibling { value, dot }],
+        }
+    }
+
     pub fn siblings(&self) -> &[Sibling] {
         &self.siblings
     }
