@@ -5,7 +5,7 @@
 //! `required` rule's business, checked on the record). Every violation names the field, the rule
 //! and the value, in English and Vietnamese. `schemas/README.md` documents the file format.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -41,6 +41,32 @@ pub struct Form {
     pub fields: Vec<FormField>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub derived: Vec<Derived>,
+    /// Where each field is in `fields`, by name: an edit looks up every field it sets.
+    #[serde(skip)]
+    index: FieldIndex,
+}
+
+/// Positions of a form's fields by name, built on first use. Not part of the form's value: it
+/// compares equal always and starts empty in a clone.
+#[derive(Default)]
+struct FieldIndex(std::sync::OnceLock<HashMap<String, usize>>);
+
+impl Clone for FieldIndex {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for FieldIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for FieldIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FieldIndex")
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -164,7 +190,18 @@ impl Violation {
 
 impl Form {
     pub fn field(&self, name: &str) -> Option<&FormField> {
-        self.fields.iter().find(|f| f.name == name)
+        let index = self.index.0.get_or_init(|| {
+            let mut index = HashMap::with_capacity(self.fields.len());
+            for (i, f) in self.fields.iter().enumerate() {
+                index.entry(f.name.clone()).or_insert(i);
+            }
+            index
+        });
+        match index.get(name).and_then(|&i| self.fields.get(i)) {
+            Some(f) if f.name == name => Some(f),
+            // `fields` changed since the index was built: look the slow way.
+            _ => self.fields.iter().find(|f| f.name == name),
+        }
     }
 
     /// Checks the form itself: unique names and codes, rules that refer to fields it has,
@@ -773,6 +810,26 @@ mod tests {
     }
 
     const TODAY: &str = "2020-06-01";
+
+    #[test]
+    fn fields_are_found_by_name_even_after_the_list_changes() {
+        let mut form: Form = serde_json::from_value(json!({
+            "id": "play-areas", "version": 1,
+            "fields": [{"name": "a", "type": "text"}, {"name": "b", "type": "integer"}]
+        }))
+        .expect("a valid form");
+        assert_eq!(form.field("b").map(|f| f.kind), Some(FieldType::Integer));
+        assert!(form.field("c").is_none());
+        // The list is public: a field added, or the order changed, after a lookup.
+        let mut c = field(FieldType::Boolean, &[]);
+        c.name = "c".into();
+        form.fields.insert(0, c);
+        assert_eq!(form.field("c").map(|f| f.kind), Some(FieldType::Boolean));
+        assert_eq!(form.field("b").map(|f| f.kind), Some(FieldType::Integer));
+        assert_eq!(form.field("a").map(|f| f.kind), Some(FieldType::Text));
+        // A copy and the original are the same form.
+        assert_eq!(form.clone(), form);
+    }
 
     #[test]
     fn versions_may_add_and_retire_but_not_retype_or_remove() {
