@@ -14,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use serde_json::Value;
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, Rejection};
 
 use crate::indicators::{Amount, CellKey};
@@ -599,15 +600,41 @@ pub async fn open(settings: &crate::config::Settings) -> anyhow::Result<DynStore
 }
 
 /// The part of a record row both backends derive the same way.
+/// A record as wire JSON, written into a buffer sized for it up front: growing it step by step
+/// would copy the text several times over.
+fn encode_record(record: &Record) -> String {
+    fn value_len(value: &Value) -> usize {
+        match value {
+            Value::String(s) => s.len() + 8,
+            Value::Number(_) => 24,
+            Value::Bool(_) | Value::Null => 5,
+            Value::Array(_) | Value::Object(_) => 64,
+        }
+    }
+    let fields: usize = record
+        .fields
+        .iter()
+        .map(|(name, register)| {
+            name.len() + 6 + register.values().map(|v| value_len(v) + 48).sum::<usize>()
+        })
+        .sum();
+    let derived: usize = record
+        .derived
+        .iter()
+        .map(|(name, value)| name.len() + 6 + value_len(value))
+        .sum();
+    let mut body = Vec::with_capacity(192 + fields + derived);
+    serde_json::to_writer(&mut body, record).expect("records always serialize");
+    String::from_utf8(body).expect("serde_json writes UTF-8")
+}
+
 pub fn record_row(record: &Record, changed_at: u64, existed: bool) -> RecordRow {
     RecordRow {
         id: record.id,
         form: record.form.to_string(),
         version: record.version,
         commune: record.commune.to_string(),
-        body: serde_json::to_string(record)
-            .expect("records always serialize")
-            .into(),
+        body: encode_record(record).into(),
         changed_at,
         conflicted: record.is_conflicted(),
         deleted: record.is_deleted(),
