@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sync_protocol::{
-    CheckedEdit, CommuneCode, DeviceId, Dot, Edit, FieldEdit, Record, RecordId, RejectCode,
-    Rejection, Violation,
+    CheckedEdit, CommuneCode, DeviceId, Dot, Edit, Record, RecordId, RejectCode, Rejection,
+    Violation,
 };
 use tracing::warn;
 
@@ -70,52 +70,45 @@ enum Checked {
     Edit(CheckedEdit),
     /// An edit that supersedes nothing, which is most edits: the record it makes if it creates
     /// its record, built (and checked) here, so that the transaction only has to write it.
-    /// The edit itself moved into the record.
     Creates(Box<Created>),
 }
 
+/// What an edit that supersedes nothing makes of a record that does not exist yet: its row and
+/// its indicator cells. The record itself is freed here, by the thread that built it.
 struct Created {
-    seq: u64,
-    record: Record,
-    /// The new record's row, or the rule the new record breaks.
-    row: Result<RecordRow, Rejection>,
+    id: RecordId,
+    /// The new record's row and what it adds to the indicator cells, or the rule it breaks.
+    row: Result<(RecordRow, BTreeMap<CellKey, Amount>), Rejection>,
 }
 
 impl Checked {
     fn id(&self) -> RecordId {
         match self {
             Checked::Edit(c) => c.record,
-            Checked::Creates(made) => made.record.id,
+            Checked::Creates(made) => made.id,
         }
     }
 
-    /// The edit, for the path that applies it to a stored record. A `Creates` gives it back
-    /// from its record: every field holds the one value the edit wrote.
-    fn edit(&self) -> Cow<'_, CheckedEdit> {
+    /// The edit, for the path that applies it to a stored record. A `Creates` is read again
+    /// from the text the phone sent: that path is for the rare edit that supersedes nothing
+    /// and finds its record made already.
+    fn edit(&self, seq: u64, body: &str) -> Result<Cow<'_, CheckedEdit>, Rejection> {
         match self {
-            Checked::Edit(c) => Cow::Borrowed(c),
-            Checked::Creates(made) => Cow::Owned(CheckedEdit {
-                seq: made.seq,
-                record: made.record.id,
-                form: made.record.form.clone(),
-                version: made.record.version,
-                commune: made.record.commune.clone(),
-                fields: made
-                    .record
-                    .fields
-                    .iter()
-                    .filter_map(|(name, register)| {
-                        let value = register.values().next()?.clone();
-                        Some((
-                            name.clone(),
-                            FieldEdit {
-                                value,
-                                supersedes: vec![],
-                            },
-                        ))
-                    })
-                    .collect(),
-            }),
+            Checked::Edit(c) => Ok(Cow::Borrowed(c)),
+            Checked::Creates(made) => serde_json::from_str::<Edit>(body)
+                .map_err(|e| {
+                    Rejection::new(
+                        seq,
+                        RejectCode::InvalidEdit,
+                        None,
+                        format!("the edit could not be read again: {e}"),
+                    )
+                })
+                .and_then(Edit::into_checked)
+                .map(|c| {
+                    debug_assert_eq!(c.record, made.id);
+                    Cow::Owned(c)
+                }),
         }
     }
 }
@@ -173,16 +166,19 @@ fn supersedes_nothing(edit: &CheckedEdit) -> bool {
     edit.fields.values().all(|f| f.supersedes.is_empty())
 }
 
-/// The record an edit makes on its own, and its row.
+/// The record an edit makes on its own: its row and its indicator cells.
 fn create(edit: CheckedEdit, catalog: Catalog, device: &Device, today: &str) -> Created {
-    let seq = edit.seq;
+    let (id, seq) = (edit.record, edit.seq);
     let mut record = Record::from_edit(&edit);
     record.apply(device.id, edit, &|_| false);
     // A new record: every rule is checked, whatever the edit touched.
     let row = finish(&mut record, catalog, today, &|_| true, None)
-        .map(|()| record_row(&record, 0, false))
+        .map(|()| {
+            let cells = indicators::deltas(catalog.indicators, None, Some(&record));
+            (record_row(&record, 0, false), cells)
+        })
         .map_err(|v| v.reject(seq));
-    Created { seq, record, row }
+    Created { id, row }
 }
 
 /// Apply a device's prepared edits. Retries the whole transaction when a concurrent writer won
@@ -311,7 +307,7 @@ async fn try_push(
     }
     // Where each changed record was before this push, to record moves between communes.
     let mut changed: BTreeMap<RecordId, Option<CommuneCode>> = BTreeMap::new();
-    let mut created: BTreeMap<RecordId, (&Record, &RecordRow)> = BTreeMap::new();
+    let mut created: BTreeMap<RecordId, &(RecordRow, BTreeMap<CellKey, Amount>)> = BTreeMap::new();
     let mut applied = 0;
     // The edits applied to each record ("device:seq,…"), and every edit for the log.
     let mut applied_to: HashMap<RecordId, String> = HashMap::new();
@@ -320,18 +316,17 @@ async fn try_push(
         let checked = p.checked.as_ref().map_err(Rejection::clone);
         let verdict = match checked {
             Ok(Checked::Creates(made))
-                if !existed.contains(&made.record.id) && edits_per_record[&made.record.id] == 1 =>
+                if !existed.contains(&made.id) && edits_per_record[&made.id] == 1 =>
             {
                 match &made.row {
-                    Ok(row) => {
-                        created.insert(made.record.id, (&made.record, row));
+                    Ok(made_row) => {
+                        created.insert(made.id, made_row);
                         Ok(())
                     }
                     Err(r) => Err(r.clone()),
                 }
             }
-            Ok(checked) => {
-                let c = checked.edit();
+            Ok(checked) => checked.edit(p.seq, &p.body).and_then(|c| {
                 admit_against(&c, device, records.get(&c.record), &seqs).and_then(|()| {
                     let (id, seq) = (c.record, c.seq);
                     let seen = |d: Dot| match d.device == device.id {
@@ -358,7 +353,7 @@ async fn try_push(
                     records.insert(id, next);
                     Ok(())
                 })
-            }
+            }),
             Err(r) => Err(r),
         };
         let refused = verdict.is_err();
@@ -383,9 +378,9 @@ async fn try_push(
     batch.log = PushLog::new(logged);
 
     let mut cells: BTreeMap<CellKey, Amount> = BTreeMap::new();
-    let mut add = |before: Option<&Record>, after: &Record| {
-        for (key, amount) in indicators::deltas(indicators, before, Some(after)) {
-            let cell = cells.entry(key).or_default();
+    let mut add = |deltas: &BTreeMap<CellKey, Amount>| {
+        for (key, amount) in deltas {
+            let cell = cells.entry(key.clone()).or_default();
             cell.value += amount.value;
             cell.records += amount.records;
             cell.conflicted += amount.conflicted;
@@ -395,7 +390,11 @@ async fn try_push(
     let mut at = 0;
     for (id, before) in changed {
         let record = records.remove(&id).expect("changed records are loaded");
-        add(originals.get(&id), &record);
+        add(&indicators::deltas(
+            indicators,
+            originals.get(&id),
+            Some(&record),
+        ));
         if let Some(from) = before.filter(|b| *b != record.commune) {
             batch.moves.push((id, from, record.commune.clone(), at));
         }
@@ -404,8 +403,8 @@ async fn try_push(
         batch.records.push(row);
         at += 1;
     }
-    for (id, (record, row)) in created {
-        add(None, record);
+    for (id, (row, deltas)) in created {
+        add(deltas);
         batch.records.push(RecordRow {
             changed_at: at,
             edits: applied_to.remove(&id).unwrap_or_default(),
