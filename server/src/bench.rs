@@ -194,11 +194,14 @@ pub async fn ingest(
                 record_row(&record, n as u64 + 1, false)
             })
             .collect();
+        // Each half starts with nothing deferred and ends when its writes are settled.
+        store.bench_settle().await?;
         let started = Instant::now();
         let cpu_before = cpu_seconds();
         for chunk in rows.chunks(batch) {
             store.bench_upsert(chunk).await?;
         }
+        store.bench_settle().await?;
         let raw = Half::measured(records, started, cpu_before);
         drop(rows);
         // (b) starts from the same empty store, and its phones do not pull the records of (a).
@@ -231,6 +234,7 @@ pub async fn ingest(
                 .collect();
             prepared.push((phone.token.clone(), phone.client.cursor(), pushes));
         }
+        store.bench_settle().await?;
         let started = Instant::now();
         let cpu_before = cpu_seconds();
         let mut tasks = Vec::new();
@@ -261,6 +265,7 @@ pub async fn ingest(
                 forms: Default::default(),
             });
         }
+        store.bench_settle().await?;
         let sync = Half::measured(records, started, cpu_before);
         store.bench_clear().await?;
 

@@ -571,6 +571,11 @@ pub trait Store: Send + Sync + 'static {
     /// Empty the records table, so that the sync half of `mam bench ingest` starts from the
     /// same empty store as the raw half. Only for a database the bench found empty.
     async fn bench_clear(&self) -> Result<()>;
+    /// Finish the work a backend defers after its commits, so that each half of `mam bench
+    /// ingest` pays for its own writes: SQLite copies its WAL into the database file (which its
+    /// commits otherwise do now and then, landing in whichever half crosses the threshold);
+    /// PostgreSQL checkpoints in a process of its own, and has nothing to do here.
+    async fn bench_settle(&self) -> Result<()>;
 }
 
 pub type DynStore = Arc<dyn Store>;

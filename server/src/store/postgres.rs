@@ -631,6 +631,10 @@ impl super::Store for PgStore {
         sqlx::query("TRUNCATE records").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn bench_settle(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Record rows as column arrays, for one `UNNEST` statement instead of a statement a row.

@@ -1024,6 +1024,13 @@ impl super::Store for SqliteStore {
             .await?;
         Ok(())
     }
+
+    async fn bench_settle(&self) -> Result<()> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Upsert statements for record rows; their change seqs are `first + changed_at`.
