@@ -45,6 +45,10 @@ pub struct AppState {
     pub metrics: Metrics,
     draining: AtomicBool,
     forms_loaded_at: AtomicI64,
+    /// Pushes parsed and checked at once: one per core. Parsing is CPU work, and a push's
+    /// records take a few times its body in memory while they are built; more at once than
+    /// there are cores only makes each wait longer and hold more.
+    parsers: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -64,6 +68,9 @@ impl AppState {
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
             forms_loaded_at: AtomicI64::new(0),
+            parsers: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
         })
     }
 }
@@ -800,7 +807,14 @@ async fn sync_handler(
         let state = state.clone();
         let device = device.clone();
         let handle = tokio::runtime::Handle::current();
+        let permit = state
+            .parsers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::Internal("the server is shutting down".into()))?;
         tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let _parsing = permit;
             let bytes = read_body(body, state.settings.server.body_limit_bytes)?;
             let request: IncomingSync = serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::Malformed(format!("the body is not valid JSON for this request: {e}"))
