@@ -92,6 +92,39 @@ async fn office_pages_in_headless_chromium() {
     }
 }
 
+/// SQLite keeps each commit in its WAL first. While the server runs, what the phones pushed
+/// must reach the database file itself, without a commit having to wait for the copy: the WAL
+/// does not grow without bound, and the file a backup copies holds the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_copies_its_wal_into_the_database_file_while_serving() {
+    let Some(db) = Database::fresh(Backend::Sqlite).await else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(&db.args[1]);
+    let server = Server::start(&db);
+    let file = dir.join("mam.db");
+    let before = std::fs::metadata(&file).expect("the database file").len();
+    let mut phone = server.enroll("phone", &[COMMUNE]).await;
+    let note = "Ghi chú của cộng tác viên thôn. ".repeat(40);
+    for i in 0..1500 {
+        phone.create(COMMUNE, &[("notes", json!(format!("{i}: {note}")))]);
+    }
+    phone.sync().await;
+    let pushed = 1500 * note.len() as u64;
+    let mut grown = 0;
+    for _ in 0..100 {
+        grown = std::fs::metadata(&file).expect("the database file").len() - before;
+        if grown >= pushed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        grown >= pushed,
+        "the database file grew by {grown} bytes in 10 s after {pushed} bytes of notes were pushed: the WAL was not copied into it"
+    );
+}
+
 fn values(record: &Record, field: &str) -> Vec<Value> {
     let mut v: Vec<Value> = record
         .fields

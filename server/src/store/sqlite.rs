@@ -52,6 +52,8 @@ struct GroupCommit {
     /// The WAL, when the database is a file on a Unix system: see [`Wal`]. Without it, a group
     /// commits with `synchronous = FULL` and holds the writer until the disk has its commit.
     wal: Option<Arc<Wal>>,
+    /// Told of every commit: see [`Checkpointer`].
+    checkpoint: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -67,7 +69,7 @@ struct GroupState {
 impl GroupState {
     /// Commit the open transaction. The pushes waiting on it are told how it went by
     /// [`Flush::complete`], which the caller runs after letting go of the writer.
-    async fn finish(&mut self, wal: Option<&Arc<Wal>>) -> Flush {
+    async fn finish(&mut self, wal: Option<&Arc<Wal>>, checkpoint: &tokio::sync::Notify) -> Flush {
         let result = match self.conn.take() {
             Some(mut conn) => {
                 let end = match wal {
@@ -75,6 +77,9 @@ impl GroupState {
                     None => "COMMIT",
                 };
                 let result = sqlx::query(end).execute(&mut *conn).await;
+                if result.is_ok() {
+                    checkpoint.notify_one();
+                }
                 if result.is_err() {
                     // Whatever state it is in, the connection serves no other write.
                     conn.close_on_drop();
@@ -303,7 +308,7 @@ impl GroupCommit {
         let group = self.clone();
         tokio::spawn(async move {
             if group.queued.load(Ordering::SeqCst) == 0 {
-                let flush = state.finish(group.wal.as_ref()).await;
+                let flush = state.finish(group.wal.as_ref(), &group.checkpoint).await;
                 drop(state);
                 flush.complete().await;
             }
@@ -355,6 +360,38 @@ impl Drop for Queued {
     }
 }
 
+/// Copies the WAL into the database file on a connection of its own, so that no commit waits
+/// for it. SQLite would otherwise checkpoint inside the commit that crosses its threshold: tens
+/// of megabytes written and flushed while every push waits behind the writer. A passive
+/// checkpoint blocks neither the writer nor the readers; the writer starts the WAL over once it
+/// has all been copied. The writer's own automatic checkpoint stays as a backstop, at 256 MiB.
+struct Checkpointer;
+
+impl Checkpointer {
+    /// Commits to gather before a checkpoint runs, while they keep coming.
+    const PAUSE: Duration = Duration::from_millis(50);
+
+    async fn run(pool: SqlitePool, commits: std::sync::Weak<tokio::sync::Notify>) {
+        // The store is gone when nobody else holds the notice. A commit made while no
+        // checkpoint waits leaves a permit, so none is missed.
+        // Writes that are not pushes (the office's, enrolments) are copied within a second.
+        while let Some(notice) = commits.upgrade() {
+            let committed = tokio::time::timeout(Duration::from_secs(1), notice.notified()).await;
+            drop(notice);
+            if committed.is_ok() {
+                tokio::time::sleep(Self::PAUSE).await;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot copy the WAL into the database file");
+            }
+        }
+        pool.close().await;
+    }
+}
+
 impl SqliteStore {
     pub async fn open_file(path: &Path) -> Result<Self> {
         Self::open(SqliteConnectOptions::new().filename(path)).await
@@ -373,7 +410,8 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("cache_size", "-65536")
-            .pragma("wal_autocheckpoint", "16384")
+            // A backstop only: the checkpointer below keeps the WAL short, off the writer.
+            .pragma("wal_autocheckpoint", "65536")
             .pragma("mmap_size", "1073741824");
         // The writer stays open: while it is, SQLite keeps the WAL file that `Wal` flushes.
         let writer = SqlitePoolOptions::new()
@@ -388,12 +426,21 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
+        let checkpoint = Arc::new(tokio::sync::Notify::new());
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        tokio::spawn(Checkpointer::run(checkpointer, Arc::downgrade(&checkpoint)));
         let group = Arc::new(GroupCommit {
             state: Arc::new(tokio::sync::Mutex::new(GroupState::default())),
             queued: AtomicUsize::new(0),
             wal: Wal::open(&file).map(Arc::new),
+            checkpoint,
         });
         Ok(Self {
             writer,
