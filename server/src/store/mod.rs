@@ -604,7 +604,6 @@ pub async fn open(settings: &crate::config::Settings) -> anyhow::Result<DynStore
     }
 }
 
-/// The part of a record row both backends derive the same way.
 /// A record as wire JSON, written into a buffer sized for it up front: growing it step by step
 /// would copy the text several times over.
 fn encode_record(record: &Record) -> String {
@@ -633,6 +632,7 @@ fn encode_record(record: &Record) -> String {
     String::from_utf8(body).expect("serde_json writes UTF-8")
 }
 
+/// The part of a record row both backends derive the same way.
 pub fn record_row(record: &Record, changed_at: u64, existed: bool) -> RecordRow {
     RecordRow {
         id: record.id,

@@ -2,7 +2,8 @@
 //!
 //! Writes go through a pool of one connection: SQLite has one writer at a time anyway, and a
 //! single writer connection never meets `SQLITE_BUSY` on upgrade. Reads use their own pool
-//! and, under WAL, never wait for the writer. An acknowledged write survives a power cut, not
+//! and, under WAL, never wait for the writer; a connection of its own copies the WAL into the
+//! database file ([`Checkpointer`]). An acknowledged write survives a power cut, not
 //! only a crash: `synchronous = FULL` for every write but the sync pushes, whose group commits
 //! are flushed to disk by the store itself before any push of the group answers ([`Wal`]). The
 //! file is read through a memory map (up to 1 GiB): a reader's cache starts cold after every
@@ -373,8 +374,8 @@ impl Checkpointer {
 
     async fn run(pool: SqlitePool, commits: std::sync::Weak<tokio::sync::Notify>) {
         // The store is gone when nobody else holds the notice. A commit made while no
-        // checkpoint waits leaves a permit, so none is missed.
-        // Writes that are not pushes (the office's, enrolments) are copied within a second.
+        // checkpoint waits leaves a permit, so none is missed; writes that are not pushes (the
+        // office's, enrolments) tell nobody, and are copied within a second.
         while let Some(notice) = commits.upgrade() {
             let committed = tokio::time::timeout(Duration::from_secs(1), notice.notified()).await;
             drop(notice);
