@@ -85,7 +85,7 @@ pub struct Amount {
 }
 
 impl Amount {
-    fn add(&mut self, other: Amount, sign: i64) {
+    pub fn add(&mut self, other: Amount, sign: i64) {
         self.value += sign * other.value;
         self.records += sign * other.records;
         self.conflicted += sign * other.conflicted;

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -365,7 +366,7 @@ async fn try_push(
                     if !list.is_empty() {
                         list.push(',');
                     }
-                    list.push_str(&format!("{}:{}", device.id, p.seq));
+                    let _ = write!(list, "{}:{}", device.id, p.seq);
                 }
             }
             Err(r) => {
@@ -380,10 +381,7 @@ async fn try_push(
     let mut cells: BTreeMap<CellKey, Amount> = BTreeMap::new();
     let mut add = |deltas: &BTreeMap<CellKey, Amount>| {
         for (key, amount) in deltas {
-            let cell = cells.entry(key.clone()).or_default();
-            cell.value += amount.value;
-            cell.records += amount.records;
-            cell.conflicted += amount.conflicted;
+            cells.entry(key.clone()).or_default().add(*amount, 1);
         }
     };
     // Each changed record's place among this push's changes; the store makes them change seqs.

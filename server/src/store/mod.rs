@@ -294,11 +294,36 @@ pub(crate) fn logged_edits(
         .collect())
 }
 
-/// The edits with these seqs out of logged pushes, given as (`first_seq`, `edits`) rows.
-pub(crate) fn edits_in_pushes(
-    pushes: Vec<(i64, String)>,
+/// The logged texts of a device's edits with these seqs, read on `conn` from the pushes that
+/// cover them (for either backend; `mark` spells the backend's n-th bind placeholder).
+pub(crate) async fn stored_edits<DB>(
+    conn: &mut DB::Connection,
+    device: DeviceId,
     seqs: &[u64],
-) -> Result<HashMap<u64, String>> {
+    mark: fn(usize) -> String,
+) -> Result<HashMap<u64, String>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (i64, String): sqlx::FromRow<'r, DB::Row>,
+{
+    let (Some(low), Some(high)) = (seqs.iter().min(), seqs.iter().max()) else {
+        return Ok(HashMap::new());
+    };
+    let sql = format!(
+        "SELECT first_seq, edits FROM pushes WHERE device = {} AND first_seq <= {} AND last_seq >= {}",
+        mark(1),
+        mark(2),
+        mark(3)
+    );
+    let pushes: Vec<(i64, String)> = sqlx::query_as(&sql)
+        .bind(device as i64)
+        .bind(*high as i64)
+        .bind(*low as i64)
+        .fetch_all(&mut *conn)
+        .await?;
     let wanted: HashSet<u64> = seqs.iter().copied().collect();
     let mut out = HashMap::new();
     for (first, edits) in pushes {

@@ -719,19 +719,7 @@ impl SyncTx for PgSyncTx {
         device: DeviceId,
         seqs: &[u64],
     ) -> Result<HashMap<u64, String>> {
-        let (Some(low), Some(high)) = (seqs.iter().min(), seqs.iter().max()) else {
-            return Ok(HashMap::new());
-        };
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT first_seq, edits FROM pushes
-             WHERE device = $1 AND first_seq <= $2 AND last_seq >= $3",
-        )
-        .bind(device as i64)
-        .bind(*high as i64)
-        .bind(*low as i64)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        super::edits_in_pushes(rows, seqs)
+        super::stored_edits::<Postgres>(&mut self.tx, device, seqs, |n| format!("${n}")).await
     }
 
     async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>> {

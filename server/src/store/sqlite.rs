@@ -1188,19 +1188,7 @@ impl SyncTx for SqliteSyncTx {
         device: DeviceId,
         seqs: &[u64],
     ) -> Result<HashMap<u64, String>> {
-        let (Some(low), Some(high)) = (seqs.iter().min(), seqs.iter().max()) else {
-            return Ok(HashMap::new());
-        };
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT first_seq, edits FROM pushes
-             WHERE device = ? AND first_seq <= ? AND last_seq >= ?",
-        )
-        .bind(device as i64)
-        .bind(*high as i64)
-        .bind(*low as i64)
-        .fetch_all(&mut **self.conn())
-        .await?;
-        super::edits_in_pushes(rows, seqs)
+        super::stored_edits::<Sqlite>(&mut **self.conn(), device, seqs, |_| "?".to_owned()).await
     }
 
     async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>> {
