@@ -12,14 +12,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Connection, FromRow, QueryBuilder, Row, Sqlite, SqlitePool};
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, Rejection};
 use tokio::sync::{oneshot, OwnedMutexGuard};
 
@@ -55,6 +55,8 @@ struct GroupCommit {
     wal: Option<Arc<Wal>>,
     /// Told of every commit: see [`Checkpointer`].
     checkpoint: Arc<tokio::sync::Notify>,
+    /// Set by the checkpointer when the WAL has grown long: the next group starts it over.
+    restart: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -316,6 +318,20 @@ impl GroupCommit {
         });
     }
 
+    /// Before a write transaction on the writer: if the checkpointer asked for it, copy what
+    /// is left of the WAL, so that the transaction's first write starts the WAL over (unless a
+    /// reader still uses it; then a later transaction does). See [`Checkpointer`].
+    async fn restart_wal(&self, writer: &mut PoolConnection<Sqlite>) {
+        if self.restart.swap(false, Ordering::Relaxed) {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut **writer)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot copy the WAL into the database file");
+            }
+        }
+    }
+
     /// Undo a push that ends without committing, back to its savepoint; the pushes before it
     /// in the group stay. If even that fails, the group is given up.
     async fn undo_push(&self, state: &mut GroupState) {
@@ -364,15 +380,29 @@ impl Drop for Queued {
 /// Copies the WAL into the database file on a connection of its own, so that no commit waits
 /// for it. SQLite would otherwise checkpoint inside the commit that crosses its threshold: tens
 /// of megabytes written and flushed while every push waits behind the writer. A passive
-/// checkpoint blocks neither the writer nor the readers; the writer starts the WAL over once it
-/// has all been copied. The writer's own automatic checkpoint stays as a backstop, at 256 MiB.
+/// checkpoint blocks neither the writer nor the readers. The writer's own automatic checkpoint
+/// stays as a backstop, at 256 MiB.
+///
+/// Under a steady stream of pushes the WAL would still grow without end: SQLite starts it over
+/// only when a write transaction begins with every frame copied, and the group commits leave
+/// no such moment. Each frame would then land in new file blocks, which the file system
+/// allocates and zero-fills, and the page cache would hold the whole file. So once the WAL
+/// passes [`Checkpointer::RESTART_FRAMES`], the next group first copies what is left on the
+/// writer itself (little: this checkpointer has copied the rest), and SQLite writes the
+/// following frames from the start of the file again.
 struct Checkpointer;
 
 impl Checkpointer {
     /// Commits to gather before a checkpoint runs, while they keep coming.
     const PAUSE: Duration = Duration::from_millis(50);
+    /// WAL frames (of a page each, 4 KiB) past which the writer starts the WAL over.
+    const RESTART_FRAMES: i64 = 4096;
 
-    async fn run(pool: SqlitePool, commits: std::sync::Weak<tokio::sync::Notify>) {
+    async fn run(
+        pool: SqlitePool,
+        commits: std::sync::Weak<tokio::sync::Notify>,
+        restart: Arc<AtomicBool>,
+    ) {
         // The store is gone when nobody else holds the notice. A commit made while no
         // checkpoint waits leaves a permit, so none is missed; writes that are not pushes (the
         // office's, enrolments) tell nobody, and are copied within a second.
@@ -382,11 +412,16 @@ impl Checkpointer {
             if committed.is_ok() {
                 tokio::time::sleep(Self::PAUSE).await;
             }
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&pool)
+            // (busy, frames in the WAL, frames copied)
+            match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&pool)
                 .await
             {
-                tracing::warn!(error = %e, "cannot copy the WAL into the database file");
+                Ok((_, frames, _)) if frames > Self::RESTART_FRAMES => {
+                    restart.store(true, Ordering::Relaxed)
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot copy the WAL into the database file"),
             }
         }
         pool.close().await;
@@ -413,7 +448,8 @@ impl SqliteStore {
             .pragma("cache_size", "-65536")
             // A backstop only: the checkpointer below keeps the WAL short, off the writer.
             .pragma("wal_autocheckpoint", "65536")
-            .pragma("mmap_size", "1073741824");
+            .pragma("mmap_size", "1073741824")
+            .row_buffer_size(2048);
         // The writer stays open: while it is, SQLite keeps the WAL file that `Wal` flushes.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -436,12 +472,18 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await?;
-        tokio::spawn(Checkpointer::run(checkpointer, Arc::downgrade(&checkpoint)));
+        let restart = Arc::new(AtomicBool::new(false));
+        tokio::spawn(Checkpointer::run(
+            checkpointer,
+            Arc::downgrade(&checkpoint),
+            restart.clone(),
+        ));
         let group = Arc::new(GroupCommit {
             state: Arc::new(tokio::sync::Mutex::new(GroupState::default())),
             queued: AtomicUsize::new(0),
             wal: Wal::open(&file).map(Arc::new),
             checkpoint,
+            restart,
         });
         Ok(Self {
             writer,
@@ -575,6 +617,7 @@ impl super::Store for SqliteStore {
         let opened = async {
             if state.conn.is_none() {
                 let mut conn = self.writer.acquire().await?;
+                self.group.restart_wal(&mut conn).await;
                 // The write lock at once: a push never has to upgrade a read snapshot that
                 // another process (a `mam` command) has made stale.
                 let begin = match self.group.wal {
@@ -1056,13 +1099,17 @@ impl super::Store for SqliteStore {
     }
 
     async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        // The writer as the pushes use it, with the WAL kept as short.
+        let mut conn = self.writer.acquire().await?;
+        self.group.restart_wal(&mut conn).await;
+        let mut tx = conn.begin().await?;
         for chunk in rows.chunks(CHUNK / 2) {
             let mut q = QueryBuilder::new("");
             push_records(&mut q, chunk, 0, 0);
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.group.checkpoint.notify_one();
         Ok(())
     }
 
