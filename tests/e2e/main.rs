@@ -125,6 +125,40 @@ async fn sqlite_copies_its_wal_into_the_database_file_while_serving() {
     );
 }
 
+/// Under a steady stream of pushes, with a phone pulling between them, SQLite never finds a
+/// moment to start its WAL over by itself: the WAL would grow until the writer's own
+/// checkpoint at 256 MiB. The server starts it over once it passes 16 MiB, so the file stays
+/// near that size however much is pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_starts_its_wal_over_under_a_stream_of_pushes() {
+    let Some(db) = Database::fresh(Backend::Sqlite).await else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(&db.args[1]);
+    let server = Server::start(&db);
+    let mut writer = server.enroll("writer", &[COMMUNE]).await;
+    let mut reader = server.enroll("reader", &[COMMUNE]).await;
+    let note = "Ghi chú của cộng tác viên thôn về hoàn cảnh gia đình. ".repeat(60);
+    let mut pushed = 0;
+    for round in 0..16 {
+        for i in 0..500 {
+            writer.create(COMMUNE, &[("notes", json!(format!("{round}.{i}: {note}")))]);
+        }
+        writer.sync().await;
+        reader.sync().await;
+        pushed += 500 * note.len() as u64;
+    }
+    let wal = std::fs::metadata(dir.join("mam.db-wal"))
+        .expect("the WAL file")
+        .len();
+    // Each note is written twice (the record and the edit log): well over 2 × 16 MiB.
+    assert!(pushed > 16 << 20, "the test pushes {pushed} bytes");
+    assert!(
+        wal < pushed,
+        "the WAL file is {wal} bytes after {pushed} bytes of notes were pushed twice over: it was never started over"
+    );
+}
+
 fn values(record: &Record, field: &str) -> Vec<Value> {
     let mut v: Vec<Value> = record
         .fields
