@@ -69,6 +69,30 @@ impl std::fmt::Debug for FieldIndex {
     }
 }
 
+/// A field's `pattern`, compiled on first use, so that checking a value does not compile it
+/// again. It keeps the source it was compiled from: a `pattern` changed since is compiled
+/// anew. Not part of the field's value: it compares equal always and starts empty in a clone.
+#[derive(Default)]
+struct CompiledPattern(std::sync::OnceLock<(String, Option<regex_lite::Regex>)>);
+
+impl Clone for CompiledPattern {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for CompiledPattern {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for CompiledPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CompiledPattern")
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FormField {
     pub name: String,
@@ -111,6 +135,8 @@ pub struct FormField {
     /// The fields of each item of a repeat group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FormField>,
+    #[serde(skip)]
+    compiled: CompiledPattern,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -535,6 +561,20 @@ fn describe(cond: &Value) -> String {
 }
 
 impl FormField {
+    /// Whether the whole of `text` matches `pattern` (this field's). A pattern that does not
+    /// compile refuses nothing: forms are validated when they are published.
+    fn matches(&self, pattern: &str, text: &str) -> bool {
+        let compile = || regex_lite::Regex::new(&format!("^(?:{pattern})$")).ok();
+        let (source, regex) = self
+            .compiled
+            .0
+            .get_or_init(|| (pattern.to_owned(), compile()));
+        match source == pattern {
+            true => regex.as_ref().is_none_or(|r| r.is_match(text)),
+            false => compile().is_none_or(|r| r.is_match(text)),
+        }
+    }
+
     /// Whether `value` fits this field's type and rules; `today` is `YYYY-MM-DD`.
     pub fn check_value(&self, value: &Value, today: &str) -> Result<(), Violation> {
         if value.is_null() {
@@ -565,8 +605,7 @@ impl FormField {
                     );
                 }
                 if let Some(p) = &self.pattern {
-                    let whole = format!("^(?:{p})$");
-                    if regex_lite::Regex::new(&whole).is_ok_and(|r| !r.is_match(s)) {
+                    if !self.matches(p, s) {
                         return bad(
                             "pattern",
                             format!("{} does not match the pattern {p}", brief(value)),
@@ -806,6 +845,7 @@ mod tests {
                 })
                 .collect(),
             fields: vec![],
+            compiled: Default::default(),
         }
     }
 
@@ -1014,6 +1054,19 @@ mod tests {
             card.check_value(&json!("TE44"), TODAY).unwrap_err().rule,
             "pattern"
         );
+        // The pattern is compiled once, and again when it changes.
+        card.pattern = Some("[0-9]{4}".into());
+        assert!(card.check_value(&json!("2020"), TODAY).is_ok());
+        assert_eq!(
+            card.check_value(&json!("TE4464600123456"), TODAY)
+                .unwrap_err()
+                .rule,
+            "pattern"
+        );
+        let copy = card.clone();
+        assert_eq!(copy, card);
+        assert!(copy.check_value(&json!("1999"), TODAY).is_ok());
+        assert!(copy.check_value(&json!("199"), TODAY).is_err());
         let mut visits = field(FieldType::Repeat, &[]);
         let mut date = field(FieldType::Date, &[]);
         date.name = "date".into();
