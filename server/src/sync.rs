@@ -24,7 +24,7 @@ use tracing::warn;
 use crate::forms::FormRegistry;
 use crate::indicators::{self, Amount, CellKey, Indicator};
 use crate::store::{
-    record_row, Device, PushLog, RecordRow, Refused, Store, StoreError, WriteBatch,
+    record_row, Device, PackedEdits, PushLog, RecordRow, Refused, Store, StoreError, WriteBatch,
 };
 use crate::units::Units;
 
@@ -114,6 +114,25 @@ impl Checked {
     }
 }
 
+/// A push's edits as received and checked, in seq order, with their log packed ahead: a push
+/// consumes all of its edits but for repeats and gaps, and packing is CPU work best done before
+/// the push holds the database.
+pub struct PreparedPush {
+    edits: Vec<Prepared>,
+    /// The log of every edit, when their seqs follow on: see [`PushLog::new`].
+    packed: Option<PackedEdits>,
+}
+
+impl PreparedPush {
+    pub fn len(&self) -> usize {
+        self.edits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+}
+
 /// An edit and its text as the phone sent it, which the edit log keeps.
 pub struct Received {
     pub edit: Edit,
@@ -137,7 +156,7 @@ pub fn prepare(
     catalog: Catalog,
     device: &Device,
     today: &str,
-) -> Vec<Prepared> {
+) -> PreparedPush {
     let forms = catalog.forms;
     let mut prepared: Vec<Prepared> = edits
         .into_iter()
@@ -160,7 +179,15 @@ pub fn prepare(
         .collect();
     prepared.sort_by_key(|p| p.seq);
     prepared.dedup_by_key(|p| p.seq);
-    prepared
+    let packed = prepared
+        .windows(2)
+        .all(|w| w[1].seq == w[0].seq + 1)
+        .then(|| PackedEdits::pack(prepared.iter().map(|p| (p.seq, &*p.body))))
+        .flatten();
+    PreparedPush {
+        edits: prepared,
+        packed,
+    }
 }
 
 fn supersedes_nothing(edit: &CheckedEdit) -> bool {
@@ -188,7 +215,7 @@ pub async fn push(
     store: &dyn Store,
     catalog: Catalog<'_>,
     device: &Device,
-    prepared: &[Prepared],
+    prepared: &PreparedPush,
     now: i64,
     today: &str,
 ) -> Result<PushOutcome, StoreError> {
@@ -215,7 +242,7 @@ async fn try_push(
     store: &dyn Store,
     catalog: Catalog<'_>,
     device: &Device,
-    prepared: &[Prepared],
+    prepared: &PreparedPush,
     now: i64,
     today: &str,
 ) -> Result<PushOutcome, StoreError> {
@@ -223,7 +250,7 @@ async fn try_push(
     let last = tx.lock_device(device.id).await?;
 
     let (repeats, later): (Vec<&Prepared>, Vec<&Prepared>) =
-        prepared.iter().partition(|p| p.seq <= last);
+        prepared.edits.iter().partition(|p| p.seq <= last);
     let fresh: Vec<&Prepared> = later
         .iter()
         .enumerate()
@@ -376,7 +403,7 @@ async fn try_push(
         }
         logged.push((p.seq, &*p.body, refused));
     }
-    batch.log = PushLog::new(logged);
+    batch.log = PushLog::new(&logged, prepared.packed.as_ref());
 
     let mut cells: BTreeMap<CellKey, Amount> = BTreeMap::new();
     let mut add = |deltas: &BTreeMap<CellKey, Amount>| {

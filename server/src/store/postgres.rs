@@ -758,13 +758,13 @@ impl SyncTx for PgSyncTx {
         // moment it is taken until commit, and every other push waits for it.
         if let Some(log) = &batch.log {
             sqlx::query(
-                "INSERT INTO pushes (device, first_seq, last_seq, edits, refused, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO pushes (device, first_seq, last_seq, edits, packed, refused, received_at)
+                 VALUES ($1, $2, $3, '', $4, $5, $6)",
             )
             .bind(batch.device as i64)
-            .bind(log.first_seq as i64)
-            .bind(log.last_seq as i64)
-            .bind(&log.edits)
+            .bind(log.first_seq() as i64)
+            .bind(log.last_seq() as i64)
+            .bind(&log.edits.bytes)
             .bind(&log.refused)
             .bind(batch.now)
             .execute(&mut *self.tx)

@@ -1287,14 +1287,14 @@ impl SyncTx for SqliteSyncTx {
         let mut q = QueryBuilder::new("");
         push_records(&mut q, &batch.records, first, batch.now);
         if let Some(log) = &batch.log {
-            q.push("INSERT INTO pushes (device, first_seq, last_seq, edits, refused, received_at) VALUES (")
+            q.push("INSERT INTO pushes (device, first_seq, last_seq, edits, packed, refused, received_at) VALUES (")
                 .push_bind(batch.device as i64)
                 .push(", ")
-                .push_bind(log.first_seq as i64)
+                .push_bind(log.first_seq() as i64)
                 .push(", ")
-                .push_bind(log.last_seq as i64)
-                .push(", ")
-                .push_bind(log.edits.clone())
+                .push_bind(log.last_seq() as i64)
+                .push(", '', ")
+                .push_bind(log.edits.bytes.clone())
                 .push(", ")
                 .push_bind(log.refused.clone())
                 .push(", ")

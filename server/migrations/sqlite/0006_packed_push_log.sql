@@ -1,0 +1,4 @@
+-- A push's edits as the log keeps them from now on: their JSON array, each edit as the phone
+-- sent it, compressed with LZ4 (a block, its length first as 4 bytes little-endian). Packed
+-- rows leave `edits` empty; rows logged before keep their text there and `packed` NULL.
+ALTER TABLE pushes ADD COLUMN packed BLOB;
