@@ -46,52 +46,40 @@ pub struct Form {
     index: FieldIndex,
 }
 
-/// Positions of a form's fields by name, built on first use. Not part of the form's value: it
+/// Something worked out from a form on first use and kept: not part of the form's value, so it
 /// compares equal always and starts empty in a clone.
-#[derive(Default)]
-struct FieldIndex(std::sync::OnceLock<HashMap<String, usize>>);
+struct Memo<T>(std::sync::OnceLock<T>);
 
-impl Clone for FieldIndex {
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Self(std::sync::OnceLock::new())
+    }
+}
+
+impl<T> Clone for Memo<T> {
     fn clone(&self) -> Self {
         Self::default()
     }
 }
 
-impl PartialEq for FieldIndex {
+impl<T> PartialEq for Memo<T> {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl std::fmt::Debug for FieldIndex {
+impl<T> std::fmt::Debug for Memo<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FieldIndex")
+        f.write_str("Memo")
     }
 }
 
-/// A field's `pattern`, compiled on first use, so that checking a value does not compile it
-/// again. It keeps the source it was compiled from: a `pattern` changed since is compiled
-/// anew. Not part of the field's value: it compares equal always and starts empty in a clone.
-#[derive(Default)]
-struct CompiledPattern(std::sync::OnceLock<(String, Option<regex_lite::Regex>)>);
+/// Positions of a form's fields by name.
+type FieldIndex = Memo<HashMap<String, usize>>;
 
-impl Clone for CompiledPattern {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl PartialEq for CompiledPattern {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for CompiledPattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CompiledPattern")
-    }
-}
+/// A field's `pattern`, compiled, so that checking a value does not compile it again; with the
+/// source it was compiled from, so that a `pattern` changed since is compiled anew.
+type CompiledPattern = Memo<(String, Option<regex_lite::Regex>)>;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FormField {
