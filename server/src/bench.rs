@@ -259,13 +259,21 @@ pub async fn ingest(
                 pushes,
             )));
         }
+        let mut done = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            done.push(task.await.context("phone task panicked")??);
+        }
+        store.bench_settle().await?;
+        let sync = Half::measured(records, started, cpu_before);
+        store.bench_clear().await?;
+
+        // Untimed, as the phones' own bookkeeping: their edits are consumed, and the next
+        // round pushes only their new ones.
         let mut latencies: Vec<Duration> = Vec::new();
         let mut pulled = 0;
-        for (task, phone) in tasks.into_iter().zip(&mut bench_phones) {
-            let (times, records, cursor, acked) = task.await.context("phone task panicked")??;
+        for ((times, records, cursor, acked), phone) in done.into_iter().zip(&mut bench_phones) {
             latencies.extend(times);
             pulled += records;
-            // The phone's edits are consumed: the next round pushes only its new ones.
             phone.client.apply_response(&SyncResponse {
                 protocol: sync_protocol::PROTOCOL_VERSION,
                 acked_through: acked,
@@ -277,9 +285,6 @@ pub async fn ingest(
                 forms: Default::default(),
             });
         }
-        store.bench_settle().await?;
-        let sync = Half::measured(records, started, cpu_before);
-        store.bench_clear().await?;
 
         latencies.sort();
         println!(
