@@ -92,6 +92,68 @@ async fn office_pages_in_headless_chromium() {
     }
 }
 
+/// The README's walkthrough holds: the phone it enrols pushes the edit it shows, which is
+/// accepted, and the push without `sex` is refused as the README says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_sync_example_is_what_the_server_answers() {
+    let Some(db) = Database::fresh(Backend::Sqlite).await else {
+        return;
+    };
+    let readme = std::fs::read_to_string(harness::repo_root().join("README.md")).unwrap();
+    let section = &readme[readme
+        .find("## Enrolling a phone and syncing, with curl")
+        .expect("the README's curl section")..];
+    let commune = section
+        .split("--commune ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the enrol command names a commune");
+    let sync = &section[section.find("/v1/sync").expect("the sync example")..];
+    let body = &sync[sync.find("-d '").expect("the sync body") + 4..];
+    let body = &body[..body.find('\'').expect("the body's closing quote")];
+    let answer = &sync[sync
+        .find("{\"protocol\":1,\"acked_through\":")
+        .expect("the answer")..];
+
+    let server = Server::start(&db);
+    let phone = server.enroll("README", &[commune]).await;
+    let response = phone.send_text(body.to_owned()).await;
+    assert_eq!(response.status(), 200);
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["acked_through"], 1, "{reply}");
+    assert_eq!(reply["rejected"], json!([]), "{reply}");
+    assert!(answer.starts_with("{\"protocol\":1,\"acked_through\":1,\"rejected\":[]"));
+    let request: Value = serde_json::from_str(body).unwrap();
+    let edit = &request["push"][0];
+    let record = &reply["records"][0];
+    assert_eq!(record["id"], edit["record"]);
+    for (name, set) in edit["fields"].as_object().unwrap() {
+        assert_eq!(record["fields"][name][0]["value"], set["value"], "{name}");
+    }
+
+    // The same birth, as another record without `sex`, under the next seq.
+    let mut refused = request.clone();
+    let edit = &mut refused["push"][0];
+    edit["seq"] = json!(2);
+    edit["record"] = json!(RecordId::new_v7());
+    edit["fields"].as_object_mut().unwrap().remove("sex");
+    let reply: Value = phone
+        .send_text(refused.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["acked_through"], 2, "{reply}");
+    let shown = &section[section.find("`\"rejected\":[").expect("the refusal") + 12..];
+    let shown: String = shown[..shown.find("]`").expect("the refusal's end") + 1]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut shown: Value = serde_json::from_str(&shown).unwrap();
+    shown[0]["seq"] = json!(2);
+    assert_eq!(reply["rejected"], shown);
+}
+
 /// SQLite keeps each commit in its WAL first. While the server runs, what the phones pushed
 /// must reach the database file itself, without a commit having to wait for the copy: the WAL
 /// does not grow without bound, and the file a backup copies holds the data.
