@@ -283,6 +283,9 @@ pub async fn ingest(
                 cursor,
                 more: false,
                 forms: Default::default(),
+                epoch: None,
+                next_seq: None,
+                reset: false,
             });
         }
 

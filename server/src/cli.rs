@@ -94,10 +94,44 @@ pub enum Command {
         #[command(subcommand)]
         command: IndicatorsCommand,
     },
+    /// Copy the SQLite database to FILE while the server runs (one consistent snapshot).
+    Backup {
+        /// The new file (never overwritten).
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Put a backup made by `mam backup` in place of the SQLite database (server stopped). The
+    /// database it replaces is kept beside it; the restored one gets a new epoch.
+    Restore {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// The database's epoch: phones whose cursor is of another epoch pull from the start.
+    Epoch {
+        #[command(subcommand)]
+        command: EpochCommand,
+    },
     /// Measurements.
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EpochCommand {
+    /// Print the epoch and the change counter.
+    Show {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Give the database a new epoch: after restoring PostgreSQL from a dump, or promoting a
+    /// replica that may have missed the last commits.
+    Renew {
+        #[command(flatten)]
+        db: DbArgs,
     },
 }
 
@@ -414,6 +448,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Form { command } => form(config, command).await,
+        Command::Backup { file, db } => {
+            let settings = command_settings(config, &db)?;
+            let store = store::open(&settings).await?;
+            store.backup(&file).await?;
+            let records = crate::backup::check_backup(&file).await?;
+            let size = std::fs::metadata(&file)?.len();
+            println!(
+                "Backed up {records} records to {} ({:.1} MB).",
+                file.display(),
+                size as f64 / 1e6
+            );
+            Ok(())
+        }
+        Command::Restore { file, db } => {
+            let settings = command_settings(config, &db)?;
+            if settings.database.url.is_some() {
+                anyhow::bail!(
+                    "mam restore puts back a SQLite backup; restore PostgreSQL with its own tools \
+                     (pg_restore), then run `mam epoch renew`"
+                );
+            }
+            let dir = settings.storage.data_dir.clone();
+            let _lock = crate::backup::DataDirLock::take(&dir, "restoring a backup")?;
+            let kept = crate::backup::restore(&file, &dir).await?;
+            let store = store::open(&settings).await?;
+            let epoch = store.renew_epoch(now_ms()).await?;
+            let records = crate::backup::check_backup(&file).await?;
+            println!(
+                "Restored {records} records from {} into {} (new epoch {epoch}).",
+                file.display(),
+                crate::backup::database_file(&dir).display()
+            );
+            if let Some(kept) = kept {
+                println!("The database it replaced is kept as {}.", kept.display());
+            }
+            println!("At their next sync, phones pull again from the start and push every edit they kept that the backup lacks.");
+            Ok(())
+        }
+        Command::Epoch { command } => {
+            let (EpochCommand::Show { db } | EpochCommand::Renew { db }) = &command;
+            let settings = command_settings(config, db)?;
+            let store = store::open(&settings).await?;
+            match command {
+                EpochCommand::Show { .. } => {
+                    let epoch = store.epoch().await?;
+                    println!("epoch {} (change counter {})", epoch.id, epoch.counter);
+                }
+                EpochCommand::Renew { .. } => {
+                    let epoch = store.renew_epoch(now_ms()).await?;
+                    println!("New epoch {epoch}: at their next sync, phones pull again from the start and push every edit they kept that the database lacks.");
+                }
+            }
+            Ok(())
+        }
         Command::Bench {
             command: BenchCommand::Indicators { db, records, edits },
         } => {
@@ -549,16 +637,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 IndicatorsCommand::Rebuild { .. } => {
                     let defs = crate::indicators::load(&settings.forms.indicators_dir)?;
                     let started = std::time::Instant::now();
-                    let records = store.all_records().await?;
-                    let cells: Vec<_> = crate::indicators::rebuild(&defs, &records)
-                        .into_iter()
-                        .collect();
-                    store.replace_cells(&cells).await?;
+                    let count = defs.len();
+                    let build = move |records: &[sync_protocol::Record]| {
+                        crate::indicators::rebuild(&defs, records)
+                            .into_iter()
+                            .collect::<Vec<_>>()
+                    };
+                    let (records, cells) = store.rebuild_cells(&build).await?;
                     println!(
-                        "Rebuilt {} cells of {} indicators from {} records in {:.2} s.",
-                        cells.len(),
-                        defs.len(),
-                        records.len(),
+                        "Rebuilt {cells} cells of {count} indicators from {records} records in {:.2} s.",
                         started.elapsed().as_secs_f64()
                     );
                 }
@@ -659,6 +746,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let _lock = match settings.database.url {
+        None => Some(crate::backup::DataDirLock::take(
+            &settings.storage.data_dir,
+            "starting another",
+        )?),
+        Some(_) => None,
+    };
     let units = Units::load(&settings.forms.units_dir)?;
     let store = store::open(&settings).await?;
     let published = forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;

@@ -19,7 +19,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use sync_protocol::{
-    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, FormId, Rejection, PROTOCOL_VERSION,
+    EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, FormId, Rejection, SuccessorRequest,
+    PROTOCOL_VERSION,
 };
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
@@ -122,6 +123,8 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -136,6 +139,7 @@ impl ApiError {
             }
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -151,6 +155,7 @@ impl ApiError {
             ApiError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
             ApiError::Timeout(_) => ErrorCode::Timeout,
             ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
@@ -216,6 +221,10 @@ struct IncomingSync<'a> {
     cursor: u64,
     #[serde(default = "default_max_bytes")]
     max_bytes: u64,
+    #[serde(default)]
+    epoch: Option<String>,
+    #[serde(default)]
+    lost_through: Option<u64>,
 }
 
 fn default_max_bytes() -> u64 {
@@ -239,6 +248,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/enroll", post(enroll))
         .route("/v1/sync", post(sync_handler))
+        .route("/v1/successor", post(successor))
         .route("/v1/forms", get(forms_manifest))
         .route("/v1/indicators", get(indicator_table))
         .route("/v1/indicators/{id}/records", get(indicator_records))
@@ -340,6 +350,52 @@ async fn enroll(
         device: device.id,
         token,
         communes: device.communes.iter().map(|c| c.to_string()).collect(),
+        predecessor: None,
+    }))
+}
+
+/// A new device number for a phone whose seqs another history used: same collaborator, same
+/// communes, linked to the old number on the office's Phones page.
+#[instrument(skip_all, fields(device))]
+async fn successor(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let old = authenticate(&state, &headers).await?;
+    tracing::Span::current().record("device", old.id);
+    let request: SuccessorRequest = parse(body, state.settings.server.body_limit_bytes)?;
+    if request.protocol != PROTOCOL_VERSION {
+        return Err(ApiError::UnsupportedProtocol(request.protocol));
+    }
+    let id = request.request.trim();
+    if id.is_empty() || id.len() > 64 {
+        return Err(ApiError::Malformed(
+            "request: an id of 1 to 64 characters, made once per successor".into(),
+        ));
+    }
+    let token = auth::new_token();
+    let device = state
+        .store
+        .add_successor(old.id, id, &auth::hash(&token), now_ms())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::Unauthorized,
+            StoreError::Other(message) if message.contains("successor numbers") => {
+                ApiError::Forbidden(message)
+            }
+            other => other.into(),
+        })?;
+    info!(
+        device = device.id,
+        predecessor = old.id,
+        "phone took a successor number"
+    );
+    Ok(Json(EnrollResponse {
+        device: device.id,
+        token,
+        communes: device.communes.iter().map(|c| c.to_string()).collect(),
+        predecessor: Some(old.id),
     }))
 }
 
@@ -759,14 +815,27 @@ pub(crate) async fn records_behind(
 
 /// Writes the sync response. Records go out as stored (the store wrote them as wire JSON),
 /// spliced in without being parsed and encoded again.
-fn sync_reply(
+/// What a sync answers, besides the records' JSON that the pull carries as stored.
+struct Reply<'a> {
     acked_through: u64,
-    rejected: &[Rejection],
-    pull: &crate::store::Pull,
-    forms: &std::collections::BTreeMap<String, u32>,
-) -> Response {
+    rejected: &'a [Rejection],
+    pull: &'a crate::store::Pull,
+    forms: &'a std::collections::BTreeMap<String, u32>,
+    epoch: &'a str,
+    reset: bool,
+}
+
+fn sync_reply(reply: Reply<'_>) -> Response {
+    let Reply {
+        acked_through,
+        rejected,
+        pull,
+        forms,
+        epoch,
+        reset,
+    } = reply;
     let records_len: usize = pull.records.iter().map(|r| r.len() + 1).sum();
-    let mut body = String::with_capacity(records_len + 256);
+    let mut body = String::with_capacity(records_len + 320);
     body.push_str(&format!(
         "{{\"protocol\":{PROTOCOL_VERSION},\"acked_through\":{acked_through},\"rejected\":{},\"records\":[",
         json(rejected)
@@ -778,11 +847,14 @@ fn sync_reply(
         body.push_str(record);
     }
     body.push_str(&format!(
-        "],\"evicted\":{},\"cursor\":{},\"more\":{},\"forms\":{}}}",
+        "],\"evicted\":{},\"cursor\":{},\"more\":{},\"forms\":{},\"epoch\":{},\"next_seq\":{}{}}}",
         json(&pull.evicted),
         pull.cursor,
         pull.more,
-        json(forms)
+        json(forms),
+        json(epoch),
+        acked_through + 1,
+        if reset { ",\"reset\":true" } else { "" },
     ));
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -803,7 +875,7 @@ async fn sync_handler(
     let limits = &state.settings.sync;
     // Parsing and checking a large push is CPU work: off the async threads, so that the
     // write transactions of other phones are never kept waiting for a worker.
-    let (cursor, requested_bytes, prepared) = {
+    let (cursor, requested_bytes, their_epoch, mut prepared) = {
         let state = state.clone();
         let device = device.clone();
         let handle = tokio::runtime::Handle::current();
@@ -862,12 +934,15 @@ async fn sync_handler(
                 units: &state.units,
                 indicators: &state.indicators,
             };
-            let prepared = sync::prepare(push, catalog, &device, &crate::today());
-            Ok((request.cursor, request.max_bytes, prepared))
+            let mut prepared = sync::prepare(push, catalog, &device, &crate::today());
+            prepared.lost_through = request.lost_through;
+            Ok((request.cursor, request.max_bytes, request.epoch, prepared))
         })
         .await
         .map_err(|e| ApiError::Internal(format!("request parsing task failed: {e}")))??
     };
+    let epoch = state.store.epoch().await?;
+    prepared.recovering = epoch.recovering(now_ms());
     let pushed = prepared.len();
     let outcome = if prepared.is_empty() {
         sync::PushOutcome::default()
@@ -896,9 +971,21 @@ async fn sync_handler(
         outcome.acked_through
     };
     let max_bytes = requested_bytes.clamp(1024, limits.max_page_bytes);
+    // A cursor of another life of the database, or one ahead of anything it handed out (it was
+    // restored, or failed over to a replica that missed commits): what the phone pulled may be
+    // gone or renumbered, so the pull starts again from the beginning.
+    let reset = their_epoch.is_some_and(|e| e != epoch.id) || cursor > epoch.counter;
+    if reset {
+        info!(
+            cursor,
+            counter = epoch.counter,
+            "the phone's cursor is of another epoch or ahead of the database: pulling from the start"
+        );
+    }
+    let from = if reset { 0 } else { cursor };
     let pull = state
         .store
-        .pull(&device.communes, cursor, max_bytes, limits.max_page_records)
+        .pull(&device.communes, from, max_bytes, limits.max_page_records)
         .await?;
     if pushed == 0 {
         state.store.touch_device(device.id, now_ms()).await?;
@@ -918,12 +1005,14 @@ async fn sync_handler(
         more = pull.more,
         "sync"
     );
-    Ok(sync_reply(
+    Ok(sync_reply(Reply {
         acked_through,
-        &outcome.rejected,
-        &pull,
-        state.forms().current(),
-    ))
+        rejected: &outcome.rejected,
+        pull: &pull,
+        forms: state.forms().current(),
+        epoch: &epoch.id,
+        reset,
+    }))
 }
 
 /// Serve until `shutdown` resolves, then stop accepting and give in-flight requests the drain

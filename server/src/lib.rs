@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -3,7 +3,9 @@
 //! A push, in one transaction: lock the device row; sort the pushed edits by seq; edits at or
 //! below the device's last consumed seq are repeats (acknowledged again, or refused as
 //! `seq_reused` when their content differs); the rest are taken strictly in order from
-//! `last + 1` and stop at the first gap. Each taken edit is checked (shape, scope, form,
+//! `last + 1` and stop at the first gap. A reused seq (a repeat with other content, or a second
+//! edit under one seq in the push) is refused and stops the push there: one device number is
+//! one history, so nothing after it is applied. Each taken edit is checked (shape, scope, form,
 //! values, supersedes) and either applied to its record or rejected; both consume the seq and
 //! are stored. Changed records get fresh change seqs last, and everything is committed at once:
 //! either the whole push is durable and acknowledged, or nothing of it happened.
@@ -119,8 +121,19 @@ impl Checked {
 /// the push holds the database.
 pub struct PreparedPush {
     edits: Vec<Prepared>,
+    /// Edits sent under a seq another edit of the same push already has, with other content:
+    /// refused `seq_reused`, never applied.
+    duplicates: Vec<Prepared>,
     /// The log of every edit, when their seqs follow on: see [`PushLog::new`].
     packed: Option<PackedEdits>,
+    /// Seqs after the device's last consumed one, up to this, that the phone declares lost
+    /// (acknowledged before the database was restored, no longer on the phone). Taken only
+    /// when the push carries the edit right after them.
+    pub lost_through: Option<u64>,
+    /// The database was restored lately: a `supersedes` naming a dot not received (yet) is
+    /// not refused, since the edit that made it may be on its way back from its phone. That
+    /// value, when it comes, stands beside this edit's as a conflict.
+    pub recovering: bool,
 }
 
 impl PreparedPush {
@@ -177,8 +190,22 @@ pub fn prepare(
             }
         })
         .collect();
+    // Stable: of two edits under one seq, the first sent is the one taken.
     prepared.sort_by_key(|p| p.seq);
-    prepared.dedup_by_key(|p| p.seq);
+    let mut duplicates = Vec::new();
+    let mut unique: Vec<Prepared> = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        match unique.last() {
+            Some(first) if first.seq == p.seq => {
+                // The same edit sent twice is one edit; another edit under its seq is refused.
+                if !same_edit(&first.body, &p.body) {
+                    duplicates.push(p);
+                }
+            }
+            _ => unique.push(p),
+        }
+    }
+    let prepared = unique;
     let packed = prepared
         .windows(2)
         .all(|w| w[1].seq == w[0].seq + 1)
@@ -186,7 +213,10 @@ pub fn prepare(
         .flatten();
     PreparedPush {
         edits: prepared,
+        duplicates,
         packed,
+        lost_through: None,
+        recovering: false,
     }
 }
 
@@ -247,26 +277,51 @@ async fn try_push(
     today: &str,
 ) -> Result<PushOutcome, StoreError> {
     let mut tx = store.begin_sync().await?;
-    let last = tx.lock_device(device.id).await?;
+    let mut last = tx.lock_device(device.id).await?;
+
+    let mut rejected = Vec::new();
+    let mut refusals = Vec::new();
+    // Seqs a restore lost that the phone no longer holds: consumed as lost, so that the edits
+    // after them are not kept waiting behind a gap forever. Kept for the office to see.
+    if let Some(lost) = prepared
+        .lost_through
+        .filter(|&l| l > last && prepared.edits.iter().any(|p| p.seq == l + 1))
+    {
+        let r = Rejection::new(
+            last + 1,
+            RejectCode::Lost,
+            None,
+            format!(
+                "edits {}–{lost} of device {} were acknowledged before the database was \
+                 restored from a backup and are no longer on the phone: lost for good",
+                last + 1,
+                device.id
+            ),
+        );
+        refusals.push(Refused {
+            rejection: r,
+            body: Arc::from("{}"),
+            record: String::new(),
+        });
+        last = lost;
+    }
 
     let (repeats, later): (Vec<&Prepared>, Vec<&Prepared>) =
         prepared.edits.iter().partition(|p| p.seq <= last);
-    let fresh: Vec<&Prepared> = later
-        .iter()
-        .enumerate()
-        .take_while(|(i, p)| p.seq == last + 1 + *i as u64)
-        .map(|(_, p)| *p)
-        .collect();
-    let acked_through = last + fresh.len() as u64;
 
-    let mut batch = WriteBatch {
-        device: device.id,
-        last_seq: acked_through,
-        now,
-        ..Default::default()
+    let reused = |p: &Prepared| {
+        let r = Rejection::new(
+            p.seq,
+            RejectCode::SeqReused,
+            None,
+            format!(
+                "seq {} was already used by device {} for another edit; this edit was not applied: \
+                 the phone must take a new device number and send it again",
+                p.seq, device.id
+            ),
+        );
+        (r.clone(), p.refused(r))
     };
-    let mut rejected = Vec::new();
-
     if !repeats.is_empty() {
         let seqs: Vec<u64> = repeats.iter().map(|p| p.seq).collect();
         let stored = tx.stored_edits(device.id, &seqs).await?;
@@ -275,20 +330,45 @@ async fn try_push(
                 .get(&p.seq)
                 .is_some_and(|text| same_edit(text, &p.body))
             {
-                let r = Rejection::new(
-                    p.seq,
-                    RejectCode::SeqReused,
-                    None,
-                    format!(
-                        "seq {} was already used by device {} for another edit; send this edit again under a new seq",
-                        p.seq, device.id
-                    ),
-                );
-                rejected.push(r.clone());
-                batch.rejections.push(p.refused(r));
+                let (r, kept) = reused(p);
+                rejected.push(r);
+                refusals.push(kept);
             }
         }
     }
+    // One device number, one history: after a reused seq nothing more of this push is applied.
+    // The edits after it were made by a phone that shares its number with another history;
+    // they stay pending on the phone, which sends them again under a number of its own.
+    let fresh: Vec<&Prepared> = if refusals.is_empty() {
+        let first_duplicate = prepared.duplicates.first().map(|p| p.seq);
+        later
+            .iter()
+            .enumerate()
+            .take_while(|(i, p)| p.seq == last + 1 + *i as u64)
+            .map(|(_, p)| *p)
+            .take_while(|p| first_duplicate.is_none_or(|d| p.seq <= d))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let acked_through = last + fresh.len() as u64;
+    for p in prepared
+        .duplicates
+        .iter()
+        .filter(|p| p.seq <= acked_through)
+    {
+        let (r, kept) = reused(p);
+        rejected.push(r);
+        refusals.push(kept);
+    }
+
+    let mut batch = WriteBatch {
+        device: device.id,
+        last_seq: acked_through,
+        now,
+        rejections: refusals,
+        ..Default::default()
+    };
 
     let ids: Vec<RecordId> = fresh
         .iter()
@@ -355,7 +435,14 @@ async fn try_push(
                 }
             }
             Ok(checked) => checked.edit(p.seq, &p.body).and_then(|c| {
-                admit_against(&c, device, records.get(&c.record), &seqs).and_then(|()| {
+                admit_against(
+                    &c,
+                    device,
+                    records.get(&c.record),
+                    &seqs,
+                    prepared.recovering,
+                )
+                .and_then(|()| {
                     let (id, seq) = (c.record, c.seq);
                     let seen = |d: Dot| match d.device == device.id {
                         true => d.seq < seq,
@@ -444,7 +531,13 @@ async fn try_push(
     // A phone that lost an earlier response learns again why its edits were refused.
     if let Some(first) = repeats.first() {
         let earlier = store.rejections_between(device.id, first.seq, last).await?;
-        rejected.extend(earlier);
+        // Not for a seq refused as reused: that reason was about the other edit under it.
+        let reused: HashSet<u64> = rejected
+            .iter()
+            .filter(|r| r.code == RejectCode::SeqReused)
+            .map(|r| r.seq)
+            .collect();
+        rejected.extend(earlier.into_iter().filter(|r| !reused.contains(&r.seq)));
         rejected.sort_by_key(|r| r.seq);
     }
     Ok(PushOutcome {
@@ -538,6 +631,7 @@ fn admit_against(
     device: &Device,
     existing: Option<&Record>,
     seqs: &HashMap<DeviceId, u64>,
+    recovering: bool,
 ) -> Result<(), Rejection> {
     let reject = |code, message: String| Rejection::new(edit.seq, code, None, message);
     if let Some(record) = existing {
@@ -567,7 +661,7 @@ fn admit_against(
             } else {
                 dot.seq <= seqs.get(&dot.device).copied().unwrap_or(0)
             };
-            if !known {
+            if !known && !recovering {
                 return Err(Rejection::new(
                     edit.seq,
                     RejectCode::InvalidSupersedes,

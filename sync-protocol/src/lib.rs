@@ -27,5 +27,5 @@ pub use record::{Record, ReplicaRecord};
 pub use register::{Field, Register, Sibling, Write};
 pub use wire::{
     CheckedEdit, Edit, EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, FieldEdit, RejectCode,
-    Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
+    Rejection, SuccessorRequest, SyncRequest, SyncResponse, PROTOCOL_VERSION,
 };

@@ -146,13 +146,13 @@ impl Register {
     }
 
     /// Apply one write, given what this register's replica has seen before it. The same
-    /// result as joining the delta `({dot ↦ value}, {dot} ∪ supersedes)`, without building it.
+    /// result as joining the delta `({dot ↦ value}, {dot} ∪ supersedes)`, without building it:
+    /// the write removes exactly the siblings it supersedes.
     pub fn apply(&mut self, seen: &impl Seen, write: Write<'_>) -> bool {
-        let covers = |d: Dot| {
-            std::iter::once(write.dot)
-                .chain(write.supersedes.iter().copied())
-                .any(|c| c.device == d.device && d.seq <= c.seq)
-        };
+        // Exactly the dots the author saw: never a value by its device and seq alone, so an
+        // edit can never remove a value its author did not see, even one written under the
+        // same device number by a phone restored from a backup.
+        let covers = |d: Dot| write.supersedes.contains(&d);
         let before = self.siblings.len();
         let mut present = false;
         self.siblings.retain(|s| {

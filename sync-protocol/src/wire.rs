@@ -104,6 +104,15 @@ pub struct SyncRequest {
     pub cursor: u64,
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    /// The database epoch of the response the cursor came from. A cursor of another epoch is
+    /// answered with a pull from the start (`reset`). Absent: the cursor is taken as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// After a restore lost acknowledged edits (`next_seq` below what the phone had
+    /// acknowledged), the last of those seqs the phone no longer holds: the server consumes
+    /// them as lost for good, records that for the office, and takes the edits after them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_through: Option<u64>,
 }
 
 fn default_max_bytes() -> u64 {
@@ -127,6 +136,19 @@ pub struct SyncResponse {
     pub more: bool,
     /// The current version of each form in scope.
     pub forms: BTreeMap<String, u32>,
+    /// The database's epoch: made with the database, renewed when it is restored from a
+    /// backup. Send it back with the cursor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// The seq the server expects next from this device. Below a seq the phone had seen
+    /// acknowledged, the server lost those edits (a restore): the phone pushes them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_seq: Option<u64>,
+    /// This pull starts from the beginning (the request's cursor was of another epoch, or
+    /// ahead of the database): the phone replaces every pulled record with what follows, over
+    /// this and the next pages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
 }
 
 /// Why one edit was not applied. The edit is consumed (acknowledged) and kept for review.
@@ -158,6 +180,20 @@ pub struct EnrollResponse {
     pub device: DeviceId,
     pub token: String,
     pub communes: Vec<String>,
+    /// For a successor identity (`POST /v1/successor`): the device it follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predecessor: Option<DeviceId>,
+}
+
+/// `POST /v1/successor` request, with the old device's token: a phone whose seqs were used by
+/// another history (restored from a backup, or its data copied to another phone) takes a new
+/// device number for the same collaborator and communes. `request` is an id the phone makes
+/// once per successor it needs: sent again after a lost response, it names the same successor
+/// (with a fresh token, which replaces the one lost).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SuccessorRequest {
+    pub protocol: u32,
+    pub request: String,
 }
 
 /// The body of every HTTP error.
@@ -240,6 +276,9 @@ code_enum!(
         InvalidSupersedes = "invalid_supersedes",
         /// The seq was already used by this device for an edit with other content.
         SeqReused = "seq_reused",
+        /// Acknowledged once, then lost with a database restored from a backup, and no longer
+        /// on the phone: gone for good (kept so that the office sees which).
+        Lost = "lost",
     }
 );
 

@@ -7,7 +7,7 @@ mod common;
 
 use common::{for_seeds, ModelServer, Rng};
 use serde_json::json;
-use sync_protocol::{Client, CommuneCode, FormId, RecordId, SyncRequest};
+use sync_protocol::{Client, CommuneCode, FormId, RecordId, RejectCode, SyncRequest};
 
 #[test]
 fn client_never_loses_a_pending_edit() {
@@ -145,9 +145,11 @@ fn restored_phone_skips_consumed_seqs() {
             [("weight_kg", json!(i))],
         );
     }
-    phone.apply_response(&server.sync(4, &phone.sync_request()));
+    let request = phone.sync_request();
+    phone.apply_response(&server.sync(4, &request));
     let mut restored = backup;
-    restored.apply_response(&server.sync(4, &restored.sync_request()));
+    let request = restored.sync_request();
+    restored.apply_response(&server.sync(4, &request));
     let seq = restored.create(
         RecordId::new_v7(),
         &form,
@@ -159,4 +161,62 @@ fn restored_phone_skips_consumed_seqs() {
     let response = server.sync(4, &restored.sync_request());
     assert!(response.rejected.is_empty());
     assert_eq!(response.acked_through, 4);
+}
+
+/// A phone restored from an old backup that edits before it syncs: its edits reuse seqs of the
+/// history the server holds. It takes a successor number and replays them all, in order, so a
+/// field written "first", "second", "third" ends as "third", and the other history's values
+/// stay as they were.
+#[test]
+fn restored_phone_takes_a_successor_and_loses_nothing() {
+    let mut server = ModelServer::default();
+    let form = FormId::parse("nutrition").unwrap();
+    let commune = CommuneCode::parse("19753").unwrap();
+    let mut phone = Client::new(4);
+    let shared = RecordId::new_v7();
+    phone.create(shared, &form, 1, &commune, [("weight_kg", json!(1))]);
+    let request = phone.sync_request();
+    phone.apply_response(&server.sync(4, &request));
+    let backup = phone.clone();
+    // The original goes on: seqs 2 and 3 reach the server.
+    let mine = RecordId::new_v7();
+    phone.create(mine, &form, 1, &commune, [("weight_kg", json!(2))]);
+    phone.edit(shared, [("weight_kg", json!(3))]);
+    let request = phone.sync_request();
+    phone.apply_response(&server.sync(4, &request));
+    assert_eq!(server.seen.get(4), 3);
+
+    // The restored copy edits offline: seqs 2, 3, 4, straddling the server's last seq.
+    let mut restored = backup;
+    let other = RecordId::new_v7();
+    restored.create(other, &form, 1, &commune, [("note", json!("first"))]);
+    restored.edit(other, [("note", json!("second"))]);
+    restored.edit(other, [("note", json!("third"))]);
+    let request = restored.sync_request();
+    let response = server.sync(4, &request);
+    assert_eq!(
+        response.acked_through, 3,
+        "nothing after a reused seq is applied"
+    );
+    assert!(response
+        .rejected
+        .iter()
+        .all(|r| r.code == RejectCode::SeqReused));
+    restored.apply_response(&response);
+    assert!(restored.successor_needed());
+    assert_eq!(restored.pending().len(), 3, "every edit stays pending");
+    let successor = server.successor();
+    restored.adopt_successor(successor);
+    assert_eq!(restored.device(), successor);
+    for _ in 0..5 {
+        let request = restored.sync_request();
+        let response = server.sync(successor, &request);
+        restored.apply_response(&response);
+    }
+    assert!(restored.pending().is_empty() && restored.rejected().is_empty());
+    let state = server.state();
+    assert_eq!(state[&other].value("note"), Some(&json!("third")));
+    assert!(!state[&other].is_conflicted());
+    assert_eq!(state[&mine].value("weight_kg"), Some(&json!(2)));
+    assert_eq!(state[&shared].value("weight_kg"), Some(&json!(3)));
 }

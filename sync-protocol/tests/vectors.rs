@@ -9,7 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::json;
 use sync_protocol::{
     Dot, Edit, EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, FieldEdit, Record, RecordId,
-    Register, RejectCode, Rejection, Sibling, SyncRequest, SyncResponse,
+    Register, RejectCode, Rejection, Sibling, SuccessorRequest, SyncRequest, SyncResponse,
 };
 
 fn check<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(name: &str, value: &T) {
@@ -71,12 +71,50 @@ fn sync_request_vector() {
             push: vec![edit()],
             cursor: 1893,
             max_bytes: 65536,
+            epoch: None,
+            lost_through: None,
+        },
+    );
+}
+
+/// A request of a phone that knows epochs: its cursor's epoch, and after a restore lost some of
+/// its acknowledged edits, the seqs it no longer holds.
+#[test]
+fn sync_request_with_epoch_vector() {
+    check(
+        "sync-request-epoch.json",
+        &SyncRequest {
+            protocol: 1,
+            push: vec![edit()],
+            cursor: 1893,
+            max_bytes: 65536,
+            epoch: Some("0193a1b2c3d47e5f8a9b0c1d2e3f4a5b".into()),
+            lost_through: Some(40),
         },
     );
 }
 
 #[test]
 fn sync_response_vector() {
+    check("sync-response.json", &sync_response());
+}
+
+/// The keys a response carries since epochs: `epoch`, `next_seq`, and `reset` on a pull that
+/// starts again from the beginning.
+#[test]
+fn sync_response_with_epoch_vector() {
+    check(
+        "sync-response-epoch.json",
+        &SyncResponse {
+            epoch: Some("0193a1b2c3d47e5f8a9b0c1d2e3f4a5b".into()),
+            next_seq: Some(42),
+            reset: true,
+            ..sync_response()
+        },
+    );
+}
+
+fn sync_response() -> SyncResponse {
     let record = Record {
         id: record_id(),
         form: sync_protocol::FormId::parse("birth-registration").unwrap(),
@@ -106,24 +144,24 @@ fn sync_response_vector() {
         ]),
         derived: BTreeMap::new(),
     };
-    check(
-        "sync-response.json",
-        &SyncResponse {
-            protocol: 1,
-            acked_through: 41,
-            rejected: vec![Rejection::new(
-                40,
-                RejectCode::InvalidValue,
-                Some("date_of_birth"),
-                "date_of_birth: \"2020-02-30\" is not a date YYYY-MM-DD",
-            )],
-            records: vec![record],
-            evicted: vec![RecordId::parse("01937a4e-0000-7000-8000-000000000001").unwrap()],
-            cursor: 1931,
-            more: false,
-            forms: BTreeMap::from([("birth-registration".into(), 1)]),
-        },
-    );
+    SyncResponse {
+        protocol: 1,
+        acked_through: 41,
+        rejected: vec![Rejection::new(
+            40,
+            RejectCode::InvalidValue,
+            Some("date_of_birth"),
+            "date_of_birth: \"2020-02-30\" is not a date YYYY-MM-DD",
+        )],
+        records: vec![record],
+        evicted: vec![RecordId::parse("01937a4e-0000-7000-8000-000000000001").unwrap()],
+        cursor: 1931,
+        more: false,
+        forms: BTreeMap::from([("birth-registration".into(), 1)]),
+        epoch: None,
+        next_seq: None,
+        reset: false,
+    }
 }
 
 #[test]
@@ -140,6 +178,27 @@ fn enroll_vectors() {
             device: 7,
             token: "mam_d7_9f2c4e1a6b8d3f5e7a9c1b3d5f7e9a2c".into(),
             communes: vec!["19753".into()],
+            predecessor: None,
+        },
+    );
+}
+
+#[test]
+fn successor_vectors() {
+    check(
+        "successor-request.json",
+        &SuccessorRequest {
+            protocol: 1,
+            request: "01937a4e-9d0e-7f1a-8b2c-3d4e5f6a7b8c".into(),
+        },
+    );
+    check(
+        "successor-response.json",
+        &EnrollResponse {
+            device: 23,
+            token: "mam_d23_4b6d8f0a2c4e6a8c0e2b4d6f8a0c2e4b".into(),
+            communes: vec!["19753".into()],
+            predecessor: Some(7),
         },
     );
 }

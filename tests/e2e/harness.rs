@@ -337,9 +337,35 @@ impl Phone {
             .unwrap()
     }
 
-    /// One sync request and its response, applied.
+    /// Take a successor number (`POST /v1/successor`), as a phone does when its seqs were
+    /// used by another history, and give it to the client.
+    pub async fn take_successor(&mut self) -> EnrollResponse {
+        let request = RecordId::new_v7().to_string();
+        let response = self
+            .http
+            .post(format!("{}/v1/successor", self.url))
+            .bearer_auth(&self.token)
+            .json(&json!({"protocol": 1, "request": request}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "successor refused: {}",
+            response.text().await.unwrap()
+        );
+        let successor: EnrollResponse = response.json().await.unwrap();
+        self.client.adopt_successor(successor.device);
+        self.token = successor.token.clone();
+        successor
+    }
+
+    /// One sync request and its response, applied (and a successor taken when the response
+    /// shows that another history holds this device number).
     pub async fn sync_once(&mut self) -> SyncResponse {
-        let response = self.send(&self.client.sync_request()).await;
+        let request = self.client.sync_request();
+        let response = self.send(&request).await;
         assert_eq!(
             response.status(),
             200,
@@ -348,6 +374,9 @@ impl Phone {
         );
         let response: SyncResponse = response.json().await.unwrap();
         self.client.apply_response(&response);
+        if self.client.successor_needed() {
+            self.take_successor().await;
+        }
         response
     }
 

@@ -500,7 +500,8 @@ async fn revoked_phone_is_refused(db: Database) {
     let mut a = server.enroll("Hoa", &[COMMUNE]).await;
     a.sync().await;
     server.cli(&["device", "revoke", &a.device().to_string()]);
-    let response = a.send(&a.client.sync_request()).await;
+    let request = a.client.sync_request();
+    let response = a.send(&request).await;
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "unauthorized");

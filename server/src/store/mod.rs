@@ -92,6 +92,40 @@ pub struct DeviceSummary {
     pub last_seq: u64,
     pub last_sync_at: Option<i64>,
     pub rejected: u64,
+    /// The device this one succeeds (a phone that took a new number, `POST /v1/successor`).
+    pub predecessor: Option<DeviceId>,
+}
+
+/// What `rebuild_cells` computes the cells with.
+pub type CellBuilder<'a> = dyn Fn(&[Record]) -> Vec<(CellKey, Amount)> + Send + Sync + 'a;
+
+/// Successor numbers one device may take: a phone restored a few times, not a device factory.
+pub const MAX_SUCCESSORS: i64 = 10;
+
+/// Which life of the database this is: made with the database, renewed by a restore.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Epoch {
+    pub id: String,
+    /// The change counter: the highest cursor this database has handed out.
+    pub counter: u64,
+    /// When the epoch was last renewed (unix milliseconds); `None` for the first one.
+    pub renewed_at: Option<i64>,
+}
+
+/// For how long after a restore phones may bring back edits that name other edits the database
+/// lost: the phones' retention of acknowledged edits.
+pub const RECOVERY_MS: i64 = sync_protocol::client::DEFAULT_RETENTION_MS;
+
+impl Epoch {
+    /// Whether edits lost by a restore may still be coming back from phones.
+    pub fn recovering(&self, now: i64) -> bool {
+        self.renewed_at.is_some_and(|at| now - at < RECOVERY_MS)
+    }
+}
+
+/// A new epoch: 32 hex digits.
+pub fn new_epoch() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
 }
 
 /// A refused edit, kept for review.
@@ -580,6 +614,23 @@ pub trait Store: Send + Sync + 'static {
     async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>>;
     async fn devices(&self) -> Result<Vec<DeviceSummary>>;
     async fn revoke(&self, device: DeviceId, now: i64) -> Result<()>;
+    /// A successor of `old` (not revoked): the same name and communes under a new number,
+    /// enrolled with `token_hash`. The same `request` again names the same successor, whose
+    /// token becomes `token_hash`. At most [`MAX_SUCCESSORS`] per device.
+    async fn add_successor(
+        &self,
+        old: DeviceId,
+        request: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Device>;
+    /// The database's epoch and its change counter (the highest cursor it has handed out).
+    async fn epoch(&self) -> Result<Epoch>;
+    /// Give the database a new epoch (after a restore) and return it.
+    async fn renew_epoch(&self, now: i64) -> Result<String>;
+    /// A consistent copy of the whole database in a new file, taken while writes go on.
+    /// `Unsupported` where the backend has tools of its own (PostgreSQL).
+    async fn backup(&self, to: &std::path::Path) -> Result<()>;
     async fn begin_sync(&self) -> Result<Box<dyn SyncTx>>;
     /// Records in `communes` changed after `cursor`, and records that left them, in change
     /// order, up to `max_bytes` of record JSON (at least one record) or `max_records`.
@@ -610,6 +661,11 @@ pub trait Store: Send + Sync + 'static {
     async fn cells(&self, period: Option<&str>) -> Result<Vec<(CellKey, Amount)>>;
     /// Replace every indicator cell (a rebuild), in one transaction.
     async fn replace_cells(&self, cells: &[(CellKey, Amount)]) -> Result<()>;
+    /// Replace every indicator cell with what `build` makes of every record, reading the
+    /// records and writing the cells in one transaction that no push can commit into: a push
+    /// either lands before the read (and counts) or after the write (and adds its deltas).
+    /// Returns the number of records read and of cells written.
+    async fn rebuild_cells(&self, build: &CellBuilder<'_>) -> Result<(usize, usize)>;
     /// The records of these forms in these communes.
     async fn records_of(&self, forms: &[String], communes: &[String]) -> Result<Vec<Record>>;
     /// A page of the records a query matches, newest first, and how many match in all.
@@ -840,6 +896,7 @@ pub(crate) mod rows {
         last_seq: i64,
         last_sync_at: Option<i64>,
         rejected: i64,
+        predecessor: Option<i64>,
     }
 
     impl From<SummaryRow> for DeviceSummary {
@@ -856,6 +913,7 @@ pub(crate) mod rows {
                 last_seq: r.last_seq as u64,
                 last_sync_at: r.last_sync_at,
                 rejected: r.rejected as u64,
+                predecessor: r.predecessor.map(|p| p as DeviceId),
             }
         }
     }

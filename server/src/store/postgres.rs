@@ -38,7 +38,59 @@ impl PgStore {
             .connect(url)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let store = Self { pool };
+        store.check_cluster().await?;
+        Ok(store)
+    }
+
+    /// A database that finds itself on another cluster (restored into a new one) or on a new
+    /// timeline (a promoted replica, a point-in-time recovery) may have lost commits that phones
+    /// saw acknowledged: it takes a new epoch, so that every phone pulls again from the start
+    /// and pushes what it kept. The cluster is read where the role may read it; elsewhere,
+    /// `mam epoch renew` does the same by hand.
+    async fn check_cluster(&self) -> Result<()> {
+        let identity: Option<String> = match sqlx::query_scalar(
+            "SELECT s.system_identifier::text || '/' || c.timeline_id::text
+             FROM pg_control_system() s, pg_control_checkpoint() c",
+        )
+        .fetch_one(&self.pool)
+        .await
+        {
+            Ok(identity) => Some(identity),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot read the cluster's identity; a restore needs `mam epoch renew`");
+                None
+            }
+        };
+        let Some(identity) = identity else {
+            return Ok(());
+        };
+        let known: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE name = 'cluster'")
+                .fetch_optional(&self.pool)
+                .await?;
+        match known {
+            Some(known) if known == identity => {}
+            Some(known) => {
+                let epoch = super::Store::renew_epoch(self, crate::now_ms()).await?;
+                tracing::warn!(was = %known, now = %identity, %epoch,
+                    "the database is on another cluster or timeline than before: new epoch, phones pull again");
+                self.set_cluster(&identity).await?;
+            }
+            None => self.set_cluster(&identity).await?,
+        }
+        Ok(())
+    }
+
+    async fn set_cluster(&self, identity: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES ('cluster', $1)
+             ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(identity)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
 
@@ -131,7 +183,8 @@ impl super::Store for PgStore {
         let rows = sqlx::query_as::<_, SummaryRow>(
             "SELECT d.id, d.name, d.communes, d.token_hash IS NOT NULL AS enrolled,
                     d.revoked_at IS NOT NULL AS revoked, d.last_seq, d.last_sync_at,
-                    (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id) AS rejected
+                    (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id) AS rejected,
+                    d.predecessor
              FROM devices d ORDER BY d.id",
         )
         .fetch_all(&self.pool)
@@ -150,6 +203,102 @@ impl super::Store for PgStore {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    async fn add_successor(
+        &self,
+        old: DeviceId,
+        request: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Device> {
+        let mut tx = self.pool.begin().await?;
+        // The predecessor's row, locked: two requests for successors of one device take turns.
+        sqlx::query("SELECT id FROM devices WHERE id = $1 FOR UPDATE")
+            .bind(old as i64)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let again = sqlx::query_as::<_, DeviceRow>(
+            "UPDATE devices SET token_hash = $1 WHERE predecessor = $2 AND successor_request = $3
+               AND revoked_at IS NULL
+             RETURNING id, name, communes, revoked_at, last_seq",
+        )
+        .bind(token_hash)
+        .bind(old as i64)
+        .bind(request)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = again {
+            tx.commit().await?;
+            return Ok(Device::from(row));
+        }
+        let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE predecessor = $1")
+            .bind(old as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+        if taken >= super::MAX_SUCCESSORS {
+            return Err(StoreError::Other(format!(
+                "device {old} has taken {taken} successor numbers already; enrol the phone again"
+            )));
+        }
+        let row = sqlx::query_as::<_, DeviceRow>(
+            "INSERT INTO devices (name, communes, token_hash, created_at, enrolled_at,
+                                  predecessor, successor_request)
+             SELECT name, communes, $1, $2, $2, id, $3 FROM devices
+             WHERE id = $4 AND revoked_at IS NULL
+             RETURNING id, name, communes, revoked_at, last_seq",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .bind(request)
+        .bind(old as i64)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(Device::from(row))
+    }
+
+    async fn epoch(&self) -> Result<super::Epoch> {
+        let (id, counter, renewed_at): (String, i64, Option<String>) = sqlx::query_as(
+            "SELECT (SELECT value FROM meta WHERE name = 'epoch'),
+                    (SELECT value FROM counters WHERE name = 'changes'),
+                    (SELECT value FROM meta WHERE name = 'renewed_at')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(super::Epoch {
+            id,
+            counter: counter as u64,
+            renewed_at: renewed_at.and_then(|t| t.parse().ok()),
+        })
+    }
+
+    async fn renew_epoch(&self, now: i64) -> Result<String> {
+        let epoch = super::new_epoch();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE meta SET value = $1 WHERE name = 'epoch'")
+            .bind(&epoch)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES ('renewed_at', $1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(now.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(epoch)
+    }
+
+    async fn backup(&self, _to: &std::path::Path) -> Result<()> {
+        Err(StoreError::Other(
+            "a PostgreSQL database is backed up with PostgreSQL's tools (pg_dump, or a base \
+             backup); after restoring one, run `mam epoch renew`"
+                .into(),
+        ))
     }
 
     async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()> {
@@ -362,6 +511,35 @@ impl super::Store for PgStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn rebuild_cells(&self, build: &super::CellBuilder<'_>) -> Result<(usize, usize)> {
+        let mut tx = self.pool.begin().await?;
+        // Pushes add to the cells before they take the change counter: the cells first (a
+        // push that has touched them finishes before this goes on), then the counter, so no
+        // push commits between the records read and the cells written, and none deadlocks.
+        sqlx::query("LOCK TABLE indicator_cells IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT value FROM counters WHERE name = 'changes' FOR UPDATE")
+            .execute(&mut *tx)
+            .await?;
+        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await?;
+        let records = bodies
+            .iter()
+            .map(|b| parse_record(b))
+            .collect::<Result<Vec<_>>>()?;
+        let cells = build(&records);
+        sqlx::query("DELETE FROM indicator_cells")
+            .execute(&mut *tx)
+            .await?;
+        for chunk in cells.chunks(1000) {
+            add_cells(&mut tx, chunk).await?;
+        }
+        tx.commit().await?;
+        Ok((records.len(), cells.len()))
     }
 
     async fn records_of(&self, forms: &[String], communes: &[String]) -> Result<Vec<Record>> {

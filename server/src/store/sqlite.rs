@@ -579,7 +579,8 @@ impl super::Store for SqliteStore {
         let rows = sqlx::query_as::<_, SummaryRow>(
             "SELECT d.id, d.name, d.communes, d.token_hash IS NOT NULL AS enrolled,
                     d.revoked_at IS NOT NULL AS revoked, d.last_seq, d.last_sync_at,
-                    (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id) AS rejected
+                    (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id) AS rejected,
+                    d.predecessor
              FROM devices d ORDER BY d.id",
         )
         .fetch_all(&self.reader)
@@ -597,6 +598,110 @@ impl super::Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        Ok(())
+    }
+
+    async fn add_successor(
+        &self,
+        old: DeviceId,
+        request: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Device> {
+        let mut tx = self.writer.begin().await?;
+        let again = sqlx::query_as::<_, DeviceRow>(
+            "UPDATE devices SET token_hash = ? WHERE predecessor = ? AND successor_request = ?
+               AND revoked_at IS NULL
+             RETURNING id, name, communes, revoked_at, last_seq",
+        )
+        .bind(token_hash)
+        .bind(old as i64)
+        .bind(request)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = again {
+            tx.commit().await?;
+            return Ok(Device::from(row));
+        }
+        let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE predecessor = ?")
+            .bind(old as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+        if taken >= super::MAX_SUCCESSORS {
+            return Err(StoreError::Other(format!(
+                "device {old} has taken {taken} successor numbers already; enrol the phone again"
+            )));
+        }
+        let row = sqlx::query_as::<_, DeviceRow>(
+            "INSERT INTO devices (name, communes, token_hash, created_at, enrolled_at,
+                                  predecessor, successor_request)
+             SELECT name, communes, ?, ?, ?, id, ? FROM devices
+             WHERE id = ? AND revoked_at IS NULL
+             RETURNING id, name, communes, revoked_at, last_seq",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .bind(now)
+        .bind(request)
+        .bind(old as i64)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(Device::from(row))
+    }
+
+    async fn epoch(&self) -> Result<super::Epoch> {
+        let (id, counter, renewed_at): (String, i64, Option<String>) = sqlx::query_as(
+            "SELECT (SELECT value FROM meta WHERE name = 'epoch'),
+                    (SELECT value FROM counters WHERE name = 'changes'),
+                    (SELECT value FROM meta WHERE name = 'renewed_at')",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(super::Epoch {
+            id,
+            counter: counter as u64,
+            renewed_at: renewed_at.and_then(|t| t.parse().ok()),
+        })
+    }
+
+    async fn renew_epoch(&self, now: i64) -> Result<String> {
+        let epoch = super::new_epoch();
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE meta SET value = ? WHERE name = 'epoch'")
+            .bind(&epoch)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES ('renewed_at', ?)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(now.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(epoch)
+    }
+
+    async fn backup(&self, to: &Path) -> Result<()> {
+        if to.exists() {
+            return Err(StoreError::Other(format!(
+                "{} exists already: a backup never overwrites a file",
+                to.display()
+            )));
+        }
+        let target = to
+            .to_str()
+            .ok_or_else(|| StoreError::Other(format!("{} is not a UTF-8 path", to.display())))?;
+        // From a reader: one snapshot, while the writer goes on committing.
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.reader)
+            .await?;
+        std::fs::File::open(to)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| StoreError::Other(format!("cannot flush {}: {e}", to.display())))?;
         Ok(())
     }
 
@@ -864,6 +969,43 @@ impl super::Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn rebuild_cells(&self, build: &super::CellBuilder<'_>) -> Result<(usize, usize)> {
+        let mut conn = self.writer.acquire().await?;
+        // IMMEDIATE: the write lock before the read, so no other process's push commits
+        // between the records read and the cells written.
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = async {
+            let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await?;
+            let records = bodies
+                .iter()
+                .map(|b| parse_record(b))
+                .collect::<Result<Vec<_>>>()?;
+            let cells = build(&records);
+            sqlx::query("DELETE FROM indicator_cells")
+                .execute(&mut *conn)
+                .await?;
+            for chunk in cells.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("");
+                push_cells(&mut q, chunk);
+                q.build().execute(&mut *conn).await?;
+            }
+            Ok::<_, StoreError>((records.len(), cells.len()))
+        }
+        .await;
+        match result {
+            Ok(counts) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                Ok(counts)
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(e)
+            }
+        }
     }
 
     async fn records_of(&self, forms: &[String], communes: &[String]) -> Result<Vec<Record>> {

@@ -1,7 +1,7 @@
 //! Records: the filtered list, one record with its history, and settling conflicts (one
 //! record at a time or from the queue). Settling is an ordinary edit from the officer's device.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use askama::Template;
@@ -229,7 +229,8 @@ pub async fn records(
 // One record, its history, and settling its conflicts
 
 pub struct SiblingView {
-    pub index: usize,
+    /// The sibling's dot, `device:seq`: what the office's choice names.
+    pub dot: String,
     pub value: String,
     pub who: String,
     pub when: String,
@@ -255,6 +256,9 @@ pub struct HistoryLine {
 /// A record's conflicts and the form to settle them.
 pub struct ConflictCard {
     pub id: String,
+    /// Every field's dots as the page shows them (JSON `{"field": [[device, seq], …]}`): a
+    /// settle supersedes exactly these, and writes nothing if the record holds others by then.
+    pub shown: String,
     pub href: String,
     pub action: String,
     pub title: String,
@@ -330,14 +334,13 @@ fn field_views(
             let siblings = register
                 .siblings()
                 .iter()
-                .enumerate()
-                .map(|(index, s)| {
+                .map(|s| {
                     let (who, when) = authors
                         .get(&(s.dot.device, s.dot.seq))
                         .map(|(w, t)| (w.clone(), local_time(*t)))
                         .unwrap_or_else(|| (format!("#{}", s.dot.device), String::new()));
                     SiblingView {
-                        index,
+                        dot: format!("{}:{}", s.dot.device, s.dot.seq),
                         value: show(&s.value, def, lang),
                         who,
                         when,
@@ -377,8 +380,14 @@ fn conflict_card(
         .into_iter()
         .filter(|f| f.conflict)
         .collect();
+    let shown: BTreeMap<&str, Vec<Dot>> = record
+        .fields
+        .keys()
+        .map(|name| (name.as_str(), record.dots(name)))
+        .collect();
     Some(ConflictCard {
         id: record.id.to_string(),
+        shown: serde_json::to_string(&shown).expect("dots always serialize"),
         href: format!("/office/records/{}", record.id),
         action: format!("/office/records/{}/settle", record.id),
         title: format!(
@@ -581,12 +590,29 @@ pub async fn settle(
     let survey = registry
         .get(&record.form, record.version)
         .or_else(|| registry.latest(&record.form));
+    // What the page showed, per field. A form without it (an old page) showed nothing that
+    // can be trusted: it is treated as showing nothing, so any value makes it stale.
+    let shown: BTreeMap<String, Vec<Dot>> = form
+        .get("shown")
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    let shown_of = |name: &str| shown.get(name).cloned().unwrap_or_default();
+    // Fields whose values are not the ones the page showed.
+    let mut stale: BTreeSet<String> = BTreeSet::new();
+    let check_shown = |name: &str, stale: &mut BTreeSet<String>| {
+        let now: BTreeSet<Dot> = record.dots(name).into_iter().collect();
+        let then: BTreeSet<Dot> = shown_of(name).into_iter().collect();
+        if now != then {
+            stale.insert(name.to_owned());
+        }
+    };
     let mut fields: BTreeMap<String, FieldEdit> = BTreeMap::new();
     let mut problem: Option<String> = None;
     match form.get("delete").map(String::as_str) {
         Some("keep") => {
             // Deleted again, over everything shown: every field and the delete itself.
             for name in record.fields.keys() {
+                check_shown(name, &mut stale);
                 let value = if name == DELETED_FIELD {
                     Value::Bool(true)
                 } else {
@@ -596,30 +622,31 @@ pub async fn settle(
                     name.clone(),
                     FieldEdit {
                         value,
-                        supersedes: record.dots(name),
+                        supersedes: shown_of(name),
                     },
                 );
             }
         }
         Some("restore") => {
+            check_shown(DELETED_FIELD, &mut stale);
             fields.insert(
                 DELETED_FIELD.to_owned(),
                 FieldEdit {
                     value: Value::Bool(false),
-                    supersedes: record.dots(DELETED_FIELD),
+                    supersedes: shown_of(DELETED_FIELD),
                 },
             );
         }
         _ => {}
     }
-    for name in record.conflicted_fields() {
-        if fields.contains_key(name) {
-            continue;
-        }
-        let Some(pick) = form.get(&format!("pick:{name}")) else {
-            continue;
-        };
-        let register = &record.fields[name];
+    let picked: Vec<&str> = form
+        .keys()
+        .filter_map(|k| k.strip_prefix("pick:"))
+        .filter(|name| !fields.contains_key(*name))
+        .collect();
+    for name in picked {
+        let pick = &form[&format!("pick:{name}")];
+        check_shown(name, &mut stale);
         let value = if pick == "other" {
             let text = form
                 .get(&format!("other:{name}"))
@@ -633,20 +660,62 @@ pub async fn settle(
                 }
             }
         } else {
-            match pick
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| register.siblings().get(i))
-            {
-                Some(s) => s.value.clone(),
-                None => {
-                    problem = Some(format!("{name}: no value number {pick:?}"));
+            // The choice names the value by its dot, never by its place in a list.
+            let dot = pick
+                .split_once(':')
+                .and_then(|(d, s)| Some(Dot::new(d.parse().ok()?, s.parse().ok()?)));
+            let sibling = dot.and_then(|dot| {
+                record
+                    .fields
+                    .get(name)?
+                    .siblings()
+                    .iter()
+                    .find(|s| s.dot == dot)
+            });
+            match (dot, sibling) {
+                (Some(_), Some(s)) => s.value.clone(),
+                (Some(_), None) => {
+                    stale.insert(name.to_owned());
+                    continue;
+                }
+                (None, _) => {
+                    problem = Some(format!("{name}: no value {pick:?}"));
                     continue;
                 }
             }
         };
-        let supersedes: Vec<Dot> = record.dots(name);
-        fields.insert(name.to_owned(), FieldEdit { value, supersedes });
+        fields.insert(
+            name.to_owned(),
+            FieldEdit {
+                value,
+                supersedes: shown_of(name),
+            },
+        );
+    }
+    if !stale.is_empty() {
+        tracing::info!(user = %officer.user.name, record = %record.id, fields = ?stale,
+            "settle not saved: the record changed while the page was open");
+        let labels: Vec<String> = stale
+            .iter()
+            .map(|name| {
+                survey
+                    .and_then(|f| f.field(name))
+                    .and_then(|d| d.label.as_ref())
+                    .map(|l| format!("{} ({name})", officer.lang.pick(&l.vi, &l.en)))
+                    .unwrap_or_else(|| name.to_owned())
+            })
+            .collect();
+        let error = format!("{} {}", officer.lang.t("settle_stale"), labels.join(", "));
+        return render_record(
+            &state,
+            &officer,
+            &uri,
+            record,
+            None,
+            Some(error),
+            StatusCode::CONFLICT,
+        )
+        .await;
     }
     if problem.is_none() && fields.is_empty() {
         problem = Some(officer.lang.t("settle").to_owned() + ": ?");

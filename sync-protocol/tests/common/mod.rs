@@ -73,24 +73,33 @@ pub struct ModelServer {
     pub edits: BTreeMap<(DeviceId, u64), Edit>,
     pub rejected: BTreeMap<(DeviceId, u64), Rejection>,
     pub change: u64,
+    pub next_device: DeviceId,
 }
 
 impl ModelServer {
     pub fn sync(&mut self, device: DeviceId, request: &SyncRequest) -> SyncResponse {
         let mut rejected = Vec::new();
-        for edit in &request.push {
+        let last = self.seen.get(device);
+        for edit in request.push.iter().filter(|e| e.seq <= last) {
+            if let Some(old) = self.edits.get(&(device, edit.seq)) {
+                if old != edit {
+                    rejected.push(Rejection::new(
+                        edit.seq,
+                        RejectCode::SeqReused,
+                        None,
+                        "seq reused",
+                    ));
+                }
+            }
+        }
+        // One device number, one history: nothing after a reused seq is applied.
+        let fresh = match rejected.is_empty() {
+            true => &request.push[..],
+            false => &[],
+        };
+        for edit in fresh {
             let last = self.seen.get(device);
             if edit.seq <= last {
-                if let Some(old) = self.edits.get(&(device, edit.seq)) {
-                    if old != edit {
-                        rejected.push(Rejection::new(
-                            edit.seq,
-                            RejectCode::SeqReused,
-                            None,
-                            "seq reused",
-                        ));
-                    }
-                }
                 continue;
             }
             if edit.seq != last + 1 {
@@ -154,7 +163,16 @@ impl ModelServer {
             cursor,
             more,
             forms: BTreeMap::new(),
+            epoch: None,
+            next_seq: Some(acked + 1),
+            reset: false,
         }
+    }
+
+    /// A new device number, as `POST /v1/successor` gives one.
+    pub fn successor(&mut self) -> DeviceId {
+        self.next_device = self.next_device.max(1000) + 1;
+        self.next_device
     }
 
     pub fn state(&self) -> BTreeMap<RecordId, Record> {

@@ -1,0 +1,124 @@
+//! Backups of a SQLite database, and putting one back.
+//!
+//! `mam backup FILE` copies the database with `VACUUM INTO` from a reader: one consistent
+//! snapshot, taken while `mam serve` goes on answering (under WAL, readers never block the
+//! writer). `mam restore FILE` puts a copy back while no server runs (the data directory's
+//! lock says so), keeps the database it replaces beside it, and gives the restored database a
+//! new epoch: phones then pull from the start and push again every edit they kept that the
+//! backup does not hold (`sync-protocol/PROTOCOL.md`, "After a restore").
+//!
+//! PostgreSQL has its own tools (`pg_dump`, base backups, replicas); after a restore from them,
+//! `mam epoch renew` does what `mam restore` does to the epoch, and a promoted replica or a
+//! cluster restored from a base backup renews it by itself ([`crate::store::postgres`]).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+/// The database file inside a data directory.
+pub fn database_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("mam.db")
+}
+
+/// The lock a server holds on its data directory while it runs: one server per SQLite
+/// database, and no restore under a running server.
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Take the lock, or say who holds it.
+    pub fn take(data_dir: &Path, purpose: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        let path = data_dir.join("mam.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "{} is in use by a running `mam serve`: stop it before {purpose}",
+                data_dir.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+}
+
+/// Check that `file` is a whole Mầm database: SQLite's integrity check passes and it holds the
+/// records table. Returns how many records it holds.
+pub async fn check_backup(file: &Path) -> anyhow::Result<i64> {
+    if !file.is_file() {
+        bail!("{} is not a file", file.display());
+    }
+    let mut conn = SqliteConnectOptions::new()
+        .filename(file)
+        .read_only(true)
+        .connect()
+        .await
+        .with_context(|| format!("{} is not a SQLite database", file.display()))?;
+    let verdict: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .with_context(|| format!("{} is not a SQLite database", file.display()))?;
+    if verdict != "ok" {
+        bail!("{} is damaged: {verdict}", file.display());
+    }
+    let records: Option<i64> = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM records) WHERE EXISTS
+           (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records')",
+    )
+    .fetch_optional(&mut conn)
+    .await?;
+    conn.close().await?;
+    records.with_context(|| {
+        format!(
+            "{} is not a Mầm database (no records table)",
+            file.display()
+        )
+    })
+}
+
+/// Put `backup` in place of the data directory's database. The database it replaces (with its
+/// WAL) is renamed, never deleted. Returns where it went, if there was one.
+pub async fn restore(backup: &Path, data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let target = database_file(data_dir);
+    let incoming = data_dir.join("mam.db.restoring");
+    std::fs::copy(backup, &incoming)
+        .with_context(|| format!("cannot copy {} to {}", backup.display(), incoming.display()))?;
+    File::open(&incoming)?.sync_all()?;
+    check_backup(&incoming).await?;
+    let kept = if target.exists() {
+        let stamp = chrono_stamp();
+        let aside = data_dir.join(format!("mam.db.replaced-{stamp}"));
+        for suffix in ["", "-wal", "-shm"] {
+            let from = PathBuf::from(format!("{}{suffix}", target.display()));
+            if from.exists() {
+                let to = PathBuf::from(format!("{}{suffix}", aside.display()));
+                std::fs::rename(&from, &to).with_context(|| {
+                    format!("cannot move {} to {}", from.display(), to.display())
+                })?;
+            }
+        }
+        Some(aside)
+    } else {
+        None
+    };
+    std::fs::rename(&incoming, &target)?;
+    File::open(data_dir)?.sync_all()?;
+    Ok(kept)
+}
+
+/// Seconds since the Unix epoch, for names of kept files.
+fn chrono_stamp() -> String {
+    (crate::now_ms() / 1000).to_string()
+}
