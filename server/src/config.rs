@@ -78,12 +78,19 @@ impl fmt::Debug for DatabaseSettings {
 pub struct StorageSettings {
     /// Where the SQLite database lives when no database URL is set.
     pub data_dir: PathBuf,
+    /// SQLite group commit: pushes one commit takes at most while more keep coming.
+    pub group_max_pushes: usize,
+    /// SQLite group commit: how long, in milliseconds, a group stays open at most while more
+    /// pushes keep coming.
+    pub group_max_ms: u64,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("mam-data"),
+            group_max_pushes: crate::store::sqlite::DEFAULT_GROUP_PUSHES,
+            group_max_ms: crate::store::sqlite::DEFAULT_GROUP_MS,
         }
     }
 }

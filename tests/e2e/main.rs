@@ -20,7 +20,10 @@ use forms::{
 };
 use harness::{Backend, Database, Server, COMMUNE, OTHER_COMMUNE};
 use indicators::indicators_follow_every_edit_and_equal_a_rebuild;
-use office::{office_accounts_are_scoped_and_guarded, office_in_a_browser};
+use office::{
+    office_accounts_are_scoped_and_guarded, office_in_a_browser,
+    settles_supersede_only_what_the_page_showed,
+};
 use serde_json::{json, Value};
 use sync_protocol::{Record, RecordId, RejectCode, SyncRequest, SyncResponse};
 
@@ -69,6 +72,7 @@ both_backends!(
     xlsform_imports_the_common_subset_and_names_the_rest,
     indicators_follow_every_edit_and_equal_a_rebuild,
     office_accounts_are_scoped_and_guarded,
+    settles_supersede_only_what_the_page_showed,
     an_earlier_edit_log_is_carried_over,
     bench_ingest_runs_in_rounds,
 );

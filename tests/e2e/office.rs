@@ -44,7 +44,34 @@ fn hidden(html: &str, name: &str) -> String {
         .find(&marker)
         .unwrap_or_else(|| panic!("no hidden {name} in the page"))
         + marker.len();
-    html[start..start + html[start..].find('"').unwrap()].to_owned()
+    unescape(&html[start..start + html[start..].find('"').unwrap()])
+}
+
+/// An attribute's text as a browser reads it.
+fn unescape(text: &str) -> String {
+    text.replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+        .replace("&#x22;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The value of the radio button that picks `value` for `field` on a settle form.
+fn choice_for(html: &str, field: &str, value: &str) -> String {
+    let set = &html[html
+        .find(&format!("data-field=\"{field}\""))
+        .unwrap_or_else(|| panic!("no conflict on {field} in the page"))..];
+    let set = &set[..set.find("</fieldset>").unwrap()];
+    let at = set
+        .find(&format!("<span class=\"value\">{value}</span>"))
+        .unwrap_or_else(|| panic!("{value} is not offered for {field}"));
+    let before = &set[..at];
+    let marker = "value=\"";
+    let start = before.rfind(marker).unwrap() + marker.len();
+    unescape(&before[start..start + before[start..].find('"').unwrap()])
 }
 
 impl Office {
@@ -357,11 +384,13 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
         page.contains("name=\"delete\" value=\"restore\""),
         "the choice to restore"
     );
+    let shown = hidden(&page, "shown");
     let response = hue
         .post(
             &format!("/office/records/{third}/settle"),
             &[
                 ("csrf", &csrf),
+                ("shown", &shown),
                 ("delete", "restore"),
                 ("pick:child_name", "other"),
                 ("other:child_name", "Bé Hai"),
@@ -630,14 +659,14 @@ pub async fn office_in_a_browser(db: Database) {
         .find_all("fieldset[data-field=\"child_name\"] input[type=radio]")
         .await;
     assert_eq!(choices.len(), 3, "two values and another");
-    // The values in the order the server applied them: Hoa's An, then Lan's Ân.
-    let mut chosen = None;
-    for choice in &choices {
-        if browser.attribute(choice, "value").await.as_deref() == Some("1") {
-            chosen = Some(choice);
-        }
-    }
-    browser.click(chosen.expect("the second value")).await;
+    // The values in the order the server applied them: Hoa's An, then Lan's Ân. Each radio
+    // names its value by the dot of the edit that wrote it.
+    let dot = browser.attribute(&choices[1], "value").await;
+    assert!(
+        dot.as_deref().is_some_and(|d| d.contains(':')),
+        "a choice names a dot, not a place: {dot:?}"
+    );
+    browser.click(&choices[1]).await;
     browser
         .click(&browser.find("form.settle button[type=submit]").await)
         .await;
@@ -716,4 +745,116 @@ pub async fn office_in_a_browser(db: Database) {
         .await;
     browser.screenshot("12-dashboard-phone-width").await;
     browser.quit().await;
+}
+
+/// A settle supersedes exactly the values its page showed, and names the chosen one by its dot:
+/// a value a phone sends while the officer looks at the page is never superseded unseen, and a
+/// choice stays the value picked when the list of values changes.
+pub async fn settles_supersede_only_what_the_page_showed(db: Database) {
+    let server = Server::start(&db);
+    add_user(&server, "hue", "district", "474");
+    let (disputed, _, mut hoa, mut lan) = seed(&server).await;
+    let mut hue = Office::new(&server);
+    assert_eq!(hue.login("hue", PASSWORD).await.0, 303);
+    let csrf = hue.csrf().await;
+    let path = format!("/office/records/{disputed}");
+    let (_, page) = hue.get(&path).await;
+    let shown = hidden(&page, "shown");
+    let pick = choice_for(&page, "child_name", "Nguyễn Văn Ân");
+
+    // While the page is open, a third phone's value arrives for the field, made from a view
+    // that showed neither value.
+    let mut third = server.enroll("Mai", &[HUE_A]).await;
+    third.sync().await;
+    concurrent_name(&mut third, disputed, "Nguyễn Văn Anh").await;
+    let response = hue
+        .post(
+            &format!("{path}/settle"),
+            &[
+                ("csrf", &csrf),
+                ("shown", &shown),
+                ("pick:child_name", &pick),
+            ],
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        409,
+        "nothing is written over an unseen value"
+    );
+    let answer = response.text().await.unwrap();
+    assert!(answer.contains("Chưa lưu gì"), "the page says why");
+    assert!(answer.contains("Nguyễn Văn Anh"), "and shows the new value");
+    hoa.sync().await;
+    let record = hoa.view(disputed);
+    let values: Vec<&Value> = record.fields["child_name"].values().collect();
+    assert_eq!(values.len(), 3, "every value is still there: {values:?}");
+
+    // The page as it is now: the choice is by dot, so it stays the value picked even though
+    // the list now holds three values in another order.
+    let shown = hidden(&answer, "shown");
+    let pick = choice_for(&answer, "child_name", "Nguyễn Văn Ân");
+    let response = hue
+        .post(
+            &format!("{path}/settle"),
+            &[
+                ("csrf", &csrf),
+                ("shown", &shown),
+                ("pick:child_name", &pick),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303, "{}", response.text().await.unwrap());
+    for phone in [&mut hoa, &mut lan, &mut third] {
+        phone.sync().await;
+        let record = phone.view(disputed);
+        assert!(!record.is_conflicted(), "{record:?}");
+        assert_eq!(record.value("child_name"), Some(&json!("Nguyễn Văn Ân")));
+    }
+
+    // "Keep deleted" over a page that did not show a later edit writes nothing either.
+    hoa.client.delete(disputed);
+    lan.edit(disputed, &[("birth_registered", json!(false))]);
+    hoa.sync().await;
+    lan.sync().await;
+    let (_, page) = hue.get(&path).await;
+    assert!(page.contains("name=\"delete\" value=\"keep\""), "{page}");
+    let shown = hidden(&page, "shown");
+    concurrent_name(&mut third, disputed, "Bé Út").await;
+    let response = hue
+        .post(
+            &format!("{path}/settle"),
+            &[("csrf", &csrf), ("shown", &shown), ("delete", "keep")],
+        )
+        .await;
+    assert_eq!(response.status(), 409);
+    hoa.sync().await;
+    assert!(hoa.view(disputed).fields["child_name"]
+        .values()
+        .any(|v| v == &json!("Bé Út")));
+}
+
+/// Push a `child_name` for `id` that supersedes nothing: an edit made from a view older than
+/// every value the field holds, which the server keeps beside them.
+async fn concurrent_name(phone: &mut crate::harness::Phone, id: RecordId, name: &str) {
+    assert!(phone.client.pending().is_empty());
+    let seq = phone
+        .client
+        .edit(id, [("child_name", json!(name))])
+        .expect("the phone holds the record");
+    let mut request = phone.client.sync_request();
+    assert_eq!(request.push.len(), 1);
+    request.push[0]
+        .fields
+        .get_mut("child_name")
+        .unwrap()
+        .supersedes
+        .clear();
+    let response = phone.send(&request).await;
+    assert_eq!(response.status(), 200);
+    let response: sync_protocol::SyncResponse = response.json().await.unwrap();
+    assert!(response.rejected.is_empty(), "{:?}", response.rejected);
+    assert_eq!(response.acked_through, seq);
+    // The phone's own queue still holds the edit as it made it; the server has the other.
+    phone.client.apply_response(&response);
 }

@@ -735,12 +735,16 @@ pub type DynStore = Arc<dyn Store>;
 
 /// Open the store the settings name: PostgreSQL for a `postgres://` URL, else SQLite.
 pub async fn open(settings: &crate::config::Settings) -> anyhow::Result<DynStore> {
+    let limits = sqlite::GroupLimits {
+        max_pushes: settings.storage.group_max_pushes.max(1),
+        max_wait: std::time::Duration::from_millis(settings.storage.group_max_ms),
+    };
     match settings.database.url.as_deref() {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(
             Arc::new(postgres::PgStore::connect(url, settings.database.max_connections).await?),
         ),
         Some(url) if url.starts_with("sqlite:") => {
-            Ok(Arc::new(sqlite::SqliteStore::open_url(url).await?))
+            Ok(Arc::new(sqlite::SqliteStore::open_url(url, limits).await?))
         }
         Some(other) => anyhow::bail!(
             "database url must start with postgres:// or sqlite: (got a url of scheme {:?})",
@@ -751,7 +755,7 @@ pub async fn open(settings: &crate::config::Settings) -> anyhow::Result<DynStore
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
             Ok(Arc::new(
-                sqlite::SqliteStore::open_file(&dir.join("mam.db")).await?,
+                sqlite::SqliteStore::open_file(&dir.join("mam.db"), limits).await?,
             ))
         }
     }

@@ -57,7 +57,32 @@ struct GroupCommit {
     checkpoint: Arc<tokio::sync::Notify>,
     /// Set by the checkpointer when the WAL has grown long: the next group starts it over.
     restart: Arc<AtomicBool>,
+    limits: GroupLimits,
 }
+
+/// When a group commits even though pushes are still queued to join it: after this many
+/// pushes, or once it has been open this long. Under a steady stream a group that waited for a
+/// quiet moment would never commit: nothing would be acknowledged until the requests timed
+/// out, and every other write (an enrolment, a sign-in) would wait behind it.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupLimits {
+    pub max_pushes: usize,
+    pub max_wait: Duration,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        Self {
+            max_pushes: DEFAULT_GROUP_PUSHES,
+            max_wait: Duration::from_millis(DEFAULT_GROUP_MS),
+        }
+    }
+}
+
+/// Pushes a group takes at most, by default (measured: README, "Group commit").
+pub const DEFAULT_GROUP_PUSHES: usize = 32;
+/// How long a group stays open at most, by default, in milliseconds.
+pub const DEFAULT_GROUP_MS: u64 = 25;
 
 #[derive(Default)]
 struct GroupState {
@@ -67,6 +92,8 @@ struct GroupState {
     first_change: Option<u64>,
     /// Pushes done and released, waiting for the commit.
     waiters: Vec<oneshot::Sender<std::result::Result<(), String>>>,
+    /// When the open group began.
+    opened_at: Option<std::time::Instant>,
 }
 
 impl GroupState {
@@ -93,6 +120,7 @@ impl GroupState {
         };
         // Listed in commit order, whether or not the commit went through.
         let first_change = self.first_change.take();
+        self.opened_at = None;
         Flush {
             result,
             waiters: std::mem::take(&mut self.waiters),
@@ -137,6 +165,18 @@ impl Flush {
         let mut result = self.result;
         if let Some((wal, group)) = &self.wal {
             let flushed = wal.flush(*group).await;
+            if let Err(e) = &flushed {
+                // The commit is in the WAL but may not be on disk, and SQLite's readers would
+                // serve it all the same: stop rather than answer from data a power cut could
+                // take back. A restart recovers the database to what is on disk.
+                tracing::error!(error = %e, wal = %wal.path.display(),
+                    "cannot flush the database's WAL to disk; stopping the server");
+                eprintln!(
+                    "mam: cannot flush {} to disk ({e}); stopping",
+                    wal.path.display()
+                );
+                std::process::exit(74);
+            }
             if result.is_ok() {
                 result = flushed;
             }
@@ -303,14 +343,18 @@ impl Wal {
 
 impl GroupCommit {
     /// Commit the open group if no push is queued to join it (the last of a burst commits for
-    /// all), flush it, and answer its pushes. Runs in a task of its own, never in a request's
+    /// all) or it is full ([`GroupLimits`]), flush it, and answer its pushes. Runs in a task of its own, never in a request's
     /// future: a request cancelled mid-way must not leave the group open, its pushes
     /// unanswered, or a flush begun and never finished, which would stall every later push
     /// and pull.
     fn close_if_idle(self: &Arc<Self>, mut state: OwnedMutexGuard<GroupState>) {
         let group = self.clone();
         tokio::spawn(async move {
-            if group.queued.load(Ordering::SeqCst) == 0 {
+            let full = state.waiters.len() >= group.limits.max_pushes
+                || state
+                    .opened_at
+                    .is_some_and(|at| at.elapsed() >= group.limits.max_wait);
+            if full || group.queued.load(Ordering::SeqCst) == 0 {
                 let flush = state.finish(group.wal.as_ref(), &group.checkpoint).await;
                 drop(state);
                 flush.complete().await;
@@ -429,15 +473,15 @@ impl Checkpointer {
 }
 
 impl SqliteStore {
-    pub async fn open_file(path: &Path) -> Result<Self> {
-        Self::open(SqliteConnectOptions::new().filename(path)).await
+    pub async fn open_file(path: &Path, limits: GroupLimits) -> Result<Self> {
+        Self::open(SqliteConnectOptions::new().filename(path), limits).await
     }
 
-    pub async fn open_url(url: &str) -> Result<Self> {
-        Self::open(SqliteConnectOptions::from_str(url)?).await
+    pub async fn open_url(url: &str, limits: GroupLimits) -> Result<Self> {
+        Self::open(SqliteConnectOptions::from_str(url)?, limits).await
     }
 
-    async fn open(options: SqliteConnectOptions) -> Result<Self> {
+    async fn open(options: SqliteConnectOptions, limits: GroupLimits) -> Result<Self> {
         let file = options.get_filename().to_owned();
         let options = options
             .create_if_missing(true)
@@ -484,6 +528,7 @@ impl SqliteStore {
             wal: Wal::open(&file).map(Arc::new),
             checkpoint,
             restart,
+            limits,
         });
         Ok(Self {
             writer,
@@ -734,6 +779,7 @@ impl super::Store for SqliteStore {
                     return Err(e.into());
                 }
                 state.conn = Some(conn);
+                state.opened_at = Some(std::time::Instant::now());
             }
             sqlx::query("SAVEPOINT push")
                 .execute(&mut **state.conn())
