@@ -41,7 +41,7 @@ fn values(n: usize) -> Vec<(String, Value)> {
                 1 => json!(n * 7 + i),
                 2 => json!(12.5 + i as f64),
                 3 => json!(format!("2020-{:02}-{:02}", 1 + n % 12, 1 + i)),
-                _ => json!(n % 2 == 0),
+                _ => json!(n.is_multiple_of(2)),
             };
             (format!("field_{i:02}"), v)
         })

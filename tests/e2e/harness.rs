@@ -106,6 +106,41 @@ impl Database {
     }
 }
 
+impl Database {
+    pub fn backend(&self) -> Backend {
+        match self.postgres {
+            Some(_) => Backend::Postgres,
+            None => Backend::Sqlite,
+        }
+    }
+
+    /// The PostgreSQL URL of this database.
+    pub fn url(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|_| self.args[1].as_str())
+    }
+
+    /// A file of its own beside the database, for backups.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(unique("mam_e2e_files"));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    /// Drop and create the PostgreSQL database again, empty (no server may be using it).
+    pub async fn recreate_postgres(&self) {
+        let (base, name) = self.postgres.as_ref().expect("a PostgreSQL database");
+        let mut conn = sqlx::PgConnection::connect(base).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
 impl Drop for Database {
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {

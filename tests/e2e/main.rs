@@ -8,6 +8,7 @@ mod harness;
 mod indicators;
 mod office;
 mod phone_app;
+mod recovery;
 
 use std::io::Write;
 use std::time::Duration;
@@ -23,6 +24,10 @@ use indicators::indicators_follow_every_edit_and_equal_a_rebuild;
 use office::{
     office_accounts_are_scoped_and_guarded, office_in_a_browser,
     settles_supersede_only_what_the_page_showed,
+};
+use recovery::{
+    a_rebuild_racing_pushes_loses_no_push, a_restored_phone_takes_a_successor_and_loses_nothing,
+    a_restored_server_gets_back_what_phones_kept, two_edits_under_one_seq_are_refused_and_kept,
 };
 use serde_json::{json, Value};
 use sync_protocol::{Record, RecordId, RejectCode, SyncRequest, SyncResponse};
@@ -75,6 +80,10 @@ both_backends!(
     settles_supersede_only_what_the_page_showed,
     an_earlier_edit_log_is_carried_over,
     bench_ingest_runs_in_rounds,
+    two_edits_under_one_seq_are_refused_and_kept,
+    a_restored_phone_takes_a_successor_and_loses_nothing,
+    a_restored_server_gets_back_what_phones_kept,
+    a_rebuild_racing_pushes_loses_no_push,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
