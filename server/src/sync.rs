@@ -230,7 +230,7 @@ fn create(edit: CheckedEdit, catalog: Catalog, device: &Device, today: &str) -> 
     let mut record = Record::from_edit(&edit);
     record.apply(device.id, edit, &|_| false);
     // A new record: every rule is checked, whatever the edit touched.
-    let row = finish(&mut record, catalog, today, &|_| true, None)
+    let row = finish(&mut record, catalog, today, &|_| true, None, true)
         .map(|()| {
             let cells = indicators::deltas(catalog.indicators, None, Some(&record));
             (record_row(&record, 0, false), cells)
@@ -424,7 +424,9 @@ async fn try_push(
         let checked = p.checked.as_ref().map_err(Rejection::clone);
         let verdict = match checked {
             Ok(Checked::Creates(made))
-                if !existed.contains(&made.id) && edits_per_record[&made.id] == 1 =>
+                if !existed.contains(&made.id)
+                    && edits_per_record[&made.id] == 1
+                    && (made.row.is_ok() || !prepared.recovering) =>
             {
                 match &made.row {
                     Ok(made_row) => {
@@ -456,7 +458,10 @@ async fn try_push(
                     let touched = |name: &str| names.contains(name);
                     next.apply(device.id, c.into_owned(), &seen);
                     let moved_from = if is_new { None } else { before.as_ref() };
-                    finish(&mut next, catalog, today, &touched, moved_from)
+                    // After a restore, an edit may reach the server before the edit that made its
+                    // record comes back from its phone: it is held to the fields it touches.
+                    let complete = !(is_new && prepared.recovering);
+                    finish(&mut next, catalog, today, &touched, moved_from, complete)
                         .map_err(|v| v.reject(seq))?;
                     changed.entry(id).or_insert_with(|| {
                         if existed.contains(&id) {
@@ -555,13 +560,14 @@ fn finish(
     today: &str,
     touched: &dyn Fn(&str) -> bool,
     moved_from: Option<&CommuneCode>,
+    complete: bool,
 ) -> Result<(), Violation> {
     let Catalog { forms, units, .. } = catalog;
     let Some(form) = forms.get(&record.form, record.version) else {
         return Ok(());
     };
     let is_new = moved_from.is_none();
-    form.check_record(record, touched, is_new)?;
+    form.check_record(record, touched, is_new && complete)?;
     let date_field = form.collected_on.as_deref();
     let date = date_field
         .and_then(|f| record.value(f))

@@ -310,6 +310,22 @@ impl Client {
         Some(self.push_for(&record, fields))
     }
 
+    /// Change fields of a record with the dots each one showed when the person began: what a
+    /// draft opened earlier saves. Each field supersedes exactly the dots given for it, so a
+    /// value that arrived after the draft was opened stays beside the new one as a conflict.
+    pub fn edit_from<'a>(
+        &mut self,
+        id: RecordId,
+        values: impl IntoIterator<Item = (&'a str, Value, Vec<crate::Dot>)>,
+    ) -> Option<u64> {
+        let record = self.view(id)?;
+        let fields = values
+            .into_iter()
+            .map(|(name, value, supersedes)| (name.to_owned(), FieldEdit { value, supersedes }))
+            .collect();
+        Some(self.push_for(&record, fields))
+    }
+
     /// Delete a record: `_deleted` becomes true and every field the phone shows becomes
     /// `null`, so an edit made elsewhere meanwhile surfaces as a conflict instead of vanishing.
     pub fn delete(&mut self, id: RecordId) -> Option<u64> {

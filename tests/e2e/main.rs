@@ -5,6 +5,7 @@ mod browser;
 mod edit_log;
 mod forms;
 mod harness;
+mod histories;
 mod indicators;
 mod office;
 mod phone_app;
@@ -20,6 +21,7 @@ use forms::{
     published_versions_only_grow_compatibly, xlsform_imports_the_common_subset_and_names_the_rest,
 };
 use harness::{Backend, Database, Server, COMMUNE, OTHER_COMMUNE};
+use histories::random_histories_lose_nothing;
 use indicators::indicators_follow_every_edit_and_equal_a_rebuild;
 use office::{
     office_accounts_are_scoped_and_guarded, office_in_a_browser,
@@ -84,6 +86,7 @@ both_backends!(
     a_restored_phone_takes_a_successor_and_loses_nothing,
     a_restored_server_gets_back_what_phones_kept,
     a_rebuild_racing_pushes_loses_no_push,
+    random_histories_lose_nothing,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

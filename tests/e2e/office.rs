@@ -13,9 +13,9 @@ use crate::harness::{Database, Server};
 const HUE_A: &str = "19753";
 const HUE_B: &str = "19774";
 const PHONG_DIEN: &str = "19819";
-const PASSWORD: &str = "mật khẩu đủ dài";
+pub(crate) const PASSWORD: &str = "mật khẩu đủ dài";
 
-fn add_user(server: &Server, name: &str, role: &str, area: &str) {
+pub(crate) fn add_user(server: &Server, name: &str, role: &str, area: &str) {
     let out = server.cli(&[
         "user",
         "add",
@@ -32,13 +32,13 @@ fn add_user(server: &Server, name: &str, role: &str, area: &str) {
 }
 
 /// A browser-like HTTP client: keeps cookies, reads the forms' hidden tokens.
-struct Office {
+pub(crate) struct Office {
     http: reqwest::Client,
-    url: String,
+    pub(crate) url: String,
     cookies: BTreeMap<String, String>,
 }
 
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html
         .find(&marker)
@@ -48,7 +48,7 @@ fn hidden(html: &str, name: &str) -> String {
 }
 
 /// An attribute's text as a browser reads it.
-fn unescape(text: &str) -> String {
+pub(crate) fn unescape(text: &str) -> String {
     text.replace("&quot;", "\"")
         .replace("&#34;", "\"")
         .replace("&#x22;", "\"")
@@ -62,7 +62,7 @@ fn unescape(text: &str) -> String {
 /// The value of the radio button that picks `value` for `field` on a settle form.
 fn choice_for(html: &str, field: &str, value: &str) -> String {
     let set = &html[html
-        .find(&format!("data-field=\"{field}\""))
+        .find(&format!("class=\"field-conflict\" data-field=\"{field}\""))
         .unwrap_or_else(|| panic!("no conflict on {field} in the page"))..];
     let set = &set[..set.find("</fieldset>").unwrap()];
     let at = set
@@ -75,7 +75,7 @@ fn choice_for(html: &str, field: &str, value: &str) -> String {
 }
 
 impl Office {
-    fn new(server: &Server) -> Office {
+    pub(crate) fn new(server: &Server) -> Office {
         Office {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -110,7 +110,7 @@ impl Office {
         raw
     }
 
-    async fn get(&mut self, path: &str) -> (u16, String) {
+    pub(crate) async fn get(&mut self, path: &str) -> (u16, String) {
         let response = self
             .http
             .get(format!("{}{path}", self.url))
@@ -122,7 +122,7 @@ impl Office {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         let response = self
             .http
             .post(format!("{}{path}", self.url))
@@ -136,7 +136,7 @@ impl Office {
     }
 
     /// Sign in; returns the status and the Set-Cookie lines of the answer.
-    async fn login(&mut self, name: &str, password: &str) -> (u16, Vec<String>) {
+    pub(crate) async fn login(&mut self, name: &str, password: &str) -> (u16, Vec<String>) {
         let (_, page) = self.get("/login").await;
         let csrf = hidden(&page, "csrf");
         let response = self
@@ -158,7 +158,7 @@ impl Office {
     }
 
     /// The CSRF token of the signed-in session, as its pages carry it.
-    async fn csrf(&mut self) -> String {
+    pub(crate) async fn csrf(&mut self) -> String {
         let (status, page) = self.get("/office/phones").await;
         assert_eq!(status, 200);
         hidden(&page, "csrf")

@@ -147,7 +147,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 /// A backup taken while the server runs.
-fn back_up(server: &Server, db: &Database, file: &Path) {
+pub(crate) fn back_up(server: &Server, db: &Database, file: &Path) {
     match db.backend() {
         Backend::Sqlite => {
             let out = server.cli(&["backup", file.to_str().unwrap()]);
@@ -162,7 +162,7 @@ fn back_up(server: &Server, db: &Database, file: &Path) {
 }
 
 /// Stop the server, put the backup back, start it again.
-async fn restore(server: &mut Server, db: &Database, file: &Path) {
+pub(crate) async fn restore(server: &mut Server, db: &Database, file: &Path) {
     match db.backend() {
         Backend::Sqlite => {
             // Not under a running server.
