@@ -35,12 +35,15 @@ struct Written {
     dropped: bool,
 }
 
+/// A draft: the record, the field, and the dots and values it showed when opened.
+type Draft = (RecordId, &'static str, Vec<Dot>, BTreeSet<String>);
+
 struct Sim {
     server: Server,
     phones: Vec<Phone>,
     online: Vec<bool>,
     /// A draft per phone: the record, the field and what the field showed when it was opened.
-    drafts: Vec<Option<(RecordId, &'static str, Vec<Dot>, BTreeSet<String>)>>,
+    drafts: Vec<Option<Draft>>,
     office: Office,
     csrf: String,
     written: Vec<Written>,
