@@ -7,6 +7,8 @@
 //! the CPU time the process spent per record in each, and the p50 and p99 latency of a sync
 //! request.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -200,6 +202,7 @@ pub async fn ingest(
 
     let mut ratios = Vec::new();
     let mut all_latencies = Vec::new();
+    let mut all_enrolments = Vec::new();
     for round in 1..=rounds {
         if rounds > 1 {
             println!("round {round} of {rounds}:");
@@ -259,10 +262,23 @@ pub async fn ingest(
                 pushes,
             )));
         }
+        // Meanwhile a phone is enrolled every 50 ms: a write that is not a push, which the
+        // pushes' group commits must not keep waiting.
+        let streaming = Arc::new(AtomicBool::new(true));
+        let enroller = tokio::spawn(enrol_during(
+            store.clone(),
+            http.clone(),
+            addr,
+            communes[0].clone(),
+            streaming.clone(),
+        ));
         let mut done = Vec::with_capacity(tasks.len());
         for task in tasks {
             done.push(task.await.context("phone task panicked")??);
         }
+        streaming.store(false, Ordering::Relaxed);
+        let mut enrolments = enroller.await.context("enrolling task panicked")??;
+        enrolments.sort();
         store.bench_settle().await?;
         let sync = Half::measured(records, started, cpu_before);
         store.bench_clear().await?;
@@ -311,8 +327,15 @@ pub async fn ingest(
             percentile_ms(&latencies, 0.5),
             percentile_ms(&latencies, 0.99)
         );
+        println!(
+            "enrolments during (b): {}, p50 {:.1} ms, p99 {:.1} ms",
+            enrolments.len(),
+            percentile_ms(&enrolments, 0.5),
+            percentile_ms(&enrolments, 0.99)
+        );
         ratios.push(sync.rate / raw.rate);
         all_latencies.extend(latencies);
+        all_enrolments.extend(enrolments);
     }
     if rounds > 1 {
         ratios.sort_by(f64::total_cmp);
@@ -324,6 +347,12 @@ pub async fn ingest(
             100.0 * ratios[ratios.len() - 1],
             percentile_ms(&all_latencies, 0.5),
             percentile_ms(&all_latencies, 0.99)
+        );
+        all_enrolments.sort();
+        println!(
+            "over {rounds} rounds: enrolments during (b) p50 {:.1} ms, p99 {:.1} ms",
+            percentile_ms(&all_enrolments, 0.5),
+            percentile_ms(&all_enrolments, 0.99)
         );
     }
     let _ = stop.send(());
@@ -378,6 +407,39 @@ async fn sync_phone(
 }
 
 /// The `p` quantile of sorted durations, in milliseconds.
+/// Enrol a phone every 50 ms while `streaming` holds (creating its device and exchanging the
+/// code, as an officer and a collaborator would), and return how long each took.
+async fn enrol_during(
+    store: crate::store::DynStore,
+    http: reqwest::Client,
+    addr: std::net::SocketAddr,
+    commune: CommuneCode,
+    streaming: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::new();
+    while streaming.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let code = auth::new_code();
+        store
+            .add_device(
+                "bench enrolment",
+                std::slice::from_ref(&commune),
+                &auth::code_hash(&code),
+                now_ms() + 3_600_000,
+                now_ms(),
+            )
+            .await?;
+        http.post(format!("http://{addr}/v1/enroll"))
+            .json(&json!({ "code": code }))
+            .send()
+            .await?
+            .error_for_status()?;
+        times.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(times)
+}
+
 fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
 }

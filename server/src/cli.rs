@@ -928,8 +928,12 @@ async fn device(config: Option<&PathBuf>, command: DeviceCommand) -> anyhow::Res
                     } else {
                         "awaiting"
                     };
+                    let follows = d
+                        .predecessor
+                        .map(|p| format!("  (follows #{p})"))
+                        .unwrap_or_default();
                     println!(
-                        "{:>5}  {:<28} {:<18} {:<10} {:>8} {:>8}",
+                        "{:>5}  {:<28} {:<18} {:<10} {:>8} {:>8}{follows}",
                         d.id,
                         d.name,
                         d.communes.join(","),

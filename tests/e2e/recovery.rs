@@ -113,6 +113,15 @@ pub async fn a_restored_phone_takes_a_successor_and_loses_nothing(db: Database) 
     assert_eq!(successor["predecessor"], json!(old));
     assert_eq!(successor["name"], json!("Hoa"));
     assert_eq!(successor["communes"], json!([COMMUNE]));
+    // And so does the office's Phones page.
+    crate::office::add_user(&server, "tinh", "province", "46");
+    let mut office = crate::office::Office::new(&server);
+    assert_eq!(office.login("tinh", crate::office::PASSWORD).await.0, 303);
+    let (_, page) = office.get("/office/phones").await;
+    assert!(
+        page.contains(&format!("tiếp nối máy #{old}")),
+        "the Phones page links the successor to the phone it follows"
+    );
     // Asking again with the same request id names the same successor, with a new token.
     let request = json!({"protocol": 1, "request": "again"});
     let ask = || {

@@ -128,6 +128,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("other_value", "Giá trị khác", "Another value"),
     ("save_choice", "Lưu lựa chọn", "Save the choice"),
     ("settled", "Đã lưu lựa chọn. Điện thoại sẽ nhận ở lần đồng bộ tới.", "The choice is saved. Phones receive it at their next sync."),
+    ("follows", "tiếp nối máy", "follows phone"),
     ("settle_stale", "Chưa lưu gì: trong lúc bạn xem, hồ sơ đã nhận giá trị mới ở các trường sau. Trang dưới đây cho thấy các giá trị hiện có; hãy xem lại và chọn lần nữa:", "Nothing was saved: while you were looking, the record received new values in these fields. The page below shows the values it holds now; look again and choose:"),
     ("keep_deleted", "Giữ phiếu đã xoá", "Keep the record deleted"),
     ("restore", "Khôi phục phiếu", "Restore the record"),

@@ -25,6 +25,8 @@ pub struct PhoneLine {
     pub last_sync: String,
     pub last_seq: u64,
     pub rejected: u64,
+    /// "follows #7": the device this one took over from (a phone restored from a backup).
+    pub follows: Option<String>,
     pub revoke_action: Option<String>,
 }
 
@@ -96,6 +98,7 @@ async fn phones_page(
                     .unwrap_or_else(|| lang.t("never").into()),
                 last_seq: d.last_seq,
                 rejected: d.rejected,
+                follows: d.predecessor.map(|p| format!("{} #{p}", lang.t("follows"))),
                 revoke_action: (!d.revoked && all_ours)
                     .then(|| format!("/office/phones/{}/revoke", d.id)),
             }
