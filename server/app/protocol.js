@@ -14,10 +14,11 @@ export const DEFAULT_MAX_BYTES = 262144;
 // Records and the register
 
 /** Apply one write to a register (a list of {value, dot}); `seen(dot)` is the replica's
- *  context before the write. Siblings covered by the write's dot or its supersedes go. */
+ *  context before the write. The write removes exactly the siblings whose dots it supersedes:
+ *  never a value by its device and seq alone, so it never removes a value its author did not
+ *  see, even one written under the same device number by a phone restored from a backup. */
 export function applyWrite(siblings, dot, value, supersedes, seen = () => false) {
-  const covers = (d) =>
-    [dot, ...supersedes].some((c) => c[0] === d[0] && d[1] <= c[1]);
+  const covers = (d) => supersedes.some((c) => c[0] === d[0] && c[1] === d[1]);
   let present = false;
   const kept = siblings.filter((s) => {
     if (s.dot[0] === dot[0] && s.dot[1] === dot[1]) {
