@@ -114,6 +114,7 @@ pub async fn phone_protocol_matches_the_server() {
          s.pending[0].seq = 40; s.next_seq = 41;
          P.create(s, r.records[0].id, 'birth-registration', 1, '19753', { child_name: 'Lan' });
          P.create(s, '01937a4e-0000-7000-8000-000000000099', 'birth-registration', 1, '19753', { child_name: 'Mai' });
+         P.syncRequest(s, 200, 65536);
          P.applyResponse(s, r);
          const v = P.view(s, r.records[0].id);
          done({ pending: s.pending.map(e => e.seq), rejected: s.rejected.map(x => x.rejection),
@@ -140,18 +141,56 @@ pub async fn phone_protocol_matches_the_server() {
     );
     assert_eq!(applied["next_seq"], json!(43));
 
-    // A reused seq goes again under a new number; it is not a refusal.
+    // A reused seq is not a refusal: the edit stays pending under its seq, and until the phone
+    // has a successor number it pushes nothing.
     let reused = in_page(
         &browser,
         "const s = P.newState(3);
          P.create(s, 'a', 'birth-registration', 1, '19753', { child_name: 'A' });
+         P.syncRequest(s);
          P.applyResponse(s, { protocol: 1, acked_through: 5, rejected: [{ seq: 1, code: 'seq_reused', message: 'x' }],
-           records: [], evicted: [], cursor: 0, more: false, forms: {} });
-         done({ pending: s.pending.map(e => e.seq), rejected: s.rejected.length });",
+           records: [], evicted: [], cursor: 0, more: false, forms: {}, epoch: 'e', next_seq: 6 });
+         done({ pending: s.pending.map(e => e.seq), rejected: s.rejected.length,
+                successor_needed: s.successor_needed, push: P.syncRequest(s).push.length });",
         vec![],
     )
     .await;
-    assert_eq!(reused, json!({ "pending": [6], "rejected": 0 }));
+    assert_eq!(
+        reused,
+        json!({ "pending": [1], "rejected": 0, "successor_needed": true, "push": 0 })
+    );
+
+    // The vectors of a request with its epoch and lost seqs, and of a response that starts
+    // the pull again from the beginning.
+    let epoch = in_page(
+        &browser,
+        "const [edit, response] = args;
+         const s = P.newState(9);
+         s.pulled[edit.record] = { id: edit.record, form: edit.form, version: 1, commune: edit.commune,
+           fields: { registration_date: [{ value: '2020-02-01', dot: [7, 12] }] } };
+         s.pulled['01937a4e-0000-7000-8000-0000000000aa'] = { id: '01937a4e-0000-7000-8000-0000000000aa',
+           form: 'birth-registration', version: 1, commune: '19753', fields: {} };
+         s.next_seq = 41;
+         P.edit(s, edit.record, { birth_registered: true, registration_date: '2020-03-02' });
+         s.cursor = 1893; s.epoch = response.epoch; s.lost_through = 40;
+         const request = P.syncRequest(s, 200, 65536);
+         const { cleared } = P.applyResponse(s, response);
+         done({ request, cleared, pulled: Object.keys(s.pulled), cursor: s.cursor, epoch: s.epoch,
+                lost_through: s.lost_through, pending: s.pending.length });",
+        vec![edit.clone(), vector("sync-response-epoch.json")],
+    )
+    .await;
+    assert_eq!(epoch["request"], vector("sync-request-epoch.json"));
+    assert_eq!(epoch["cleared"], json!(true));
+    assert_eq!(
+        epoch["pulled"],
+        json!(["01937a4e-8f3c-7d2a-9b1e-5c6d7e8f9a0b"]),
+        "a reset drops every record pulled before its first page"
+    );
+    assert_eq!(epoch["cursor"], json!(1931));
+    assert_eq!(epoch["epoch"], json!("0193a1b2c3d47e5f8a9b0c1d2e3f4a5b"));
+    assert_eq!(epoch["lost_through"], Value::Null);
+    assert_eq!(epoch["pending"], json!(0));
 
     // Every field of every form, probed with awkward values: the same verdict, rule and
     // messages in both languages as the server.
