@@ -586,14 +586,25 @@ async function renderFill(formId, recordId) {
   if (!recordId) history.replaceState(null, "", `#fill/${form.id}/${id}`);
   const draftKey = `${form.id}/${id}`;
   const refused = state.rejected.filter((r) => r.edit.record === id);
-  // What the form opens with: the draft typed before a reload, else the record as shown, else
-  // the refused edit being corrected.
+  // What the form showed when it was first opened: per field, the value and the dots of the
+  // values shown. The draft keeps them, so that saving it, even days later, writes only the
+  // fields the person changed, each superseding exactly what was shown for it then: a value
+  // another phone wrote meanwhile stays, or stands beside this one as a conflict.
   const draft = await S.get("drafts", draftKey);
-  const shown = {};
-  if (existing) for (const n of Object.keys(existing.fields)) shown[n] = P.valueOf(existing, n);
-  const base = { ...shown };
-  for (const r of refused) for (const [n, f] of Object.entries(r.edit.fields)) base[n] = f.value;
-  const values = draft ? draft.values : base;
+  const opened = draft && draft.base
+    ? { base: draft.base, dots: draft.dots || {}, commune: draft.base_commune }
+    : { base: {}, dots: {}, commune: existing ? existing.commune : null };
+  if (existing && !(draft && draft.base)) {
+    for (const n of Object.keys(existing.fields)) {
+      opened.base[n] = P.valueOf(existing, n);
+      opened.dots[n] = P.dotsOf(existing, n);
+    }
+  }
+  // What the form opens with: the draft typed before, else the record as shown, with the
+  // refused edit being corrected on top.
+  const start = { ...opened.base };
+  for (const r of refused) for (const [n, f] of Object.entries(r.edit.fields)) start[n] = f.value;
+  const values = draft ? draft.values : start;
   const communes = auth.communes;
   const commune = (draft && draft.commune) || (existing && existing.commune) || (refused[0] && refused[0].edit.commune) || communes[0];
   const villages = () => (manifest && manifest.villages && manifest.villages[communeSelect.value]) || [];
@@ -635,8 +646,14 @@ async function renderFill(formId, recordId) {
     }));
     return vals;
   };
-  // Every keystroke is kept: a reload, a crash or a flat battery loses nothing typed.
-  const saveDraft = () => S.put("drafts", draftKey, { values: current(), commune: communeSelect.value, at: Date.now() });
+  // Every keystroke is kept: a reload, a crash or a flat battery loses nothing typed. The
+  // draft keeps what was shown when it was opened, as stored (a successor number renames the
+  // dots of this phone's own edits there).
+  const saveDraft = () => exclusive("mam-state", async () => {
+    const stored = await S.get("drafts", draftKey);
+    const kept = stored && stored.base ? stored : { base: opened.base, dots: opened.dots, base_commune: opened.commune };
+    await S.put("drafts", draftKey, { values: current(), commune: communeSelect.value, at: Date.now(), base: kept.base, dots: kept.dots, base_commune: kept.base_commune });
+  });
   app.oninput = () => { refresh(); saveDraft(); };
   app.onchange = () => { refresh(); saveDraft(); };
 
@@ -649,11 +666,19 @@ async function renderFill(formId, recordId) {
     const changed = {};
     for (const [n, v] of Object.entries(vals)) {
       const value = norm(v);
-      if (isNew ? value !== null : JSON.stringify(value) !== JSON.stringify(norm(shown[n]))) changed[n] = value;
+      if (isNew ? value !== null : JSON.stringify(value) !== JSON.stringify(norm(opened.base[n]))) changed[n] = value;
     }
-    if (!isNew && Object.keys(changed).length === 0 && refused.length === 0) { go(`#record/${id}`); return; }
+    // A record moves only when the person chose another commune than the one shown.
+    const moved = !isNew && !!opened.commune && communeSelect.value !== opened.commune;
+    if (!isNew && Object.keys(changed).length === 0 && refused.length === 0) {
+      app.oninput = null;
+      app.onchange = null;
+      await exclusive("mam-state", () => S.del("drafts", draftKey));
+      go(`#record/${id}`);
+      return;
+    }
     const edit = { seq: state.next_seq, record: id, form: form.id, version: form.version, commune: communeSelect.value, fields: {} };
-    for (const [n, v] of Object.entries(changed)) edit.fields[n] = { value: v, supersedes: existing ? P.dotsOf(existing, n) : [] };
+    for (const [n, v] of Object.entries(changed)) edit.fields[n] = { value: v, supersedes: opened.dots[n] || [] };
     const problem = P.checkEdit(form, prospective(changed), edit, P.today(), isNew);
     body.querySelectorAll(".invalid").forEach((e) => e.classList.remove("invalid"));
     if (problem) {
@@ -666,10 +691,17 @@ async function renderFill(formId, recordId) {
     }
     app.oninput = null;
     app.onchange = null;
-    await update((s) => {
+    await update(async (s) => {
       for (const r of refused) P.dismissRejected(s, r.edit.seq);
-      if (P.view(s, id)) P.edit(s, id, changed);
-      else P.create(s, id, form.id, form.version, communeSelect.value, changed);
+      if (P.view(s, id)) {
+        const stored = await S.get("drafts", draftKey);
+        const dots = stored && stored.base ? stored.dots || {} : opened.dots;
+        const fields = {};
+        for (const [n, v] of Object.entries(changed)) fields[n] = { value: v, supersedes: dots[n] || [] };
+        if (Object.keys(fields).length) P.editShown(s, id, fields, moved ? communeSelect.value : null);
+      } else if (Object.keys(changed).length) {
+        P.create(s, id, form.id, form.version, communeSelect.value, changed);
+      }
       return { dropDrafts: [draftKey] };
     });
     go("#");
