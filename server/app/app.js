@@ -81,10 +81,63 @@ function setStatus() {
   status.dataset.pending = String(pending);
 }
 
-async function persist(changed = [], evicted = []) {
-  await S.saveState(state, changed, evicted);
-  setStatus();
+// ---------------------------------------------------------------------------------------------
+// The state, shared by every tab of the app
+
+const channel = "BroadcastChannel" in window ? new BroadcastChannel("mam") : null;
+const queues = {};
+
+/** Run `fn` holding the lock `name`, across every tab of the app (Web Locks); where the
+ *  browser has no Web Locks, within this tab. */
+function exclusive(name, fn) {
+  if (navigator.locks) return navigator.locks.request(name, () => fn());
+  const run = (queues[name] || Promise.resolve()).then(() => fn());
+  queues[name] = run.catch(() => {});
+  return run;
 }
+
+/**
+ * Change the state: `fn` gets it as IndexedDB holds it now (the queue read again, the pulled
+ * records as this tab holds them), and what it changed is stored before anyone else may read
+ * it. One change at a time over every tab, so that no tab writes over another's edits from a
+ * stale copy and no two tabs hand out one seq. `fn` returns what to store besides the state
+ * (`S.saveState`'s options) and `result`, which this returns.
+ */
+function update(fn) {
+  return exclusive("mam-state", async () => {
+    const stored = await S.loadQueue();
+    const s = P.upgrade({ ...(stored || P.newState(auth.device)), pulled: state ? state.pulled : {} });
+    const extra = (await fn(s)) || {};
+    await S.saveState(s, extra);
+    state = s;
+    if (channel) channel.postMessage("state");
+    setStatus();
+    return extra.result;
+  });
+}
+
+/** Another tab changed the state: read it again and show it (a form being filled is left as
+ *  it is). */
+async function reload() {
+  await exclusive("mam-state", async () => {
+    auth = (await S.get("meta", "auth")) || null;
+    const stored = await S.loadState();
+    state = stored ? P.upgrade(stored) : auth ? P.newState(auth.device) : null;
+  });
+  setStatus();
+  if (!location.hash.startsWith("#fill")) render();
+}
+// Messages come one per change: one reading at a time, and one more if any came meanwhile.
+let reloading = null;
+let reloadAgain = false;
+function scheduleReload() {
+  if (reloading) { reloadAgain = true; return; }
+  reloading = reload().finally(() => {
+    reloading = null;
+    if (reloadAgain) { reloadAgain = false; scheduleReload(); }
+  });
+}
+if (channel) channel.onmessage = () => scheduleReload();
 
 // ---------------------------------------------------------------------------------------------
 // Talking to the server
@@ -143,24 +196,73 @@ function sync() {
   return syncing;
 }
 
+/** Sync rounds until nothing is left to send or pull; one tab at a time. */
+async function syncRounds() {
+  for (let round = 0; round < 1000; round++) {
+    // Another tab may have synced (and taken a successor) since this one last looked.
+    auth = (await S.get("meta", "auth")) || auth;
+    const stored = await S.loadQueue();
+    const current = P.upgrade({ ...stored, pulled: {} });
+    if (current.successor_needed) {
+      await takeSuccessor();
+      continue;
+    }
+    const request = P.syncRequest(current);
+    const before = JSON.stringify(current.pending.map((e) => e.seq));
+    window.mam.requests += 1;
+    window.mam.pushes.push(request.push.length);
+    const response = await api("/v1/sync", request);
+    await update((s) => {
+      // Only what this request carried can be acknowledged by its response.
+      s.in_flight = request.push.map((e) => e.seq);
+      P.setNow(s, Date.now());
+      const { cleared } = P.applyResponse(s, response);
+      return { changed: (response.records || []).map((r) => r.id), evicted: response.evicted || [], cleared };
+    });
+    const known = Object.entries(response.forms || {}).every(([id, v]) => forms[`${id}/${v}`]);
+    if (!known || !manifest) await refreshForms();
+    if (state.successor_needed || response.more) continue;
+    // Done when nothing is left to send, or when the queue is as it was (the server took none
+    // of it: it waits for a gap to fill): the next sync tries again.
+    if (state.pending.length === 0 || JSON.stringify(state.pending.map((e) => e.seq)) === before) break;
+  }
+}
+
+/**
+ * The server holds another history under this device number (the phone was restored from a
+ * backup, or its data copied to another phone): take a new number for the same collaborator
+ * and communes, and number the pending edits again under it. The request's id is made once and
+ * kept, so that a retry after a lost response names the same successor.
+ */
+async function takeSuccessor() {
+  const request = await update((s) => {
+    if (!s.successor_request) s.successor_request = P.uuidv7();
+    return { result: s.successor_request };
+  });
+  const res = await api("/v1/successor", { protocol: P.PROTOCOL_VERSION, request });
+  await update(async (s) => {
+    if (!s.successor_needed || s.successor_request !== request) return {};
+    const rename = P.adoptSuccessor(s, res.device);
+    s.successor_request = null;
+    auth = { token: res.token, device: res.device, communes: res.communes };
+    // Drafts name the dots they showed: those of this phone's pending edits have new names.
+    const drafts = {};
+    if (rename) {
+      for (const [key, d] of Object.entries(await S.getAll("drafts"))) {
+        if (!d.dots) continue;
+        const dots = {};
+        for (const [n, list] of Object.entries(d.dots)) dots[n] = list.map(rename);
+        drafts[key] = { ...d, dots };
+      }
+    }
+    return { meta: { auth }, drafts };
+  });
+}
+
 async function runSync() {
   clearTimeout(retryTimer);
   try {
-    for (let round = 0; round < 1000; round++) {
-      const request = P.syncRequest(state);
-      const waiting = state.pending.length;
-      window.mam.requests += 1;
-      window.mam.pushes.push(request.push.length);
-      const response = await api("/v1/sync", request);
-      const changed = (response.records || []).map((r) => r.id);
-      P.applyResponse(state, response);
-      await persist(changed, response.evicted || []);
-      const known = Object.entries(response.forms || {}).every(([id, v]) => forms[`${id}/${v}`]);
-      if (!known || !manifest) await refreshForms();
-      // Done when nothing is left to pull and nothing is left to send, or when the server took
-      // none of what was sent (it waits for a gap to fill): the next sync tries again.
-      if (!response.more && (state.pending.length === 0 || state.pending.length >= waiting)) break;
-    }
+    await exclusive("mam-sync", syncRounds);
     lastError = null;
     retryDelay = 0;
     lastSync = new Date().toLocaleTimeString("vi-VN");
@@ -218,9 +320,9 @@ function renderEnrol() {
     try {
       const res = await api("/v1/enroll", { code: input.value });
       auth = { token: res.token, device: res.device, communes: res.communes };
-      await S.put("meta", "auth", auth);
       state = P.newState(res.device);
-      await persist();
+      await S.saveState(state, { meta: { auth } });
+      if (channel) channel.postMessage("state");
       await refreshForms().catch(() => {});
       location.hash = "";
       render();
@@ -343,8 +445,8 @@ function renderRecord(id) {
         ? h("div", { class: "siblings" },
             h("p", { class: "muted", text: "Hai người sửa khác nhau. Chọn giá trị đúng:" }),
             sibs.map((s) => h("button", { class: "sibling", type: "button", onclick: async () => {
-              P.edit(state, id, { [name]: s.value });
-              await persist();
+              // Settles exactly the values shown here.
+              await update((t) => { P.editShown(t, id, { [name]: { value: s.value, supersedes: sibs.map((x) => x.dot) } }); });
               render();
               sync();
             } }, show(s.value, field), " ", h("small", { text: s.dot[0] === state.device ? "(máy này)" : `(máy số ${s.dot[0]})` }))))
@@ -484,14 +586,25 @@ async function renderFill(formId, recordId) {
   if (!recordId) history.replaceState(null, "", `#fill/${form.id}/${id}`);
   const draftKey = `${form.id}/${id}`;
   const refused = state.rejected.filter((r) => r.edit.record === id);
-  // What the form opens with: the draft typed before a reload, else the record as shown, else
-  // the refused edit being corrected.
+  // What the form showed when it was first opened: per field, the value and the dots of the
+  // values shown. The draft keeps them, so that saving it, even days later, writes only the
+  // fields the person changed, each superseding exactly what was shown for it then: a value
+  // another phone wrote meanwhile stays, or stands beside this one as a conflict.
   const draft = await S.get("drafts", draftKey);
-  const shown = {};
-  if (existing) for (const n of Object.keys(existing.fields)) shown[n] = P.valueOf(existing, n);
-  const base = { ...shown };
-  for (const r of refused) for (const [n, f] of Object.entries(r.edit.fields)) base[n] = f.value;
-  const values = draft ? draft.values : base;
+  const opened = draft && draft.base
+    ? { base: draft.base, dots: draft.dots || {}, commune: draft.base_commune }
+    : { base: {}, dots: {}, commune: existing ? existing.commune : null };
+  if (existing && !(draft && draft.base)) {
+    for (const n of Object.keys(existing.fields)) {
+      opened.base[n] = P.valueOf(existing, n);
+      opened.dots[n] = P.dotsOf(existing, n);
+    }
+  }
+  // What the form opens with: the draft typed before, else the record as shown, with the
+  // refused edit being corrected on top.
+  const start = { ...opened.base };
+  for (const r of refused) for (const [n, f] of Object.entries(r.edit.fields)) start[n] = f.value;
+  const values = draft ? draft.values : start;
   const communes = auth.communes;
   const commune = (draft && draft.commune) || (existing && existing.commune) || (refused[0] && refused[0].edit.commune) || communes[0];
   const villages = () => (manifest && manifest.villages && manifest.villages[communeSelect.value]) || [];
@@ -533,8 +646,14 @@ async function renderFill(formId, recordId) {
     }));
     return vals;
   };
-  // Every keystroke is kept: a reload, a crash or a flat battery loses nothing typed.
-  const saveDraft = () => S.put("drafts", draftKey, { values: current(), commune: communeSelect.value, at: Date.now() });
+  // Every keystroke is kept: a reload, a crash or a flat battery loses nothing typed. The
+  // draft keeps what was shown when it was opened, as stored (a successor number renames the
+  // dots of this phone's own edits there).
+  const saveDraft = () => exclusive("mam-state", async () => {
+    const stored = await S.get("drafts", draftKey);
+    const kept = stored && stored.base ? stored : { base: opened.base, dots: opened.dots, base_commune: opened.commune };
+    await S.put("drafts", draftKey, { values: current(), commune: communeSelect.value, at: Date.now(), base: kept.base, dots: kept.dots, base_commune: kept.base_commune });
+  });
   app.oninput = () => { refresh(); saveDraft(); };
   app.onchange = () => { refresh(); saveDraft(); };
 
@@ -547,11 +666,19 @@ async function renderFill(formId, recordId) {
     const changed = {};
     for (const [n, v] of Object.entries(vals)) {
       const value = norm(v);
-      if (isNew ? value !== null : JSON.stringify(value) !== JSON.stringify(norm(shown[n]))) changed[n] = value;
+      if (isNew ? value !== null : JSON.stringify(value) !== JSON.stringify(norm(opened.base[n]))) changed[n] = value;
     }
-    if (!isNew && Object.keys(changed).length === 0 && refused.length === 0) { go(`#record/${id}`); return; }
+    // A record moves only when the person chose another commune than the one shown.
+    const moved = !isNew && !!opened.commune && communeSelect.value !== opened.commune;
+    if (!isNew && Object.keys(changed).length === 0 && refused.length === 0) {
+      app.oninput = null;
+      app.onchange = null;
+      await exclusive("mam-state", () => S.del("drafts", draftKey));
+      go(`#record/${id}`);
+      return;
+    }
     const edit = { seq: state.next_seq, record: id, form: form.id, version: form.version, commune: communeSelect.value, fields: {} };
-    for (const [n, v] of Object.entries(changed)) edit.fields[n] = { value: v, supersedes: existing ? P.dotsOf(existing, n) : [] };
+    for (const [n, v] of Object.entries(changed)) edit.fields[n] = { value: v, supersedes: opened.dots[n] || [] };
     const problem = P.checkEdit(form, prospective(changed), edit, P.today(), isNew);
     body.querySelectorAll(".invalid").forEach((e) => e.classList.remove("invalid"));
     if (problem) {
@@ -562,13 +689,21 @@ async function renderFill(formId, recordId) {
       if (el) { el.classList.add("invalid"); el.scrollIntoView({ block: "center" }); }
       return;
     }
-    for (const r of refused) P.dismissRejected(state, r.edit.seq);
-    if (P.view(state, id)) P.edit(state, id, changed);
-    else P.create(state, id, form.id, form.version, communeSelect.value, changed);
-    await persist();
-    await S.del("drafts", draftKey);
     app.oninput = null;
     app.onchange = null;
+    await update(async (s) => {
+      for (const r of refused) P.dismissRejected(s, r.edit.seq);
+      if (P.view(s, id)) {
+        const stored = await S.get("drafts", draftKey);
+        const dots = stored && stored.base ? stored.dots || {} : opened.dots;
+        const fields = {};
+        for (const [n, v] of Object.entries(changed)) fields[n] = { value: v, supersedes: dots[n] || [] };
+        if (Object.keys(fields).length) P.editShown(s, id, fields, moved ? communeSelect.value : null);
+      } else if (Object.keys(changed).length) {
+        P.create(s, id, form.id, form.version, communeSelect.value, changed);
+      }
+      return { dropDrafts: [draftKey] };
+    });
     go("#");
     if (navigator.onLine) sync();
   };
@@ -596,6 +731,7 @@ async function start() {
   if ("serviceWorker" in navigator) navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => {});
   auth = (await S.get("meta", "auth")) || null;
   state = await S.loadState();
+  if (state) state = P.upgrade(state);
   if (auth && !state) state = P.newState(auth.device);
   manifest = (await S.get("meta", "manifest")) || null;
   forms = await S.getAll("forms");
@@ -609,10 +745,10 @@ window.mam.ready = start().then(() => true);
 window.mam.state = () => state;
 window.mam.sync = () => sync();
 window.mam.protocol = P;
+window.mam.store = S;
 /** Create a record as the form's "Lưu" does, without the screen (for bulk entry and tests). */
 window.mam.createRecord = async (form, version, commune, values) => {
   const id = P.uuidv7();
-  P.create(state, id, form, version, commune, values);
-  await persist();
+  await update((s) => { P.create(s, id, form, version, commune, values); });
   return id;
 };

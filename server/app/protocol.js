@@ -14,10 +14,11 @@ export const DEFAULT_MAX_BYTES = 262144;
 // Records and the register
 
 /** Apply one write to a register (a list of {value, dot}); `seen(dot)` is the replica's
- *  context before the write. Siblings covered by the write's dot or its supersedes go. */
+ *  context before the write. The write removes exactly the siblings whose dots it supersedes:
+ *  never a value by its device and seq alone, so it never removes a value its author did not
+ *  see, even one written under the same device number by a phone restored from a backup. */
 export function applyWrite(siblings, dot, value, supersedes, seen = () => false) {
-  const covers = (d) =>
-    [dot, ...supersedes].some((c) => c[0] === d[0] && d[1] <= c[1]);
+  const covers = (d) => supersedes.some((c) => c[0] === d[0] && c[1] === d[1]);
   let present = false;
   const kept = siblings.filter((s) => {
     if (s.dot[0] === dot[0] && s.dot[1] === dot[1]) {
@@ -91,10 +92,21 @@ const clone = (x) => (x === undefined ? undefined : JSON.parse(JSON.stringify(x)
 // ---------------------------------------------------------------------------------------------
 // The client state machine
 
+/** How long a phone keeps a consumed edit, to push it again should the server's database be
+ *  restored from a backup that predates it: 30 days. */
+export const DEFAULT_RETENTION_MS = 30 * 24 * 3600 * 1000;
+/** Consumed edits kept at most, whatever their age. */
+export const MAX_KEPT = 50000;
+
 /** A phone's sync state, plain data so that it can be stored as it is. */
 export function newState(device) {
-  return {
-    device,
+  return upgrade({ device });
+}
+
+/** A stored state with every key this version knows (a state an earlier version stored lacks
+ *  the newer ones). */
+export function upgrade(state) {
+  const defaults = {
     next_seq: 1,
     cursor: 0,
     pulled: {},
@@ -102,7 +114,34 @@ export function newState(device) {
     acked_unpulled: [],
     rejected: [],
     forms: {},
+    // The database epoch the cursor belongs to.
+    epoch: null,
+    // The seqs the last request carried: only those can be acknowledged by its response.
+    in_flight: [],
+    // Consumed edits of this device number (applied or refused), oldest first: {edit, acked_at}.
+    kept: [],
+    // The highest seq the server ever acknowledged to this device number.
+    acked_max: 0,
+    // Seqs a restore lost that this phone no longer holds, told to the server with the next push.
+    lost_through: null,
+    // The server holds another history under this device number: take a successor first.
+    successor_needed: false,
+    // The id of the successor number asked for (POST /v1/successor), kept until it is taken,
+    // so that a retry after a lost response names the same one.
+    successor_request: null,
+    // A pull from the start is under way: its pages replace every pulled record.
+    resetting: false,
+    retention_ms: DEFAULT_RETENTION_MS,
+    now_ms: 0,
   };
+  for (const [k, v] of Object.entries(defaults)) if (state[k] === undefined) state[k] = v;
+  return state;
+}
+
+/** The phone's clock in milliseconds, for how long consumed edits are kept. A state never told
+ *  the time keeps them by count alone. */
+export function setNow(state, nowMs) {
+  state.now_ms = nowMs;
 }
 
 /** The record as the phone shows it: as pulled, with its own unacknowledged edits on top. */
@@ -145,6 +184,22 @@ export function edit(state, id, values) {
   for (const [name, value] of Object.entries(values)) {
     fields[name] = { value, supersedes: dotsOf(record, name) };
   }
+  return write(state, record, fields);
+}
+
+/** Change fields of a record with the supersedes given per field ({name: {value,
+ *  supersedes}}): the dots the person was shown, which may be older than the phone's view. */
+export function editShown(state, id, fields, commune) {
+  const record = view(state, id);
+  if (!record) return null;
+  const copy = {};
+  for (const [name, change] of Object.entries(fields)) {
+    copy[name] = { value: change.value, supersedes: clone(change.supersedes || []) };
+  }
+  return write(state, { ...record, commune: commune || record.commune }, copy);
+}
+
+function write(state, record, fields) {
   const e = {
     seq: takeSeq(state),
     record: record.id,
@@ -167,34 +222,107 @@ export function remove(state, id) {
   return edit(state, id, values);
 }
 
-/** The next request: the oldest pending edits and the cursor. Safe to send again. */
+/** Become the successor device (POST /v1/successor): every pending edit is numbered again from
+ *  1 under the new number, in the same order, each keeping the supersedes it was made with (its
+ *  own earlier pending edits renamed to their new dots). Nothing pending is dropped. Returns
+ *  `rename(dot)`, which gives a dot of the old number's pending edits its new name (for dots
+ *  kept elsewhere, as drafts keep them), or null when nothing changed. */
+export function adoptSuccessor(state, device) {
+  if (device === state.device) return null;
+  const old = state.device;
+  const renumbered = new Map(state.pending.map((e, i) => [e.seq, i + 1]));
+  const rename = (dot) =>
+    dot[0] === old && renumbered.has(dot[1]) ? [device, renumbered.get(dot[1])] : dot;
+  for (const e of state.pending) {
+    e.seq = renumbered.get(e.seq);
+    for (const change of Object.values(e.fields)) {
+      change.supersedes = (change.supersedes || []).map(rename);
+    }
+  }
+  // The old number's consumed edits are the server's now; a restore of them is the old
+  // number's to repair.
+  state.acked_unpulled = [];
+  state.kept = [];
+  state.device = device;
+  state.next_seq = state.pending.length + 1;
+  state.acked_max = 0;
+  state.lost_through = null;
+  state.in_flight = [];
+  state.successor_needed = false;
+  return rename;
+}
+
+/** The next request: the oldest pending edits, the cursor and its epoch. Safe to send again.
+ *  While a successor is needed it pushes nothing (it still pulls). */
 export function syncRequest(state, maxPush = MAX_PUSH, maxBytes = DEFAULT_MAX_BYTES) {
-  return {
+  const push = state.successor_needed ? [] : state.pending.slice(0, maxPush);
+  state.in_flight = push.map((e) => e.seq);
+  const request = {
     protocol: PROTOCOL_VERSION,
-    push: state.pending.slice(0, maxPush),
+    push,
     cursor: state.cursor,
     max_bytes: maxBytes,
   };
+  if (state.epoch !== null && state.epoch !== undefined) request.epoch = state.epoch;
+  if (state.lost_through !== null && state.lost_through !== undefined) request.lost_through = state.lost_through;
+  return request;
 }
 
-/** Take in a response (PROTOCOL.md): acknowledged edits go, refused ones are kept with their
- *  reason, a reused seq goes again under a new one, pulled records replace, evicted go. */
+/** Take in a response (PROTOCOL.md): edits the request carried and the response acknowledges
+ *  go (kept for the retention period), refused ones are kept with their reason, a reused seq
+ *  marks the need for a successor, pulled records replace, evicted go. Returns {cleared}:
+ *  whether every pulled record was dropped (the first page of a pull from the start). */
 export function applyResponse(state, response) {
   const acked = response.acked_through;
-  state.next_seq = Math.max(state.next_seq, acked + 1);
-  const done = state.pending.filter((e) => e.seq <= acked);
-  state.pending = state.pending.filter((e) => e.seq > acked);
+  const inFlight = new Set(state.in_flight || []);
+  state.in_flight = [];
+  const sent = (seq) => inFlight.has(seq);
+  const rejections = response.rejected || [];
+  // The server consumed seqs this phone never sent: another history holds this number.
+  const forked =
+    rejections.some((r) => r.code === "seq_reused" && sent(r.seq)) ||
+    state.pending.some((e) => e.seq <= acked && !sent(e.seq));
+  const done = state.pending.filter((e) => e.seq <= acked && sent(e.seq));
+  state.pending = state.pending.filter((e) => !(e.seq <= acked && sent(e.seq)));
+  const back = [];
   for (const e of done) {
-    const r = (response.rejected || []).find((x) => x.seq === e.seq);
+    const r = rejections.find((x) => x.seq === e.seq);
     if (r && r.code === "seq_reused") {
-      e.seq = takeSeq(state);
-      state.pending.push(e);
+      // The server holds another edit under this seq: nothing is wrong with this one, it goes
+      // again under a successor's number.
+      back.push(e);
     } else if (r) {
+      state.kept.push({ edit: clone(e), acked_at: state.now_ms });
+      state.rejected = state.rejected.filter((x) => x.edit.seq !== e.seq);
       state.rejected.push({ edit: e, rejection: r });
     } else {
+      state.kept.push({ edit: clone(e), acked_at: state.now_ms });
       state.acked_unpulled.push(e);
     }
   }
+  if (back.length) {
+    state.pending.push(...back);
+    state.pending.sort((a, b) => a.seq - b.seq);
+  }
+  if (forked) state.successor_needed = true;
+  // A phone must never reuse a seq the server consumed.
+  else state.next_seq = Math.max(state.next_seq, acked + 1);
+  if (acked >= (state.lost_through ?? 0)) state.lost_through = null;
+  if (!forked) state.acked_max = Math.max(state.acked_max, acked);
+  if (response.next_seq !== undefined && response.next_seq !== null && !forked) {
+    replayLost(state, response.next_seq);
+  }
+  pruneKept(state);
+
+  const reset = response.reset === true;
+  const cleared = reset && !state.resetting;
+  if (cleared) {
+    // The pull starts again from the beginning: what the server now holds replaces
+    // everything pulled before, over this page and the next ones.
+    state.pulled = {};
+    state.cursor = 0;
+  }
+  state.resetting = reset && response.more === true;
   for (const record of response.records || []) {
     state.acked_unpulled = state.acked_unpulled.filter((e) => e.record !== record.id);
     state.pulled[record.id] = record;
@@ -204,8 +332,38 @@ export function applyResponse(state, response) {
     delete state.pulled[id];
   }
   if (!response.more) state.acked_unpulled = [];
-  state.cursor = Math.max(state.cursor, response.cursor);
+  state.cursor = reset ? response.cursor : Math.max(state.cursor, response.cursor);
+  if (response.epoch !== undefined && response.epoch !== null) state.epoch = response.epoch;
   state.forms = response.forms || state.forms;
+  return { cleared };
+}
+
+/** The server expects `next` while this phone had seen seqs up to `acked_max` acknowledged: its
+ *  database lost them (restored from a backup). Every kept edit from `next` on goes back to the
+ *  queue under its own seq; seqs no longer kept are declared lost, so that the server does not
+ *  wait behind them. */
+function replayLost(state, next) {
+  if (next > state.acked_max) return;
+  const again = state.kept.filter((k) => k.edit.seq >= next);
+  state.kept = state.kept.filter((k) => k.edit.seq < next);
+  const firstKept = again.length
+    ? again.reduce((m, k) => Math.min(m, k.edit.seq), Infinity)
+    : state.acked_max + 1;
+  const lostTo = firstKept - 1;
+  state.lost_through = lostTo >= next ? lostTo : null;
+  const pendingSeqs = new Set(state.pending.map((e) => e.seq));
+  const replay = again.map((k) => k.edit).filter((e) => !pendingSeqs.has(e.seq));
+  state.pending.push(...replay);
+  state.pending.sort((a, b) => a.seq - b.seq);
+  state.acked_max = next - 1;
+}
+
+function pruneKept(state) {
+  if (state.now_ms > 0) {
+    const horizon = state.now_ms - state.retention_ms;
+    state.kept = state.kept.filter((k) => k.acked_at >= horizon);
+  }
+  if (state.kept.length > MAX_KEPT) state.kept = state.kept.slice(state.kept.length - MAX_KEPT);
 }
 
 export function dismissRejected(state, seq) {

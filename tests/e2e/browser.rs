@@ -288,6 +288,40 @@ impl Browser {
         .await;
     }
 
+    /// Open a new tab of the same browser (same profile, same origin's storage) and go there.
+    /// Returns its handle.
+    pub async fn new_tab(&self) -> String {
+        let opened = self
+            .call(
+                reqwest::Method::POST,
+                "/window/new",
+                Some(json!({ "type": "tab" })),
+            )
+            .await;
+        let handle = opened["handle"].as_str().unwrap().to_owned();
+        self.switch_to(&handle).await;
+        handle
+    }
+
+    /// The handle of the tab commands go to.
+    pub async fn tab(&self) -> String {
+        self.call(reqwest::Method::GET, "/window", None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Send the next commands to the tab `handle`.
+    pub async fn switch_to(&self, handle: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/window",
+            Some(json!({ "handle": handle })),
+        )
+        .await;
+    }
+
     pub async fn reload(&self) {
         self.call(reqwest::Method::POST, "/refresh", Some(json!({})))
             .await;

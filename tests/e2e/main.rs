@@ -99,6 +99,26 @@ async fn phone_app_in_headless_chromium() {
     phone_app::phone_app_works_offline_and_syncs().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_protocol_follows_the_reference_client() {
+    phone_app::phone_protocol_follows_the_reference_client().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_drafts_write_only_what_the_person_changed() {
+    phone_app::phone_drafts_write_only_what_the_person_changed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_two_tabs_keep_each_others_edits() {
+    phone_app::phone_two_tabs_keep_each_others_edits().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_takes_a_successor_when_its_seqs_were_used() {
+    phone_app::phone_takes_a_successor_when_its_seqs_were_used().await;
+}
+
 /// The browser story runs once, on SQLite: the pages read the store through the calls the
 /// story above checks on both backends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

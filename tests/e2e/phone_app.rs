@@ -114,6 +114,7 @@ pub async fn phone_protocol_matches_the_server() {
          s.pending[0].seq = 40; s.next_seq = 41;
          P.create(s, r.records[0].id, 'birth-registration', 1, '19753', { child_name: 'Lan' });
          P.create(s, '01937a4e-0000-7000-8000-000000000099', 'birth-registration', 1, '19753', { child_name: 'Mai' });
+         P.syncRequest(s, 200, 65536);
          P.applyResponse(s, r);
          const v = P.view(s, r.records[0].id);
          done({ pending: s.pending.map(e => e.seq), rejected: s.rejected.map(x => x.rejection),
@@ -140,18 +141,56 @@ pub async fn phone_protocol_matches_the_server() {
     );
     assert_eq!(applied["next_seq"], json!(43));
 
-    // A reused seq goes again under a new number; it is not a refusal.
+    // A reused seq is not a refusal: the edit stays pending under its seq, and until the phone
+    // has a successor number it pushes nothing.
     let reused = in_page(
         &browser,
         "const s = P.newState(3);
          P.create(s, 'a', 'birth-registration', 1, '19753', { child_name: 'A' });
+         P.syncRequest(s);
          P.applyResponse(s, { protocol: 1, acked_through: 5, rejected: [{ seq: 1, code: 'seq_reused', message: 'x' }],
-           records: [], evicted: [], cursor: 0, more: false, forms: {} });
-         done({ pending: s.pending.map(e => e.seq), rejected: s.rejected.length });",
+           records: [], evicted: [], cursor: 0, more: false, forms: {}, epoch: 'e', next_seq: 6 });
+         done({ pending: s.pending.map(e => e.seq), rejected: s.rejected.length,
+                successor_needed: s.successor_needed, push: P.syncRequest(s).push.length });",
         vec![],
     )
     .await;
-    assert_eq!(reused, json!({ "pending": [6], "rejected": 0 }));
+    assert_eq!(
+        reused,
+        json!({ "pending": [1], "rejected": 0, "successor_needed": true, "push": 0 })
+    );
+
+    // The vectors of a request with its epoch and lost seqs, and of a response that starts
+    // the pull again from the beginning.
+    let epoch = in_page(
+        &browser,
+        "const [edit, response] = args;
+         const s = P.newState(9);
+         s.pulled[edit.record] = { id: edit.record, form: edit.form, version: 1, commune: edit.commune,
+           fields: { registration_date: [{ value: '2020-02-01', dot: [7, 12] }] } };
+         s.pulled['01937a4e-0000-7000-8000-0000000000aa'] = { id: '01937a4e-0000-7000-8000-0000000000aa',
+           form: 'birth-registration', version: 1, commune: '19753', fields: {} };
+         s.next_seq = 41;
+         P.edit(s, edit.record, { birth_registered: true, registration_date: '2020-03-02' });
+         s.cursor = 1893; s.epoch = response.epoch; s.lost_through = 40;
+         const request = P.syncRequest(s, 200, 65536);
+         const { cleared } = P.applyResponse(s, response);
+         done({ request, cleared, pulled: Object.keys(s.pulled), cursor: s.cursor, epoch: s.epoch,
+                lost_through: s.lost_through, pending: s.pending.length });",
+        vec![edit.clone(), vector("sync-response-epoch.json")],
+    )
+    .await;
+    assert_eq!(epoch["request"], vector("sync-request-epoch.json"));
+    assert_eq!(epoch["cleared"], json!(true));
+    assert_eq!(
+        epoch["pulled"],
+        json!(["01937a4e-8f3c-7d2a-9b1e-5c6d7e8f9a0b"]),
+        "a reset drops every record pulled before its first page"
+    );
+    assert_eq!(epoch["cursor"], json!(1931));
+    assert_eq!(epoch["epoch"], json!("0193a1b2c3d47e5f8a9b0c1d2e3f4a5b"));
+    assert_eq!(epoch["lost_through"], Value::Null);
+    assert_eq!(epoch["pending"], json!(0));
 
     // Every field of every form, probed with awkward values: the same verdict, rule and
     // messages in both languages as the server.
@@ -328,7 +367,7 @@ async fn status_of(browser: &Browser, child: &str) -> String {
     let found = browser
         .execute_async(
             "const [child, done] = arguments;
-             const li = Array.from(document.querySelectorAll('li.record')).find(e => e.innerText.includes(child));
+             const li = Array.from(document.querySelectorAll('li.record[data-status]')).find(e => e.innerText.includes(child));
              done(li ? li.dataset.status || '' : '');",
             vec![json!(child)],
         )
@@ -553,4 +592,799 @@ pub async fn phone_app_works_offline_and_syncs() {
     hoa.screenshot("08-fifty-synced").await;
     hoa.quit().await;
     lan.quit().await;
+}
+
+const R1: &str = "01937a4e-0000-7000-8000-000000000001";
+const R2: &str = "01937a4e-0000-7000-8000-000000000002";
+const R3: &str = "01937a4e-0000-7000-8000-000000000003";
+const R4: &str = "01937a4e-0000-7000-8000-000000000004";
+const R5: &str = "01937a4e-0000-7000-8000-000000000005";
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// One sibling of a field: its value and its dot's device and seq.
+type Sibling = (Value, u32, u64);
+
+/// A record as the server sends it: per field, its siblings.
+fn wire_record(id: &str, fields: &[(&str, &[Sibling])]) -> Value {
+    let fields: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|(name, siblings)| {
+            let siblings: Vec<Value> = siblings
+                .iter()
+                .map(|(value, device, seq)| json!({ "value": value, "dot": [device, seq] }))
+                .collect();
+            (name.to_string(), json!(siblings))
+        })
+        .collect();
+    json!({ "id": id, "form": "birth-registration", "version": 1, "commune": "19753", "fields": fields })
+}
+
+/// A sync response: `acked_through`, `next_seq`, the page and its place.
+struct Reply {
+    acked: u64,
+    next: u64,
+    cursor: u64,
+    epoch: &'static str,
+    records: Vec<Value>,
+    rejected: Vec<Value>,
+    more: bool,
+    reset: bool,
+}
+
+impl Reply {
+    fn new(acked: u64, cursor: u64, epoch: &'static str) -> Reply {
+        Reply {
+            acked,
+            next: acked + 1,
+            cursor,
+            epoch,
+            records: vec![],
+            rejected: vec![],
+            more: false,
+            reset: false,
+        }
+    }
+
+    fn step(self) -> Value {
+        let mut response = json!({
+            "protocol": 1, "acked_through": self.acked, "rejected": self.rejected,
+            "records": self.records, "evicted": [], "cursor": self.cursor, "more": self.more,
+            "forms": { "birth-registration": 1 }, "epoch": self.epoch, "next_seq": self.next,
+        });
+        if self.reset {
+            response["reset"] = json!(true);
+        }
+        json!({ "op": "response", "response": response })
+    }
+}
+
+/// What the phone shows and holds after each step, for both implementations alike.
+fn reference_snapshot(c: &sync_protocol::Client) -> Value {
+    json!({
+        "device": c.device(),
+        "cursor": c.cursor(),
+        "epoch": c.epoch(),
+        "pending": c.pending(),
+        "kept": c.kept().iter().map(|k| json!([k.edit.seq, k.acked_at])).collect::<Vec<_>>(),
+        "lost_through": c.lost_through(),
+        "successor_needed": c.successor_needed(),
+        "rejected": c.rejected().iter().map(|r| json!([r.edit.seq, r.rejection.code.as_str()])).collect::<Vec<_>>(),
+        "records": c.records(),
+    })
+}
+
+/// The steps on the Rust reference client: after each, the request it made (or null) and its
+/// snapshot.
+fn run_reference(steps: &[Value]) -> Vec<Value> {
+    use sync_protocol::{Client, CommuneCode, FormId, RecordId, SyncResponse};
+    let mut c = Client::new(7).with_limits(200, 65536);
+    let values = |step: &Value| -> Vec<(String, Value)> {
+        step["values"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for step in steps {
+        let mut request = Value::Null;
+        let id = || RecordId::parse(step["id"].as_str().unwrap()).unwrap();
+        match step["op"].as_str().unwrap() {
+            "now" => c.set_now(step["ms"].as_i64().unwrap()),
+            "create" => {
+                let v = values(step);
+                c.create(
+                    id(),
+                    &FormId::parse("birth-registration").unwrap(),
+                    1,
+                    &CommuneCode::parse("19753").unwrap(),
+                    v.iter().map(|(k, v)| (k.as_str(), v.clone())),
+                );
+            }
+            "edit" => {
+                let v = values(step);
+                c.edit(id(), v.iter().map(|(k, v)| (k.as_str(), v.clone())))
+                    .expect("the reference client holds the record");
+            }
+            "request" => request = json!(c.sync_request()),
+            "response" => {
+                let response: SyncResponse =
+                    serde_json::from_value(step["response"].clone()).unwrap();
+                c.apply_response(&response);
+            }
+            "successor" => c.adopt_successor(step["device"].as_u64().unwrap() as u32),
+            other => panic!("no step {other}"),
+        }
+        out.push(json!({ "request": request, "state": reference_snapshot(&c) }));
+    }
+    out
+}
+
+/// The same steps on the app's protocol.js, in the page.
+const RUN_IN_PAGE: &str = "
+    const s = P.newState(7); const out = [];
+    const snap = () => ({ device: s.device, cursor: s.cursor, epoch: s.epoch, pending: s.pending,
+      kept: s.kept.map(k => [k.edit.seq, k.acked_at]), lost_through: s.lost_through,
+      successor_needed: s.successor_needed, rejected: s.rejected.map(r => [r.edit.seq, r.rejection.code]),
+      records: P.records(s) });
+    for (const st of args[0]) {
+      let request = null;
+      switch (st.op) {
+        case 'now': P.setNow(s, st.ms); break;
+        case 'create': P.create(s, st.id, 'birth-registration', 1, '19753', st.values); break;
+        case 'edit': if (P.edit(s, st.id, st.values) === null) throw new Error('no record ' + st.id); break;
+        case 'request': request = P.syncRequest(s, 200, 65536); break;
+        case 'response': P.applyResponse(s, st.response); break;
+        case 'successor': P.adoptSuccessor(s, st.device); break;
+        default: throw new Error('no step ' + st.op);
+      }
+      out.push(JSON.parse(JSON.stringify({ request, state: snap() })));
+    }
+    done(out);";
+
+/// protocol.js against the Rust reference client (`sync-protocol/src/client.rs`), step by step
+/// through a phone's life: refusals, paged pulls, a reused seq and the successor number it
+/// takes, a pull from the start, acknowledged edits kept for 30 days, a restore that lost some
+/// of them. Then the rules one by one: exact covering, renaming on a successor, reset pages,
+/// replay after `next_seq` drops, with `lost_through`.
+pub async fn phone_protocol_follows_the_reference_client() {
+    let Some(browser) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    browser.goto(&format!("{}/app/", server.url)).await;
+
+    let t0 = 1_700_000_000_000i64;
+    let create = |id: &str, values: Value| json!({ "op": "create", "id": id, "values": values });
+    let edit = |id: &str, values: Value| json!({ "op": "edit", "id": id, "values": values });
+    let request = json!({ "op": "request" });
+    let now = |ms: i64| json!({ "op": "now", "ms": ms });
+    let steps = vec![
+        now(t0),
+        create(R1, json!({ "child_name": "An", "sex": "m" })),
+        create(R2, json!({ "child_name": "Bình" })),
+        request.clone(),
+        // Made while the request was on its way: not in it, so not acknowledged by it.
+        create(R3, json!({ "child_name": "Chi" })),
+        Reply {
+            records: vec![wire_record(
+                R1,
+                &[
+                    ("child_name", &[(json!("An"), 7, 1)]),
+                    ("sex", &[(json!("m"), 7, 1)]),
+                ],
+            )],
+            more: true,
+            ..Reply::new(2, 10, "e1")
+        }
+        .step(),
+        edit(R1, json!({ "child_name": "Ân" })),
+        edit(R1, json!({ "child_name": "Ẩn" })),
+        request.clone(),
+        Reply {
+            rejected: vec![
+                json!({ "seq": 3, "code": "invalid_value", "field": "child_name",
+                "message": "child_name: no" }),
+            ],
+            records: vec![
+                wire_record(
+                    R1,
+                    &[
+                        ("child_name", &[(json!("Ẩn"), 7, 5), (json!("Lan"), 9, 2)]),
+                        ("sex", &[(json!("m"), 7, 1)]),
+                    ],
+                ),
+                wire_record(R2, &[("child_name", &[(json!("Bình"), 7, 2)])]),
+            ],
+            ..Reply::new(5, 20, "e1")
+        }
+        .step(),
+        now(t0 + 10 * DAY_MS),
+        edit(R2, json!({ "village": "Thôn 2" })),
+        edit(R2, json!({ "village": "Thôn 3" })),
+        edit(R1, json!({ "child_name": "Ấn" })),
+        request.clone(),
+        // Another history holds seqs 6 and 7 of this number: both refused as reused, the push
+        // stops there, and seq 8 is not acknowledged.
+        Reply {
+            rejected: vec![
+                json!({ "seq": 6, "code": "seq_reused", "message": "reused" }),
+                json!({ "seq": 7, "code": "seq_reused", "message": "reused" }),
+            ],
+            ..Reply::new(7, 20, "e1")
+        }
+        .step(),
+        request.clone(),
+        json!({ "op": "successor", "device": 23 }),
+        request.clone(),
+        // The database was restored: the pull starts again over two pages.
+        Reply {
+            records: vec![wire_record(R1, &[("child_name", &[(json!("Lan"), 9, 2)])])],
+            more: true,
+            reset: true,
+            ..Reply::new(3, 4, "e2")
+        }
+        .step(),
+        Reply {
+            records: vec![wire_record(R5, &[("child_name", &[(json!("Dung"), 9, 3)])])],
+            reset: true,
+            ..Reply::new(3, 7, "e2")
+        }
+        .step(),
+        now(t0 + 30 * DAY_MS),
+        create(R4, json!({ "child_name": "Em" })),
+        request.clone(),
+        Reply {
+            records: vec![wire_record(R4, &[("child_name", &[(json!("Em"), 23, 4)])])],
+            ..Reply::new(4, 8, "e2")
+        }
+        .step(),
+        // Past 30 days for the edits acknowledged at day 10: no longer kept.
+        now(t0 + 41 * DAY_MS),
+        Reply::new(4, 8, "e2").step(),
+        edit(R4, json!({ "village": "Thôn 4" })),
+        request.clone(),
+        // Restored from a backup that had this number's seqs up to 1 only: seq 4 is kept and
+        // goes again, 2 and 3 are declared lost.
+        Reply {
+            records: vec![wire_record(R5, &[("child_name", &[(json!("Dung"), 9, 3)])])],
+            reset: true,
+            ..Reply::new(1, 3, "e3")
+        }
+        .step(),
+        request.clone(),
+        Reply::new(5, 5, "e3").step(),
+        request.clone(),
+    ];
+    let expected = run_reference(&steps);
+    let got = in_page(&browser, RUN_IN_PAGE, vec![json!(steps)]).await;
+    let got = got.as_array().unwrap();
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            g, e,
+            "step {i} ({}): protocol.js differs from the reference client",
+            steps[i]
+        );
+    }
+    // Landmarks of that story, as the app's code reached them.
+    let at = |i: usize| &got[i];
+    let pushed = |i: usize| -> Vec<u64> {
+        at(i)["request"]["push"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let pending = |i: usize| -> Vec<u64> {
+        at(i)["state"]["pending"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(pending(5), [3], "an edit the request did not carry stays");
+    assert_eq!(pending(15), [6, 7, 8], "a reused seq and what follows stay");
+    assert_eq!(at(15)["state"]["successor_needed"], json!(true));
+    assert!(pushed(16).is_empty(), "nothing pushed before a successor");
+    let renumbered = &at(17)["state"]["pending"];
+    assert_eq!(at(17)["state"]["device"], json!(23));
+    assert_eq!(
+        renumbered[1]["fields"]["village"]["supersedes"],
+        json!([[23, 1]]),
+        "a pending edit's own dot is renamed"
+    );
+    assert_eq!(
+        renumbered[2]["fields"]["child_name"]["supersedes"],
+        json!([[7, 5], [9, 2]]),
+        "acknowledged dots keep their names"
+    );
+    assert_eq!(
+        pushed(18),
+        [1, 2, 3],
+        "renumbered from 1 under the successor"
+    );
+    let ids = |i: usize| -> Vec<String> {
+        at(i)["state"]["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // After the reset's first page: R1 as pulled again, R2 as its acknowledged edits make it
+    // until the pull is over.
+    assert_eq!(ids(19), [R1, R2]);
+    assert_eq!(
+        at(19)["state"]["cursor"],
+        json!(4),
+        "the reset's cursor, not the max"
+    );
+    assert_eq!(ids(20), [R1, R5], "the next page adds, it does not clear");
+    assert_eq!(at(26)["state"]["kept"], json!([[4, t0 + 30 * DAY_MS]]));
+    assert_eq!(
+        pending(29),
+        [4, 5],
+        "the kept edit goes back under its own seq"
+    );
+    assert_eq!(at(30)["request"]["lost_through"], json!(3));
+    assert_eq!(pushed(30), [4, 5]);
+    assert_eq!(at(30)["request"]["epoch"], json!("e3"));
+    assert_eq!(at(32)["request"].get("lost_through"), None);
+    assert_eq!(at(32)["state"]["kept"].as_array().unwrap().len(), 2);
+
+    // The rules one at a time.
+    let rules = in_page(
+        &browser,
+        "const sib = (value, d, s) => ({ value, dot: [d, s] });
+         // Exact covering: only the dots named go, not every lower seq of the same device.
+         const covered = P.applyWrite([sib('a', 7, 3), sib('b', 7, 5), sib('c', 7, 9), sib('d', 8, 1)],
+           [7, 10], 'e', [[7, 5], [8, 1]]);
+         // Successor: own pending dots renamed, others kept; drafts get the same names.
+         const s = P.newState(7);
+         s.pulled['r'] = { id: 'r', form: 'f', version: 1, commune: '19753', fields: { x: [sib('old', 3, 4)] } };
+         s.next_seq = 12;
+         P.edit(s, 'r', { x: 'one' });
+         P.edit(s, 'r', { x: 'two', y: 'y' });
+         s.kept = [{ edit: { seq: 3 }, acked_at: 1 }];
+         const rename = P.adoptSuccessor(s, 23);
+         const successor = { seqs: s.pending.map(e => e.seq), x: s.pending.map(e => e.fields.x.supersedes),
+           next_seq: s.next_seq, kept: s.kept.length, device: s.device, draft: [[7, 13], [3, 4], [7, 2]].map(rename) };
+         // Reset pages: the first drops every pulled record, pending edits stay, the cursor is
+         // the response's.
+         const t = P.newState(5);
+         t.pulled = { a: { id: 'a', fields: {} }, b: { id: 'b', fields: {} } };
+         t.cursor = 900;
+         P.create(t, 'c', 'f', 1, '19753', { x: 1 });
+         const page = (records, cursor, more) => ({ protocol: 1, acked_through: 0, rejected: [], records,
+           evicted: [], cursor, more, forms: {}, epoch: 'new', next_seq: 1, reset: true });
+         const first = P.applyResponse(t, page([{ id: 'a', fields: {} }], 3, true));
+         const afterFirst = { pulled: Object.keys(t.pulled).sort(), cursor: t.cursor, cleared: first.cleared };
+         const second = P.applyResponse(t, page([{ id: 'd', fields: {} }], 6, false));
+         const reset = { first: afterFirst, pulled: Object.keys(t.pulled).sort(), cursor: t.cursor,
+           cleared: second.cleared, pending: t.pending.length, epoch: t.epoch };
+         // Replay: the server expects 3 again; 3 and 4 are no longer kept, 5 and 6 are.
+         const u = P.newState(5);
+         P.setNow(u, 1000);
+         for (let i = 1; i <= 6; i++) P.create(u, 'r' + i, 'f', 1, '19753', { x: i });
+         P.syncRequest(u);
+         P.applyResponse(u, { protocol: 1, acked_through: 6, rejected: [], records: [], evicted: [],
+           cursor: 1, more: false, forms: {}, epoch: 'e', next_seq: 7 });
+         u.kept = u.kept.filter(k => k.edit.seq < 3 || k.edit.seq > 4);
+         P.applyResponse(u, { protocol: 1, acked_through: 2, rejected: [], records: [], evicted: [],
+           cursor: 1, more: false, forms: {}, epoch: 'f', next_seq: 3 });
+         const again = P.syncRequest(u);
+         const replay = { pending: u.pending.map(e => e.seq), lost_through: again.lost_through,
+           push: again.push.map(e => e.seq), kept: u.kept.map(k => k.edit.seq) };
+         // Only what a request carried is acknowledged by its response: an edit made while it
+         // was on its way, under a seq the server says it consumed, was another history's.
+         const w = P.newState(5);
+         P.create(w, 'a', 'f', 1, '19753', { x: 1 });
+         P.syncRequest(w);
+         P.create(w, 'b', 'f', 1, '19753', { x: 2 });
+         P.applyResponse(w, { protocol: 1, acked_through: 2, rejected: [], records: [], evicted: [],
+           cursor: 1, more: false, forms: {}, epoch: 'e', next_seq: 3 });
+         const unsent = { pending: w.pending.map(e => e.seq), kept: w.kept.map(k => k.edit.seq),
+           successor_needed: w.successor_needed };
+         done({ covered, successor, reset, replay, unsent });",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        rules["covered"],
+        json!([
+            { "value": "a", "dot": [7, 3] },
+            { "value": "c", "dot": [7, 9] },
+            { "value": "e", "dot": [7, 10] },
+        ]),
+        "a write removes exactly the siblings it supersedes"
+    );
+    assert_eq!(
+        rules["successor"],
+        json!({ "seqs": [1, 2], "x": [[[3, 4]], [[23, 1]]], "next_seq": 3, "kept": 0,
+                "device": 23, "draft": [[23, 2], [3, 4], [7, 2]] })
+    );
+    assert_eq!(
+        rules["reset"],
+        json!({ "first": { "pulled": ["a"], "cursor": 3, "cleared": true },
+                "pulled": ["a", "d"], "cursor": 6, "cleared": false, "pending": 1, "epoch": "new" })
+    );
+    assert_eq!(
+        rules["replay"],
+        json!({ "pending": [5, 6], "lost_through": 4, "push": [5, 6], "kept": [1, 2] })
+    );
+    assert_eq!(
+        rules["unsent"],
+        json!({ "pending": [2], "kept": [1], "successor_needed": true }),
+        "an edit the request did not carry stays pending"
+    );
+    browser.quit().await;
+}
+
+/// Set a text or date input of the form being filled, as typing into it does.
+async fn set_field(browser: &Browser, name: &str, value: &str) {
+    browser.find(&format!("[data-name=\"{name}\"] input")).await;
+    browser
+        .execute_async(
+            "const [name, v, done] = arguments; const el = document.querySelector(`[data-name=\"${name}\"] input`);
+             el.value = v; el.dispatchEvent(new Event('input', { bubbles: true })); done(true);",
+            vec![json!(name), json!(value)],
+        )
+        .await;
+}
+
+/// Wait until the script `body` (which sees `P`, the state `s` and `args`) gives `want`.
+async fn wait_for(browser: &Browser, what: &str, body: &str, args: Vec<Value>, want: Value) {
+    let script = format!("const s = window.mam.state(); done(await (async () => {{ {body} }})());");
+    let mut got = Value::Null;
+    for _ in 0..300 {
+        got = in_page(browser, &script, args.clone()).await;
+        if got == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}: {got}, not {want}");
+}
+
+fn values_of(record: &Record, field: &str) -> Vec<Value> {
+    record
+        .fields
+        .get(field)
+        .map(|r| r.values().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// A draft writes what the person changed, superseding what the form showed when it was
+/// opened: phone A opens a record and types a note (kept as a draft); phone B changes the
+/// mother's name, and the father's, which A changes too; A syncs, reopens its draft, changes
+/// the father's name and saves. The mother's name stays B's, the father's holds both values as
+/// a conflict, the note is A's.
+pub async fn phone_drafts_write_only_what_the_person_changed() {
+    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    let base = server.url.clone();
+
+    let mut b = server.enroll("Bình", &["19753"]).await;
+    let id = b.create(
+        "19753",
+        &[
+            ("child_name", json!("Phạm Văn Dũng")),
+            ("mother_name", json!("Mẹ cũ")),
+            ("father_name", json!("Cha cũ")),
+        ],
+    );
+    b.sync().await;
+
+    enrol(&a, &server, "An", &["19753"]).await;
+    wait_status(&a, "Phạm Văn Dũng", "synced").await;
+
+    // A opens the record and types a note: a draft, not yet an edit.
+    let draft_key = format!("birth-registration/{id}");
+    a.goto(&format!("{base}/app/#fill/birth-registration/{id}"))
+        .await;
+    set_field(&a, "notes", "Ghi chú của An").await;
+    wait_for(
+        &a,
+        "the draft keeps the note",
+        "const d = await window.mam.store.get('drafts', args[0]); return d ? d.values.notes : null;",
+        vec![json!(draft_key)],
+        json!("Ghi chú của An"),
+    )
+    .await;
+    a.goto(&format!("{base}/app/#")).await;
+
+    // Meanwhile B changes the mother's and the father's names.
+    b.edit(
+        id,
+        &[
+            ("mother_name", json!("Mẹ mới")),
+            ("father_name", json!("Cha của Bình")),
+        ],
+    );
+    b.sync().await;
+
+    // A syncs and sees B's values, then reopens its draft and changes the father's name.
+    a.click_on("#sync").await;
+    wait_for(
+        &a,
+        "A pulled B's edit",
+        "return P.valueOf(P.view(s, args[0]), 'mother_name');",
+        vec![json!(id.to_string())],
+        json!("Mẹ mới"),
+    )
+    .await;
+    a.goto(&format!("{base}/app/#fill/birth-registration/{id}"))
+        .await;
+    wait_for(
+        &a,
+        "the draft came back",
+        "const el = document.querySelector('[data-name=\"notes\"] input'); return el ? el.value : null;",
+        vec![],
+        json!("Ghi chú của An"),
+    )
+    .await;
+    set_field(&a, "father_name", "Cha của An").await;
+    a.screenshot("09-draft-reopened").await;
+    a.click_on("#save").await;
+    a.find("#sync").await;
+    a.click_on("#sync").await;
+    wait_for(
+        &a,
+        "A's edit acknowledged",
+        "return s.pending.length;",
+        vec![],
+        json!(0),
+    )
+    .await;
+
+    // What the server holds, as B pulls it.
+    b.sync().await;
+    let record = b.view(id);
+    assert_eq!(
+        values_of(&record, "mother_name"),
+        [json!("Mẹ mới")],
+        "a field only B changed keeps B's value"
+    );
+    let mut fathers = values_of(&record, "father_name");
+    fathers.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        fathers,
+        [json!("Cha của An"), json!("Cha của Bình")],
+        "a field both changed is a conflict with both values"
+    );
+    assert_eq!(values_of(&record, "notes"), [json!("Ghi chú của An")]);
+    assert_eq!(values_of(&record, "child_name"), [json!("Phạm Văn Dũng")]);
+
+    // A shows the conflict with both values.
+    a.goto(&format!("{base}/app/#")).await;
+    wait_status(&a, "Phạm Văn Dũng", "conflict").await;
+    a.goto(&format!("{base}/app/#record/{id}")).await;
+    let text = a
+        .wait_text("[data-field=\"father_name\"]", "Cha của Bình")
+        .await;
+    assert!(text.contains("Cha của An"), "both values on A: {text}");
+    a.screenshot("10-draft-conflict").await;
+    a.quit().await;
+}
+
+/// Two tabs of the app on one phone, both offline: each saves a form, then both enter records
+/// at once. Every edit of both reaches the server, and each tab shows the other's.
+pub async fn phone_two_tabs_keep_each_others_edits() {
+    let Some(browser) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    let base = server.url.clone();
+    enrol(&browser, &server, "Hoa", &["19753"]).await;
+    let first = browser.tab().await;
+    let second = browser.new_tab().await;
+    browser.goto(&format!("{base}/app/#")).await;
+    browser.find("#sync").await;
+    for tab in [&first, &second] {
+        browser.switch_to(tab).await;
+        browser.set_offline(true).await;
+        browser.wait_text("#status", "Không có mạng").await;
+    }
+
+    // Each tab saves a form; the other tab's copy of the state was read before.
+    for (tab, child) in [(&first, "Tab Một"), (&second, "Tab Hai")] {
+        browser.switch_to(tab).await;
+        browser.goto(&format!("{base}/app/#")).await;
+        fill_birth(&browser, child, "2024-02-01").await;
+        browser.click_on("#save").await;
+        wait_status(&browser, child, "pending").await;
+    }
+    // The first tab shows the second's record without a reload.
+    browser.switch_to(&first).await;
+    wait_status(&browser, "Tab Hai", "pending").await;
+    wait_status(&browser, "Tab Một", "pending").await;
+
+    // Both enter records as fast as they can, at the same time.
+    let burst = "window.mam.burst = (async () => { let n = 0; const end = Date.now() + 2000;
+                   while (Date.now() < end) { await window.mam.createRecord('birth-registration', 1, '19753',
+                     { child_name: args[0] + ' ' + n, sex: 'm', date_of_birth: '2024-05-01', village: 'Thôn 1' }); n++; }
+                   return n; })(); done(true);";
+    for (tab, prefix) in [(&first, "Một"), (&second, "Hai")] {
+        browser.switch_to(tab).await;
+        in_page(&browser, burst, vec![json!(prefix)]).await;
+    }
+    let mut made = 2;
+    for tab in [&first, &second] {
+        browser.switch_to(tab).await;
+        let n = in_page(&browser, "done(await window.mam.burst);", vec![]).await;
+        made += n.as_u64().unwrap();
+    }
+    eprintln!("two tabs made {made} records at once");
+    for tab in [&first, &second] {
+        browser.switch_to(tab).await;
+        wait_for(
+            &browser,
+            "every edit of both tabs pending",
+            "return s.pending.length;",
+            vec![],
+            json!(made),
+        )
+        .await;
+    }
+
+    // Online again: one sync sends everything, and the other tab sees it was sent.
+    for tab in [&first, &second] {
+        browser.switch_to(tab).await;
+        browser.set_offline(false).await;
+    }
+    browser.switch_to(&first).await;
+    browser.click_on("#sync").await;
+    wait_for(
+        &browser,
+        "all sent",
+        "return s.pending.length;",
+        vec![],
+        json!(0),
+    )
+    .await;
+    browser.switch_to(&second).await;
+    wait_for(
+        &browser,
+        "the other tab sees them sent",
+        "return s.pending.length;",
+        vec![],
+        json!(0),
+    )
+    .await;
+
+    let mut office = server.enroll("Văn phòng", &["19753"]).await;
+    office.sync().await;
+    let records = office.client.records();
+    assert_eq!(
+        records.len() as u64,
+        made,
+        "every record of both tabs on the server"
+    );
+    for child in ["Tab Một", "Tab Hai"] {
+        office.named(child);
+    }
+    browser.quit().await;
+}
+
+/// A phone whose seqs another history used (its data copied to another phone, which synced
+/// first) takes a successor number: its pending edit goes under the new number, its token is
+/// the new one, and a draft it kept names its own edit by the new dot, so that saving it settles
+/// the field instead of leaving the value it replaced beside it.
+pub async fn phone_takes_a_successor_when_its_seqs_were_used() {
+    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    let base = server.url.clone();
+    let device = enrol(&a, &server, "Mai", &["19753"]).await;
+    let auth = in_page(
+        &a,
+        "done(await window.mam.store.get('meta', 'auth'));",
+        vec![],
+    )
+    .await;
+
+    // Offline, the phone enters a record and starts changing it: a pending edit and a draft
+    // that shows it.
+    a.set_offline(true).await;
+    a.wait_text("#status", "Không có mạng").await;
+    fill_birth(&a, "Lý Thị Mai", "2024-04-01").await;
+    a.click_on("#save").await;
+    wait_status(&a, "Lý Thị Mai", "pending").await;
+    let id = in_page(
+        &a,
+        "done(P.records(window.mam.state()).find(r => P.valueOf(r, 'child_name') === 'Lý Thị Mai').id);",
+        vec![],
+    )
+    .await;
+    let id = id.as_str().unwrap().to_owned();
+    a.goto(&format!("{base}/app/#fill/birth-registration/{id}"))
+        .await;
+    set_field(&a, "village", "Thôn 9").await;
+    wait_for(
+        &a,
+        "the draft shows the phone's own pending edit",
+        "const d = await window.mam.store.get('drafts', args[0]); return d && d.values.village === 'Thôn 9' ? d.dots.village : null;",
+        vec![json!(format!("birth-registration/{id}"))],
+        json!([[device, 1]]),
+    )
+    .await;
+    a.goto(&format!("{base}/app/#")).await;
+
+    // A copy of the phone, under the same number and token, syncs first.
+    let mut copy = crate::harness::Phone {
+        client: sync_protocol::Client::new(device),
+        token: auth["token"].as_str().unwrap().to_owned(),
+        http: reqwest::Client::new(),
+        url: base.clone(),
+    };
+    copy.create("19753", &[("child_name", json!("Bản sao"))]);
+    copy.sync().await;
+
+    // The phone syncs: its seq 1 is refused as reused, it takes a successor and sends again.
+    a.set_offline(false).await;
+    a.click_on("#sync").await;
+    wait_for(
+        &a,
+        "a successor number, its token kept, nothing pending",
+        "const auth = await window.mam.store.get('meta', 'auth');
+         return [s.device !== args[0], auth.device === s.device, auth.token !== args[1], s.pending.length];",
+        vec![json!(device), auth["token"].clone()],
+        json!([true, true, true, 0]),
+    )
+    .await;
+    let successor = in_page(&a, "done(window.mam.state().device);", vec![]).await;
+    wait_status(&a, "Lý Thị Mai", "synced").await;
+
+    // The draft now names the edit by its new dot; saving it settles the village.
+    a.goto(&format!("{base}/app/#fill/birth-registration/{id}"))
+        .await;
+    wait_for(
+        &a,
+        "the draft came back",
+        "const el = document.querySelector('[data-name=\"village\"] input'); return el ? el.value : null;",
+        vec![],
+        json!("Thôn 9"),
+    )
+    .await;
+    a.click_on("#save").await;
+    a.find("#sync").await;
+    a.click_on("#sync").await;
+    wait_for(
+        &a,
+        "the draft sent",
+        "return s.pending.length;",
+        vec![],
+        json!(0),
+    )
+    .await;
+
+    let mut office = server.enroll("Văn phòng", &["19753"]).await;
+    office.sync().await;
+    let mai = office.view(office.named("Lý Thị Mai"));
+    assert_eq!(values_of(&mai, "village"), [json!("Thôn 9")]);
+    assert_eq!(
+        mai.fields["village"].siblings()[0].dot,
+        sync_protocol::Dot::new(successor.as_u64().unwrap() as u32, 2)
+    );
+    office.named("Bản sao");
+    a.quit().await;
 }
