@@ -65,6 +65,33 @@ fn shown(record: &sync_protocol::Record, field: &str) -> (Vec<Dot>, BTreeSet<Str
 }
 
 impl Sim {
+    /// A write a phone made, not yet acknowledged.
+    fn phone_wrote(
+        &mut self,
+        p: usize,
+        record: RecordId,
+        field: &'static str,
+        value: String,
+        seen: BTreeSet<String>,
+    ) {
+        self.wrote(Written {
+            record,
+            field,
+            value,
+            seen,
+            phone: Some(p),
+            acked: false,
+            dropped: false,
+        });
+    }
+
+    /// A new record made on phone `p`, its name a value of its own.
+    fn create(&mut self, p: usize) {
+        let value = self.fresh_value(p);
+        let id = self.phones[p].create(COMMUNE, &[("child_name", json!(value.clone()))]);
+        self.phone_wrote(p, id, "child_name", value, BTreeSet::new());
+    }
+
     fn wrote(&mut self, w: Written) {
         let seq = w
             .phone
@@ -237,15 +264,7 @@ impl Sim {
                 self.phones[p]
                     .client
                     .edit(id, [(field, json!(value.clone()))]);
-                self.wrote(Written {
-                    record: id,
-                    field,
-                    value,
-                    seen,
-                    phone: Some(p),
-                    acked: false,
-                    dropped: false,
-                });
+                self.phone_wrote(p, id, field, value, seen);
                 self.sync_once(p, false).await;
             }
         }
@@ -374,17 +393,7 @@ async fn history(db: &Database, seed: u64, steps: usize) {
         sim.log.push(format!("step {step}"));
         match rng.below(100) {
             0..=14 => {
-                let value = sim.fresh_value(p);
-                let id = sim.phones[p].create(COMMUNE, &[("child_name", json!(value.clone()))]);
-                sim.wrote(Written {
-                    record: id,
-                    field: "child_name",
-                    value,
-                    seen: BTreeSet::new(),
-                    phone: Some(p),
-                    acked: false,
-                    dropped: false,
-                });
+                sim.create(p);
             }
             15..=39 => {
                 if let Some(id) = sim.pick_record(&mut rng, p) {
@@ -392,15 +401,7 @@ async fn history(db: &Database, seed: u64, steps: usize) {
                     let (_, seen) = shown(&sim.phones[p].client.view(id).unwrap(), field);
                     let value = sim.fresh_value(p);
                     sim.phones[p].edit(id, &[(field, json!(value.clone()))]);
-                    sim.wrote(Written {
-                        record: id,
-                        field,
-                        value,
-                        seen,
-                        phone: Some(p),
-                        acked: false,
-                        dropped: false,
-                    });
+                    sim.phone_wrote(p, id, field, value, seen);
                 }
             }
             40..=46 => {
@@ -417,15 +418,7 @@ async fn history(db: &Database, seed: u64, steps: usize) {
                     sim.phones[p]
                         .client
                         .edit_from(id, [(field, json!(value.clone()), dots)]);
-                    sim.wrote(Written {
-                        record: id,
-                        field,
-                        value,
-                        seen,
-                        phone: Some(p),
-                        acked: false,
-                        dropped: false,
-                    });
+                    sim.phone_wrote(p, id, field, value, seen);
                 }
             }
             53..=77 => {
@@ -458,17 +451,7 @@ async fn history(db: &Database, seed: u64, steps: usize) {
             }
             sim.drafts[0] = None;
             sim.online[0] = true;
-            let value = sim.fresh_value(0);
-            let id = sim.phones[0].create(COMMUNE, &[("child_name", json!(value.clone()))]);
-            sim.wrote(Written {
-                record: id,
-                field: "child_name",
-                value,
-                seen: BTreeSet::new(),
-                phone: Some(0),
-                acked: false,
-                dropped: false,
-            });
+            sim.create(0);
             sim.sync_all(0).await;
             sim.log.push(format!("step {step}: phone 0 restored"));
         }

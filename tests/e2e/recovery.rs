@@ -17,7 +17,7 @@ pub async fn two_edits_under_one_seq_are_refused_and_kept(db: Database) {
     let mut a = server.enroll("Hoa", &[COMMUNE]).await;
     let first = a.create(COMMUNE, &[("child_name", json!("Một"))]);
     let second = a.create(COMMUNE, &[("child_name", json!("Hai"))]);
-    let third = a.create(COMMUNE, &[("child_name", json!("Ba"))]);
+    a.create(COMMUNE, &[("child_name", json!("Ba"))]);
     let mut request = a.client.sync_request();
     // The second edit sent under the first one's seq, then the third after it.
     request.push[1].seq = 1;
