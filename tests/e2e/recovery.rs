@@ -49,7 +49,6 @@ pub async fn two_edits_under_one_seq_are_refused_and_kept(db: Database) {
         .rejected
         .iter()
         .any(|r| r.code == RejectCode::SeqReused));
-    let _ = third;
 }
 
 /// A phone restored from its own earlier backup edits before it syncs: its seqs were used by
