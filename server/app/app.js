@@ -670,7 +670,7 @@ async function renderFill(formId, recordId) {
     }
     // A record moves only when the person chose another commune than the one shown.
     const moved = !isNew && !!opened.commune && communeSelect.value !== opened.commune;
-    if (!isNew && Object.keys(changed).length === 0 && refused.length === 0) {
+    if (!isNew && !moved && Object.keys(changed).length === 0 && refused.length === 0) {
       app.oninput = null;
       app.onchange = null;
       await exclusive("mam-state", () => S.del("drafts", draftKey));
@@ -698,7 +698,7 @@ async function renderFill(formId, recordId) {
         const dots = stored && stored.base ? stored.dots || {} : opened.dots;
         const fields = {};
         for (const [n, v] of Object.entries(changed)) fields[n] = { value: v, supersedes: dots[n] || [] };
-        if (Object.keys(fields).length) P.editShown(s, id, fields, moved ? communeSelect.value : null);
+        if (Object.keys(fields).length || moved) P.editShown(s, id, fields, moved ? communeSelect.value : null, dots[P.COMMUNE_FIELD] || []);
       } else if (Object.keys(changed).length) {
         P.create(s, id, form.id, form.version, communeSelect.value, changed);
       }

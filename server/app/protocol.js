@@ -4,6 +4,8 @@
 
 export const PROTOCOL_VERSION = 1;
 export const DELETED_FIELD = "_deleted";
+/** The record's commune as a register: a move writes it, superseding the communes shown. */
+export const COMMUNE_FIELD = "_commune";
 export const MAX_TEXT_CHARS = 10000;
 export const MAX_REPEAT_ITEMS = 200;
 /** Edits in one request at most (the server's default limit is 1000). */
@@ -54,7 +56,7 @@ export function hasDeleteConflict(record) {
   return (
     isDeleted(record) &&
     Object.entries(record.fields).some(
-      ([n, sibs]) => n !== DELETED_FIELD && sibs.some((s) => s.value !== null),
+      ([n, sibs]) => n !== DELETED_FIELD && n !== COMMUNE_FIELD && sibs.some((s) => s.value !== null),
     )
   );
 }
@@ -76,7 +78,6 @@ function recordFromEdit(edit) {
 function applyEdit(record, device, edit) {
   const dot = [device, edit.seq];
   record.version = Math.max(record.version, edit.version);
-  record.commune = edit.commune;
   for (const [name, change] of Object.entries(edit.fields)) {
     record.fields[name] = applyWrite(
       record.fields[name] || [],
@@ -85,6 +86,9 @@ function applyEdit(record, device, edit) {
       change.supersedes || [],
     );
   }
+  // The commune changes only by a move: the provisional value of its register.
+  const communes = record.fields[COMMUNE_FIELD];
+  if (communes && communes.length) record.commune = communes[communes.length - 1].value;
 }
 
 const clone = (x) => (x === undefined ? undefined : JSON.parse(JSON.stringify(x)));
@@ -189,12 +193,17 @@ export function edit(state, id, values) {
 
 /** Change fields of a record with the supersedes given per field ({name: {value,
  *  supersedes}}): the dots the person was shown, which may be older than the phone's view. */
-export function editShown(state, id, fields, commune) {
+export function editShown(state, id, fields, commune, communeShown) {
   const record = view(state, id);
   if (!record) return null;
   const copy = {};
   for (const [name, change] of Object.entries(fields)) {
     copy[name] = { value: change.value, supersedes: clone(change.supersedes || []) };
+  }
+  // A move writes the commune register over the communes the person was shown.
+  if (commune && !copy[COMMUNE_FIELD]) {
+    const shown = communeShown || dotsOf(record, COMMUNE_FIELD);
+    copy[COMMUNE_FIELD] = { value: commune, supersedes: clone(shown) };
   }
   return write(state, { ...record, commune: commune || record.commune }, copy);
 }
@@ -217,7 +226,7 @@ export function remove(state, id) {
   const record = view(state, id);
   if (!record) return null;
   const values = {};
-  for (const name of Object.keys(record.fields)) values[name] = null;
+  for (const name of Object.keys(record.fields)) if (name !== COMMUNE_FIELD) values[name] = null;
   values[DELETED_FIELD] = true;
   return edit(state, id, values);
 }
@@ -710,7 +719,7 @@ export function checkRecord(form, record, touched, isNew) {
  *  field on its own, then the rules across fields. Null, or the first violation. */
 export function checkEdit(form, record, edit, day, isNew) {
   for (const [name, change] of Object.entries(edit.fields)) {
-    if (name === DELETED_FIELD) continue;
+    if (name === DELETED_FIELD || name === COMMUNE_FIELD) continue;
     const field = form.fields.find((f) => f.name === name);
     if (!field || field.retired) {
       return violation(name, "unknown_field", `form ${form.id} version ${form.version} has no field ${JSON.stringify(name)}`, `biểu mẫu ${form.id} phiên bản ${form.version} không có trường ${JSON.stringify(name)}`);

@@ -943,6 +943,9 @@ async fn sync_handler(
     };
     let epoch = state.store.epoch().await?;
     prepared.recovering = epoch.recovering(now_ms());
+    // What the phone had pulled: from another life of the database, nothing that can be trusted.
+    let same_life = their_epoch.as_ref().is_none_or(|e| *e == epoch.id) && cursor <= epoch.counter;
+    prepared.cursor = if same_life { cursor } else { 0 };
     let pushed = prepared.len();
     let outcome = if prepared.is_empty() {
         sync::PushOutcome::default()

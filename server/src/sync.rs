@@ -18,15 +18,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sync_protocol::{
-    CheckedEdit, CommuneCode, DeviceId, Dot, Edit, Record, RecordId, RejectCode, Rejection,
-    Violation,
+    CheckedEdit, CommuneCode, DeviceId, Dot, Edit, FieldEdit, Record, RecordId, RejectCode,
+    Rejection, Violation, COMMUNE_FIELD,
 };
 use tracing::warn;
 
 use crate::forms::FormRegistry;
 use crate::indicators::{self, Amount, CellKey, Indicator};
 use crate::store::{
-    record_row, Device, PackedEdits, PushLog, RecordRow, Refused, Store, StoreError, WriteBatch,
+    record_row, Device, Move, PackedEdits, PushLog, RecordRow, Refused, Store, StoreError,
+    WriteBatch,
 };
 use crate::units::Units;
 
@@ -134,6 +135,10 @@ pub struct PreparedPush {
     /// not refused, since the edit that made it may be on its way back from its phone. That
     /// value, when it comes, stands beside this edit's as a conflict.
     pub recovering: bool,
+    /// The cursor the phone sent: it had pulled every change up to this one. Says which moves
+    /// of a record it had seen, for an edit that names a commune without writing
+    /// [`COMMUNE_FIELD`].
+    pub cursor: u64,
 }
 
 impl PreparedPush {
@@ -217,6 +222,7 @@ pub fn prepare(
         packed,
         lost_through: None,
         recovering: false,
+        cursor: 0,
     }
 }
 
@@ -382,6 +388,35 @@ async fn try_push(
         tx.load_records(&ids).await?
     };
     let existed: HashSet<RecordId> = records.keys().copied().collect();
+    // The moves of records that an edit names another commune for than the one they are in:
+    // they say where each record was when its phone last pulled it.
+    let named_elsewhere: Vec<RecordId> = fresh
+        .iter()
+        .filter_map(|p| {
+            let (id, commune) = match p.checked.as_ref().ok()? {
+                Checked::Edit(c) if !c.fields.contains_key(COMMUNE_FIELD) => {
+                    (c.record, Some(c.commune.as_str()))
+                }
+                Checked::Edit(_) => return None,
+                // An edit that supersedes nothing, to a record that exists: read as an edit.
+                Checked::Creates(made) => (
+                    made.id,
+                    made.row.as_ref().ok().map(|(row, _)| row.commune.as_str()),
+                ),
+            };
+            let record = records.get(&id)?;
+            commune
+                .is_none_or(|c| c != record.commune.as_str())
+                .then_some(id)
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let moves = if named_elsewhere.is_empty() {
+        HashMap::new()
+    } else {
+        tx.record_moves(&named_elsewhere).await?
+    };
     let indicators = catalog.indicators;
     let originals: HashMap<RecordId, Record> = if indicators.is_empty() {
         HashMap::new()
@@ -436,7 +471,7 @@ async fn try_push(
                     Err(r) => Err(r.clone()),
                 }
             }
-            Ok(checked) => checked.edit(p.seq, &p.body).and_then(|c| {
+            Ok(checked) => checked.edit(p.seq, &p.body).and_then(|mut c| {
                 admit_against(
                     &c,
                     device,
@@ -445,6 +480,19 @@ async fn try_push(
                     prepared.recovering,
                 )
                 .and_then(|()| {
+                    // Read after the checks: the dots it supersedes are the record's own.
+                    if let Some(record) = records.get(&c.record) {
+                        if !c.fields.contains_key(COMMUNE_FIELD) {
+                            let history = moves.get(&c.record).map(Vec::as_slice).unwrap_or(&[]);
+                            let read =
+                                read_commune(record, &c, device.id, prepared.cursor, history);
+                            if let CommuneRead::Moves(supersedes) = read {
+                                let value = Value::String(c.commune.to_string());
+                                let change = FieldEdit { value, supersedes };
+                                c.to_mut().fields.insert(COMMUNE_FIELD.to_owned(), change);
+                            }
+                        }
+                    }
                     let (id, seq) = (c.record, c.seq);
                     let seen = |d: Dot| match d.device == device.id {
                         true => d.seq < seq,
@@ -550,6 +598,58 @@ async fn try_push(
         rejected,
         applied,
     })
+}
+
+/// How an edit that names a commune, without writing [`COMMUNE_FIELD`], reads against the
+/// record it edits (a v1 phone's edit, which moves a record by naming another commune).
+#[derive(Debug, PartialEq)]
+enum CommuneRead {
+    /// It names a commune the record holds, or the one the record was in when its phone last
+    /// pulled it: an edit made from an older view, which does not move the record back.
+    Stays,
+    /// A move, superseding the commune values its phone had seen; one it had not seen stays
+    /// beside the move as a conflict.
+    Moves(Vec<Dot>),
+}
+
+/// Reads `edit`'s commune against `record`, whose moves are `moves` (oldest first), for a
+/// phone that had pulled every change up to `cursor`.
+fn read_commune(
+    record: &Record,
+    edit: &CheckedEdit,
+    author: DeviceId,
+    cursor: u64,
+    moves: &[Move],
+) -> CommuneRead {
+    let named = &edit.commune;
+    let held = record.communes();
+    if held.iter().any(|(c, _)| c == named) {
+        return CommuneRead::Stays;
+    }
+    // A value was written by the last move to it; one no move brought was there from the start.
+    let written_at = |c: &CommuneCode| moves.iter().rev().find(|m| &m.to == c).map(|m| m.at);
+    let seen = |(c, dot): &&(CommuneCode, Option<Dot>)| {
+        dot.is_some_and(|d| d.device == author && d.seq < edit.seq)
+            || written_at(c).is_none_or(|at| at <= cursor)
+    };
+    let (seen, unseen): (Vec<_>, Vec<_>) = held.iter().partition(seen);
+    let dots = seen.iter().filter_map(|(_, d)| *d).collect();
+    if unseen.is_empty() {
+        return CommuneRead::Moves(dots);
+    }
+    // Where the record was when the phone last pulled it.
+    let then = moves
+        .iter()
+        .rev()
+        .find(|m| m.at <= cursor)
+        .map(|m| &m.to)
+        .or(moves.first().map(|m| &m.from))
+        .unwrap_or(&record.commune);
+    if then == named {
+        CommuneRead::Stays
+    } else {
+        CommuneRead::Moves(dots)
+    }
 }
 
 /// Rules on the whole record after an edit, then its derived fields. `moved_from` is the
@@ -694,4 +794,127 @@ fn same_edit(stored: &str, received: &str) -> bool {
             (Ok(a), Ok(b)) => a == b,
             _ => false,
         }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use sync_protocol::{Edit, FieldEdit};
+
+    use super::*;
+
+    const A: &str = "19753";
+    const B: &str = "19774";
+    const C: &str = "19777";
+
+    fn code(c: &str) -> CommuneCode {
+        CommuneCode::parse(c).unwrap()
+    }
+
+    fn edit(record: RecordId, seq: u64, commune: &str, fields: &[(&str, Value)]) -> CheckedEdit {
+        Edit {
+            seq,
+            record: record.to_string(),
+            form: "birth-registration".into(),
+            version: 1,
+            commune: commune.into(),
+            fields: fields
+                .iter()
+                .map(|(n, v)| {
+                    let change = FieldEdit {
+                        value: v.clone(),
+                        supersedes: vec![],
+                    };
+                    (n.to_string(), change)
+                })
+                .collect(),
+        }
+        .into_checked()
+        .unwrap()
+    }
+
+    fn moved(from: &str, to: &str, at: u64) -> Move {
+        Move {
+            from: code(from),
+            to: code(to),
+            at,
+        }
+    }
+
+    /// A record made in A at change 1 by device 1, moved to B by device 2 at change 5.
+    fn record_moved_to_b() -> (Record, Vec<Move>) {
+        let id = RecordId::new_v7();
+        let made = edit(id, 1, A, &[("child_name", json!("Lan"))]);
+        let mut record = Record::from_edit(&made);
+        record.apply(1, made, &|_| false);
+        record.apply(2, edit(id, 1, B, &[(COMMUNE_FIELD, json!(B))]), &|_| false);
+        assert_eq!(record.commune.as_str(), B);
+        (record, vec![moved(A, B, 5)])
+    }
+
+    #[test]
+    fn a_v1_move_from_the_current_view_supersedes_what_it_saw() {
+        let (record, moves) = record_moved_to_b();
+        let e = edit(record.id, 4, C, &[("notes", json!("x"))]);
+        // Device 3 had pulled the move (cursor 5): a clean move.
+        assert_eq!(
+            read_commune(&record, &e, 3, 5, &moves),
+            CommuneRead::Moves(vec![Dot::new(2, 1)])
+        );
+        // A record never moved: its first commune was seen by whoever edits it.
+        let id = RecordId::new_v7();
+        let made = edit(id, 1, A, &[("child_name", json!("Lan"))]);
+        let mut fresh = Record::from_edit(&made);
+        fresh.apply(1, made, &|_| false);
+        let e = edit(id, 4, B, &[("notes", json!("x"))]);
+        assert_eq!(
+            read_commune(&fresh, &e, 3, 1, &[]),
+            CommuneRead::Moves(vec![])
+        );
+    }
+
+    #[test]
+    fn an_edit_from_an_older_view_does_not_move_the_record_back() {
+        let (record, moves) = record_moved_to_b();
+        // Device 3 last pulled at change 3, when the record was in A: naming A is its view.
+        let e = edit(record.id, 4, A, &[("notes", json!("x"))]);
+        assert_eq!(read_commune(&record, &e, 3, 3, &moves), CommuneRead::Stays);
+        // Naming where the record is, is no move either.
+        let e = edit(record.id, 4, B, &[("notes", json!("x"))]);
+        assert_eq!(read_commune(&record, &e, 3, 0, &moves), CommuneRead::Stays);
+        // Having seen the move to B, naming A again is a move back.
+        let e = edit(record.id, 4, A, &[("notes", json!("x"))]);
+        assert_eq!(
+            read_commune(&record, &e, 3, 5, &moves),
+            CommuneRead::Moves(vec![Dot::new(2, 1)])
+        );
+        // The mover itself saw its own move.
+        let e = edit(record.id, 2, A, &[("notes", json!("x"))]);
+        assert_eq!(
+            read_commune(&record, &e, 2, 0, &moves),
+            CommuneRead::Moves(vec![Dot::new(2, 1)])
+        );
+    }
+
+    #[test]
+    fn a_move_concurrent_with_an_unseen_move_keeps_both() {
+        let (mut record, moves) = record_moved_to_b();
+        // Device 3, from its view of A (cursor 3), moves the family to C.
+        let e = edit(record.id, 4, C, &[("notes", json!("x"))]);
+        let CommuneRead::Moves(supersedes) = read_commune(&record, &e, 3, 3, &moves) else {
+            panic!("a move to a third commune is a move");
+        };
+        assert!(supersedes.is_empty(), "it saw no move: {supersedes:?}");
+        let mut e = e;
+        let change = FieldEdit {
+            value: json!(C),
+            supersedes,
+        };
+        e.fields.insert(COMMUNE_FIELD.into(), change);
+        record.apply(3, e, &|_| false);
+        let held: Vec<&Value> = record.fields[COMMUNE_FIELD].values().collect();
+        assert_eq!(held, [&json!(B), &json!(C)]);
+        assert!(record.is_conflicted());
+        assert_eq!(record.commune.as_str(), C, "the provisional commune");
+    }
 }

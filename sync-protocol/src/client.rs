@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::dot::DeviceId;
-use crate::ids::{CommuneCode, FormId, RecordId, DELETED_FIELD};
+use crate::ids::{CommuneCode, FormId, RecordId, COMMUNE_FIELD, DELETED_FIELD};
 use crate::record::Record;
 use crate::wire::{
     Edit, FieldEdit, RejectCode, Rejection, SyncRequest, SyncResponse, DEFAULT_MAX_BYTES,
@@ -326,13 +326,29 @@ impl Client {
         Some(self.push_for(&record, fields))
     }
 
+    /// Move a record to another commune (the family moved): the edit writes the commune
+    /// register over the communes the phone shows, so a move made elsewhere meanwhile stays
+    /// beside this one as a conflict for a person to settle.
+    pub fn move_to(&mut self, id: RecordId, commune: &CommuneCode) -> Option<u64> {
+        let mut record = self.view(id)?;
+        let change = FieldEdit {
+            value: Value::String(commune.to_string()),
+            supersedes: record.dots(COMMUNE_FIELD),
+        };
+        record.commune = commune.clone();
+        let fields = BTreeMap::from([(COMMUNE_FIELD.to_owned(), change)]);
+        Some(self.push_for(&record, fields))
+    }
+
     /// Delete a record: `_deleted` becomes true and every field the phone shows becomes
     /// `null`, so an edit made elsewhere meanwhile surfaces as a conflict instead of vanishing.
     pub fn delete(&mut self, id: RecordId) -> Option<u64> {
         let record = self.view(id)?;
+        // Every field but the commune, which says where the deleted record stays.
         let mut fields: BTreeMap<String, FieldEdit> = record
             .fields
             .keys()
+            .filter(|name| *name != COMMUNE_FIELD)
             .map(|name| {
                 (
                     name.clone(),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::expr;
-use crate::ids::{FormId, DELETED_FIELD};
+use crate::ids::{FormId, COMMUNE_FIELD, DELETED_FIELD};
 use crate::record::Record;
 use crate::wire::{CheckedEdit, RejectCode, Rejection};
 
@@ -290,6 +290,28 @@ impl Form {
                 }
                 continue;
             }
+            if name == COMMUNE_FIELD {
+                // A move: the value is the commune the record moves to, the edit's own.
+                if change.value.as_str() != Some(edit.commune.as_str()) {
+                    return Err(Violation::new(
+                        name,
+                        "commune_matches",
+                        &change.value,
+                        format!(
+                            "a move must name the edit's commune {}, got {}",
+                            edit.commune,
+                            brief(&change.value)
+                        ),
+                        format!(
+                            "khi chuyển xã phải ghi đúng xã của bản sửa {}, nhận được {}",
+                            edit.commune,
+                            brief(&change.value)
+                        ),
+                    )
+                    .reject(edit.seq));
+                }
+                continue;
+            }
             if self.derived.iter().any(|d| &d.name == name) {
                 return Err(reject(
                     RejectCode::UnknownField,
@@ -516,7 +538,7 @@ fn compare_fields(
 fn check_fields(fields: &[FormField], names: &mut BTreeSet<String>) -> Result<(), String> {
     for f in fields {
         crate::ids::check_field_name(&f.name)?;
-        if f.name == DELETED_FIELD || !names.insert(f.name.clone()) {
+        if f.name == DELETED_FIELD || f.name == COMMUNE_FIELD || !names.insert(f.name.clone()) {
             return Err(format!("field {} is defined twice or reserved", f.name));
         }
         let mut codes = BTreeSet::new();

@@ -107,10 +107,15 @@ string_id!(
 /// The field that marks a record deleted. Deleting is an ordinary edit of this field.
 pub const DELETED_FIELD: &str = "_deleted";
 
-/// Checks a field name: `_deleted`, or lower-case letters, digits and '_' starting with a
-/// letter, at most 64 characters. Other names starting with '_' are reserved.
+/// The field that holds the record's commune as a register: a move is an edit of this field,
+/// superseding the commune values its author saw, so two concurrent moves are a conflict and an
+/// edit made from an older view does not move the record back.
+pub const COMMUNE_FIELD: &str = "_commune";
+
+/// Checks a field name: `_deleted`, `_commune`, or lower-case letters, digits and '_' starting
+/// with a letter, at most 64 characters. Other names starting with '_' are reserved.
 pub fn check_field_name(name: &str) -> Result<(), String> {
-    if name == DELETED_FIELD {
+    if name == DELETED_FIELD || name == COMMUNE_FIELD {
         return Ok(());
     }
     let mut bytes = name.bytes();

@@ -22,7 +22,7 @@ pub mod wire;
 pub use client::{Client, RejectedEdit};
 pub use dot::{DeviceId, Dot, Seen, VersionVector};
 pub use form::{Evolution, FieldType, Form, FormField, Labels, Violation};
-pub use ids::{CommuneCode, FormId, RecordId, DELETED_FIELD};
+pub use ids::{CommuneCode, FormId, RecordId, COMMUNE_FIELD, DELETED_FIELD};
 pub use record::{Record, ReplicaRecord};
 pub use register::{Field, Register, Sibling, Write};
 pub use wire::{

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::dot::{DeviceId, Dot, Seen};
-use crate::ids::{CommuneCode, FormId, RecordId, DELETED_FIELD};
+use crate::ids::{CommuneCode, FormId, RecordId, COMMUNE_FIELD, DELETED_FIELD};
 use crate::register::{Field, Register, Write};
 use crate::wire::CheckedEdit;
 
@@ -28,7 +28,8 @@ pub struct Record {
     pub form: FormId,
     /// The newest form version any applied edit used; every version stays readable.
     pub version: u32,
-    /// The commune named by the last applied edit (the record's place for scope and reports).
+    /// The record's place for scope, pulls and reports: the commune of the edit that made it,
+    /// or, once it has moved, the provisional value of its [`COMMUNE_FIELD`] register.
     pub commune: CommuneCode,
     pub fields: BTreeMap<String, Register>,
     /// Fields the server computed from the others with the form's rules (e.g.
@@ -61,12 +62,14 @@ impl Record {
 
     /// Apply `edit`, written by `device`, to this record. `seen` answers for the state before
     /// the edit. Takes the edit by value: its values move into the record without a copy.
+    ///
+    /// The record's commune changes only by a write of [`COMMUNE_FIELD`]: an edit's own
+    /// `commune` names where its author saw the record (the server turns a v1 phone's move into
+    /// such a write, see `sync.rs`).
     pub fn apply(&mut self, device: DeviceId, edit: CheckedEdit, seen: &impl Seen) {
         let dot = Dot::new(device, edit.seq);
         self.version = self.version.max(edit.version);
-        if self.commune != edit.commune {
-            self.commune = edit.commune;
-        }
+        let moves = edit.fields.contains_key(COMMUNE_FIELD);
         if self.fields.is_empty() && !seen.has_seen(dot) {
             // A new record, which is most edits: each field gets the edit's value, as a write
             // to an empty register would give it. Built at once from the edit's sorted fields.
@@ -75,14 +78,44 @@ impl Record {
                 .into_iter()
                 .map(|(name, change)| (name, Register::single(dot, change.value)))
                 .collect();
-            return;
+        } else {
+            for (name, change) in edit.fields {
+                let write = Write::new(dot, change.value, &change.supersedes);
+                match self.fields.get_mut(&name) {
+                    Some(register) => register.apply(seen, write),
+                    None => self.fields.entry(name).or_default().apply(seen, write),
+                };
+            }
         }
-        for (name, change) in edit.fields {
-            let write = Write::new(dot, change.value, &change.supersedes);
-            match self.fields.get_mut(&name) {
-                Some(register) => register.apply(seen, write),
-                None => self.fields.entry(name).or_default().apply(seen, write),
-            };
+        if moves {
+            self.follow_commune();
+        }
+    }
+
+    /// Set `commune` from the provisional value of the commune register.
+    fn follow_commune(&mut self) {
+        let provisional = self
+            .value(COMMUNE_FIELD)
+            .and_then(Value::as_str)
+            .and_then(|c| CommuneCode::parse(c).ok());
+        if let Some(commune) = provisional {
+            self.commune = commune;
+        }
+    }
+
+    /// The commune values the record holds, with their dots: the register's siblings once it
+    /// has moved; before, the commune it was made in, with no dot (every editor saw it).
+    pub fn communes(&self) -> Vec<(CommuneCode, Option<Dot>)> {
+        match self.fields.get(COMMUNE_FIELD).filter(|r| !r.is_empty()) {
+            Some(register) => register
+                .siblings()
+                .iter()
+                .filter_map(|s| {
+                    let code = CommuneCode::parse(s.value.as_str()?).ok()?;
+                    Some((code, Some(s.dot)))
+                })
+                .collect(),
+            None => vec![(self.commune.clone(), None)],
         }
     }
 
@@ -110,10 +143,9 @@ impl Record {
     /// A deleted record that still holds a value: an edit the deleter had not seen.
     pub fn has_delete_conflict(&self) -> bool {
         self.is_deleted()
-            && self
-                .fields
-                .iter()
-                .any(|(name, r)| name != DELETED_FIELD && r.values().any(|v| !v.is_null()))
+            && self.fields.iter().any(|(name, r)| {
+                name != DELETED_FIELD && name != COMMUNE_FIELD && r.values().any(|v| !v.is_null())
+            })
     }
 
     /// Anything here a person has to settle.
@@ -171,6 +203,19 @@ impl ReplicaRecord {
             let write = Write::new(dot, change.value, &change.supersedes);
             self.fields.entry(name).or_default().apply(write);
         }
+        self.follow_commune();
+    }
+
+    /// Once the commune register holds a value, it is the commune on every replica.
+    fn follow_commune(&mut self) {
+        let provisional = self
+            .fields
+            .get(COMMUNE_FIELD)
+            .and_then(|f| f.register.provisional())
+            .and_then(|s| CommuneCode::parse(s.value.as_str()?).ok());
+        if let Some(commune) = provisional {
+            self.commune = commune;
+        }
     }
 
     /// Merge another replica's state of the same record.
@@ -189,6 +234,7 @@ impl ReplicaRecord {
                 }
             }
         }
+        self.follow_commune();
     }
 
     /// The record without causal contexts, as the wire carries it.

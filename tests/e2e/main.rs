@@ -7,6 +7,7 @@ mod forms;
 mod harness;
 mod histories;
 mod indicators;
+mod moves;
 mod office;
 mod phone_app;
 mod recovery;
@@ -23,6 +24,7 @@ use forms::{
 use harness::{Backend, Database, Server, COMMUNE, OTHER_COMMUNE};
 use histories::random_histories_lose_nothing;
 use indicators::indicators_follow_every_edit_and_equal_a_rebuild;
+use moves::moves_merge_as_a_register;
 use office::{
     office_accounts_are_scoped_and_guarded, office_in_a_browser,
     settles_supersede_only_what_the_page_showed,
@@ -66,6 +68,7 @@ both_backends!(
     other_communes_see_nothing_and_cannot_write,
     revoked_phone_is_refused,
     a_record_that_moves_away_is_evicted,
+    moves_merge_as_a_register,
     pulls_page_by_max_bytes,
     http_hygiene,
     nothing_acknowledged_is_lost_on_sigkill,

@@ -574,6 +574,14 @@ pub struct WriteBatch {
     pub now: i64,
 }
 
+/// A record's move between communes: its provisional commune changed at change `at`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Move {
+    pub from: CommuneCode,
+    pub to: CommuneCode,
+    pub at: u64,
+}
+
 /// The transaction one push runs in. Implementations lock what they hand out (the device row,
 /// the records) until commit, so concurrent pushes serialize where they overlap.
 #[async_trait]
@@ -590,6 +598,8 @@ pub trait SyncTx: Send {
     async fn device_seqs(&mut self, devices: &[DeviceId]) -> Result<HashMap<DeviceId, u64>>;
     /// Current state of these records, locked for update.
     async fn load_records(&mut self, ids: &[RecordId]) -> Result<HashMap<RecordId, Record>>;
+    /// The moves between communes of these records, oldest first.
+    async fn record_moves(&mut self, ids: &[RecordId]) -> Result<HashMap<RecordId, Vec<Move>>>;
     /// Write the batch, giving its records the next change seqs: commit order equals seq
     /// order.
     async fn write(&mut self, batch: &WriteBatch) -> Result<()>;
@@ -1006,6 +1016,20 @@ pub(crate) mod rows {
             )
         }
     }
+}
+
+pub(crate) fn parse_id(text: &str) -> Result<RecordId> {
+    RecordId::parse(text).map_err(|e| StoreError::Other(format!("stored record id: {e}")))
+}
+
+pub(crate) fn parse_move(from: &str, to: &str, at: i64) -> Result<Move> {
+    let code =
+        |c: &str| CommuneCode::parse(c).map_err(|e| StoreError::Other(format!("stored move: {e}")));
+    Ok(Move {
+        from: code(from)?,
+        to: code(to)?,
+        at: at as u64,
+    })
 }
 
 pub(crate) fn communes_text(communes: &[CommuneCode]) -> String {

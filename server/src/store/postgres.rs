@@ -20,8 +20,9 @@ use crate::indicators::{Amount, CellKey};
 
 use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryRow};
 use super::{
-    communes_text, page, push_rejections, Device, DeviceSummary, EditLog, Lockout, NewUser, Pull,
-    RecordQuery, RecordRow, Result, StoreError, StoredRejection, SyncTx, User, WriteBatch,
+    communes_text, page, parse_id, parse_move, push_rejections, Device, DeviceSummary, EditLog,
+    Lockout, Move, NewUser, Pull, RecordQuery, RecordRow, Result, StoreError, StoredRejection,
+    SyncTx, User, WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -929,6 +930,24 @@ impl SyncTx for PgSyncTx {
             .iter()
             .map(|b| parse_record(b).map(|r| (r.id, r)))
             .collect()
+    }
+
+    async fn record_moves(&mut self, ids: &[RecordId]) -> Result<HashMap<RecordId, Vec<Move>>> {
+        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT record, from_commune, to_commune, at FROM moves
+             WHERE record = ANY($1) ORDER BY at",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut out: HashMap<RecordId, Vec<Move>> = HashMap::new();
+        for (record, from, to, at) in rows {
+            out.entry(parse_id(&record)?)
+                .or_default()
+                .push(parse_move(&from, &to, at)?);
+        }
+        Ok(out)
     }
 
     async fn write(&mut self, batch: &WriteBatch) -> Result<()> {

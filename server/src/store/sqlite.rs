@@ -27,8 +27,9 @@ use crate::indicators::{Amount, CellKey};
 
 use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryRow};
 use super::{
-    communes_text, page, push_rejections, Device, DeviceSummary, EditLog, Lockout, NewUser, Pull,
-    RecordQuery, RecordRow, Result, StoreError, StoredRejection, SyncTx, User, WriteBatch,
+    communes_text, page, parse_id, parse_move, push_rejections, Device, DeviceSummary, EditLog,
+    Lockout, Move, NewUser, Pull, RecordQuery, RecordRow, Result, StoreError, StoredRejection,
+    SyncTx, User, WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1457,6 +1458,32 @@ impl SyncTx for SqliteSyncTx {
             for row in q.build().fetch_all(&mut **self.conn()).await? {
                 let record = parse_record(row.try_get::<&str, _>(0)?)?;
                 out.insert(record.id, record);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_moves(&mut self, ids: &[RecordId]) -> Result<HashMap<RecordId, Vec<Move>>> {
+        let mut out: HashMap<RecordId, Vec<Move>> = HashMap::new();
+        for chunk in ids.chunks(CHUNK) {
+            let mut q = QueryBuilder::new(
+                "SELECT record, from_commune, to_commune, at FROM moves WHERE record IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            q.push(") ORDER BY at");
+            for row in q.build().fetch_all(&mut **self.conn()).await? {
+                let (record, from, to, at): (String, String, String, i64) = (
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                );
+                out.entry(parse_id(&record)?)
+                    .or_default()
+                    .push(parse_move(&from, &to, at)?);
             }
         }
         Ok(out)

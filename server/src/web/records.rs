@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sync_protocol::{
     Dot, Edit, FieldEdit, FieldType, Form as SurveyForm, FormField, FormId, Record, RecordId,
-    DELETED_FIELD,
+    COMMUNE_FIELD, DELETED_FIELD,
 };
 
 use super::common::*;
@@ -313,6 +313,7 @@ fn authors(edits: &[EditLog]) -> Authors {
 }
 
 fn field_views(
+    state: &AppState,
     record: &Record,
     form: Option<&SurveyForm>,
     authors: &Authors,
@@ -339,26 +340,34 @@ fn field_views(
                         .get(&(s.dot.device, s.dot.seq))
                         .map(|(w, t)| (w.clone(), local_time(*t)))
                         .unwrap_or_else(|| (format!("#{}", s.dot.device), String::new()));
+                    let value = match (name == COMMUNE_FIELD, s.value.as_str()) {
+                        (true, Some(code)) => format!("{} ({code})", commune_name(state, code)),
+                        _ => show(&s.value, def, lang),
+                    };
                     SiblingView {
                         dot: format!("{}:{}", s.dot.device, s.dot.seq),
-                        value: show(&s.value, def, lang),
+                        value,
                         who,
                         when,
                     }
                 })
                 .collect();
+            let label = match def.and_then(|d| d.label.as_ref()) {
+                Some(l) => lang.pick(&l.vi, &l.en).to_owned(),
+                None if name == COMMUNE_FIELD => lang.t("commune").to_owned(),
+                None => name.clone(),
+            };
             Some(FieldView {
-                label: def
-                    .and_then(|d| d.label.as_ref())
-                    .map(|l| lang.pick(&l.vi, &l.en).to_owned())
-                    .unwrap_or_else(|| name.clone()),
+                label,
                 conflict: register.is_conflict(),
-                typed: def.is_none_or(|d| {
-                    !matches!(
-                        d.kind,
-                        FieldType::Repeat | FieldType::Geopoint | FieldType::SelectMany
-                    )
-                }),
+                // A commune is chosen among the moves, never typed.
+                typed: name != COMMUNE_FIELD
+                    && def.is_none_or(|d| {
+                        !matches!(
+                            d.kind,
+                            FieldType::Repeat | FieldType::Geopoint | FieldType::SelectMany
+                        )
+                    }),
                 name,
                 siblings,
             })
@@ -376,7 +385,7 @@ fn conflict_card(
     if !record.is_conflicted() {
         return None;
     }
-    let fields: Vec<FieldView> = field_views(record, form, authors, lang)
+    let fields: Vec<FieldView> = field_views(state, record, form, authors, lang)
         .into_iter()
         .filter(|f| f.conflict)
         .collect();
@@ -482,7 +491,7 @@ async fn render_record(
         commune: record_commune(state, &record),
         version: record.version,
         badges: badges(&record, lang),
-        fields: field_views(&record, form, &who, lang),
+        fields: field_views(state, &record, form, &who, lang),
         derived,
         history,
         card: conflict_card(state, &record, form, &who, lang),
@@ -610,8 +619,9 @@ pub async fn settle(
     let mut problem: Option<String> = None;
     match form.get("delete").map(String::as_str) {
         Some("keep") => {
-            // Deleted again, over everything shown: every field and the delete itself.
-            for name in record.fields.keys() {
+            // Deleted again, over everything shown: every field and the delete itself (the
+            // commune stays: it says where the deleted record is kept).
+            for name in record.fields.keys().filter(|n| *n != COMMUNE_FIELD) {
                 check_shown(name, &mut stale);
                 let value = if name == DELETED_FIELD {
                     Value::Bool(true)
@@ -732,12 +742,18 @@ pub async fn settle(
         )
         .await;
     }
+    // Settling the commune moves the record to the one chosen.
+    let commune = fields
+        .get(COMMUNE_FIELD)
+        .and_then(|f| f.value.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| record.commune.to_string());
     let edit = Edit {
         seq: 0,
         record: record.id.to_string(),
         form: record.form.to_string(),
         version: record.version,
-        commune: record.commune.to_string(),
+        commune,
         fields,
     };
     match write_edit(&state, &officer, edit).await {
