@@ -62,7 +62,7 @@ export function hasDeleteConflict(record) {
 }
 
 export function isConflicted(record) {
-  return conflictedFields(record).length > 0 || hasDeleteConflict(record);
+  return conflictedFields(record).length > 0 || hasDeleteConflict(record) || (record.broken || []).length > 0;
 }
 
 function recordFromEdit(edit) {

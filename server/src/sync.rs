@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sync_protocol::{
-    CheckedEdit, CommuneCode, DeviceId, Dot, Edit, FieldEdit, Record, RecordId, RejectCode,
-    Rejection, Violation, COMMUNE_FIELD,
+    BrokenRule, CheckedEdit, CommuneCode, DeviceId, Dot, Edit, FieldEdit, Record, RecordId,
+    RejectCode, Rejection, Violation, COMMUNE_FIELD,
 };
 use tracing::warn;
 
@@ -236,12 +236,20 @@ fn create(edit: CheckedEdit, catalog: Catalog, device: &Device, today: &str) -> 
     let mut record = Record::from_edit(&edit);
     record.apply(device.id, edit, &|_| false);
     // A new record: every rule is checked, whatever the edit touched.
-    let row = finish(&mut record, catalog, today, &|_| true, None, true)
-        .map(|()| {
-            let cells = indicators::deltas(catalog.indicators, None, Some(&record));
-            (record_row(&record, 0, false), cells)
-        })
-        .map_err(|v| v.reject(seq));
+    let row = finish(
+        &mut record,
+        catalog,
+        today,
+        &|_| true,
+        &|_| true,
+        None,
+        true,
+    )
+    .map(|()| {
+        let cells = indicators::deltas(catalog.indicators, None, Some(&record));
+        (record_row(&record, 0, false), cells)
+    })
+    .map_err(|v| v.reject(seq));
     Created { id, row }
 }
 
@@ -504,13 +512,35 @@ async fn try_push(
                     let mut next = current.cloned().unwrap_or_else(|| Record::from_edit(&c));
                     let names: BTreeSet<String> = c.fields.keys().cloned().collect();
                     let touched = |name: &str| names.contains(name);
+                    // The fields whose values the author provably saw: those it wrote, and
+                    // those all of whose values are its own earlier edits or older than an
+                    // edit it supersedes (a device's edits apply in order, so having seen its
+                    // seq n is having seen its seqs before n).
+                    let mut horizon: HashMap<DeviceId, u64> = HashMap::new();
+                    for d in c.fields.values().flat_map(|f| &f.supersedes) {
+                        let h = horizon.entry(d.device).or_default();
+                        *h = (*h).max(d.seq);
+                    }
+                    let author_saw = |d: Dot| {
+                        (d.device == device.id && d.seq <= seq)
+                            || horizon.get(&d.device).is_some_and(|&h| d.seq <= h)
+                    };
                     next.apply(device.id, c.into_owned(), &seen);
+                    let unseen: BTreeSet<String> = next
+                        .fields
+                        .iter()
+                        .filter(|(n, r)| !touched(n) && !r.dots().all(author_saw))
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    let saw = |name: &str| !unseen.contains(name);
                     let moved_from = if is_new { None } else { before.as_ref() };
                     // After a restore, an edit may reach the server before the edit that made its
                     // record comes back from its phone: it is held to the fields it touches.
                     let complete = !(is_new && prepared.recovering);
-                    finish(&mut next, catalog, today, &touched, moved_from, complete)
-                        .map_err(|v| v.reject(seq))?;
+                    finish(
+                        &mut next, catalog, today, &touched, &saw, moved_from, complete,
+                    )
+                    .map_err(|v| v.reject(seq))?;
                     changed.entry(id).or_insert_with(|| {
                         if existed.contains(&id) {
                             before
@@ -659,6 +689,7 @@ fn finish(
     catalog: Catalog,
     today: &str,
     touched: &dyn Fn(&str) -> bool,
+    seen: &dyn Fn(&str) -> bool,
     moved_from: Option<&CommuneCode>,
     complete: bool,
 ) -> Result<(), Violation> {
@@ -667,7 +698,24 @@ fn finish(
         return Ok(());
     };
     let is_new = moved_from.is_none();
-    form.check_record(record, touched, is_new && complete)?;
+    let merged = form.check_record(record, touched, is_new && complete, seen)?;
+    // A rule that only the merge broke flags the record until an edit mends it.
+    let mut broken = std::mem::take(&mut record.broken);
+    broken.retain(|b| form.still_broken(record, b));
+    for v in merged {
+        if !broken
+            .iter()
+            .any(|b| b.field == v.field && b.rule == v.rule)
+        {
+            broken.push(BrokenRule {
+                field: v.field,
+                rule: v.rule.to_owned(),
+                en: v.en,
+                vi: v.vi,
+            });
+        }
+    }
+    record.broken = broken;
     let date_field = form.collected_on.as_deref();
     let date = date_field
         .and_then(|f| record.value(f))

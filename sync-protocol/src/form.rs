@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::expr;
 use crate::ids::{FormId, COMMUNE_FIELD, DELETED_FIELD};
-use crate::record::Record;
+use crate::record::{BrokenRule, Record};
 use crate::wire::{CheckedEdit, RejectCode, Rejection};
 
 /// The longest text a field may hold, in characters.
@@ -350,12 +350,28 @@ impl Form {
     /// touched the fields for which `touched` is true. Only rules the edit could have broken
     /// are checked, so an old record that a newer rule would refuse can still be corrected field
     /// by field.
+    ///
+    /// `seen` is true for a field whose current value the edit's author had seen (every field
+    /// it touched, and those whose values it provably saw). A rule broken on fields the author
+    /// saw is the author's: the error refuses the edit. A rule that holds in the author's view
+    /// and breaks only because another phone's concurrent edit merged in is nobody's mistake:
+    /// it is returned in the list, for the record to be flagged until a person settles it.
     pub fn check_record(
         &self,
         record: &Record,
         touched: &dyn Fn(&str) -> bool,
         is_new: bool,
-    ) -> Result<(), Violation> {
+        seen: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<Violation>, Violation> {
+        let mut merged = Vec::new();
+        let mut broken = |v: Violation, fields: &[&str]| {
+            if fields.iter().all(|f| seen(f)) {
+                Err(v)
+            } else {
+                merged.push(v);
+                Ok(())
+            }
+        };
         let current = |name: &str| record.value(name).filter(|v| !v.is_null());
         // A delete clears every field: nothing is required of a deleted record.
         let deleted = record.is_deleted();
@@ -372,35 +388,86 @@ impl Form {
                 ));
             }
             if let Some(cond) = &f.required_if {
-                let relevant = is_new || mine || expr::vars(cond).iter().any(|v| touched(v));
+                let vars = expr::vars(cond);
+                let relevant = is_new || mine || vars.iter().any(|v| touched(v));
                 if relevant
                     && value.is_none()
                     && expr::eval(cond, &|name| current(name).cloned()) == Ok(Value::Bool(true))
                 {
-                    return Err(Violation::new(
+                    let v = Violation::new(
                         &f.name,
                         "required_if",
                         &Value::Null,
                         format!("is required when {}", describe(cond)),
                         format!("là bắt buộc khi {}", describe(cond)),
-                    ));
+                    );
+                    let mut fields: Vec<&str> = vars.iter().map(String::as_str).collect();
+                    fields.push(&f.name);
+                    broken(v, &fields)?;
                 }
             }
-            if let (Some(other), Some(Value::String(date))) = (&f.not_before, value) {
-                if let Some(Value::String(floor)) = current(other) {
-                    if (mine || touched(other)) && date.as_str() < floor.as_str() {
-                        return Err(Violation::new(
-                            &f.name,
-                            "not_before",
-                            &Value::String(date.clone()),
-                            format!("{date} is before {other} ({floor})"),
-                            format!("{date} trước {other} ({floor})"),
-                        ));
-                    }
+            if let Some(v) = self.not_before_violation(f, record) {
+                let other = f.not_before.as_deref().unwrap_or_default();
+                if mine || touched(other) {
+                    broken(v, &[&f.name, other])?;
                 }
             }
         }
-        Ok(())
+        Ok(merged)
+    }
+
+    fn not_before_violation(&self, f: &FormField, record: &Record) -> Option<Violation> {
+        let current = |name: &str| record.value(name).filter(|v| !v.is_null());
+        let other = f.not_before.as_ref()?;
+        let Some(Value::String(date)) = current(&f.name) else {
+            return None;
+        };
+        let Some(Value::String(floor)) = current(other) else {
+            return None;
+        };
+        (date.as_str() < floor.as_str()).then(|| {
+            Violation::new(
+                &f.name,
+                "not_before",
+                &Value::String(date.clone()),
+                format!("{date} is before {other} ({floor})"),
+                format!("{date} trước {other} ({floor})"),
+            )
+        })
+    }
+
+    /// Whether a rule linking fields, flagged on a record, still breaks there.
+    pub fn still_broken(&self, record: &Record, rule: &BrokenRule) -> bool {
+        let Some(f) = self.field(&rule.field) else {
+            return false;
+        };
+        if record.is_deleted() {
+            return false;
+        }
+        let current = |name: &str| record.value(name).filter(|v| !v.is_null());
+        match rule.rule.as_str() {
+            "required_if" => f.required_if.as_ref().is_some_and(|cond| {
+                current(&f.name).is_none()
+                    && expr::eval(cond, &|name| current(name).cloned()) == Ok(Value::Bool(true))
+            }),
+            "not_before" => self.not_before_violation(f, record).is_some(),
+            _ => false,
+        }
+    }
+
+    /// The fields a linked rule on `field` reads: the field and the ones it is compared with.
+    pub fn rule_fields(&self, rule: &BrokenRule) -> Vec<String> {
+        let mut out = vec![rule.field.clone()];
+        if let Some(f) = self.field(&rule.field) {
+            match rule.rule.as_str() {
+                "required_if" => {
+                    out.extend(f.required_if.iter().flat_map(expr::vars));
+                }
+                "not_before" => out.extend(f.not_before.clone()),
+                _ => {}
+            }
+        }
+        out
     }
 
     /// The derived fields of a record, from its current (provisional) values. Unknown inputs

@@ -23,7 +23,7 @@ pub use client::{Client, RejectedEdit};
 pub use dot::{DeviceId, Dot, Seen, VersionVector};
 pub use form::{Evolution, FieldType, Form, FormField, Labels, Violation};
 pub use ids::{CommuneCode, FormId, RecordId, COMMUNE_FIELD, DELETED_FIELD};
-pub use record::{Record, ReplicaRecord};
+pub use record::{BrokenRule, Record, ReplicaRecord};
 pub use register::{Field, Register, Sibling, Write};
 pub use wire::{
     CheckedEdit, Edit, EnrollRequest, EnrollResponse, ErrorBody, ErrorCode, FieldEdit, RejectCode,

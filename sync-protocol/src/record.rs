@@ -36,6 +36,23 @@ pub struct Record {
     /// `registered_on_time`); read-only for phones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub derived: BTreeMap<String, Value>,
+    /// Rules linking fields that hold in what each edit's author saw but break on the merged
+    /// record (two phones changed the two fields concurrently): the record is in conflict
+    /// until a person settles them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broken: Vec<BrokenRule>,
+}
+
+/// A rule linking fields that only the merge of concurrent edits broke.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokenRule {
+    /// The field the rule is on (`registration_date` for `not_before: date_of_birth`).
+    pub field: String,
+    /// `not_before` or `required_if`.
+    pub rule: String,
+    /// What breaks, in English and Vietnamese.
+    pub en: String,
+    pub vi: String,
 }
 
 impl Record {
@@ -47,6 +64,7 @@ impl Record {
             commune,
             fields: BTreeMap::new(),
             derived: BTreeMap::new(),
+            broken: Vec::new(),
         }
     }
 
@@ -150,7 +168,9 @@ impl Record {
 
     /// Anything here a person has to settle.
     pub fn is_conflicted(&self) -> bool {
-        self.conflicted_fields().next().is_some() || self.has_delete_conflict()
+        self.conflicted_fields().next().is_some()
+            || self.has_delete_conflict()
+            || !self.broken.is_empty()
     }
 
     /// Bytes of merge metadata the server stores: one dot (device u32, seq u64) per value.
@@ -251,6 +271,7 @@ impl ReplicaRecord {
                 .map(|(n, f)| (n.clone(), f.register.clone()))
                 .collect(),
             derived: BTreeMap::new(),
+            broken: Vec::new(),
         }
     }
 

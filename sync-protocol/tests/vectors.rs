@@ -143,6 +143,7 @@ fn sync_response() -> SyncResponse {
             ),
         ]),
         derived: BTreeMap::new(),
+        broken: Vec::new(),
     };
     SyncResponse {
         protocol: 1,

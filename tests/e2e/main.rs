@@ -7,6 +7,7 @@ mod forms;
 mod harness;
 mod histories;
 mod indicators;
+mod linked_rules;
 mod moves;
 mod office;
 mod phone_app;
@@ -24,6 +25,7 @@ use forms::{
 use harness::{Backend, Database, Server, COMMUNE, OTHER_COMMUNE};
 use histories::random_histories_lose_nothing;
 use indicators::indicators_follow_every_edit_and_equal_a_rebuild;
+use linked_rules::rules_broken_only_by_a_merge_flag_the_record;
 use moves::moves_merge_as_a_register;
 use office::{
     office_accounts_are_scoped_and_guarded, office_in_a_browser,
@@ -69,6 +71,7 @@ both_backends!(
     revoked_phone_is_refused,
     a_record_that_moves_away_is_evicted,
     moves_merge_as_a_register,
+    rules_broken_only_by_a_merge_flag_the_record,
     pulls_page_by_max_bytes,
     http_hygiene,
     nothing_acknowledged_is_lost_on_sigkill,

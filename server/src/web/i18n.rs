@@ -132,6 +132,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("settle_stale", "Chưa lưu gì: trong lúc bạn xem, hồ sơ đã nhận giá trị mới ở các trường sau. Trang dưới đây cho thấy các giá trị hiện có; hãy xem lại và chọn lần nữa:", "Nothing was saved: while you were looking, the record received new values in these fields. The page below shows the values it holds now; look again and choose:"),
     ("keep_deleted", "Giữ phiếu đã xoá", "Keep the record deleted"),
     ("restore", "Khôi phục phiếu", "Restore the record"),
+    ("broken_rule", "Hai bản sửa cùng lúc, mỗi bản đều đúng, gộp lại thì trái quy tắc. Sửa một trong các trường dưới đây:", "Two edits made at the same time, each valid on its own, break a rule together. Correct one of the fields below:"),
     ("delete_conflict", "Phiếu bị xoá trong khi có người sửa.", "The record was deleted while someone edited it."),
     ("no_conflicts", "Không có xung đột nào trong địa bàn.", "No conflicts in your area."),
     ("collaborator", "Cộng tác viên", "Collaborator"),

@@ -265,6 +265,9 @@ pub struct ConflictCard {
     pub commune: String,
     pub fields: Vec<FieldView>,
     pub delete_conflict: bool,
+    /// Rules linking fields that only a merge of concurrent edits broke, in the officer's
+    /// language: settled by correcting one of the fields shown.
+    pub broken: Vec<String>,
 }
 
 #[derive(Template)]
@@ -385,9 +388,27 @@ fn conflict_card(
     if !record.is_conflicted() {
         return None;
     }
+    // The fields in conflict, and those a broken rule reads, to be corrected.
+    let ruled: BTreeSet<String> = record
+        .broken
+        .iter()
+        .flat_map(|b| form.map(|f| f.rule_fields(b)).unwrap_or_default())
+        .collect();
     let fields: Vec<FieldView> = field_views(state, record, form, authors, lang)
         .into_iter()
-        .filter(|f| f.conflict)
+        .filter(|f| f.conflict || ruled.contains(&f.name))
+        .collect();
+    let broken = record
+        .broken
+        .iter()
+        .map(|b| {
+            let label = form
+                .and_then(|f| f.field(&b.field))
+                .and_then(|d| d.label.as_ref())
+                .map(|l| format!("{} ({})", lang.pick(&l.vi, &l.en), b.field))
+                .unwrap_or_else(|| b.field.clone());
+            format!("{label}: {}", lang.pick(&b.vi, &b.en))
+        })
         .collect();
     let shown: BTreeMap<&str, Vec<Dot>> = record
         .fields
@@ -413,6 +434,7 @@ fn conflict_card(
                 .fields
                 .get(DELETED_FIELD)
                 .is_some_and(|r| r.is_conflict()),
+        broken,
     })
 }
 
