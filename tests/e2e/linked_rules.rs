@@ -6,6 +6,7 @@ use serde_json::json;
 use sync_protocol::{RejectCode, SyncResponse};
 
 use crate::harness::{Database, Server, COMMUNE};
+use crate::office::{add_user, hidden, Office, PASSWORD};
 
 pub async fn rules_broken_only_by_a_merge_flag_the_record(db: Database) {
     let server = Server::start(&db);
@@ -62,17 +63,36 @@ pub async fn rules_broken_only_by_a_merge_flag_the_record(db: Database) {
     assert_eq!(refused.rejection.rule.as_deref(), Some("not_before"));
     hoa.client.dismiss_rejected(seq);
 
-    // Mending a field settles it: the flag goes and the record is no longer in conflict.
-    hoa.edit(id, &[("registration_date", json!("2020-02-03"))]);
-    let responses = hoa.sync().await;
-    assert!(
-        responses.iter().all(|r| r.rejected.is_empty()),
-        "{responses:?}"
-    );
+    // The district's queue lists it with the rule, and the officer mends it by typing the
+    // right registration date: the flag goes and the record is no longer in conflict.
+    add_user(&server, "hue", "district", "474");
+    let mut office = Office::new(&server);
+    assert_eq!(office.login("hue", PASSWORD).await.0, 303);
+    let (status, queue) = office.get("/office/conflicts").await;
+    assert_eq!(status, 200);
+    assert!(queue.contains("Ngày đăng ký khai sinh"), "{queue}");
+    assert!(queue.contains("2020-01-20 trước date_of_birth"), "{queue}");
+    let path = format!("/office/records/{id}");
+    let (_, page) = office.get(&path).await;
+    let csrf = hidden(&page, "csrf");
+    let shown = hidden(&page, "shown");
+    let response = office
+        .post(
+            &format!("{path}/settle"),
+            &[
+                ("csrf", &csrf),
+                ("shown", &shown),
+                ("pick:registration_date", "other"),
+                ("other:registration_date", "2020-02-03"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303, "{}", response.text().await.unwrap());
     watcher.sync().await;
     let record = watcher.view(id);
     assert!(record.broken.is_empty(), "{record:?}");
     assert!(!record.is_conflicted());
+    assert_eq!(record.value("registration_date"), Some(&json!("2020-02-03")));
 
     // The same for a rule that makes a field required: Lan, seeing the birth not registered,
     // clears the date; Hoa concurrently records the registration. Both stand, flagged.
