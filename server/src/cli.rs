@@ -932,8 +932,23 @@ async fn device(config: Option<&PathBuf>, command: DeviceCommand) -> anyhow::Res
                         .predecessor
                         .map(|p| format!("  (follows #{p})"))
                         .unwrap_or_default();
+                    let restore = d
+                        .restored_seq
+                        .map(|from| match d.last_seq > from {
+                            true => format!(
+                                "  (since the restore: seqs {}–{}, {} of them lost for good)",
+                                from + 1,
+                                d.last_seq,
+                                d.lost
+                            ),
+                            false => format!(
+                                "  (nothing sent since the restore, {} lost for good)",
+                                d.lost
+                            ),
+                        })
+                        .unwrap_or_default();
                     println!(
-                        "{:>5}  {:<28} {:<18} {:<10} {:>8} {:>8}{follows}",
+                        "{:>5}  {:<28} {:<18} {:<10} {:>8} {:>8}{follows}{restore}",
                         d.id,
                         d.name,
                         d.communes.join(","),

@@ -92,7 +92,10 @@ pub async fn rules_broken_only_by_a_merge_flag_the_record(db: Database) {
     let record = watcher.view(id);
     assert!(record.broken.is_empty(), "{record:?}");
     assert!(!record.is_conflicted());
-    assert_eq!(record.value("registration_date"), Some(&json!("2020-02-03")));
+    assert_eq!(
+        record.value("registration_date"),
+        Some(&json!("2020-02-03"))
+    );
 
     // The same for a rule that makes a field required: Lan, seeing the birth not registered,
     // clears the date; Hoa concurrently records the registration. Both stand, flagged.

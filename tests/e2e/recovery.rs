@@ -266,9 +266,29 @@ pub async fn a_restored_server_gets_back_what_phones_kept(db: Database) {
             "an edit no phone kept is gone for good"
         );
     }
-    // What the restore lost for good is shown to the office.
+    // What the restore lost for good is shown to the office, and per phone what came back.
     let listed = server.cli(&["rejected", "list"]);
     assert!(listed.contains("lost"), "{listed}");
+    let phones = server.cli(&["device", "list"]);
+    let line = |device: u32| {
+        phones
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{device} ")))
+            .unwrap_or_else(|| panic!("no line for #{device}: {phones}"))
+            .to_owned()
+    };
+    assert!(
+        line(a.device()).contains("since the restore: seqs 2–2, 0 of them lost"),
+        "{phones}"
+    );
+    assert!(
+        line(d.device()).contains("since the restore: seqs 1–2, 1 of them lost"),
+        "{phones}"
+    );
+    assert!(
+        line(c.device()).contains("nothing sent since the restore"),
+        "{phones}"
+    );
     // A phone that speaks no epoch still gets a correct answer.
     let old = SyncRequest {
         epoch: None,

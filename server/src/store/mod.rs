@@ -94,6 +94,11 @@ pub struct DeviceSummary {
     pub rejected: u64,
     /// The device this one succeeds (a phone that took a new number, `POST /v1/successor`).
     pub predecessor: Option<DeviceId>,
+    /// The device's last consumed seq when the database was last restored: the seqs after it
+    /// are what came back from the phone (its kept edits first), `None` with no restore.
+    pub restored_seq: Option<u64>,
+    /// Refusals `lost`: seqs the database lost that the phone no longer held.
+    pub lost: u64,
 }
 
 /// What `rebuild_cells` computes the cells with.
@@ -911,6 +916,8 @@ pub(crate) mod rows {
         last_sync_at: Option<i64>,
         rejected: i64,
         predecessor: Option<i64>,
+        restored_seq: Option<i64>,
+        lost: i64,
     }
 
     impl From<SummaryRow> for DeviceSummary {
@@ -928,6 +935,8 @@ pub(crate) mod rows {
                 last_sync_at: r.last_sync_at,
                 rejected: r.rejected as u64,
                 predecessor: r.predecessor.map(|p| p as DeviceId),
+                restored_seq: r.restored_seq.map(|s| s as u64),
+                lost: r.lost as u64,
             }
         }
     }

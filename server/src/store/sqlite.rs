@@ -626,7 +626,9 @@ impl super::Store for SqliteStore {
             "SELECT d.id, d.name, d.communes, d.token_hash IS NOT NULL AS enrolled,
                     d.revoked_at IS NOT NULL AS revoked, d.last_seq, d.last_sync_at,
                     (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id) AS rejected,
-                    d.predecessor
+                    d.predecessor, d.restored_seq,
+                    (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id AND r.code = 'lost')
+                        AS lost
              FROM devices d ORDER BY d.id",
         )
         .fetch_all(&self.reader)
@@ -726,6 +728,9 @@ impl super::Store for SqliteStore {
         .bind(now.to_string())
         .execute(&mut *tx)
         .await?;
+        sqlx::query("UPDATE devices SET restored_seq = last_seq")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(epoch)
     }

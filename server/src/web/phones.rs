@@ -27,6 +27,8 @@ pub struct PhoneLine {
     pub rejected: u64,
     /// "follows #7": the device this one took over from (a phone restored from a backup).
     pub follows: Option<String>,
+    /// What came back from the phone after the database was restored, and what was lost.
+    pub restore: Option<String>,
     pub revoke_action: Option<String>,
 }
 
@@ -99,6 +101,18 @@ async fn phones_page(
                 last_seq: d.last_seq,
                 rejected: d.rejected,
                 follows: d.predecessor.map(|p| format!("{} #{p}", lang.t("follows"))),
+                // After a restore: the seqs that came back from the phone since, and how many
+                // it no longer held.
+                restore: d.restored_seq.map(|from| {
+                    let back = match d.last_seq > from {
+                        true => format!("{} {}–{}", lang.t("came_back"), from + 1, d.last_seq),
+                        false => lang.t("nothing_back_yet").to_owned(),
+                    };
+                    match d.lost {
+                        0 => back,
+                        n => format!("{back}; {n} {}", lang.t("lost_for_good")),
+                    }
+                }),
                 revoke_action: (!d.revoked && all_ours)
                     .then(|| format!("/office/phones/{}/revoke", d.id)),
             }
