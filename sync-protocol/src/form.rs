@@ -10,10 +10,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::codes::{RejectCode, Rejection};
+pub use crate::date::parse_date;
+use crate::edit::CheckedEdit;
 use crate::expr;
 use crate::ids::{FormId, COMMUNE_FIELD, DELETED_FIELD};
 use crate::record::{BrokenRule, Record};
-use crate::wire::{CheckedEdit, RejectCode, Rejection};
 
 /// The longest text a field may hold, in characters.
 pub const MAX_TEXT_CHARS: usize = 10_000;
@@ -868,30 +870,6 @@ fn brief(value: &Value) -> String {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text,
     }
-}
-
-/// Parses a calendar date `YYYY-MM-DD` into (year, month, day).
-pub fn parse_date(s: &str) -> Option<(i32, u32, u32)> {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let part = &s[r];
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    (y >= 1 && (1..=days).contains(&d)).then_some((y as i32, m, d))
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod codes;
+pub mod date;
 pub mod dot;
+pub mod edit;
 pub mod expr;
 pub mod form;
 pub mod ids;

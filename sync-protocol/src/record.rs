@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::dot::{DeviceId, Dot, Seen};
+use crate::edit::CheckedEdit;
 use crate::ids::{CommuneCode, FormId, RecordId, COMMUNE_FIELD, DELETED_FIELD};
 use crate::register::{Field, Register, Write};
-use crate::wire::CheckedEdit;
 
 /// A record as the server stores it and as it travels in `SyncResponse.records`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -289,7 +289,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::wire::{Edit, FieldEdit};
+    use crate::edit::{Edit, FieldEdit};
 
     fn edit(seq: u64, fields: &[(&str, Value, Vec<Dot>)]) -> CheckedEdit {
         Edit {
