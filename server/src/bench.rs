@@ -16,9 +16,10 @@ use serde_json::{json, Value};
 use sync_protocol::{Client, CommuneCode, EnrollResponse, Form, Record, RecordId, SyncResponse};
 use tokio::net::TcpListener;
 
+use crate::app;
 use crate::config::Settings;
 use crate::forms::FormRegistry;
-use crate::http::{self, AppState};
+use crate::state::AppState;
 use crate::store::{self, record_row};
 use crate::units::Units;
 use crate::{auth, now_ms};
@@ -141,7 +142,7 @@ pub async fn ingest(
     let addr = listener.local_addr()?;
     let state = AppState::new(store.clone(), forms, units, vec![], settings.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(listener, state, async move {
+    let server = tokio::spawn(app::serve(listener, state, async move {
         let _ = stopped.await;
     }));
     let http = reqwest::Client::builder().no_gzip().build()?;

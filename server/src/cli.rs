@@ -10,10 +10,11 @@ use tokio::net::TcpListener;
 use tracing::info;
 use unicode_normalization::UnicodeNormalization;
 
+use crate::app;
 use crate::config::Settings;
 use crate::forms::{self, FormRegistry};
-use crate::http::{self, AppState};
 use crate::report::Scope;
+use crate::state::AppState;
 use crate::units::Units;
 use crate::{auth, bench, now_ms, store};
 
@@ -785,7 +786,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             }
         }
     });
-    http::serve(listener, state, http::shutdown_signal()).await?;
+    app::serve(listener, state, app::shutdown_signal()).await?;
     info!("stopped");
     Ok(())
 }

@@ -1,22 +1,26 @@
 //! Mầm server: the `mam` binary's library.
 //!
-//! Phones push edits and pull merged records over `POST /v1/sync` ([`http`], [`sync`]); the
+//! Phones push edits and pull merged records over `POST /v1/sync` ([`api`], [`sync`]); the
 //! merge itself is the `sync-protocol` crate. Storage sits behind one trait ([`store`]) with a
 //! SQLite and a PostgreSQL implementation. [`cli`] is the command line; [`bench`] measures.
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod api;
+pub mod app;
 pub mod auth;
 pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod forms;
-pub mod http;
 pub mod indicators;
 pub mod metrics;
 pub mod phone;
+pub mod query;
 pub mod report;
+pub mod respond;
+pub mod state;
 pub mod store;
 pub mod sync;
 pub mod units;

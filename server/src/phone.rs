@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::Router;
 use sha2::{Digest, Sha256};
 
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// (path under /app/, content type, contents)
 const FILES: &[(&str, &str, &str)] = &[

@@ -7,8 +7,8 @@ use serde_json::Value;
 use sync_protocol::{FieldType, Form as SurveyForm, FormField, FormId, Record, RecordId};
 
 use super::{encode_query, Lang, Officer};
-use crate::http::AppState;
 use crate::report::Scope;
+use crate::state::AppState;
 
 /// Records on one page of a list.
 pub(super) const PAGE: usize = 50;

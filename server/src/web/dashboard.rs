@@ -12,9 +12,10 @@ use sync_protocol::RecordId;
 
 use super::common::*;
 use super::{encode_query, Lang, Officer, PageError};
-use crate::http::{self, AppState};
 use crate::indicators;
+use crate::query;
 use crate::report::{self, Level, Scope};
+use crate::state::AppState;
 
 #[derive(Deserialize, Default)]
 pub struct DashboardParams {
@@ -135,7 +136,7 @@ async fn read_table(
         None => default_period(state).await?,
     };
     let (period, geography) =
-        http::period_and_geography(state, Some(&period), given(&params.geography))
+        query::period_and_geography(state, Some(&period), given(&params.geography))
             .map_err(|e| PageError::BadRequest(e.to_string()))?;
     let has_districts = state
         .units
@@ -153,7 +154,7 @@ async fn read_table(
     let level = Level::parse(level_text).unwrap_or(Level::Commune);
     let cells = state.store.cells(Some(&period)).await?;
     let rows = |level| {
-        http::rows_of(state, &cells, &officer.scope, &period, level, &geography)
+        query::rows_of(state, &cells, &officer.scope, &period, level, &geography)
             .map_err(PageError::BadRequest)
     };
     let whole = rows(Level::Province)?;
@@ -408,8 +409,9 @@ pub async fn report_xlsx(
     Query(q): Query<GeographyParam>,
 ) -> Result<Response, PageError> {
     let period = file.strip_suffix(".xlsx").ok_or(PageError::NotFound)?;
-    http::workbook_response(&state, &officer.scope, period, given(&q.geography))
+    query::workbook(&state, &officer.scope, period, given(&q.geography))
         .await
+        .map(crate::respond::download)
         .map_err(|e| PageError::BadRequest(e.to_string()))
 }
 
@@ -458,7 +460,7 @@ pub async fn behind(
         .find(|i| i.id == id)
         .ok_or(PageError::NotFound)?;
     let area = given(&q.area).ok_or_else(|| PageError::BadRequest("area: required".into()))?;
-    let behind = http::records_behind(
+    let behind = query::records_behind(
         &state,
         &officer.scope,
         ind,

@@ -12,8 +12,8 @@ use super::common::*;
 use super::{Officer, PageError};
 use crate::accounts::Role;
 use crate::forms::{self, Publication};
-use crate::http::AppState;
 use crate::report::Scope;
+use crate::state::AppState;
 use crate::{auth, now_ms};
 
 pub struct FormView {

@@ -27,8 +27,8 @@ use serde::Deserialize;
 pub use i18n::Lang;
 
 use crate::accounts::{self, LoginError};
-use crate::http::AppState;
 use crate::report::Scope;
+use crate::state::AppState;
 use crate::store::User;
 use crate::{auth, now_ms};
 

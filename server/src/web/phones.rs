@@ -13,7 +13,7 @@ use sync_protocol::CommuneCode;
 
 use super::common::*;
 use super::{local_time, Officer, PageError};
-use crate::http::AppState;
+use crate::state::AppState;
 use crate::{auth, now_ms};
 
 pub struct PhoneLine {

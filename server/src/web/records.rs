@@ -19,7 +19,7 @@ use sync_protocol::{
 use super::common::*;
 use super::{local_time, Lang, Officer, PageError};
 use crate::accounts::{self};
-use crate::http::AppState;
+use crate::state::AppState;
 use crate::store::{EditLog, RecordQuery};
 use crate::{now_ms, sync};
 

@@ -12,8 +12,8 @@ use sync_protocol::RecordId;
 
 use super::common::*;
 use super::{local_time, Lang, Officer, PageError};
-use crate::http::AppState;
 use crate::report::Scope;
+use crate::state::AppState;
 
 pub struct RejectedLine {
     pub when: String,

@@ -1,0 +1,90 @@
+//! `POST /v1/enroll` and `POST /v1/successor`: a phone gets its device number and token.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use sync_protocol::{EnrollRequest, EnrollResponse, SuccessorRequest, PROTOCOL_VERSION};
+use tracing::{info, instrument};
+
+use crate::api::auth::authenticate;
+use crate::api::error::{parse, ApiError};
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::{auth, now_ms};
+
+#[instrument(skip_all)]
+pub(crate) async fn enroll(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let request: EnrollRequest = parse(body, state.settings.server.body_limit_bytes)?;
+    let token = auth::new_token();
+    let device = state
+        .store
+        .enroll(
+            &auth::code_hash(&request.code),
+            &auth::hash(&token),
+            now_ms(),
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::InvalidCode,
+            other => other.into(),
+        })?;
+    info!(device = device.id, "phone enrolled");
+    Ok(Json(EnrollResponse {
+        device: device.id,
+        token,
+        communes: device.communes.iter().map(|c| c.to_string()).collect(),
+        predecessor: None,
+    }))
+}
+
+/// A new device number for a phone whose seqs another history used: same collaborator, same
+/// communes, linked to the old number on the office's Phones page.
+#[instrument(skip_all, fields(device))]
+pub(crate) async fn successor(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let old = authenticate(&state, &headers).await?;
+    tracing::Span::current().record("device", old.id);
+    let request: SuccessorRequest = parse(body, state.settings.server.body_limit_bytes)?;
+    if request.protocol != PROTOCOL_VERSION {
+        return Err(ApiError::UnsupportedProtocol(request.protocol));
+    }
+    let id = request.request.trim();
+    if id.is_empty() || id.len() > 64 {
+        return Err(ApiError::Malformed(
+            "request: an id of 1 to 64 characters, made once per successor".into(),
+        ));
+    }
+    let token = auth::new_token();
+    let device = state
+        .store
+        .add_successor(old.id, id, &auth::hash(&token), now_ms())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::Unauthorized,
+            StoreError::Other(message) if message.contains("successor numbers") => {
+                ApiError::Forbidden(message)
+            }
+            other => other.into(),
+        })?;
+    info!(
+        device = device.id,
+        predecessor = old.id,
+        "phone took a successor number"
+    );
+    Ok(Json(EnrollResponse {
+        device: device.id,
+        token,
+        communes: device.communes.iter().map(|c| c.to_string()).collect(),
+        predecessor: Some(old.id),
+    }))
+}

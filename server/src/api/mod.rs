@@ -1,0 +1,34 @@
+//! The v1 JSON API for phones and tools: enrolment, sync, forms, indicators and reports.
+//! Handlers read the request, call a service, and answer; errors share one JSON shape.
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::state::AppState;
+
+pub mod auth;
+pub mod enroll;
+pub mod error;
+pub mod forms;
+pub mod indicators;
+pub mod sync;
+
+pub use error::ApiError;
+
+/// The `/v1` routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/enroll", post(enroll::enroll))
+        .route("/v1/sync", post(sync::sync_handler))
+        .route("/v1/successor", post(enroll::successor))
+        .route("/v1/forms", get(forms::forms_manifest))
+        .route("/v1/indicators", get(indicators::indicator_table))
+        .route(
+            "/v1/indicators/{id}/records",
+            get(indicators::indicator_records),
+        )
+        .route("/v1/reports/{file}", get(indicators::report_workbook))
+        .route("/v1/forms/{id}/{version}", get(forms::form_version))
+}

@@ -1,0 +1,78 @@
+//! The state every surface shares: settings, the store, the published forms, admin units,
+//! indicators, metrics, and whether the server is draining. No HTTP in here.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::config::Settings;
+use crate::forms::FormRegistry;
+use crate::indicators::Indicator;
+use crate::metrics::Metrics;
+use crate::now_ms;
+use crate::store::DynStore;
+use crate::units::Units;
+
+pub struct AppState {
+    pub store: DynStore,
+    forms: RwLock<Arc<FormRegistry>>,
+    pub units: Units,
+    pub indicators: Vec<Indicator>,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    pub(crate) draining: AtomicBool,
+    forms_loaded_at: AtomicI64,
+    /// Pushes parsed and checked at once: one per core. Parsing is CPU work, and a push's
+    /// records take a few times its body in memory while they are built; more at once than
+    /// there are cores only makes each wait longer and hold more.
+    pub(crate) parsers: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    pub fn new(
+        store: DynStore,
+        forms: FormRegistry,
+        units: Units,
+        indicators: Vec<Indicator>,
+        settings: Settings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            forms: RwLock::new(Arc::new(forms)),
+            units,
+            indicators,
+            settings,
+            metrics: Metrics::default(),
+            draining: AtomicBool::new(false),
+            forms_loaded_at: AtomicI64::new(0),
+            parsers: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
+        })
+    }
+}
+
+impl AppState {
+    /// The published forms as of now.
+    pub fn forms(&self) -> Arc<FormRegistry> {
+        self.forms.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// At most one reload a second on demand, so unknown forms cannot be used to load the
+    /// database.
+    pub(crate) fn may_refresh_forms(&self) -> bool {
+        let now = now_ms();
+        let last = self.forms_loaded_at.load(Ordering::Relaxed);
+        now - last >= 1000
+            && self
+                .forms_loaded_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Reload the published forms from the database (new versions published meanwhile).
+    pub async fn refresh_forms(&self) -> anyhow::Result<()> {
+        let fresh = FormRegistry::from_store(self.store.as_ref()).await?;
+        *self.forms.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+}
