@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+/// Pushes a SQLite group commit takes at most, by default (measured: README, "Group commit").
+pub const DEFAULT_GROUP_PUSHES: usize = 32;
+/// How long a SQLite group commit stays open at most, by default, in milliseconds.
+pub const DEFAULT_GROUP_MS: u64 = 25;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -89,8 +94,8 @@ impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("mam-data"),
-            group_max_pushes: crate::store::sqlite::DEFAULT_GROUP_PUSHES,
-            group_max_ms: crate::store::sqlite::DEFAULT_GROUP_MS,
+            group_max_pushes: DEFAULT_GROUP_PUSHES,
+            group_max_ms: DEFAULT_GROUP_MS,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! Areas and roll-ups (commune → district → province, for a geography version) and values
 //! (percent, per 100,000, count; targets; provisional periods) are computed when read.
 
+pub use crate::store::cells::{Amount, CellKey, DENOMINATOR, NUMERATOR};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -61,39 +62,6 @@ pub struct Part {
     /// Count communes with at least one such record instead of records.
     #[serde(default)]
     pub communes: bool,
-}
-
-/// Which side of the fraction.
-pub const NUMERATOR: &str = "n";
-pub const DENOMINATOR: &str = "d";
-
-/// A cell of the stored tables.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct CellKey {
-    pub indicator: String,
-    pub part: &'static str,
-    pub commune: String,
-    pub period: String,
-}
-
-/// What records add to a cell.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Amount {
-    pub value: i64,
-    pub records: i64,
-    pub conflicted: i64,
-}
-
-impl Amount {
-    pub fn add(&mut self, other: Amount, sign: i64) {
-        self.value += sign * other.value;
-        self.records += sign * other.records;
-        self.conflicted += sign * other.conflicted;
-    }
-
-    pub fn is_zero(&self) -> bool {
-        *self == Amount::default()
-    }
 }
 
 pub fn load(dir: &Path) -> anyhow::Result<Vec<Indicator>> {

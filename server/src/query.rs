@@ -4,13 +4,13 @@
 
 use crate::indicators::{self, Indicator};
 use crate::report::{self, Level, Scope};
-use crate::state::AppState;
+use crate::store::Store;
 use crate::store::StoreError;
 use crate::units::Units;
 
 /// Checks the period and picks the geography (default: the map in force when the period began).
 pub(crate) fn period_and_geography(
-    state: &AppState,
+    state: &Tables<'_>,
     period: Option<&str>,
     geography: Option<&str>,
 ) -> Result<(String, String), QueryError> {
@@ -41,7 +41,7 @@ pub(crate) fn period_and_geography(
 /// The rows of the indicator table for a period at a level, over what `scope` allows. The
 /// inner error says why the level does not exist on that map.
 pub(crate) async fn indicator_rows(
-    state: &AppState,
+    state: &Tables<'_>,
     scope: &Scope,
     period: &str,
     level: Level,
@@ -53,7 +53,7 @@ pub(crate) async fn indicator_rows(
 
 /// [`indicator_rows`] over cells already read, for a page that shows several levels.
 pub(crate) fn rows_of(
-    state: &AppState,
+    state: &Tables<'_>,
     cells: &[(indicators::CellKey, indicators::Amount)],
     scope: &Scope,
     period: &str,
@@ -68,12 +68,12 @@ pub(crate) fn rows_of(
         scope,
         today: &today,
     };
-    report::table(&state.indicators, &state.units, cells, &query)
+    report::table(state.indicators, state.units, cells, &query)
 }
 
 /// The report workbook of a period, over the cells `scope` allows.
 pub(crate) async fn workbook(
-    state: &AppState,
+    state: &Tables<'_>,
     scope: &Scope,
     period: &str,
     geography: Option<&str>,
@@ -97,7 +97,7 @@ pub(crate) async fn workbook(
         scope,
         today: &today,
     };
-    let bytes = report::workbook(&state.indicators, &state.units, &cells, &query)
+    let bytes = report::workbook(state.indicators, state.units, &cells, &query)
         .map_err(QueryError::Internal)?;
     Ok(Workbook {
         file_name: format!("mam-{period}.xlsx"),
@@ -123,7 +123,7 @@ pub(crate) struct BehindRecord {
 /// The records in `scope` that add to `indicator` for `area` (a commune, district or the
 /// province) in a period.
 pub(crate) async fn records_behind(
-    state: &AppState,
+    state: &Tables<'_>,
     scope: &Scope,
     indicator: &Indicator,
     area: &str,
@@ -205,4 +205,11 @@ impl QueryError {
     fn bad(field: &'static str, message: String) -> Self {
         QueryError::Bad { field, message }
     }
+}
+
+/// What the questions read: the stored cells and records, the admin units, the indicators.
+pub struct Tables<'a> {
+    pub store: &'a dyn Store,
+    pub units: &'a Units,
+    pub indicators: &'a [Indicator],
 }

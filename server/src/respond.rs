@@ -1,9 +1,39 @@
-//! HTTP answers the API and the office pages give alike.
+//! What the API and the office pages share at the HTTP edge: the office session cookie, and
+//! the workbook download.
 
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
 use crate::query::Workbook;
+use crate::state::AppState;
+use crate::store::{StoreError, User};
+use crate::{auth, now_ms};
+
+/// The office session's cookie.
+pub(crate) const SESSION_COOKIE: &str = "mam_session";
+
+/// A cookie's value from the request's headers.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The office account signed in on this browser, and its session's CSRF token.
+pub(crate) async fn session_of(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(User, String)>, StoreError> {
+    let Some(token) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    state.store.session(&auth::hash(token), now_ms()).await
+}
 
 /// A workbook as an attachment.
 pub fn download(book: Workbook) -> Response {

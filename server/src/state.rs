@@ -28,6 +28,17 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// What the indicator questions ([`crate::query`]) read.
+    pub fn tables(&self) -> crate::query::Tables<'_> {
+        crate::query::Tables {
+            store: self.store.as_ref(),
+            units: &self.units,
+            indicators: &self.indicators,
+        }
+    }
+}
+
+impl AppState {
     pub fn new(
         store: DynStore,
         forms: FormRegistry,

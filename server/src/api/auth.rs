@@ -34,7 +34,7 @@ pub(crate) async fn reader_scope(state: &AppState, headers: &HeaderMap) -> Resul
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(token) = bearer else {
-        return match crate::web::session_of(state, headers).await {
+        return match crate::respond::session_of(state, headers).await {
             Ok(Some((user, _))) => Ok(crate::accounts::user_scope(&user, &state.units)),
             _ => Err(ApiError::Unauthorized),
         };

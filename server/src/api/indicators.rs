@@ -30,7 +30,7 @@ pub(crate) async fn indicator_table(
 ) -> Result<Response, ApiError> {
     let scope = reader_scope(&state, &headers).await?;
     let (period, geography) = period_and_geography(
-        &state,
+        &state.tables(),
         params.period.as_deref(),
         params.geography.as_deref(),
     )?;
@@ -41,7 +41,7 @@ pub(crate) async fn indicator_table(
             format!("{level_text:?} is not commune, district or province"),
         )
     })?;
-    let rows = indicator_rows(&state, &scope, &period, level, &geography)
+    let rows = indicator_rows(&state.tables(), &scope, &period, level, &geography)
         .await?
         .map_err(|m| bad("level", m))?;
     if params.format.as_deref() == Some("csv") {
@@ -78,7 +78,7 @@ pub(crate) async fn workbook_response(
     period: &str,
     geography: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let book = query::workbook(state, scope, period, geography).await?;
+    let book = query::workbook(&state.tables(), scope, period, geography).await?;
     Ok(crate::respond::download(book))
 }
 
@@ -109,7 +109,7 @@ pub(crate) async fn indicator_records(
         )
     })?;
     let behind = records_behind(
-        &state,
+        &state.tables(),
         &scope,
         indicator,
         area,

@@ -18,7 +18,9 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, Rejection};
 
-use crate::indicators::{Amount, CellKey};
+pub mod cells;
+
+use cells::{Amount, CellKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -880,8 +882,8 @@ pub(crate) fn page(
 
 /// Rows as both backends read them: one mapping into domain types, whatever the database.
 pub(crate) mod rows {
+    use super::cells::{DENOMINATOR, NUMERATOR};
     use super::*;
-    use crate::indicators::{DENOMINATOR, NUMERATOR};
     use sync_protocol::RejectCode;
 
     #[derive(sqlx::FromRow)]

@@ -16,7 +16,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Row, Transaction};
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, Rejection};
 
-use crate::indicators::{Amount, CellKey};
+use super::cells::{Amount, CellKey};
 
 use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryRow};
 use super::{

@@ -23,7 +23,7 @@ use sqlx::{Connection, FromRow, QueryBuilder, Row, Sqlite, SqlitePool};
 use sync_protocol::{CommuneCode, DeviceId, Record, RecordId, Rejection};
 use tokio::sync::{oneshot, OwnedMutexGuard};
 
-use crate::indicators::{Amount, CellKey};
+use super::cells::{Amount, CellKey};
 
 use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryRow};
 use super::{
@@ -80,10 +80,7 @@ impl Default for GroupLimits {
     }
 }
 
-/// Pushes a group takes at most, by default (measured: README, "Group commit").
-pub const DEFAULT_GROUP_PUSHES: usize = 32;
-/// How long a group stays open at most, by default, in milliseconds.
-pub const DEFAULT_GROUP_MS: u64 = 25;
+use crate::config::{DEFAULT_GROUP_MS, DEFAULT_GROUP_PUSHES};
 
 #[derive(Default)]
 struct GroupState {

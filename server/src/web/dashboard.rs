@@ -136,7 +136,7 @@ async fn read_table(
         None => default_period(state).await?,
     };
     let (period, geography) =
-        query::period_and_geography(state, Some(&period), given(&params.geography))
+        query::period_and_geography(&state.tables(), Some(&period), given(&params.geography))
             .map_err(|e| PageError::BadRequest(e.to_string()))?;
     let has_districts = state
         .units
@@ -154,8 +154,15 @@ async fn read_table(
     let level = Level::parse(level_text).unwrap_or(Level::Commune);
     let cells = state.store.cells(Some(&period)).await?;
     let rows = |level| {
-        query::rows_of(state, &cells, &officer.scope, &period, level, &geography)
-            .map_err(PageError::BadRequest)
+        query::rows_of(
+            &state.tables(),
+            &cells,
+            &officer.scope,
+            &period,
+            level,
+            &geography,
+        )
+        .map_err(PageError::BadRequest)
     };
     let whole = rows(Level::Province)?;
     let rows = rows(level)?;
@@ -409,7 +416,7 @@ pub async fn report_xlsx(
     Query(q): Query<GeographyParam>,
 ) -> Result<Response, PageError> {
     let period = file.strip_suffix(".xlsx").ok_or(PageError::NotFound)?;
-    query::workbook(&state, &officer.scope, period, given(&q.geography))
+    query::workbook(&state.tables(), &officer.scope, period, given(&q.geography))
         .await
         .map(crate::respond::download)
         .map_err(|e| PageError::BadRequest(e.to_string()))
@@ -461,7 +468,7 @@ pub async fn behind(
         .ok_or(PageError::NotFound)?;
     let area = given(&q.area).ok_or_else(|| PageError::BadRequest("area: required".into()))?;
     let behind = query::records_behind(
-        &state,
+        &state.tables(),
         &officer.scope,
         ind,
         area,

@@ -28,11 +28,11 @@ pub use i18n::Lang;
 
 use crate::accounts::{self, LoginError};
 use crate::report::Scope;
+use crate::respond::{cookie, session_of, SESSION_COOKIE};
 use crate::state::AppState;
 use crate::store::User;
 use crate::{auth, now_ms};
 
-const SESSION_COOKIE: &str = "mam_session";
 const LANG_COOKIE: &str = "mam_lang";
 const LOGIN_CSRF_COOKIE: &str = "mam_login";
 
@@ -111,17 +111,6 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 /// Whether the browser reached us over HTTPS (through a proxy that says so).
 pub(crate) fn is_https(headers: &HeaderMap) -> bool {
     headers
@@ -165,17 +154,6 @@ impl Officer {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The session of a request, if it has a live one.
-pub(crate) async fn session_of(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Option<(User, String)>, PageError> {
-    let Some(token) = cookie(headers, SESSION_COOKIE) else {
-        return Ok(None);
-    };
-    Ok(state.store.session(&auth::hash(token), now_ms()).await?)
 }
 
 impl FromRequestParts<Arc<AppState>> for Officer {
