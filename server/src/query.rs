@@ -142,9 +142,9 @@ pub(crate) async fn records_behind(
     let mut area_name = area.to_owned();
     let communes: Vec<String> = all
         .into_iter()
-        .filter(|c| scope.allows(c, &state.units))
+        .filter(|c| scope.allows(c, state.units))
         .filter(
-            |c| match report::area_of(&state.units, c, level, &geography) {
+            |c| match report::area_of(state.units, c, level, &geography) {
                 Ok((a, name)) if a == area => {
                     area_name = name;
                     true
