@@ -102,7 +102,7 @@ pub async fn ingest(
         settings.storage.data_dir = scratch.clone();
     }
     settings.sync.max_push = settings.sync.max_push.max(batch);
-    let store = store::open(&settings).await?;
+    let (store, bench_store) = store::open_for_bench(&settings).await?;
     let backend = store.backend();
     println!("mam bench ingest: {backend}, {records} records of {FIELDS} fields, {phones} phones, batches of {batch}");
 
@@ -197,9 +197,9 @@ pub async fn ingest(
     // room the half before it freed. Otherwise the first (a) alone would pay for growing the
     // database, and (b) would find the room (a) made.
     for chunk in rows().chunks(batch) {
-        store.bench_upsert(chunk).await?;
+        bench_store.bench_upsert(chunk).await?;
     }
-    store.bench_clear().await?;
+    bench_store.bench_clear().await?;
 
     let mut ratios = Vec::new();
     let mut all_latencies = Vec::new();
@@ -211,17 +211,17 @@ pub async fn ingest(
         // (a) The ceiling: whole records upserted in batches, no sync logic.
         let rows = rows();
         // Each half starts with nothing deferred and ends when its writes are settled.
-        store.bench_settle().await?;
+        bench_store.bench_settle().await?;
         let started = Instant::now();
         let cpu_before = cpu_seconds();
         for chunk in rows.chunks(batch) {
-            store.bench_upsert(chunk).await?;
+            bench_store.bench_upsert(chunk).await?;
         }
-        store.bench_settle().await?;
+        bench_store.bench_settle().await?;
         let raw = Half::measured(records, started, cpu_before);
         drop(rows);
         // (b) starts from the same empty store, and its phones do not pull the records of (a).
-        store.bench_clear().await?;
+        bench_store.bench_clear().await?;
 
         // (b) The same volume through /v1/sync over loopback. The phones are other machines in
         // real life: their work (making edits, encoding JSON, reading responses) is done before
@@ -250,7 +250,7 @@ pub async fn ingest(
                 .collect();
             prepared.push((phone.token.clone(), phone.client.cursor(), pushes));
         }
-        store.bench_settle().await?;
+        bench_store.bench_settle().await?;
         let started = Instant::now();
         let cpu_before = cpu_seconds();
         let mut tasks = Vec::new();
@@ -280,9 +280,9 @@ pub async fn ingest(
         streaming.store(false, Ordering::Relaxed);
         let mut enrolments = enroller.await.context("enrolling task panicked")??;
         enrolments.sort();
-        store.bench_settle().await?;
+        bench_store.bench_settle().await?;
         let sync = Half::measured(records, started, cpu_before);
-        store.bench_clear().await?;
+        bench_store.bench_clear().await?;
 
         // Untimed, as the phones' own bookkeeping: their edits are consumed, and the next
         // round pushes only their new ones.
@@ -470,7 +470,7 @@ pub async fn indicators(
     if settings.database.url.is_none() {
         settings.storage.data_dir = scratch.clone();
     }
-    let store = store::open(&settings).await?;
+    let (store, bench_store) = store::open_for_bench(&settings).await?;
     crate::forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
     let forms = FormRegistry::from_store(store.as_ref()).await?;
     let units = Units::load(&settings.forms.units_dir)?;
@@ -536,7 +536,7 @@ pub async fn indicators(
             ids.push(id);
             n += 1;
         }
-        store.bench_upsert(&rows).await?;
+        bench_store.bench_upsert(&rows).await?;
     }
     println!(
         "loaded {records} records in {:.1} s",

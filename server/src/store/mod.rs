@@ -613,34 +613,11 @@ pub trait SyncTx: Send {
     async fn commit(self: Box<Self>) -> Result<()>;
 }
 
+/// The sync path: the push transaction, pulls, refusals, the epoch and backups.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait SyncStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> Result<()>;
-    /// Create a device awaiting enrolment with its one-time code (hashed).
-    async fn add_device(
-        &self,
-        name: &str,
-        communes: &[CommuneCode],
-        code_hash: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<DeviceId>;
-    /// Exchange an unused, unexpired code for a token (hashed). `NotFound` otherwise.
-    async fn enroll(&self, code_hash: &str, token_hash: &str, now: i64) -> Result<Device>;
-    async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>>;
-    async fn devices(&self) -> Result<Vec<DeviceSummary>>;
-    async fn revoke(&self, device: DeviceId, now: i64) -> Result<()>;
-    /// A successor of `old` (not revoked): the same name and communes under a new number,
-    /// enrolled with `token_hash`. The same `request` again names the same successor, whose
-    /// token becomes `token_hash`. At most [`MAX_SUCCESSORS`] per device.
-    async fn add_successor(
-        &self,
-        old: DeviceId,
-        request: &str,
-        token_hash: &str,
-        now: i64,
-    ) -> Result<Device>;
     /// The database's epoch and its change counter (the highest cursor it has handed out).
     async fn epoch(&self) -> Result<Epoch>;
     /// Give the database a new epoch (after a restore) and return it.
@@ -670,23 +647,43 @@ pub trait Store: Send + Sync + 'static {
         from: u64,
         to: u64,
     ) -> Result<Vec<Rejection>>;
-    async fn record(&self, id: RecordId) -> Result<Option<Record>>;
-    /// Every record, for checks and exports.
-    async fn all_records(&self) -> Result<Vec<Record>>;
     async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()>;
-    /// Indicator cells of one period (or all), rows whose records add up to zero left out.
-    async fn cells(&self, period: Option<&str>) -> Result<Vec<(CellKey, Amount)>>;
-    /// Replace every indicator cell (a rebuild), in one transaction.
-    async fn replace_cells(&self, cells: &[(CellKey, Amount)]) -> Result<()>;
-    /// Replace every indicator cell with what `build` makes of every record, reading the
-    /// records and writing the cells in one transaction that no push can commit into: a push
-    /// either lands before the read (and counts) or after the write (and adds its deltas).
-    /// Returns the number of records read and of cells written.
-    async fn rebuild_cells(&self, build: &CellBuilder<'_>) -> Result<(usize, usize)>;
-    /// The records of these forms in these communes.
-    async fn records_of(&self, forms: &[String], communes: &[String]) -> Result<Vec<Record>>;
-    /// A page of the records a query matches, newest first, and how many match in all.
-    async fn find_records(&self, query: &RecordQuery) -> Result<(Vec<Record>, u64)>;
+}
+
+/// Phones: enrolment, tokens, successors, revocation.
+#[async_trait]
+pub trait DeviceStore: Send + Sync + 'static {
+    /// Create a device awaiting enrolment with its one-time code (hashed).
+    async fn add_device(
+        &self,
+        name: &str,
+        communes: &[CommuneCode],
+        code_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<DeviceId>;
+    /// Exchange an unused, unexpired code for a token (hashed). `NotFound` otherwise.
+    async fn enroll(&self, code_hash: &str, token_hash: &str, now: i64) -> Result<Device>;
+    async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>>;
+    async fn devices(&self) -> Result<Vec<DeviceSummary>>;
+    async fn revoke(&self, device: DeviceId, now: i64) -> Result<()>;
+    /// A successor of `old` (not revoked): the same name and communes under a new number,
+    /// enrolled with `token_hash`. The same `request` again names the same successor, whose
+    /// token becomes `token_hash`. At most [`MAX_SUCCESSORS`] per device.
+    async fn add_successor(
+        &self,
+        old: DeviceId,
+        request: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Device>;
+    /// One device, whether enrolled or not.
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>>;
+}
+
+/// Office accounts, sign-ins, sessions and read tokens.
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
     /// Store a read token (hashed) with its scope (JSON).
     async fn add_api_token(
         &self,
@@ -697,18 +694,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<i64>;
     /// The scope (JSON) of an unrevoked read token.
     async fn api_token_scope(&self, token_hash: &str) -> Result<Option<String>>;
-    /// Every published form version, as stored JSON.
-    async fn published_forms(&self) -> Result<Vec<String>>;
-    /// Store a new form version. `Conflict` if that version exists already.
-    async fn publish_form(&self, id: &str, version: u32, body: &str, now: i64) -> Result<()>;
-    /// Replace a commune's village list.
-    async fn set_villages(&self, commune: &CommuneCode, names: &[String]) -> Result<()>;
-    /// The village lists of these communes.
-    async fn villages(&self, communes: &[CommuneCode]) -> Result<BTreeMap<String, Vec<String>>>;
-    /// One device, whether enrolled or not.
-    async fn device(&self, id: DeviceId) -> Result<Option<Device>>;
-    /// Every edit received for a record, oldest first, with the name of its device.
-    async fn record_edits(&self, record: RecordId) -> Result<Vec<EditLog>>;
     /// Create an office account and the device its edits carry. `Conflict` if the name is
     /// taken.
     async fn add_user(&self, user: &NewUser<'_>, now: i64) -> Result<User>;
@@ -735,6 +720,53 @@ pub trait Store: Send + Sync + 'static {
     /// The account and CSRF token of an unexpired session.
     async fn session(&self, token_hash: &str, now: i64) -> Result<Option<(User, String)>>;
     async fn end_session(&self, token_hash: &str) -> Result<()>;
+}
+
+/// Published form versions and village lists.
+#[async_trait]
+pub trait FormStore: Send + Sync + 'static {
+    /// Every published form version, as stored JSON.
+    async fn published_forms(&self) -> Result<Vec<String>>;
+    /// Store a new form version. `Conflict` if that version exists already.
+    async fn publish_form(&self, id: &str, version: u32, body: &str, now: i64) -> Result<()>;
+    /// Replace a commune's village list.
+    async fn set_villages(&self, commune: &CommuneCode, names: &[String]) -> Result<()>;
+    /// The village lists of these communes.
+    async fn villages(&self, communes: &[CommuneCode]) -> Result<BTreeMap<String, Vec<String>>>;
+}
+
+/// Reading records: one, by form and commune, by query, and their edit history.
+#[async_trait]
+pub trait RecordStore: Send + Sync + 'static {
+    async fn record(&self, id: RecordId) -> Result<Option<Record>>;
+    /// Every record, for checks and exports.
+    async fn all_records(&self) -> Result<Vec<Record>>;
+    /// The records of these forms in these communes.
+    async fn records_of(&self, forms: &[String], communes: &[String]) -> Result<Vec<Record>>;
+    /// A page of the records a query matches, newest first, and how many match in all.
+    async fn find_records(&self, query: &RecordQuery) -> Result<(Vec<Record>, u64)>;
+    /// Every edit received for a record, oldest first, with the name of its device.
+    async fn record_edits(&self, record: RecordId) -> Result<Vec<EditLog>>;
+}
+
+/// The stored indicator tables.
+#[async_trait]
+pub trait CellStore: Send + Sync + 'static {
+    /// Indicator cells of one period (or all), rows whose records add up to zero left out.
+    async fn cells(&self, period: Option<&str>) -> Result<Vec<(CellKey, Amount)>>;
+    /// Replace every indicator cell (a rebuild), in one transaction.
+    async fn replace_cells(&self, cells: &[(CellKey, Amount)]) -> Result<()>;
+    /// Replace every indicator cell with what `build` makes of every record, reading the
+    /// records and writing the cells in one transaction that no push can commit into: a push
+    /// either lands before the read (and counts) or after the write (and adds its deltas).
+    /// Returns the number of records read and of cells written.
+    async fn rebuild_cells(&self, build: &CellBuilder<'_>) -> Result<(usize, usize)>;
+}
+
+/// What `mam bench ingest` needs and production never calls: raw upserts, emptying the
+/// records, settling deferred work. Not part of [`Store`].
+#[async_trait]
+pub trait BenchStore: Send + Sync + 'static {
     /// Batched upserts of whole records with no sync logic: the ceiling `mam bench ingest`
     /// measures the sync path against.
     async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()>;
@@ -748,20 +780,39 @@ pub trait Store: Send + Sync + 'static {
     async fn bench_settle(&self) -> Result<()>;
 }
 
+/// Everything the server stores, by concern; each backend implements every part.
+pub trait Store:
+    SyncStore + DeviceStore + AccountStore + FormStore + RecordStore + CellStore
+{
+}
+
+impl<T: SyncStore + DeviceStore + AccountStore + FormStore + RecordStore + CellStore> Store for T {}
+
 pub type DynStore = Arc<dyn Store>;
 
 /// Open the store the settings name: PostgreSQL for a `postgres://` URL, else SQLite.
 pub async fn open(settings: &crate::config::Settings) -> anyhow::Result<DynStore> {
+    Ok(open_for_bench(settings).await?.0)
+}
+
+/// [`open`], with the same store also as the [`BenchStore`] that `mam bench` drives.
+pub async fn open_for_bench(
+    settings: &crate::config::Settings,
+) -> anyhow::Result<(DynStore, Arc<dyn BenchStore>)> {
+    fn both<S: Store + BenchStore>(store: S) -> (DynStore, Arc<dyn BenchStore>) {
+        let store = Arc::new(store);
+        (store.clone(), store)
+    }
     let limits = sqlite::GroupLimits {
         max_pushes: settings.storage.group_max_pushes.max(1),
         max_wait: std::time::Duration::from_millis(settings.storage.group_max_ms),
     };
     match settings.database.url.as_deref() {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(
-            Arc::new(postgres::PgStore::connect(url, settings.database.max_connections).await?),
+            both(postgres::PgStore::connect(url, settings.database.max_connections).await?),
         ),
         Some(url) if url.starts_with("sqlite:") => {
-            Ok(Arc::new(sqlite::SqliteStore::open_url(url, limits).await?))
+            Ok(both(sqlite::SqliteStore::open_url(url, limits).await?))
         }
         Some(other) => anyhow::bail!(
             "database url must start with postgres:// or sqlite: (got a url of scheme {:?})",
@@ -771,7 +822,7 @@ pub async fn open(settings: &crate::config::Settings) -> anyhow::Result<DynStore
             let dir = &settings.storage.data_dir;
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))?;
-            Ok(Arc::new(
+            Ok(both(
                 sqlite::SqliteStore::open_file(&dir.join("mam.db"), limits).await?,
             ))
         }

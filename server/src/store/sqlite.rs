@@ -542,7 +542,7 @@ fn parse_record(body: &str) -> Result<Record> {
 }
 
 #[async_trait]
-impl super::Store for SqliteStore {
+impl super::SyncStore for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
@@ -550,150 +550,6 @@ impl super::Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
-    }
-
-    async fn add_device(
-        &self,
-        name: &str,
-        communes: &[CommuneCode],
-        code_hash: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<DeviceId> {
-        let mut tx = self.writer.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO devices (name, communes, created_at) VALUES (?, ?, ?) RETURNING id",
-        )
-        .bind(name)
-        .bind(communes_text(communes))
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO enrollments (code_hash, device, expires_at) VALUES (?, ?, ?)")
-            .bind(code_hash)
-            .bind(id)
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(id as DeviceId)
-    }
-
-    async fn enroll(&self, code_hash: &str, token_hash: &str, now: i64) -> Result<Device> {
-        let mut tx = self.writer.begin().await?;
-        let device: Option<i64> = sqlx::query_scalar(
-            "UPDATE enrollments SET used_at = ?
-             WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?
-             RETURNING device",
-        )
-        .bind(now)
-        .bind(code_hash)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let device = device.ok_or(StoreError::NotFound)?;
-        let row = sqlx::query_as::<_, DeviceRow>(
-            "UPDATE devices SET token_hash = ?, enrolled_at = ?
-             WHERE id = ? AND revoked_at IS NULL
-             RETURNING id, name, communes, revoked_at, last_seq",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .bind(device)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let device = Device::from(row);
-        tx.commit().await?;
-        Ok(device)
-    }
-
-    async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>> {
-        let row = sqlx::query_as::<_, DeviceRow>(
-            "SELECT id, name, communes, revoked_at, last_seq FROM devices WHERE token_hash = ?",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.map(Device::from))
-    }
-
-    async fn devices(&self) -> Result<Vec<DeviceSummary>> {
-        let rows = sqlx::query_as::<_, SummaryRow>(
-            "SELECT d.id, d.name, d.communes, d.token_hash IS NOT NULL AS enrolled,
-                    d.revoked_at IS NOT NULL AS revoked, d.last_seq, d.last_sync_at,
-                    (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id) AS rejected,
-                    d.predecessor, d.restored_seq,
-                    (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id AND r.code = 'lost')
-                        AS lost
-             FROM devices d ORDER BY d.id",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        Ok(rows.into_iter().map(DeviceSummary::from).collect())
-    }
-
-    async fn revoke(&self, device: DeviceId, now: i64) -> Result<()> {
-        let done =
-            sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
-                .bind(now)
-                .bind(device as i64)
-                .execute(&self.writer)
-                .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
-    async fn add_successor(
-        &self,
-        old: DeviceId,
-        request: &str,
-        token_hash: &str,
-        now: i64,
-    ) -> Result<Device> {
-        let mut tx = self.writer.begin().await?;
-        let again = sqlx::query_as::<_, DeviceRow>(
-            "UPDATE devices SET token_hash = ? WHERE predecessor = ? AND successor_request = ?
-               AND revoked_at IS NULL
-             RETURNING id, name, communes, revoked_at, last_seq",
-        )
-        .bind(token_hash)
-        .bind(old as i64)
-        .bind(request)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = again {
-            tx.commit().await?;
-            return Ok(Device::from(row));
-        }
-        let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE predecessor = ?")
-            .bind(old as i64)
-            .fetch_one(&mut *tx)
-            .await?;
-        if taken >= super::MAX_SUCCESSORS {
-            return Err(StoreError::Other(format!(
-                "device {old} has taken {taken} successor numbers already; enrol the phone again"
-            )));
-        }
-        let row = sqlx::query_as::<_, DeviceRow>(
-            "INSERT INTO devices (name, communes, token_hash, created_at, enrolled_at,
-                                  predecessor, successor_request)
-             SELECT name, communes, ?, ?, ?, id, ? FROM devices
-             WHERE id = ? AND revoked_at IS NULL
-             RETURNING id, name, communes, revoked_at, last_seq",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .bind(now)
-        .bind(request)
-        .bind(old as i64)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        tx.commit().await?;
-        Ok(Device::from(row))
     }
 
     async fn epoch(&self) -> Result<super::Epoch> {
@@ -918,187 +774,167 @@ impl super::Store for SqliteStore {
         .await?;
         Ok(rows.into_iter().map(Rejection::from).collect())
     }
+}
 
-    async fn record(&self, id: RecordId) -> Result<Option<Record>> {
-        let body: Option<String> = sqlx::query_scalar("SELECT body FROM records WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await?;
-        body.as_deref().map(parse_record).transpose()
-    }
-
-    async fn all_records(&self) -> Result<Vec<Record>> {
-        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
-            .fetch_all(&self.reader)
-            .await?;
-        bodies.iter().map(|b| parse_record(b)).collect()
-    }
-
-    async fn published_forms(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT body FROM forms ORDER BY id, version")
-                .fetch_all(&self.reader)
-                .await?,
-        )
-    }
-
-    async fn publish_form(&self, id: &str, version: u32, body: &str, now: i64) -> Result<()> {
-        sqlx::query("INSERT INTO forms (id, version, body, published_at) VALUES (?, ?, ?, ?)")
-            .bind(id)
-            .bind(version as i64)
-            .bind(body)
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    async fn set_villages(&self, commune: &CommuneCode, names: &[String]) -> Result<()> {
+#[async_trait]
+impl super::DeviceStore for SqliteStore {
+    async fn add_device(
+        &self,
+        name: &str,
+        communes: &[CommuneCode],
+        code_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<DeviceId> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("DELETE FROM villages WHERE commune = ?")
-            .bind(commune.as_str())
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO devices (name, communes, created_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(name)
+        .bind(communes_text(communes))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO enrollments (code_hash, device, expires_at) VALUES (?, ?, ?)")
+            .bind(code_hash)
+            .bind(id)
+            .bind(expires_at)
             .execute(&mut *tx)
             .await?;
-        if !names.is_empty() {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("INSERT INTO villages (commune, position, name) ");
-            q.push_values(names.iter().enumerate(), |mut b, (i, name)| {
-                b.push_bind(commune.as_str())
-                    .push_bind(i as i64)
-                    .push_bind(name.as_str());
-            });
-            q.build().execute(&mut *tx).await?;
-        }
         tx.commit().await?;
-        Ok(())
+        Ok(id as DeviceId)
     }
 
-    async fn villages(&self, communes: &[CommuneCode]) -> Result<BTreeMap<String, Vec<String>>> {
-        let mut out: BTreeMap<String, Vec<String>> =
-            communes.iter().map(|c| (c.to_string(), vec![])).collect();
-        if communes.is_empty() {
-            return Ok(out);
-        }
-        let mut q =
-            QueryBuilder::<Sqlite>::new("SELECT commune, name FROM villages WHERE commune IN (");
-        let mut list = q.separated(", ");
-        for c in communes {
-            list.push_bind(c.as_str());
-        }
-        q.push(") ORDER BY commune, position");
-        for row in q.build().fetch_all(&self.reader).await? {
-            out.entry(row.try_get(0)?)
-                .or_default()
-                .push(row.try_get(1)?);
-        }
-        Ok(out)
-    }
-
-    async fn cells(&self, period: Option<&str>) -> Result<Vec<(CellKey, Amount)>> {
-        let rows = sqlx::query_as::<_, CellRow>(
-            "SELECT indicator, part, commune, period, value, records, conflicted FROM indicator_cells
-             WHERE records <> 0 AND (?1 IS NULL OR period = ?1)
-             ORDER BY indicator, part, commune, period",
+    async fn enroll(&self, code_hash: &str, token_hash: &str, now: i64) -> Result<Device> {
+        let mut tx = self.writer.begin().await?;
+        let device: Option<i64> = sqlx::query_scalar(
+            "UPDATE enrollments SET used_at = ?
+             WHERE code_hash = ? AND used_at IS NULL AND expires_at > ?
+             RETURNING device",
         )
-        .bind(period)
+        .bind(now)
+        .bind(code_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let device = device.ok_or(StoreError::NotFound)?;
+        let row = sqlx::query_as::<_, DeviceRow>(
+            "UPDATE devices SET token_hash = ?, enrolled_at = ?
+             WHERE id = ? AND revoked_at IS NULL
+             RETURNING id, name, communes, revoked_at, last_seq",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .bind(device)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let device = Device::from(row);
+        tx.commit().await?;
+        Ok(device)
+    }
+
+    async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>> {
+        let row = sqlx::query_as::<_, DeviceRow>(
+            "SELECT id, name, communes, revoked_at, last_seq FROM devices WHERE token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(Device::from))
+    }
+
+    async fn devices(&self) -> Result<Vec<DeviceSummary>> {
+        let rows = sqlx::query_as::<_, SummaryRow>(
+            "SELECT d.id, d.name, d.communes, d.token_hash IS NOT NULL AS enrolled,
+                    d.revoked_at IS NOT NULL AS revoked, d.last_seq, d.last_sync_at,
+                    (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id) AS rejected,
+                    d.predecessor, d.restored_seq,
+                    (SELECT COUNT(*) FROM rejections r WHERE r.device = d.id AND r.code = 'lost')
+                        AS lost
+             FROM devices d ORDER BY d.id",
+        )
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(rows.into_iter().map(DeviceSummary::from).collect())
     }
 
-    async fn replace_cells(&self, cells: &[(CellKey, Amount)]) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query("DELETE FROM indicator_cells")
-            .execute(&mut *tx)
-            .await?;
-        for chunk in cells.chunks(CHUNK) {
-            let mut q = QueryBuilder::new("");
-            push_cells(&mut q, chunk);
-            q.build().execute(&mut *tx).await?;
+    async fn revoke(&self, device: DeviceId, now: i64) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+                .bind(now)
+                .bind(device as i64)
+                .execute(&self.writer)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
         }
-        tx.commit().await?;
         Ok(())
     }
 
-    async fn rebuild_cells(&self, build: &super::CellBuilder<'_>) -> Result<(usize, usize)> {
-        let mut conn = self.writer.acquire().await?;
-        // IMMEDIATE: the write lock before the read, so no other process's push commits
-        // between the records read and the cells written.
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let result = async {
-            let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
-                .fetch_all(&mut *conn)
-                .await?;
-            let records = bodies
-                .iter()
-                .map(|b| parse_record(b))
-                .collect::<Result<Vec<_>>>()?;
-            let cells = build(&records);
-            sqlx::query("DELETE FROM indicator_cells")
-                .execute(&mut *conn)
-                .await?;
-            for chunk in cells.chunks(CHUNK) {
-                let mut q = QueryBuilder::new("");
-                push_cells(&mut q, chunk);
-                q.build().execute(&mut *conn).await?;
-            }
-            Ok::<_, StoreError>((records.len(), cells.len()))
+    async fn add_successor(
+        &self,
+        old: DeviceId,
+        request: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Device> {
+        let mut tx = self.writer.begin().await?;
+        let again = sqlx::query_as::<_, DeviceRow>(
+            "UPDATE devices SET token_hash = ? WHERE predecessor = ? AND successor_request = ?
+               AND revoked_at IS NULL
+             RETURNING id, name, communes, revoked_at, last_seq",
+        )
+        .bind(token_hash)
+        .bind(old as i64)
+        .bind(request)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = again {
+            tx.commit().await?;
+            return Ok(Device::from(row));
         }
-        .await;
-        match result {
-            Ok(counts) => {
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-                Ok(counts)
-            }
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(e)
-            }
+        let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE predecessor = ?")
+            .bind(old as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+        if taken >= super::MAX_SUCCESSORS {
+            return Err(StoreError::Other(format!(
+                "device {old} has taken {taken} successor numbers already; enrol the phone again"
+            )));
         }
+        let row = sqlx::query_as::<_, DeviceRow>(
+            "INSERT INTO devices (name, communes, token_hash, created_at, enrolled_at,
+                                  predecessor, successor_request)
+             SELECT name, communes, ?, ?, ?, id, ? FROM devices
+             WHERE id = ? AND revoked_at IS NULL
+             RETURNING id, name, communes, revoked_at, last_seq",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .bind(now)
+        .bind(request)
+        .bind(old as i64)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(Device::from(row))
     }
 
-    async fn records_of(&self, forms: &[String], communes: &[String]) -> Result<Vec<Record>> {
-        if forms.is_empty() || communes.is_empty() {
-            return Ok(vec![]);
-        }
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT body FROM records WHERE form IN (");
-        let mut list = q.separated(", ");
-        for f in forms {
-            list.push_bind(f.as_str());
-        }
-        q.push(") AND commune IN (");
-        let mut list = q.separated(", ");
-        for c in communes {
-            list.push_bind(c.as_str());
-        }
-        q.push(") ORDER BY id");
-        let rows = q.build().fetch_all(&self.reader).await?;
-        rows.iter()
-            .map(|r| parse_record(r.try_get::<&str, _>(0)?))
-            .collect()
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>> {
+        let row = sqlx::query_as::<_, DeviceRow>(
+            "SELECT id, name, communes, revoked_at, last_seq FROM devices WHERE id = ?",
+        )
+        .bind(id as i64)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(Device::from))
     }
+}
 
-    async fn find_records(&self, query: &RecordQuery) -> Result<(Vec<Record>, u64)> {
-        if query.is_empty() {
-            return Ok((vec![], 0));
-        }
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM records");
-        query.push_filter(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.reader).await?;
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT body FROM records");
-        query.push_filter(&mut q);
-        q.push(" ORDER BY id DESC");
-        if let Some((limit, offset)) = query.page {
-            q.push(format!(" LIMIT {limit} OFFSET {offset}"));
-        }
-        let bodies: Vec<String> = q.build_query_scalar().fetch_all(&self.reader).await?;
-        let records = bodies
-            .iter()
-            .map(|b| parse_record(b))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((records, total as u64))
-    }
-
+#[async_trait]
+impl super::AccountStore for SqliteStore {
     async fn add_api_token(
         &self,
         name: &str,
@@ -1124,21 +960,6 @@ impl super::Store for SqliteStore {
         .bind(token_hash)
         .fetch_optional(&self.reader)
         .await?)
-    }
-
-    async fn device(&self, id: DeviceId) -> Result<Option<Device>> {
-        let row = sqlx::query_as::<_, DeviceRow>(
-            "SELECT id, name, communes, revoked_at, last_seq FROM devices WHERE id = ?",
-        )
-        .bind(id as i64)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.map(Device::from))
-    }
-
-    async fn record_edits(&self, record: RecordId) -> Result<Vec<EditLog>> {
-        let mut tx = self.reader.begin().await?;
-        super::read_history::<Sqlite>(&mut tx, record, |_| "?".to_owned()).await
     }
 
     async fn add_user(&self, user: &NewUser<'_>, now: i64) -> Result<User> {
@@ -1288,7 +1109,204 @@ impl super::Store for SqliteStore {
             .await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl super::FormStore for SqliteStore {
+    async fn published_forms(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT body FROM forms ORDER BY id, version")
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn publish_form(&self, id: &str, version: u32, body: &str, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO forms (id, version, body, published_at) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(version as i64)
+            .bind(body)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_villages(&self, commune: &CommuneCode, names: &[String]) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM villages WHERE commune = ?")
+            .bind(commune.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if !names.is_empty() {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("INSERT INTO villages (commune, position, name) ");
+            q.push_values(names.iter().enumerate(), |mut b, (i, name)| {
+                b.push_bind(commune.as_str())
+                    .push_bind(i as i64)
+                    .push_bind(name.as_str());
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn villages(&self, communes: &[CommuneCode]) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut out: BTreeMap<String, Vec<String>> =
+            communes.iter().map(|c| (c.to_string(), vec![])).collect();
+        if communes.is_empty() {
+            return Ok(out);
+        }
+        let mut q =
+            QueryBuilder::<Sqlite>::new("SELECT commune, name FROM villages WHERE commune IN (");
+        let mut list = q.separated(", ");
+        for c in communes {
+            list.push_bind(c.as_str());
+        }
+        q.push(") ORDER BY commune, position");
+        for row in q.build().fetch_all(&self.reader).await? {
+            out.entry(row.try_get(0)?)
+                .or_default()
+                .push(row.try_get(1)?);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl super::RecordStore for SqliteStore {
+    async fn record(&self, id: RecordId) -> Result<Option<Record>> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM records WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        body.as_deref().map(parse_record).transpose()
+    }
+
+    async fn all_records(&self) -> Result<Vec<Record>> {
+        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?;
+        bodies.iter().map(|b| parse_record(b)).collect()
+    }
+
+    async fn records_of(&self, forms: &[String], communes: &[String]) -> Result<Vec<Record>> {
+        if forms.is_empty() || communes.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT body FROM records WHERE form IN (");
+        let mut list = q.separated(", ");
+        for f in forms {
+            list.push_bind(f.as_str());
+        }
+        q.push(") AND commune IN (");
+        let mut list = q.separated(", ");
+        for c in communes {
+            list.push_bind(c.as_str());
+        }
+        q.push(") ORDER BY id");
+        let rows = q.build().fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|r| parse_record(r.try_get::<&str, _>(0)?))
+            .collect()
+    }
+
+    async fn find_records(&self, query: &RecordQuery) -> Result<(Vec<Record>, u64)> {
+        if query.is_empty() {
+            return Ok((vec![], 0));
+        }
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM records");
+        query.push_filter(&mut count);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.reader).await?;
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT body FROM records");
+        query.push_filter(&mut q);
+        q.push(" ORDER BY id DESC");
+        if let Some((limit, offset)) = query.page {
+            q.push(format!(" LIMIT {limit} OFFSET {offset}"));
+        }
+        let bodies: Vec<String> = q.build_query_scalar().fetch_all(&self.reader).await?;
+        let records = bodies
+            .iter()
+            .map(|b| parse_record(b))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((records, total as u64))
+    }
+
+    async fn record_edits(&self, record: RecordId) -> Result<Vec<EditLog>> {
+        let mut tx = self.reader.begin().await?;
+        super::read_history::<Sqlite>(&mut tx, record, |_| "?".to_owned()).await
+    }
+}
+
+#[async_trait]
+impl super::CellStore for SqliteStore {
+    async fn cells(&self, period: Option<&str>) -> Result<Vec<(CellKey, Amount)>> {
+        let rows = sqlx::query_as::<_, CellRow>(
+            "SELECT indicator, part, commune, period, value, records, conflicted FROM indicator_cells
+             WHERE records <> 0 AND (?1 IS NULL OR period = ?1)
+             ORDER BY indicator, part, commune, period",
+        )
+        .bind(period)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn replace_cells(&self, cells: &[(CellKey, Amount)]) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("DELETE FROM indicator_cells")
+            .execute(&mut *tx)
+            .await?;
+        for chunk in cells.chunks(CHUNK) {
+            let mut q = QueryBuilder::new("");
+            push_cells(&mut q, chunk);
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rebuild_cells(&self, build: &super::CellBuilder<'_>) -> Result<(usize, usize)> {
+        let mut conn = self.writer.acquire().await?;
+        // IMMEDIATE: the write lock before the read, so no other process's push commits
+        // between the records read and the cells written.
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = async {
+            let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await?;
+            let records = bodies
+                .iter()
+                .map(|b| parse_record(b))
+                .collect::<Result<Vec<_>>>()?;
+            let cells = build(&records);
+            sqlx::query("DELETE FROM indicator_cells")
+                .execute(&mut *conn)
+                .await?;
+            for chunk in cells.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("");
+                push_cells(&mut q, chunk);
+                q.build().execute(&mut *conn).await?;
+            }
+            Ok::<_, StoreError>((records.len(), cells.len()))
+        }
+        .await;
+        match result {
+            Ok(counts) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                Ok(counts)
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl super::BenchStore for SqliteStore {
     async fn bench_upsert(&self, rows: &[RecordRow]) -> Result<()> {
         // The writer as the pushes use it, with the WAL kept as short.
         let mut conn = self.writer.acquire().await?;
