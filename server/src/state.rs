@@ -28,6 +28,17 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// What the sync service checks and merges edits with, for the forms given.
+    pub fn catalog<'a>(&'a self, forms: &'a FormRegistry) -> crate::sync::Catalog<'a> {
+        crate::sync::Catalog {
+            forms,
+            units: &self.units,
+            indicators: &self.indicators,
+        }
+    }
+}
+
+impl AppState {
     /// What the indicator questions ([`crate::query`]) read.
     pub fn tables(&self) -> crate::query::Tables<'_> {
         crate::query::Tables {

@@ -108,6 +108,18 @@ impl From<crate::query::QueryError> for ApiError {
     }
 }
 
+impl From<crate::sync::request::RequestError> for ApiError {
+    fn from(e: crate::sync::request::RequestError) -> Self {
+        use crate::sync::request::RequestError as E;
+        match e {
+            E::Malformed(m) => ApiError::Malformed(m),
+            E::UnsupportedProtocol(p) => ApiError::UnsupportedProtocol(p),
+            E::BatchTooLarge { limit, got } => ApiError::BatchTooLarge { limit, got },
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -31,6 +31,8 @@ use crate::store::{
 };
 use crate::units::Units;
 
+pub mod request;
+
 /// What the server checks and computes an edit against.
 #[derive(Clone, Copy)]
 pub struct Catalog<'a> {
