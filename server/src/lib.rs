@@ -17,6 +17,7 @@ pub mod indicators;
 pub mod metrics;
 pub mod phone;
 pub mod report;
+pub mod schemas;
 pub mod store;
 pub mod sync;
 pub mod units;
