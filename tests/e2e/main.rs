@@ -2,6 +2,7 @@
 //! runs on SQLite and on PostgreSQL (`MAM_TEST_DATABASE_URL`).
 
 mod browser;
+mod built_in;
 mod edit_log;
 mod forms;
 mod harness;
@@ -15,6 +16,7 @@ mod recovery;
 use std::io::Write;
 use std::time::Duration;
 
+use built_in::serve_runs_in_an_empty_folder_on_built_in_schemas;
 use edit_log::an_earlier_edit_log_is_carried_over;
 use forms::{
     commune_must_exist_on_the_collection_date, derived_fields_follow_the_edits,
@@ -90,6 +92,7 @@ both_backends!(
     a_restored_server_gets_back_what_phones_kept,
     a_rebuild_racing_pushes_loses_no_push,
     random_histories_lose_nothing,
+    serve_runs_in_an_empty_folder_on_built_in_schemas,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
