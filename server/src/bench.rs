@@ -106,7 +106,7 @@ pub async fn ingest(
     let backend = store.backend();
     println!("mam bench ingest: {backend}, {records} records of {FIELDS} fields, {phones} phones, batches of {batch}");
 
-    let units = Units::load(&settings.forms.units_dir)?;
+    let units = Units::load(&settings.forms.units())?;
     // The bench writes and then deletes records: never in a database that holds any.
     let every_commune: Vec<CommuneCode> = units
         .all_codes()
@@ -471,10 +471,10 @@ pub async fn indicators(
         settings.storage.data_dir = scratch.clone();
     }
     let (store, bench_store) = store::open_for_bench(&settings).await?;
-    crate::forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
+    crate::forms::publish_all(store.as_ref(), &settings.forms.forms(), now_ms()).await?;
     let forms = FormRegistry::from_store(store.as_ref()).await?;
-    let units = Units::load(&settings.forms.units_dir)?;
-    let defs = crate::indicators::load(&settings.forms.indicators_dir)?;
+    let units = Units::load(&settings.forms.units())?;
+    let defs = crate::indicators::load(&settings.forms.indicators())?;
     let form_id = sync_protocol::FormId::parse("birth-registration").map_err(anyhow::Error::msg)?;
     let form = forms
         .get(&form_id, 1)

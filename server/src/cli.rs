@@ -49,7 +49,7 @@ pub enum Command {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long)]
         listen: Option<String>,
-        /// Directory of form files.
+        /// Directory of form files, instead of the built-in forms.
         #[arg(long)]
         forms_dir: Option<PathBuf>,
         #[command(flatten)]
@@ -412,7 +412,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 settings.server.listen = listen;
             }
             if let Some(dir) = forms_dir {
-                settings.forms.dir = dir;
+                settings.forms.dir = Some(dir);
             }
             init_tracing(&settings, "info");
             serve(settings).await
@@ -520,7 +520,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let settings = command_settings(config, &db)?;
-            let units = Units::load(&settings.forms.units_dir)?;
+            let units = Units::load(&settings.forms.units())?;
             let password = read_password(password)?;
             let store = store::open(&settings).await?;
             let user = crate::accounts::add_user(
@@ -636,7 +636,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = store::open(&settings).await?;
             match command {
                 IndicatorsCommand::Rebuild { .. } => {
-                    let defs = crate::indicators::load(&settings.forms.indicators_dir)?;
+                    let defs = crate::indicators::load(&settings.forms.indicators())?;
                     let started = std::time::Instant::now();
                     let count = defs.len();
                     let build = move |records: &[sync_protocol::Record]| {
@@ -665,7 +665,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: UnitsCommand::List { on, json, db },
         } => {
             let settings = command_settings(config, &db)?;
-            let units = Units::load(&settings.forms.units_dir)?;
+            let units = Units::load(&settings.forms.units())?;
             let date = on.unwrap_or_else(crate::today);
             if sync_protocol::form::parse_date(&date).is_none() {
                 anyhow::bail!("--on {date:?} is not a date YYYY-MM-DD");
@@ -754,9 +754,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         )?),
         Some(_) => None,
     };
-    let units = Units::load(&settings.forms.units_dir)?;
+    let (form_files, unit_files, indicator_files) = (
+        settings.forms.forms(),
+        settings.forms.units(),
+        settings.forms.indicators(),
+    );
+    info!(source = %form_files, "forms: {form_files}");
+    info!(source = %unit_files, "admin units: {unit_files}");
+    info!(source = %indicator_files, "indicators: {indicator_files}");
+    let units = Units::load(&unit_files)?;
+    let indicators = crate::indicators::load(&indicator_files)?;
     let store = store::open(&settings).await?;
-    let published = forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
+    let published = forms::publish_all(store.as_ref(), &form_files, now_ms()).await?;
     let registry = FormRegistry::from_store(store.as_ref()).await?;
     let listener = TcpListener::bind(&settings.server.listen)
         .await
@@ -774,7 +783,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("Office: http://{addr}/office   (create an account first: mam user add --name NAME --role province --area 46)");
     println!("Phone app: http://{addr}/app/");
     println!("Enrol a phone: mam device enroll --name \"NAME\" --commune 19753   (then POST the code to /v1/enroll)");
-    let indicators = crate::indicators::load(&settings.forms.indicators_dir)?;
     let state = AppState::new(store, registry, units, indicators, settings);
     let refresher = state.clone();
     tokio::spawn(async move {
@@ -801,7 +809,7 @@ async fn form(config: Option<&PathBuf>, command: FormCommand) -> anyhow::Result<
                 .with_context(|| format!("{} is not a valid form", file.display()))?;
             let store = store::open(&settings).await?;
             // The files the server publishes at start come first, so versions line up.
-            forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
+            forms::publish_all(store.as_ref(), &settings.forms.forms(), now_ms()).await?;
             let name = format!("{} version {}", form.id, form.version);
             match forms::publish(store.as_ref(), form, now_ms()).await? {
                 forms::Publication::Published => println!("Published {name}."),
@@ -843,7 +851,7 @@ async fn form(config: Option<&PathBuf>, command: FormCommand) -> anyhow::Result<
                 }
                 let settings = command_settings(config, &db)?;
                 let store = store::open(&settings).await?;
-                forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
+                forms::publish_all(store.as_ref(), &settings.forms.forms(), now_ms()).await?;
                 let name = format!("{} version {}", form.id, form.version);
                 match forms::publish(store.as_ref(), form, now_ms()).await? {
                     forms::Publication::Published => println!("Published {name}."),
@@ -856,7 +864,7 @@ async fn form(config: Option<&PathBuf>, command: FormCommand) -> anyhow::Result<
         FormCommand::List { json, db } => {
             let settings = command_settings(config, &db)?;
             let store = store::open(&settings).await?;
-            forms::publish_dir(store.as_ref(), &settings.forms.dir, now_ms()).await?;
+            forms::publish_all(store.as_ref(), &settings.forms.forms(), now_ms()).await?;
             let mut all: Vec<sync_protocol::Form> = store
                 .published_forms()
                 .await?

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::schemas::Source;
+
 /// Pushes a SQLite group commit takes at most, by default (measured: README, "Group commit").
 pub const DEFAULT_GROUP_PUSHES: usize = 32;
 /// How long a SQLite group commit stays open at most, by default, in milliseconds.
@@ -124,24 +126,30 @@ impl Default for SyncSettings {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Where forms, admin units and indicators are read from. Each is built into the binary (the
+/// files under `schemas/` when it was compiled); a folder set here replaces that copy.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FormsSettings {
     /// Directory of form files (`*.json`).
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
     /// Directory of the admin-unit versions (`versions.json` and its CSV files).
-    pub units_dir: PathBuf,
+    pub units_dir: Option<PathBuf>,
     /// Directory of the indicator definitions.
-    pub indicators_dir: PathBuf,
+    pub indicators_dir: Option<PathBuf>,
 }
 
-impl Default for FormsSettings {
-    fn default() -> Self {
-        Self {
-            dir: PathBuf::from("schemas/forms"),
-            units_dir: PathBuf::from("schemas/admin-units"),
-            indicators_dir: PathBuf::from("schemas/indicators"),
-        }
+impl FormsSettings {
+    pub fn forms(&self) -> Source {
+        Source::new("forms", self.dir.as_deref())
+    }
+
+    pub fn units(&self) -> Source {
+        Source::new("admin-units", self.units_dir.as_deref())
+    }
+
+    pub fn indicators(&self) -> Source {
+        Source::new("indicators", self.indicators_dir.as_deref())
     }
 }
 
@@ -265,5 +273,20 @@ mod tests {
         );
         let bad = Settings::load(None, [("MAM__SERVER__NOPE".to_string(), "1".to_string())]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn schemas_are_built_in_unless_a_folder_is_set() {
+        let s = Settings::load(None, []).unwrap();
+        assert_eq!(s.forms.forms(), Source::built_in("forms"));
+        assert_eq!(s.forms.units(), Source::built_in("admin-units"));
+        assert_eq!(s.forms.indicators(), Source::built_in("indicators"));
+        let env = [(
+            "MAM__FORMS__UNITS_DIR".to_string(),
+            "/srv/mam/admin-units".to_string(),
+        )];
+        let s = Settings::load(None, env).unwrap();
+        assert_eq!(s.forms.units().to_string(), "/srv/mam/admin-units");
+        assert_eq!(s.forms.forms(), Source::built_in("forms"));
     }
 }

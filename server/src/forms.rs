@@ -1,13 +1,12 @@
 //! The form registry: every published version of every form.
 //!
 //! Published versions live in the database, so every `mam` process serving it sees the same
-//! forms. At start-up the files in `schemas/forms/` are published (a file whose version is
-//! already published must be identical to it: a published version never changes), and
-//! `mam form publish FILE` adds versions while servers run; they pick them up within
-//! [`REFRESH`].
+//! forms. At start-up the form files are published (the built-in `schemas/forms/`, or the
+//! configured folder; a file whose version is already published must be identical to it: a
+//! published version never changes), and `mam form publish FILE` adds versions while servers
+//! run; they pick them up within [`REFRESH`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,6 +14,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sync_protocol::{FieldType, Form, FormId, Record};
 
+use crate::schemas::Source;
 use crate::store::{Store, StoreError};
 
 /// How often a running server reloads the published forms.
@@ -40,17 +40,16 @@ pub fn canonical(form: &Form) -> String {
 }
 
 impl FormRegistry {
-    /// Reads every `*.json` in `dir`, in name order. A file that does not parse stops with its
-    /// name and the reason.
-    pub fn read_dir(dir: &Path) -> anyhow::Result<Vec<Form>> {
-        let entries = std::fs::read_dir(dir)
-            .with_context(|| format!("cannot read forms directory {}", dir.display()))?;
-        let mut paths: Vec<_> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        paths.sort();
-        paths.iter().map(|path| read_form(path)).collect()
+    /// Reads every `*.json` of `source` (built in, or a configured folder), in name order. A
+    /// file that does not parse stops with its name and the reason.
+    pub fn read_source(source: &Source) -> anyhow::Result<Vec<Form>> {
+        source
+            .json_files()?
+            .into_iter()
+            .map(|(name, text)| {
+                serde_json::from_str(&text).with_context(|| format!("form {name} is not valid"))
+            })
+            .collect()
     }
 
     /// The registry of what the database holds.
@@ -111,12 +110,6 @@ impl FormRegistry {
     pub fn is_empty(&self) -> bool {
         self.forms.is_empty()
     }
-}
-
-fn read_form(path: &Path) -> anyhow::Result<Form> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read form {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("form {} is not valid", path.display()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -190,9 +183,9 @@ pub async fn publish(store: &dyn Store, form: Form, now: i64) -> anyhow::Result<
     }
 }
 
-/// Publishes every form file in `dir` (in version order per form).
-pub async fn publish_dir(store: &dyn Store, dir: &Path, now: i64) -> anyhow::Result<usize> {
-    let mut forms = FormRegistry::read_dir(dir)?;
+/// Publishes every form file of `source` (in version order per form).
+pub async fn publish_all(store: &dyn Store, source: &Source, now: i64) -> anyhow::Result<usize> {
+    let mut forms = FormRegistry::read_source(source)?;
     forms.sort_by(|a, b| (a.id.as_str(), a.version).cmp(&(b.id.as_str(), b.version)));
     let mut published = 0;
     for form in forms {

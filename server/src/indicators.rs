@@ -13,7 +13,6 @@
 
 pub use crate::store::cells::{Amount, CellKey, DENOMINATOR, NUMERATOR};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -64,18 +63,12 @@ pub struct Part {
     pub communes: bool,
 }
 
-pub fn load(dir: &Path) -> anyhow::Result<Vec<Indicator>> {
+/// The indicator definitions of `source` (built in, or a configured folder), in report order.
+pub fn load(source: &crate::schemas::Source) -> anyhow::Result<Vec<Indicator>> {
     let mut out = Vec::new();
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read indicators directory {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
-    for path in paths {
-        let text = std::fs::read_to_string(&path)?;
+    for (name, text) in source.json_files()? {
         let ind: Indicator = serde_json::from_str(&text)
-            .with_context(|| format!("indicator {} is not valid", path.display()))?;
+            .with_context(|| format!("indicator {name} is not valid"))?;
         for part in [&ind.numerator, &ind.denominator] {
             for expr in [&part.r#where, &part.sum].into_iter().flatten() {
                 eval(expr, &|_| None).map_err(|e| anyhow::anyhow!("indicator {}: {e}", ind.id))?;
@@ -265,8 +258,7 @@ mod tests {
 
     #[test]
     fn the_repository_indicators_load() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/indicators");
-        let all = load(&dir).unwrap();
+        let all = load(&crate::schemas::Source::built_in("indicators")).unwrap();
         assert_eq!(all.len(), 19);
         let rows: std::collections::BTreeSet<u32> = all.iter().map(|i| i.target_row).collect();
         assert_eq!(rows.len(), 14, "every target of the plan has an indicator");
@@ -295,7 +287,7 @@ mod laws {
     }
 
     fn defs() -> Vec<Indicator> {
-        load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/indicators")).unwrap()
+        load(&crate::schemas::Source::built_in("indicators")).unwrap()
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod phone;
 pub mod query;
 pub mod report;
 pub mod respond;
+pub mod schemas;
 pub mod state;
 pub mod store;
 pub mod sync;

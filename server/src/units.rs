@@ -1,14 +1,16 @@
 //! Administrative units of Thừa Thiên Huế over time: each version of the commune list with the
 //! dates it was valid, and the July 2025 crosswalk that carries old communes onto new ones.
 //!
-//! Loaded from `schemas/admin-units/`: `versions.json` names each CSV and its validity; codes
-//! are the key (names change spelling), kept as text and compared as such.
+//! Loaded from `schemas/admin-units/` (built in, or a configured folder): `versions.json` names
+//! each CSV and its validity; codes are the key (names change spelling), kept as text and
+//! compared as such.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+
+use crate::schemas::Source;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Commune {
@@ -48,9 +50,7 @@ struct ManifestVersion {
     valid_to: Option<String>,
 }
 
-fn csv_rows(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+fn csv_rows(text: &str) -> Vec<BTreeMap<String, String>> {
     let mut lines = text.lines();
     let header: Vec<String> = lines
         .next()
@@ -58,7 +58,7 @@ fn csv_rows(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
         .split(',')
         .map(|h| h.trim().to_owned())
         .collect();
-    Ok(lines
+    lines
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
             header
@@ -67,19 +67,16 @@ fn csv_rows(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
                 .zip(line.split(',').map(|c| c.trim().to_owned()))
                 .collect()
         })
-        .collect())
+        .collect()
 }
 
 impl Units {
-    pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let manifest: Manifest = serde_json::from_str(
-            &std::fs::read_to_string(dir.join("versions.json"))
-                .with_context(|| format!("cannot read {}/versions.json", dir.display()))?,
-        )
-        .context("admin-units/versions.json is not valid")?;
+    pub fn load(source: &Source) -> anyhow::Result<Self> {
+        let manifest: Manifest = serde_json::from_str(&source.read("versions.json")?)
+            .context("admin-units/versions.json is not valid")?;
         let mut units = Units::default();
         for v in manifest.versions {
-            let communes = csv_rows(&dir.join(&v.file))?
+            let communes = csv_rows(&source.read(&v.file)?)
                 .into_iter()
                 .map(|row| {
                     let get = |k: &str| row.get(k).cloned().unwrap_or_default();
@@ -105,7 +102,7 @@ impl Units {
             .versions
             .sort_by(|a, b| a.valid_from.cmp(&b.valid_from));
         if let Some(file) = manifest.crosswalk {
-            for row in csv_rows(&dir.join(file))? {
+            for row in csv_rows(&source.read(&file)?) {
                 if let (Some(old), Some(new)) = (row.get("old_code"), row.get("new_code")) {
                     units.crosswalk.insert(old.clone(), new.clone());
                 }

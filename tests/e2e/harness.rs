@@ -3,9 +3,10 @@
 //! client state machine over real HTTP.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -173,6 +174,10 @@ pub struct Server {
     pub url: String,
     pub db: Vec<String>,
     env: Vec<(String, String)>,
+    /// The working directory of the server and of `cli` commands.
+    cwd: PathBuf,
+    /// What the server wrote to stderr, when started with `start_in`.
+    log: Option<Arc<Mutex<String>>>,
 }
 
 pub fn repo_root() -> PathBuf {
@@ -183,8 +188,13 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn mam() -> Command {
+    mam_in(&repo_root())
+}
+
+/// `mam` run in the directory `cwd`.
+pub fn mam_in(cwd: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mam"));
-    cmd.current_dir(repo_root());
+    cmd.current_dir(cwd);
     cmd.env("RUST_LOG", "warn");
     cmd
 }
@@ -199,18 +209,46 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::spawn(db.args.clone(), env)
+        Self::spawn(db.args.clone(), env, repo_root(), false)
     }
 
-    fn spawn(db: Vec<String>, env: Vec<(String, String)>) -> Server {
-        let mut cmd = mam();
+    /// A server whose working directory (and that of its `cli` commands) is `cwd`, keeping
+    /// what it writes to stderr for [`Server::log`].
+    pub fn start_in(db: &Database, cwd: &Path, env: &[(&str, &str)]) -> Server {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(db.args.clone(), env, cwd.to_path_buf(), true)
+    }
+
+    fn spawn(db: Vec<String>, env: Vec<(String, String)>, cwd: PathBuf, keep_log: bool) -> Server {
+        let mut cmd = mam_in(&cwd);
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .args(&db);
         cmd.envs(env.iter().cloned());
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let stderr = if keep_log {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
+        cmd.stdout(Stdio::piped()).stderr(stderr);
         let mut child = cmd.spawn().expect("start mam serve");
+        let log = child.stderr.take().map(|stderr| {
+            let log = Arc::new(Mutex::new(String::new()));
+            let kept = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    let mut kept = kept.lock().unwrap();
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
+            });
+            log
+        });
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let url = loop {
@@ -229,7 +267,15 @@ impl Server {
             url,
             db,
             env,
+            cwd,
+            log,
         }
+    }
+
+    /// What the server has written to stderr so far (started with `start_in`).
+    pub fn log(&self) -> String {
+        let log = self.log.as_ref().expect("a server started with start_in");
+        log.lock().unwrap().clone()
     }
 
     /// SIGKILL: no drain, no cleanup, as a power cut or the OOM killer would.
@@ -241,7 +287,12 @@ impl Server {
     /// A new process on the same database (and a new port).
     pub fn restart(&mut self) {
         self.kill();
-        let next = Self::spawn(self.db.clone(), self.env.clone());
+        let next = Self::spawn(
+            self.db.clone(),
+            self.env.clone(),
+            self.cwd.clone(),
+            self.log.is_some(),
+        );
         *self = next;
     }
 
@@ -255,7 +306,11 @@ impl Server {
 
     /// Run a `mam` command against this server's database and return its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = mam().args(args).args(&self.db).output().expect("run mam");
+        let out = mam_in(&self.cwd)
+            .args(args)
+            .args(&self.db)
+            .output()
+            .expect("run mam");
         assert!(
             out.status.success(),
             "mam {args:?} failed: {}",

@@ -2,6 +2,7 @@
 //! runs on SQLite and on PostgreSQL (`MAM_TEST_DATABASE_URL`).
 
 mod browser;
+mod built_in;
 mod edit_log;
 mod forms;
 mod harness;
@@ -16,6 +17,7 @@ mod recovery;
 use std::io::Write;
 use std::time::Duration;
 
+use built_in::serve_runs_in_an_empty_folder_on_built_in_schemas;
 use edit_log::an_earlier_edit_log_is_carried_over;
 use forms::{
     commune_must_exist_on_the_collection_date, derived_fields_follow_the_edits,
@@ -93,6 +95,7 @@ both_backends!(
     a_restored_server_gets_back_what_phones_kept,
     a_rebuild_racing_pushes_loses_no_push,
     random_histories_lose_nothing,
+    serve_runs_in_an_empty_folder_on_built_in_schemas,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -887,10 +890,16 @@ async fn sigterm_drains_in_flight_syncs(db: Database) {
     assert_eq!(request.push.len(), 3000);
     let http = a.http.clone();
     let (url, token) = (format!("{}/v1/sync", server.url), a.token.clone());
+    // The body is encoded and a connection open before the clock starts, so that on a busy
+    // machine the request is on the wire, not still being built, when the signal comes.
+    let body = serde_json::to_vec(&request).unwrap();
+    let health = http.get(format!("{}/healthz", server.url)).send().await;
+    assert!(health.is_ok_and(|r| r.status() == 200));
     let in_flight = tokio::spawn(async move {
         http.post(url)
             .bearer_auth(token)
-            .json(&request)
+            .header("content-type", "application/json")
+            .body(body)
             .send()
             .await
     });
