@@ -1,31 +1,92 @@
-//! Prometheus metrics, kept in atomics and rendered as text on `GET /metrics`.
+//! Prometheus metrics: a `prometheus-client` registry, encoded in the Prometheus text format
+//! (version 0.0.4) on `GET /metrics`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of what [`Metrics::render`] writes.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabels {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    status: u16,
+}
+
+/// The server's series. Counters are registered without their `_total` suffix: the encoder
+/// adds it, so `mam_syncs` is exposed as `mam_syncs_total`.
 pub struct Metrics {
-    syncs: AtomicU64,
-    edits_applied: AtomicU64,
-    records_pulled: AtomicU64,
-    rejected: Mutex<BTreeMap<String, u64>>,
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    registry: Registry,
+    syncs: Counter,
+    edits_applied: Counter,
+    records_pulled: Counter,
+    rejected: Family<RejectionLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
     sync_latency: Histogram,
 }
 
-#[derive(Default)]
-struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Metrics {
+            registry: Registry::default(),
+            syncs: Counter::default(),
+            edits_applied: Counter::default(),
+            records_pulled: Counter::default(),
+            rejected: Family::default(),
+            requests: Family::default(),
+            sync_latency: Histogram::new(BUCKETS),
+        };
+        let mut registry = Registry::default();
+        registry.register(
+            "mam_syncs",
+            "Sync requests completed",
+            metrics.syncs.clone(),
+        );
+        registry.register(
+            "mam_edits_applied",
+            "Edits applied to records",
+            metrics.edits_applied.clone(),
+        );
+        registry.register(
+            "mam_records_pulled",
+            "Records sent to phones",
+            metrics.records_pulled.clone(),
+        );
+        registry.register(
+            "mam_edits_rejected",
+            "Edits refused, by code",
+            metrics.rejected.clone(),
+        );
+        registry.register(
+            "mam_http_requests",
+            "HTTP requests, by route and status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "mam_sync_seconds",
+            "Time to serve a sync request",
+            metrics.sync_latency.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
 }
 
 impl Metrics {
@@ -36,102 +97,79 @@ impl Metrics {
         pulled: usize,
         took: Duration,
     ) {
-        self.syncs.fetch_add(1, Relaxed);
-        self.edits_applied.fetch_add(applied as u64, Relaxed);
-        self.records_pulled.fetch_add(pulled as u64, Relaxed);
-        if !rejected.is_empty() {
-            let mut map = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
-            for r in rejected {
-                *map.entry(r.code.as_str().to_owned()).or_default() += 1;
-            }
+        self.syncs.inc();
+        self.edits_applied.inc_by(applied as u64);
+        self.records_pulled.inc_by(pulled as u64);
+        for r in rejected {
+            self.rejected
+                .get_or_create(&RejectionLabels {
+                    code: r.code.as_str().to_owned(),
+                })
+                .inc();
         }
-        let secs = took.as_secs_f64();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.sync_latency.counts[i].fetch_add(1, Relaxed);
-            }
-        }
-        self.sync_latency.count.fetch_add(1, Relaxed);
-        self.sync_latency
-            .sum_micros
-            .fetch_add(took.as_micros() as u64, Relaxed);
+        self.sync_latency.observe(took.as_secs_f64());
     }
 
     pub fn request_done(&self, route: &str, status: u16) {
-        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry((route.to_owned(), status)).or_default() += 1;
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
     }
 
+    /// The Prometheus text format of every series.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        counter(
-            "mam_syncs_total",
-            "Sync requests completed.",
-            self.syncs.load(Relaxed),
-        );
-        counter(
-            "mam_edits_applied_total",
-            "Edits applied to records.",
-            self.edits_applied.load(Relaxed),
-        );
-        counter(
-            "mam_records_pulled_total",
-            "Records sent to phones.",
-            self.records_pulled.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP mam_edits_rejected_total Edits refused, by code."
-        );
-        let _ = writeln!(out, "# TYPE mam_edits_rejected_total counter");
-        for (code, n) in self
-            .rejected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(out, "mam_edits_rejected_total{{code=\"{code}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP mam_http_requests_total HTTP requests, by route and status."
-        );
-        let _ = writeln!(out, "# TYPE mam_http_requests_total counter");
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "mam_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
-        }
-        let h = &self.sync_latency;
-        let _ = writeln!(out, "# HELP mam_sync_seconds Time to serve a sync request.");
-        let _ = writeln!(out, "# TYPE mam_sync_seconds histogram");
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "mam_sync_seconds_bucket{{le=\"{bound}\"}} {}",
-                h.counts[i].load(Relaxed)
-            );
-        }
-        let count = h.count.load(Relaxed);
-        let _ = writeln!(out, "mam_sync_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "mam_sync_seconds_sum {}",
-            h.sum_micros.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "mam_sync_seconds_count {count}");
+        prometheus_text::encode(&mut out, &self.registry)
+            .expect("encoding into a String does not fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_keep_their_names_types_and_labels() {
+        let metrics = Metrics::default();
+        let fresh = metrics.render();
+        assert!(fresh.contains("mam_syncs_total 0"), "{fresh}");
+        assert!(
+            !fresh.contains("mam_edits_rejected_total"),
+            "a labelled series appears with its first sample"
+        );
+        metrics.request_done("/v1/sync", 401);
+        let refused = sync_protocol::Rejection {
+            seq: 1,
+            code: sync_protocol::RejectCode::InvalidValue,
+            field: Some("sex".into()),
+            message: "sex: required".into(),
+            message_vi: None,
+            rule: Some("required".into()),
+        };
+        metrics.sync_done(3, &[refused], 5, Duration::from_millis(20));
+        let text = metrics.render();
+        for line in [
+            "# HELP mam_syncs_total Sync requests completed.",
+            "# TYPE mam_syncs_total counter",
+            "mam_syncs_total 1",
+            "mam_edits_applied_total 3",
+            "mam_records_pulled_total 5",
+            "# TYPE mam_edits_rejected_total counter",
+            "mam_edits_rejected_total{code=\"invalid_value\"} 1",
+            "mam_http_requests_total{route=\"/v1/sync\",status=\"401\"} 1",
+            "# TYPE mam_sync_seconds histogram",
+            "mam_sync_seconds_bucket{le=\"0.01\"} 0",
+            "mam_sync_seconds_bucket{le=\"0.025\"} 1",
+            "mam_sync_seconds_bucket{le=\"1\"} 1",
+            "mam_sync_seconds_bucket{le=\"+Inf\"} 1",
+            "mam_sync_seconds_sum 0.02",
+            "mam_sync_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 }
