@@ -1,0 +1,192 @@
+//! `mam device`, `mam rejected`, `mam token`: phones, their refused edits, and read tokens.
+
+use std::path::PathBuf;
+
+use sync_protocol::CommuneCode;
+
+use super::*;
+use crate::report::Scope;
+use crate::{auth, now_ms, store};
+
+pub(super) async fn device(config: Option<&PathBuf>, command: DeviceCommand) -> anyhow::Result<()> {
+    match command {
+        DeviceCommand::Enroll {
+            name,
+            communes,
+            json,
+            db,
+        } => {
+            let settings = command_settings(config, &db)?;
+            let name = name.trim();
+            if name.is_empty() {
+                anyhow::bail!("--name must not be empty");
+            }
+            let communes = communes
+                .iter()
+                .map(|c| CommuneCode::parse(c.trim()).map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let store = store::open(&settings).await?;
+            let code = auth::new_code();
+            let hours = settings.sync.enroll_code_hours;
+            let expires = now_ms() + hours as i64 * 3_600_000;
+            let id = store
+                .add_device(name, &communes, &auth::code_hash(&code), expires, now_ms())
+                .await?;
+            if json {
+                println!("{}", serde_json::json!({ "code": code, "device": id }));
+            } else {
+                println!("Device {id} ({name}) created. Enrolment code, valid {hours} hours, usable once:");
+                println!();
+                println!("    {code}");
+                println!();
+                println!("On the phone, enter the code; or: curl -X POST URL/v1/enroll -d '{{\"code\":\"{code}\"}}'");
+            }
+        }
+        DeviceCommand::List { json, db } => {
+            let settings = command_settings(config, &db)?;
+            let store = store::open(&settings).await?;
+            let devices = store.devices().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devices)?);
+            } else {
+                println!(
+                    "{:>5}  {:<28} {:<18} {:<10} {:>8} {:>8}",
+                    "id", "name", "communes", "state", "last seq", "refused"
+                );
+                for d in devices {
+                    let state = if d.revoked {
+                        "revoked"
+                    } else if d.enrolled {
+                        "enrolled"
+                    } else {
+                        "awaiting"
+                    };
+                    let follows = d
+                        .predecessor
+                        .map(|p| format!("  (follows #{p})"))
+                        .unwrap_or_default();
+                    let restore = d
+                        .restored_seq
+                        .map(|from| match d.last_seq > from {
+                            true => format!(
+                                "  (since the restore: seqs {}–{}, {} of them lost for good)",
+                                from + 1,
+                                d.last_seq,
+                                d.lost
+                            ),
+                            false => format!(
+                                "  (nothing sent since the restore, {} lost for good)",
+                                d.lost
+                            ),
+                        })
+                        .unwrap_or_default();
+                    println!(
+                        "{:>5}  {:<28} {:<18} {:<10} {:>8} {:>8}{follows}{restore}",
+                        d.id,
+                        d.name,
+                        d.communes.join(","),
+                        state,
+                        d.last_seq,
+                        d.rejected
+                    );
+                }
+            }
+        }
+        DeviceCommand::Revoke { id, db } => {
+            let settings = command_settings(config, &db)?;
+            let store = store::open(&settings).await?;
+            match store.revoke(id, now_ms()).await {
+                Ok(()) => println!("Device {id} revoked."),
+                Err(store::StoreError::NotFound) => anyhow::bail!("no device {id}"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `mam rejected list`: the refused edits, newest first.
+pub(super) async fn rejected(
+    config: Option<&PathBuf>,
+    command: RejectedCommand,
+) -> anyhow::Result<()> {
+    match command {
+        RejectedCommand::List {
+            device,
+            limit,
+            json,
+            db,
+        } => {
+            let settings = command_settings(config, &db)?;
+            let store = store::open(&settings).await?;
+            let rows = store.rejections(device, limit.min(10_000)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("No refused edits.");
+            } else {
+                for r in rows {
+                    println!(
+                        "device {} seq {}: {}{} — {}",
+                        r.device,
+                        r.seq,
+                        r.code,
+                        r.field.map(|f| format!(" ({f})")).unwrap_or_default(),
+                        r.message
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `mam token create`: a read token for the indicator API.
+pub(super) async fn token(config: Option<&PathBuf>, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            scope,
+            district,
+            communes,
+            name,
+            json,
+            db,
+        } => {
+            let settings = command_settings(config, &db)?;
+            let scope = match (scope.as_deref(), district, communes.is_empty()) {
+                (Some("province"), None, true) => Scope::Province,
+                (None, Some(d), true) => Scope::District(d),
+                (None, None, false) => {
+                    for c in &communes {
+                        CommuneCode::parse(c.as_str()).map_err(anyhow::Error::msg)?;
+                    }
+                    Scope::Communes(communes)
+                }
+                _ => anyhow::bail!(
+                    "give exactly one of --scope province, --district CODE or --commune CODE…"
+                ),
+            };
+            let store = store::open(&settings).await?;
+            let token = auth::new_token();
+            let id = store
+                .add_api_token(
+                    &name,
+                    &auth::hash(&token),
+                    &serde_json::to_string(&scope)?,
+                    now_ms(),
+                )
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": id, "token": token, "scope": scope })
+                );
+            } else {
+                println!(
+                    "Read token {id} for {name} ({scope:?}), shown this once:\n\n    {token}\n"
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! `mam serve`: the server, with its forms published and its schemas named.
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::app;
+use crate::config::Settings;
+use crate::forms::{self, FormRegistry};
+use crate::state::AppState;
+use crate::units::Units;
+use crate::{now_ms, store};
+
+pub(super) async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let _lock = match settings.database.url {
+        None => Some(crate::backup::DataDirLock::take(
+            &settings.storage.data_dir,
+            "starting another",
+        )?),
+        Some(_) => None,
+    };
+    let (form_files, unit_files, indicator_files) = (
+        settings.forms.forms(),
+        settings.forms.units(),
+        settings.forms.indicators(),
+    );
+    info!(source = %form_files, "forms: {form_files}");
+    info!(source = %unit_files, "admin units: {unit_files}");
+    info!(source = %indicator_files, "indicators: {indicator_files}");
+    let units = Units::load(&unit_files)?;
+    let indicators = crate::indicators::load(&indicator_files)?;
+    let store = store::open(&settings).await?;
+    let published = forms::publish_all(store.as_ref(), &form_files, now_ms()).await?;
+    let registry = FormRegistry::from_store(store.as_ref()).await?;
+    let listener = TcpListener::bind(&settings.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+    let addr = listener.local_addr()?;
+    info!(backend = store.backend(), forms = registry.len(), published, %addr, "Mầm started");
+    let where_ = match &settings.database.url {
+        Some(_) => "PostgreSQL".to_owned(),
+        None => format!("SQLite in {}", settings.storage.data_dir.display()),
+    };
+    println!(
+        "Mầm is listening on http://{addr} ({where_}, {} form versions)",
+        registry.len()
+    );
+    println!("Office: http://{addr}/office   (create an account first: mam user add --name NAME --role province --area 46)");
+    println!("Phone app: http://{addr}/app/");
+    println!("Enrol a phone: mam device enroll --name \"NAME\" --commune 19753   (then POST the code to /v1/enroll)");
+    let state = AppState::new(store, registry, units, indicators, settings);
+    let refresher = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(forms::REFRESH);
+        loop {
+            tick.tick().await;
+            if let Err(e) = refresher.refresh_forms().await {
+                tracing::warn!(error = %e, "could not reload the published forms");
+            }
+        }
+    });
+    app::serve(listener, state, app::shutdown_signal()).await?;
+    info!("stopped");
+    Ok(())
+}
