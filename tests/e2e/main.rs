@@ -30,7 +30,7 @@ use indicators::indicators_follow_every_edit_and_equal_a_rebuild;
 use linked_rules::rules_broken_only_by_a_merge_flag_the_record;
 use moves::moves_merge_as_a_register;
 use office::{
-    office_accounts_are_scoped_and_guarded, office_in_a_browser,
+    office_accounts_are_scoped_and_guarded, office_in_a_browser, redirects_stay_on_this_server,
     settles_supersede_only_what_the_page_showed,
 };
 use recovery::{
@@ -73,6 +73,7 @@ both_backends!(
     revoked_phone_is_refused,
     a_record_that_moves_away_is_evicted,
     moves_merge_as_a_register,
+    redirects_stay_on_this_server,
     rules_broken_only_by_a_merge_flag_the_record,
     pulls_page_by_max_bytes,
     http_hygiene,

@@ -858,3 +858,49 @@ async fn concurrent_name(phone: &mut crate::harness::Phone, id: RecordId, name: 
     // The phone's own queue still holds the edit as it made it; the server has the other.
     phone.client.apply_response(&response);
 }
+
+/// `/lang?back=` and the sign-in's `next=` lead only to this server's own pages: a tab or a
+/// line break that browsers drop, a backslash they read as a slash, never a 500.
+pub async fn redirects_stay_on_this_server(db: Database) {
+    let server = Server::start(&db);
+    add_user(&server, "hue", "district", "474");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for back in [
+        "/%09/evil.example/",
+        "/%0d%0aSet-Cookie:%20x=1",
+        "/%0a/evil.example",
+        "/%5cevil.example",
+        "//evil.example/",
+        "https://evil.example/",
+    ] {
+        let url = format!("{}/lang?to=en&back={back}", server.url);
+        let response = http.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 303, "{back}");
+        let to = response.headers()["location"].to_str().unwrap();
+        assert_eq!(to, "/office", "{back}");
+    }
+    let fine = format!("{}/lang?to=en&back=/office/records%3Fpage%3D2", server.url);
+    let response = http.get(&fine).send().await.unwrap();
+    assert_eq!(response.headers()["location"], "/office/records?page=2");
+
+    // The sign-in form's `next` is held to the same rule.
+    let mut office = Office::new(&server);
+    let (_, page) = office.get("/login").await;
+    let csrf = hidden(&page, "csrf");
+    let response = office
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("name", "hue"),
+                ("password", PASSWORD),
+                ("next", "/\t/evil.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()["location"], "/office");
+}

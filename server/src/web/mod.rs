@@ -276,10 +276,19 @@ pub(crate) fn encode_query(s: &str) -> String {
     out
 }
 
-/// Only paths of this server: never `//elsewhere` or `https://elsewhere`.
+/// Only paths of this server: never `//elsewhere` or `https://elsewhere`. Browsers drop tabs
+/// and line breaks from a `Location` (`/\t/elsewhere` is `//elsewhere` to them) and read `\\`
+/// as `/`, so a path holding a control character, a space or a backslash is refused too, as is
+/// anything a header cannot carry.
 fn local_path(next: Option<&str>) -> String {
+    let local = |p: &str| {
+        p.starts_with('/')
+            && !p.starts_with("//")
+            && p.len() <= 2048
+            && p.chars().all(|c| c.is_ascii_graphic() && c != '\\')
+    };
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        Some(p) if local(p) => p.to_owned(),
         _ => "/office".to_owned(),
     }
 }
@@ -455,4 +464,36 @@ pub fn local_time(ms: i64) -> String {
     let rest = secs.rem_euclid(86_400);
     let date = sync_protocol::expr::date_of_day(day);
     format!("{date} {:02}:{:02}", rest / 3600, (rest % 3600) / 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn only_paths_of_this_server_are_followed() {
+        for good in [
+            "/office",
+            "/office/records?form=child&page=2",
+            "/office/records/01a2%20x",
+        ] {
+            assert_eq!(local_path(Some(good)), good);
+        }
+        for bad in [
+            "//evil.example/",
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "/\r\nSet-Cookie: x=1",
+            "/\\evil.example",
+            "https://evil.example/",
+            "evil.example",
+            "/ /evil.example",
+            "/office/\u{7f}",
+            "/office/bản-ghi",
+            "",
+        ] {
+            assert_eq!(local_path(Some(bad)), "/office", "{bad:?}");
+        }
+        assert_eq!(local_path(None), "/office");
+    }
 }
