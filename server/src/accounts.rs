@@ -111,21 +111,83 @@ pub fn check_password_rules(password: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Password hashing runs here: on a fixed set of threads, one per core, each running one
+/// argon2id (19 MiB) at a time, with a short queue in front. Fixed threads, because the memory
+/// an argon2id frees stays with its thread's allocator: spread over the runtime's blocking
+/// threads, a burst would leave 19 MiB on each. A sign-in that finds the queue full is answered
+/// "busy" instead of waiting, so a burst of any size holds about `threads × 19 MiB`.
+struct HashPool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    queued: std::sync::atomic::AtomicUsize,
+    max_queued: usize,
+}
+
+static POOL: std::sync::LazyLock<HashPool> = std::sync::LazyLock::new(|| {
+    let (send, receive) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+    let receive = std::sync::Arc::new(std::sync::Mutex::new(receive));
+    for i in 0..hashing_slots() {
+        let receive = receive.clone();
+        std::thread::Builder::new()
+            .name(format!("mam-argon2-{i}"))
+            .spawn(move || loop {
+                let job = receive.lock().map(|r| r.recv());
+                match job {
+                    Ok(Ok(job)) => job(),
+                    _ => return,
+                }
+            })
+            .expect("a hashing thread starts");
+    }
+    HashPool {
+        jobs: std::sync::Mutex::new(send),
+        queued: std::sync::atomic::AtomicUsize::new(0),
+        max_queued: hashing_slots() * 16,
+    }
+});
+
+/// Argon2id instances that may run at once in this process: one per core.
+pub fn hashing_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Run `work` on a hashing thread; `None` when the queue is full.
+async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    use std::sync::atomic::Ordering;
+    let pool = &*POOL;
+    if pool.queued.fetch_add(1, Ordering::AcqRel) >= pool.max_queued {
+        pool.queued.fetch_sub(1, Ordering::AcqRel);
+        return None;
+    }
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+        POOL.queued.fetch_sub(1, Ordering::AcqRel);
+        let _ = done.send(work());
+    });
+    let sent = pool.jobs.lock().is_ok_and(|jobs| jobs.send(job).is_ok());
+    if !sent {
+        return None;
+    }
+    result.await.ok()
+}
+
 /// Hash a password with argon2id, on a blocking thread: it takes tens of milliseconds of CPU
 /// by design.
 pub async fn hash_password(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| anyhow::anyhow!("hashing the password failed: {e}"))
     })
-    .await?
+    .await
+    .ok_or_else(|| anyhow::anyhow!("too many passwords are being checked; try again"))?
 }
 
-async fn verify_password(password: String, stored: String) -> bool {
-    tokio::task::spawn_blocking(move || {
+/// Whether `password` matches `stored`; `None` when every hashing slot is taken and the queue
+/// is full.
+async fn verify_password(password: String, stored: String) -> Option<bool> {
+    hashing(move || {
         PasswordHash::new(&stored).is_ok_and(|h| {
             Argon2::default()
                 .verify_password(password.as_bytes(), &h)
@@ -133,7 +195,41 @@ async fn verify_password(password: String, stored: String) -> bool {
         })
     })
     .await
-    .unwrap_or(false)
+}
+
+/// One lock per account name: attempts on one account are checked one after another, each
+/// reading the failures of the one before, so a burst of guesses gets no more checks than the
+/// lockout allows. Entries go when nobody waits on them.
+static ACCOUNT_LOCKS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+struct AccountTurn {
+    name: String,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AccountTurn {
+    fn of(name: &str) -> Self {
+        let key = name.to_lowercase();
+        let mut locks = ACCOUNT_LOCKS
+            .lock()
+            .expect("the account locks are never poisoned");
+        let lock = locks.entry(key.clone()).or_default().clone();
+        AccountTurn { name: key, lock }
+    }
+}
+
+impl Drop for AccountTurn {
+    fn drop(&mut self) {
+        let mut locks = ACCOUNT_LOCKS
+            .lock()
+            .expect("the account locks are never poisoned");
+        // Ours and the map's: nobody else holds or waits for this account.
+        if std::sync::Arc::strong_count(&self.lock) <= 2 {
+            locks.remove(&self.name);
+        }
+    }
 }
 
 /// A hash of nothing anyone knows, checked against for unknown names so that a wrong name
@@ -147,6 +243,9 @@ pub enum LoginError {
     Wrong,
     #[error("locked after repeated failures until {0}")]
     Locked(i64),
+    /// Every password-hashing slot is taken and the queue is full: try again shortly.
+    #[error("too many sign-ins at once")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -159,17 +258,30 @@ pub async fn login(
     password: &str,
     now: i64,
 ) -> Result<User, LoginError> {
+    // One attempt at a time per name, known or not (an unknown name waits the same).
+    let turn = AccountTurn::of(name);
+    let _turn = turn.lock.lock().await;
     let user = store.user_by_name(name).await?;
     let Some(user) = user else {
-        verify_password(password.to_owned(), DECOY.to_owned()).await;
+        let checked = verify_password(password.to_owned(), DECOY.to_owned()).await;
+        if checked.is_none() {
+            store.log_login(name, Some("busy"), now).await?;
+            return Err(LoginError::Busy);
+        }
         store.log_login(name, Some("unknown"), now).await?;
         return Err(LoginError::Wrong);
     };
+    // Read inside the turn: the failures of the attempt before this one are counted.
     if let Some(until) = user.locked_until.filter(|&t| t > now) {
         store.log_login(name, Some("locked"), now).await?;
         return Err(LoginError::Locked(until));
     }
-    if !verify_password(password.to_owned(), user.password_hash.clone()).await {
+    let Some(matches) = verify_password(password.to_owned(), user.password_hash.clone()).await
+    else {
+        store.log_login(name, Some("busy"), now).await?;
+        return Err(LoginError::Busy);
+    };
+    if !matches {
         store.login_failed(user.id, LOCKOUT, now).await?;
         store.log_login(name, Some("password"), now).await?;
         tracing::warn!(user = name, "sign-in refused: wrong password");
@@ -232,9 +344,10 @@ mod tests {
     async fn passwords_verify_and_the_decoy_is_a_valid_hash() {
         let hash = hash_password("correct horse battery".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse battery".into(), hash.clone()).await);
-        assert!(!verify_password("correct horse batterY".into(), hash).await);
+        let check = |password: &str, stored: &str| verify_password(password.into(), stored.into());
+        assert_eq!(check("correct horse battery", &hash).await, Some(true));
+        assert_eq!(check("correct horse batterY", &hash).await, Some(false));
         assert!(PasswordHash::new(DECOY).is_ok());
-        assert!(!verify_password("".into(), DECOY.into()).await);
+        assert_eq!(check("", DECOY).await, Some(false));
     }
 }

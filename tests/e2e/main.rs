@@ -31,7 +31,7 @@ use linked_rules::rules_broken_only_by_a_merge_flag_the_record;
 use moves::moves_merge_as_a_register;
 use office::{
     office_accounts_are_scoped_and_guarded, office_in_a_browser, redirects_stay_on_this_server,
-    settles_supersede_only_what_the_page_showed,
+    settles_supersede_only_what_the_page_showed, sign_in_bursts_hold,
 };
 use recovery::{
     a_rebuild_racing_pushes_loses_no_push, a_restored_phone_takes_a_successor_and_loses_nothing,
@@ -74,6 +74,7 @@ both_backends!(
     a_record_that_moves_away_is_evicted,
     moves_merge_as_a_register,
     redirects_stay_on_this_server,
+    sign_in_bursts_hold,
     rules_broken_only_by_a_merge_flag_the_record,
     pulls_page_by_max_bytes,
     http_hygiene,

@@ -86,7 +86,7 @@ impl Office {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    pub(crate) fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -903,4 +903,97 @@ pub async fn redirects_stay_on_this_server(db: Database) {
         .await;
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], "/office");
+}
+
+/// The resident memory of a process, in KiB, from `/proc`.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A burst of wrong passwords for one account gets no more guesses than the lockout allows,
+/// and a burst of sign-ins of any size holds a bounded amount of memory.
+pub async fn sign_in_bursts_hold(db: Database) {
+    let server = Server::start(&db);
+    add_user(&server, "hue", "district", "474");
+    let mut office = Office::new(&server);
+    let (_, page) = office.get("/login").await;
+    let csrf = hidden(&page, "csrf");
+    let cookies = office.cookie_header();
+    // `count` sign-ins at once, all for `name`, or each for a name of its own when `distinct`.
+    let burst = |count: usize, name: &'static str, distinct: bool| {
+        let (url, csrf, cookies) = (
+            format!("{}/login", server.url),
+            csrf.clone(),
+            cookies.clone(),
+        );
+        async move {
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            let attempts = (0..count).map(|i| {
+                let (http, url, csrf, cookies) =
+                    (http.clone(), url.clone(), csrf.clone(), cookies.clone());
+                tokio::spawn(async move {
+                    let password = format!("sai mật khẩu số {i}");
+                    let name = match distinct {
+                        true => format!("{name}-{i}"),
+                        false => name.to_owned(),
+                    };
+                    let response = http
+                        .post(url)
+                        .header("cookie", cookies)
+                        .form(&[
+                            ("csrf", csrf.as_str()),
+                            ("name", name.as_str()),
+                            ("password", password.as_str()),
+                            ("next", "/office"),
+                        ])
+                        .send()
+                        .await
+                        .unwrap();
+                    let retry = response.headers().get("retry-after").is_some();
+                    (response.status().as_u16(), retry)
+                })
+            });
+            let mut out = Vec::new();
+            for a in attempts.collect::<Vec<_>>() {
+                out.push(a.await.unwrap());
+            }
+            out
+        }
+    };
+
+    // Thirty wrong guesses at once: five are checked, the rest find the account locked.
+    let answers = burst(30, "hue", false).await;
+    let checked = answers.iter().filter(|(s, _)| *s == 401).count();
+    assert_eq!(checked, 5, "{answers:?}");
+    assert!(
+        answers.iter().all(|(s, _)| *s == 401 || *s == 429),
+        "{answers:?}"
+    );
+    let listed = server.cli(&["user", "list"]);
+    assert!(listed.contains("locked"), "{listed}");
+
+    // Two hundred sign-ins with unknown names at once: memory stays bounded, those beyond the
+    // queue are told to come back later.
+    let before = resident_kib(server.pid());
+    let answers = burst(200, "không-có-ai", true).await;
+    let after = resident_kib(server.pid());
+    let rise_mib = after.saturating_sub(before) / 1024;
+    println!(
+        "resident memory under a 200 sign-in burst: {before} KiB → {after} KiB (+{rise_mib} MiB)"
+    );
+    assert!(rise_mib < 160, "memory rose by {rise_mib} MiB");
+    let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(busy.iter().all(|(_, retry)| *retry), "{answers:?}");
+    assert!(
+        answers.iter().all(|(s, _)| *s == 401 || *s == 429),
+        "{answers:?}"
+    );
 }

@@ -132,6 +132,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("settle_stale", "Chưa lưu gì: trong lúc bạn xem, hồ sơ đã nhận giá trị mới ở các trường sau. Trang dưới đây cho thấy các giá trị hiện có; hãy xem lại và chọn lần nữa:", "Nothing was saved: while you were looking, the record received new values in these fields. The page below shows the values it holds now; look again and choose:"),
     ("keep_deleted", "Giữ phiếu đã xoá", "Keep the record deleted"),
     ("restore", "Khôi phục phiếu", "Restore the record"),
+    ("login_busy", "Máy chủ đang kiểm tra nhiều lượt đăng nhập. Xin thử lại sau vài giây.", "The server is checking many sign-ins at once. Try again in a few seconds."),
     ("came_back", "sau khi khôi phục đã nhận lượt sửa", "since the restore, received seqs"),
     ("nothing_back_yet", "sau khi khôi phục chưa gửi lại gì", "nothing sent since the restore"),
     ("lost_for_good", "lượt trong đó mất hẳn (xem Bị từ chối)", "of them lost for good (see Refused)"),

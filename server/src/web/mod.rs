@@ -410,6 +410,19 @@ async fn login_submit(
             name,
             Some(format!("{} {}.", lang.t("login_locked"), local_time(until))),
         ),
+        Err(LoginError::Busy) => login_response(
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            &next,
+            name,
+            Some(lang.t("login_busy").to_owned()),
+        )
+        .map(|mut response| {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            response
+        }),
         Err(LoginError::Store(e)) => Err(e.into()),
     }
 }
