@@ -87,28 +87,20 @@ fn crate_refs(text: &str) -> BTreeSet<String> {
 fn graph(src: &Path) -> (Graph, BTreeMap<String, String>) {
     let mut files = Vec::new();
     sources(src, &mut files);
-    let mut modules = BTreeSet::new();
-    for f in &files {
-        let rel = f.strip_prefix(src).unwrap();
-        let top = rel
-            .components()
-            .next()
-            .unwrap()
+    // A file's top-level module: `api` for `api/sync.rs`, `sync` for `sync.rs`.
+    let top_of = |f: &PathBuf| {
+        let first = f.strip_prefix(src).unwrap().components().next().unwrap();
+        first
             .as_os_str()
-            .to_string_lossy();
-        modules.insert(top.trim_end_matches(".rs").to_owned());
-    }
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_owned()
+    };
+    let modules: BTreeSet<String> = files.iter().map(top_of).collect();
     let mut graph = Graph::new();
     let mut text_of: BTreeMap<String, String> = BTreeMap::new();
     for f in &files {
-        let rel = f.strip_prefix(src).unwrap();
-        let top = rel
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_string_lossy();
-        let top = top.trim_end_matches(".rs").to_owned();
+        let top = top_of(f);
         if top == "lib" || top == "main" {
             continue;
         }
