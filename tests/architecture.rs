@@ -2,9 +2,9 @@
 //!
 //! Surfaces (`api`, `web`, `phone`, `cli`, `app`, `bench`, `respond`) call services; services
 //! (`sync`, `forms`, `indicators`, `accounts`, `units`, `report`, `query`, `xlsform`, `backup`,
-//! `auth`, `metrics`) know no HTTP and no surface; the store knows only its configuration; the
-//! API and the office pages never import each other; no module imports one that imports it
-//! back, in the server or in `sync-protocol`.
+//! `auth`, `metrics`, `limits`) know no HTTP and no surface; the store knows only its
+//! configuration; the API and the office pages never import each other; no module imports one
+//! that imports it back, in the server or in `sync-protocol`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -22,6 +22,7 @@ const SERVICES: &[&str] = &[
     "backup",
     "auth",
     "metrics",
+    "limits",
 ];
 
 /// Module → the modules of the same crate it imports, by top-level name.

@@ -263,6 +263,13 @@ pub async fn login(
     let _turn = turn.lock.lock().await;
     let user = store.user_by_name(name).await?;
     let Some(user) = user else {
+        // A name that is no account locks as one does, so that the answers never tell them
+        // apart: the same failures lock it for the same time.
+        let tried = store.logins_of(name, 100).await?;
+        if let Some(until) = lock_of(&tried, LOCKOUT).filter(|&t| t > now) {
+            store.log_login(name, Some("locked"), now).await?;
+            return Err(LoginError::Locked(until));
+        }
         let checked = verify_password(password.to_owned(), DECOY.to_owned()).await;
         if checked.is_none() {
             store.log_login(name, Some("busy"), now).await?;
@@ -290,6 +297,28 @@ pub async fn login(
     store.login_succeeded(user.id, now).await?;
     store.log_login(name, None, now).await?;
     Ok(user)
+}
+
+/// When a run of attempts (newest first: reason refused or none, when) locks its name, as an
+/// account's failures do: `after` failures in a row lock it for `for_ms`; attempts refused as
+/// locked or busy do not count; a success starts the count again.
+fn lock_of(tried: &[(Option<String>, i64)], lockout: Lockout) -> Option<i64> {
+    let mut failures = 0i64;
+    let mut until: Option<i64> = None;
+    for (reason, at) in tried.iter().rev() {
+        match reason.as_deref() {
+            None => failures = 0,
+            Some("unknown" | "password") if until.is_none_or(|u| *at >= u) => {
+                failures += 1;
+                if failures >= lockout.after {
+                    until = Some(at + lockout.for_ms);
+                    failures = 0;
+                }
+            }
+            _ => {}
+        }
+    }
+    until
 }
 
 /// A new session: (cookie token, CSRF token). Only the cookie token's hash is stored.
@@ -349,5 +378,28 @@ mod tests {
         assert_eq!(check("correct horse batterY", &hash).await, Some(false));
         assert!(PasswordHash::new(DECOY).is_ok());
         assert_eq!(check("", DECOY).await, Some(false));
+    }
+
+    #[test]
+    fn a_name_locks_as_an_account_does() {
+        let lockout = Lockout {
+            after: 3,
+            for_ms: 100,
+        };
+        let failed = |at: i64| (Some("unknown".to_owned()), at);
+        let locked = |at: i64| (Some("locked".to_owned()), at);
+        // Newest first, as the store answers.
+        let mut tried = vec![failed(2), failed(1)];
+        assert_eq!(lock_of(&tried, lockout), None);
+        tried.insert(0, failed(3));
+        assert_eq!(lock_of(&tried, lockout), Some(103));
+        // Refusals while locked do not count; after the lock the count starts again.
+        tried.splice(0..0, [failed(120), failed(110), locked(50)]);
+        assert_eq!(lock_of(&tried, lockout), Some(103));
+        tried.insert(0, failed(130));
+        assert_eq!(lock_of(&tried, lockout), Some(230));
+        // A success in between resets the run.
+        let reset = vec![failed(3), (None, 2), failed(1), failed(0)];
+        assert_eq!(lock_of(&reset, lockout), None);
     }
 }

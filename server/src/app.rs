@@ -5,6 +5,7 @@
 //! shutdown future resolves, then lets in-flight requests finish for the drain timeout.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,15 +24,20 @@ use tower_http::trace::TraceLayer;
 use tracing::{info, info_span, warn};
 
 use crate::api::error::ApiError;
+use crate::respond::Client;
 use crate::state::AppState;
 
 pub fn app(state: Arc<AppState>) -> Router {
     let limit = state.settings.server.body_limit_bytes;
-    Router::new()
+    let mut router = Router::new()
         .merge(crate::api::routes())
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    // With a listen address of its own, `/metrics` is served there and nowhere else.
+    if state.settings.server.metrics_listen.is_none() {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
         .merge(crate::web::routes())
         .merge(crate::phone::routes())
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -46,8 +52,21 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Time limit and request counting for every route.
-async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// `/metrics` alone on a listener of its own (`[server] metrics_listen`), until the process
+/// stops.
+pub async fn serve_metrics(listener: TcpListener, state: Arc<AppState>) {
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    if let Err(e) = axum::serve(listener, router).await {
+        warn!(error = %e, "the metrics listener stopped");
+    }
+}
+
+/// Time limit, who the client is, and request counting for every route.
+async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let client = Client::of(&state, &req);
+    req.extensions_mut().insert(client);
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -102,7 +121,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// Serve until `shutdown` resolves, then stop accepting and give in-flight requests the drain
-/// timeout to finish.
+/// timeout to finish. Clients are known by their address ([`Client`]).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -111,7 +130,8 @@ pub async fn serve(
     let drain = Duration::from_secs(state.settings.server.drain_timeout_secs);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signal_state = state.clone();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         signal_state.draining.store(true, Ordering::Relaxed);
         info!("shutting down: draining in-flight requests");

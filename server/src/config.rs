@@ -26,6 +26,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub sync: SyncSettings,
     pub forms: FormsSettings,
+    pub limits: LimitSettings,
     pub log: LogSettings,
 }
 
@@ -40,6 +41,9 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// On SIGTERM, in-flight requests get this long to finish.
     pub drain_timeout_secs: u64,
+    /// Where `/metrics` is served. Unset: on `listen`, beside everything else. Set (e.g.
+    /// `127.0.0.1:9090`): there alone, and not on `listen`.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -49,6 +53,7 @@ impl Default for ServerSettings {
             body_limit_bytes: 4 * 1024 * 1024,
             request_timeout_secs: 30,
             drain_timeout_secs: 20,
+            metrics_listen: None,
         }
     }
 }
@@ -153,6 +158,38 @@ impl FormsSettings {
     }
 }
 
+/// How often one client may try what can be guessed, per minute (0: no limit). A client is its
+/// address (an IPv6 address by its /64), or the address a trusted proxy names.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Failed office sign-ins per client address.
+    pub sign_in_failures_per_minute: u32,
+    /// Failed enrolments (`POST /v1/enroll` with a code that is not valid) per client address.
+    pub enrol_failures_per_minute: u32,
+    /// Enrolment attempts naming one code, from anywhere.
+    pub enrol_per_code_per_minute: u32,
+    /// Requests with a read token (`/v1/indicators`, `/v1/reports`) per client address.
+    pub read_per_minute: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (IP addresses). Requests from
+    /// any other address are that address's own, whatever they claim. In the environment: a
+    /// comma-separated list.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            sign_in_failures_per_minute: 10,
+            enrol_failures_per_minute: 10,
+            enrol_per_code_per_minute: 5,
+            read_per_minute: 300,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
@@ -209,6 +246,25 @@ impl Settings {
         }
         tree.try_into().context("invalid settings")
     }
+}
+
+/// A list, or (from the environment) one string of comma-separated items.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Given::deserialize(d)? {
+        Given::List(list) => list,
+        Given::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// An environment value as the TOML scalar it looks like.

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod forms;
 pub mod indicators;
+pub mod limits;
 pub mod metrics;
 pub mod phone;
 pub mod query;

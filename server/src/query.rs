@@ -121,7 +121,7 @@ pub(crate) struct BehindRecord {
 }
 
 /// The records in `scope` that add to `indicator` for `area` (a commune, district or the
-/// province) in a period.
+/// province) in a period. An area with no commune in `scope`, or none at all, is not found.
 pub(crate) async fn records_behind(
     state: &Tables<'_>,
     scope: &Scope,
@@ -153,6 +153,11 @@ pub(crate) async fn records_behind(
             },
         )
         .collect();
+    if communes.is_empty() {
+        return Err(QueryError::NotFound(format!(
+            "no area {area:?} on the {geography} map within your scope"
+        )));
+    }
     let forms: Vec<String> = [&indicator.numerator.form, &indicator.denominator.form]
         .into_iter()
         .cloned()
@@ -195,6 +200,9 @@ pub enum QueryError {
         field: &'static str,
         message: String,
     },
+    /// Nothing of that name within the reader's scope.
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]

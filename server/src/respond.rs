@@ -1,6 +1,9 @@
-//! What the API and the office pages share at the HTTP edge: the office session cookie, and
-//! the workbook download.
+//! What the API and the office pages share at the HTTP edge: the office session cookie, who
+//! the client is, and the workbook download.
 
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
@@ -33,6 +36,27 @@ pub(crate) async fn session_of(
         return Ok(None);
     };
     state.store.session(&auth::hash(token), now_ms()).await
+}
+
+/// Who sent a request, as the rate limits count clients ([`crate::limits::client`]). Every
+/// request carries one (the router's guard puts it there).
+#[derive(Clone, Debug)]
+pub struct Client(pub String);
+
+impl Client {
+    pub(crate) fn of(state: &AppState, req: &Request) -> Client {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let forwarded: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        Client(crate::limits::client(peer, &forwarded, &state.trusted_proxies))
+    }
 }
 
 /// A workbook as an attachment.

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use crate::config::Settings;
 use crate::forms::FormRegistry;
 use crate::indicators::Indicator;
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::store::DynStore;
@@ -25,6 +26,10 @@ pub struct AppState {
     /// records take a few times its body in memory while they are built; more at once than
     /// there are cores only makes each wait longer and hold more.
     pub(crate) parsers: Arc<tokio::sync::Semaphore>,
+    /// How often one client may guess (sign-ins, enrolment codes, read tokens).
+    pub limiter: Limiter,
+    /// The proxies whose `X-Forwarded-For` is believed (`[limits] trusted_proxies`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl AppState {
@@ -62,13 +67,16 @@ impl AppState {
             forms: RwLock::new(Arc::new(forms)),
             units,
             indicators,
-            settings,
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
             forms_loaded_at: AtomicI64::new(0),
             parsers: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
+            limiter: Limiter::new(&settings.limits),
+            // Checked when the server starts (`mam serve`); one that does not parse trusts none.
+            trusted_proxies: crate::limits::trusted_proxies(&settings.limits).unwrap_or_default(),
+            settings,
         })
     }
 }

@@ -103,6 +103,8 @@ code_enum!(
         InvalidSupersedes = "invalid_supersedes",
         /// The seq was already used by this device for an edit with other content.
         SeqReused = "seq_reused",
+        /// The seq is 0: a device numbers its edits from 1.
+        InvalidSeq = "invalid_seq",
         /// Acknowledged once, then lost with a database restored from a backup, and no longer
         /// on the phone: gone for good (kept so that the office sees which).
         Lost = "lost",
@@ -134,6 +136,9 @@ code_enum!(
         Timeout = "timeout",
         /// The server is starting, draining or cannot reach its database; retry later (503).
         Unavailable = "unavailable",
+        /// Too many attempts from this client (or at this code) for now; `Retry-After` says
+        /// when to try again (429).
+        RateLimited = "rate_limited",
         /// Something failed inside the server; it is logged there (500).
         Internal = "internal",
     }

@@ -4,6 +4,8 @@ use axum::http::{header, HeaderMap};
 
 use crate::api::error::ApiError;
 use crate::auth;
+use crate::limits::Kind;
+use crate::respond::Client;
 use crate::report::Scope;
 use crate::state::AppState;
 use crate::store::Device;
@@ -26,8 +28,13 @@ pub(crate) async fn authenticate(
 }
 
 /// Whose figures a reader may see: a read token's scope (`mam token create`), or the scope of
-/// the office account signed in on this browser.
-pub(crate) async fn reader_scope(state: &AppState, headers: &HeaderMap) -> Result<Scope, ApiError> {
+/// the office account signed in on this browser. Requests with a token count against the
+/// client's `read_per_minute`, whether the token is right or not.
+pub(crate) async fn reader_scope(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: &Client,
+) -> Result<Scope, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -39,6 +46,10 @@ pub(crate) async fn reader_scope(state: &AppState, headers: &HeaderMap) -> Resul
             _ => Err(ApiError::Unauthorized),
         };
     };
+    state
+        .limiter
+        .take(Kind::Read, &client.0)
+        .map_err(ApiError::RateLimited)?;
     let scope = state
         .store
         .api_token_scope(&auth::hash(token))

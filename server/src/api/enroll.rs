@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::Extension;
 use axum::http::HeaderMap;
 use axum::Json;
 use sync_protocol::{EnrollRequest, EnrollResponse, SuccessorRequest, PROTOCOL_VERSION};
@@ -12,6 +13,8 @@ use tracing::{info, instrument};
 
 use crate::api::auth::authenticate;
 use crate::api::error::{parse, ApiError};
+use crate::limits::Kind;
+use crate::respond::Client;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::{auth, now_ms};
@@ -19,22 +22,34 @@ use crate::{auth, now_ms};
 #[instrument(skip_all)]
 pub(crate) async fn enroll(
     State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     let request: EnrollRequest = parse(body, state.settings.server.body_limit_bytes)?;
+    // A guess costs the client and the code named; an enrolment that works gives the client's
+    // back, so that an office enrolling a room of phones on one network is not held up.
+    let code_hash = auth::code_hash(&request.code);
+    let limiter = &state.limiter;
+    limiter
+        .take(Kind::Enrol, &client.0)
+        .map_err(ApiError::RateLimited)?;
+    if let Err(wait) = limiter.take(Kind::EnrolCode, &code_hash) {
+        limiter.give_back(Kind::Enrol, &client.0);
+        return Err(ApiError::RateLimited(wait));
+    }
     let token = auth::new_token();
     let device = state
         .store
-        .enroll(
-            &auth::code_hash(&request.code),
-            &auth::hash(&token),
-            now_ms(),
-        )
+        .enroll(&code_hash, &auth::hash(&token), now_ms())
         .await
         .map_err(|e| match e {
-            StoreError::NotFound => ApiError::InvalidCode,
+            StoreError::NotFound => {
+                tracing::warn!(client = %client.0, "enrolment refused: the code is not valid");
+                ApiError::InvalidCode
+            }
             other => other.into(),
         })?;
+    limiter.give_back(Kind::Enrol, &client.0);
     info!(device = device.id, "phone enrolled");
     Ok(Json(EnrollResponse {
         device: device.id,

@@ -35,6 +35,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("too many attempts; try again in {} s", .0.secs())]
+    RateLimited(crate::limits::RetryAfter),
     #[error("internal error")]
     Internal(String),
 }
@@ -51,6 +53,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::RateLimited(_) => ErrorCode::RateLimited,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -88,11 +92,19 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if matches!(self, ApiError::Unauthorized) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                "Bearer".parse().expect("valid header"),
-            );
+        match &self {
+            ApiError::Unauthorized => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    "Bearer".parse().expect("valid header"),
+                );
+            }
+            ApiError::RateLimited(wait) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, wait.secs().into());
+            }
+            _ => {}
         }
         response
     }
@@ -102,6 +114,7 @@ impl From<crate::query::QueryError> for ApiError {
     fn from(e: crate::query::QueryError) -> Self {
         match e {
             crate::query::QueryError::Bad { field, message } => bad(field, message),
+            crate::query::QueryError::NotFound(m) => ApiError::NotFound(m),
             crate::query::QueryError::Store(e) => e.into(),
             crate::query::QueryError::Internal(m) => ApiError::Internal(m),
         }

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 
 use crate::api::auth::reader_scope;
 use crate::api::error::{bad, ApiError};
 use crate::query::{self, indicator_rows, period_and_geography, records_behind};
 use crate::report::{self, Level, Scope};
+use crate::respond::Client;
 use crate::state::AppState;
 
 #[derive(serde::Deserialize)]
@@ -26,9 +27,10 @@ pub(crate) struct TableParams {
 pub(crate) async fn indicator_table(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    Extension(client): Extension<Client>,
     Query(params): Query<TableParams>,
 ) -> Result<Response, ApiError> {
-    let scope = reader_scope(&state, &headers).await?;
+    let scope = reader_scope(&state, &headers, &client).await?;
     let (period, geography) = period_and_geography(
         &state.tables(),
         params.period.as_deref(),
@@ -61,10 +63,11 @@ pub(crate) async fn indicator_table(
 pub(crate) async fn report_workbook(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    Extension(client): Extension<Client>,
     Path(file): Path<String>,
     Query(params): Query<TableParams>,
 ) -> Result<Response, ApiError> {
-    let scope = reader_scope(&state, &headers).await?;
+    let scope = reader_scope(&state, &headers, &client).await?;
     let period = file
         .strip_suffix(".xlsx")
         .ok_or_else(|| ApiError::NotFound(format!("no report {file:?}: ask for PERIOD.xlsx")))?;
@@ -93,10 +96,11 @@ pub(crate) struct RecordsParams {
 pub(crate) async fn indicator_records(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    Extension(client): Extension<Client>,
     Path(id): Path<String>,
     Query(params): Query<RecordsParams>,
 ) -> Result<Response, ApiError> {
-    let scope = reader_scope(&state, &headers).await?;
+    let scope = reader_scope(&state, &headers, &client).await?;
     let indicator = state
         .indicators
         .iter()

@@ -36,6 +36,15 @@ pub(super) async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
     let addr = listener.local_addr()?;
+    crate::limits::trusted_proxies(&settings.limits)?;
+    let metrics_listener = match &settings.server.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (server.metrics_listen)"))?,
+        ),
+        None => None,
+    };
     info!(backend = store.backend(), forms = registry.len(), published, %addr, "Mầm started");
     let where_ = match &settings.database.url {
         Some(_) => "PostgreSQL".to_owned(),
@@ -48,7 +57,13 @@ pub(super) async fn serve(settings: Settings) -> anyhow::Result<()> {
     println!("Office: http://{addr}/office   (create an account first: mam user add --name NAME --role province --area 46)");
     println!("Phone app: http://{addr}/app/");
     println!("Enrol a phone: mam device enroll --name \"NAME\" --commune 19753   (then POST the code to /v1/enroll)");
+    if let Some(l) = &metrics_listener {
+        println!("Metrics: http://{}/metrics", l.local_addr()?);
+    }
     let state = AppState::new(store, registry, units, indicators, settings);
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(app::serve_metrics(listener, state.clone()));
+    }
     let refresher = state.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(forms::REFRESH);

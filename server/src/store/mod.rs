@@ -635,11 +635,16 @@ pub trait SyncStore: Send + Sync + 'static {
         max_bytes: u64,
         max_records: usize,
     ) -> Result<Pull>;
+    /// The refusals of these devices (every device's when `None`), newest first, from the
+    /// `offset`-th on.
     async fn rejections(
         &self,
-        device: Option<DeviceId>,
+        devices: Option<&[DeviceId]>,
+        offset: u64,
         limit: u32,
     ) -> Result<Vec<StoredRejection>>;
+    /// How many refusals these devices have (every device's when `None`).
+    async fn count_rejections(&self, devices: Option<&[DeviceId]>) -> Result<u64>;
     /// The stored rejections of a device with seq in `from..=to`.
     async fn rejections_between(
         &self,
@@ -708,6 +713,9 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn log_login(&self, name: &str, reason: Option<&str>, now: i64) -> Result<()>;
     /// The latest refused sign-ins: (name tried, reason, when), newest first.
     async fn refused_logins(&self, limit: u32) -> Result<Vec<(String, String, i64)>>;
+    /// The latest sign-in attempts under one name: (reason refused, or none; when), newest
+    /// first.
+    async fn logins_of(&self, name: &str, limit: u32) -> Result<Vec<(Option<String>, i64)>>;
     /// Store a session (its token hashed) with its CSRF token.
     async fn add_session(
         &self,
@@ -875,6 +883,19 @@ pub fn record_row(record: &Record, changed_at: u64, existed: bool) -> RecordRow 
 
 /// An `INSERT` of refused edits with their reasons and bodies, for either backend's query
 /// builder.
+/// The `WHERE` that keeps the refusals of these devices (all when `None`). The numbers are
+/// written out: they are device numbers, not text from a request.
+pub(crate) fn of_devices(devices: Option<&[DeviceId]>) -> String {
+    match devices {
+        None => String::new(),
+        Some([]) => " WHERE 1 = 0".to_owned(),
+        Some(list) => {
+            let ids: Vec<String> = list.iter().map(u32::to_string).collect();
+            format!(" WHERE device IN ({})", ids.join(","))
+        }
+    }
+}
+
 pub(crate) fn push_rejections<'a, DB>(
     q: &mut sqlx::QueryBuilder<'a, DB>,
     device: DeviceId,

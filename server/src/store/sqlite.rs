@@ -743,18 +743,30 @@ impl super::SyncStore for SqliteStore {
 
     async fn rejections(
         &self,
-        device: Option<DeviceId>,
+        devices: Option<&[DeviceId]>,
+        offset: u64,
         limit: u32,
     ) -> Result<Vec<StoredRejection>> {
-        let rows = sqlx::query_as::<_, StoredRejectionRow>(
-            "SELECT device, seq, code, field, rule, message, message_vi, body, received_at FROM rejections
-             WHERE ?1 IS NULL OR device = ?1 ORDER BY id DESC LIMIT ?2",
-        )
-        .bind(device.map(i64::from))
-        .bind(limit as i64)
-        .fetch_all(&self.reader)
-        .await?;
+        let sql = format!(
+            "SELECT device, seq, code, field, rule, message, message_vi, body, received_at
+             FROM rejections{} ORDER BY id DESC LIMIT ? OFFSET ?",
+            super::of_devices(devices)
+        );
+        let rows = sqlx::query_as::<_, StoredRejectionRow>(&sql)
+            .bind(limit as i64)
+            .bind(offset as i64)
+            .fetch_all(&self.reader)
+            .await?;
         rows.into_iter().map(StoredRejection::try_from).collect()
+    }
+
+    async fn count_rejections(&self, devices: Option<&[DeviceId]>) -> Result<u64> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM rejections{}",
+            super::of_devices(devices)
+        );
+        let n: i64 = sqlx::query_scalar(&sql).fetch_one(&self.reader).await?;
+        Ok(n as u64)
     }
 
     async fn rejections_between(
@@ -1053,6 +1065,16 @@ impl super::AccountStore for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    async fn logins_of(&self, name: &str, limit: u32) -> Result<Vec<(Option<String>, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT reason, at FROM logins WHERE name = ? ORDER BY at DESC, id DESC LIMIT ?",
+        )
+        .bind(name)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?)
     }
 
     async fn refused_logins(&self, limit: u32) -> Result<Vec<(String, String, i64)>> {

@@ -322,8 +322,22 @@ async fn try_push(
         last = lost;
     }
 
+    // Seq 0 is no seq: refused under a code of its own, and the rest of the push goes on.
+    let (unnumbered, numbered): (Vec<&Prepared>, Vec<&Prepared>) =
+        prepared.edits.iter().partition(|p| p.seq == 0);
+    for p in unnumbered {
+        let r = Rejection::new(
+            0,
+            RejectCode::InvalidSeq,
+            None,
+            "seq 0: a device numbers its edits from 1; this edit was not applied".to_owned(),
+        );
+        rejected.push(r.clone());
+        refusals.push(p.refused(r));
+    }
     let (repeats, later): (Vec<&Prepared>, Vec<&Prepared>) =
-        prepared.edits.iter().partition(|p| p.seq <= last);
+        numbered.into_iter().partition(|p| p.seq <= last);
+    let mut reused_any = false;
 
     let reused = |p: &Prepared| {
         let r = Rejection::new(
@@ -349,13 +363,14 @@ async fn try_push(
                 let (r, kept) = reused(p);
                 rejected.push(r);
                 refusals.push(kept);
+                reused_any = true;
             }
         }
     }
     // One device number, one history: after a reused seq nothing more of this push is applied.
     // The edits after it were made by a phone that shares its number with another history;
     // they stay pending on the phone, which sends them again under a number of its own.
-    let fresh: Vec<&Prepared> = if refusals.is_empty() {
+    let fresh: Vec<&Prepared> = if !reused_any {
         let first_duplicate = prepared.duplicates.first().map(|p| p.seq);
         later
             .iter()

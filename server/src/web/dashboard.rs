@@ -13,7 +13,7 @@ use sync_protocol::RecordId;
 use super::common::*;
 use super::{encode_query, Lang, Officer, PageError};
 use crate::indicators;
-use crate::query;
+use crate::query::{self, QueryError};
 use crate::report::{self, Level, Scope};
 use crate::state::AppState;
 
@@ -476,7 +476,11 @@ pub async fn behind(
         given(&q.geography),
     )
     .await
-    .map_err(|e| PageError::BadRequest(e.to_string()))?;
+    .map_err(|e| match e {
+        QueryError::NotFound(_) => PageError::NotFound,
+        QueryError::Store(e) => e.into(),
+        other => PageError::BadRequest(other.to_string()),
+    })?;
     let forms = state.forms();
     // One line per record, naming the sides of the fraction it counts in.
     let mut rows: Vec<BehindView> = Vec::new();

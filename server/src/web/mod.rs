@@ -21,14 +21,15 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::{Extension, Form, Router};
 use serde::Deserialize;
 
 pub use i18n::Lang;
 
 use crate::accounts::{self, LoginError};
 use crate::report::Scope;
-use crate::respond::{cookie, session_of, SESSION_COOKIE};
+use crate::limits::Kind;
+use crate::respond::{cookie, session_of, Client, SESSION_COOKIE};
 use crate::state::AppState;
 use crate::store::User;
 use crate::{auth, now_ms};
@@ -360,6 +361,7 @@ struct LoginForm {
 
 async fn login_submit(
     State(state): State<Arc<AppState>>,
+    Extension(client): Extension<Client>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, PageError> {
@@ -379,7 +381,34 @@ async fn login_submit(
     }
     let lang = lang_of(&headers);
     let name = form.name.trim();
-    match accounts::login(state.store.as_ref(), name, &form.password, now_ms()).await {
+    let retry_after = |response: Response, secs: u64| {
+        let mut response = response;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        response
+    };
+    // Failures count against the client's address; a sign-in that works gives its turn back.
+    let limiter = &state.limiter;
+    if let Err(wait) = limiter.take(Kind::SignIn, &client.0) {
+        state.store.log_login(name, Some("throttled"), now_ms()).await?;
+        tracing::warn!(client = %client.0, "sign-in refused: too many failures from this client");
+        let message = format!("{} {} s.", lang.t("login_throttled"), wait.secs());
+        let response = login_response(
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            &next,
+            name,
+            Some(message),
+        )?;
+        return Ok(retry_after(response, wait.secs()));
+    }
+    let now = now_ms();
+    let outcome = accounts::login(state.store.as_ref(), name, &form.password, now).await;
+    if matches!(outcome, Ok(_) | Err(LoginError::Busy)) {
+        limiter.give_back(Kind::SignIn, &client.0);
+    }
+    match outcome {
         Ok(user) => {
             let token = accounts::start_session(state.store.as_ref(), &user, now_ms()).await?;
             tracing::info!(user = %user.name, "signed in");
@@ -409,7 +438,8 @@ async fn login_submit(
             &next,
             name,
             Some(format!("{} {}.", lang.t("login_locked"), local_time(until))),
-        ),
+        )
+        .map(|r| retry_after(r, ((until - now) as u64).div_ceil(1000))),
         Err(LoginError::Busy) => login_response(
             &headers,
             StatusCode::TOO_MANY_REQUESTS,
@@ -417,12 +447,7 @@ async fn login_submit(
             name,
             Some(lang.t("login_busy").to_owned()),
         )
-        .map(|mut response| {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-            response
-        }),
+        .map(|r| retry_after(r, 2)),
         Err(LoginError::Store(e)) => Err(e.into()),
     }
 }

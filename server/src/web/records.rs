@@ -91,6 +91,10 @@ pub async fn records(
     query
         .communes
         .retain(|c| given(&filter.commune).is_none_or(|want| want == c));
+    // A commune outside the area is not found, as its records are.
+    if given(&filter.commune).is_some() && query.communes.is_empty() {
+        return Err(PageError::NotFound);
+    }
     let status = given(&filter.status);
     match status {
         Some("conflict") => query.conflicted = Some(true),

@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::Uri;
 use axum::response::Response;
+use serde::Deserialize;
 use serde_json::Value;
 use sync_protocol::RecordId;
 
@@ -14,6 +15,7 @@ use super::common::*;
 use super::{local_time, Lang, Officer, PageError};
 use crate::report::Scope;
 use crate::state::AppState;
+use crate::store::DeviceSummary;
 
 pub struct RejectedLine {
     pub when: String,
@@ -39,43 +41,72 @@ pub struct LoginLine {
 struct RejectedPage {
     c: Ctx,
     lines: Vec<RejectedLine>,
+    total: u64,
+    page: u64,
+    pages: u64,
+    /// The phone the list is narrowed to, by name and number.
+    phone: Option<String>,
+    prev_href: Option<String>,
+    next_href: Option<String>,
     logins: Option<Vec<LoginLine>>,
 }
 
+/// Refusals on one page.
+const PER_PAGE: u32 = 100;
+
+#[derive(Deserialize)]
+pub struct RejectedParams {
+    page: Option<u64>,
+    device: Option<u32>,
+}
+
+/// A refusal belongs to the phone that sent it: an office sees the refusals of the phones
+/// whose communes lie in its area (whatever commune an edit named), paged in the database.
 pub async fn rejected(
     State(state): State<Arc<AppState>>,
     officer: Officer,
     uri: Uri,
+    Query(q): Query<RejectedParams>,
 ) -> Result<Response, PageError> {
     let lang = officer.lang;
-    let devices: HashMap<u32, (String, Vec<String>)> = state
+    let devices: HashMap<u32, DeviceSummary> = state
         .store
         .devices()
         .await?
         .into_iter()
-        .map(|d| (d.id, (d.name, d.communes)))
+        .filter(|d| {
+            officer.scope == Scope::Province
+                || d.communes
+                    .iter()
+                    .any(|c| officer.scope.allows(c, &state.units))
+        })
+        .map(|d| (d.id, d))
         .collect();
+    let ours: Vec<u32> = devices.keys().copied().collect();
+    let filter: Option<Vec<u32>> = match q.device {
+        // Another area's phone is not found, as on every other page.
+        Some(id) if !devices.contains_key(&id) => return Err(PageError::NotFound),
+        Some(id) => Some(vec![id]),
+        None if officer.scope == Scope::Province => None,
+        None => Some(ours),
+    };
+    let total = state.store.count_rejections(filter.as_deref()).await?;
+    let pages = total.div_ceil(u64::from(PER_PAGE)).max(1);
+    let page_no = q.page.unwrap_or(1).clamp(1, pages);
+    let offset = (page_no - 1) * u64::from(PER_PAGE);
     let lines = state
         .store
-        .rejections(None, 1000)
+        .rejections(filter.as_deref(), offset, PER_PAGE)
         .await?
         .into_iter()
-        .filter_map(|r| {
-            let (who, communes) = devices.get(&r.device)?;
+        .map(|r| {
             let edit: Value = serde_json::from_str(r.edit.get()).unwrap_or(Value::Null);
-            // The edit's own commune when it names one, else the phone's.
-            let visible = match edit.get("commune").and_then(Value::as_str) {
-                Some(c) => officer.scope.allows(c, &state.units),
-                None => communes
-                    .iter()
-                    .any(|c| officer.scope.allows(c, &state.units)),
-            };
-            if !visible {
-                return None;
-            }
-            Some(RejectedLine {
+            RejectedLine {
                 when: local_time(r.received_at),
-                who: who.clone(),
+                who: devices
+                    .get(&r.device)
+                    .map(|d| d.name.clone())
+                    .unwrap_or_else(|| format!("#{}", r.device)),
                 seq: r.seq,
                 code: r.code,
                 field: r.field.unwrap_or_default(),
@@ -90,9 +121,17 @@ pub async fn rejected(
                     .and_then(|id| RecordId::parse(id).ok())
                     .map(|id| format!("/office/records/{id}")),
                 edit: serde_json::to_string_pretty(&edit).unwrap_or_default(),
-            })
+            }
         })
         .collect();
+    let page_href = |n: u64| match q.device {
+        Some(d) => format!("/office/rejected?device={d}&page={n}"),
+        None => format!("/office/rejected?page={n}"),
+    };
+    let phone = q
+        .device
+        .and_then(|id| devices.get(&id))
+        .map(|d| format!("{} (#{})", d.name, d.id));
     // Accounts are the province's: only its officers see who failed to sign in.
     let logins = if officer.scope == Scope::Province {
         Some(
@@ -107,6 +146,8 @@ pub async fn rejected(
                     reason: lang.t(match reason.as_str() {
                         "locked" => "login_reason_locked",
                         "unknown" => "login_reason_unknown",
+                        "throttled" => "login_reason_throttled",
+                        "busy" => "login_reason_busy",
                         _ => "login_reason_password",
                     }),
                 })
@@ -122,5 +163,18 @@ pub async fn rejected(
         &uri,
         lang.t("rejected").into(),
     );
-    Ok(page(RejectedPage { c, lines, logins }.render()?))
+    Ok(page(
+        RejectedPage {
+            c,
+            lines,
+            total,
+            page: page_no,
+            pages,
+            phone,
+            prev_href: (page_no > 1).then(|| page_href(page_no - 1)),
+            next_href: (page_no < pages).then(|| page_href(page_no + 1)),
+            logins,
+        }
+        .render()?,
+    ))
 }
