@@ -163,6 +163,7 @@ async function api(path, body) {
     const err = new Error((json && json.message) || `HTTP ${res.status}`);
     err.status = res.status;
     err.code = json && json.code;
+    err.retryAfter = Number(res.headers.get("retry-after")) || null;
     throw err;
   }
   return json;
@@ -328,7 +329,9 @@ function renderEnrol() {
       render();
       sync();
     } catch (e) {
-      error.textContent = e.code === "invalid_code" ? "Mã không đúng, đã dùng hoặc đã hết hạn." : `Không kích hoạt được: ${e.message}`;
+      error.textContent = e.code === "invalid_code" ? "Mã không đúng, đã dùng hoặc đã hết hạn."
+        : e.code === "rate_limited" ? `Đã thử quá nhiều mã sai. Đợi ${e.retryAfter || 60} giây rồi thử lại.`
+        : `Không kích hoạt được: ${e.message}`;
     }
   } },
     h("label", { for: "code", text: "Mã kích hoạt (do cán bộ xã cấp)" }),

@@ -198,7 +198,10 @@ mod tests {
         let proxy: IpAddr = "10.0.0.9".parse().unwrap();
         let phone: IpAddr = "203.0.113.5".parse().unwrap();
         // Not trusted: the header is the client's own claim.
-        assert_eq!(client(Some(phone), &["198.51.100.1"], &[proxy]), "203.0.113.5");
+        assert_eq!(
+            client(Some(phone), &["198.51.100.1"], &[proxy]),
+            "203.0.113.5"
+        );
         // Trusted: the last hop the proxy added; what the client wrote before it is ignored.
         assert_eq!(
             client(Some(proxy), &["198.51.100.1, 203.0.113.5"], &[proxy]),

@@ -55,7 +55,11 @@ impl Client {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        Client(crate::limits::client(peer, &forwarded, &state.trusted_proxies))
+        Client(crate::limits::client(
+            peer,
+            &forwarded,
+            &state.trusted_proxies,
+        ))
     }
 }
 

@@ -61,7 +61,7 @@ async fn get(server: &Server, token: &str, path: &str) -> Value {
     response.json().await.unwrap()
 }
 
-fn token(server: &Server, scope: &[&str]) -> String {
+pub(crate) fn token(server: &Server, scope: &[&str]) -> String {
     let mut args = vec!["token", "create", "--json"];
     args.extend_from_slice(scope);
     let out: Value = serde_json::from_str(&server.cli(&args)).unwrap();

@@ -1,6 +1,7 @@
 //! End to end: real `mam` processes on port 0, simulated phones over real HTTP. Every story
 //! runs on SQLite and on PostgreSQL (`MAM_TEST_DATABASE_URL`).
 
+mod attacks;
 mod browser;
 mod built_in;
 mod edit_log;
@@ -17,6 +18,11 @@ mod recovery;
 use std::io::Write;
 use std::time::Duration;
 
+use attacks::{
+    areas_outside_scope_are_not_found, clients_are_rate_limited, metrics_stay_off_the_public_port,
+    redirects_stay_on_this_server, refusals_belong_to_the_phone_that_sent_them,
+    seq_zero_has_its_own_code, sign_in_bursts_hold,
+};
 use built_in::serve_runs_in_an_empty_folder_on_built_in_schemas;
 use edit_log::an_earlier_edit_log_is_carried_over;
 use forms::{
@@ -30,8 +36,8 @@ use indicators::indicators_follow_every_edit_and_equal_a_rebuild;
 use linked_rules::rules_broken_only_by_a_merge_flag_the_record;
 use moves::moves_merge_as_a_register;
 use office::{
-    office_accounts_are_scoped_and_guarded, office_in_a_browser, redirects_stay_on_this_server,
-    settles_supersede_only_what_the_page_showed, sign_in_bursts_hold,
+    office_accounts_are_scoped_and_guarded, office_in_a_browser,
+    settles_supersede_only_what_the_page_showed,
 };
 use recovery::{
     a_rebuild_racing_pushes_loses_no_push, a_restored_phone_takes_a_successor_and_loses_nothing,
@@ -75,6 +81,11 @@ both_backends!(
     moves_merge_as_a_register,
     redirects_stay_on_this_server,
     sign_in_bursts_hold,
+    clients_are_rate_limited,
+    refusals_belong_to_the_phone_that_sent_them,
+    areas_outside_scope_are_not_found,
+    metrics_stay_off_the_public_port,
+    seq_zero_has_its_own_code,
     rules_broken_only_by_a_merge_flag_the_record,
     pulls_page_by_max_bytes,
     http_hygiene,

@@ -285,11 +285,8 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
     let (status, page) = hue
         .get(&format!("/office/records?commune={PHONG_DIEN}"))
         .await;
-    assert_eq!(status, 200);
-    assert!(
-        page.contains("id=\"found\">0<"),
-        "another district's commune lists nothing"
-    );
+    assert_eq!(status, 404, "another district's commune is not found");
+    assert!(!page.contains("Bé Phong Điền"));
     // States filter in the database, on both backends.
     for (path, count) in [
         ("/office/records?status=conflict", 1),
@@ -328,11 +325,8 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
             "/office/targets/birth-registered-on-time/records?area={PHONG_DIEN}&period=2020-H1"
         ))
         .await;
-    assert_eq!(status, 200);
-    assert!(
-        body.contains("id=\"found\">0<"),
-        "no records of another district behind a number"
-    );
+    assert_eq!(status, 404, "another district's number is not found");
+    assert!(!body.contains("Bé Phong Điền"));
 
     // A form without the session's CSRF token changes nothing.
     let phones_before = server.cli(&["device", "list"]);
@@ -857,143 +851,4 @@ async fn concurrent_name(phone: &mut crate::harness::Phone, id: RecordId, name: 
     assert_eq!(response.acked_through, seq);
     // The phone's own queue still holds the edit as it made it; the server has the other.
     phone.client.apply_response(&response);
-}
-
-/// `/lang?back=` and the sign-in's `next=` lead only to this server's own pages: a tab or a
-/// line break that browsers drop, a backslash they read as a slash, never a 500.
-pub async fn redirects_stay_on_this_server(db: Database) {
-    let server = Server::start(&db);
-    add_user(&server, "hue", "district", "474");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    for back in [
-        "/%09/evil.example/",
-        "/%0d%0aSet-Cookie:%20x=1",
-        "/%0a/evil.example",
-        "/%5cevil.example",
-        "//evil.example/",
-        "https://evil.example/",
-    ] {
-        let url = format!("{}/lang?to=en&back={back}", server.url);
-        let response = http.get(&url).send().await.unwrap();
-        assert_eq!(response.status(), 303, "{back}");
-        let to = response.headers()["location"].to_str().unwrap();
-        assert_eq!(to, "/office", "{back}");
-    }
-    let fine = format!("{}/lang?to=en&back=/office/records%3Fpage%3D2", server.url);
-    let response = http.get(&fine).send().await.unwrap();
-    assert_eq!(response.headers()["location"], "/office/records?page=2");
-
-    // The sign-in form's `next` is held to the same rule.
-    let mut office = Office::new(&server);
-    let (_, page) = office.get("/login").await;
-    let csrf = hidden(&page, "csrf");
-    let response = office
-        .post(
-            "/login",
-            &[
-                ("csrf", &csrf),
-                ("name", "hue"),
-                ("password", PASSWORD),
-                ("next", "/\t/evil.example/"),
-            ],
-        )
-        .await;
-    assert_eq!(response.status(), 303);
-    assert_eq!(response.headers()["location"], "/office");
-}
-
-/// The resident memory of a process, in KiB, from `/proc`.
-fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// A burst of wrong passwords for one account gets no more guesses than the lockout allows,
-/// and a burst of sign-ins of any size holds a bounded amount of memory.
-pub async fn sign_in_bursts_hold(db: Database) {
-    let server = Server::start(&db);
-    add_user(&server, "hue", "district", "474");
-    let mut office = Office::new(&server);
-    let (_, page) = office.get("/login").await;
-    let csrf = hidden(&page, "csrf");
-    let cookies = office.cookie_header();
-    // `count` sign-ins at once, all for `name`, or each for a name of its own when `distinct`.
-    let burst = |count: usize, name: &'static str, distinct: bool| {
-        let (url, csrf, cookies) = (
-            format!("{}/login", server.url),
-            csrf.clone(),
-            cookies.clone(),
-        );
-        async move {
-            let http = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap();
-            let attempts = (0..count).map(|i| {
-                let (http, url, csrf, cookies) =
-                    (http.clone(), url.clone(), csrf.clone(), cookies.clone());
-                tokio::spawn(async move {
-                    let password = format!("sai mật khẩu số {i}");
-                    let name = match distinct {
-                        true => format!("{name}-{i}"),
-                        false => name.to_owned(),
-                    };
-                    let response = http
-                        .post(url)
-                        .header("cookie", cookies)
-                        .form(&[
-                            ("csrf", csrf.as_str()),
-                            ("name", name.as_str()),
-                            ("password", password.as_str()),
-                            ("next", "/office"),
-                        ])
-                        .send()
-                        .await
-                        .unwrap();
-                    let retry = response.headers().get("retry-after").is_some();
-                    (response.status().as_u16(), retry)
-                })
-            });
-            let mut out = Vec::new();
-            for a in attempts.collect::<Vec<_>>() {
-                out.push(a.await.unwrap());
-            }
-            out
-        }
-    };
-
-    // Thirty wrong guesses at once: five are checked, the rest find the account locked.
-    let answers = burst(30, "hue", false).await;
-    let checked = answers.iter().filter(|(s, _)| *s == 401).count();
-    assert_eq!(checked, 5, "{answers:?}");
-    assert!(
-        answers.iter().all(|(s, _)| *s == 401 || *s == 429),
-        "{answers:?}"
-    );
-    let listed = server.cli(&["user", "list"]);
-    assert!(listed.contains("locked"), "{listed}");
-
-    // Two hundred sign-ins with unknown names at once: memory stays bounded, those beyond the
-    // queue are told to come back later.
-    let before = resident_kib(server.pid());
-    let answers = burst(200, "không-có-ai", true).await;
-    let after = resident_kib(server.pid());
-    let rise_mib = after.saturating_sub(before) / 1024;
-    println!(
-        "resident memory under a 200 sign-in burst: {before} KiB → {after} KiB (+{rise_mib} MiB)"
-    );
-    assert!(rise_mib < 160, "memory rose by {rise_mib} MiB");
-    let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
-    assert!(busy.iter().all(|(_, retry)| *retry), "{answers:?}");
-    assert!(
-        answers.iter().all(|(s, _)| *s == 401 || *s == 429),
-        "{answers:?}"
-    );
 }

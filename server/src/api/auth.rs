@@ -5,8 +5,8 @@ use axum::http::{header, HeaderMap};
 use crate::api::error::ApiError;
 use crate::auth;
 use crate::limits::Kind;
-use crate::respond::Client;
 use crate::report::Scope;
+use crate::respond::Client;
 use crate::state::AppState;
 use crate::store::Device;
 

@@ -120,7 +120,11 @@ pub(super) async fn rejected(
             let settings = command_settings(config, &db)?;
             let store = store::open(&settings).await?;
             let rows = store
-                .rejections(device.as_ref().map(std::slice::from_ref), 0, limit.min(10_000))
+                .rejections(
+                    device.as_ref().map(std::slice::from_ref),
+                    0,
+                    limit.min(10_000),
+                )
                 .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -27,8 +27,8 @@ use serde::Deserialize;
 pub use i18n::Lang;
 
 use crate::accounts::{self, LoginError};
-use crate::report::Scope;
 use crate::limits::Kind;
+use crate::report::Scope;
 use crate::respond::{cookie, session_of, Client, SESSION_COOKIE};
 use crate::state::AppState;
 use crate::store::User;
@@ -391,7 +391,10 @@ async fn login_submit(
     // Failures count against the client's address; a sign-in that works gives its turn back.
     let limiter = &state.limiter;
     if let Err(wait) = limiter.take(Kind::SignIn, &client.0) {
-        state.store.log_login(name, Some("throttled"), now_ms()).await?;
+        state
+            .store
+            .log_login(name, Some("throttled"), now_ms())
+            .await?;
         tracing::warn!(client = %client.0, "sign-in refused: too many failures from this client");
         let message = format!("{} {} s.", lang.t("login_throttled"), wait.secs());
         let response = login_response(
