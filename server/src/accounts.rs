@@ -2,8 +2,8 @@
 //! sign-in with lockout, and sessions.
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{Output, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use sync_protocol::CommuneCode;
 
 use crate::auth;
@@ -170,31 +170,104 @@ async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -
     result.await.ok()
 }
 
-/// Hash a password with argon2id, on a blocking thread: it takes tens of milliseconds of CPU
+thread_local! {
+    /// The argon2id memory of this hashing thread, allocated at its first password and kept:
+    /// a thread reuses one block of memory for every password, so the pool holds
+    /// `threads × 19 MiB` however many passwords pass through it (freed and allocated again,
+    /// the blocks would spread over the allocator's arenas and stay there).
+    static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The most memory a stored hash may ask for: 64 MiB.
+const MAX_BLOCKS: usize = 64 * 1024;
+
+/// `password` hashed with `argon2` and `salt` into `out`, on this thread's memory.
+fn hash_into(argon2: &Argon2, blocks: usize, password: &[u8], salt: &[u8], out: &mut [u8]) -> bool {
+    if blocks > MAX_BLOCKS {
+        return false;
+    }
+    MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::default());
+        }
+        argon2
+            .hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
+            .is_ok()
+    })
+}
+
+/// A new argon2id hash of `password` (default parameters) in PHC form.
+fn hash_now(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    let params = Params::default();
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut salt_bytes = [0u8; 64];
+    let raw_salt = salt
+        .decode_b64(&mut salt_bytes)
+        .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    if !hash_into(
+        &argon2,
+        params.block_count(),
+        password.as_bytes(),
+        raw_salt,
+        &mut out,
+    ) {
+        anyhow::bail!("hashing the password failed");
+    }
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: (&params)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| anyhow::anyhow!("argon2 output: {e}"))?),
+    };
+    Ok(hash.to_string())
+}
+
+/// Whether `password` matches the PHC hash `stored` (argon2id, any parameters up to 64 MiB).
+fn matches_now(password: &str, stored: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(stored) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) =
+        (Algorithm::try_from(hash.algorithm), Params::try_from(&hash))
+    else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(raw_salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    hash_into(&argon2, params.block_count(), password.as_bytes(), raw_salt, &mut out)
+        // `Output` compares in constant time.
+        && Output::new(&out).is_ok_and(|got| got == expected)
+}
+
+/// Hash a password with argon2id, on a hashing thread: it takes tens of milliseconds of CPU
 /// by design.
 pub async fn hash_password(password: String) -> anyhow::Result<String> {
-    hashing(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| anyhow::anyhow!("hashing the password failed: {e}"))
-    })
-    .await
-    .ok_or_else(|| anyhow::anyhow!("too many passwords are being checked; try again"))?
+    hashing(move || hash_now(&password))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("too many passwords are being checked; try again"))?
 }
 
 /// Whether `password` matches `stored`; `None` when every hashing slot is taken and the queue
 /// is full.
 async fn verify_password(password: String, stored: String) -> Option<bool> {
-    hashing(move || {
-        PasswordHash::new(&stored).is_ok_and(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-    })
-    .await
+    hashing(move || matches_now(&password, &stored)).await
 }
 
 /// One lock per account name: attempts on one account are checked one after another, each
@@ -378,6 +451,15 @@ mod tests {
         assert_eq!(check("correct horse batterY", &hash).await, Some(false));
         assert!(PasswordHash::new(DECOY).is_ok());
         assert_eq!(check("", DECOY).await, Some(false));
+        // Hashes made by the argon2 crate's own hasher (as earlier releases stored them) verify.
+        use argon2::password_hash::PasswordHasher;
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = Argon2::default()
+            .hash_password(b"correct horse battery", &salt)
+            .unwrap()
+            .to_string();
+        assert_eq!(check("correct horse battery", &theirs).await, Some(true));
+        assert_eq!(check("wrong horse battery", &theirs).await, Some(false));
     }
 
     #[test]
