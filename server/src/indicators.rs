@@ -11,7 +11,7 @@
 //! Areas and roll-ups (commune → district → province, for a geography version) and values
 //! (percent, per 100,000, count; targets; provisional periods) are computed when read.
 
-pub use crate::store::cells::{Amount, CellKey, DENOMINATOR, NUMERATOR};
+pub use crate::store::cells::{Amount, CellKey, DENOMINATOR, NUMERATOR, PENDING};
 use std::collections::BTreeMap;
 
 use anyhow::Context;
@@ -37,6 +37,11 @@ pub struct Indicator {
     /// last days of June may be registered on time in August).
     #[serde(default)]
     pub lag_days: u32,
+    /// A record of the denominator that is not (yet) in the numerator has an outcome that is
+    /// not known until this many days after its date (a birth may still be registered on
+    /// time): until then it is pending, counted apart and left out of the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_days: Option<u32>,
     pub numerator: Part,
     pub denominator: Part,
     /// Display order.
@@ -102,19 +107,7 @@ pub fn periods_of(date: &str, whole_year: bool) -> Vec<String> {
 
 /// First and last day of a period (`2020`, `2020-H1`, `2020-H2`).
 pub fn period_bounds(period: &str) -> Option<(String, String)> {
-    let (year, half) = match period.split_once('-') {
-        Some((y, h)) => (y, Some(h)),
-        None => (period, None),
-    };
-    if year.len() != 4 || !year.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    match half {
-        None => Some((format!("{year}-01-01"), format!("{year}-12-31"))),
-        Some("H1") => Some((format!("{year}-01-01"), format!("{year}-06-30"))),
-        Some("H2") => Some((format!("{year}-07-01"), format!("{year}-12-31"))),
-        _ => None,
-    }
+    crate::store::cells::days_of(period)
 }
 
 /// Whether a period's figures may still change on `today`.
@@ -140,6 +133,9 @@ pub fn contributions(indicators: &[Indicator], record: &Record) -> Vec<(CellKey,
     };
     let conflicted = i64::from(record.is_conflicted());
     for ind in indicators {
+        // Whether the record counts in the numerator, and its date when in the denominator.
+        let mut counted = false;
+        let mut denominator_date = None;
         for (side, part) in [(NUMERATOR, &ind.numerator), (DENOMINATOR, &ind.denominator)] {
             if part.form != record.form.as_str() {
                 continue;
@@ -161,6 +157,10 @@ pub fn contributions(indicators: &[Indicator], record: &Record) -> Vec<(CellKey,
                 },
                 None => 1,
             };
+            match side {
+                NUMERATOR => counted = true,
+                _ => denominator_date = Some(date.clone()),
+            }
             for period in periods_of(&date, part.whole_year) {
                 let key = CellKey {
                     indicator: ind.id.clone(),
@@ -178,8 +178,32 @@ pub fn contributions(indicators: &[Indicator], record: &Record) -> Vec<(CellKey,
                 ));
             }
         }
+        if let (Some(_), Some(date), false) = (ind.pending_days, denominator_date, counted) {
+            out.push((
+                CellKey {
+                    indicator: ind.id.clone(),
+                    part: PENDING,
+                    commune: record.commune.to_string(),
+                    period: date,
+                },
+                Amount {
+                    value: 1,
+                    records: 1,
+                    conflicted,
+                },
+            ));
+        }
     }
     out
+}
+
+/// Whether a pending cell of `day` is still pending on `today`: the outcome can still change
+/// through the last of the `pending_days` (a birth registered on its 60th day is on time).
+pub fn still_pending(day: &str, pending_days: u32, today: &str) -> bool {
+    match (day_number(day), day_number(today)) {
+        (Some(d), Some(t)) => t <= d + i64::from(pending_days),
+        _ => false,
+    }
 }
 
 /// The change to the cells when `before` becomes `after` (either may be absent).

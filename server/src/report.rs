@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::indicators::{self, Amount, CellKey, Indicator, NUMERATOR};
+use crate::indicators::{self, Amount, CellKey, Indicator, NUMERATOR, PENDING};
 use crate::units::Units;
 
 /// Whose figures a reader may see.
@@ -63,6 +63,8 @@ pub struct Row {
     pub area_name: String,
     pub numerator: i64,
     pub denominator: i64,
+    /// Records of the denominator whose outcome is not known yet (left out of `value`).
+    pub pending: i64,
     pub value: Option<f64>,
     pub meets_target: Option<bool>,
     /// Contributing records with a field in conflict (their provisional values are counted).
@@ -117,7 +119,23 @@ pub fn table(
     // Cells onto the geography's communes first: a "communes with at least one" count must
     // not count two merged communes twice.
     let mut by_commune: BTreeMap<(String, &'static str, String), Amount> = BTreeMap::new();
-    for (key, amount) in cells.iter().filter(|(k, _)| k.period == period) {
+    let bounds = indicators::period_bounds(period);
+    let pending_days = |id: &str| {
+        indicators
+            .iter()
+            .find(|i| i.id == id)
+            .and_then(|i| i.pending_days)
+    };
+    let in_period = |key: &CellKey| match key.part {
+        // Pending cells are by day: those of the period's days still pending today.
+        PENDING => bounds.as_ref().is_some_and(|(from, to)| {
+            (from.as_str()..=to.as_str()).contains(&key.period.as_str())
+                && pending_days(&key.indicator)
+                    .is_some_and(|days| indicators::still_pending(&key.period, days, today))
+        }),
+        _ => key.period == period,
+    };
+    for (key, amount) in cells.iter().filter(|(k, _)| in_period(k)) {
         if !scope.allows(&key.commune, units) {
             continue;
         }
@@ -130,7 +148,7 @@ pub fn table(
         cell.conflicted += amount.conflicted;
     }
     let by_id: BTreeMap<&str, &Indicator> = indicators.iter().map(|i| (i.id.as_str(), i)).collect();
-    let mut areas: BTreeMap<(u32, String, String), (Amount, Amount, String)> = BTreeMap::new();
+    let mut areas: BTreeMap<(u32, String, String), (Amount, Amount, String, i64)> = BTreeMap::new();
     for ((indicator, part, commune), amount) in by_commune {
         let Some(ind) = by_id.get(indicator.as_str()) else {
             continue;
@@ -138,7 +156,11 @@ pub fn table(
         let (area, name) = area_of(units, &commune, level, geography)?;
         let entry = areas
             .entry((ind.order, ind.id.clone(), area))
-            .or_insert_with(|| (Amount::default(), Amount::default(), name));
+            .or_insert_with(|| (Amount::default(), Amount::default(), name, 0));
+        if part == PENDING {
+            entry.3 += amount.value;
+            continue;
+        }
         let communes_rule = part == NUMERATOR && ind.numerator.communes;
         let value = if communes_rule {
             amount.value.min(1)
@@ -156,9 +178,10 @@ pub fn table(
     }
     Ok(areas
         .into_iter()
-        .map(|((_, id, area), (num, den, area_name))| {
+        .map(|((_, id, area), (num, den, area_name, pending))| {
             let ind = by_id[id.as_str()];
-            let value = indicators::value(ind, num.value, den.value);
+            // The value is over the outcomes known: pending records are left out of it.
+            let value = indicators::value(ind, num.value, den.value - pending);
             Row {
                 indicator: id.clone(),
                 title: ind.title.vi.clone(),
@@ -170,6 +193,7 @@ pub fn table(
                 area_name,
                 numerator: num.value,
                 denominator: den.value,
+                pending,
                 value: value.map(|v| (v * 100.0).round() / 100.0),
                 meets_target: indicators::meets_target(ind, value),
                 conflicted: distinct(ind, num.conflicted, den.conflicted),
@@ -193,13 +217,13 @@ fn distinct(ind: &Indicator, numerator: i64, denominator: i64) -> i64 {
 /// Rows as CSV with a header line.
 pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "indicator,title,unit,target,area,area_name,numerator,denominator,value,meets_target,conflicted,provisional\n",
+        "indicator,title,unit,target,area,area_name,numerator,denominator,value,meets_target,conflicted,provisional,pending\n",
     );
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     for r in rows {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.indicator,
             quote(&r.title),
             r.unit,
@@ -211,7 +235,8 @@ pub fn csv(rows: &[Row]) -> String {
             opt(r.value),
             r.meets_target.map(|b| b.to_string()).unwrap_or_default(),
             r.conflicted,
-            r.provisional
+            r.provisional,
+            r.pending
         ));
     }
     out

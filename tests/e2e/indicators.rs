@@ -45,7 +45,7 @@ impl Birth {
     }
 }
 
-async fn get(server: &Server, token: &str, path: &str) -> Value {
+pub(crate) async fn get(server: &Server, token: &str, path: &str) -> Value {
     let response = reqwest::Client::new()
         .get(format!("{}{path}", server.url))
         .bearer_auth(token)

@@ -954,7 +954,7 @@ pub(crate) fn page(
 
 /// Rows as both backends read them: one mapping into domain types, whatever the database.
 pub(crate) mod rows {
-    use super::cells::{DENOMINATOR, NUMERATOR};
+    use super::cells::{DENOMINATOR, NUMERATOR, PENDING};
     use super::*;
     use sync_protocol::RejectCode;
 
@@ -1079,10 +1079,10 @@ pub(crate) mod rows {
 
     impl From<CellRow> for (CellKey, Amount) {
         fn from(r: CellRow) -> (CellKey, Amount) {
-            let part = if r.part == NUMERATOR {
-                NUMERATOR
-            } else {
-                DENOMINATOR
+            let part = match r.part.as_str() {
+                NUMERATOR => NUMERATOR,
+                PENDING => PENDING,
+                _ => DENOMINATOR,
             };
             (
                 CellKey {

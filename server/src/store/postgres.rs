@@ -770,12 +770,16 @@ impl super::RecordStore for PgStore {
 #[async_trait]
 impl super::CellStore for PgStore {
     async fn cells(&self, period: Option<&str>) -> Result<Vec<(CellKey, Amount)>> {
+        let bounds = period.and_then(super::cells::days_of);
         let rows = sqlx::query_as::<_, CellRow>(
             "SELECT indicator, part, commune, period, value, records, conflicted FROM indicator_cells
-             WHERE records <> 0 AND ($1 IS NULL OR period = $1)
+             WHERE records <> 0 AND ($1::TEXT IS NULL OR period = $1
+                   OR (part = 'u' AND period >= $2 AND period <= $3))
              ORDER BY indicator, part, commune, period",
         )
         .bind(period)
+        .bind(bounds.as_ref().map(|b| b.0.clone()))
+        .bind(bounds.as_ref().map(|b| b.1.clone()))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(Into::into).collect())

@@ -235,7 +235,16 @@ pub async fn dashboard(
                         .value
                         .map(|v| format!("{}{suffix}", number(v, lang)))
                         .unwrap_or_else(|| "—".into()),
-                    fraction: format!("{} / {}", r.numerator, r.denominator),
+                    // Over the outcomes known; those not known yet are named beside.
+                    fraction: match r.pending {
+                        0 => format!("{} / {}", r.numerator, r.denominator),
+                        p => format!(
+                            "{} / {} (+{p} {})",
+                            r.numerator,
+                            r.denominator - p,
+                            lang.t("pending_outcome")
+                        ),
+                    },
                     status,
                     status_label: lang.t(key),
                     conflicted: r.conflicted,
