@@ -204,6 +204,9 @@ pub fn table(
         .collect())
 }
 
+/// An area's numerator, denominator, name and pending records, as they are summed.
+type AreaSums = (Amount, Amount, String, i64);
+
 /// Records counted on both sides once: when both sides read one form, the numerator's records
 /// are among the denominator's.
 fn distinct(ind: &Indicator, numerator: i64, denominator: i64) -> i64 {
