@@ -148,7 +148,7 @@ pub fn table(
         cell.conflicted += amount.conflicted;
     }
     let by_id: BTreeMap<&str, &Indicator> = indicators.iter().map(|i| (i.id.as_str(), i)).collect();
-    let mut areas: BTreeMap<(u32, String, String), (Amount, Amount, String, i64)> = BTreeMap::new();
+    let mut areas: BTreeMap<(u32, String, String), AreaSums> = BTreeMap::new();
     for ((indicator, part, commune), amount) in by_commune {
         let Some(ind) = by_id.get(indicator.as_str()) else {
             continue;
