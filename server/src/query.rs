@@ -71,23 +71,16 @@ pub(crate) fn rows_of(
     report::table(state.indicators, state.units, cells, &query)
 }
 
-/// The report workbook of a period, over the cells `scope` allows.
+/// The report workbook of a period, over the cells `scope` allows, made by `by` today.
 pub(crate) async fn workbook(
     state: &Tables<'_>,
     scope: &Scope,
     period: &str,
     geography: Option<&str>,
+    by: &str,
 ) -> Result<Workbook, QueryError> {
     let (period, geography) = period_and_geography(state, Some(period), geography)?;
-    let has_districts = state
-        .units
-        .geography(&geography)
-        .is_some_and(|g| g.communes.values().any(|c| c.district_code.is_some()));
-    let level = if has_districts {
-        Level::District
-    } else {
-        Level::Commune
-    };
+    let level = report::report_level(scope, state.units, &geography);
     let cells = state.store.cells(Some(&period)).await?;
     let today = crate::today();
     let query = report::Query {
@@ -97,7 +90,8 @@ pub(crate) async fn workbook(
         scope,
         today: &today,
     };
-    let bytes = report::workbook(state.indicators, state.units, &cells, &query)
+    let made = report::Made { by, on: &today };
+    let bytes = report::workbook(state.indicators, state.units, &cells, &query, &made)
         .map_err(QueryError::Internal)?;
     Ok(Workbook {
         file_name: format!("mam-{period}.xlsx"),

@@ -82,8 +82,8 @@ pub fn area_of(
     geography: &str,
 ) -> Result<(String, String), String> {
     match level {
-        Level::Province => Ok(("46".into(), "Thừa Thiên Huế".into())),
-        Level::Commune => Ok(units.commune_in(commune, geography)),
+        Level::Province => Ok(("46".into(), units.province_name(geography))),
+        Level::Commune => Ok(units.commune_full_in(commune, geography)),
         Level::District => {
             let (code, _) = units.commune_in(commune, geography);
             units
@@ -245,6 +245,57 @@ pub fn csv(rows: &[Row]) -> String {
     out
 }
 
+/// Rows as a spreadsheet reads them: a UTF-8 byte order mark (Excel on Windows otherwise
+/// reads Vietnamese as Latin-1), headers in the reader's language, decimals written as that
+/// language writes them (`"7,2"` in Vietnamese, quoted), yes/no in words.
+pub fn csv_for_people(rows: &[Row], english: bool) -> String {
+    let headers = if english {
+        "Indicator,Title,Unit,Target,Area code,Area,Numerator,Denominator,Not due yet,Value,Meets target,Records in conflict,Provisional"
+    } else {
+        "Mã chỉ tiêu,Chỉ tiêu,Đơn vị,Mục tiêu,Mã địa bàn,Địa bàn,Tử số,Mẫu số,Chưa đến hạn,Giá trị,Đạt mục tiêu,Hồ sơ tranh chấp,Tạm tính"
+    };
+    let mut out = format!("\u{feff}{headers}\r\n");
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let number = |v: Option<f64>| match v {
+        None => String::new(),
+        Some(v) if english => v.to_string(),
+        Some(v) => quote(&v.to_string().replace('.', ",")),
+    };
+    let yes_no = |b: bool| match (b, english) {
+        (true, true) => "yes",
+        (false, true) => "no",
+        (true, false) => "có",
+        (false, false) => "không",
+    };
+    let unit = |u: &str| match u {
+        "percent" => "%",
+        "per_100000" => "/100.000",
+        _ if english => "count",
+        _ => "số",
+    };
+    for r in rows {
+        let title = if english { &r.title_en } else { &r.title };
+        let line = [
+            r.indicator.clone(),
+            quote(title),
+            unit(&r.unit).to_owned(),
+            number(r.target),
+            r.area.clone(),
+            quote(&r.area_name),
+            r.numerator.to_string(),
+            r.denominator.to_string(),
+            r.pending.to_string(),
+            number(r.value),
+            r.meets_target.map(yes_no).unwrap_or_default().to_owned(),
+            r.conflicted.to_string(),
+            yes_no(r.provisional).to_owned(),
+        ];
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
 /// Report sheets: the plan's targets in groups, Vietnamese names.
 const GROUPS: [(&str, &str); 5] = [
     ("birth", "Khai sinh"),
@@ -254,16 +305,114 @@ const GROUPS: [(&str, &str); 5] = [
     ("participation", "Tham gia, xã phù hợp"),
 ];
 
-/// The six-month or annual report as a workbook: one sheet per group of targets, one row per
-/// area (districts, or communes where the map has no districts) and a province row.
+/// Who made a report, and on which day (`YYYY-MM-DD`).
+pub struct Made<'a> {
+    pub by: &'a str,
+    pub on: &'a str,
+}
+
+/// A period as people say it: "6 tháng đầu năm 2026", "Năm 2026" (English: "First half of
+/// 2026", "Year 2026").
+pub fn period_label(period: &str, english: bool) -> String {
+    match (period.split_once('-'), english) {
+        (Some((y, "H1")), false) => format!("6 tháng đầu năm {y}"),
+        (Some((y, "H2")), false) => format!("6 tháng cuối năm {y}"),
+        (Some((y, "H1")), true) => format!("First half of {y}"),
+        (Some((y, "H2")), true) => format!("Second half of {y}"),
+        (None, false) => format!("Năm {period}"),
+        (None, true) => format!("Year {period}"),
+        _ => period.to_owned(),
+    }
+}
+
+/// A date as Việt Nam writes it: `2026-07-01` → `01/07/2026`. Anything else is left as is.
+pub fn day_label(date: &str) -> String {
+    match (date.get(0..4), date.get(5..7), date.get(8..10)) {
+        (Some(y), Some(m), Some(d)) if date.len() == 10 && date.as_bytes()[4] == b'-' => {
+            format!("{d}/{m}/{y}")
+        }
+        _ => date.to_owned(),
+    }
+}
+
+/// The area a scope covers, named as the map of `geography` names it: (code, name).
+pub fn scope_area(scope: &Scope, units: &Units, geography: &str) -> (String, String) {
+    match scope {
+        Scope::Province => ("46".to_owned(), units.province_name(geography)),
+        Scope::District(code) => {
+            // As the period's map names it, else as the newest map that had it.
+            let named = |v: &crate::units::UnitVersion| {
+                v.communes
+                    .values()
+                    .find(|c| c.district_code.as_deref() == Some(code.as_str()))
+                    .and_then(|c| c.district_full_name())
+            };
+            let name = units
+                .geography(geography)
+                .and_then(named)
+                .or_else(|| units.versions().iter().rev().find_map(named))
+                .unwrap_or_else(|| code.clone());
+            (code.clone(), name)
+        }
+        Scope::Communes(list) => {
+            let names: Vec<String> = list
+                .iter()
+                .map(|c| units.commune_full_in(c, geography).1)
+                .collect();
+            (list.join(", "), names.join(", "))
+        }
+    }
+}
+
+/// The level a report of `scope` lists: a province its districts (or its communes where the
+/// map has none), a district or a commune its communes.
+pub fn report_level(scope: &Scope, units: &Units, geography: &str) -> Level {
+    let has_districts = units
+        .geography(geography)
+        .is_some_and(|g| g.communes.values().any(|c| c.district_code.is_some()));
+    match scope {
+        Scope::Province if has_districts => Level::District,
+        _ => Level::Commune,
+    }
+}
+
+/// Every area of `level` on the map of `geography` that `scope` reaches, (code, name), by name.
+fn areas_in(units: &Units, scope: &Scope, level: Level, geography: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = units
+        .geography(geography)
+        .map(|g| {
+            let has_districts = g.communes.values().any(|c| c.district_code.is_some());
+            g.communes
+                .values()
+                // A district's communes on this map; on a map without districts, those the
+                // district ever held.
+                .filter(|c| match scope {
+                    Scope::District(d) if has_districts => c.district_code.as_ref() == Some(d),
+                    _ => scope.allows(&c.code, units),
+                })
+                .filter_map(|c| area_of(units, &c.code, level, geography).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    out.dedup();
+    out
+}
+
+/// The six-month or annual report as a workbook: one sheet per group of targets. Each sheet
+/// says whose it is (the unit), the period, the map, the day it was made and by whom; lists
+/// every area of the report's level in the scope, those without records too; and ends with
+/// the unit's total, named as the unit. Headers stay in view (frozen); numbers carry number
+/// formats, so Excel shows them the reader's way (7,2 % in Vietnamese).
 pub fn workbook(
     indicators: &[Indicator],
     units: &Units,
     cells: &[(CellKey, Amount)],
     q: &Query,
+    made: &Made,
 ) -> Result<Vec<u8>, String> {
     use rust_xlsxwriter::{Format, Workbook};
-    let province = table(
+    let total = table(
         indicators,
         units,
         cells,
@@ -273,9 +422,26 @@ pub fn workbook(
         },
     )?;
     let rows = table(indicators, units, cells, q)?;
+    let areas = areas_in(units, q.scope, q.level, q.geography);
+    let (unit_code, unit_name) = scope_area(q.scope, units, q.geography);
+    let from = units
+        .geography(q.geography)
+        .map(|g| day_label(&g.valid_from))
+        .unwrap_or_default();
     let bold = Format::new().set_bold();
+    let title = Format::new().set_bold().set_font_size(13);
+    let header = Format::new()
+        .set_bold()
+        .set_text_wrap()
+        .set_border_bottom(rust_xlsxwriter::FormatBorder::Thin);
+    let total_text = Format::new()
+        .set_bold()
+        .set_border_top(rust_xlsxwriter::FormatBorder::Thin);
+    let count = Format::new().set_num_format("#,##0");
+    let count_total = count.clone().set_bold();
     let mut book = Workbook::new();
     let err = |e: rust_xlsxwriter::XlsxError| e.to_string();
+    const HEADER_ROW: u32 = 6;
     for (group, name) in GROUPS {
         let members: Vec<&Indicator> = indicators.iter().filter(|i| i.group == group).collect();
         if members.is_empty() {
@@ -283,101 +449,133 @@ pub fn workbook(
         }
         let sheet = book.add_worksheet();
         sheet.set_name(name).map_err(err)?;
-        sheet
-            .write_string_with_format(
-                0,
-                0,
-                format!(
-                    "Báo cáo kết quả bảo vệ, chăm sóc trẻ em — kỳ {} — {name}",
-                    q.period
-                ),
-                &bold,
-            )
-            .map_err(err)?;
-        let area_label = if q.level == Level::Commune {
-            "Xã/phường"
-        } else {
-            "Huyện/thị xã/thành phố"
+        let lines = [
+            format!("Báo cáo kết quả bảo vệ, chăm sóc trẻ em — {name}"),
+            format!("Đơn vị: {unit_name} ({unit_code})"),
+            format!("Kỳ báo cáo: {}", period_label(q.period, false)),
+            format!("Địa giới hành chính: từ {from}"),
+            format!("Ngày lập: {} — Người lập: {}", day_label(made.on), made.by),
+        ];
+        for (i, line) in lines.iter().enumerate() {
+            let format = if i == 0 { &title } else { &bold };
+            sheet
+                .write_string_with_format(i as u32, 0, line, format)
+                .map_err(err)?;
+        }
+        let area_label = match q.level {
+            Level::District => "Huyện, thị xã, thành phố",
+            _ => "Xã, phường, thị trấn",
         };
         sheet
-            .write_string_with_format(2, 0, "Mã", &bold)
+            .write_string_with_format(HEADER_ROW, 0, "Mã", &header)
             .map_err(err)?;
         sheet
-            .write_string_with_format(2, 1, area_label, &bold)
+            .write_string_with_format(HEADER_ROW, 1, area_label, &header)
             .map_err(err)?;
-        sheet.set_column_width(1, 28).map_err(err)?;
+        sheet.set_column_width(1, 30).map_err(err)?;
         for (i, ind) in members.iter().enumerate() {
-            let col = 2 + (i as u16) * 4;
+            let col = 2 + (i as u16) * 5;
             let unit = match ind.unit.as_str() {
-                "percent" => "%",
-                "per_100000" => "/100.000",
+                "percent" => " %",
+                "per_100000" => " /100.000",
                 _ => "",
             };
-            sheet
-                .write_string_with_format(2, col, format!("{} ({unit})", ind.title.vi), &bold)
-                .map_err(err)?;
-            sheet
-                .write_string_with_format(2, col + 1, "Tử số", &bold)
-                .map_err(err)?;
-            sheet
-                .write_string_with_format(2, col + 2, "Mẫu số", &bold)
-                .map_err(err)?;
-            sheet
-                .write_string_with_format(2, col + 3, "Hồ sơ tranh chấp", &bold)
-                .map_err(err)?;
-            sheet.set_column_width(col, 24).map_err(err)?;
+            let heads = [
+                format!("{} ({})", ind.title.vi, unit.trim()),
+                "Tử số".to_owned(),
+                "Mẫu số".to_owned(),
+                "Chưa đến hạn".to_owned(),
+                "Hồ sơ tranh chấp".to_owned(),
+            ];
+            for (k, head) in heads.iter().enumerate() {
+                sheet
+                    .write_string_with_format(HEADER_ROW, col + k as u16, head, &header)
+                    .map_err(err)?;
+            }
+            sheet.set_column_width(col, 26).map_err(err)?;
             let target = match ind.target {
-                Some(t) => format!("Mục tiêu: {} {t}{unit}", direction_vi(&ind.direction)),
+                Some(t) => format!(
+                    "Mục tiêu: {} {}{unit}",
+                    direction_vi(&ind.direction),
+                    t.to_string().replace('.', ",")
+                ),
                 None => "Mục tiêu: tăng".to_owned(),
             };
-            sheet.write_string(1, col, target).map_err(err)?;
-        }
-        let mut areas: Vec<(String, String)> = rows
-            .iter()
-            .map(|r| (r.area.clone(), r.area_name.clone()))
-            .collect();
-        areas.sort();
-        areas.dedup();
-        let mut line = 3;
-        let all = [("46".to_owned(), "Toàn tỉnh".to_owned())];
-        for ((code, area_name), source) in areas
-            .iter()
-            .map(|a| (a, &rows))
-            .chain(all.iter().map(|a| (a, &province)))
-        {
-            sheet.write_string(line, 0, code.as_str()).map_err(err)?;
             sheet
-                .write_string(line, 1, area_name.as_str())
+                .write_string(HEADER_ROW - 1, col, target)
+                .map_err(err)?;
+        }
+        sheet.set_row_height(HEADER_ROW, 45).map_err(err)?;
+        sheet.set_freeze_panes(HEADER_ROW + 1, 2).map_err(err)?;
+        let mut line = HEADER_ROW + 1;
+        let listed = areas
+            .iter()
+            .map(|(code, area_name)| (code, area_name, &rows, false))
+            .chain(std::iter::once((&unit_code, &unit_name, &total, true)));
+        for (code, area_name, source, is_total) in listed {
+            let text = if is_total {
+                &total_text
+            } else {
+                &Format::new()
+            };
+            let label = if is_total {
+                format!("Tổng: {area_name}")
+            } else {
+                area_name.clone()
+            };
+            sheet
+                .write_string_with_format(line, 0, code.as_str(), text)
+                .map_err(err)?;
+            sheet
+                .write_string_with_format(line, 1, &label, text)
                 .map_err(err)?;
             for (i, ind) in members.iter().enumerate() {
-                let col = 2 + (i as u16) * 4;
-                let Some(r) = source
+                let col = 2 + (i as u16) * 5;
+                let found = source
                     .iter()
-                    .find(|r| r.indicator == ind.id && (&r.area == code || code == "46"))
-                else {
-                    continue;
+                    .find(|r| r.indicator == ind.id && (is_total || &r.area == code));
+                let value_format = match ind.unit.as_str() {
+                    "percent" => Format::new().set_num_format("0.0\" %\""),
+                    "per_100000" => Format::new().set_num_format("#,##0.0"),
+                    _ => Format::new().set_num_format("#,##0"),
                 };
-                if let Some(v) = r.value {
-                    sheet.write_number(line, col, v).map_err(err)?;
+                let (value_format, numbers) = match is_total {
+                    true => (value_format.set_bold(), &count_total),
+                    false => (value_format, &count),
+                };
+                let r = found.cloned();
+                if let Some(v) = r.as_ref().and_then(|r| r.value) {
+                    sheet
+                        .write_number_with_format(line, col, v, &value_format)
+                        .map_err(err)?;
                 }
-                sheet
-                    .write_number(line, col + 1, r.numerator as f64)
-                    .map_err(err)?;
-                sheet
-                    .write_number(line, col + 2, r.denominator as f64)
-                    .map_err(err)?;
-                sheet
-                    .write_number(line, col + 3, r.conflicted as f64)
-                    .map_err(err)?;
+                let (n, d, p, c) = r
+                    .map(|r| (r.numerator, r.denominator, r.pending, r.conflicted))
+                    .unwrap_or_default();
+                for (k, x) in [n, d, p, c].into_iter().enumerate() {
+                    sheet
+                        .write_number_with_format(line, col + 1 + k as u16, x as f64, numbers)
+                        .map_err(err)?;
+                }
             }
             line += 1;
         }
-        if rows.iter().chain(&province).any(|r| r.provisional) {
+        if rows.iter().chain(&total).any(|r| r.provisional) {
             sheet
                 .write_string(
                     line + 1,
                     0,
                     "Số liệu tạm tính: kỳ báo cáo chưa hết thời hạn cập nhật.",
+                )
+                .map_err(err)?;
+        }
+        if rows.iter().chain(&total).any(|r| r.pending > 0) {
+            sheet
+                .write_string(
+                    line + 2,
+                    0,
+                    "Chưa đến hạn: hồ sơ chưa biết kết quả (trẻ chưa đủ 60 ngày tuổi, chưa đăng ký), \
+                     không tính vào tỷ lệ.",
                 )
                 .map_err(err)?;
         }

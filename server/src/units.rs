@@ -16,9 +16,54 @@ use crate::schemas::Source;
 pub struct Commune {
     pub code: String,
     pub name: String,
+    /// `phuong`, `xa` or `thi_tran`.
     pub kind: String,
+    /// The name with its kind, as the map writes it: "Phường Phú Xuân".
+    pub full_name: String,
     pub district_code: Option<String>,
     pub district_name: Option<String>,
+    /// `thanh_pho`, `quan`, `thi_xa` or `huyen`.
+    pub district_type: Option<String>,
+}
+
+impl Commune {
+    /// The kind in Vietnamese: phường, xã, thị trấn.
+    pub fn kind_vi(&self) -> &str {
+        kind_vi(&self.kind)
+    }
+
+    /// The district with its kind, as this version of the map names it: "Thành phố Huế",
+    /// "Quận Thuận Hóa", "Thị xã Hương Thủy", "Huyện A Lưới".
+    pub fn district_full_name(&self) -> Option<String> {
+        let name = self.district_name.as_deref()?;
+        Some(match self.district_type.as_deref().map(kind_vi) {
+            Some(kind) if !kind.is_empty() => format!("{} {name}", upper_first(kind)),
+            _ => name.to_owned(),
+        })
+    }
+}
+
+/// A unit kind of the map in Vietnamese, with its diacritics.
+pub fn kind_vi(kind: &str) -> &str {
+    match kind {
+        "phuong" => "phường",
+        "xa" => "xã",
+        "thi_tran" => "thị trấn",
+        "thanh_pho" => "thành phố",
+        "quan" => "quận",
+        "thi_xa" => "thị xã",
+        "huyen" => "huyện",
+        "tinh" => "tỉnh",
+        other => other,
+    }
+}
+
+fn upper_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -27,6 +72,9 @@ pub struct UnitVersion {
     pub valid_from: String,
     /// The last day it was valid; `None` while current.
     pub valid_to: Option<String>,
+    /// The province as this version names it: "Tỉnh Thừa Thiên Huế", then from 1 January 2025
+    /// "Thành phố Huế".
+    pub province_name: String,
     pub communes: BTreeMap<String, Commune>,
 }
 
@@ -76,17 +124,28 @@ impl Units {
             .context("admin-units/versions.json is not valid")?;
         let mut units = Units::default();
         for v in manifest.versions {
-            let communes = csv_rows(&source.read(&v.file)?)
+            let rows = csv_rows(&source.read(&v.file)?);
+            let province_name = rows
+                .iter()
+                .find_map(|row| row.get("province_name").filter(|s| !s.is_empty()))
+                .cloned()
+                .unwrap_or_else(|| "Tỉnh Thừa Thiên Huế".to_owned());
+            let communes = rows
                 .into_iter()
                 .map(|row| {
                     let get = |k: &str| row.get(k).cloned().unwrap_or_default();
                     let opt = |k: &str| row.get(k).filter(|s| !s.is_empty()).cloned();
+                    let (name, kind) = (get("name"), get("type"));
+                    let full_name = opt("full_name")
+                        .unwrap_or_else(|| format!("{} {name}", upper_first(kind_vi(&kind))));
                     let commune = Commune {
                         code: get("code"),
-                        name: get("name"),
-                        kind: get("type"),
+                        name,
+                        kind,
+                        full_name,
                         district_code: opt("district_code"),
                         district_name: opt("district_name"),
+                        district_type: opt("district_type"),
                     };
                     (commune.code.clone(), commune)
                 })
@@ -95,6 +154,7 @@ impl Units {
                 file: v.file,
                 valid_from: v.valid_from,
                 valid_to: v.valid_to,
+                province_name,
                 communes,
             });
         }
@@ -158,34 +218,50 @@ impl Units {
 
     /// Where a commune's figures go on the map of geography `key`: itself if it exists there,
     /// its successor through the July 2025 crosswalk, or else itself under its last name.
+    /// (code, short name: "Phú Xuân").
     pub fn commune_in(&self, code: &str, key: &str) -> (String, String) {
+        match self.unit_in(code, key) {
+            Some(c) => (c.code.clone(), c.name.clone()),
+            None => (code.to_owned(), code.to_owned()),
+        }
+    }
+
+    /// [`Units::commune_in`] with the name as the map writes it: "Phường Phú Xuân".
+    pub fn commune_full_in(&self, code: &str, key: &str) -> (String, String) {
+        match self.unit_in(code, key) {
+            Some(c) => (c.code.clone(), c.full_name.clone()),
+            None => (code.to_owned(), code.to_owned()),
+        }
+    }
+
+    fn unit_in(&self, code: &str, key: &str) -> Option<&Commune> {
         let geography = self.geography(key);
         if let Some(c) = geography.and_then(|g| g.communes.get(code)) {
-            return (c.code.clone(), c.name.clone());
+            return Some(c);
         }
         if let (Some(g), Some(next)) = (geography, self.successor(code)) {
             if let Some(c) = g.communes.get(next) {
-                return (c.code.clone(), c.name.clone());
+                return Some(c);
             }
         }
-        let name = self
-            .versions
+        self.versions
             .iter()
             .rev()
             .find_map(|v| v.communes.get(code))
-            .map(|c| c.name.clone());
-        (code.to_owned(), name.unwrap_or_else(|| code.to_owned()))
     }
 
-    /// A commune's district (code, name) in geography `key` (or the latest that has one);
+    /// The province as the map of geography `key` names it.
+    pub fn province_name(&self, key: &str) -> String {
+        self.geography(key)
+            .or(self.versions.last())
+            .map(|g| g.province_name.clone())
+            .unwrap_or_else(|| "Tỉnh Thừa Thiên Huế".to_owned())
+    }
+
+    /// A commune's district (code, name with its kind: "Thành phố Huế") in geography `key` (or the latest that has one);
     /// `None` where there is no district level.
     pub fn district_of(&self, code: &str, key: Option<&str>) -> Option<(String, String)> {
-        let district = |c: &Commune| {
-            Some((
-                c.district_code.clone()?,
-                c.district_name.clone().unwrap_or_default(),
-            ))
-        };
+        let district = |c: &Commune| Some((c.district_code.clone()?, c.district_full_name()?));
         if let Some(g) = key.and_then(|k| self.geography(k)) {
             if g.communes.values().all(|c| c.district_code.is_none()) {
                 return None;

@@ -112,6 +112,121 @@ pub async fn outcomes_not_yet_known_are_pending(db: Database) {
     assert_eq!(server.cli(&["indicators", "cells"]), before);
 }
 
+/// The report a district sends: its own name on the total, every commune listed (those
+/// without records too), a header saying whose, which period and map, when and by whom; frozen
+/// headers and number formats; a CSV Excel reads in Vietnamese; periods, maps, places and dates
+/// as people write them.
+pub async fn reports_an_office_can_send(db: Database) {
+    use calamine::{Data, Reader};
+    let server = Server::start(&db);
+    crate::office::add_user(&server, "hue", "district", "474");
+    let mut phone = server.enroll("Hoa", &[HUE]).await;
+    // One birth registered on time, two late: a third, 33,33 %.
+    for (name, registered) in [
+        ("Một", "2020-03-10"),
+        ("Hai", "2020-06-20"),
+        ("Ba", "2020-06-25"),
+    ] {
+        phone.create(
+            HUE,
+            &[
+                ("child_name", json!(name)),
+                ("date_of_birth", json!("2020-03-01")),
+                ("birth_registered", json!(true)),
+                ("registration_date", json!(registered)),
+            ],
+        );
+    }
+    phone.sync().await;
+    let mut office = crate::office::Office::new(&server);
+    office.login("hue", crate::office::PASSWORD).await;
+
+    let (status, _, bytes) = office.download("/office/reports/2020-H1.xlsx").await;
+    assert_eq!(status, 200);
+    let path = std::env::temp_dir().join(format!("mam-report-{}.xlsx", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let mut book = calamine::open_workbook_auto(&path).unwrap();
+    let sheet = book.worksheet_range("Khai sinh").unwrap();
+    let text = |row: u32, col: u32| match sheet.get_value((row, col)) {
+        Some(Data::String(s)) => s.clone(),
+        Some(Data::Float(f)) => f.to_string(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let head: Vec<String> = (0..5).map(|r| text(r, 0)).collect();
+    assert_eq!(head[1], "Đơn vị: Thành phố Huế (474)", "{head:?}");
+    assert_eq!(head[2], "Kỳ báo cáo: 6 tháng đầu năm 2020");
+    assert_eq!(head[3], "Địa giới hành chính: từ 01/01/2020");
+    assert!(
+        head[4].starts_with("Ngày lập: ") && head[4].ends_with("Người lập: hue"),
+        "{head:?}"
+    );
+    // Every commune the district had on the 2020 map, then the district's own total.
+    let listed: Vec<String> = (7..sheet.height() as u32)
+        .map(|r| text(r, 1))
+        .take_while(|name| !name.is_empty())
+        .collect();
+    assert_eq!(listed.len(), 27 + 1, "{listed:?}");
+    assert!(listed.contains(&"Phường Thuận Lộc".to_owned()));
+    assert!(
+        listed.contains(&"Phường Phú Thuận".to_owned()),
+        "a commune with no records"
+    );
+    assert_eq!(listed.last().unwrap(), "Tổng: Thành phố Huế");
+    assert!(!listed.iter().any(|n| n.contains("Toàn tỉnh")));
+    let row = 7 + listed.iter().position(|n| n == "Phường Thuận Lộc").unwrap() as u32;
+    let value = match sheet.get_value((row, 2)) {
+        Some(Data::Float(v)) => *v,
+        other => panic!("{other:?}"),
+    };
+    assert!((value - 33.33).abs() < 0.01, "{value}");
+    // The sheet's own XML: headers frozen, the rate's number format.
+    let xml = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+             print(z.read('xl/worksheets/sheet1.xml').decode()); print(z.read('xl/styles.xml').decode())",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let xml = String::from_utf8(xml.stdout).unwrap();
+    assert!(
+        xml.contains("<pane ") && xml.contains("state=\"frozen\""),
+        "{xml}"
+    );
+    assert!(xml.contains("formatCode=\"0.0&quot; %&quot;\""), "{xml}");
+
+    // The CSV: a byte order mark, Vietnamese headers and decimals; English on request.
+    let (_, headers, csv) = office
+        .download("/office/targets.csv?period=2020-H1&level=commune")
+        .await;
+    assert!(headers["content-type"].to_str().unwrap().contains("utf-8"));
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(csv.starts_with("\u{feff}Mã chỉ tiêu,Chỉ tiêu,"), "{csv}");
+    assert!(
+        csv.contains("\"Phường Thuận Lộc\"") && csv.contains("\"33,33\""),
+        "{csv}"
+    );
+    let (_, _, english) = office
+        .download("/office/targets.csv?period=2020-H1&level=commune&lang=en")
+        .await;
+    let english = String::from_utf8(english).unwrap();
+    assert!(english.starts_with("\u{feff}Indicator,Title,"), "{english}");
+    assert!(english.contains(",33.33,"));
+
+    // Periods, maps and dates as people write them.
+    let (_, page) = office.get("/office?period=2020-H1").await;
+    assert!(page.contains("6 tháng đầu năm 2020") && page.contains("Địa giới từ 01/07/2025"));
+    assert!(
+        page.contains("Thành phố Huế (474)") && !page.contains("Huyện Huế"),
+        "{page}"
+    );
+    let id = phone.named("Một");
+    let (_, record) = office.get(&format!("/office/records/{id}")).await;
+    assert!(record.contains("01/03/2020"), "{record}");
+}
+
 /// A command whose reader stops early (`mam units list | head`) ends quietly: no panic, no
 /// backtrace.
 pub async fn commands_end_quietly_on_a_closed_pipe(db: Database) {

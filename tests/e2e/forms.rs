@@ -163,7 +163,15 @@ pub async fn commune_must_exist_on_the_collection_date(db: Database) {
     assert!(server
         .cli(&["units", "list", "--on", "2025-07-01"])
         .starts_with("40 communes"));
-    assert!(out.contains("19750  phuong Tây Lộc"));
+    // Kinds with their diacritics, the district and the province as that map names them.
+    assert!(
+        out.contains("19750  Phường Tây Lộc  (Thành phố Huế)"),
+        "{out}"
+    );
+    assert!(out.contains("Tỉnh Thừa Thiên Huế"));
+    assert!(out.contains("20047  Xã Hồng Vân  (Huyện A Lưới)"));
+    let today = server.cli(&["units", "list", "--on", "2025-07-01"]);
+    assert!(today.contains("Thành phố Huế") && !today.contains("Tỉnh Thừa Thiên Huế"));
 }
 
 pub async fn phones_fetch_forms_by_manifest_and_etag(db: Database) {

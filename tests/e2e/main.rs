@@ -26,7 +26,10 @@ use attacks::{
 };
 use built_in::serve_runs_in_an_empty_folder_on_built_in_schemas;
 use edit_log::an_earlier_edit_log_is_carried_over;
-use field_day::{commands_end_quietly_on_a_closed_pipe, outcomes_not_yet_known_are_pending};
+use field_day::{
+    commands_end_quietly_on_a_closed_pipe, outcomes_not_yet_known_are_pending,
+    reports_an_office_can_send,
+};
 use forms::{
     commune_must_exist_on_the_collection_date, derived_fields_follow_the_edits,
     invalid_values_are_refused_in_both_languages_and_kept, phones_fetch_forms_by_manifest_and_etag,
@@ -90,6 +93,7 @@ both_backends!(
     seq_zero_has_its_own_code,
     outcomes_not_yet_known_are_pending,
     commands_end_quietly_on_a_closed_pipe,
+    reports_an_office_can_send,
     rules_broken_only_by_a_merge_flag_the_record,
     pulls_page_by_max_bytes,
     http_hygiene,

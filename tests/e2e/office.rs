@@ -122,6 +122,22 @@ impl Office {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
+    /// A download: its status, its headers and its bytes.
+    pub(crate) async fn download(
+        &mut self,
+        path: &str,
+    ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        (status, headers, response.bytes().await.unwrap().to_vec())
+    }
+
     pub(crate) async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         let response = self
             .http

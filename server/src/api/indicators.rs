@@ -81,7 +81,7 @@ pub(crate) async fn workbook_response(
     period: &str,
     geography: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let book = query::workbook(&state.tables(), scope, period, geography).await?;
+    let book = query::workbook(&state.tables(), scope, period, geography, "API").await?;
     Ok(crate::respond::download(book))
 }
 

@@ -119,10 +119,10 @@ pub(super) async fn units(config: Option<&PathBuf>, command: UnitsCommand) -> an
                     version.valid_from,
                     version.valid_to.as_deref().unwrap_or("today")
                 );
+                println!("{}", version.province_name);
                 for c in version.communes.values() {
                     let district = c
-                        .district_name
-                        .as_deref()
+                        .district_full_name()
                         .map(|d| format!("  ({d})"))
                         .unwrap_or_default();
                     let successor = units
@@ -130,7 +130,7 @@ pub(super) async fn units(config: Option<&PathBuf>, command: UnitsCommand) -> an
                         .filter(|s| *s != c.code)
                         .map(|s| format!("  → {s} from 2025-07-01"))
                         .unwrap_or_default();
-                    println!("{}  {} {}{district}{successor}", c.code, c.kind, c.name);
+                    println!("{}  {}{district}{successor}", c.code, c.full_name);
                 }
             }
             Ok(())

@@ -81,30 +81,34 @@ pub(super) fn ctx(
     }
 }
 
-pub(super) fn scope_name(state: &AppState, scope: &Scope, lang: Lang) -> String {
+pub(super) fn scope_name(state: &AppState, scope: &Scope, _lang: Lang) -> String {
+    let key = current_geography(state);
     match scope {
-        Scope::Province => format!("{} Thừa Thiên Huế", lang.t("province")),
+        Scope::Province => state.units.province_name(&key),
         Scope::District(code) => {
+            // The district as the maps named it, newest first ("Thành phố Huế", then
+            // "Quận Thuận Hóa" …): a district gone from today's map keeps its last names.
             let mut names: Vec<String> = Vec::new();
             for c in state
                 .units
                 .versions()
                 .iter()
+                .rev()
                 .flat_map(|v| v.communes.values())
             {
                 if c.district_code.as_deref() == Some(code) {
-                    if let Some(n) = &c.district_name {
-                        if !names.contains(n) {
-                            names.push(n.clone());
+                    if let Some(n) = c.district_full_name() {
+                        if !names.contains(&n) {
+                            names.push(n);
                         }
                     }
                 }
             }
-            format!("{} {} ({code})", lang.t("district"), names.join(" / "))
+            format!("{} ({code})", names.join(" / "))
         }
         Scope::Communes(list) => list
             .iter()
-            .map(|c| commune_name(state, c))
+            .map(|c| state.units.commune_full_in(c, &key).1)
             .collect::<Vec<_>>()
             .join(", "),
     }
@@ -183,7 +187,22 @@ pub(super) fn summary(record: &Record, form: Option<&SurveyForm>, lang: Lang) ->
         .join(" · ")
 }
 
-/// A value as a person reads it: choice labels, yes/no, dates as written.
+/// A period as people say it: "6 tháng đầu năm 2026" ("First half of 2026").
+pub(super) fn period_label(period: &str, lang: Lang) -> String {
+    crate::report::period_label(period, lang == Lang::En)
+}
+
+/// A version of the map by the day it took effect: "Địa giới từ 01/07/2025".
+pub(super) fn geography_label(valid_from: &str, lang: Lang) -> String {
+    match lang {
+        Lang::Vi => format!("Địa giới từ {}", day_label(valid_from)),
+        Lang::En => format!("Boundaries from {}", day_label(valid_from)),
+    }
+}
+
+pub(super) use crate::report::day_label;
+
+/// A value as a person reads it: choice labels, yes/no, dates as dd/mm/yyyy.
 pub(super) fn show(value: &Value, field: Option<&FormField>, lang: Lang) -> String {
     let label = |code: &str| {
         field
@@ -196,6 +215,7 @@ pub(super) fn show(value: &Value, field: Option<&FormField>, lang: Lang) -> Stri
         Value::Null => lang.t("empty").to_owned(),
         Value::Bool(true) => lang.t("yes").to_owned(),
         Value::Bool(false) => lang.t("no").to_owned(),
+        Value::String(s) if field.is_some_and(|f| f.kind == FieldType::Date) => day_label(s),
         Value::String(s) => label(s),
         Value::Number(n) => n.to_string(),
         Value::Array(items) if items.iter().all(Value::is_string) => items

@@ -22,6 +22,8 @@ pub struct DashboardParams {
     period: Option<String>,
     geography: Option<String>,
     level: Option<String>,
+    /// The CSV's language (`en` or `vi`).
+    lang: Option<String>,
 }
 
 pub struct TargetView {
@@ -86,14 +88,14 @@ struct DashboardPage {
 }
 
 /// Periods offered: every half-year and year from 2019 to this year.
-fn period_choices(selected: &str) -> Vec<Choice> {
+fn period_choices(selected: &str, lang: Lang) -> Vec<Choice> {
     let year: i32 = crate::today()[..4].parse().unwrap_or(2026);
     let mut out = Vec::new();
     for y in (2019..=year).rev() {
         for p in [format!("{y}"), format!("{y}-H2"), format!("{y}-H1")] {
             out.push(Choice {
                 selected: p == selected,
-                label: p.clone(),
+                label: period_label(&p, lang),
                 value: p,
             });
         }
@@ -344,7 +346,7 @@ pub async fn dashboard(
             let key = crate::units::Units::key(v);
             Choice {
                 selected: key == table.geography,
-                label: key.clone(),
+                label: geography_label(&v.valid_from, lang),
                 value: key,
             }
         })
@@ -365,7 +367,7 @@ pub async fn dashboard(
     Ok(page(
         DashboardPage {
             c,
-            periods: period_choices(&table.period),
+            periods: period_choices(&table.period, lang),
             geographies,
             levels,
             overview,
@@ -397,6 +399,12 @@ pub async fn targets_csv(
     Query(params): Query<DashboardParams>,
 ) -> Result<Response, PageError> {
     let table = read_table(&state, &officer, &params).await?;
+    // In the page's language unless the link asks for another (`?lang=en`, `?lang=vi`).
+    let english = match params.lang.as_deref() {
+        Some("en") => true,
+        Some("vi") => false,
+        _ => officer.lang == Lang::En,
+    };
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
@@ -408,7 +416,7 @@ pub async fn targets_csv(
                 ),
             ),
         ],
-        report::csv(&table.rows),
+        report::csv_for_people(&table.rows, english),
     )
         .into_response())
 }
@@ -425,10 +433,17 @@ pub async fn report_xlsx(
     Query(q): Query<GeographyParam>,
 ) -> Result<Response, PageError> {
     let period = file.strip_suffix(".xlsx").ok_or(PageError::NotFound)?;
-    query::workbook(&state.tables(), &officer.scope, period, given(&q.geography))
-        .await
-        .map(crate::respond::download)
-        .map_err(|e| PageError::BadRequest(e.to_string()))
+    let by = &officer.user.name;
+    query::workbook(
+        &state.tables(),
+        &officer.scope,
+        period,
+        given(&q.geography),
+        by,
+    )
+    .await
+    .map(crate::respond::download)
+    .map_err(|e| PageError::BadRequest(e.to_string()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -525,7 +540,7 @@ pub async fn behind(
             c,
             indicator: title,
             area: area_name,
-            period: behind.period.clone(),
+            period: period_label(&behind.period, lang),
             rows,
             back: format!(
                 "/office?period={}&geography={}",

@@ -503,7 +503,7 @@ pub fn local_time(ms: i64) -> String {
     let secs = ms.div_euclid(1000) + 7 * 3600;
     let day = secs.div_euclid(86_400);
     let rest = secs.rem_euclid(86_400);
-    let date = sync_protocol::expr::date_of_day(day);
+    let date = common::day_label(&sync_protocol::expr::date_of_day(day));
     format!("{date} {:02}:{:02}", rest / 3600, (rest % 3600) / 60)
 }
 
