@@ -2,7 +2,7 @@
 //!
 //! Surfaces (`api`, `web`, `phone`, `cli`, `app`, `bench`, `respond`) call services; services
 //! (`sync`, `forms`, `indicators`, `accounts`, `units`, `report`, `query`, `xlsform`, `backup`,
-//! `auth`, `metrics`, `limits`) know no HTTP and no surface; the store knows only its
+//! `auth`, `metrics`, `limits`, `export`) know no HTTP and no surface; the store knows only its
 //! configuration; the API and the office pages never import each other; no module imports one
 //! that imports it back, in the server or in `sync-protocol`.
 
@@ -23,6 +23,7 @@ const SERVICES: &[&str] = &[
     "auth",
     "metrics",
     "limits",
+    "export",
 ];
 
 /// Module → the modules of the same crate it imports, by top-level name.

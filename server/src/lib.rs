@@ -13,6 +13,7 @@ pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod export;
 pub mod forms;
 pub mod indicators;
 pub mod limits;

@@ -143,7 +143,7 @@ pub async fn reports_an_office_can_send(db: Database) {
 
     let (status, _, bytes) = office.download("/office/reports/2020-H1.xlsx").await;
     assert_eq!(status, 200);
-    let path = std::env::temp_dir().join(format!("mam-report-{}.xlsx", std::process::id()));
+    let path = db.scratch("report.xlsx");
     std::fs::write(&path, &bytes).unwrap();
     let mut book = calamine::open_workbook_auto(&path).unwrap();
     let sheet = book.worksheet_range("Khai sinh").unwrap();
@@ -225,6 +225,66 @@ pub async fn reports_an_office_can_send(db: Database) {
     let id = phone.named("Một");
     let (_, record) = office.get(&format!("/office/records/{id}")).await;
     assert!(record.contains("01/03/2020"), "{record}");
+
+    // A form's records, exported: codes and labels, the area's records only.
+    let mut far = server.enroll("Lan", &["20047"]).await;
+    far.create("20047", &[("child_name", json!("Bé A Lưới"))]);
+    far.sync().await;
+    let (status, _, csv) = office
+        .download("/office/records.csv?form=birth-registration")
+        .await;
+    assert_eq!(status, 200);
+    let csv = String::from_utf8(csv).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(header.starts_with("\u{feff}Mã hồ sơ,Mã xã,"), "{header}");
+    assert!(
+        header.contains("Giới tính [sex]") && header.contains("Giới tính (nhãn)"),
+        "{header}"
+    );
+    assert_eq!(csv.lines().count(), 1 + 3, "{csv}");
+    assert!(
+        csv.contains("Phường Phú Xuân") && csv.contains(",f,Nữ,"),
+        "{csv}"
+    );
+    assert!(!csv.contains("Bé A Lưới"));
+    let (status, _, _) = office
+        .download("/office/records.csv?form=birth-registration&commune=20047")
+        .await;
+    assert_eq!(status, 404, "another district's commune");
+    let (_, page) = office.get("/office/records?form=birth-registration").await;
+    assert!(page.contains("/office/records.xlsx?form=birth-registration"));
+    // A repeat group gets a sheet of its own, a line per item.
+    phone.client.create(
+        sync_protocol::RecordId::new_v7(),
+        &sync_protocol::FormId::parse("commune-annual").unwrap(),
+        1,
+        &harness::commune(HUE),
+        [
+            ("year", json!(2020)),
+            ("report_date", json!("2020-12-31")),
+            ("population_under_16", json!(22)),
+            (
+                "population_under_16_by_age",
+                json!([{"age": 0, "boys": 5, "girls": 6}, {"age": 1, "boys": 4, "girls": 7}]),
+            ),
+        ],
+    );
+    phone.sync().await;
+    assert!(
+        phone.client.rejected().is_empty(),
+        "{:?}",
+        phone.client.rejected()
+    );
+    let (status, _, bytes) = office
+        .download("/office/records.xlsx?form=commune-annual")
+        .await;
+    assert_eq!(status, 200);
+    std::fs::write(&path, &bytes).unwrap();
+    let mut book = calamine::open_workbook_auto(&path).unwrap();
+    assert_eq!(book.sheet_names(), ["Hồ sơ", "population_under_16_by_age"]);
+    let items = book.worksheet_range("population_under_16_by_age").unwrap();
+    assert_eq!(items.height(), 1 + 2);
+    let _ = std::fs::remove_file(&path);
 }
 
 /// A command whose reader stops early (`mam units list | head`) ends quietly: no panic, no

@@ -134,6 +134,8 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("settle_stale", "Chưa lưu gì: trong lúc bạn xem, hồ sơ đã nhận giá trị mới ở các trường sau. Trang dưới đây cho thấy các giá trị hiện có; hãy xem lại và chọn lần nữa:", "Nothing was saved: while you were looking, the record received new values in these fields. The page below shows the values it holds now; look again and choose:"),
     ("keep_deleted", "Giữ phiếu đã xoá", "Keep the record deleted"),
     ("restore", "Khôi phục phiếu", "Restore the record"),
+    ("export_csv", "Tải hồ sơ (CSV)", "Download records (CSV)"),
+    ("export_xlsx", "Tải hồ sơ (Excel)", "Download records (Excel)"),
     ("pending_outcome", "chưa đến hạn", "not due yet"),
     ("login_throttled", "Quá nhiều lượt đăng nhập sai từ mạng này. Thử lại sau", "Too many failed sign-ins from this network. Try again in"),
     ("login_reason_throttled", "quá nhiều lượt sai từ một địa chỉ", "too many failures from one address"),

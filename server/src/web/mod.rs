@@ -49,6 +49,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/office/targets/{id}/records", get(dashboard::behind))
         .route("/office/records", get(records::records))
         .route("/office/records/{id}", get(records::record))
+        .route("/office/records.csv", get(records::export_csv))
+        .route("/office/records.xlsx", get(records::export_xlsx))
         .route("/office/records/{id}/settle", post(records::settle))
         .route("/office/conflicts", get(records::conflicts))
         .route("/office/phones", get(phones::phones).post(phones::enrol))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use sync_protocol::{
 };
 
 use super::common::*;
-use super::{local_time, Lang, Officer, PageError};
+use super::{encode_query, local_time, Lang, Officer, PageError};
 use crate::accounts::{self};
 use crate::state::AppState;
 use crate::store::{EditLog, RecordQuery};
@@ -61,6 +61,8 @@ struct RecordsPage {
     lines: Vec<RecordLine>,
     prev_href: Option<String>,
     next_href: Option<String>,
+    /// The export links' query, once a form is chosen.
+    export_query: Option<String>,
 }
 
 /// Every record of the officer's area, of every current form: what a list narrows down.
@@ -224,9 +226,107 @@ pub async fn records(
             lines,
             prev_href: (page_no > 1).then(|| page_href(page_no - 1)),
             next_href: (page_no < pages).then(|| page_href(page_no + 1)),
+            export_query: given(&filter.form).map(|form| {
+                let commune = given(&filter.commune)
+                    .map(|c| format!("&commune={}", encode_query(c)))
+                    .unwrap_or_default();
+                format!("form={}{commune}", encode_query(form))
+            }),
         }
         .render()?,
     ))
+}
+
+/// Most records one export holds; past it, the office narrows by commune.
+const MAX_EXPORT: u32 = 100_000;
+
+#[derive(Deserialize)]
+pub struct ExportParams {
+    form: Option<String>,
+    commune: Option<String>,
+    lang: Option<String>,
+}
+
+/// `/office/records.csv?form=…` and `/office/records.xlsx?form=…`: a form's records in the
+/// officer's area (or one commune of it), codes and labels, deleted ones marked.
+pub async fn export_csv(
+    State(state): State<Arc<AppState>>,
+    officer: Officer,
+    Query(q): Query<ExportParams>,
+) -> Result<Response, PageError> {
+    export(&state, &officer, &q, false).await
+}
+
+pub async fn export_xlsx(
+    State(state): State<Arc<AppState>>,
+    officer: Officer,
+    Query(q): Query<ExportParams>,
+) -> Result<Response, PageError> {
+    export(&state, &officer, &q, true).await
+}
+
+async fn export(
+    state: &AppState,
+    officer: &Officer,
+    q: &ExportParams,
+    xlsx: bool,
+) -> Result<Response, PageError> {
+    let registry = state.forms();
+    let form_id = given(&q.form)
+        .and_then(|f| sync_protocol::FormId::parse(f).ok())
+        .ok_or_else(|| {
+            PageError::BadRequest("form: required, e.g. form=birth-registration".into())
+        })?;
+    let form = registry.latest(&form_id).ok_or(PageError::NotFound)?;
+    let mut query = in_area(state, officer);
+    query.forms = vec![form_id.to_string()];
+    if let Some(want) = given(&q.commune) {
+        query.communes.retain(|c| c == want);
+        if query.communes.is_empty() {
+            return Err(PageError::NotFound);
+        }
+    }
+    query.page = Some((MAX_EXPORT, 0));
+    let (records, total) = state.store.find_records(&query).await?;
+    if total > u64::from(MAX_EXPORT) {
+        return Err(PageError::BadRequest(format!(
+            "{total} records: an export holds at most {MAX_EXPORT}; choose a commune"
+        )));
+    }
+    let english = match q.lang.as_deref() {
+        Some("en") => true,
+        Some("vi") => false,
+        _ => officer.lang == Lang::En,
+    };
+    let geography = current_geography(state);
+    let name = format!("mam-{form_id}-{}", crate::today());
+    let (kind, file_name, bytes) = if xlsx {
+        let bytes = crate::export::records_xlsx(form, &records, &state.units, &geography, english)
+            .map_err(PageError::Internal)?;
+        (
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            format!("{name}.xlsx"),
+            bytes,
+        )
+    } else {
+        let text = crate::export::records_csv(form, &records, &state.units, &geography, english);
+        (
+            "text/csv; charset=utf-8",
+            format!("{name}.csv"),
+            text.into_bytes(),
+        )
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, kind.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file_name}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 // ---------------------------------------------------------------------------------------------
