@@ -14,6 +14,7 @@ let retryDelay = 0;
 let retryTimer = null;
 let lastSync = null;
 let lastError = null;
+let checkedLink = null; // the enrolment link last checked against the server
 
 /** What tests and curious people can read: counts of requests and the last response. */
 window.mam = { requests: 0, pushes: [] };
@@ -260,6 +261,46 @@ async function takeSuccessor() {
   });
 }
 
+/**
+ * The phone was revoked in the office: the records it holds go, and so does its token. What
+ * never reached the server (pending edits, drafts) is set aside, not lost: after the next
+ * enrolment it is shown to be sent under the new number, or downloaded.
+ */
+async function revoked() {
+  await exclusive("mam-state", async () => {
+    const stored = await S.loadQueue();
+    const drafts = await S.getAll("drafts");
+    const pending = stored ? stored.pending : [];
+    const aside = (await S.get("meta", "aside")) || [];
+    if (pending.length || Object.keys(drafts).length) {
+      aside.push({ device: stored ? stored.device : auth && auth.device, at: Date.now(), pending, drafts });
+    }
+    await S.put("meta", "aside", aside);
+    await S.put("meta", "revoked_at", Date.now());
+    await S.forgetEnrolment();
+  });
+  auth = null;
+  state = null;
+  lastError = null;
+  if (channel) channel.postMessage("state");
+  render();
+}
+
+/** What a revoked enrolment left unsent, as a file to keep or give to the office. */
+function downloadAside(aside) {
+  const blob = new Blob([JSON.stringify(aside, null, 2)], { type: "application/json" });
+  const a = h("a", { href: URL.createObjectURL(blob), download: `mam-giu-lai-${P.today()}.json` });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+function asideCounts(aside) {
+  const edits = aside.reduce((n, a) => n + a.pending.length, 0);
+  const drafts = aside.reduce((n, a) => n + Object.keys(a.drafts || {}).length, 0);
+  return { edits, drafts };
+}
+
 async function runSync() {
   clearTimeout(retryTimer);
   try {
@@ -269,7 +310,8 @@ async function runSync() {
     lastSync = new Date().toLocaleTimeString("vi-VN");
   } catch (e) {
     if (e.status === 401) {
-      lastError = "thiết bị đã bị thu hồi hoặc chưa kích hoạt";
+      // The server no longer knows this phone: it was revoked in the office.
+      await revoked();
       return;
     }
     lastError = navigator.onLine ? e.message : "không có mạng";
@@ -305,13 +347,27 @@ window.addEventListener("hashchange", () => render());
 function render() {
   const [screen, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
   if (!auth) return renderEnrol();
+  // A new enrolment link while enrolled: a sync tells whether this enrolment still holds (a
+  // revoked one gives way to the link's code).
+  if (/(^|[#&])code=/.test(location.hash) && checkedLink !== location.hash) {
+    checkedLink = location.hash;
+    sync();
+  }
   if (screen === "new") return renderChooseForm();
   if (screen === "fill") return renderFill(rest[0], rest[1] || null);
   if (screen === "record") return renderRecord(rest[0]);
   return renderHome();
 }
 
-function renderEnrol() {
+async function renderEnrol() {
+  const revokedAt = await S.get("meta", "revoked_at");
+  const aside = (await S.get("meta", "aside")) || [];
+  const { edits, drafts } = asideCounts(aside);
+  const notice = revokedAt ? h("section", { class: "notice", id: "revoked", role: "status" },
+    h("p", { text: "Máy này đã bị thu hồi: các phiếu đã được xoá khỏi máy. Hãy xin cán bộ xã mã kích hoạt mới." }),
+    edits || drafts ? h("p", { id: "aside-count", text: `${edits} thay đổi và ${drafts} phiếu nhập dở chưa gửi được giữ lại trên máy. Sau khi kích hoạt lại, có thể gửi chúng lên hoặc tải về.` }) : null,
+    edits || drafts ? h("button", { type: "button", class: "secondary", id: "export-aside", onclick: () => downloadAside(aside), text: "Tải về phiếu giữ lại" }) : null,
+  ) : null;
   const fromLink = new URLSearchParams(location.hash.replace(/^#/, "")).get("code") || "";
   const input = h("input", { id: "code", name: "code", autocomplete: "one-time-code", autocapitalize: "characters", value: fromLink, required: true, placeholder: "K7QF-3M9X" });
   const error = h("p", { class: "error", role: "alert", id: "enrol-error" });
@@ -323,6 +379,7 @@ function renderEnrol() {
       auth = { token: res.token, device: res.device, communes: res.communes };
       state = P.newState(res.device);
       await S.saveState(state, { meta: { auth } });
+      await S.del("meta", "revoked_at");
       if (channel) channel.postMessage("state");
       await refreshForms().catch(() => {});
       location.hash = "";
@@ -341,7 +398,7 @@ function renderEnrol() {
   const scan = "BarcodeDetector" in window && navigator.mediaDevices
     ? h("button", { type: "button", class: "secondary", onclick: () => scanCode(input), text: "Quét mã QR" })
     : null;
-  mount(h("h1", { text: "Kích hoạt điện thoại" }), form, scan, error);
+  mount(h("h1", { text: "Kích hoạt điện thoại" }), notice, form, scan, error);
 }
 
 /** Read the enrolment QR code with the camera, where the browser can. */
@@ -381,8 +438,30 @@ function recordTitle(record) {
   return `${name} · ${form ? label(form.title, form.id) : record.form}`;
 }
 
+/** Send what a revoked enrolment left unsent under this number: its edits take new seqs, its
+ *  drafts come back naming them. */
+async function resendAside(aside) {
+  await update((s) => {
+    const drafts = {};
+    for (const a of aside) {
+      const rename = P.carryOver(s, a.device, a.pending);
+      for (const [key, d] of Object.entries(a.drafts || {})) {
+        const dots = {};
+        for (const [n, list] of Object.entries(d.dots || {})) dots[n] = list.map(rename);
+        drafts[key] = { ...d, dots };
+      }
+    }
+    return { drafts };
+  });
+  await S.del("meta", "aside");
+  render();
+  sync();
+}
+
 async function renderHome() {
   const drafts = await S.getAll("drafts");
+  const aside = (await S.get("meta", "aside")) || [];
+  const counts = asideCounts(aside);
   const list = P.records(state).filter((r) => !P.isDeleted(r) || P.isConflicted(r));
   // Refused edits of records the phone no longer shows (a refused new record) still show.
   const shown = new Set(list.map((r) => r.id));
@@ -392,6 +471,17 @@ async function renderHome() {
       h("button", { id: "sync", onclick: () => syncNow(), text: "Đồng bộ" }),
       h("button", { id: "new", onclick: () => go("#new"), text: "Phiếu mới" }),
     ),
+    aside.length ? h("section", { class: "notice", id: "aside", "aria-labelledby": "h-aside" },
+      h("h2", { id: "h-aside", text: "Giữ lại từ lần kích hoạt trước" }),
+      h("p", { id: "aside-count", text: `${counts.edits} thay đổi và ${counts.drafts} phiếu nhập dở chưa gửi khi máy bị thu hồi.` }),
+      h("button", { id: "resend-aside", onclick: () => resendAside(aside), text: "Gửi lên với máy này" }),
+      h("button", { class: "secondary", id: "export-aside", onclick: () => downloadAside(aside), text: "Tải về" }),
+      h("button", { class: "secondary", id: "drop-aside", onclick: async () => {
+        if (!confirm("Bỏ hẳn các phiếu giữ lại? Không lấy lại được.")) return;
+        await S.del("meta", "aside");
+        render();
+      }, text: "Bỏ đi" }),
+    ) : null,
     orphans.length ? h("section", { "aria-labelledby": "h-refused" },
       h("h2", { id: "h-refused", text: "Bị từ chối" }),
       h("ul", { class: "records" }, orphans.map((r) => h("li", { class: "record refused", "data-record": r.edit.record },

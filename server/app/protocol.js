@@ -261,6 +261,26 @@ export function adoptSuccessor(state, device) {
   return rename;
 }
 
+/**
+ * Edits that another device number never sent (it was revoked before they reached the server)
+ * carried onto this state: appended to the pending queue under new seqs of this number, their
+ * dots on each other renamed. Returns `rename(dot)` for dots kept elsewhere (drafts).
+ */
+export function carryOver(state, oldDevice, edits) {
+  const renumbered = new Map();
+  for (const e of [...edits].sort((a, b) => a.seq - b.seq)) renumbered.set(e.seq, takeSeq(state));
+  const rename = (dot) =>
+    dot[0] === oldDevice && renumbered.has(dot[1]) ? [state.device, renumbered.get(dot[1])] : dot;
+  for (const e of [...edits].sort((a, b) => a.seq - b.seq)) {
+    const fields = {};
+    for (const [name, change] of Object.entries(e.fields)) {
+      fields[name] = { ...change, supersedes: (change.supersedes || []).map(rename) };
+    }
+    state.pending.push({ ...e, seq: renumbered.get(e.seq), fields });
+  }
+  return rename;
+}
+
 /** The next request: the oldest pending edits, the cursor and its epoch. Safe to send again.
  *  While a successor is needed it pushes nothing (it still pulls). */
 export function syncRequest(state, maxPush = MAX_PUSH, maxBytes = DEFAULT_MAX_BYTES) {

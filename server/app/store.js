@@ -153,3 +153,15 @@ export async function saveState(state, { changed = [], evicted = [], cleared = f
   for (const key of dropDrafts) d.delete(key);
   return done(tx);
 }
+
+/** Forget what this phone holds for its enrolment: the records, the queue, the drafts, the
+ *  token. The forms stay (they are public), and so does what `meta` keeps under `keep`. */
+export async function forgetEnrolment() {
+  const db = await open();
+  const tx = db.transaction(["meta", "records", "pending", "kept", "drafts"], "readwrite");
+  for (const name of ["records", "pending", "kept", "drafts"]) tx.objectStore(name).clear();
+  const m = tx.objectStore("meta");
+  m.delete("state");
+  m.delete("auth");
+  return done(tx);
+}

@@ -145,6 +145,11 @@ async fn phone_app_two_tabs_keep_each_others_edits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_revoked_sets_aside_and_enrols_again() {
+    phone_app::revoked_phone_sets_aside_and_enrols_again().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_takes_a_successor_when_its_seqs_were_used() {
     phone_app::phone_takes_a_successor_when_its_seqs_were_used().await;
 }

@@ -1388,3 +1388,110 @@ pub async fn phone_takes_a_successor_when_its_seqs_were_used() {
     office.named("Bản sao");
     a.quit().await;
 }
+
+/// A phone revoked in the office is told so at its next sync (here: when it opens a new
+/// enrolment link): it removes the records it holds, sets aside what it never sent, takes the
+/// link's code, and after the new enrolment sends what it set aside. The office asks before it
+/// revokes.
+pub async fn revoked_phone_sets_aside_and_enrols_again() {
+    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    let base = server.url.clone();
+    crate::office::add_user(&server, "hue", "district", "474");
+    let device = enrol(&a, &server, "Mai", &["19753"]).await;
+    fill_birth(&a, "Đã Gửi", "2024-04-01").await;
+    a.click_on("#save").await;
+    wait_status(&a, "Đã Gửi", "synced").await;
+    // Offline, one more record: it never reaches the server before the phone is revoked.
+    a.set_offline(true).await;
+    a.wait_text("#status", "Không có mạng").await;
+    fill_birth(&a, "Chưa Gửi", "2024-05-01").await;
+    a.click_on("#save").await;
+    wait_status(&a, "Chưa Gửi", "pending").await;
+
+    // The office revokes it: the Phones page links to a page that asks first.
+    let mut office = crate::office::Office::new(&server);
+    office.login("hue", crate::office::PASSWORD).await;
+    let (_, phones) = office.get("/office/phones").await;
+    let confirm = format!("/office/phones/{device}/revoke");
+    assert!(phones.contains(&format!("href=\"{confirm}\"")), "{phones}");
+    assert!(
+        !phones.contains(&format!("action=\"{confirm}\"")),
+        "no one-click revoke"
+    );
+    let (status, page) = office.get(&confirm).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"revoke-confirm\"") && page.contains("Không hoàn tác được"));
+    let csrf = crate::office::hidden(&page, "csrf");
+    let response = office.post(&confirm, &[("csrf", csrf.as_str())]).await;
+    assert_eq!(response.status(), 303);
+
+    // A new enrolment link, opened while the phone still thinks it is enrolled.
+    let out: Value = serde_json::from_str(&server.cli(&[
+        "device",
+        "enroll",
+        "--name",
+        "Mai",
+        "--commune",
+        "19753",
+        "--json",
+    ]))
+    .unwrap();
+    let code = out["code"].as_str().unwrap().to_owned();
+    a.set_offline(false).await;
+    a.goto(&format!("{base}/app/#code={code}")).await;
+    a.wait_text("#revoked", "đã bị thu hồi").await;
+    a.wait_text("#aside-count", "1 thay đổi").await;
+    a.screenshot("30-revoked").await;
+    wait_for(
+        &a,
+        "the records and the token are gone",
+        "const records = await window.mam.store.getAll('records');
+         const auth = await window.mam.store.get('meta', 'auth');
+         return [Object.keys(records).length, auth === undefined || auth === null, s === null];",
+        vec![],
+        json!([0, true, true]),
+    )
+    .await;
+    let input = a.find("#code").await;
+    assert_eq!(
+        a.attribute(&input, "value").await.as_deref(),
+        Some(code.as_str())
+    );
+    a.click(&a.find("form button[type=submit]").await).await;
+
+    // Enrolled again: what was set aside is shown, and sent under the new number.
+    a.wait_text("#aside-count", "1 thay đổi").await;
+    a.screenshot("31-set-aside").await;
+    a.click_on("#resend-aside").await;
+    wait_for(
+        &a,
+        "nothing pending, nothing aside",
+        "const aside = await window.mam.store.get('meta', 'aside');
+         return [s.device !== args[0], s.pending.length, !aside];",
+        vec![json!(device)],
+        json!([true, 0, true]),
+    )
+    .await;
+    let mut check = server.enroll("Kiểm tra", &["19753"]).await;
+    check.sync().await;
+    let names: Vec<String> = check
+        .client
+        .records()
+        .iter()
+        .filter_map(|r| {
+            r.value("child_name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        names.contains(&"Đã Gửi".to_owned()) && names.contains(&"Chưa Gửi".to_owned()),
+        "{names:?}"
+    );
+}

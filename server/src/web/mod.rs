@@ -54,7 +54,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/office/records/{id}/settle", post(records::settle))
         .route("/office/conflicts", get(records::conflicts))
         .route("/office/phones", get(phones::phones).post(phones::enrol))
-        .route("/office/phones/{id}/revoke", post(phones::revoke))
+        .route(
+            "/office/phones/{id}/revoke",
+            get(phones::confirm_revoke).post(phones::revoke),
+        )
         .route("/office/forms", get(forms::forms).post(forms::publish))
         .route("/office/rejected", get(rejected::rejected))
         .route("/office/assets/office.css", get(stylesheet))

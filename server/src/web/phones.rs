@@ -241,15 +241,15 @@ pub struct CsrfOnly {
     csrf: String,
 }
 
-pub async fn revoke(
-    State(state): State<Arc<AppState>>,
-    officer: Officer,
-    Path(id): Path<u32>,
-    Form(form): Form<CsrfOnly>,
-) -> Result<Response, PageError> {
-    officer.check_csrf(&form.csrf)?;
+/// A phone this officer may revoke: not an office account's number, and every one of its
+/// communes in the officer's area.
+async fn revocable(
+    state: &AppState,
+    officer: &Officer,
+    id: u32,
+) -> Result<crate::store::Device, PageError> {
     let device = state.store.device(id).await?.ok_or(PageError::NotFound)?;
-    let office = office_devices(&state).await?;
+    let office = office_devices(state).await?;
     let ours = !office.contains(&(id as i64))
         && !device.communes.is_empty()
         && device
@@ -259,6 +259,63 @@ pub async fn revoke(
     if !ours {
         return Err(PageError::NotFound);
     }
+    Ok(device)
+}
+
+#[derive(Template)]
+#[template(path = "revoke.html")]
+struct RevokePage {
+    c: Ctx,
+    id: u32,
+    name: String,
+    communes: String,
+    action: String,
+}
+
+/// `GET /office/phones/{id}/revoke`: what revoking does, and the button that does it.
+pub async fn confirm_revoke(
+    State(state): State<Arc<AppState>>,
+    officer: Officer,
+    uri: Uri,
+    Path(id): Path<u32>,
+) -> Result<Response, PageError> {
+    let device = revocable(&state, &officer, id).await?;
+    if device.revoked {
+        return Ok(Redirect::to("/office/phones").into_response());
+    }
+    let lang = officer.lang;
+    let c = ctx(
+        &state,
+        &officer,
+        "phones",
+        &uri,
+        lang.t("revoke_title").into(),
+    );
+    Ok(page(
+        RevokePage {
+            c,
+            id,
+            name: device.name.clone(),
+            communes: device
+                .communes
+                .iter()
+                .map(|c| commune_name(&state, c.as_str()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            action: format!("/office/phones/{id}/revoke"),
+        }
+        .render()?,
+    ))
+}
+
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    officer: Officer,
+    Path(id): Path<u32>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, PageError> {
+    officer.check_csrf(&form.csrf)?;
+    revocable(&state, &officer, id).await?;
     state.store.revoke(id, now_ms()).await?;
     tracing::info!(user = %officer.user.name, device = id, "phone revoked");
     Ok(Redirect::to("/office/phones").into_response())
