@@ -1,6 +1,6 @@
 //! The shape of the code, read from its sources: imports only go down.
 //!
-//! Surfaces (`api`, `web`, `phone`, `cli`, `app`, `bench`, `respond`) call services; services
+//! Surfaces (`api`, `web`, `phone`, `cli`, `app`, `bench`, `respond`, `listen`) call services; services
 //! (`sync`, `forms`, `indicators`, `accounts`, `units`, `report`, `query`, `xlsform`, `backup`,
 //! `auth`, `metrics`, `limits`, `export`) know no HTTP and no surface; the store knows only its
 //! configuration; the API and the office pages never import each other; no module imports one
@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const SURFACES: &[&str] = &["api", "web", "phone", "cli", "app", "bench", "respond"];
+const SURFACES: &[&str] = &[
+    "api", "web", "phone", "cli", "app", "bench", "respond", "listen",
+];
 const SERVICES: &[&str] = &[
     "sync",
     "forms",

@@ -821,6 +821,9 @@ async function renderFill(formId, recordId) {
 // Start
 
 async function start() {
+  // Offline storage of the app's files and location need a secure origin (https, or this
+  // machine itself): say so plainly where there is none.
+  if (!window.isSecureContext) document.getElementById("insecure").hidden = false;
   if ("serviceWorker" in navigator) navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => {});
   auth = (await S.get("meta", "auth")) || null;
   state = await S.loadState();

@@ -23,7 +23,11 @@ use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::trace::TraceLayer;
 use tracing::{info, info_span, warn};
 
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+
 use crate::api::error::ApiError;
+use crate::listen::{PeerAddr, TlsListener};
 use crate::respond::Client;
 use crate::state::AppState;
 
@@ -67,6 +71,14 @@ pub async fn serve_metrics(listener: TcpListener, state: Arc<AppState>) {
 async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let client = Client::of(&state, &req);
     req.extensions_mut().insert(client);
+    // Served over HTTPS by this process: say so as a proxy in front would (secure cookies,
+    // https links), whatever the request claims.
+    if state.settings.server.tls_cert.is_some() {
+        req.headers_mut().insert(
+            "x-forwarded-proto",
+            header::HeaderValue::from_static("https"),
+        );
+    }
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -127,10 +139,32 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_on(listener, state, shutdown).await
+}
+
+/// [`serve`], over HTTPS.
+pub async fn serve_tls(
+    listener: TlsListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_on(listener, state, shutdown).await
+}
+
+async fn serve_on<L>(
+    listener: L,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+    L::Io: Send,
+    for<'a> PeerAddr: Connected<IncomingStream<'a, L>>,
+{
     let drain = Duration::from_secs(state.settings.server.drain_timeout_secs);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signal_state = state.clone();
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let service = app(state).into_make_service_with_connect_info::<PeerAddr>();
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         signal_state.draining.store(true, Ordering::Relaxed);

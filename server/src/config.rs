@@ -44,6 +44,14 @@ pub struct ServerSettings {
     /// Where `/metrics` is served. Unset: on `listen`, beside everything else. Set (e.g.
     /// `127.0.0.1:9090`): there alone, and not on `listen`.
     pub metrics_listen: Option<String>,
+    /// The address phones and browsers use to reach this server, as QR codes and links carry
+    /// it (`https://mam.example.vn`, `https://192.168.1.20:8443`). Unset: the address the
+    /// office's browser used.
+    pub public_url: Option<String>,
+    /// HTTPS: a certificate chain (PEM) and its private key (PEM). Both set: `listen` serves
+    /// HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -54,6 +62,9 @@ impl Default for ServerSettings {
             request_timeout_secs: 30,
             drain_timeout_secs: 20,
             metrics_listen: None,
+            public_url: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

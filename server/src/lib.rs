@@ -17,6 +17,7 @@ pub mod export;
 pub mod forms;
 pub mod indicators;
 pub mod limits;
+pub mod listen;
 pub mod metrics;
 pub mod phone;
 pub mod query;

@@ -1,12 +1,11 @@
 //! What the API and the office pages share at the HTTP edge: the office session cookie, who
 //! the client is, and the workbook download.
 
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
+use crate::listen::PeerAddr;
 use crate::query::Workbook;
 use crate::state::AppState;
 use crate::store::{StoreError, User};
@@ -47,8 +46,8 @@ impl Client {
     pub(crate) fn of(state: &AppState, req: &Request) -> Client {
         let peer = req
             .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+            .get::<ConnectInfo<PeerAddr>>()
+            .map(|c| c.0 .0.ip());
         let forwarded: Vec<&str> = req
             .headers()
             .get_all("x-forwarded-for")

@@ -34,6 +34,16 @@ impl Browser {
     /// Headless Chromium at this window size, or `None` when Chromium is not installed
     /// (outside CI; under CI a missing browser is a failure).
     pub async fn start(width: u32, height: u32, shots: &str) -> Option<Browser> {
+        Self::start_with(width, height, shots, &[]).await
+    }
+
+    /// [`Browser::start`] with more Chromium flags.
+    pub async fn start_with(
+        width: u32,
+        height: u32,
+        shots: &str,
+        flags: &[String],
+    ) -> Option<Browser> {
         let driver_path = std::env::var_os("MAM_CHROMEDRIVER")
             .map(PathBuf::from)
             .or_else(|| which("chromedriver"));
@@ -75,16 +85,22 @@ impl Browser {
         }
         let profile =
             std::env::temp_dir().join(format!("mam-chromium-{}-{}", std::process::id(), port));
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--lang=vi",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.push(format!("--window-size={width},{height}"));
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(flags.iter().cloned());
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--no-first-run", "--lang=vi", format!("--window-size={width},{height}"),
-                    format!("--user-data-dir={}", profile.display()),
-                ]
-            }
+            "goog:chromeOptions": { "binary": chromium, "args": args }
         }}});
         let created: Value = http
             .post(format!("{base}/session"))

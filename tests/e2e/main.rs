@@ -145,6 +145,11 @@ async fn phone_app_two_tabs_keep_each_others_edits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_works_offline_over_https_from_a_network_name() {
+    phone_app::phone_app_works_offline_over_https_from_a_network_name().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_revoked_sets_aside_and_enrols_again() {
     phone_app::revoked_phone_sets_aside_and_enrols_again().await;
 }

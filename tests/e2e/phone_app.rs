@@ -1495,3 +1495,131 @@ pub async fn revoked_phone_sets_aside_and_enrols_again() {
         "{names:?}"
     );
 }
+
+/// Served over HTTPS with a certificate for a network name (not `localhost`), as a district
+/// laptop serves its phones: the page is a secure context, the app installs its service
+/// worker, and after going offline a reload opens it from its cache and a record typed then
+/// syncs when the network is back. Over plain HTTP from a network name the app says it cannot
+/// work offline.
+pub async fn phone_app_works_offline_over_https_from_a_network_name() {
+    const NAME: &str = "mam-xa.test";
+    let dir = std::env::temp_dir().join(format!("mam-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={NAME}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{NAME}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes a test certificate");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    // The certificate's public key, as Chromium is told to trust it.
+    let spki = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+            cert.display()
+        ))
+        .output()
+        .unwrap();
+    let spki = String::from_utf8(spki.stdout).unwrap().trim().to_owned();
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let (cert_text, key_text) = (cert.display().to_string(), key.display().to_string());
+    let server = Server::start_with(
+        &db,
+        &[
+            ("MAM__SERVER__TLS_CERT", cert_text.as_str()),
+            ("MAM__SERVER__TLS_KEY", key_text.as_str()),
+        ],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let flags = [
+        format!("--host-resolver-rules=MAP {NAME} 127.0.0.1"),
+        format!("--ignore-certificate-errors-spki-list={spki}"),
+    ];
+    let Some(a) = Browser::start_with(WIDTH, HEIGHT, "phone-screenshots", &flags).await else {
+        return;
+    };
+    let base = format!("https://{NAME}:{port}");
+    let out: Value = serde_json::from_str(&server.cli(&[
+        "device",
+        "enroll",
+        "--name",
+        "Hà",
+        "--commune",
+        "19753",
+        "--json",
+    ]))
+    .unwrap();
+    a.goto(&format!(
+        "{base}/app/#code={}",
+        out["code"].as_str().unwrap()
+    ))
+    .await;
+    a.click(&a.find("form button[type=submit]").await).await;
+    a.wait_text("#status", "đồng bộ lúc").await;
+    wait_for(
+        &a,
+        "a secure context with the service worker in control, and no warning",
+        "await navigator.serviceWorker.ready;
+         return [window.isSecureContext, location.hostname, document.getElementById('insecure').hidden];",
+        vec![],
+        json!([true, NAME, true]),
+    )
+    .await;
+    // The worker controls the page once it is loaded again.
+    a.reload().await;
+    wait_for(
+        &a,
+        "the service worker controls the page",
+        "return navigator.serviceWorker.controller !== null;",
+        vec![],
+        json!(true),
+    )
+    .await;
+    a.set_offline(true).await;
+    a.reload().await;
+    a.wait_text("#status", "Không có mạng").await;
+    fill_birth(&a, "Hồ Thị Hà", "2024-06-01").await;
+    a.click_on("#save").await;
+    wait_status(&a, "Hồ Thị Hà", "pending").await;
+    a.screenshot("40-https-offline").await;
+    a.set_offline(false).await;
+    a.click_on("#sync").await;
+    wait_status(&a, "Hồ Thị Hà", "synced").await;
+
+    // The same app over plain HTTP from a network name: not a secure context, and it says so.
+    drop(server);
+    let plain = Server::start(&db);
+    let port = plain.url.rsplit(':').next().unwrap().to_owned();
+    a.goto(&format!("http://{NAME}:{port}/app/")).await;
+    wait_for(
+        &a,
+        "the warning shows on a page that is not a secure context",
+        "const w = document.getElementById('insecure');
+         return [window.isSecureContext, w.hidden, w.textContent.includes('không an toàn')];",
+        vec![],
+        json!([false, false, true]),
+    )
+    .await;
+    a.screenshot("41-http-warning").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -48,6 +48,16 @@ pub enum Command {
         /// Directory of form files, instead of the built-in forms.
         #[arg(long)]
         forms_dir: Option<PathBuf>,
+        /// The address phones use to reach this server, as QR codes and links carry it
+        /// (e.g. https://192.168.1.20:8443).
+        #[arg(long)]
+        public_url: Option<String>,
+        /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -388,11 +398,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             listen,
             forms_dir,
+            public_url,
+            tls_cert,
+            tls_key,
             db,
         } => {
             let mut settings = settings(config, &db)?;
             if let Some(listen) = listen {
                 settings.server.listen = listen;
+            }
+            if let Some(url) = public_url {
+                settings.server.public_url = Some(url);
+            }
+            if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                settings.server.tls_cert = Some(cert);
+                settings.server.tls_key = Some(key);
             }
             if let Some(dir) = forms_dir {
                 settings.forms.dir = Some(dir);

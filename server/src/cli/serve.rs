@@ -32,6 +32,16 @@ pub(super) async fn serve(settings: Settings) -> anyhow::Result<()> {
     let store = store::open(&settings).await?;
     let published = forms::publish_all(store.as_ref(), &form_files, now_ms()).await?;
     let registry = FormRegistry::from_store(store.as_ref()).await?;
+    let tls = match (&settings.server.tls_cert, &settings.server.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::listen::tls_config(cert, key)?),
+        (None, None) => None,
+        _ => anyhow::bail!("server.tls_cert and server.tls_key: set both, or neither"),
+    };
+    if let Some(url) = &settings.server.public_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            anyhow::bail!("server.public_url: {url:?} is not an http:// or https:// address");
+        }
+    }
     let listener = TcpListener::bind(&settings.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
@@ -50,12 +60,35 @@ pub(super) async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(_) => "PostgreSQL".to_owned(),
         None => format!("SQLite in {}", settings.storage.data_dir.display()),
     };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
-        "Mầm is listening on http://{addr} ({where_}, {} form versions)",
+        "Mầm is listening on {scheme}://{addr} ({where_}, {} form versions)",
         registry.len()
     );
-    println!("Office: http://{addr}/office   (create an account first: mam user add --name NAME --role province --area 46)");
-    println!("Phone app: http://{addr}/app/");
+    println!("Office: {scheme}://{addr}/office   (create an account first: mam user add --name NAME --role province --area 46)");
+    println!("Phone app: {scheme}://{addr}/app/");
+    match &settings.server.public_url {
+        Some(url) => println!(
+            "Phones and QR codes use: {}/app/",
+            url.trim_end_matches('/')
+        ),
+        None => {
+            let reachable = crate::listen::reachable(addr);
+            if reachable.is_empty() {
+                println!(
+                    "Phones cannot reach {}: to serve phones on this network, listen on every interface (--listen 0.0.0.0:{})",
+                    addr.ip(),
+                    addr.port()
+                );
+            }
+            for a in reachable {
+                println!("Phones on this network: {scheme}://{a}/app/");
+            }
+        }
+    }
+    if tls.is_none() {
+        println!("Without HTTPS, phones other than this machine cannot work offline or take a location: see README, \"Serving phones\".");
+    }
     println!("Enrol a phone: mam device enroll --name \"NAME\" --commune 19753   (then POST the code to /v1/enroll)");
     if let Some(l) = &metrics_listener {
         println!("Metrics: http://{}/metrics", l.local_addr()?);
@@ -74,7 +107,13 @@ pub(super) async fn serve(settings: Settings) -> anyhow::Result<()> {
             }
         }
     });
-    app::serve(listener, state, app::shutdown_signal()).await?;
+    match tls {
+        Some(config) => {
+            let listener = crate::listen::TlsListener::new(listener, config)?;
+            app::serve_tls(listener, state, app::shutdown_signal()).await?
+        }
+        None => app::serve(listener, state, app::shutdown_signal()).await?,
+    }
     info!("stopped");
     Ok(())
 }

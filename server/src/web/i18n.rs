@@ -134,6 +134,8 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("settle_stale", "Chưa lưu gì: trong lúc bạn xem, hồ sơ đã nhận giá trị mới ở các trường sau. Trang dưới đây cho thấy các giá trị hiện có; hãy xem lại và chọn lần nữa:", "Nothing was saved: while you were looking, the record received new values in these fields. The page below shows the values it holds now; look again and choose:"),
     ("keep_deleted", "Giữ phiếu đã xoá", "Keep the record deleted"),
     ("restore", "Khôi phục phiếu", "Restore the record"),
+    ("qr_unreachable", "Điện thoại không mở được địa chỉ này (là chính máy chủ). Hãy mở trang bằng địa chỉ mạng của máy chủ, hoặc đặt server.public_url (xem README, \"Serving phones\").", "Phones cannot open this address (it is the server itself). Open this page by the server's network address, or set server.public_url (README, \"Serving phones\")."),
+    ("qr_insecure", "Địa chỉ không dùng HTTPS: điện thoại sẽ không làm việc ngoại tuyến được và không lấy được vị trí. Xem README, \"Serving phones\".", "This address is not HTTPS: phones will not work offline or take a location. See README, \"Serving phones\"."),
     ("revoke_title", "Thu hồi điện thoại", "Revoke a phone"),
     ("revoke_explain", "Sau khi thu hồi, máy này không đồng bộ được nữa và các phiếu trên máy bị xoá; những thay đổi chưa gửi được giữ lại trên máy, để gửi lên khi máy được kích hoạt lại bằng mã mới, hoặc tải về. Không hoàn tác được.", "Once revoked, this phone can no longer sync and the records on it are removed; changes it had not sent are kept aside on the phone, to be sent when it is enrolled again with a new code, or downloaded. This cannot be undone."),
     ("revoke_confirm", "Thu hồi máy này", "Revoke this phone"),

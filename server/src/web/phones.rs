@@ -38,6 +38,8 @@ pub struct Enrolled {
     pub expires: String,
     pub qr_svg: String,
     pub link: String,
+    /// Why a phone may not be able to use the link.
+    pub warning: Option<String>,
 }
 
 #[derive(Template)]
@@ -208,16 +210,34 @@ pub async fn enrol(
         .add_device(&name, &communes, &auth::code_hash(&code), expires, now_ms())
         .await?;
     tracing::info!(user = %officer.user.name, device = id, "phone enrolment code created");
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("localhost");
-    let scheme = if super::is_https(&headers) {
-        "https"
-    } else {
-        "http"
+    // The link phones open: the public address when one is set, else the one this browser
+    // used (which a phone can reach only if it is not this machine's own).
+    let base = match &state.settings.server.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("localhost");
+            let scheme = if super::is_https(&headers) {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{host}")
+        }
     };
-    let link = format!("{scheme}://{host}/app/#code={code}");
+    let link = format!("{base}/app/#code={code}");
+    let host = base
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("");
+    let unreachable =
+        matches!(host, "localhost" | "127.0.0.1" | "[" | "") || host.starts_with("127.");
+    let insecure = base.starts_with("http://");
     let qr_svg = qrcode::QrCode::new(link.as_bytes())
         .map(|q| {
             q.render::<qrcode::render::svg::Color>()
@@ -232,6 +252,13 @@ pub async fn enrol(
         expires: local_time(expires),
         qr_svg,
         link,
+        warning: if unreachable {
+            Some(officer.lang.t("qr_unreachable").to_owned())
+        } else if insecure {
+            Some(officer.lang.t("qr_insecure").to_owned())
+        } else {
+            None
+        },
     };
     phones_page(&state, &officer, &uri, Some(enrolled), None, StatusCode::OK).await
 }
