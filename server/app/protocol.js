@@ -601,27 +601,63 @@ function brief(value) {
 }
 
 function violation(field, rule, en, vi) {
-  return { field, rule, message: `${field}: ${en}`, message_vi: `${field}: ${vi}` };
+  return { field, rule, message: `${field}: ${en}`, message_vi: `${field}: ${vi}`, en, vi };
+}
+
+/** A date as Việt Nam writes it (`2020-03-01` → `01/03/2020`); other text as it is. */
+export function dayText(date) {
+  return typeof date === "string" && /^\d{4}-\d{2}-\d{2}$/.test(date)
+    ? `${date.slice(8, 10)}/${date.slice(5, 7)}/${date.slice(0, 4)}`
+    : String(date);
+}
+
+/** A field's name as people read it. */
+export function labelEn(field) {
+  return (field.label && field.label.en) || field.name;
+}
+export function labelVi(field) {
+  return (field.label && field.label.vi) || field.name;
+}
+
+/** A broken constraint of `field`: the form's own words when it gives them, else these. */
+function constraint(field, rule, en, vi) {
+  const m = field.constraint_message;
+  return m ? violation(field.name, rule, m.en, m.vi) : violation(field.name, rule, en, vi);
+}
+
+/** `field`, required and empty (under the name `name`, a path inside a repeat group). */
+function missing(field, name) {
+  const m = field.required_message;
+  return m
+    ? violation(name, "required", m.en, m.vi)
+    : violation(name, "required", `${labelEn(field)} is required.`, `Chưa nhập ${labelVi(field)}.`);
+}
+
+/** Numbers as the server writes them (Rust's f64 display). */
+function num(x) {
+  return String(x);
 }
 
 /** Whether `value` fits the field's type and rules; null, or the violation. */
 export function checkValue(field, value, day) {
   if (isNull(value)) return null;
-  const bad = (rule, en, vi) => violation(field.name, rule, en, vi);
+  const [en, vi] = [labelEn(field), labelVi(field)];
+  const bad = (rule, e, v) => violation(field.name, rule, e, v);
+  const broken = (rule, e, v) => constraint(field, rule, e, v);
   const wrongType = (what, viWhat) =>
-    bad("type", `expected ${what}, got ${brief(value)}`, `cần ${viWhat}, nhận được ${brief(value)}`);
+    bad("type", `${en} must be ${what}, not ${brief(value)}.`, `${vi} phải là ${viWhat}, không phải ${brief(value)}.`);
   switch (field.type) {
     case "text": {
-      if (typeof value !== "string") return wrongType("text", "văn bản");
+      if (typeof value !== "string") return wrongType("text", "chữ");
       const n = [...value].length;
       if (n > MAX_TEXT_CHARS) {
-        return bad("max_length", `text of ${n} characters is over ${MAX_TEXT_CHARS}`, `văn bản ${n} ký tự, vượt quá ${MAX_TEXT_CHARS}`);
+        return bad("max_length", `${en} is ${n} characters long, over ${MAX_TEXT_CHARS}.`, `${vi} dài ${n} ký tự, quá mức ${MAX_TEXT_CHARS}.`);
       }
       if (field.pattern) {
         let re = null;
         try { re = new RegExp(`^(?:${field.pattern})$`, "u"); } catch { re = null; }
         if (re && !re.test(value)) {
-          return bad("pattern", `${brief(value)} does not match the pattern ${field.pattern}`, `${brief(value)} không đúng mẫu ${field.pattern}`);
+          return broken("pattern", `${en} is not in the expected form: ${brief(value)}.`, `${vi} không đúng dạng: ${brief(value)}.`);
         }
       }
       return null;
@@ -631,41 +667,42 @@ export function checkValue(field, value, day) {
       const ok = field.type === "integer" ? Number.isInteger(value) : isNum(value);
       if (!ok) return field.type === "integer" ? wrongType("a whole number", "số nguyên") : wrongType("a number", "một số");
       if (isNum(field.min) && value < field.min) {
-        return bad("min", `${value} is below the minimum ${field.min}`, `${value} nhỏ hơn mức tối thiểu ${field.min}`);
+        return broken("min", `${en} must be at least ${num(field.min)}; it is ${num(value)}.`, `${vi} phải từ ${num(field.min)} trở lên; đã nhập ${num(value)}.`);
       }
       if (isNum(field.max) && value > field.max) {
-        return bad("max", `${value} is above the maximum ${field.max}`, `${value} lớn hơn mức tối đa ${field.max}`);
+        return broken("max", `${en} must be at most ${num(field.max)}; it is ${num(value)}.`, `${vi} tối đa là ${num(field.max)}; đã nhập ${num(value)}.`);
       }
       return null;
     }
     case "boolean":
-      return typeof value === "boolean" ? null : wrongType("true or false", "đúng hoặc sai");
+      return typeof value === "boolean" ? null : wrongType("yes or no", "có hoặc không");
     case "date": {
-      if (typeof value !== "string" || !parseDate(value)) return wrongType("a date YYYY-MM-DD", "ngày dạng YYYY-MM-DD");
-      if (field.not_future && value > day) return bad("not_future", `${value} is in the future`, `${value} là ngày trong tương lai`);
-      if (typeof field.min === "string" && value < field.min) return bad("min", `${value} is before ${field.min}`, `${value} trước ${field.min}`);
-      if (typeof field.max === "string" && value > field.max) return bad("max", `${value} is after ${field.max}`, `${value} sau ${field.max}`);
+      if (typeof value !== "string" || !parseDate(value)) return wrongType("a date", "một ngày");
+      const d = dayText(value);
+      if (field.not_future && value > day) return broken("not_future", `${en} (${d}) cannot be after today.`, `${vi} (${d}) không được sau hôm nay.`);
+      if (typeof field.min === "string" && value < field.min) return broken("min", `${en} (${d}) cannot be before ${dayText(field.min)}.`, `${vi} (${d}) không được trước ${dayText(field.min)}.`);
+      if (typeof field.max === "string" && value > field.max) return broken("max", `${en} (${d}) cannot be after ${dayText(field.max)}.`, `${vi} (${d}) không được sau ${dayText(field.max)}.`);
       return null;
     }
     case "reference":
       return typeof value === "string" && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)
         ? null
-        : wrongType("a record id", "mã hồ sơ");
+        : wrongType("a record", "một hồ sơ");
     case "geopoint": {
       const ok = value && isNum(value.lat) && isNum(value.lon) && Math.abs(value.lat) <= 90 && Math.abs(value.lon) <= 180;
-      return ok ? null : wrongType('{"lat": -90..90, "lon": -180..180}', 'tọa độ {"lat", "lon"}');
+      return ok ? null : wrongType("a place (latitude, longitude)", "một vị trí (vĩ độ, kinh độ)");
     }
     case "select_one":
-      if (typeof value !== "string") return wrongType("a choice code", "mã lựa chọn");
+      if (typeof value !== "string") return wrongType("one of the choices", "một lựa chọn");
       return checkChoice(field, value);
     case "select_many": {
-      if (!Array.isArray(value)) return wrongType("a list of choice codes", "danh sách mã lựa chọn");
+      if (!Array.isArray(value)) return wrongType("a list of choices", "danh sách lựa chọn");
       for (let i = 0; i < value.length; i++) {
-        if (typeof value[i] !== "string") return wrongType("a list of choice codes", "danh sách mã lựa chọn");
+        if (typeof value[i] !== "string") return wrongType("a list of choices", "danh sách lựa chọn");
         const v = checkChoice(field, value[i]);
         if (v) return v;
         if (value.slice(0, i).includes(value[i])) {
-          return bad("unique", `choice ${JSON.stringify(value[i])} is listed twice`, `lựa chọn ${JSON.stringify(value[i])} bị lặp`);
+          return bad("unique", `${en}: ${JSON.stringify(value[i])} is chosen twice.`, `${vi}: ${JSON.stringify(value[i])} bị chọn hai lần.`);
         }
       }
       return null;
@@ -673,7 +710,7 @@ export function checkValue(field, value, day) {
     case "repeat": {
       if (!Array.isArray(value)) return wrongType("a list of items", "danh sách các mục");
       if (value.length > MAX_REPEAT_ITEMS) {
-        return bad("max_items", `${value.length} items is over ${MAX_REPEAT_ITEMS}`, `${value.length} mục, vượt quá ${MAX_REPEAT_ITEMS}`);
+        return bad("max_items", `${en} has ${value.length} items, over ${MAX_REPEAT_ITEMS}.`, `${vi} có ${value.length} mục, quá mức ${MAX_REPEAT_ITEMS}.`);
       }
       const subs = field.fields || [];
       for (let i = 0; i < value.length; i++) {
@@ -681,15 +718,17 @@ export function checkValue(field, value, day) {
         if (!item || typeof item !== "object" || Array.isArray(item)) return wrongType("a list of items", "danh sách các mục");
         for (const [key, v] of Object.entries(item)) {
           const sub = subs.find((f) => f.name === key);
-          if (!sub) return bad("unknown_field", `item ${i + 1} has no field ${JSON.stringify(key)}`, `mục ${i + 1} không có trường ${JSON.stringify(key)}`);
+          if (!sub) return bad("unknown_field", `${en}, item ${i + 1}: there is no field ${JSON.stringify(key)}.`, `${vi}, mục ${i + 1}: không có trường ${JSON.stringify(key)}.`);
           const inner = checkValue(sub, v, day);
           if (inner) {
-            const path = `${field.name}[${i + 1}].${inner.field}`;
-            return { ...inner, field: path, message: inner.message.replace(`${inner.field}:`, `${path}:`), message_vi: inner.message_vi.replace(`${inner.field}:`, `${path}:`) };
+            return violation(`${field.name}[${i + 1}].${inner.field}`, inner.rule, `${en}, item ${i + 1}: ${inner.en}`, `${vi}, mục ${i + 1}: ${inner.vi}`);
           }
         }
         for (const sub of subs.filter((f) => f.required)) {
-          if (isNull(item[sub.name])) return violation(`${field.name}[${i + 1}].${sub.name}`, "required", "is required", "là thông tin bắt buộc");
+          if (isNull(item[sub.name])) {
+            const m = missing(sub, `${field.name}[${i + 1}].${sub.name}`);
+            return violation(m.field, m.rule, `${en}, item ${i + 1}: ${m.en}`, `${vi}, mục ${i + 1}: ${m.vi}`);
+          }
         }
       }
       return null;
@@ -702,7 +741,7 @@ export function checkValue(field, value, day) {
 function checkChoice(field, code) {
   if ((field.choices || []).some((c) => c.code === code)) return null;
   const codes = (field.choices || []).map((c) => c.code).join(", ");
-  return violation(field.name, "choice", `${JSON.stringify(code)} is not one of ${codes}`, `${JSON.stringify(code)} không thuộc các lựa chọn ${codes}`);
+  return violation(field.name, "choice", `${labelEn(field)}: ${JSON.stringify(code)} is not one of the choices (${codes}).`, `${labelVi(field)}: ${JSON.stringify(code)} không có trong các lựa chọn (${codes}).`);
 }
 
 /** The rules that span fields, on the record as it would be after an edit touching `touched`. */
@@ -716,19 +755,26 @@ export function checkRecord(form, record, touched, isNew) {
     const current = value(f.name);
     const mine = touched.has(f.name);
     if (f.required && current === null && (isNew || mine)) {
-      return violation(f.name, "required", "is required", "là thông tin bắt buộc");
+      return missing(f, f.name);
     }
     if (f.required_if) {
       const relevant = isNew || mine || vars(f.required_if).some((v) => touched.has(v));
       if (relevant && current === null && evaluate(f.required_if, value) === true) {
-        const what = vars(f.required_if).join(", ");
-        return violation(f.name, "required_if", `is required when ${what}`, `là bắt buộc khi ${what}`);
+        const named = (lang) => vars(f.required_if).map((n) => {
+          const other = form.fields.find((x) => x.name === n);
+          return other ? (lang === "vi" ? labelVi(other) : labelEn(other)) : n;
+        }).join(", ");
+        const m = f.required_message;
+        return m
+          ? violation(f.name, "required_if", m.en, m.vi)
+          : violation(f.name, "required_if", `${labelEn(f)} is required once ${named("en")} is filled in.`, `Cần nhập ${labelVi(f)} khi đã có ${named("vi")}.`);
       }
     }
     if (f.not_before && typeof current === "string") {
       const floor = value(f.not_before);
       if (typeof floor === "string" && (mine || touched.has(f.not_before)) && current < floor) {
-        return violation(f.name, "not_before", `${current} is before ${f.not_before} (${floor})`, `${current} trước ${f.not_before} (${floor})`);
+        const other = form.fields.find((x) => x.name === f.not_before) || { name: f.not_before };
+        return constraint(f, "not_before", `${labelEn(f)} (${dayText(current)}) cannot be before ${labelEn(other)} (${dayText(floor)}).`, `${labelVi(f)} (${dayText(current)}) không được trước ${labelVi(other)} (${dayText(floor)}).`);
       }
     }
   }

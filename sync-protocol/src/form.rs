@@ -120,6 +120,14 @@ pub struct FormField {
     /// Kept so old records stay readable, but no longer accepted in edits of this version.
     #[serde(default, skip_serializing_if = "is_false")]
     pub retired: bool,
+    /// The form's own words when a value breaks one of this field's rules (pattern, min, max,
+    /// not_future, not_before), as XLSForm's `constraint_message`: "Số thẻ BHYT gồm 2 chữ cái
+    /// và 13 chữ số, ví dụ TE1464620123456".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint_message: Option<Labels>,
+    /// The form's own words when the field is required and empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_message: Option<Labels>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<Choice>,
     /// The fields of each item of a repeat group.
@@ -381,13 +389,7 @@ impl Form {
             let value = current(&f.name);
             let mine = touched(&f.name);
             if f.required && value.is_none() && (is_new || mine) {
-                return Err(Violation::new(
-                    &f.name,
-                    "required",
-                    &Value::Null,
-                    "is required".into(),
-                    "là thông tin bắt buộc".into(),
-                ));
+                return Err(f.missing(&f.name));
             }
             if let Some(cond) = &f.required_if {
                 let vars = expr::vars(cond);
@@ -396,13 +398,23 @@ impl Form {
                     && value.is_none()
                     && expr::eval(cond, &|name| current(name).cloned()) == Ok(Value::Bool(true))
                 {
-                    let v = Violation::new(
-                        &f.name,
-                        "required_if",
-                        &Value::Null,
-                        format!("is required when {}", describe(cond)),
-                        format!("là bắt buộc khi {}", describe(cond)),
-                    );
+                    let (when_en, when_vi) = self.describe(cond);
+                    let v = match &f.required_message {
+                        Some(m) => Violation::new(
+                            &f.name,
+                            "required_if",
+                            &Value::Null,
+                            m.en.clone(),
+                            m.vi.clone(),
+                        ),
+                        None => Violation::new(
+                            &f.name,
+                            "required_if",
+                            &Value::Null,
+                            format!("{} is required once {when_en} is filled in.", f.label_en()),
+                            format!("Cần nhập {} khi đã có {when_vi}.", f.label_vi()),
+                        ),
+                    };
                     let mut fields: Vec<&str> = vars.iter().map(String::as_str).collect();
                     fields.push(&f.name);
                     broken(v, &fields)?;
@@ -427,15 +439,47 @@ impl Form {
         let Some(Value::String(floor)) = current(other) else {
             return None;
         };
+        let (other_en, other_vi) = match self.field(other) {
+            Some(o) => (o.label_en().to_owned(), o.label_vi().to_owned()),
+            None => (other.clone(), other.clone()),
+        };
         (date.as_str() < floor.as_str()).then(|| {
-            Violation::new(
-                &f.name,
+            let (day, floor) = (day_text(date), day_text(floor));
+            f.constraint(
                 "not_before",
                 &Value::String(date.clone()),
-                format!("{date} is before {other} ({floor})"),
-                format!("{date} trước {other} ({floor})"),
+                format!(
+                    "{} ({day}) cannot be before {other_en} ({floor}).",
+                    f.label_en()
+                ),
+                format!(
+                    "{} ({day}) không được trước {other_vi} ({floor}).",
+                    f.label_vi()
+                ),
             )
         })
+    }
+
+    /// The fields a condition reads, by their labels: (English, Vietnamese).
+    fn describe(&self, cond: &Value) -> (String, String) {
+        let names = expr::vars(cond);
+        let label = |n: &String, vi: bool| match self.field(n) {
+            Some(f) if vi => f.label_vi().to_owned(),
+            Some(f) => f.label_en().to_owned(),
+            None => n.clone(),
+        };
+        (
+            names
+                .iter()
+                .map(|n| label(n, false))
+                .collect::<Vec<_>>()
+                .join(", "),
+            names
+                .iter()
+                .map(|n| label(n, true))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
     }
 
     /// Whether a rule linking fields, flagged on a record, still breaks there.
@@ -635,11 +679,57 @@ fn check_fields(fields: &[FormField], names: &mut BTreeSet<String>) -> Result<()
 }
 
 /// A condition in words, for messages: the fields it reads.
-fn describe(cond: &Value) -> String {
-    expr::vars(cond).join(", ")
+
+/// A date as Việt Nam writes it (`2020-03-01` → `01/03/2020`); other text as it is.
+pub fn day_text(date: &str) -> String {
+    match (date.get(0..4), date.get(5..7), date.get(8..10)) {
+        (Some(y), Some(m), Some(d)) if date.len() == 10 && date.as_bytes()[4] == b'-' => {
+            format!("{d}/{m}/{y}")
+        }
+        _ => date.to_owned(),
+    }
 }
 
 impl FormField {
+    /// The field's name as people read it, in English and in Vietnamese.
+    pub fn label_en(&self) -> &str {
+        self.label
+            .as_ref()
+            .map(|l| l.en.as_str())
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&self.name)
+    }
+
+    pub fn label_vi(&self) -> &str {
+        self.label
+            .as_ref()
+            .map(|l| l.vi.as_str())
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&self.name)
+    }
+
+    /// A broken constraint of this field: the form's own words when it gives them, else these.
+    fn constraint(&self, rule: &'static str, value: &Value, en: String, vi: String) -> Violation {
+        match &self.constraint_message {
+            Some(m) => Violation::new(&self.name, rule, value, m.en.clone(), m.vi.clone()),
+            None => Violation::new(&self.name, rule, value, en, vi),
+        }
+    }
+
+    /// This field, required and empty.
+    fn missing(&self, name: &str) -> Violation {
+        match &self.required_message {
+            Some(m) => Violation::new(name, "required", &Value::Null, m.en.clone(), m.vi.clone()),
+            None => Violation::new(
+                name,
+                "required",
+                &Value::Null,
+                format!("{} is required.", self.label_en()),
+                format!("Chưa nhập {}.", self.label_vi()),
+            ),
+        }
+    }
+
     /// Whether the whole of `text` matches `pattern` (this field's). A pattern that does not
     /// compile refuses nothing: forms are validated when they are published.
     fn matches(&self, pattern: &str, text: &str) -> bool {
@@ -659,36 +749,38 @@ impl FormField {
         if value.is_null() {
             return Ok(());
         }
+        let (en, vi) = (self.label_en(), self.label_vi());
         let bad =
             |rule, en: String, vi: String| Err(Violation::new(&self.name, rule, value, en, vi));
+        let broken = |rule, en: String, vi: String| Err(self.constraint(rule, value, en, vi));
         let wrong_type = |what: &str, vi_what: &str| {
             Err(Violation::new(
                 &self.name,
                 "type",
                 value,
-                format!("expected {what}, got {}", brief(value)),
-                format!("cần {vi_what}, nhận được {}", brief(value)),
+                format!("{en} must be {what}, not {}.", brief(value)),
+                format!("{vi} phải là {vi_what}, không phải {}.", brief(value)),
             ))
         };
         match self.kind {
             FieldType::Text => {
                 let Some(s) = value.as_str() else {
-                    return wrong_type("text", "văn bản");
+                    return wrong_type("text", "chữ");
                 };
                 let n = s.chars().count();
                 if n > MAX_TEXT_CHARS {
                     return bad(
                         "max_length",
-                        format!("text of {n} characters is over {MAX_TEXT_CHARS}"),
-                        format!("văn bản {n} ký tự, vượt quá {MAX_TEXT_CHARS}"),
+                        format!("{en} is {n} characters long, over {MAX_TEXT_CHARS}."),
+                        format!("{vi} dài {n} ký tự, quá mức {MAX_TEXT_CHARS}."),
                     );
                 }
                 if let Some(p) = &self.pattern {
                     if !self.matches(p, s) {
-                        return bad(
+                        return broken(
                             "pattern",
-                            format!("{} does not match the pattern {p}", brief(value)),
-                            format!("{} không đúng mẫu {p}", brief(value)),
+                            format!("{en} is not in the expected form: {}.", brief(value)),
+                            format!("{vi} không đúng dạng: {}.", brief(value)),
                         );
                     }
                 }
@@ -709,61 +801,62 @@ impl FormField {
                 let x = value.as_f64().unwrap_or(0.0);
                 if let Some(min) = self.min.as_ref().and_then(Value::as_f64) {
                     if x < min {
-                        return bad(
+                        return broken(
                             "min",
-                            format!("{x} is below the minimum {min}"),
-                            format!("{x} nhỏ hơn mức tối thiểu {min}"),
+                            format!("{en} must be at least {min}; it is {x}."),
+                            format!("{vi} phải từ {min} trở lên; đã nhập {x}."),
                         );
                     }
                 }
                 if let Some(max) = self.max.as_ref().and_then(Value::as_f64) {
                     if x > max {
-                        return bad(
+                        return broken(
                             "max",
-                            format!("{x} is above the maximum {max}"),
-                            format!("{x} lớn hơn mức tối đa {max}"),
+                            format!("{en} must be at most {max}; it is {x}."),
+                            format!("{vi} tối đa là {max}; đã nhập {x}."),
                         );
                     }
                 }
             }
             FieldType::Boolean => {
                 if !value.is_boolean() {
-                    return wrong_type("true or false", "đúng hoặc sai");
+                    return wrong_type("yes or no", "có hoặc không");
                 }
             }
             FieldType::Date => {
                 let Some(s) = value.as_str().filter(|s| parse_date(s).is_some()) else {
-                    return wrong_type("a date YYYY-MM-DD", "ngày dạng YYYY-MM-DD");
+                    return wrong_type("a date", "một ngày");
                 };
+                let day = day_text(s);
                 if self.not_future && s > today {
-                    return bad(
+                    return broken(
                         "not_future",
-                        format!("{s} is in the future"),
-                        format!("{s} là ngày trong tương lai"),
+                        format!("{en} ({day}) cannot be after today."),
+                        format!("{vi} ({day}) không được sau hôm nay."),
                     );
                 }
                 if let Some(min) = self.min.as_ref().and_then(Value::as_str) {
                     if s < min {
-                        return bad(
+                        return broken(
                             "min",
-                            format!("{s} is before {min}"),
-                            format!("{s} trước {min}"),
+                            format!("{en} ({day}) cannot be before {}.", day_text(min)),
+                            format!("{vi} ({day}) không được trước {}.", day_text(min)),
                         );
                     }
                 }
                 if let Some(max) = self.max.as_ref().and_then(Value::as_str) {
                     if s > max {
-                        return bad(
+                        return broken(
                             "max",
-                            format!("{s} is after {max}"),
-                            format!("{s} sau {max}"),
+                            format!("{en} ({day}) cannot be after {}.", day_text(max)),
+                            format!("{vi} ({day}) không được sau {}.", day_text(max)),
                         );
                     }
                 }
             }
             FieldType::Reference => {
                 let Some(s) = value.as_str().filter(|s| uuid::Uuid::parse_str(s).is_ok()) else {
-                    return wrong_type("a record id", "mã hồ sơ");
+                    return wrong_type("a record", "một hồ sơ");
                 };
                 let _ = s;
             }
@@ -774,31 +867,31 @@ impl FormField {
                     if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon));
                 if !ok {
                     return wrong_type(
-                        "{\"lat\": -90..90, \"lon\": -180..180}",
-                        "tọa độ {\"lat\", \"lon\"}",
+                        "a place (latitude, longitude)",
+                        "một vị trí (vĩ độ, kinh độ)",
                     );
                 }
             }
             FieldType::SelectOne => {
                 let Some(s) = value.as_str() else {
-                    return wrong_type("a choice code", "mã lựa chọn");
+                    return wrong_type("one of the choices", "một lựa chọn");
                 };
                 self.check_choice(s, value)?;
             }
             FieldType::SelectMany => {
                 let Some(items) = value.as_array() else {
-                    return wrong_type("a list of choice codes", "danh sách mã lựa chọn");
+                    return wrong_type("a list of choices", "danh sách lựa chọn");
                 };
                 for (i, item) in items.iter().enumerate() {
                     let Some(s) = item.as_str() else {
-                        return wrong_type("a list of choice codes", "danh sách mã lựa chọn");
+                        return wrong_type("a list of choices", "danh sách lựa chọn");
                     };
                     self.check_choice(s, value)?;
                     if items[..i].contains(item) {
                         return bad(
                             "unique",
-                            format!("choice {s:?} is listed twice"),
-                            format!("lựa chọn {s:?} bị lặp"),
+                            format!("{en}: {s:?} is chosen twice."),
+                            format!("{vi}: {s:?} bị chọn hai lần."),
                         );
                     }
                 }
@@ -810,8 +903,8 @@ impl FormField {
                 if items.len() > MAX_REPEAT_ITEMS {
                     return bad(
                         "max_items",
-                        format!("{} items is over {MAX_REPEAT_ITEMS}", items.len()),
-                        format!("{} mục, vượt quá {MAX_REPEAT_ITEMS}", items.len()),
+                        format!("{en} has {} items, over {MAX_REPEAT_ITEMS}.", items.len()),
+                        format!("{vi} có {} mục, quá mức {MAX_REPEAT_ITEMS}.", items.len()),
                     );
                 }
                 for (i, item) in items.iter().enumerate() {
@@ -822,24 +915,24 @@ impl FormField {
                         let Some(sub) = self.fields.iter().find(|f| &f.name == key) else {
                             return bad(
                                 "unknown_field",
-                                format!("item {} has no field {key:?}", i + 1),
-                                format!("mục {} không có trường {key:?}", i + 1),
+                                format!("{en}, item {}: there is no field {key:?}.", i + 1),
+                                format!("{vi}, mục {}: không có trường {key:?}.", i + 1),
                             );
                         };
                         sub.check_value(v, today).map_err(|mut e| {
                             e.field = format!("{}[{}].{}", self.name, i + 1, e.field);
+                            e.en = format!("{en}, item {}: {}", i + 1, e.en);
+                            e.vi = format!("{vi}, mục {}: {}", i + 1, e.vi);
                             e
                         })?;
                     }
                     for sub in self.fields.iter().filter(|f| f.required) {
                         if map.get(&sub.name).is_none_or(Value::is_null) {
-                            return Err(Violation::new(
-                                &format!("{}[{}].{}", self.name, i + 1, sub.name),
-                                "required",
-                                &Value::Null,
-                                "is required".into(),
-                                "là thông tin bắt buộc".into(),
-                            ));
+                            let mut e =
+                                sub.missing(&format!("{}[{}].{}", self.name, i + 1, sub.name));
+                            e.en = format!("{en}, item {}: {}", i + 1, e.en);
+                            e.vi = format!("{vi}, mục {}: {}", i + 1, e.vi);
+                            return Err(e);
                         }
                     }
                 }
@@ -857,8 +950,16 @@ impl FormField {
             &self.name,
             "choice",
             value,
-            format!("{code:?} is not one of {}", codes.join(", ")),
-            format!("{code:?} không thuộc các lựa chọn {}", codes.join(", ")),
+            format!(
+                "{}: {code:?} is not one of the choices ({}).",
+                self.label_en(),
+                codes.join(", ")
+            ),
+            format!(
+                "{}: {code:?} không có trong các lựa chọn ({}).",
+                self.label_vi(),
+                codes.join(", ")
+            ),
         ))
     }
 }
@@ -892,6 +993,8 @@ mod tests {
             not_future: false,
             not_before: None,
             retired: false,
+            constraint_message: None,
+            required_message: None,
             choices: choices
                 .iter()
                 .map(|c| Choice {
@@ -1080,12 +1183,34 @@ mod tests {
             .check_value(&json!("2020-02-30"), TODAY)
             .unwrap_err();
         assert_eq!((err.field.as_str(), err.rule), ("f", "type"));
-        assert_eq!(err.en, "expected a date YYYY-MM-DD, got \"2020-02-30\"");
-        assert!(err.vi.contains("2020-02-30"));
-        let err = field(FieldType::SelectOne, &["m", "f"])
-            .check_value(&json!("x"), TODAY)
-            .unwrap_err();
-        assert_eq!(err.en, "\"x\" is not one of m, f");
+        assert_eq!(err.en, "f must be a date, not \"2020-02-30\".");
+        assert_eq!(err.vi, "f phải là một ngày, không phải \"2020-02-30\".");
+        let mut sex = field(FieldType::SelectOne, &["m", "f"]);
+        sex.label = Some(Labels {
+            vi: "Giới tính".into(),
+            en: "Sex".into(),
+        });
+        let err = sex.check_value(&json!("x"), TODAY).unwrap_err();
+        assert_eq!(err.en, "Sex: \"x\" is not one of the choices (m, f).");
+        assert_eq!(
+            err.vi,
+            "Giới tính: \"x\" không có trong các lựa chọn (m, f)."
+        );
+        // A form's own words for a broken constraint replace the general ones.
+        let mut card = field(FieldType::Text, &[]);
+        card.pattern = Some("[A-Z]{2}[0-9]{13}".into());
+        card.constraint_message = Some(Labels {
+            vi: "Số thẻ BHYT gồm 2 chữ cái và 13 chữ số, ví dụ TE1464620123456".into(),
+            en: "Two letters and 13 digits, e.g. TE1464620123456".into(),
+        });
+        let err = card.check_value(&json!("12345"), TODAY).unwrap_err();
+        assert_eq!(
+            (err.rule, err.vi.as_str()),
+            (
+                "pattern",
+                "Số thẻ BHYT gồm 2 chữ cái và 13 chữ số, ví dụ TE1464620123456"
+            )
+        );
         let mut weight = field(FieldType::Decimal, &[]);
         weight.min = Some(json!(0.5));
         weight.max = Some(json!(40));

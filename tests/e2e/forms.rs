@@ -234,7 +234,7 @@ pub async fn phones_fetch_forms_by_manifest_and_etag(db: Database) {
     // The sync response names the current versions.
     let mut a = a;
     let response: SyncResponse = a.sync_once().await;
-    assert_eq!(response.forms["birth-registration"], 1);
+    assert_eq!(response.forms["birth-registration"], 2);
     assert_eq!(response.forms.len(), 10);
 }
 

@@ -501,9 +501,9 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
     assert!(response.bytes().await.unwrap().starts_with(b"PK"));
 
     // Publishing a new form version by upload: the province may, a district may not.
-    let path = crate::harness::repo_root().join("schemas/forms/birth-registration.v1.json");
+    let path = crate::harness::repo_root().join("schemas/forms/birth-registration.v2.json");
     let mut form: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    form["version"] = json!(2);
+    form["version"] = json!(3);
     form["fields"]
         .as_array_mut()
         .unwrap()
@@ -512,8 +512,8 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
     let response = upload(&mut guesser, &csrf, &form.to_string()).await;
     assert_eq!(response.status(), 200);
     let page = response.text().await.unwrap();
-    assert!(page.contains("birth-registration v2"), "{page}");
-    assert!(server.cli(&["form", "list"]).contains("v2"));
+    assert!(page.contains("birth-registration v3"), "{page}");
+    assert!(server.cli(&["form", "list"]).contains("v3"));
     let (_, page) = guesser.get("/office/forms").await;
     assert!(page.contains("nickname"));
     // A broken file is refused with the reason, and nothing is published.
@@ -525,10 +525,10 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
         .unwrap()
         .contains("not a form in JSON"));
     let csrf = district.csrf().await;
-    form["version"] = json!(3);
+    form["version"] = json!(4);
     let response = upload(&mut district, &csrf, &form.to_string()).await;
     assert_eq!(response.status(), 403);
-    assert!(!server.cli(&["form", "list"]).contains("v3"));
+    assert!(!server.cli(&["form", "list"]).contains("v4"));
 }
 
 async fn upload(office: &mut Office, csrf: &str, file: &str) -> reqwest::Response {
