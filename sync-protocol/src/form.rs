@@ -678,8 +678,6 @@ fn check_fields(fields: &[FormField], names: &mut BTreeSet<String>) -> Result<()
     Ok(())
 }
 
-/// A condition in words, for messages: the fields it reads.
-
 /// A date as Việt Nam writes it (`2020-03-01` → `01/03/2020`); other text as it is.
 pub fn day_text(date: &str) -> String {
     match (date.get(0..4), date.get(5..7), date.get(8..10)) {
