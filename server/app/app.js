@@ -15,6 +15,9 @@ let retryTimer = null;
 let lastSync = null;
 let lastError = null;
 let checkedLink = null; // the enrolment link last checked against the server
+// What leaving a field of the form being filled does (there is no `onfocusout` property).
+let fieldLeft = null;
+app.addEventListener("focusout", (ev) => { if (fieldLeft) fieldLeft(ev); });
 
 /** What tests and curious people can read: counts of requests and the last response. */
 window.mam = { requests: 0, pushes: [] };
@@ -750,6 +753,49 @@ async function renderFill(formId, recordId) {
   app.oninput = () => { refresh(); saveDraft(); };
   app.onchange = () => { refresh(); saveDraft(); };
 
+  // Problems show under their fields: on save all at once, on leaving a field its own. `only`
+  // names the one field whose message changes (null: every field).
+  const showProblems = (problems, only) => {
+    for (const f of form.fields) {
+      if (only && f.name !== only) continue;
+      const el = body.querySelector(`:scope > [data-name="${CSS.escape(f.name)}"]`);
+      if (!el) continue;
+      const mine = problems.filter((p) => p.field.split("[")[0] === f.name);
+      el.classList.toggle("invalid", mine.length > 0);
+      const old = el.querySelector(":scope > .field-error");
+      if (old) old.remove();
+      const input = el.querySelector("input, select, textarea");
+      if (mine.length) {
+        const id = `error-${f.name}`;
+        el.append(h("p", { class: "field-error", id, "data-error-for": f.name, text: mine.map((p) => p.vi).join(" ") }));
+        if (input) { input.setAttribute("aria-invalid", "true"); input.setAttribute("aria-describedby", id); }
+      } else if (input) {
+        input.removeAttribute("aria-invalid");
+        input.removeAttribute("aria-describedby");
+      }
+    }
+  };
+  // Leaving a field checks it alone: its value, and the rules it takes part in.
+  fieldLeft = (ev) => {
+    const el = ev.target.closest && ev.target.closest(".fields > [data-name]");
+    if (!el) return;
+    const name = el.dataset.name;
+    const field = form.fields.find((f) => f.name === name);
+    if (!field) return;
+    const v = readField(field, body);
+    const value = v === undefined || v === "" || (Array.isArray(v) && v.length === 0) ? null : v;
+    const edit = { fields: { [name]: { value, supersedes: [] } } };
+    const problems = P.checkAll(form, prospective({ [name]: value }), edit, P.today(), false)
+      .filter((p) => p.field.split("[")[0] === name);
+    // An empty field is told it is required only once the person has been through it.
+    showProblems(problems, name);
+  };
+  // What the server refused last time shows under the fields it names, too.
+  const refusedProblems = refused.map((r) => ({
+    field: r.rejection.field || "",
+    vi: (r.rejection.message_vi || r.rejection.message || "").replace(/^[^:\s]+: /, ""),
+  }));
+
   const submit = async (ev) => {
     ev.preventDefault();
     const vals = refresh();
@@ -766,24 +812,33 @@ async function renderFill(formId, recordId) {
     if (!isNew && !moved && Object.keys(changed).length === 0 && refused.length === 0) {
       app.oninput = null;
       app.onchange = null;
+      fieldLeft = null;
       await exclusive("mam-state", () => S.del("drafts", draftKey));
       go(`#record/${id}`);
       return;
     }
     const edit = { seq: state.next_seq, record: id, form: form.id, version: form.version, commune: communeSelect.value, fields: {} };
     for (const [n, v] of Object.entries(changed)) edit.fields[n] = { value: v, supersedes: opened.dots[n] || [] };
-    const problem = P.checkEdit(form, prospective(changed), edit, P.today(), isNew);
-    body.querySelectorAll(".invalid").forEach((e) => e.classList.remove("invalid"));
-    if (problem) {
+    const problems = P.checkAll(form, prospective(changed), edit, P.today(), isNew);
+    showProblems(problems, null);
+    if (problems.length) {
       errors.hidden = false;
-      errors.textContent = problem.message_vi;
-      const top = problem.field.split("[")[0];
-      const el = body.querySelector(`[data-name="${CSS.escape(top)}"]`);
-      if (el) { el.classList.add("invalid"); el.scrollIntoView({ block: "center" }); }
+      errors.textContent = problems.length === 1
+        ? "Có 1 chỗ cần sửa trước khi lưu."
+        : `Có ${problems.length} chỗ cần sửa trước khi lưu.`;
+      // The page moves to the first, and the cursor goes there.
+      const first = body.querySelector(".invalid");
+      if (first) {
+        first.scrollIntoView({ block: "center" });
+        const input = first.querySelector("input, select, textarea");
+        if (input) input.focus({ preventScroll: true });
+      }
       return;
     }
+    errors.hidden = true;
     app.oninput = null;
     app.onchange = null;
+    fieldLeft = null;
     await update(async (s) => {
       for (const r of refused) P.dismissRejected(s, r.edit.seq);
       if (P.view(s, id)) {
@@ -804,7 +859,7 @@ async function renderFill(formId, recordId) {
   mount(
     h("h1", { text: label(form.title, form.id) }),
     h("form", { id: "fill", class: "stack", novalidate: true, onsubmit: submit },
-      refused.map((r) => h("p", { class: "error", text: `Lần trước bị từ chối: ${r.rejection.message_vi || r.rejection.message}` })),
+      refused.map((r) => h("p", { class: "error", text: `Lần trước bị từ chối: ${(r.rejection.message_vi || r.rejection.message || "").replace(/^[^:\s]+: /, "")}` })),
       communes.length > 1 ? h("div", { class: "input" }, h("label", { for: "commune", text: "Xã/phường" }), communeSelect) : null,
       errors,
       body,
@@ -815,6 +870,7 @@ async function renderFill(formId, recordId) {
     ),
   );
   refresh();
+  showProblems(refusedProblems.filter((p) => p.field), null);
 }
 
 // ---------------------------------------------------------------------------------------------

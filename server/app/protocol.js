@@ -744,18 +744,26 @@ function checkChoice(field, code) {
   return violation(field.name, "choice", `${labelEn(field)}: ${JSON.stringify(code)} is not one of the choices (${codes}).`, `${labelVi(field)}: ${JSON.stringify(code)} không có trong các lựa chọn (${codes}).`);
 }
 
-/** The rules that span fields, on the record as it would be after an edit touching `touched`. */
+/** The rules that span fields, on the record as it would be after an edit touching `touched`:
+ *  the first broken, or null. */
 export function checkRecord(form, record, touched, isNew) {
+  return recordProblems(form, record, touched, isNew)[0] || null;
+}
+
+/** Every rule spanning fields that the record breaks, in the form's order. */
+function recordProblems(form, record, touched, isNew) {
+  const out = [];
   const value = (name) => {
     const v = valueOf(record, name);
     return isNull(v) ? null : v;
   };
-  if (isDeleted(record)) return null;
+  if (isDeleted(record)) return out;
   for (const f of form.fields.filter((x) => !x.retired)) {
     const current = value(f.name);
     const mine = touched.has(f.name);
     if (f.required && current === null && (isNew || mine)) {
-      return missing(f, f.name);
+      out.push(missing(f, f.name));
+      continue;
     }
     if (f.required_if) {
       const relevant = isNew || mine || vars(f.required_if).some((v) => touched.has(v));
@@ -765,24 +773,44 @@ export function checkRecord(form, record, touched, isNew) {
           return other ? (lang === "vi" ? labelVi(other) : labelEn(other)) : n;
         }).join(", ");
         const m = f.required_message;
-        return m
+        out.push(m
           ? violation(f.name, "required_if", m.en, m.vi)
-          : violation(f.name, "required_if", `${labelEn(f)} is required once ${named("en")} is filled in.`, `Cần nhập ${labelVi(f)} khi đã có ${named("vi")}.`);
+          : violation(f.name, "required_if", `${labelEn(f)} is required once ${named("en")} is filled in.`, `Cần nhập ${labelVi(f)} khi đã có ${named("vi")}.`));
+        continue;
       }
     }
     if (f.not_before && typeof current === "string") {
       const floor = value(f.not_before);
       if (typeof floor === "string" && (mine || touched.has(f.not_before)) && current < floor) {
         const other = form.fields.find((x) => x.name === f.not_before) || { name: f.not_before };
-        return constraint(f, "not_before", `${labelEn(f)} (${dayText(current)}) cannot be before ${labelEn(other)} (${dayText(floor)}).`, `${labelVi(f)} (${dayText(current)}) không được trước ${labelVi(other)} (${dayText(floor)}).`);
+        out.push(constraint(f, "not_before", `${labelEn(f)} (${dayText(current)}) cannot be before ${labelEn(other)} (${dayText(floor)}).`, `${labelVi(f)} (${dayText(current)}) không được trước ${labelVi(other)} (${dayText(floor)}).`));
       }
     }
   }
-  return null;
+  return out;
 }
 
 /** Every check the server makes of one edit against its form, in the server's order: each
  *  field on its own, then the rules across fields. Null, or the first violation. */
+/** Every problem of an edit at once, one per field at most, in the form's order: the values
+ *  that do not fit their fields, then the rules spanning fields, for the fields whose values
+ *  fit. What a form shows under its fields. */
+export function checkAll(form, record, edit, day, isNew) {
+  const out = [];
+  const bad = new Set();
+  for (const f of form.fields) {
+    if (!(f.name in edit.fields) || f.retired) continue;
+    const v = checkValue(f, edit.fields[f.name].value, day);
+    if (v) { out.push(v); bad.add(f.name); }
+  }
+  for (const p of recordProblems(form, record, new Set(Object.keys(edit.fields)), isNew)) {
+    if (!bad.has(p.field)) { out.push(p); bad.add(p.field); }
+  }
+  const order = new Map(form.fields.map((f, i) => [f.name, i]));
+  const top = (p) => order.get(p.field.split("[")[0]) ?? 1e9;
+  return out.sort((x, y) => top(x) - top(y));
+}
+
 export function checkEdit(form, record, edit, day, isNew) {
   for (const [name, change] of Object.entries(edit.fields)) {
     if (name === DELETED_FIELD || name === COMMUNE_FIELD) continue;

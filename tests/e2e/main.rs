@@ -150,6 +150,11 @@ async fn phone_app_works_offline_over_https_from_a_network_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_form_shows_every_problem_under_its_field() {
+    phone_app::phone_form_shows_every_problem_under_its_field().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_revoked_sets_aside_and_enrols_again() {
     phone_app::revoked_phone_sets_aside_and_enrols_again().await;
 }

@@ -1623,3 +1623,111 @@ pub async fn phone_app_works_offline_over_https_from_a_network_name() {
     a.screenshot("41-http-warning").await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A form says what is wrong in words a collaborator understands: under each field, all at
+/// once on save (the page moving to the first), and one field at a time on leaving it; the
+/// form's own words for a pattern, with an example. The office names the field and the rule of
+/// a refusal by their labels.
+pub async fn phone_form_shows_every_problem_under_its_field() {
+    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    enrol(&a, &server, "Ngọc", &["19753"]).await;
+    a.click_on("#new").await;
+    a.click_on("a[data-form=\"birth-registration\"]").await;
+    a.type_into(
+        &a.find("[data-name=\"child_name\"] input").await,
+        "Trần Thị Ngọc",
+    )
+    .await;
+    // The card fields show once the card is issued; a wrong number is told on leaving it.
+    a.click(
+        &a.find("[data-name=\"bhyt_card_issued\"] input[value=\"true\"]")
+            .await,
+    )
+    .await;
+    let card = a.find("[data-name=\"bhyt_card_number\"] input").await;
+    a.type_into(&card, "12345").await;
+    a.click(
+        &a.find("[data-name=\"notes\"] input, [data-name=\"notes\"] textarea")
+            .await,
+    )
+    .await;
+    let said = a
+        .wait_text("#error-bhyt_card_number", "ví dụ TE1464620123456")
+        .await;
+    assert!(
+        !said.contains("[A-Z]") && !said.contains("bhyt_card_number"),
+        "{said}"
+    );
+    // Save: every problem at once, under its field, and the cursor on the first.
+    a.click_on("#save").await;
+    a.wait_text("#errors", "Có 4 chỗ cần sửa").await;
+    a.screenshot("50-problems").await;
+    let shown = in_page(
+        &a,
+        "done([...document.querySelectorAll('.field-error')].map(e => [e.dataset.errorFor, e.textContent]));",
+        vec![],
+    )
+    .await;
+    let shown: Vec<(String, String)> = serde_json::from_value(shown).unwrap();
+    let fields: Vec<&str> = shown.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["sex", "date_of_birth", "village", "bhyt_card_number"],
+        "{shown:?}"
+    );
+    assert_eq!(shown[0].1, "Chưa nhập Giới tính.");
+    let focused = in_page(
+        &a,
+        "done(document.activeElement.closest('[data-name]')?.dataset.name);",
+        vec![],
+    )
+    .await;
+    assert_eq!(focused, json!("sex"));
+    // Mending a field takes its message away when it is left.
+    a.click(
+        &a.find("[data-name=\"sex\"] select option[value=\"f\"]")
+            .await,
+    )
+    .await;
+    a.click(
+        &a.find("[data-name=\"notes\"] input, [data-name=\"notes\"] textarea")
+            .await,
+    )
+    .await;
+    wait_for(
+        &a,
+        "the mended field's message is gone",
+        "return !document.getElementById('error-sex');",
+        vec![],
+        json!(true),
+    )
+    .await;
+
+    // The office: a refused edit names its field and rule by their labels.
+    let mut phone = server.enroll("Kiểm tra", &["19753"]).await;
+    phone.client.create(
+        sync_protocol::RecordId::new_v7(),
+        &crate::harness::form(),
+        1,
+        &crate::harness::commune("19753"),
+        [("child_name", json!("Thiếu giới tính"))],
+    );
+    phone.sync().await;
+    crate::office::add_user(&server, "xa", "commune", "19753");
+    let page = crate::office::signed_in_page(&server, "xa", "/office/rejected").await;
+    assert!(
+        page.contains("Giá trị không hợp lệ") && page.contains("Giới tính"),
+        "{page}"
+    );
+    assert!(
+        page.contains(">bắt buộc<") || page.contains("bắt buộc<br>"),
+        "{page}"
+    );
+    assert!(page.contains("Chưa nhập Giới tính."));
+}

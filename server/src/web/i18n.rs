@@ -37,6 +37,14 @@ impl Lang {
         }
     }
 
+    /// The words for `key`, when there are any (a code from a newer peer has none).
+    pub fn try_t(self, key: &str) -> Option<&'static str> {
+        WORDS
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, vi, en)| self.pick(vi, en))
+    }
+
     pub fn t(self, key: &str) -> &'static str {
         match WORDS.iter().find(|(k, _, _)| *k == key) {
             Some((_, vi, en)) => self.pick(vi, en),
@@ -136,6 +144,32 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("restore", "Khôi phục phiếu", "Restore the record"),
     ("qr_unreachable", "Điện thoại không mở được địa chỉ này (là chính máy chủ). Hãy mở trang bằng địa chỉ mạng của máy chủ, hoặc đặt server.public_url (xem README, \"Serving phones\").", "Phones cannot open this address (it is the server itself). Open this page by the server's network address, or set server.public_url (README, \"Serving phones\")."),
     ("qr_insecure", "Địa chỉ không dùng HTTPS: điện thoại sẽ không làm việc ngoại tuyến được và không lấy được vị trí. Xem README, \"Serving phones\".", "This address is not HTTPS: phones will not work offline or take a location. See README, \"Serving phones\"."),
+    ("code_invalid_edit", "Phiếu gửi lên không đúng dạng", "Malformed edit"),
+    ("code_unknown_form", "Biểu mẫu không có trên máy chủ", "Unknown form"),
+    ("code_unknown_version", "Phiên bản biểu mẫu không có", "Unknown form version"),
+    ("code_unknown_field", "Trường không có trong biểu mẫu", "Unknown field"),
+    ("code_invalid_value", "Giá trị không hợp lệ", "Invalid value"),
+    ("code_out_of_scope", "Ngoài địa bàn của máy", "Outside the phone's area"),
+    ("code_form_mismatch", "Hồ sơ thuộc biểu mẫu khác", "Record of another form"),
+    ("code_invalid_supersedes", "Sửa dựa trên bản máy chủ chưa có", "Supersedes an unknown edit"),
+    ("code_seq_reused", "Số thứ tự đã dùng cho thay đổi khác", "Sequence number reused"),
+    ("code_invalid_seq", "Số thứ tự không hợp lệ (0)", "Invalid sequence number (0)"),
+    ("code_lost", "Mất khi khôi phục dữ liệu", "Lost in a restore"),
+    ("rule_type", "sai kiểu dữ liệu", "wrong kind of value"),
+    ("rule_required", "bắt buộc", "required"),
+    ("rule_required_if", "bắt buộc theo điều kiện", "required by a condition"),
+    ("rule_min", "nhỏ hơn mức tối thiểu", "below the minimum"),
+    ("rule_max", "lớn hơn mức tối đa", "above the maximum"),
+    ("rule_pattern", "không đúng dạng", "not in the expected form"),
+    ("rule_choice", "không có trong lựa chọn", "not one of the choices"),
+    ("rule_not_future", "ngày trong tương lai", "a date in the future"),
+    ("rule_not_before", "trước ngày liên quan", "before a related date"),
+    ("rule_commune_on_date", "xã không tồn tại vào ngày đó", "commune not in force on that day"),
+    ("rule_commune_matches", "xã không khớp", "commune does not match"),
+    ("rule_max_length", "quá dài", "too long"),
+    ("rule_unique", "chọn trùng", "chosen twice"),
+    ("rule_max_items", "quá nhiều mục", "too many items"),
+    ("rule_unknown_field", "trường không có", "no such field"),
     ("revoke_title", "Thu hồi điện thoại", "Revoke a phone"),
     ("revoke_explain", "Sau khi thu hồi, máy này không đồng bộ được nữa và các phiếu trên máy bị xoá; những thay đổi chưa gửi được giữ lại trên máy, để gửi lên khi máy được kích hoạt lại bằng mã mới, hoặc tải về. Không hoàn tác được.", "Once revoked, this phone can no longer sync and the records on it are removed; changes it had not sent are kept aside on the phone, to be sent when it is enrolled again with a new code, or downloaded. This cannot be undone."),
     ("revoke_confirm", "Thu hồi máy này", "Revoke this phone"),

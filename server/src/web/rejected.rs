@@ -22,8 +22,11 @@ pub struct RejectedLine {
     pub who: String,
     pub seq: u64,
     pub code: String,
+    pub code_label: String,
     pub field: String,
+    pub field_label: String,
     pub rule: String,
+    pub rule_label: String,
     pub message: String,
     pub edit: String,
     pub record_href: Option<String>,
@@ -51,6 +54,14 @@ struct RejectedPage {
     logins: Option<Vec<LoginLine>>,
 }
 
+/// A refusal's message without the machine name of its field in front (`sex: …`).
+fn strip_field(message: String) -> String {
+    match message.split_once(": ") {
+        Some((head, rest)) if !head.contains(' ') && !rest.is_empty() => rest.to_owned(),
+        _ => message,
+    }
+}
+
 /// Refusals on one page.
 const PER_PAGE: u32 = 100;
 
@@ -69,6 +80,7 @@ pub async fn rejected(
     Query(q): Query<RejectedParams>,
 ) -> Result<Response, PageError> {
     let lang = officer.lang;
+    let forms = state.forms();
     let devices: HashMap<u32, DeviceSummary> = state
         .store
         .devices()
@@ -101,6 +113,25 @@ pub async fn rejected(
         .into_iter()
         .map(|r| {
             let edit: Value = serde_json::from_str(r.edit.get()).unwrap_or(Value::Null);
+            // The field by its label in the form the edit named; the machine name stays beside.
+            let form = edit
+                .get("form")
+                .and_then(Value::as_str)
+                .and_then(|f| sync_protocol::FormId::parse(f).ok())
+                .and_then(|id| {
+                    let version = edit.get("version").and_then(Value::as_u64).unwrap_or(0) as u32;
+                    forms
+                        .get(&id, version)
+                        .or_else(|| forms.latest(&id))
+                        .cloned()
+                });
+            let field_label = r.field.as_deref().map(|name| {
+                let top = name.split('[').next().unwrap_or(name);
+                form.as_ref()
+                    .and_then(|f| f.field(top))
+                    .map(|f| lang.pick(f.label_vi(), f.label_en()).to_owned())
+                    .unwrap_or_else(|| name.to_owned())
+            });
             RejectedLine {
                 when: local_time(r.received_at),
                 who: devices
@@ -108,13 +139,28 @@ pub async fn rejected(
                     .map(|d| d.name.clone())
                     .unwrap_or_else(|| format!("#{}", r.device)),
                 seq: r.seq,
+                code_label: lang
+                    .try_t(&format!("code_{}", r.code))
+                    .unwrap_or(&r.code)
+                    .to_owned(),
                 code: r.code,
+                field_label: field_label.unwrap_or_default(),
                 field: r.field.unwrap_or_default(),
+                rule_label: r
+                    .rule
+                    .as_deref()
+                    .map(|rule| {
+                        lang.try_t(&format!("rule_{rule}"))
+                            .unwrap_or(rule)
+                            .to_owned()
+                    })
+                    .unwrap_or_default(),
                 rule: r.rule.unwrap_or_default(),
-                message: match (lang, r.message_vi) {
+                // The sentence for people: the machine name before it is in `field`.
+                message: strip_field(match (lang, r.message_vi) {
                     (Lang::Vi, Some(vi)) => vi,
                     _ => r.message,
-                },
+                }),
                 record_href: edit
                     .get("record")
                     .and_then(Value::as_str)
