@@ -41,7 +41,7 @@ use indicators::indicators_follow_every_edit_and_equal_a_rebuild;
 use linked_rules::rules_broken_only_by_a_merge_flag_the_record;
 use moves::moves_merge_as_a_register;
 use office::{
-    office_accounts_are_scoped_and_guarded, office_in_a_browser,
+    office_accounts_are_scoped_and_guarded, office_in_a_browser, office_pages_fit_a_phone,
     settles_supersede_only_what_the_page_showed,
 };
 use recovery::{
@@ -170,6 +170,14 @@ async fn phone_app_takes_a_successor_when_its_seqs_were_used() {
 async fn office_pages_in_headless_chromium() {
     if let Some(db) = Database::fresh(Backend::Sqlite).await {
         office_in_a_browser(db).await;
+    }
+}
+
+/// The office at a phone's width, once, on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn office_pages_on_a_phone_in_headless_chromium() {
+    if let Some(db) = Database::fresh(Backend::Sqlite).await {
+        office_pages_fit_a_phone(db).await;
     }
 }
 

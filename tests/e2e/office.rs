@@ -868,3 +868,61 @@ async fn concurrent_name(phone: &mut crate::harness::Phone, id: RecordId, name: 
     // The phone's own queue still holds the edit as it made it; the server has the other.
     phone.client.apply_response(&response);
 }
+
+/// The office on a phone (360×740): on every page the header takes a small part of the screen
+/// and the page never scrolls sideways (a wide table scrolls inside its box).
+pub async fn office_pages_fit_a_phone(db: Database) {
+    let Some(browser) = Browser::start(360, 740, "office-screenshots").await else {
+        return;
+    };
+    let server = Server::start(&db);
+    add_user(&server, "hue", "district", "474");
+    let (disputed, _, mut phone, _) = seed(&server).await;
+    phone.edit(disputed, &[("date_of_birth", json!("2999-01-01"))]);
+    phone.sync().await;
+    let base = &server.url;
+    browser.goto(&format!("{base}/login")).await;
+    browser.type_into(&browser.find("#name").await, "hue").await;
+    browser
+        .type_into(&browser.find("#password").await, PASSWORD)
+        .await;
+    browser.click(&browser.find("form button").await).await;
+    for _ in 0..300 {
+        if !browser.url().await.contains("/login") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for (i, path) in [
+        "/office".to_owned(),
+        "/office/records".to_owned(),
+        format!("/office/records/{disputed}"),
+        "/office/conflicts".to_owned(),
+        "/office/phones".to_owned(),
+        "/office/forms".to_owned(),
+        "/office/rejected".to_owned(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        browser.goto(&format!("{base}{path}")).await;
+        let fit = browser
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 const header = document.querySelector('header.top').getBoundingClientRect().height;
+                 done([document.documentElement.scrollWidth, window.innerWidth, header, window.innerHeight]);",
+                vec![],
+            )
+            .await;
+        let [scroll, width, header, height] =
+            serde_json::from_value::<[f64; 4]>(fit.clone()).unwrap();
+        browser
+            .screenshot(&format!("phone-{:02}-{}", i + 1, path.replace('/', "-")))
+            .await;
+        assert!(scroll <= width, "{path} scrolls sideways: {fit}");
+        assert!(
+            header <= height * 0.2,
+            "{path}: the header takes {header} of {height} px"
+        );
+    }
+}
