@@ -437,9 +437,28 @@ function statusOf(record) {
 function recordTitle(record) {
   const form = formOf(record);
   const first = form && form.fields.find((f) => f.type === "text" && P.valueOf(record, f.name));
-  const name = first ? P.valueOf(record, first.name) : record.id.slice(0, 8);
-  return `${name} · ${form ? label(form.title, form.id) : record.form}`;
+  return first ? String(P.valueOf(record, first.name)) : record.id.slice(0, 8);
 }
+
+/** What tells two records apart in a list: the form's date (a child's birth date), the
+ *  village, the form. */
+function recordDetails(record) {
+  const form = formOf(record);
+  const dateField = form && (form.collected_on || (form.fields.find((f) => f.type === "date") || {}).name);
+  const date = dateField ? P.valueOf(record, dateField) : null;
+  const village = P.valueOf(record, "village");
+  return [date ? P.dayText(date) : null, village || null, form ? label(form.title, form.id) : record.form]
+    .filter(Boolean).join(" · ");
+}
+
+/** Text as a search compares it: lower case, without Vietnamese marks (đ as d). */
+function folded(text) {
+  return String(text).normalize("NFD").replace(/[\u0300-\u036f]/g, "").replace(/đ/g, "d").replace(/Đ/g, "d").toLowerCase();
+}
+
+// The home list's search and filter, kept while the app is open.
+let listSearch = "";
+let listFilter = "all";
 
 /** Send what a revoked enrolment left unsent under this number: its edits take new seqs, its
  *  drafts come back naming them. */
@@ -469,6 +488,28 @@ async function renderHome() {
   // Refused edits of records the phone no longer shows (a refused new record) still show.
   const shown = new Set(list.map((r) => r.id));
   const orphans = state.rejected.filter((r) => !shown.has(r.edit.record));
+  const listBox = h("ul", { class: "records", id: "records" });
+  const mine = (r) => state.pending.some((e) => e.record === r.id)
+    || Object.values(r.fields || {}).some((values) => values.some((v) => v.dot && v.dot[0] === state.device));
+  const showList = () => {
+    const want = folded(listSearch.trim());
+    const rows = list.filter((r) => {
+      const [cls] = statusOf(r);
+      if (listFilter === "mine" && !mine(r)) return false;
+      if (["pending", "refused", "conflict"].includes(listFilter) && cls !== listFilter) return false;
+      return !want || folded(recordTitle(r)).includes(want);
+    });
+    listBox.replaceChildren(...rows.map((r) => {
+      const [cls, text] = statusOf(r);
+      return h("li", { class: `record ${cls}`, "data-record": r.id, "data-status": cls },
+        h("a", { href: `#record/${r.id}` }, recordTitle(r)), " ",
+        h("span", { class: `badge ${cls}`, text }),
+        h("div", { class: "details", text: recordDetails(r) }),
+      );
+    }));
+    if (!rows.length) listBox.append(h("li", { class: "muted", text: list.length ? "Không có phiếu nào khớp." : "Chưa có phiếu nào." }));
+  };
+  showList();
   mount(
     h("div", { class: "actions" },
       h("button", { id: "sync", onclick: () => syncNow(), text: "Đồng bộ" }),
@@ -499,17 +540,33 @@ async function renderHome() {
         const [formId, rid] = key.split("/");
         const f = latestForm(formId);
         const first = Object.values(d.values || {}).find((v) => typeof v === "string" && v);
-        return h("li", { class: "record draft" }, h("a", { href: `#fill/${formId}/${rid}` }, `${first || rid.slice(0, 8)} · ${f ? label(f.title, formId) : formId}`));
+        const item = h("li", { class: "record draft", "data-draft": key },
+          h("a", { href: `#fill/${formId}/${rid}` }, `${first || rid.slice(0, 8)} · ${f ? label(f.title, formId) : formId}`), " ",
+          h("button", { type: "button", class: "secondary small discard", onclick: () => {
+            // Two steps: what is thrown away cannot come back.
+            item.querySelector(".discard").hidden = true;
+            item.append(h("span", { class: "confirm" }, " Bỏ phiếu nhập dở này? ",
+              h("button", { type: "button", class: "danger small confirm-discard", onclick: async () => {
+                await exclusive("mam-state", () => S.del("drafts", key));
+                if (channel) channel.postMessage("state");
+                render();
+              }, text: "Bỏ" }), " ",
+              h("button", { type: "button", class: "secondary small", onclick: () => render(), text: "Giữ lại" })));
+          }, text: "Bỏ phiếu này" }));
+        return item;
       })),
     ) : null,
     h("h2", { text: `Phiếu (${list.length})` }),
-    h("ul", { class: "records", id: "records" }, list.map((r) => {
-      const [cls, text] = statusOf(r);
-      return h("li", { class: `record ${cls}`, "data-record": r.id, "data-status": cls },
-        h("a", { href: `#record/${r.id}` }, recordTitle(r)), " ",
-        h("span", { class: `badge ${cls}`, text }),
-      );
-    })),
+    h("div", { class: "list-tools" },
+      h("label", { for: "search", class: "visually-hidden", text: "Tìm theo tên" }),
+      h("input", { id: "search", type: "search", placeholder: "Tìm theo tên…", value: listSearch,
+        oninput: (ev) => { listSearch = ev.target.value; showList(); } }),
+      h("label", { for: "filter", class: "visually-hidden", text: "Lọc" }),
+      h("select", { id: "filter", onchange: (ev) => { listFilter = ev.target.value; showList(); } },
+        [["all", "Tất cả"], ["mine", "Của tôi"], ["pending", "Chờ gửi"], ["refused", "Bị từ chối"], ["conflict", "Xung đột"]]
+          .map(([v, t]) => h("option", { value: v, selected: v === listFilter, text: t }))),
+    ),
+    listBox,
   );
   setStatus();
 }

@@ -155,6 +155,11 @@ async fn phone_app_form_shows_every_problem_under_its_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_list_searches_filters_and_discards_drafts() {
+    phone_app::phone_list_searches_filters_and_discards_drafts().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_revoked_sets_aside_and_enrols_again() {
     phone_app::revoked_phone_sets_aside_and_enrols_again().await;
 }

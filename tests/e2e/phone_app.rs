@@ -1731,3 +1731,88 @@ pub async fn phone_form_shows_every_problem_under_its_field() {
     );
     assert!(page.contains("Chưa nhập Giới tính."));
 }
+
+/// The phone's list tells two children apart (name, birth date, village, form, state), finds
+/// one by name without its marks, filters by state, and lets a draft be thrown away (asking
+/// first).
+pub async fn phone_list_searches_filters_and_discards_drafts() {
+    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    enrol(&a, &server, "Mai", &["19753"]).await;
+    fill_birth(&a, "Nguyễn Thị Lan", "2024-01-05").await;
+    a.click_on("#save").await;
+    wait_status(&a, "Nguyễn Thị Lan", "synced").await;
+    a.set_offline(true).await;
+    a.wait_text("#status", "Không có mạng").await;
+    fill_birth(&a, "Nguyễn Thị Lan", "2024-03-09").await;
+    a.click_on("#save").await;
+    fill_birth(&a, "Trần Văn Bình", "2024-02-01").await;
+    a.click_on("#save").await;
+    wait_status(&a, "Trần Văn Bình", "pending").await;
+    // Two children of one name: their birth dates and villages tell them apart.
+    let details = a.texts("li.record .details").await;
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("05/01/2024 · Thôn 3 ·")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("09/03/2024 · Thôn 3 ·")),
+        "{details:?}"
+    );
+    // A search without the marks finds both Lans, and not Bình.
+    a.type_into(&a.find("#search").await, "nguyen thi lan")
+        .await;
+    wait_for(
+        &a,
+        "two records found",
+        "return document.querySelectorAll('#records li.record').length;",
+        vec![],
+        json!(2),
+    )
+    .await;
+    a.screenshot("60-search").await;
+    // The pending filter: the two made offline.
+    // Backspace, as a person clears the box.
+    a.type_into(&a.find("#search").await, &"\u{E003}".repeat(20))
+        .await;
+    a.click(&a.find("#filter option[value=\"pending\"]").await)
+        .await;
+    wait_for(
+        &a,
+        "two pending records",
+        "return [...document.querySelectorAll('#records li.record')].map(e => e.dataset.status);",
+        vec![],
+        json!(["pending", "pending"]),
+    )
+    .await;
+    // A draft, thrown away after saying so.
+    a.click(&a.find("#filter option[value=\"all\"]").await)
+        .await;
+    a.click_on("#new").await;
+    a.click_on("a[data-form=\"birth-registration\"]").await;
+    a.type_into(&a.find("[data-name=\"child_name\"] input").await, "Nhập dở")
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    a.goto(&format!("{}/app/#", server.url)).await;
+    a.wait_text("li.record.draft", "Nhập dở").await;
+    a.click_on("li.record.draft .discard").await;
+    a.click_on("li.record.draft .confirm-discard").await;
+    wait_for(
+        &a,
+        "the draft is gone",
+        "const drafts = await window.mam.store.getAll('drafts');
+         return [Object.keys(drafts).length, document.querySelectorAll('li.record.draft').length];",
+        vec![],
+        json!([0, 0]),
+    )
+    .await;
+}
