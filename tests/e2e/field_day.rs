@@ -225,6 +225,17 @@ pub async fn reports_an_office_can_send(db: Database) {
     let id = phone.named("Một");
     let (_, record) = office.get(&format!("/office/records/{id}")).await;
     assert!(record.contains("01/03/2020"), "{record}");
+    assert!(
+        record.contains("<h1>Một · "),
+        "a record is titled by its name: {record}"
+    );
+    // The records list finds a name without its marks, and says which date it shows.
+    let (_, list) = office.get("/office/records?name=mot").await;
+    assert!(
+        list.contains("id=\"found\">1<") && list.contains("Một"),
+        "{list}"
+    );
+    assert!(list.contains("01/03/2020 (Ngày sinh)"), "{list}");
 
     // A form's records, exported: codes and labels, the area's records only.
     let mut far = server.enroll("Lan", &["20047"]).await;

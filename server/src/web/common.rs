@@ -263,6 +263,47 @@ pub(super) fn collected_on(record: &Record, form: Option<&SurveyForm>) -> String
         .to_owned()
 }
 
+/// A record's name: its form's first text field that holds something (a child's name).
+pub(super) fn record_name(record: &Record, form: Option<&SurveyForm>) -> Option<String> {
+    form?
+        .fields
+        .iter()
+        .filter(|f| f.kind == FieldType::Text)
+        .find_map(|f| {
+            record
+                .value(&f.name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_owned)
+        })
+}
+
+/// Text as a search compares it: lower case, without Vietnamese marks (đ as d).
+pub(super) fn folded(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    text.nfd()
+        .filter(|c| !('\u{300}'..='\u{36f}').contains(c))
+        .map(|c| if c == 'đ' || c == 'Đ' { 'd' } else { c })
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// The date a list shows for a record, with what it is: "01/03/2020 (Ngày sinh)".
+pub(super) fn dated(record: &Record, form: Option<&SurveyForm>, lang: Lang) -> String {
+    let date = collected_on(record, form);
+    if date.is_empty() {
+        return date;
+    }
+    let what = form
+        .and_then(|f| f.collected_on.as_deref())
+        .and_then(|name| form.and_then(|f| f.field(name)))
+        .map(|f| lang.pick(f.label_vi(), f.label_en()).to_owned());
+    match what {
+        Some(w) => format!("{} ({w})", day_label(&date)),
+        None => day_label(&date),
+    }
+}
+
 pub(super) fn badges(r: &Record, lang: Lang) -> Vec<(&'static str, &'static str)> {
     let mut out = Vec::new();
     if r.is_conflicted() {

@@ -170,6 +170,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("rule_unique", "chọn trùng", "chosen twice"),
     ("rule_max_items", "quá nhiều mục", "too many items"),
     ("rule_unknown_field", "trường không có", "no such field"),
+    ("name_search", "Tên", "Name"),
     ("revoke_title", "Thu hồi điện thoại", "Revoke a phone"),
     ("revoke_explain", "Sau khi thu hồi, máy này không đồng bộ được nữa và các phiếu trên máy bị xoá; những thay đổi chưa gửi được giữ lại trên máy, để gửi lên khi máy được kích hoạt lại bằng mã mới, hoặc tải về. Không hoàn tác được.", "Once revoked, this phone can no longer sync and the records on it are removed; changes it had not sent are kept aside on the phone, to be sent when it is enrolled again with a new code, or downloaded. This cannot be undone."),
     ("revoke_confirm", "Thu hồi máy này", "Revoke this phone"),

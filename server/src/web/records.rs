@@ -26,6 +26,8 @@ use crate::{now_ms, sync};
 #[derive(Deserialize, Default)]
 pub struct RecordFilter {
     form: Option<String>,
+    /// A name, found without its marks ("nguyen thi lan").
+    name: Option<String>,
     commune: Option<String>,
     village: Option<String>,
     from: Option<String>,
@@ -53,6 +55,7 @@ struct RecordsPage {
     communes: Vec<Choice>,
     statuses: Vec<Choice>,
     village: String,
+    name: String,
     from: String,
     to: String,
     total: usize,
@@ -109,12 +112,13 @@ pub async fn records(
         _ => {}
     }
     let village = given(&filter.village).map(str::to_lowercase);
+    let name = given(&filter.name).map(folded);
     let (from, to) = (given(&filter.from), given(&filter.to));
     let wanted_page = filter.page.unwrap_or(1).max(1);
     // Form, commune and state page in the database; village and date live inside the records,
     // so those filters read the candidates here.
     let (found, total): (Vec<(String, Record)>, usize) =
-        if village.is_some() || from.is_some() || to.is_some() {
+        if village.is_some() || name.is_some() || from.is_some() || to.is_some() {
             let (candidates, _) = state.store.find_records(&query).await?;
             let matching: Vec<(String, Record)> = candidates
                 .into_iter()
@@ -123,6 +127,12 @@ pub async fn records(
                         r.value("village")
                             .and_then(Value::as_str)
                             .is_some_and(|have| have.to_lowercase().contains(v.as_str()))
+                    })
+                })
+                .filter(|r| {
+                    name.as_ref().is_none_or(|want| {
+                        record_name(r, registry.latest(&r.form))
+                            .is_some_and(|have| folded(&have).contains(want.as_str()))
                     })
                 })
                 .map(|r| (collected_on(&r, registry.latest(&r.form)), r))
@@ -145,7 +155,7 @@ pub async fn records(
     let page_no = wanted_page.min(pages);
     let lines = found
         .iter()
-        .map(|(date, r)| RecordLine {
+        .map(|(_, r)| RecordLine {
             href: format!("/office/records/{}", r.id),
             short: short_id(&r.id),
             form: form_title(&state, &r.form, lang),
@@ -156,7 +166,7 @@ pub async fn records(
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_owned(),
-            date: date.clone(),
+            date: dated(r, registry.latest(&r.form), lang),
             badges: badges(r, lang),
         })
         .collect();
@@ -218,6 +228,7 @@ pub async fn records(
             communes: commune_choices,
             statuses: status_choices,
             village: given(&filter.village).unwrap_or("").into(),
+            name: given(&filter.name).unwrap_or("").into(),
             from: from.unwrap_or("").into(),
             to: to.unwrap_or("").into(),
             total,
@@ -604,11 +615,15 @@ async fn render_record(
             (label, show(value, None, lang))
         })
         .collect();
-    let title = format!(
-        "{} {}",
-        form_title(state, &record.form, lang),
-        short_id(&record.id)
-    );
+    // The record by its name (the child's), the form beside; the id where it has none.
+    let title = match record_name(&record, state.forms().latest(&record.form)) {
+        Some(name) => format!("{name} · {}", form_title(state, &record.form, lang)),
+        None => format!(
+            "{} {}",
+            form_title(state, &record.form, lang),
+            short_id(&record.id)
+        ),
+    };
     let c = ctx(state, officer, "records", uri, title.clone());
     let html = RecordPage {
         c,
