@@ -17,6 +17,7 @@ let lastError = null;
 let checkedLink = null; // the enrolment link last checked against the server
 // What leaving a field of the form being filled does (there is no `onfocusout` property).
 let fieldLeft = null;
+let writers = {}; // device number → the person's name, from GET /v1/writers
 app.addEventListener("focusout", (ev) => { if (fieldLeft) fieldLeft(ev); });
 
 /** What tests and curious people can read: counts of requests and the last response. */
@@ -308,6 +309,12 @@ async function runSync() {
   clearTimeout(retryTimer);
   try {
     await exclusive("mam-sync", syncRounds);
+    // Who wrote what, by name: kept for offline use.
+    try {
+      const w = await api("/v1/writers");
+      writers = w.writers || {};
+      await S.put("meta", "writers", writers);
+    } catch { /* the names wait for the next sync */ }
     lastError = null;
     retryDelay = 0;
     lastSync = new Date().toLocaleTimeString("vi-VN");
@@ -582,6 +589,12 @@ function renderChooseForm() {
   );
 }
 
+/** Who wrote a value, by name where the server told the phone (`GET /v1/writers`). */
+function writerName(device) {
+  if (device === state.device) return "máy này";
+  return writers[String(device)] || `máy số ${device}`;
+}
+
 function renderRecord(id) {
   const record = P.view(state, id);
   if (!record) return go("#");
@@ -592,18 +605,37 @@ function renderRecord(id) {
     const field = form && form.fields.find((f) => f.name === name);
     const sibs = record.fields[name];
     const conflict = sibs.length > 1;
+    // A value this phone sent that another's choice replaced: said, with whose it is now.
+    const mine = state.kept.filter((k) => k.edit.record === id && k.edit.fields[name]);
+    const last = mine.length ? mine[mine.length - 1].edit.fields[name].value : undefined;
+    const other = sibs.find((x) => x.dot[0] !== state.device);
+    const replaced = last !== undefined && other && !sibs.some((x) => JSON.stringify(x.value) === JSON.stringify(last))
+      ? h("p", { class: "notice replaced", text: `Giá trị bạn nhập “${show(last, field)}” đã được thay bằng “${show(other.value, field)}” (${writerName(other.dot[0])}).` })
+      : null;
+    const choose = (s) => {
+      // Two steps: the value not chosen goes for everyone.
+      const box = document.querySelector(`[data-field="${CSS.escape(name)}"] .confirm-settle`);
+      box.replaceChildren(
+        h("p", { text: `Chọn “${show(s.value, field)}” (${writerName(s.dot[0])}) cho ${label(field && field.label, name)}? Giá trị còn lại sẽ được thay trên mọi máy.` }),
+        h("button", { type: "button", id: "confirm-settle", onclick: async () => {
+          // Settles exactly the values shown here.
+          await update((t) => { P.editShown(t, id, { [name]: { value: s.value, supersedes: sibs.map((x) => x.dot) } }); });
+          render();
+          sync();
+        }, text: "Chọn giá trị này" }), " ",
+        h("button", { type: "button", class: "secondary", onclick: () => box.replaceChildren(), text: "Huỷ" }),
+      );
+    };
     return h("div", { class: conflict ? "field conflict" : "field", "data-field": name },
       h("div", { class: "label", text: label(field && field.label, name) }),
       conflict
         ? h("div", { class: "siblings" },
             h("p", { class: "muted", text: "Hai người sửa khác nhau. Chọn giá trị đúng:" }),
-            sibs.map((s) => h("button", { class: "sibling", type: "button", onclick: async () => {
-              // Settles exactly the values shown here.
-              await update((t) => { P.editShown(t, id, { [name]: { value: s.value, supersedes: sibs.map((x) => x.dot) } }); });
-              render();
-              sync();
-            } }, show(s.value, field), " ", h("small", { text: s.dot[0] === state.device ? "(máy này)" : `(máy số ${s.dot[0]})` }))))
+            sibs.map((s) => h("button", { class: "sibling", type: "button", onclick: () => choose(s) },
+              show(s.value, field), " ", h("small", { text: `(${writerName(s.dot[0])})` }))),
+            h("div", { class: "confirm-settle" }))
         : h("div", { class: "value", text: show(sibs[0].value, field) }),
+      replaced,
     );
   });
   const derived = form ? P.derive(form, record) : {};
@@ -943,6 +975,7 @@ async function start() {
   if (state) state = P.upgrade(state);
   if (auth && !state) state = P.newState(auth.device);
   manifest = (await S.get("meta", "manifest")) || null;
+  writers = (await S.get("meta", "writers")) || {};
   forms = await S.getAll("forms");
   P.setWhoTables(...await Promise.all(["wfa", "lhfa"].map((t) => fetch(`/app/who/${t}.csv`).then((r) => r.text()).catch(() => ""))));
   render();

@@ -565,9 +565,45 @@ pub async fn phone_app_works_offline_and_syncs() {
             text.contains("Lê Thị Bông"),
             "both values on each phone: {text}"
         );
-        assert!(text.contains("máy"), "with whose they are: {text}");
+        assert!(text.contains("máy này"), "with whose they are: {text}");
         phone.screenshot(shot).await;
     }
+    // The other value is named by its collaborator.
+    hoa.goto(&format!("{base}/app/#record/{id}")).await;
+    hoa.wait_text("[data-field=\"child_name\"]", "(Lan)").await;
+    // Hoa settles on her own value, after saying so; Lan's phone then says whose choice
+    // replaced the value she had typed.
+    let mine = in_page(
+        &hoa,
+        "const b = [...document.querySelectorAll('[data-field=\"child_name\"] button.sibling')].find(e => e.textContent.includes('Lê Thị Bông')); b.click(); done(true);",
+        vec![],
+    )
+    .await;
+    assert_eq!(mine, json!(true));
+    hoa.wait_text(".confirm-settle", "Giá trị còn lại sẽ được thay")
+        .await;
+    hoa.screenshot("06b-confirm-settle").await;
+    hoa.click_on("#confirm-settle").await;
+    wait_for(
+        &hoa,
+        "settled on the phone",
+        "return P.isConflicted(P.view(s, args[0]));",
+        vec![json!(id)],
+        json!(false),
+    )
+    .await;
+    hoa.goto(&format!("{base}/app/#")).await;
+    wait_status(&hoa, "Lê Thị Bông", "synced").await;
+    lan.goto(&format!("{base}/app/#")).await;
+    lan.click_on("#sync").await;
+    lan.wait_text("#status", "đồng bộ lúc").await;
+    lan.goto(&format!("{base}/app/#record/{id}")).await;
+    lan.wait_text(
+        "[data-field=\"child_name\"] .replaced",
+        "“Lê Thị Bóng” đã được thay bằng “Lê Thị Bông” (Hoa)",
+    )
+    .await;
+    lan.screenshot("07b-replaced").await;
 
     // Fifty records entered offline go in one request.
     hoa.goto(&format!("{base}/app/#")).await;

@@ -14,6 +14,7 @@ pub mod error;
 pub mod forms;
 pub mod indicators;
 pub mod sync;
+pub mod writers;
 
 pub use error::ApiError;
 
@@ -24,6 +25,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/sync", post(sync::sync_handler))
         .route("/v1/successor", post(enroll::successor))
         .route("/v1/forms", get(forms::forms_manifest))
+        .route("/v1/writers", get(writers::writers))
         .route("/v1/indicators", get(indicators::indicator_table))
         .route(
             "/v1/indicators/{id}/records",
