@@ -690,7 +690,9 @@ function readField(field, root) {
         return out;
       });
     default: {
-      const input = el.querySelector("input, select, textarea");
+      const choice = el.querySelector(":scope > select.village-choice");
+      const input = !choice ? el.querySelector("input, select, textarea")
+        : choice.value === "__other" ? el.querySelector(":scope > input.village-other") : choice;
       const v = input ? input.value : "";
       return v.trim() === "" ? null : v.trim().normalize("NFC");
     }
@@ -750,9 +752,21 @@ function fieldInput(field, value, villages) {
       return wrap;
     }
     default: {
-      const list = field.name === "village" && villages.length ? `${id}-list` : null;
-      wrap.append(lab, h("input", { id, type: "text", value: value ?? "", list }));
-      if (list) wrap.append(h("datalist", { id: list }, villages.map((v) => h("option", { value: v }))));
+      if (field.name === "village" && villages.length) {
+        // The commune's villages to choose from, and "Khác" to type one that is not listed.
+        const listed = value == null || value === "" || villages.includes(value);
+        const other = h("input", { type: "text", class: "village-other", "aria-label": "Tên thôn khác", value: listed ? "" : value, hidden: listed });
+        const choice = h("select", { id, class: "village-choice", onchange: () => {
+          other.hidden = choice.value !== "__other";
+          if (!other.hidden) other.focus();
+        } },
+          h("option", { value: "", text: "—" }),
+          villages.map((v) => h("option", { value: v, selected: v === value, text: v })),
+          h("option", { value: "__other", selected: !listed, text: "Khác (nhập tên)…" }));
+        wrap.append(lab, choice, other);
+        return wrap;
+      }
+      wrap.append(lab, h("input", { id, type: "text", value: value ?? "" }));
       return wrap;
     }
   }

@@ -160,6 +160,11 @@ async fn phone_app_list_searches_filters_and_discards_drafts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_village_is_a_choice_with_other() {
+    phone_app::phone_village_is_a_choice_with_other().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_revoked_sets_aside_and_enrols_again() {
     phone_app::revoked_phone_sets_aside_and_enrols_again().await;
 }

@@ -1852,3 +1852,64 @@ pub async fn phone_list_searches_filters_and_discards_drafts() {
     )
     .await;
 }
+
+/// The village is a choice among the commune's villages, with "Khác" to type one not listed;
+/// either way the record holds the village's name.
+pub async fn phone_village_is_a_choice_with_other() {
+    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    let csv = db.scratch("villages.csv");
+    std::fs::write(&csv, "commune,village\n19753,Tổ 1\n19753,Tổ 2\n").unwrap();
+    server.cli(&["villages", "import", csv.to_str().unwrap()]);
+    enrol(&a, &server, "Hạnh", &["19753"]).await;
+    for (child, village) in [("Bé Tổ Hai", None), ("Bé Thôn Mới", Some("Thôn Mới"))] {
+        a.click_on("#new").await;
+        a.click_on("a[data-form=\"birth-registration\"]").await;
+        a.type_into(&a.find("[data-name=\"child_name\"] input").await, child)
+            .await;
+        a.click(
+            &a.find("[data-name=\"sex\"] select option[value=\"m\"]")
+                .await,
+        )
+        .await;
+        a.execute_async(
+            "const done = arguments[0]; const el = document.querySelector('[data-name=\"date_of_birth\"] input');
+             el.value = '2024-02-02'; el.dispatchEvent(new Event('input', { bubbles: true })); done(true);",
+            vec![],
+        )
+        .await;
+        match village {
+            None => {
+                a.click(&a.find("select.village-choice option[value=\"Tổ 2\"]").await)
+                    .await
+            }
+            Some(name) => {
+                a.click(
+                    &a.find("select.village-choice option[value=\"__other\"]")
+                        .await,
+                )
+                .await;
+                a.type_into(&a.find("input.village-other").await, name)
+                    .await;
+            }
+        }
+        a.screenshot("70-village").await;
+        a.click_on("#save").await;
+        wait_status(&a, child, "synced").await;
+    }
+    let villages = in_page(
+        &a,
+        "done(P.records(window.mam.state()).map(r => [P.valueOf(r, 'child_name'), P.valueOf(r, 'village')]).sort());",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        villages,
+        json!([["Bé Thôn Mới", "Thôn Mới"], ["Bé Tổ Hai", "Tổ 2"]])
+    );
+}
