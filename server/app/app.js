@@ -61,6 +61,10 @@ function formOf(record) {
 
 function show(value, field) {
   if (value === null || value === undefined) return "(trống)";
+  if (field && field.type === "reference" && typeof value === "string") {
+    const r = state && P.view(state, value);
+    return r ? `${recordTitle(r)} · ${recordDetails(r)}` : `Hồ sơ ${value.slice(0, 8)}`;
+  }
   if (value === true) return "Có";
   if (value === false) return "Không";
   const choice = (code) => {
@@ -676,6 +680,10 @@ function readField(field, root) {
       const n = Number(v.replace(",", "."));
       return Number.isFinite(n) ? n : v;
     }
+    case "reference": {
+      const v = el.querySelector(":scope > input.ref-value");
+      return v && v.value ? v.value : null;
+    }
     case "geopoint": {
       const [lat, lon] = [...el.querySelectorAll("input")].map((i) => i.value.trim());
       return lat === "" && lon === "" ? null : { lat: Number(lat), lon: Number(lon) };
@@ -720,6 +728,38 @@ function fieldInput(field, value, villages) {
         (field.choices || []).map((c) => h("label", { class: "choice" },
           h("input", { type: "checkbox", value: c.code, checked: Array.isArray(value) && value.includes(c.code) }), ` ${label(c.label, c.code)}`))));
       return wrap;
+    case "reference": {
+      // A picker over the records this phone holds of the form referred to (the child
+      // register unless the field names another), by name, birth date or village: offline.
+      const target = field.references || "child";
+      const picked = h("input", { type: "hidden", class: "ref-value", value: value ?? "" });
+      const describe = (rid) => {
+        const r = rid && P.view(state, rid);
+        return r ? `${recordTitle(r)} · ${recordDetails(r)}` : rid ? `Hồ sơ ${String(rid).slice(0, 8)}` : "Chưa chọn";
+      };
+      const chosen = h("p", { class: "ref-chosen", text: describe(value) });
+      const results = h("ul", { class: "ref-results" });
+      const search = h("input", { id, type: "search", class: "ref-search", placeholder: "Tìm theo tên, ngày sinh, thôn…" });
+      const find = () => {
+        const want = folded(search.value.trim());
+        const rows = want ? P.records(state)
+          .filter((r) => r.form === target && !P.isDeleted(r))
+          .filter((r) => folded(`${recordTitle(r)} ${recordDetails(r)}`).includes(want))
+          .slice(0, 20) : [];
+        results.replaceChildren(...rows.map((r) => h("li", {},
+          h("button", { type: "button", class: "secondary ref-option", "data-record": r.id, onclick: () => {
+            picked.value = r.id;
+            chosen.textContent = describe(r.id);
+            search.value = "";
+            results.replaceChildren();
+            app.dispatchEvent(new Event("input"));
+          } }, describe(r.id)))));
+        if (want && !rows.length) results.append(h("li", { class: "muted", text: "Không thấy hồ sơ nào khớp trên máy." }));
+      };
+      search.addEventListener("input", find);
+      wrap.append(lab, chosen, search, results, picked);
+      return wrap;
+    }
     case "integer": case "decimal":
       wrap.append(lab, h("input", { id, type: "number", inputmode: field.type === "integer" ? "numeric" : "decimal", step: field.type === "integer" ? "1" : "any", value: value ?? "" }));
       return wrap;

@@ -128,6 +128,10 @@ pub struct FormField {
     /// The form's own words when the field is required and empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_message: Option<Labels>,
+    /// For a reference: the form of the records it points to (default: `child`, the child
+    /// register). The phone offers those records to pick from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub references: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<Choice>,
     /// The fields of each item of a repeat group.
@@ -993,6 +997,7 @@ mod tests {
             retired: false,
             constraint_message: None,
             required_message: None,
+            references: None,
             choices: choices
                 .iter()
                 .map(|c| Choice {

@@ -1913,3 +1913,57 @@ pub async fn phone_village_is_a_choice_with_other() {
         json!([["Bé Thôn Mới", "Thôn Mới"], ["Bé Tổ Hai", "Tổ 2"]])
     );
 }
+
+/// "Hồ sơ trẻ" is a picker: the collaborator searches the child register on the phone (by
+/// name without its marks, or by birth date), sees enough to tell two children apart, and the
+/// record holds the chosen child's record; offline too.
+pub async fn phone_reference_is_a_picker() {
+    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    enrol(&a, &server, "Thu", &["19753"]).await;
+    let ids = in_page(
+        &a,
+        "const one = await window.mam.createRecord('child', 1, '19753', { child_name: 'Phan Thị Lan', sex: 'f',
+           date_of_birth: '2021-04-04', village: 'Thôn 1', consent_guardian: true });
+         const two = await window.mam.createRecord('child', 1, '19753', { child_name: 'Phan Thị Lan', sex: 'f',
+           date_of_birth: '2022-09-09', village: 'Thôn 2', consent_guardian: true });
+         done([one, two]);",
+        vec![],
+    )
+    .await;
+    let second = ids[1].as_str().unwrap().to_owned();
+    a.set_offline(true).await;
+    a.wait_text("#status", "Không có mạng").await;
+    a.goto(&format!("{}/app/#new", server.url)).await;
+    a.click_on("a[data-form=\"nutrition\"]").await;
+    a.type_into(
+        &a.find("[data-name=\"child\"] input.ref-search").await,
+        "phan thi lan",
+    )
+    .await;
+    let options = a.texts("[data-name=\"child\"] .ref-option").await;
+    assert_eq!(options.len(), 2, "{options:?}");
+    assert!(
+        options.iter().any(|o| o.contains("09/09/2022 · Thôn 2")),
+        "{options:?}"
+    );
+    a.screenshot("80-reference-picker").await;
+    a.click_on(&format!(
+        "[data-name=\"child\"] .ref-option[data-record=\"{second}\"]"
+    ))
+    .await;
+    a.wait_text("[data-name=\"child\"] .ref-chosen", "09/09/2022")
+        .await;
+    let value = in_page(
+        &a,
+        "done(document.querySelector('[data-name=\"child\"] input.ref-value').value);",
+        vec![],
+    )
+    .await;
+    assert_eq!(value, json!(second));
+}
