@@ -586,23 +586,54 @@ async fn render_record(
         .or_else(|| registry.latest(&record.form));
     let edits = state.store.record_edits(record.id).await?;
     let who = authors(&edits);
-    let history = edits
-        .iter()
-        .map(|e| HistoryLine {
+    // Each edit by its fields' labels, old → new: the old values are those of the edits it
+    // superseded (what its author saw), so concurrent edits read right.
+    let mut by_dot: HashMap<(i64, i64), serde_json::Map<String, Value>> = HashMap::new();
+    let mut history = Vec::new();
+    for e in &edits {
+        let body: Value = serde_json::from_str(&e.body).unwrap_or(Value::Null);
+        let fields = body.get("fields").and_then(Value::as_object);
+        let mut changes = Vec::new();
+        let mut written = serde_json::Map::new();
+        for (name, change) in fields.into_iter().flatten() {
+            let field = form.and_then(|f| f.field(name));
+            let label = match (field, name.as_str()) {
+                (Some(f), _) => lang.pick(f.label_vi(), f.label_en()).to_owned(),
+                (None, COMMUNE_FIELD) => lang.t("commune").to_owned(),
+                (None, DELETED_FIELD) => lang.t("status_deleted").to_owned(),
+                _ => name.clone(),
+            };
+            let value = change.get("value").cloned().unwrap_or(Value::Null);
+            let old: Vec<String> = change
+                .get("supersedes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|dot| {
+                    let d = dot.as_array()?;
+                    let key = (d.first()?.as_i64()?, d.get(1)?.as_i64()?);
+                    by_dot.get(&key)?.get(name).map(|v| show(v, field, lang))
+                })
+                .collect();
+            let old = if old.is_empty() {
+                lang.t("empty").to_owned()
+            } else {
+                old.join(" / ")
+            };
+            changes.push(format!("{label}: {old} → {}", show(&value, field, lang)));
+            written.insert(name.clone(), value);
+        }
+        if !e.rejected {
+            by_dot.insert((e.device, e.seq), written);
+        }
+        history.push(HistoryLine {
             when: local_time(e.received_at),
             who: author(e),
             seq: e.seq,
-            fields: serde_json::from_str::<Value>(&e.body)
-                .ok()
-                .and_then(|b| {
-                    b.get("fields")?
-                        .as_object()
-                        .map(|f| f.keys().cloned().collect::<Vec<_>>().join(", "))
-                })
-                .unwrap_or_default(),
+            fields: changes.join("; "),
             rejected: e.rejected,
-        })
-        .collect();
+        });
+    }
     let derived = record
         .derived
         .iter()
