@@ -583,7 +583,12 @@ async function renderHome() {
 }
 
 function renderChooseForm() {
-  const current = manifest ? manifest.forms : [];
+  // The forms village collaborators collect (a commune office's forms are not theirs).
+  const current = (manifest ? manifest.forms : []).filter((f) => {
+    const form = latestForm(f.id);
+    const by = (form && form.collected_by) || [];
+    return by.length === 0 || by.includes("collaborator");
+  });
   mount(
     h("h1", { text: "Chọn biểu mẫu" }),
     current.length === 0 ? h("p", { text: "Chưa có biểu mẫu: hãy đồng bộ khi có mạng." }) : null,

@@ -40,6 +40,10 @@ pub struct Form {
     /// record's commune must belong to, and the reporting period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collected_on: Option<String>,
+    /// Who collects it: `collaborator` (the village phones), `commune` (the commune office),
+    /// … Empty: anyone. A phone offers a collaborator only the forms that name them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collected_by: Vec<String>,
     pub fields: Vec<FormField>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub derived: Vec<Derived>,

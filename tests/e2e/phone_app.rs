@@ -1780,6 +1780,25 @@ pub async fn phone_list_searches_filters_and_discards_drafts() {
         .unwrap();
     let server = Server::start(&db);
     enrol(&a, &server, "Mai", &["19753"]).await;
+    // A village collaborator is offered the forms collaborators collect, not the commune's.
+    a.click_on("#new").await;
+    let offered = in_page(
+        &a,
+        "done([...document.querySelectorAll('a[data-form]')].map(e => e.dataset.form));",
+        vec![],
+    )
+    .await;
+    let offered: Vec<String> = serde_json::from_value(offered).unwrap();
+    assert!(
+        offered.contains(&"birth-registration".to_owned()),
+        "{offered:?}"
+    );
+    assert!(
+        !offered.contains(&"commune-annual".to_owned())
+            && !offered.contains(&"school-aggregate".to_owned()),
+        "{offered:?}"
+    );
+    a.goto(&format!("{}/app/#", server.url)).await;
     fill_birth(&a, "Nguyễn Thị Lan", "2024-01-05").await;
     a.click_on("#save").await;
     wait_status(&a, "Nguyễn Thị Lan", "synced").await;
