@@ -358,7 +358,12 @@ function go(hash) {
 }
 window.addEventListener("hashchange", () => render());
 
+// Which render is the latest: a screen that awaits storage before it shows must not show over
+// a screen the person went to meanwhile.
+let renderToken = 0;
+
 function render() {
+  renderToken += 1;
   const [screen, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
   if (!auth) return renderEnrol();
   // A new enrolment link while enrolled: a sync tells whether this enrolment still holds (a
@@ -374,8 +379,10 @@ function render() {
 }
 
 async function renderEnrol() {
+  const shownFor = renderToken;
   const revokedAt = await S.get("meta", "revoked_at");
   const aside = (await S.get("meta", "aside")) || [];
+  if (shownFor !== renderToken) return;
   const { edits, drafts } = asideCounts(aside);
   const notice = revokedAt ? h("section", { class: "notice", id: "revoked", role: "status" },
     h("p", { text: "Máy này đã bị thu hồi: các phiếu đã được xoá khỏi máy. Hãy xin cán bộ xã mã kích hoạt mới." }),
@@ -492,8 +499,10 @@ async function resendAside(aside) {
 }
 
 async function renderHome() {
+  const shownFor = renderToken;
   const drafts = await S.getAll("drafts");
   const aside = (await S.get("meta", "aside")) || [];
+  if (shownFor !== renderToken) return;
   const counts = asideCounts(aside);
   const list = P.records(state).filter((r) => !P.isDeleted(r) || P.isConflicted(r));
   // Refused edits of records the phone no longer shows (a refused new record) still show.
@@ -834,7 +843,9 @@ async function renderFill(formId, recordId) {
   // values shown. The draft keeps them, so that saving it, even days later, writes only the
   // fields the person changed, each superseding exactly what was shown for it then: a value
   // another phone wrote meanwhile stays, or stands beside this one as a conflict.
+  const shownFor = renderToken;
   const draft = await S.get("drafts", draftKey);
+  if (shownFor !== renderToken) return;
   const opened = draft && draft.base
     ? { base: draft.base, dots: draft.dots || {}, commune: draft.base_commune }
     : { base: {}, dots: {}, commune: existing ? existing.commune : null };
@@ -876,7 +887,8 @@ async function renderFill(formId, recordId) {
       const el = body.querySelector(`:scope > [data-name="${CSS.escape(f.name)}"]`);
       if (!el) continue;
       let visible = true;
-      try { visible = !f.relevant || P.evaluate(f.relevant, lookup) !== false; } catch { visible = true; }
+      // Shown once its condition holds (an unanswered question hides what depends on it).
+      try { visible = !f.relevant || P.evaluate(f.relevant, lookup) === true; } catch { visible = true; }
       el.hidden = !visible;
       // Required fields carry their mark; a field required by a condition gets it when it holds.
       let needed = false;

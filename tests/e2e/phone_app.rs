@@ -1680,7 +1680,15 @@ pub async fn phone_form_shows_every_problem_under_its_field() {
         "Trần Thị Ngọc",
     )
     .await;
-    // The card fields show once the card is issued; a wrong number is told on leaving it.
+    // The card fields show once the card is issued (and the registration fields once the
+    // birth is registered); a wrong number is told on leaving it.
+    let hidden = in_page(
+        &a,
+        "done(['bhyt_card_number', 'registration_date'].map(n => document.querySelector(`[data-name=\"${n}\"]`).hidden));",
+        vec![],
+    )
+    .await;
+    assert_eq!(hidden, json!([true, true]));
     a.click(
         &a.find("[data-name=\"bhyt_card_issued\"] input[value=\"true\"]")
             .await,
