@@ -712,9 +712,9 @@ function readField(field, root) {
         return out;
       });
     default: {
-      const choice = el.querySelector(":scope > select.village-choice");
+      const choice = el.querySelector(":scope > select.village-choice, :scope > select.commune-choice");
       const input = !choice ? el.querySelector("input, select, textarea")
-        : choice.value === "__other" ? el.querySelector(":scope > input.village-other") : choice;
+        : choice.value === "__other" ? el.querySelector(":scope > input.village-other, :scope > input.commune-other") : choice;
       const v = input ? input.value : "";
       return v.trim() === "" ? null : v.trim().normalize("NFC");
     }
@@ -817,6 +817,21 @@ function fieldInput(field, value, villages) {
           h("option", { value: "", text: "—" }),
           villages.map((v) => h("option", { value: v, selected: v === value, text: v })),
           h("option", { value: "__other", selected: !listed, text: "Khác (nhập tên)…" }));
+        wrap.append(lab, choice, other);
+        return wrap;
+      }
+      if (field.appearance === "commune" && manifest && manifest.province_communes) {
+        // A commune by its name; "Khác" to type a code the list lacks (an older map's).
+        const all = Object.entries(manifest.province_communes).sort((a, b) => a[1].localeCompare(b[1], "vi"));
+        const listed = value == null || value === "" || all.some(([c]) => c === value);
+        const other = h("input", { type: "text", class: "commune-other", inputmode: "numeric", "aria-label": "Mã xã (5 chữ số)", value: listed ? "" : value, hidden: listed });
+        const choice = h("select", { id, class: "commune-choice", onchange: () => {
+          other.hidden = choice.value !== "__other";
+          if (!other.hidden) other.focus();
+        } },
+          h("option", { value: "", text: "—" }),
+          all.map(([c, name]) => h("option", { value: c, selected: c === value, text: `${name} (${c})` })),
+          h("option", { value: "__other", selected: !listed, text: "Khác (nhập mã xã)…" }));
         wrap.append(lab, choice, other);
         return wrap;
       }

@@ -132,6 +132,10 @@ pub struct FormField {
     /// The form's own words when the field is required and empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_message: Option<Labels>,
+    /// How the phone shows the field, as XLSForm's `appearance`: `commune` makes a text field
+    /// of a commune code a choice among the province's communes by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appearance: Option<String>,
     /// For a reference: the form of the records it points to (default: `child`, the child
     /// register). The phone offers those records to pick from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1001,6 +1005,7 @@ mod tests {
             retired: false,
             constraint_message: None,
             required_message: None,
+            appearance: None,
             references: None,
             choices: choices
                 .iter()

@@ -1910,6 +1910,25 @@ pub async fn phone_village_is_a_choice_with_other() {
             vec![],
         )
         .await;
+        if village.is_none() {
+            // Registered: the commune where it was registered is picked by its name.
+            a.click(
+                &a.find("[data-name=\"birth_registered\"] input[value=\"true\"]")
+                    .await,
+            )
+            .await;
+            a.execute_async(
+                "const done = arguments[0]; const el = document.querySelector('[data-name=\"registration_date\"] input');
+                 el.value = '2024-02-20'; el.dispatchEvent(new Event('input', { bubbles: true })); done(true);",
+                vec![],
+            )
+            .await;
+            let kim_long = a
+                .find("[data-name=\"registration_commune\"] select.commune-choice option[value=\"19774\"]")
+                .await;
+            assert!(a.text(&kim_long).await.contains("Phường Kim Long"));
+            a.click(&kim_long).await;
+        }
         match village {
             None => {
                 a.click(&a.find("select.village-choice option[value=\"Tổ 2\"]").await)
@@ -1931,13 +1950,16 @@ pub async fn phone_village_is_a_choice_with_other() {
     }
     let villages = in_page(
         &a,
-        "done(P.records(window.mam.state()).map(r => [P.valueOf(r, 'child_name'), P.valueOf(r, 'village')]).sort());",
+        "done(P.records(window.mam.state()).map(r => [P.valueOf(r, 'child_name'), P.valueOf(r, 'village'), P.valueOf(r, 'registration_commune') ?? null]).sort());",
         vec![],
     )
     .await;
     assert_eq!(
         villages,
-        json!([["Bé Thôn Mới", "Thôn Mới"], ["Bé Tổ Hai", "Tổ 2"]])
+        json!([
+            ["Bé Thôn Mới", "Thôn Mới", null],
+            ["Bé Tổ Hai", "Tổ 2", "19774"]
+        ])
     );
 }
 

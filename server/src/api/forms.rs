@@ -50,8 +50,21 @@ pub(crate) async fn forms_manifest(
         .iter()
         .map(|c| (c.to_string(), state.units.commune_in(c.as_str(), &key).1))
         .collect();
+    // Every commune of today's map, for a field that names a commune (where a birth was
+    // registered) to be picked by name.
+    let province: std::collections::BTreeMap<String, String> = state
+        .units
+        .geography(&key)
+        .map(|g| {
+            g.communes
+                .values()
+                .map(|c| (c.code.clone(), c.full_name.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Json(serde_json::json!({
         "protocol": PROTOCOL_VERSION, "forms": list, "villages": villages, "communes": communes,
+        "province_communes": province,
     }))
     .into_response())
 }
