@@ -313,12 +313,21 @@ async function runSync() {
   clearTimeout(retryTimer);
   try {
     await exclusive("mam-sync", syncRounds);
-    // Who wrote what, by name: kept for offline use.
-    try {
-      const w = await api("/v1/writers");
-      writers = w.writers || {};
-      await S.put("meta", "writers", writers);
-    } catch { /* the names wait for the next sync */ }
+    // Who wrote what, by name, kept for offline use: asked for only when a value's writer is
+    // not known yet.
+    const seen = new Set();
+    for (const r of P.records(state)) {
+      for (const values of Object.values(r.fields)) for (const v of values) seen.add(String(v.dot[0]));
+    }
+    seen.delete(String(state.device));
+    if ([...seen].some((d) => !(d in writers))) {
+      try {
+        const w = await api("/v1/writers");
+        // A number the server names no one for is remembered as such: not asked again.
+        writers = { ...Object.fromEntries([...seen].map((d) => [d, null])), ...(w.writers || {}) };
+        await S.put("meta", "writers", writers);
+      } catch { /* the names wait for the next sync */ }
+    }
     lastError = null;
     retryDelay = 0;
     lastSync = new Date().toLocaleTimeString("vi-VN");
@@ -678,6 +687,22 @@ function renderRecord(id) {
 // Filling a form
 
 /** Values of a form's fields as inputs hold them. */
+/** A choice among `options` ([value, text]) with a last option to type another value: the
+ *  select (class `choice`) and the text box (class `other`), shown when that option is chosen.
+ *  `readField` reads whichever holds the value. */
+function choiceOrOther(id, options, value, otherText, otherAttrs) {
+  const listed = value == null || value === "" || options.some(([v]) => v === value);
+  const other = h("input", { type: "text", class: "other", value: listed ? "" : value, hidden: listed, ...otherAttrs });
+  const choice = h("select", { id, class: "choice", onchange: () => {
+    other.hidden = choice.value !== "__other";
+    if (!other.hidden) other.focus();
+  } },
+    h("option", { value: "", text: "—" }),
+    options.map(([v, text]) => h("option", { value: v, selected: v === value, text })),
+    h("option", { value: "__other", selected: !listed, text: otherText }));
+  return [choice, other];
+}
+
 function readField(field, root) {
   const el = root.querySelector(`[data-name="${CSS.escape(field.name)}"]`);
   if (!el) return undefined;
@@ -712,9 +737,9 @@ function readField(field, root) {
         return out;
       });
     default: {
-      const choice = el.querySelector(":scope > select.village-choice, :scope > select.commune-choice");
+      const choice = el.querySelector(":scope > select.choice");
       const input = !choice ? el.querySelector("input, select, textarea")
-        : choice.value === "__other" ? el.querySelector(":scope > input.village-other, :scope > input.commune-other") : choice;
+        : choice.value === "__other" ? el.querySelector(":scope > input.other") : choice;
       const v = input ? input.value : "";
       return v.trim() === "" ? null : v.trim().normalize("NFC");
     }
@@ -806,33 +831,17 @@ function fieldInput(field, value, villages) {
       return wrap;
     }
     default: {
+      // The commune's villages to choose from, or the province's communes by name; "Khác" to
+      // type what the list lacks.
       if (field.name === "village" && villages.length) {
-        // The commune's villages to choose from, and "Khác" to type one that is not listed.
-        const listed = value == null || value === "" || villages.includes(value);
-        const other = h("input", { type: "text", class: "village-other", "aria-label": "Tên thôn khác", value: listed ? "" : value, hidden: listed });
-        const choice = h("select", { id, class: "village-choice", onchange: () => {
-          other.hidden = choice.value !== "__other";
-          if (!other.hidden) other.focus();
-        } },
-          h("option", { value: "", text: "—" }),
-          villages.map((v) => h("option", { value: v, selected: v === value, text: v })),
-          h("option", { value: "__other", selected: !listed, text: "Khác (nhập tên)…" }));
-        wrap.append(lab, choice, other);
+        wrap.append(lab, ...choiceOrOther(id, villages.map((v) => [v, v]), value, "Khác (nhập tên)…", { "aria-label": "Tên thôn khác" }));
         return wrap;
       }
       if (field.appearance === "commune" && manifest && manifest.province_communes) {
-        // A commune by its name; "Khác" to type a code the list lacks (an older map's).
-        const all = Object.entries(manifest.province_communes).sort((a, b) => a[1].localeCompare(b[1], "vi"));
-        const listed = value == null || value === "" || all.some(([c]) => c === value);
-        const other = h("input", { type: "text", class: "commune-other", inputmode: "numeric", "aria-label": "Mã xã (5 chữ số)", value: listed ? "" : value, hidden: listed });
-        const choice = h("select", { id, class: "commune-choice", onchange: () => {
-          other.hidden = choice.value !== "__other";
-          if (!other.hidden) other.focus();
-        } },
-          h("option", { value: "", text: "—" }),
-          all.map(([c, name]) => h("option", { value: c, selected: c === value, text: `${name} (${c})` })),
-          h("option", { value: "__other", selected: !listed, text: "Khác (nhập mã xã)…" }));
-        wrap.append(lab, choice, other);
+        const all = Object.entries(manifest.province_communes)
+          .sort((x, y) => x[1].localeCompare(y[1], "vi"))
+          .map(([c, name]) => [c, `${name} (${c})`]);
+        wrap.append(lab, ...choiceOrOther(id, all, value, "Khác (nhập mã xã)…", { "aria-label": "Mã xã (5 chữ số)", inputmode: "numeric" }));
         return wrap;
       }
       wrap.append(lab, h("input", { id, type: "text", value: value ?? "" }));

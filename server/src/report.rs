@@ -119,13 +119,9 @@ pub fn table(
     // Cells onto the geography's communes first: a "communes with at least one" count must
     // not count two merged communes twice.
     let mut by_commune: BTreeMap<(String, &'static str, String), Amount> = BTreeMap::new();
+    let by_id: BTreeMap<&str, &Indicator> = indicators.iter().map(|i| (i.id.as_str(), i)).collect();
     let bounds = indicators::period_bounds(period);
-    let pending_days = |id: &str| {
-        indicators
-            .iter()
-            .find(|i| i.id == id)
-            .and_then(|i| i.pending_days)
-    };
+    let pending_days = |id: &str| by_id.get(id).and_then(|i| i.pending_days);
     let in_period = |key: &CellKey| match key.part {
         // Pending cells are by day: those of the period's days still pending today.
         PENDING => bounds.as_ref().is_some_and(|(from, to)| {
@@ -147,7 +143,6 @@ pub fn table(
         cell.records += amount.records;
         cell.conflicted += amount.conflicted;
     }
-    let by_id: BTreeMap<&str, &Indicator> = indicators.iter().map(|i| (i.id.as_str(), i)).collect();
     let mut areas: BTreeMap<(u32, String, String), AreaSums> = BTreeMap::new();
     for ((indicator, part, commune), amount) in by_commune {
         let Some(ind) = by_id.get(indicator.as_str()) else {
@@ -327,12 +322,7 @@ pub fn period_label(period: &str, english: bool) -> String {
 
 /// A date as Việt Nam writes it: `2026-07-01` → `01/07/2026`. Anything else is left as is.
 pub fn day_label(date: &str) -> String {
-    match (date.get(0..4), date.get(5..7), date.get(8..10)) {
-        (Some(y), Some(m), Some(d)) if date.len() == 10 && date.as_bytes()[4] == b'-' => {
-            format!("{d}/{m}/{y}")
-        }
-        _ => date.to_owned(),
-    }
+    sync_protocol::form::day_text(date)
 }
 
 /// The area a scope covers, named as the map of `geography` names it: (code, name).

@@ -236,6 +236,26 @@ async fn seed(
     (disputed, far, hue, other)
 }
 
+/// Type the password on the sign-in page and send it; signed in once the browser has left the
+/// page (checking the password takes a moment: going elsewhere sooner would abandon it).
+async fn sign_in_with_password(browser: &Browser) {
+    browser
+        .type_into(&browser.find("#password").await, PASSWORD)
+        .await;
+    browser.click(&browser.find("form button").await).await;
+    for _ in 0..300 {
+        if !browser.url().await.contains("/login") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        !browser.url().await.contains("/login"),
+        "still on the sign-in page: {}",
+        browser.body_text().await
+    );
+}
+
 /// Sessions, CSRF, lockout and scope, with no browser: what every page and API call relies on.
 pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
     let server = Server::start(&db);
@@ -577,23 +597,7 @@ pub async fn office_in_a_browser(db: Database) {
     let error = browser.find("#login-error").await;
     assert!(browser.text(&error).await.contains("Sai tên đăng nhập"));
     browser.screenshot("01-login-refused").await;
-    browser
-        .type_into(&browser.find("#password").await, PASSWORD)
-        .await;
-    browser.click(&browser.find("form button").await).await;
-    // Signed in once the browser has left the sign-in page (checking the password takes a
-    // moment): going elsewhere sooner would abandon the sign-in.
-    for _ in 0..300 {
-        if !browser.url().await.contains("/login") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(
-        !browser.url().await.contains("/login"),
-        "still on the sign-in page: {}",
-        browser.body_text().await
-    );
+    sign_in_with_password(&browser).await;
 
     // The dashboard, in Vietnamese, scoped to Huế.
     browser
@@ -883,16 +887,7 @@ pub async fn office_pages_fit_a_phone(db: Database) {
     let base = &server.url;
     browser.goto(&format!("{base}/login")).await;
     browser.type_into(&browser.find("#name").await, "hue").await;
-    browser
-        .type_into(&browser.find("#password").await, PASSWORD)
-        .await;
-    browser.click(&browser.find("form button").await).await;
-    for _ in 0..300 {
-        if !browser.url().await.contains("/login") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    sign_in_with_password(&browser).await;
     for (i, path) in [
         "/office".to_owned(),
         "/office/records".to_owned(),

@@ -1904,12 +1904,7 @@ pub async fn phone_village_is_a_choice_with_other() {
                 .await,
         )
         .await;
-        a.execute_async(
-            "const done = arguments[0]; const el = document.querySelector('[data-name=\"date_of_birth\"] input');
-             el.value = '2024-02-02'; el.dispatchEvent(new Event('input', { bubbles: true })); done(true);",
-            vec![],
-        )
-        .await;
+        set_field(&a, "date_of_birth", "2024-02-02").await;
         if village.is_none() {
             // Registered: the commune where it was registered is picked by its name.
             a.click(
@@ -1917,31 +1912,22 @@ pub async fn phone_village_is_a_choice_with_other() {
                     .await,
             )
             .await;
-            a.execute_async(
-                "const done = arguments[0]; const el = document.querySelector('[data-name=\"registration_date\"] input');
-                 el.value = '2024-02-20'; el.dispatchEvent(new Event('input', { bubbles: true })); done(true);",
-                vec![],
-            )
-            .await;
+            set_field(&a, "registration_date", "2024-02-20").await;
             let kim_long = a
-                .find("[data-name=\"registration_commune\"] select.commune-choice option[value=\"19774\"]")
+                .find("[data-name=\"registration_commune\"] select.choice option[value=\"19774\"]")
                 .await;
             assert!(a.text(&kim_long).await.contains("Phường Kim Long"));
             a.click(&kim_long).await;
         }
         match village {
             None => {
-                a.click(&a.find("select.village-choice option[value=\"Tổ 2\"]").await)
+                a.click(&a.find("select.choice option[value=\"Tổ 2\"]").await)
                     .await
             }
             Some(name) => {
-                a.click(
-                    &a.find("select.village-choice option[value=\"__other\"]")
-                        .await,
-                )
-                .await;
-                a.type_into(&a.find("input.village-other").await, name)
+                a.click(&a.find("select.choice option[value=\"__other\"]").await)
                     .await;
+                a.type_into(&a.find("input.other").await, name).await;
             }
         }
         a.screenshot("70-village").await;
