@@ -1790,6 +1790,7 @@ pub async fn phone_list_searches_filters_and_discards_drafts() {
     enrol(&a, &server, "Mai", &["19753"]).await;
     // A village collaborator is offered the forms collaborators collect, not the commune's.
     a.click_on("#new").await;
+    a.find("a[data-form=\"birth-registration\"]").await;
     let offered = in_page(
         &a,
         "done([...document.querySelectorAll('a[data-form]')].map(e => e.dataset.form));",
