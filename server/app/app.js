@@ -892,6 +892,42 @@ async function renderFill(formId, recordId) {
   const errors = h("div", { id: "errors", role: "alert", class: "error", hidden: true });
   const derivedBox = h("div", { class: "derived", "aria-live": "polite" });
   const body = h("div", { class: "fields" }, form.fields.filter((f) => !f.retired).map((f) => fieldInput(f, values[f.name], villages())));
+  // A form in sections is filled a page at a time, with its progress shown; leaving a page
+  // checks its fields, and saving goes to the page of the first problem.
+  const sections = form.sections || [];
+  const sectionOf = {};
+  sections.forEach((sec, i) => sec.fields.forEach((n) => { sectionOf[n] = i; }));
+  let page = 0;
+  const progress = h("div", { class: "progress", id: "progress", "aria-live": "polite" });
+  const back = h("button", { type: "button", class: "secondary", id: "page-back", onclick: () => showPage(page - 1, -1) }, "← Trang trước");
+  const next = h("button", { type: "button", id: "page-next", onclick: () => {
+    const problems = pageProblems(page);
+    showProblems(problems.all, null);
+    if (problems.here.length) return focusFirst();
+    showPage(page + 1, 1);
+  } }, "Trang sau →");
+  const save = h("button", { type: "submit", id: "save", text: "Lưu" });
+  const communeBox = h("div", { class: "input" }, h("label", { for: "commune", text: "Xã/phường" }), communeSelect);
+  const fieldEl = (name) => body.querySelector(`:scope > [data-name="${CSS.escape(name)}"]`);
+  // A page whose every question is hidden by its conditions is passed over.
+  const pageShown = (i) => sections[i].fields.some((n) => { const el = fieldEl(n); return el && !el.hidden; });
+  const showPage = (i, step) => {
+    if (!sections.length) return;
+    while (step && i > 0 && i < sections.length - 1 && !pageShown(i)) i += step;
+    page = Math.max(0, Math.min(sections.length - 1, i));
+    for (const el of body.querySelectorAll(":scope > [data-name]")) {
+      el.classList.toggle("off-page", (sectionOf[el.dataset.name] ?? 0) !== page);
+    }
+    communeBox.classList.toggle("off-page", page !== 0);
+    const sec = sections[page];
+    progress.replaceChildren(
+      h("p", { text: `Phần ${page + 1}/${sections.length}: ${label(sec.label, "")}` }),
+      h("progress", { max: sections.length, value: page + 1 }));
+    back.hidden = page === 0;
+    next.hidden = page === sections.length - 1;
+    save.hidden = page !== sections.length - 1;
+    if (step) window.scrollTo(0, 0);
+  };
 
   const current = () => {
     const out = {};
@@ -959,6 +995,26 @@ async function renderFill(formId, recordId) {
       }
     }
   };
+  // The problems of the fields of page `i` (`here`), and of the pages before it (`all`).
+  const pageProblems = (i) => {
+    const vals = refresh();
+    const norm = (v) => (v === undefined || v === "" || (Array.isArray(v) && v.length === 0) ? null : v);
+    const upto = {};
+    for (const [n, v] of Object.entries(vals)) if ((sectionOf[n] ?? 0) <= i) upto[n] = norm(v);
+    const edit = { fields: Object.fromEntries(Object.entries(upto).map(([n, v]) => [n, { value: v, supersedes: [] }])) };
+    const all = P.checkAll(form, prospective(upto), edit, P.today(), false)
+      .filter((p) => (sectionOf[p.field.split("[")[0]] ?? 0) <= i);
+    return { all, here: all.filter((p) => (sectionOf[p.field.split("[")[0]] ?? 0) === i) };
+  };
+  // The page moves to the first problem, and the cursor goes there.
+  const focusFirst = () => {
+    const first = body.querySelector(":scope > .invalid");
+    if (!first) return;
+    if (sections.length) showPage(sectionOf[first.dataset.name] ?? 0, 0);
+    first.scrollIntoView({ block: "center" });
+    const input = first.querySelector("input, select, textarea");
+    if (input) input.focus({ preventScroll: true });
+  };
   // Leaving a field checks it alone: its value, and the rules it takes part in.
   fieldLeft = (ev) => {
     const el = ev.target.closest && ev.target.closest(".fields > [data-name]");
@@ -1010,13 +1066,7 @@ async function renderFill(formId, recordId) {
       errors.textContent = problems.length === 1
         ? "Có 1 chỗ cần sửa trước khi lưu."
         : `Có ${problems.length} chỗ cần sửa trước khi lưu.`;
-      // The page moves to the first, and the cursor goes there.
-      const first = body.querySelector(".invalid");
-      if (first) {
-        first.scrollIntoView({ block: "center" });
-        const input = first.querySelector("input, select, textarea");
-        if (input) input.focus({ preventScroll: true });
-      }
+      focusFirst();
       return;
     }
     errors.hidden = true;
@@ -1044,16 +1094,20 @@ async function renderFill(formId, recordId) {
     h("h1", { text: label(form.title, form.id) }),
     h("form", { id: "fill", class: "stack", novalidate: true, onsubmit: submit },
       refused.map((r) => h("p", { class: "error", text: `Lần trước bị từ chối: ${(r.rejection.message_vi || r.rejection.message || "").replace(/^[^:\s]+: /, "")}` })),
-      communes.length > 1 ? h("div", { class: "input" }, h("label", { for: "commune", text: "Xã/phường" }), communeSelect) : null,
+      sections.length ? progress : null,
+      communes.length > 1 ? communeBox : null,
       errors,
       body,
       derivedBox,
       h("div", { class: "actions" },
-        h("button", { type: "submit", id: "save", text: "Lưu" }),
+        sections.length ? back : null,
+        sections.length ? next : null,
+        save,
         h("a", { href: "#", text: "Huỷ" })),
     ),
   );
   refresh();
+  showPage(0, 0);
   showProblems(refusedProblems.filter((p) => p.field), null);
 }
 

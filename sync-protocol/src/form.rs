@@ -47,6 +47,10 @@ pub struct Form {
     pub fields: Vec<FormField>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub derived: Vec<Derived>,
+    /// The form's parts, in order: the phone shows each as a page, with its progress. When
+    /// given, every field that is not retired is in exactly one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sections: Vec<Section>,
     /// Where each field is in `fields`, by name: an edit looks up every field it sets.
     #[serde(skip)]
     index: FieldIndex,
@@ -153,6 +157,13 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// One part of a form: a title and the fields it holds, in display order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Section {
+    pub label: Labels,
+    pub fields: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
     pub code: String,
@@ -246,6 +257,7 @@ impl Form {
         self.check_labels()?;
         let mut names = BTreeSet::new();
         check_fields(&self.fields, &mut names)?;
+        self.check_sections()?;
         if let Some(d) = &self.collected_on {
             if self.field(d).map(|f| f.kind) != Some(FieldType::Date) {
                 return Err(format!(
@@ -656,6 +668,38 @@ fn compare_fields(
                 problems,
                 evolution,
             );
+        }
+    }
+}
+
+impl Form {
+    /// Sections name fields the form has, each once, and leave out no field in use.
+    fn check_sections(&self) -> Result<(), String> {
+        if self.sections.is_empty() {
+            return Ok(());
+        }
+        let mut placed = BTreeSet::new();
+        for (i, s) in self.sections.iter().enumerate() {
+            let which = format!("section {} ({:?})", i + 1, s.label.en);
+            if s.fields.is_empty() {
+                return Err(format!("{which} holds no field"));
+            }
+            for name in &s.fields {
+                if self.field(name).is_none() {
+                    return Err(format!("{which} names {name:?}, which is not a field"));
+                }
+                if !placed.insert(name.as_str()) {
+                    return Err(format!("{which}: field {name} is in two sections"));
+                }
+            }
+        }
+        match self
+            .fields
+            .iter()
+            .find(|f| !f.retired && !placed.contains(f.name.as_str()))
+        {
+            Some(f) => Err(format!("field {} is in no section", f.name)),
+            None => Ok(()),
         }
     }
 }
@@ -1187,6 +1231,42 @@ mod tests {
             let result = field(*kind, choices).check_value(value, TODAY);
             assert_eq!(result.is_ok(), *ok, "{name}: {result:?}");
         }
+    }
+
+    #[test]
+    fn sections_hold_every_field_in_use_once() {
+        let form = |sections: Value| -> Result<(), String> {
+            serde_json::from_value::<Form>(json!({
+                "id": "t", "version": 1,
+                "fields": [
+                    { "name": "a", "type": "text" },
+                    { "name": "b", "type": "text" },
+                    { "name": "old", "type": "text", "retired": true }
+                ],
+                "sections": sections
+            }))
+            .unwrap()
+            .validate()
+        };
+        let part = |fields: &[&str]| json!({ "label": { "vi": "P", "en": "P" }, "fields": fields });
+        assert_eq!(form(json!([part(&["a"]), part(&["b"])])), Ok(()));
+        assert_eq!(form(json!([])), Ok(()));
+        assert_eq!(
+            form(json!([part(&["a"])])),
+            Err("field b is in no section".into())
+        );
+        assert_eq!(
+            form(json!([part(&["a", "b"]), part(&["b"])])),
+            Err("section 2 (\"P\"): field b is in two sections".into())
+        );
+        assert_eq!(
+            form(json!([part(&["a", "b", "c"])])),
+            Err("section 1 (\"P\") names \"c\", which is not a field".into())
+        );
+        assert_eq!(
+            form(json!([part(&["a", "b"]), part(&[])])),
+            Err("section 2 (\"P\") holds no field".into())
+        );
     }
 
     #[test]

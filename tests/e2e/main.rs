@@ -165,6 +165,11 @@ async fn phone_app_village_is_a_choice_with_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_form_in_sections_goes_page_by_page() {
+    phone_app::phone_form_in_sections_goes_page_by_page().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_reference_is_a_picker() {
     phone_app::phone_reference_is_a_picker().await;
 }

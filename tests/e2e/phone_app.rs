@@ -2003,3 +2003,92 @@ pub async fn phone_reference_is_a_picker() {
     .await;
     assert_eq!(value, json!(second));
 }
+
+/// A form in sections is filled a page at a time: the progress shows which page of how many,
+/// a page is not left with a problem on it, a page's questions follow their conditions, and
+/// saving on the last page keeps what every page held.
+pub async fn phone_form_in_sections_goes_page_by_page() {
+    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    enrol(&a, &server, "Thủy", &["19753"]).await;
+    a.click_on("#new").await;
+    a.click_on("a[data-form=\"swimming-skills\"]").await;
+    a.wait_text("#progress", "Phần 1/4: Trẻ").await;
+    let shown = "done([...document.querySelectorAll('.fields > [data-name]')].filter(e => e.offsetParent !== null).map(e => e.dataset.name));";
+    assert_eq!(
+        in_page(&a, shown, vec![]).await,
+        json!(["child_name", "child", "sex", "date_of_birth", "village"])
+    );
+    let save_shown = "done(document.getElementById('save').offsetParent !== null);";
+    assert_eq!(in_page(&a, save_shown, vec![]).await, json!(false));
+    a.screenshot("80-section-1").await;
+    // The first page's problems keep the person on it, told under the field.
+    a.click_on("#page-next").await;
+    a.wait_text("#error-child_name", "Chưa nhập").await;
+    a.wait_text("#progress", "Phần 1/4").await;
+    a.type_into(
+        &a.find("[data-name=\"child_name\"] input").await,
+        "Lê Văn Bơi",
+    )
+    .await;
+    set_field(&a, "date_of_birth", "2015-06-01").await;
+    a.click_on("#page-next").await;
+    a.wait_text("#progress", "Phần 2/4: Buổi đánh giá").await;
+    set_field(&a, "assessment_date", "2026-06-15").await;
+    a.click(
+        &a.find("[data-name=\"round\"] select option[value=\"baseline\"]")
+            .await,
+    )
+    .await;
+    a.click(
+        &a.find("[data-name=\"assessment_method\"] select option[value=\"practical_test\"]")
+            .await,
+    )
+    .await;
+    a.click_on("#page-next").await;
+    a.wait_text("#progress", "Phần 3/4: Học bơi").await;
+    // The lessons' details show once the child took lessons.
+    assert_eq!(
+        in_page(&a, shown, vec![]).await,
+        json!(["attended_swim_class", "water_safety_quiz_score"])
+    );
+    a.click(
+        &a.find("[data-name=\"attended_swim_class\"] input[value=\"true\"]")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        in_page(&a, shown, vec![]).await,
+        json!([
+            "attended_swim_class",
+            "swim_programme",
+            "swim_sessions",
+            "water_safety_quiz_score"
+        ])
+    );
+    set_field(&a, "swim_sessions", "12").await;
+    // Back and forth keeps what was typed.
+    a.click_on("#page-back").await;
+    a.wait_text("#progress", "Phần 2/4").await;
+    a.click_on("#page-next").await;
+    a.click_on("#page-next").await;
+    a.wait_text("#progress", "Phần 4/4: Kỹ năng").await;
+    assert_eq!(in_page(&a, save_shown, vec![]).await, json!(true));
+    set_field(&a, "distance_swum_m", "25").await;
+    a.screenshot("81-section-4").await;
+    a.click_on("#save").await;
+    wait_status(&a, "Lê Văn Bơi", "synced").await;
+    let kept = in_page(
+        &a,
+        "const r = P.records(window.mam.state())[0]; done([r.version, ...['child_name', 'round', 'swim_sessions', 'distance_swum_m'].map(n => P.valueOf(r, n))]);",
+        vec![],
+    )
+    .await;
+    assert_eq!(kept, json!([2, "Lê Văn Bơi", "baseline", 12, 25]));
+    a.quit().await;
+}
