@@ -18,6 +18,7 @@ let checkedLink = null; // the enrolment link last checked against the server
 // What leaving a field of the form being filled does (there is no `onfocusout` property).
 let fieldLeft = null;
 let writers = {}; // device number → the person's name, from GET /v1/writers
+let writtenAt = {}; // record id → { "device:seq": when the server received it }, from GET /v1/records/{id}/writes
 app.addEventListener("focusout", (ev) => { if (fieldLeft) fieldLeft(ev); });
 
 /** What tests and curious people can read: counts of requests and the last response. */
@@ -67,6 +68,8 @@ function show(value, field) {
   }
   if (value === true) return "Có";
   if (value === false) return "Không";
+  if (field && field.type === "date" && typeof value === "string") return P.dayText(value);
+  if (typeof value === "number") return value.toLocaleString("vi-VN");
   const choice = (code) => {
     const c = field && (field.choices || []).find((x) => x.code === code);
     return c ? label(c.label, code) : code;
@@ -616,6 +619,14 @@ function renderChooseForm() {
   );
 }
 
+/** What a collaborator is told of a value they sent that another's choice replaced: the
+ *  value now, who chose it and, once the server said (`GET /v1/records/{id}/writes`), when. */
+function replacedText(id, mine, other, field) {
+  const at = (writtenAt[id] || {})[other.dot.join(":")];
+  const when = at ? `, lúc ${new Date(at).toLocaleTimeString("vi-VN", { hour: "2-digit", minute: "2-digit" })} ngày ${P.dayText(new Date(at).toLocaleDateString("sv-SE"))}` : "";
+  return `Giá trị bạn nhập “${show(mine, field)}” đã được thay bằng “${show(other.value, field)}” (${writerName(other.dot[0])}${when}).`;
+}
+
 /** Who wrote a value, by name where the server told the phone (`GET /v1/writers`). */
 function writerName(device) {
   if (device === state.device) return "máy này";
@@ -637,7 +648,7 @@ function renderRecord(id) {
     const last = mine.length ? mine[mine.length - 1].edit.fields[name].value : undefined;
     const other = sibs.find((x) => x.dot[0] !== state.device);
     const replaced = last !== undefined && other && !sibs.some((x) => JSON.stringify(x.value) === JSON.stringify(last))
-      ? h("p", { class: "notice replaced", text: `Giá trị bạn nhập “${show(last, field)}” đã được thay bằng “${show(other.value, field)}” (${writerName(other.dot[0])}).` })
+      ? h("p", { class: "notice replaced", "data-dot": other.dot.join(":"), text: replacedText(id, last, other, field) })
       : null;
     const choose = (s) => {
       // Two steps: the value not chosen goes for everyone.
@@ -666,6 +677,21 @@ function renderRecord(id) {
     );
   });
   const derived = form ? P.derive(form, record) : {};
+  // When the replacing choices were made: asked of the server once, and kept for offline.
+  const unknownWhen = rows.some((r) => {
+    const notice = r.querySelector(".replaced");
+    return notice && !(notice.dataset.dot in (writtenAt[id] || {}));
+  });
+  if (unknownWhen && navigator.onLine) {
+    const shownFor = renderToken;
+    api(`/v1/records/${encodeURIComponent(id)}/writes`).then(async (w) => {
+      // A dot the server gives no time for is kept as asked (0), not asked again.
+      const asked = Object.fromEntries(rows.map((r) => r.querySelector(".replaced")).filter(Boolean).map((n) => [n.dataset.dot, 0]));
+      writtenAt[id] = { ...asked, ...Object.fromEntries((w.writes || []).map((x) => [x.dot.join(":"), x.received_at])) };
+      await S.put("meta", "written_at", writtenAt);
+      if (shownFor === renderToken) renderRecord(id);
+    }).catch(() => { /* said without the time until the next look online */ });
+  }
   mount(
     h("h1", { text: recordTitle(record) }),
     refused.map((r) => h("p", { class: "error", role: "alert" }, `Bị từ chối: ${r.rejection.message_vi || r.rejection.message}`)),
@@ -674,7 +700,7 @@ function renderRecord(id) {
       h("h2", { text: "Tự tính" }),
       Object.entries(derived).map(([n, v]) => {
         const d = form.derived.find((x) => x.name === n);
-        return h("div", { class: "field" }, h("div", { class: "label", text: label(d && d.label, n) }), h("div", { class: "value", text: show(v) }));
+        return h("div", { class: "field" }, h("div", { class: "label", text: label(d && d.label, n) }), h("div", { class: "value", text: show(v, d) }));
       })) : null,
     h("div", { class: "actions" },
       h("a", { class: "button", href: `#fill/${record.form}/${id}`, text: "Sửa" }),
@@ -958,7 +984,7 @@ async function renderFill(formId, recordId) {
     const derived = P.derive(form, rec);
     derivedBox.replaceChildren(...Object.entries(derived).map(([n, v]) => {
       const d = form.derived.find((x) => x.name === n);
-      return h("div", { class: "field", "data-derived": n }, h("span", { class: "label", text: `${label(d && d.label, n)}: ` }), h("strong", { text: show(v) }));
+      return h("div", { class: "field", "data-derived": n }, h("span", { class: "label", text: `${label(d && d.label, n)}: ` }), h("strong", { text: show(v, d) }));
     }));
     return vals;
   };
@@ -1125,6 +1151,7 @@ async function start() {
   if (auth && !state) state = P.newState(auth.device);
   manifest = (await S.get("meta", "manifest")) || null;
   writers = (await S.get("meta", "writers")) || {};
+  writtenAt = (await S.get("meta", "written_at")) || {};
   forms = await S.getAll("forms");
   P.setWhoTables(...await Promise.all(["wfa", "lhfa"].map((t) => fetch(`/app/who/${t}.csv`).then((r) => r.text()).catch(() => ""))));
   render();

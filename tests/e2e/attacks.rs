@@ -432,8 +432,27 @@ pub async fn areas_outside_scope_are_not_found(db: Database) {
     let server = Server::start(&db);
     add_user(&server, "hue", "district", "474");
     let mut phone = server.enroll("Hoa", &[HUE]).await;
-    phone.create(HUE, &[("date_of_birth", json!("2020-03-01"))]);
+    let record = phone.create(HUE, &[("date_of_birth", json!("2020-03-01"))]);
     phone.sync().await;
+    // When a record's values were written: its own commune's phones only.
+    let elsewhere = server.enroll("Lụa", &[A_LUOI]).await;
+    let http = reqwest::Client::new();
+    let writes = |token: String| {
+        http.get(format!("{}/v1/records/{record}/writes", server.url))
+            .bearer_auth(token)
+            .send()
+    };
+    let ours = writes(phone.token.clone()).await.unwrap();
+    assert_eq!(ours.status(), 200);
+    let body: Value = ours.json().await.unwrap();
+    assert_eq!(
+        body["writes"][0]["dot"],
+        json!([phone.device(), 1]),
+        "{body}"
+    );
+    assert!(body["writes"][0]["received_at"].as_i64().unwrap() > 1_700_000_000_000);
+    let theirs = writes(elsewhere.token.clone()).await.unwrap();
+    assert_eq!(theirs.status(), 404);
     let mut office = Office::new(&server);
     office.login("hue", PASSWORD).await;
     let behind = "/office/targets/birth-registered-on-time/records?period=2020-H1&area=";
@@ -454,7 +473,6 @@ pub async fn areas_outside_scope_are_not_found(db: Database) {
     let (status, _) = office.get(&format!("/office/records?commune={HUE}")).await;
     assert_eq!(status, 200);
     let token = crate::indicators::token(&server, &["--district", "474"]);
-    let http = reqwest::Client::new();
     for (area, expected) in [(HUE, 200), ("474", 200), (A_LUOI, 404), ("481", 404)] {
         let response = http
             .get(format!(

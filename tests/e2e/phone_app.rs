@@ -598,12 +598,30 @@ pub async fn phone_app_works_offline_and_syncs() {
     lan.click_on("#sync").await;
     lan.wait_text("#status", "đồng bộ lúc").await;
     lan.goto(&format!("{base}/app/#record/{id}")).await;
-    lan.wait_text(
-        "[data-field=\"child_name\"] .replaced",
-        "“Lê Thị Bóng” đã được thay bằng “Lê Thị Bông” (Hoa)",
+    // Who chose, and when (the server's time of receipt, asked for once and kept).
+    let said = lan
+        .wait_text(
+            "[data-field=\"child_name\"] .replaced",
+            "“Lê Thị Bóng” đã được thay bằng “Lê Thị Bông” (Hoa, lúc ",
+        )
+        .await;
+    let today = in_page(
+        &lan,
+        "done(P.dayText(new Date().toLocaleDateString('sv-SE')));",
+        vec![],
     )
     .await;
+    assert!(
+        said.contains(&format!("ngày {})", today.as_str().unwrap())),
+        "{said}"
+    );
     lan.screenshot("07b-replaced").await;
+    // Offline after a reload, the phone still says when.
+    lan.set_offline(true).await;
+    lan.reload().await;
+    lan.wait_text("[data-field=\"child_name\"] .replaced", "(Hoa, lúc ")
+        .await;
+    lan.set_offline(false).await;
 
     // Fifty records entered offline go in one request.
     hoa.goto(&format!("{base}/app/#")).await;

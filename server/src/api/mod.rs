@@ -26,6 +26,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/successor", post(enroll::successor))
         .route("/v1/forms", get(forms::forms_manifest))
         .route("/v1/writers", get(writers::writers))
+        .route("/v1/records/{id}/writes", get(writers::writes))
         .route("/v1/indicators", get(indicators::indicator_table))
         .route(
             "/v1/indicators/{id}/records",
