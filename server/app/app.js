@@ -1153,7 +1153,8 @@ async function start() {
   writers = (await S.get("meta", "writers")) || {};
   writtenAt = (await S.get("meta", "written_at")) || {};
   forms = await S.getAll("forms");
-  P.setWhoTables(...await Promise.all(["wfa", "lhfa"].map((t) => fetch(`/app/who/${t}.csv`).then((r) => r.text()).catch(() => ""))));
+  P.setWhoTables(...await Promise.all(["wei_by_day", "len_by_day", "bmi_by_day", "wfl_by_length", "wfh_by_height"]
+    .map((t) => fetch(`/app/who/${t}.csv`).then((r) => r.text()).catch(() => ""))));
   render();
   setStatus();
   if (auth && navigator.onLine) sync();

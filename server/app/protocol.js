@@ -427,54 +427,114 @@ export function today(now = Date.now()) {
 // Expressions (sync-protocol/src/expr.rs)
 
 let whoTables = null;
-/** Give the WHO growth tables (the CSV texts of schemas/who-growth) to `who_z`. */
-export function setWhoTables(wfa, lhfa) {
-  const parse = (text) =>
-    text
-      .split("\n")
-      .slice(1)
-      .filter((l) => l.trim())
-      .map((l) => {
-        const c = l.split(",");
-        return {
-          boy: c[0] === "1",
-          month: Number(c[1]),
-          lying: c[5].trim() !== "H",
-          l: Number(c[2]),
-          m: Number(c[3]),
-          s: Number(c[4]),
-        };
-      });
-  whoTables = { wfa: parse(wfa), hfa: parse(lhfa) };
+/** Give the WHO growth tables (the CSV texts of schemas/who-growth: weight, length/height and
+ *  BMI by day of age, weight by length and by height) to the `who` ops. */
+export function setWhoTables(wei, len, bmi, wfl, wfh) {
+  const parse = (text, tenths) => {
+    const rows = new Map();
+    for (const line of text.split("\n").slice(1)) {
+      if (!line.trim()) continue;
+      const c = line.split(",");
+      const key = tenths ? Math.round(Number(c[1]) * 10) : Number(c[1]);
+      rows.set(`${c[0]}:${key}`, { l: Number(c[2]), m: Number(c[3]), s: Number(c[4]) });
+    }
+    return rows;
+  };
+  whoTables = { wei: parse(wei), len: parse(len), bmi: parse(bmi), wfl: parse(wfl, true), wfh: parse(wfh, true) };
 }
 
-function whoZ(indicator, boy, ageDays, x, measuredLying) {
-  if (!whoTables || x <= 0 || ageDays < 0) return null;
-  const months = ageDays / 30.4375;
-  if (months < 0 || months > 60) return null;
-  const table = whoTables[indicator];
-  const lying = indicator === "wfa" || months < 24;
-  const at = (month) => table.find((r) => r.boy === boy && r.lying === lying && r.month === month);
-  const lower = Math.floor(months);
-  const a = at(lower);
-  if (!a) return null;
-  const frac = months - lower;
-  let l = a.l, m = a.m, s = a.s;
-  if (frac !== 0) {
-    const b = at(lower + 1);
-    if (!b) return null;
-    l = a.l + (b.l - a.l) * frac;
-    m = a.m + (b.m - a.m) * frac;
-    s = a.s + (b.s - a.s) * frac;
+/** R's round(x, 2): the nearer of the two 2-decimal neighbours, the even one on a tie
+ *  (sync-protocol's `who::round2`). */
+export function round2(x) {
+  if (x === 0 || !Number.isFinite(x)) return x;
+  const sign = x < 0 ? -1 : 1;
+  const a = Math.abs(x);
+  const x10 = 100 * a;
+  const i10 = Math.floor(x10);
+  const down = i10 / 100, up = Math.ceil(x10) / 100;
+  const du = up - a, dd = a - down;
+  return sign * (du < dd || (du === dd && i10 % 2 === 1) ? up : down);
+}
+
+const WHO_PLAUSIBLE = { waz: [-6, 5], haz: [-6, 6], whz: [-5, 5], baz: [-5, 5] };
+
+/** One WHO z-score of a child, as sync-protocol's `who::Child::score` computes it:
+ *  `{ z, flagged }`, or null where WHO gives none. `child` is { boy, ageDays, weightKg,
+ *  lenheiCm, position ("lying", "standing" or null), oedema }. */
+export function whoScore(score, child) {
+  if (!whoTables || !(score in WHO_PLAUSIBLE)) return null;
+  const { boy, ageDays } = child;
+  if (!(ageDays >= 0) || ageDays / 30.4375 >= 60) return null;
+  if (child.oedema && score !== "haz") return null;
+  const floor = Math.floor(ageDays);
+  const days = ageDays - floor >= 0.5 ? floor + 1 : floor;
+  const sex = boy ? "1" : "2";
+  const byAge = (t) => whoTables[t].get(`${sex}:${days}`) || null;
+  const positive = (v) => (typeof v === "number" && v > 0 ? v : null);
+  // A standing measurement under 9 months counts as lying, uncorrected.
+  const position = child.position === "standing" && ageDays / 30.4375 < 9 ? null : child.position;
+  let x = typeof child.lenheiCm === "number" ? child.lenheiCm : null;
+  if (typeof x === "number") {
+    if (position === "standing" && days < 731) x = x + 0.7;
+    else if (position === "lying" && days >= 731) x = x - 0.7;
   }
-  if (indicator === "hfa" && months < 24 && !measuredLying) x += 0.7;
-  if (indicator === "hfa" && months >= 24 && measuredLying) x -= 0.7;
-  let z = l === 0 ? Math.log(x / m) / s : (Math.pow(x / m, l) - 1) / (l * s);
-  if (indicator === "wfa" && Math.abs(z) > 3) {
-    const sd = (k) => m * Math.pow(1 + l * s * k, 1 / l);
-    z = z > 3 ? 3 + (x - sd(3)) / (sd(3) - sd(2)) : -3 + (x - sd(-3)) / (sd(-2) - sd(-3));
+  const lmsZ = (y, p) => (Math.pow(y / p.m, p.l) - 1) / (p.s * p.l);
+  const restricted = (y, p) => {
+    const sd = (k) => p.m * Math.pow(1 + p.l * p.s * k, 1 / p.l);
+    const z = lmsZ(y, p);
+    if (z > 3) return 3 + (y - sd(3)) / (sd(3) - sd(2));
+    if (z < -3) return -3 + (y - sd(-3)) / (sd(-2) - sd(-3));
+    return z;
+  };
+  let z = null;
+  const weight = positive(child.weightKg);
+  const lenhei = positive(x);
+  if (score === "waz") {
+    const p = byAge("wei");
+    if (weight !== null && p) z = restricted(weight, p);
+  } else if (score === "haz") {
+    const p = byAge("len");
+    if (lenhei !== null && p) z = lmsZ(lenhei, p);
+  } else if (score === "baz") {
+    const p = byAge("bmi");
+    if (weight !== null && lenhei !== null && p) {
+      const metres = lenhei / 100;
+      z = restricted(weight / (metres * metres), p);
+    }
+  } else if (weight !== null && typeof x === "number") {
+    const lying = days < 731;
+    const [t, low, high] = lying ? ["wfl", 45, 110] : ["wfh", 65, 120];
+    if (x >= low && x <= high) {
+      const lower = whoTables[t].get(`${sex}:${Math.trunc(x * 10)}`);
+      const diff = (x - Math.trunc(x * 10) / 10) / 0.1;
+      let p = lower;
+      if (lower && diff > 0) {
+        const upper = whoTables[t].get(`${sex}:${Math.trunc(x * 10 + 1)}`);
+        const mix = (a, b) => a + diff * (b - a);
+        p = upper ? { l: mix(lower.l, upper.l), m: mix(lower.m, upper.m), s: mix(lower.s, upper.s) } : null;
+      }
+      if (p) z = restricted(weight, p);
+    }
   }
-  return z;
+  if (z === null) return null;
+  z = round2(z);
+  if (Number.isNaN(z)) return null;
+  const [low, high] = WHO_PLAUSIBLE[score];
+  return { z, flagged: z < low || z > high };
+}
+
+/** The child a growth op's arguments describe; null without a sex or an age. */
+function growthChild(sex, age, weightKg, lenheiCm, lying, oedema) {
+  const boy = sex === "m" || sex === 1 ? true : sex === "f" || sex === 2 ? false : null;
+  if (boy === null || !isNum(age)) return null;
+  return {
+    boy,
+    ageDays: age,
+    weightKg: isNum(weightKg) ? weightKg : null,
+    lenheiCm: isNum(lenheiCm) ? lenheiCm : null,
+    position: lying === true ? "lying" : lying === false ? "standing" : null,
+    oedema: oedema === true,
+  };
 }
 
 const isNum = (v) => typeof v === "number" && Number.isFinite(v);
@@ -569,11 +629,20 @@ export function evaluate(expr, lookup) {
       return Math.round(x * f) / f;
     }
     case "who_z": {
+      // The first nutrition form's op: one score from one measure, by today's rules.
       const v = args.map((a) => evaluate(a, lookup));
-      const boy = v[1] === "m" || v[1] === 1 ? true : v[1] === "f" || v[1] === 2 ? false : null;
-      if (boy === null || !isNum(v[2]) || !isNum(v[3])) return null;
-      const z = whoZ(v[0], boy, v[2], v[3], v[4] === true);
-      return z === null ? null : Math.round(z * 1000) / 1000;
+      const weight = v[0] === "wfa";
+      const child = growthChild(v[1], v[2], weight ? v[3] : null, weight ? null : v[3], v[4], null);
+      const z = child && whoScore(weight ? "waz" : "haz", child);
+      return z ? z.z : null;
+    }
+    case "who":
+    case "who_flag": {
+      const v = args.map((a) => evaluate(a, lookup));
+      const child = growthChild(v[1], v[2], v[3], v[4], v[5], v[6]);
+      const z = child && whoScore(v[0], child);
+      if (!z) return null;
+      return op === "who" ? z.z : z.flagged;
     }
     default:
       throw new Error(`unknown operator ${op}`);

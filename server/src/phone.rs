@@ -53,14 +53,29 @@ const FILES: &[(&str, &str, &str)] = &[
     ),
     ("icon.svg", "image/svg+xml", include_str!("../app/icon.svg")),
     (
-        "who/wfa.csv",
+        "who/wei_by_day.csv",
         "text/csv; charset=utf-8",
-        include_str!("../../schemas/who-growth/wfa_by_month.csv"),
+        include_str!("../../schemas/who-growth/wei_by_day.csv"),
     ),
     (
-        "who/lhfa.csv",
+        "who/len_by_day.csv",
         "text/csv; charset=utf-8",
-        include_str!("../../schemas/who-growth/lhfa_by_month.csv"),
+        include_str!("../../schemas/who-growth/len_by_day.csv"),
+    ),
+    (
+        "who/bmi_by_day.csv",
+        "text/csv; charset=utf-8",
+        include_str!("../../schemas/who-growth/bmi_by_day.csv"),
+    ),
+    (
+        "who/wfl_by_length.csv",
+        "text/csv; charset=utf-8",
+        include_str!("../../schemas/who-growth/wfl_by_length.csv"),
+    ),
+    (
+        "who/wfh_by_height.csv",
+        "text/csv; charset=utf-8",
+        include_str!("../../schemas/who-growth/wfh_by_height.csv"),
     ),
 ];
 

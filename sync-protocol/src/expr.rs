@@ -15,7 +15,9 @@
 //! | `present` | `[x]`: not null |
 //! | `sum_where` | `[items, condition, value]`: over a repeat group, the sum of `value` for the items where `condition` holds |
 //! | `round` | `[x, digits]` |
-//! | `who_z` | `["wfa" or "hfa", sex ("m"/"f"), age in days, kg or cm, measured lying]` |
+//! | `who` | `[score, sex ("m"/"f"), age in days, weight kg, length/height cm, measured lying (true/false/null), oedema]`: a WHO z-score (`waz`, `haz`, `whz`, `baz`), rounded to 2 decimals; null where WHO gives none |
+//! | `who_flag` | the same arguments: whether WHO flags that score as implausible |
+//! | `who_z` | `["wfa" or "hfa", sex, age in days, kg or cm, measured lying]`: the first nutrition form's weight-for-age or length/height-for-age, by the rules of `who` |
 //!
 //! ```
 //! use serde_json::json;
@@ -33,7 +35,7 @@
 use serde_json::{json, Value};
 
 pub use crate::date::{date_of_day, day_number};
-use crate::who::{self, Indicator, Sex};
+use crate::who::{Child, Position, Score, Sex};
 
 /// Evaluates `expr` with field values from `var`.
 pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, String> {
@@ -186,28 +188,51 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
             _ => Value::Null,
         },
         "who_z" => {
+            // The first form's op: one score from one measure. Computed by today's rules.
             let values = all()?;
             if values.len() != 5 {
                 return Err("who_z takes [indicator, sex, age_days, value, lying]".into());
             }
-            let indicator = match values[0].as_str() {
-                Some("wfa") => Indicator::WeightForAge,
-                Some("hfa") => Indicator::HeightForAge,
+            let weight = match values[0].as_str() {
+                Some("wfa") => true,
+                Some("hfa") => false,
                 _ => return Err("who_z indicator is \"wfa\" or \"hfa\"".into()),
             };
-            let sex = match &values[1] {
-                Value::String(s) if s == "m" => Sex::Boy,
-                Value::String(s) if s == "f" => Sex::Girl,
-                v if v.as_u64() == Some(1) => Sex::Boy,
-                v if v.as_u64() == Some(2) => Sex::Girl,
-                _ => return Ok(Value::Null),
+            let measure = num(&values[3]);
+            let (kg, cm) = if weight {
+                (measure, None)
+            } else {
+                (None, measure)
             };
-            let lying = values[4].as_bool().unwrap_or(false);
-            match (num(&values[2]), num(&values[3])) {
-                (Some(age), Some(x)) => who::zscore(indicator, sex, age, x, lying)
-                    .map(|z| number((z * 1000.0).round() / 1000.0))
-                    .unwrap_or(Value::Null),
-                _ => Value::Null,
+            let score = if weight { Score::Waz } else { Score::Haz };
+            growth_child(&values[1], &values[2], kg, cm, &values[4], &Value::Null)
+                .and_then(|child| child.score(score))
+                .map_or(Value::Null, |z| number(z.z))
+        }
+        "who" | "who_flag" => {
+            let values = all()?;
+            let score = values
+                .first()
+                .and_then(Value::as_str)
+                .and_then(Score::from_name);
+            let (Some(score), 7) = (score, values.len()) else {
+                return Err(format!(
+                    "{op} takes [\"waz\", \"haz\", \"whz\" or \"baz\", sex, age_days, weight_kg, lenhei_cm, measured_lying, oedema]"
+                ));
+            };
+            let z = growth_child(
+                &values[1],
+                &values[2],
+                num(&values[3]),
+                num(&values[4]),
+                &values[5],
+                &values[6],
+            )
+            .and_then(|child| child.score(score));
+            match (op.as_str(), z) {
+                (_, None) => Value::Null,
+                ("who", Some(z)) => number(z.z),
+                (_, Some(z)) => Value::Bool(z.flagged),
             }
         }
         other => return Err(format!("unknown operator {other:?}")),
@@ -307,4 +332,36 @@ mod tests {
             json!(true)
         );
     }
+}
+
+/// The child a growth op's arguments describe; `None` without a sex or an age.
+fn growth_child(
+    sex: &Value,
+    age: &Value,
+    weight_kg: Option<f64>,
+    lenhei_cm: Option<f64>,
+    lying: &Value,
+    oedema: &Value,
+) -> Option<Child> {
+    let sex = match sex {
+        Value::String(s) if s == "m" => Sex::Boy,
+        Value::String(s) if s == "f" => Sex::Girl,
+        v if v.as_u64() == Some(1) => Sex::Boy,
+        v if v.as_u64() == Some(2) => Sex::Girl,
+        _ => return None,
+    };
+    Some(Child {
+        sex,
+        age_days: age.as_f64()?,
+        weight_kg,
+        lenhei_cm,
+        position: lying.as_bool().map(|lying| {
+            if lying {
+                Position::Lying
+            } else {
+                Position::Standing
+            }
+        }),
+        oedema: oedema.as_bool() == Some(true),
+    })
 }

@@ -170,6 +170,11 @@ async fn phone_app_form_in_sections_goes_page_by_page() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_scores_children_as_who_does() {
+    phone_app::phone_scores_children_as_who_does().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_reference_is_a_picker() {
     phone_app::phone_reference_is_a_picker().await;
 }

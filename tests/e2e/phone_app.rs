@@ -411,8 +411,11 @@ pub async fn phone_app_works_offline_and_syncs() {
         "sw.js",
         "manifest.webmanifest",
         "icon.svg",
-        "who/wfa.csv",
-        "who/lhfa.csv",
+        "who/wei_by_day.csv",
+        "who/len_by_day.csv",
+        "who/bmi_by_day.csv",
+        "who/wfl_by_length.csv",
+        "who/wfh_by_height.csv",
     ] {
         let response = http
             .get(format!("{base}/app/{path}"))
@@ -2109,4 +2112,138 @@ pub async fn phone_form_in_sections_goes_page_by_page() {
     .await;
     assert_eq!(kept, json!([2, "Lê Văn Bơi", "baseline", 12, 25]));
     a.quit().await;
+}
+
+/// The phone scores children as WHO's own program does: every child of the oracle (scored by
+/// WHO's R package `anthro`) through the app's JavaScript, each of the four z-scores to 0.01
+/// and each flag; and random children score the same in the page as in the server's crate.
+pub async fn phone_scores_children_as_who_does() {
+    let Some(browser) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    browser.goto(&format!("{}/app/", server.url)).await;
+    use sync_protocol::who::{Child, Position, Score, Sex};
+    let oracle =
+        std::fs::read_to_string(repo_root().join("sync-protocol/tests/data/who-anthro-oracle.csv"))
+            .unwrap();
+    let cell = |v: &str| v.trim_matches('"').to_owned();
+    let mut children: Vec<Child> = Vec::new();
+    let mut who: Vec<Vec<Option<(f64, bool)>>> = Vec::new();
+    for line in oracle.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let c: Vec<String> = line.split(',').map(cell).collect();
+        let num =
+            |i: usize| (!c[i].is_empty() && c[i] != "NA").then(|| c[i].parse::<f64>().unwrap());
+        children.push(Child {
+            sex: if c[0] == "1" { Sex::Boy } else { Sex::Girl },
+            age_days: num(1).unwrap(),
+            weight_kg: num(2),
+            lenhei_cm: num(3),
+            position: match c[4].as_str() {
+                "l" => Some(Position::Lying),
+                "h" => Some(Position::Standing),
+                _ => None,
+            },
+            oedema: c[5] == "y",
+        });
+        // zlen, flen, zwei, fwei, zwfl, fwfl, zbmi, fbmi: in the order waz, haz, whz, baz.
+        who.push(
+            [(8, 9), (6, 7), (10, 11), (12, 13)]
+                .iter()
+                .map(|&(z, f)| num(z).map(|z| (z, num(f) == Some(1.0))))
+                .collect(),
+        );
+    }
+    assert_eq!(children.len(), 3000);
+    // Random children besides, seeded.
+    let seed: u64 = std::env::var("MAM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("phone_scores_children_as_who_does: MAM_SEED={seed}");
+    let mut rng = Rng(seed);
+    let random: Vec<Child> = (0..2000)
+        .map(|_| Child {
+            sex: if rng.below(2) == 0 {
+                Sex::Boy
+            } else {
+                Sex::Girl
+            },
+            age_days: rng.below(1900) as f64,
+            weight_kg: Some(1.0 + rng.below(25_000) as f64 / 1000.0),
+            lenhei_cm: Some(40.0 + rng.below(85_000) as f64 / 1000.0),
+            position: [Some(Position::Lying), Some(Position::Standing), None]
+                [rng.below(3) as usize],
+            oedema: rng.below(20) == 0,
+        })
+        .collect();
+    let as_js = |c: &Child| {
+        json!({
+            "boy": c.sex == Sex::Boy, "ageDays": c.age_days, "weightKg": c.weight_kg,
+            "lenheiCm": c.lenhei_cm, "oedema": c.oedema,
+            "position": match c.position { Some(Position::Lying) => json!("lying"), Some(Position::Standing) => json!("standing"), None => Value::Null },
+        })
+    };
+    let all: Vec<Value> = children.iter().chain(&random).map(as_js).collect();
+    let scored = in_page(
+        &browser,
+        "done(args[0].map(c => ['waz', 'haz', 'whz', 'baz'].map(s => { const z = P.whoScore(s, c); return z ? [z.z, z.flagged] : null; })));",
+        vec![json!(all)],
+    )
+    .await;
+    let scored: Vec<Vec<Option<(f64, bool)>>> = serde_json::from_value(scored).unwrap();
+    let mut problems = Vec::new();
+    for (i, score) in Score::ALL.into_iter().enumerate() {
+        let (mut compared, mut largest) = (0, 0.0f64);
+        for (row, child) in children.iter().enumerate() {
+            match (who[row][i], scored[row][i]) {
+                (None, None) => {}
+                (Some((wz, wf)), Some((z, f))) => {
+                    compared += 1;
+                    largest = largest.max((wz - z).abs());
+                    if (wz - z).abs() >= 0.005 || wf != f {
+                        problems.push(format!(
+                            "oracle line {}: {} WHO {wz} {wf}, phone {z} {f}",
+                            row + 2,
+                            score.name()
+                        ));
+                    }
+                }
+                (w, p) => problems.push(format!(
+                    "oracle line {}: {} WHO {w:?}, phone {p:?}: {child:?}",
+                    row + 2,
+                    score.name()
+                )),
+            }
+        }
+        eprintln!(
+            "phone {}: {compared} of WHO's scores compared, largest difference {largest:.4}",
+            score.name()
+        );
+        for (k, child) in random.iter().enumerate() {
+            let crate_score = child.score(score).map(|z| (z.z, z.flagged));
+            let phone = scored[children.len() + k][i];
+            if crate_score != phone {
+                problems.push(format!(
+                    "random child {child:?}: {} server {crate_score:?}, phone {phone:?}",
+                    score.name()
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} disagreements:\n{}",
+        problems.len(),
+        problems[..problems.len().min(30)].join("\n")
+    );
+    browser.quit().await;
 }
