@@ -23,11 +23,16 @@ use sync_protocol::{Labels, Record};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Indicator {
     pub id: String,
-    /// The row of the plan's target table this indicator measures.
-    pub target_row: u32,
+    /// The row of the plan's target table this indicator measures; none for a figure the
+    /// programme reports that is not a target of the 2020 plan (wasting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_row: Option<u32>,
     /// The report sheet it belongs to: health, education, protection, birth, participation.
     pub group: String,
     pub title: Labels,
+    /// How it is counted, in words: what is left out and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<Labels>,
     /// `percent`, `per_100000` or `count`.
     pub unit: String,
     pub target: Option<f64>,
@@ -283,9 +288,16 @@ mod tests {
     #[test]
     fn the_repository_indicators_load() {
         let all = load(&crate::schemas::Source::built_in("indicators")).unwrap();
-        assert_eq!(all.len(), 19);
-        let rows: std::collections::BTreeSet<u32> = all.iter().map(|i| i.target_row).collect();
+        assert_eq!(all.len(), 21);
+        let rows: std::collections::BTreeSet<u32> =
+            all.iter().filter_map(|i| i.target_row).collect();
         assert_eq!(rows.len(), 14, "every target of the plan has an indicator");
+        let beside: Vec<&str> = all
+            .iter()
+            .filter(|i| i.target_row.is_none())
+            .map(|i| i.id.as_str())
+            .collect();
+        assert_eq!(beside, ["wasting-under-5", "severe-wasting-under-5"]);
     }
 }
 

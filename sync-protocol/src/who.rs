@@ -89,6 +89,34 @@ impl Score {
     }
 }
 
+/// What a z-score says of a child, as nutrition programmes report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// Below −3 SD.
+    Severe,
+    /// From −3 to below −2 SD.
+    Moderate,
+    Normal,
+    /// Above +2 SD of weight-for-length/height or BMI-for-age.
+    Overweight,
+}
+
+impl Score {
+    /// The class of a score `z`: below −3 severe, below −2 moderate; above +2 overweight for
+    /// weight-for-length/height and BMI-for-age.
+    pub fn classify(self, z: f64) -> Class {
+        if z < -3.0 {
+            Class::Severe
+        } else if z < -2.0 {
+            Class::Moderate
+        } else if z > 2.0 && matches!(self, Score::Whz | Score::Baz) {
+            Class::Overweight
+        } else {
+            Class::Normal
+        }
+    }
+}
+
 /// One measurement of a child.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Child {

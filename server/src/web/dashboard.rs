@@ -30,6 +30,8 @@ pub struct TargetView {
     pub id: String,
     pub title: String,
     pub target: String,
+    /// How the indicator is counted, where its definition says.
+    pub definition: Option<String>,
     pub rows: Vec<AreaView>,
     pub chart: Chart,
 }
@@ -285,6 +287,7 @@ pub async fn dashboard(
             .collect();
         let title = lang.pick(&ind.title.vi, &ind.title.en).to_owned();
         let target = match ind.target {
+            _ if ind.target_row.is_none() => lang.t("not_a_plan_target").to_owned(),
             Some(t) => format!(
                 "{} {}{suffix}",
                 direction_word(&ind.direction, lang),
@@ -309,6 +312,10 @@ pub async fn dashboard(
         targets.push(TargetView {
             id: ind.id.clone(),
             target,
+            definition: ind
+                .definition
+                .as_ref()
+                .map(|d| lang.pick(&d.vi, &d.en).to_owned()),
             chart: Chart {
                 height: bars.len() * 22 + 4,
                 target_x: ind.target.map(|t| 170.0 + t / max * WIDTH),

@@ -15,6 +15,7 @@ use sync_protocol::{
     Dot, Edit, FieldEdit, FieldType, Form as SurveyForm, FormField, FormId, Record, RecordId,
     COMMUNE_FIELD, DELETED_FIELD,
 };
+use sync_protocol::who::{Class, Score};
 
 use super::common::*;
 use super::{encode_query, local_time, Lang, Officer, PageError};
@@ -643,7 +644,25 @@ async fn render_record(
                 .and_then(|d| d.label.as_ref())
                 .map(|l| lang.pick(&l.vi, &l.en).to_owned())
                 .unwrap_or_else(|| name.clone());
-            (label, show(value, None, lang))
+            let mut text = show(value, None, lang);
+            if let (Some(score), Some(z)) = (Score::from_name(name), value.as_f64()) {
+                // A z-score with what it says of the child, and WHO's flag where it has one.
+                let flagged = [format!("{name}_flag"), format!("{name}_implausible")]
+                    .iter()
+                    .any(|f| record.derived.get(f) == Some(&Value::Bool(true)));
+                text = if flagged {
+                    format!("{text} · {}", lang.t("z_flagged"))
+                } else {
+                    let class = match score.classify(z) {
+                        Class::Severe => "z_severe",
+                        Class::Moderate => "z_moderate",
+                        Class::Normal => "z_normal",
+                        Class::Overweight => "z_overweight",
+                    };
+                    format!("{text} · {}", lang.t(class))
+                };
+            }
+            (label, text)
         })
         .collect();
     // The record by its name (the child's), the form beside; the id where it has none.
