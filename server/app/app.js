@@ -69,7 +69,8 @@ function show(value, field) {
   if (value === true) return "Có";
   if (value === false) return "Không";
   if (field && field.type === "date" && typeof value === "string") return P.dayText(value);
-  if (typeof value === "number") return value.toLocaleString("vi-VN");
+  // A decimal comma; whole numbers (years, counts) as they are.
+  if (typeof value === "number") return String(value).replace(".", ",");
   const choice = (code) => {
     const c = field && (field.choices || []).find((x) => x.code === code);
     return c ? label(c.label, code) : code;

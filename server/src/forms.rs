@@ -89,6 +89,13 @@ impl FormRegistry {
     }
 
     /// The newest version of a form.
+    /// Every published version, by form and version.
+    pub fn all(&self) -> Vec<&Form> {
+        let mut out: Vec<&Form> = self.forms.values().map(|p| &p.form).collect();
+        out.sort_by(|a, b| (a.id.as_str(), a.version).cmp(&(b.id.as_str(), b.version)));
+        out
+    }
+
     pub fn latest(&self, id: &FormId) -> Option<&Form> {
         let version = *self.current.get(id.as_str())?;
         self.get(id, version)

@@ -229,6 +229,62 @@ pub fn deltas(
     out
 }
 
+/// What derived fields and cells are computed by: the rules of the shared crate, every
+/// published form's derived fields, every indicator. When it changes (a new release's rules, a
+/// new form version, an indicator redefined), stored records are derived again and the cells
+/// rebuilt ([`refresh`]).
+pub fn fingerprint(forms: &crate::forms::FormRegistry, indicators: &[Indicator]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(sync_protocol::who::RULES.as_bytes());
+    for form in forms.all() {
+        hash.update(format!("{}@{}", form.id, form.version).as_bytes());
+        hash.update(
+            serde_json::to_string(&form.derived)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+    }
+    for ind in indicators {
+        hash.update(serde_json::to_string(ind).unwrap_or_default().as_bytes());
+    }
+    crate::auth::hex(&hash.finalize())
+}
+
+/// The `meta` entry that holds the [`fingerprint`] the stored records were derived by.
+const DERIVED_BY: &str = "derived_by";
+
+/// Derive every stored record again by today's rules and rebuild the cells, when what they
+/// are computed by has changed since the last time (or always, with `force`). `None`: nothing
+/// had changed.
+pub async fn refresh(
+    store: &dyn crate::store::Store,
+    forms: &crate::forms::FormRegistry,
+    indicators: &[Indicator],
+    force: bool,
+) -> anyhow::Result<Option<crate::store::Rebuilt>> {
+    let now = fingerprint(forms, indicators);
+    if !force && store.meta(DERIVED_BY).await?.as_deref() == Some(now.as_str()) {
+        return Ok(None);
+    }
+    let derive = |record: &mut Record| {
+        let Some(form) = forms
+            .get(&record.form, record.version)
+            .or_else(|| forms.latest(&record.form))
+        else {
+            return false;
+        };
+        let derived = form.derive(record);
+        let changed = derived != record.derived;
+        record.derived = derived;
+        changed
+    };
+    let build = |records: &[Record]| rebuild(indicators, records).into_iter().collect::<Vec<_>>();
+    let rebuilt = store.rebuild_cells(&derive, &build).await?;
+    store.set_meta(DERIVED_BY, &now).await?;
+    Ok(Some(rebuilt))
+}
+
 /// Cells from scratch.
 pub fn rebuild<'a>(
     indicators: &[Indicator],

@@ -484,9 +484,7 @@ pub fn workbook(
             }
             sheet.set_column_width(col, 26).map_err(err)?;
             let target = match ind.target {
-                _ if ind.target_row.is_none() => {
-                    "Không phải chỉ tiêu của Kế hoạch 2020".to_owned()
-                }
+                _ if ind.target_row.is_none() => "Không phải chỉ tiêu của Kế hoạch 2020".to_owned(),
                 Some(t) => format!(
                     "Mục tiêu: {} {}{unit}",
                     direction_vi(&ind.direction),

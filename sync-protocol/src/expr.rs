@@ -273,6 +273,38 @@ fn number(x: f64) -> Value {
     }
 }
 
+/// The child a growth op's arguments describe; `None` without a sex or an age.
+fn growth_child(
+    sex: &Value,
+    age: &Value,
+    weight_kg: Option<f64>,
+    lenhei_cm: Option<f64>,
+    lying: &Value,
+    oedema: &Value,
+) -> Option<Child> {
+    let sex = match sex {
+        Value::String(s) if s == "m" => Sex::Boy,
+        Value::String(s) if s == "f" => Sex::Girl,
+        v if v.as_u64() == Some(1) => Sex::Boy,
+        v if v.as_u64() == Some(2) => Sex::Girl,
+        _ => return None,
+    };
+    Some(Child {
+        sex,
+        age_days: age.as_f64()?,
+        weight_kg,
+        lenhei_cm,
+        position: lying.as_bool().map(|lying| {
+            if lying {
+                Position::Lying
+            } else {
+                Position::Standing
+            }
+        }),
+        oedema: oedema.as_bool() == Some(true),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,36 +364,4 @@ mod tests {
             json!(true)
         );
     }
-}
-
-/// The child a growth op's arguments describe; `None` without a sex or an age.
-fn growth_child(
-    sex: &Value,
-    age: &Value,
-    weight_kg: Option<f64>,
-    lenhei_cm: Option<f64>,
-    lying: &Value,
-    oedema: &Value,
-) -> Option<Child> {
-    let sex = match sex {
-        Value::String(s) if s == "m" => Sex::Boy,
-        Value::String(s) if s == "f" => Sex::Girl,
-        v if v.as_u64() == Some(1) => Sex::Boy,
-        v if v.as_u64() == Some(2) => Sex::Girl,
-        _ => return None,
-    };
-    Some(Child {
-        sex,
-        age_days: age.as_f64()?,
-        weight_kg,
-        lenhei_cm,
-        position: lying.as_bool().map(|lying| {
-            if lying {
-                Position::Lying
-            } else {
-                Position::Standing
-            }
-        }),
-        oedema: oedema.as_bool() == Some(true),
-    })
 }

@@ -31,6 +31,9 @@ const BMI: &str = include_str!("../../schemas/who-growth/bmi_by_day.csv");
 const WFL: &str = include_str!("../../schemas/who-growth/wfl_by_length.csv");
 const WFH: &str = include_str!("../../schemas/who-growth/wfh_by_height.csv");
 
+/// The rules this module computes by. Stored records are derived again when it changes.
+pub const RULES: &str = "WHO Child Growth Standards 2006, as anthro 1.1.0 computes them";
+
 /// Days in WHO's month.
 pub const DAYS_PER_MONTH: f64 = 30.4375;
 /// From this age in days the tables expect standing height rather than lying length.
@@ -263,7 +266,7 @@ impl Child {
     /// positive, 60 months or more, oedema for the weight-based scores, a length/height
     /// outside the weight-for-length/height tables).
     pub fn score(&self, which: Score) -> Option<Z> {
-        if !(self.age_days >= 0.0) || self.age_days / DAYS_PER_MONTH >= 60.0 {
+        if self.age_days.is_nan() || self.age_days < 0.0 || self.age_days / DAYS_PER_MONTH >= 60.0 {
             return None;
         }
         if self.oedema && which != Score::Haz {

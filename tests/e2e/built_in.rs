@@ -66,7 +66,7 @@ pub async fn serve_runs_in_an_empty_folder_on_built_in_schemas(db: Database) {
         .starts_with("145 communes"));
     let rebuilt = server.cli(&["indicators", "rebuild"]);
     assert!(
-        rebuilt.contains("of 19 indicators from 1 records"),
+        rebuilt.contains("of 21 indicators from 1 records"),
         "{rebuilt}"
     );
 

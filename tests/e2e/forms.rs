@@ -679,3 +679,267 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
     assert_eq!(response.rejected[0].rule.as_deref(), Some("min"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A child measured at the edge of WHO's rules, as the province would record them: every
+/// score as WHO's program gives it, WHO's flags leaving implausible scores out of the
+/// prevalence, oedema counted as wasting, each score's class in the office; and records an
+/// older release derived are derived again by today's rules when the server starts.
+pub async fn growth_scores_follow_todays_rules(db: Database) {
+    use sync_protocol::who::{Child, Position, Score, Sex};
+    let dir = db.scratch("growth");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut server = Server::start_in(&db, &dir, &[("RUST_LOG", "info")]);
+    crate::office::add_user(&server, "xa", "commune", COMMUNE);
+    let mut phone = server.enroll("Hoa", &[COMMUNE]).await;
+    let nutrition = FormId::parse("nutrition").unwrap();
+    let mut measure = |version: u32, values: &[(&str, Value)]| {
+        let id = RecordId::new_v7();
+        let mut all: Vec<(&str, Value)> = vec![
+            ("child_name", json!("Bé")),
+            ("measurement_date", json!("2020-03-15")),
+        ];
+        all.extend(values.iter().cloned());
+        phone
+            .client
+            .create(id, &nutrition, version, &commune(COMMUNE), all);
+        id
+    };
+    // A boy of 44 days, 50 cm lying, on the first version of the form: the monthly tables
+    // it was first scored by gave −3.232.
+    let newborn = measure(
+        1,
+        &[
+            ("sex", json!("m")),
+            ("date_of_birth", json!("2020-01-31")),
+            ("weight_kg", json!(3.6)),
+            ("length_height_cm", json!(50.0)),
+            ("measured_lying", json!(true)),
+        ],
+    );
+    // Version 2: a girl of two years measured standing; the same girl with oedema; a boy
+    // whose weight WHO finds implausible.
+    let girl = [
+        ("sex", json!("f")),
+        ("date_of_birth", json!("2018-03-15")),
+        ("weight_kg", json!(9.0)),
+        ("length_height_cm", json!(84.0)),
+        ("measured_lying", json!(false)),
+    ];
+    let thin = measure(2, &girl);
+    let mut swollen_values = girl.to_vec();
+    swollen_values.push(("oedema", json!(true)));
+    let swollen = measure(2, &swollen_values);
+    let implausible = measure(
+        2,
+        &[
+            ("sex", json!("m")),
+            ("date_of_birth", json!("2018-03-15")),
+            ("weight_kg", json!(3.0)),
+            ("length_height_cm", json!(86.0)),
+            ("measured_lying", json!(false)),
+        ],
+    );
+    phone.sync().await;
+    let who = |sex, age_days, kg, cm, position, oedema, score| {
+        Child {
+            sex,
+            age_days,
+            weight_kg: Some(kg),
+            lenhei_cm: Some(cm),
+            position: Some(position),
+            oedema,
+        }
+        .score(score)
+    };
+    let newborn_haz = who(
+        Sex::Boy,
+        44.0,
+        3.6,
+        50.0,
+        Position::Lying,
+        false,
+        Score::Haz,
+    )
+    .unwrap()
+    .z;
+    assert_ne!(newborn_haz, -3.232);
+    let derived = |id| phone.view(id).derived;
+    assert_eq!(derived(newborn)["haz"], json!(newborn_haz));
+    for score in Score::ALL {
+        let want = who(
+            Sex::Girl,
+            731.0,
+            9.0,
+            84.0,
+            Position::Standing,
+            false,
+            score,
+        )
+        .unwrap();
+        assert_eq!(
+            derived(thin)[score.name()],
+            json!(want.z),
+            "{}",
+            score.name()
+        );
+        assert_eq!(
+            derived(thin)[&format!("{}_flag", score.name())],
+            json!(false)
+        );
+    }
+    assert!(derived(thin)["whz"].as_f64().unwrap() < -2.0);
+    assert_eq!(derived(thin)["wasted"], json!(true));
+    // Oedema: no weight-based score, and the child counts as wasted, severely.
+    let swollen_derived = derived(swollen);
+    for name in ["waz", "whz", "baz", "underweight"] {
+        assert_eq!(swollen_derived[name], Value::Null, "{name}");
+    }
+    assert!(swollen_derived["haz"].is_number());
+    assert_eq!(swollen_derived["wasted"], json!(true));
+    assert_eq!(swollen_derived["severely_wasted"], json!(true));
+    assert_eq!(derived(implausible)["waz_flag"], json!(true));
+    assert_eq!(derived(implausible)["underweight"], Value::Null);
+
+    // The figures: the implausible weight is left out of underweight, oedema counts as
+    // wasting, and wasting stands beside the plan's targets.
+    let token = crate::indicators::token(&server, &["--scope", "province"]);
+    let figures = |server: &Server| {
+        let (server, token) = (server.url.clone(), token.clone());
+        async move {
+            let table: Value = reqwest::Client::new()
+                .get(format!(
+                    "{server}/v1/indicators?period=2020-H1&level=commune"
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let rows = table["rows"].as_array().unwrap().clone();
+            move |id: &str| {
+                let r = rows
+                    .iter()
+                    .find(|r| r["indicator"] == id && r["area"] == COMMUNE)
+                    .unwrap_or_else(|| panic!("{id} in {rows:?}"));
+                (
+                    r["numerator"].as_i64().unwrap(),
+                    r["denominator"].as_i64().unwrap(),
+                )
+            }
+        }
+    };
+    let row = figures(&server).await;
+    // Underweight: the newborn (version 1) and the thin girl are scored; the swollen girl
+    // has no weight-for-age and the implausible weight is left out.
+    let thin_waz = derived(thin)["waz"].as_f64().unwrap();
+    let newborn_waz = derived(newborn)["waz"].as_f64().unwrap();
+    assert_eq!(
+        row("underweight-under-5"),
+        (
+            i64::from(thin_waz < -2.0) + i64::from(newborn_waz < -2.0),
+            2
+        )
+    );
+    // Wasting: the thin girl and the swollen one; the boy's weight-for-height is implausible
+    // too, and the newborn's first form has no weight-for-length.
+    assert_eq!(derived(implausible)["whz_flag"], json!(true));
+    assert_eq!(row("wasting-under-5"), (2, 2));
+    assert_eq!(row("severe-wasting-under-5").1, 2);
+    // The office: each score with its class, and WHO's flag.
+    let page = |id: RecordId| format!("/office/records/{id}");
+    let shown = crate::office::signed_in_page(&server, "xa", &page(newborn)).await;
+    assert!(shown.contains("suy dinh dưỡng nặng"), "{shown}");
+    let shown = crate::office::signed_in_page(&server, "xa", &page(implausible)).await;
+    assert!(
+        shown.contains("không hợp lý: WHO loại khỏi tỷ lệ"),
+        "{shown}"
+    );
+    let dashboard = crate::office::signed_in_page(&server, "xa", "/office?period=2020-H1").await;
+    assert!(dashboard.contains("Không phải chỉ tiêu của Kế hoạch 2020"));
+    assert!(
+        dashboard.contains("z-score không hợp lý"),
+        "the definitions say what is left out"
+    );
+
+    // A database an older release wrote: the newborn scored by the monthly tables, and the
+    // cells counted by them. Started again, the server derives it anew, once.
+    server.kill();
+    let stored_body = |body: &str| {
+        let mut record: Value = serde_json::from_str(body).unwrap();
+        record["derived"]["haz"] = json!(-3.232);
+        record.to_string()
+    };
+    let id = newborn.to_string();
+    match db.url() {
+        Some(url) => {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            let body: String = sqlx::query_scalar("SELECT body FROM records WHERE id = $1")
+                .bind(&id)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE records SET body = $1 WHERE id = $2")
+                .bind(stored_body(&body))
+                .bind(&id)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE meta SET value = 'an older release' WHERE name = 'derived_by'")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        None => {
+            use sqlx::Connection;
+            let url = format!("sqlite://{}/mam.db", db.args[1]);
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            let body: String = sqlx::query_scalar("SELECT body FROM records WHERE id = ?")
+                .bind(&id)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE records SET body = ? WHERE id = ?")
+                .bind(stored_body(&body))
+                .bind(&id)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE meta SET value = 'an older release' WHERE name = 'derived_by'")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    server.restart();
+    let shown =
+        crate::office::signed_in_page(&server, "xa", &format!("/office/records/{newborn}")).await;
+    let today = format!("{newborn_haz:.2}")
+        .replace('.', ",")
+        .replace('-', "−");
+    assert!(
+        !shown.contains("3,232")
+            && (shown.contains(&today) || shown.contains(&today.replace('−', "-"))),
+        "the newborn's score by today's rules ({today}): {shown}"
+    );
+    // The start says what it derived again (the log is read as it comes).
+    let started = std::time::Instant::now();
+    while !server.log().contains("rederived=1") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{}",
+            server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Once: a second start finds nothing to do.
+    server.restart();
+    let _ = crate::office::signed_in_page(&server, "xa", "/office").await;
+    while !server.log().contains("Mầm started") {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(!server.log().contains("derived again"), "{}", server.log());
+    assert_eq!(figures(&server).await("underweight-under-5").1, 2);
+}

@@ -32,8 +32,9 @@ use field_day::{
 };
 use forms::{
     commune_must_exist_on_the_collection_date, derived_fields_follow_the_edits,
-    invalid_values_are_refused_in_both_languages_and_kept, phones_fetch_forms_by_manifest_and_etag,
-    published_versions_only_grow_compatibly, xlsform_imports_the_common_subset_and_names_the_rest,
+    growth_scores_follow_todays_rules, invalid_values_are_refused_in_both_languages_and_kept,
+    phones_fetch_forms_by_manifest_and_etag, published_versions_only_grow_compatibly,
+    xlsform_imports_the_common_subset_and_names_the_rest,
 };
 use harness::{Backend, Database, Server, COMMUNE, OTHER_COMMUNE};
 use histories::random_histories_lose_nothing;
@@ -102,6 +103,7 @@ both_backends!(
     sigterm_drains_in_flight_syncs,
     invalid_values_are_refused_in_both_languages_and_kept,
     derived_fields_follow_the_edits,
+    growth_scores_follow_todays_rules,
     commune_must_exist_on_the_collection_date,
     phones_fetch_forms_by_manifest_and_etag,
     published_versions_only_grow_compatibly,

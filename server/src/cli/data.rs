@@ -86,16 +86,17 @@ pub(super) async fn indicators(
     match command {
         IndicatorsCommand::Rebuild { .. } => {
             let defs = crate::indicators::load(&settings.forms.indicators())?;
+            let forms = crate::forms::FormRegistry::from_store(store.as_ref()).await?;
             let started = std::time::Instant::now();
-            let count = defs.len();
-            let build = move |records: &[sync_protocol::Record]| {
-                crate::indicators::rebuild(&defs, records)
-                    .into_iter()
-                    .collect::<Vec<_>>()
-            };
-            let (records, cells) = store.rebuild_cells(&build).await?;
+            let rebuilt = crate::indicators::refresh(store.as_ref(), &forms, &defs, true)
+                .await?
+                .expect("a forced refresh rebuilds");
             println!(
-                "Rebuilt {cells} cells of {count} indicators from {records} records in {:.2} s.",
+                "Rebuilt {} cells of {} indicators from {} records ({} derived again by today's rules) in {:.2} s.",
+                rebuilt.cells,
+                defs.len(),
+                rebuilt.records,
+                rebuilt.rederived,
                 started.elapsed().as_secs_f64()
             );
         }

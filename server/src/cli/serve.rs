@@ -32,6 +32,18 @@ pub(super) async fn serve(settings: Settings) -> anyhow::Result<()> {
     let store = store::open(&settings).await?;
     let published = forms::publish_all(store.as_ref(), &form_files, now_ms()).await?;
     let registry = FormRegistry::from_store(store.as_ref()).await?;
+    // Derived fields and cells follow today's rules: after an upgrade or new form versions,
+    // the stored records are derived again and the cells rebuilt, once.
+    if let Some(r) =
+        crate::indicators::refresh(store.as_ref(), &registry, &indicators, false).await?
+    {
+        info!(
+            records = r.records,
+            rederived = r.rederived,
+            cells = r.cells,
+            "records derived again by today's rules; indicator cells rebuilt"
+        );
+    }
     let tls = match (&settings.server.tls_cert, &settings.server.tls_key) {
         (Some(cert), Some(key)) => Some(crate::listen::tls_config(cert, key)?),
         (None, None) => None,

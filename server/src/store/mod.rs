@@ -106,6 +106,19 @@ pub struct DeviceSummary {
 /// What `rebuild_cells` computes the cells with.
 pub type CellBuilder<'a> = dyn Fn(&[Record]) -> Vec<(CellKey, Amount)> + Send + Sync + 'a;
 
+/// What `rebuild_cells` derives each record's computed fields with, before it counts them:
+/// true when the record's derived values changed (and so its stored body is rewritten).
+pub type Rederive<'a> = dyn Fn(&mut Record) -> bool + Send + Sync + 'a;
+
+/// What a rebuild read and wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub records: usize,
+    /// Records whose derived values the rules of today changed.
+    pub rederived: usize,
+    pub cells: usize,
+}
+
 /// Successor numbers one device may take: a phone restored a few times, not a device factory.
 pub const MAX_SUCCESSORS: i64 = 10;
 
@@ -764,11 +777,20 @@ pub trait CellStore: Send + Sync + 'static {
     async fn cells(&self, period: Option<&str>) -> Result<Vec<(CellKey, Amount)>>;
     /// Replace every indicator cell (a rebuild), in one transaction.
     async fn replace_cells(&self, cells: &[(CellKey, Amount)]) -> Result<()>;
-    /// Replace every indicator cell with what `build` makes of every record, reading the
-    /// records and writing the cells in one transaction that no push can commit into: a push
-    /// either lands before the read (and counts) or after the write (and adds its deltas).
-    /// Returns the number of records read and of cells written.
-    async fn rebuild_cells(&self, build: &CellBuilder<'_>) -> Result<(usize, usize)>;
+    /// Derive every record's computed fields again with `derive` (rewriting the bodies it
+    /// changes, with no new change number: phones compute derived fields themselves), then
+    /// replace every indicator cell with what `build` makes of the records, reading the
+    /// records and writing them and the cells in one transaction that no push can commit
+    /// into: a push either lands before the read (and counts) or after the write (and adds
+    /// its deltas).
+    async fn rebuild_cells(
+        &self,
+        derive: &Rederive<'_>,
+        build: &CellBuilder<'_>,
+    ) -> Result<Rebuilt>;
+    /// A fact kept in the database's `meta` table.
+    async fn meta(&self, name: &str) -> Result<Option<String>>;
+    async fn set_meta(&self, name: &str, value: &str) -> Result<()>;
 }
 
 /// What `mam bench ingest` needs and production never calls: raw upserts, emptying the
@@ -839,7 +861,7 @@ pub async fn open_for_bench(
 
 /// A record as wire JSON, written into a buffer sized for it up front: growing it step by step
 /// would copy the text several times over.
-fn encode_record(record: &Record) -> String {
+pub(crate) fn encode_record(record: &Record) -> String {
     fn value_len(value: &Value) -> usize {
         match value {
             Value::String(s) => s.len() + 8,

@@ -797,7 +797,11 @@ impl super::CellStore for PgStore {
         Ok(())
     }
 
-    async fn rebuild_cells(&self, build: &super::CellBuilder<'_>) -> Result<(usize, usize)> {
+    async fn rebuild_cells(
+        &self,
+        derive: &super::Rederive<'_>,
+        build: &super::CellBuilder<'_>,
+    ) -> Result<super::Rebuilt> {
         let mut tx = self.pool.begin().await?;
         // Pushes add to the cells before they take the change counter: the cells first (a
         // push that has touched them finishes before this goes on), then the counter, so no
@@ -811,10 +815,22 @@ impl super::CellStore for PgStore {
         let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
             .fetch_all(&mut *tx)
             .await?;
-        let records = bodies
+        let mut records = bodies
             .iter()
             .map(|b| parse_record(b))
             .collect::<Result<Vec<_>>>()?;
+        drop(bodies);
+        let mut rederived = 0;
+        for record in &mut records {
+            if derive(record) {
+                rederived += 1;
+                sqlx::query("UPDATE records SET body = $1 WHERE id = $2")
+                    .bind(super::encode_record(record))
+                    .bind(record.id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         let cells = build(&records);
         sqlx::query("DELETE FROM indicator_cells")
             .execute(&mut *tx)
@@ -823,7 +839,30 @@ impl super::CellStore for PgStore {
             add_cells(&mut tx, chunk).await?;
         }
         tx.commit().await?;
-        Ok((records.len(), cells.len()))
+        Ok(super::Rebuilt {
+            records: records.len(),
+            rederived,
+            cells: cells.len(),
+        })
+    }
+
+    async fn meta(&self, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn set_meta(&self, name: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
 

@@ -1293,7 +1293,11 @@ impl super::CellStore for SqliteStore {
         Ok(())
     }
 
-    async fn rebuild_cells(&self, build: &super::CellBuilder<'_>) -> Result<(usize, usize)> {
+    async fn rebuild_cells(
+        &self,
+        derive: &super::Rederive<'_>,
+        build: &super::CellBuilder<'_>,
+    ) -> Result<super::Rebuilt> {
         let mut conn = self.writer.acquire().await?;
         // IMMEDIATE: the write lock before the read, so no other process's push commits
         // between the records read and the cells written.
@@ -1302,10 +1306,22 @@ impl super::CellStore for SqliteStore {
             let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
                 .fetch_all(&mut *conn)
                 .await?;
-            let records = bodies
+            let mut records = bodies
                 .iter()
                 .map(|b| parse_record(b))
                 .collect::<Result<Vec<_>>>()?;
+            drop(bodies);
+            let mut rederived = 0;
+            for record in &mut records {
+                if derive(record) {
+                    rederived += 1;
+                    sqlx::query("UPDATE records SET body = ? WHERE id = ?")
+                        .bind(super::encode_record(record))
+                        .bind(record.id.to_string())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
             let cells = build(&records);
             sqlx::query("DELETE FROM indicator_cells")
                 .execute(&mut *conn)
@@ -1315,7 +1331,11 @@ impl super::CellStore for SqliteStore {
                 push_cells(&mut q, chunk);
                 q.build().execute(&mut *conn).await?;
             }
-            Ok::<_, StoreError>((records.len(), cells.len()))
+            Ok::<_, StoreError>(super::Rebuilt {
+                records: records.len(),
+                rederived,
+                cells: cells.len(),
+            })
         }
         .await;
         match result {
@@ -1328,6 +1348,25 @@ impl super::CellStore for SqliteStore {
                 Err(e)
             }
         }
+    }
+
+    async fn meta(&self, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    async fn set_meta(&self, name: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 }
 

@@ -202,7 +202,8 @@ pub(super) fn geography_label(valid_from: &str, lang: Lang) -> String {
 
 pub(super) use crate::report::day_label;
 
-/// A value as a person reads it: choice labels, yes/no, dates as dd/mm/yyyy.
+/// A value as a person reads it: choice labels, yes/no, dates as dd/mm/yyyy, decimals as the
+/// language writes them.
 pub(super) fn show(value: &Value, field: Option<&FormField>, lang: Lang) -> String {
     let label = |code: &str| {
         field
@@ -217,6 +218,8 @@ pub(super) fn show(value: &Value, field: Option<&FormField>, lang: Lang) -> Stri
         Value::Bool(false) => lang.t("no").to_owned(),
         Value::String(s) if field.is_some_and(|f| f.kind == FieldType::Date) => day_label(s),
         Value::String(s) => label(s),
+        // A decimal comma in Vietnamese; whole numbers (years, counts) as they are.
+        Value::Number(n) if lang == Lang::Vi => n.to_string().replace('.', ","),
         Value::Number(n) => n.to_string(),
         Value::Array(items) if items.iter().all(Value::is_string) => items
             .iter()

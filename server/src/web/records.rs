@@ -11,11 +11,11 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 use serde_json::Value;
+use sync_protocol::who::{Class, Score};
 use sync_protocol::{
     Dot, Edit, FieldEdit, FieldType, Form as SurveyForm, FormField, FormId, Record, RecordId,
     COMMUNE_FIELD, DELETED_FIELD,
 };
-use sync_protocol::who::{Class, Score};
 
 use super::common::*;
 use super::{encode_query, local_time, Lang, Officer, PageError};
@@ -635,9 +635,15 @@ async fn render_record(
             rejected: e.rejected,
         });
     }
-    let derived = record
-        .derived
-        .iter()
+    // In the form's order (inputs before what is worked out from them).
+    let mut ordered: Vec<(&String, &Value)> = record.derived.iter().collect();
+    let position = |name: &str| {
+        form.and_then(|f| f.derived.iter().position(|d| d.name == name))
+            .unwrap_or(usize::MAX)
+    };
+    ordered.sort_by_key(|(name, _)| position(name));
+    let derived = ordered
+        .into_iter()
         .map(|(name, value)| {
             let label = form
                 .and_then(|f| f.derived.iter().find(|d| &d.name == name))
