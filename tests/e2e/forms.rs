@@ -863,6 +863,36 @@ pub async fn growth_scores_follow_todays_rules(db: Database) {
         "the definitions say what is left out"
     );
 
+    // The workbook: wasting beside the plan's targets, said not to be one.
+    {
+        use calamine::{Data, Reader};
+        let mut office = crate::office::Office::new(&server);
+        office.login("xa", crate::office::PASSWORD).await;
+        let (status, _, bytes) = office.download("/office/reports/2020-H1.xlsx").await;
+        assert_eq!(status, 200);
+        let path = db.scratch("growth.xlsx");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut book = calamine::open_workbook_auto(&path).unwrap();
+        let sheet = book.worksheet_range("Y tế, dinh dưỡng").unwrap();
+        let cells: Vec<String> = sheet
+            .cells()
+            .filter_map(|(_, _, v)| match v {
+                Data::String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        let at = |text: &str| cells.iter().position(|c| c.starts_with(text));
+        let wasting = at("Tỷ lệ trẻ dưới 5 tuổi suy dinh dưỡng gầy còm (%)").expect("wasting");
+        assert!(at("Tỷ lệ trẻ dưới 5 tuổi suy dinh dưỡng nhẹ cân").is_some());
+        assert!(
+            cells
+                .iter()
+                .any(|c| c == "Không phải chỉ tiêu của Kế hoạch 2020"),
+            "{cells:?}"
+        );
+        assert!(wasting > 0);
+    }
+
     // A database an older release wrote: the newborn scored by the monthly tables, and the
     // cells counted by them. Started again, the server derives it anew, once.
     server.kill();

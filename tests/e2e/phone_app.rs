@@ -2245,5 +2245,59 @@ pub async fn phone_scores_children_as_who_does() {
         problems.len(),
         problems[..problems.len().min(30)].join("\n")
     );
+
+    // As the collaborator types, the form shows the four scores.
+    enrol(&browser, &server, "Mai", &["19753"]).await;
+    browser.click_on("#new").await;
+    browser.click_on("a[data-form=\"nutrition\"]").await;
+    browser
+        .type_into(
+            &browser.find("[data-name=\"child_name\"] input").await,
+            "Hồ Thị Bé",
+        )
+        .await;
+    browser
+        .click(
+            &browser
+                .find("[data-name=\"sex\"] select option[value=\"f\"]")
+                .await,
+        )
+        .await;
+    set_field(&browser, "date_of_birth", "2024-01-10").await;
+    set_field(&browser, "measurement_date", "2024-09-20").await;
+    set_field(&browser, "weight_kg", "6.1").await;
+    set_field(&browser, "length_height_cm", "63.5").await;
+    browser
+        .click(
+            &browser
+                .find("[data-name=\"measured_lying\"] input[value=\"true\"]")
+                .await,
+        )
+        .await;
+    let girl = Child {
+        sex: Sex::Girl,
+        age_days: 254.0,
+        weight_kg: Some(6.1),
+        lenhei_cm: Some(63.5),
+        position: Some(Position::Lying),
+        oedema: false,
+    };
+    for score in Score::ALL {
+        let z = girl.score(score).unwrap().z;
+        let text = browser
+            .wait_text(
+                &format!("[data-derived=\"{}\"]", score.name()),
+                &format!("{z}").replace('.', ","),
+            )
+            .await;
+        assert!(text.contains("Z-score"), "{text}");
+    }
+    in_page(
+        &browser,
+        "document.querySelector('[data-derived=\"whz\"]').scrollIntoView({ block: 'center' }); done(true);",
+        vec![],
+    )
+    .await;
+    browser.screenshot("90-growth-scores").await;
     browser.quit().await;
 }

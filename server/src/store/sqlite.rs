@@ -584,6 +584,27 @@ impl super::SyncStore for SqliteStore {
         sqlx::query("UPDATE devices SET restored_seq = last_seq")
             .execute(&mut *tx)
             .await?;
+        // An office account's edits are numbered by the server, not kept by a phone: the ones
+        // the restored database lost may already be on phones, so its next numbers must not
+        // be used again. Each account writes under a new device number from here on.
+        let users: Vec<(i64, i64)> = sqlx::query_as("SELECT id, device FROM users")
+            .fetch_all(&mut *tx)
+            .await?;
+        for (user, device) in users {
+            let successor: i64 = sqlx::query_scalar(
+                "INSERT INTO devices (name, communes, created_at, predecessor)
+                 SELECT name, communes, ?, id FROM devices WHERE id = ? RETURNING id",
+            )
+            .bind(now)
+            .bind(device)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE users SET device = ? WHERE id = ?")
+                .bind(successor)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(epoch)
     }
