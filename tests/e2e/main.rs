@@ -47,7 +47,8 @@ use office::{
 };
 use recovery::{
     a_rebuild_racing_pushes_loses_no_push, a_restored_phone_takes_a_successor_and_loses_nothing,
-    a_restored_server_gets_back_what_phones_kept, two_edits_under_one_seq_are_refused_and_kept,
+    a_restored_server_gets_back_what_phones_kept, office_settles_after_a_restore_are_kept,
+    two_edits_under_one_seq_are_refused_and_kept,
 };
 use serde_json::{json, Value};
 use sync_protocol::{Record, RecordId, RejectCode, SyncRequest, SyncResponse};
@@ -116,6 +117,7 @@ both_backends!(
     two_edits_under_one_seq_are_refused_and_kept,
     a_restored_phone_takes_a_successor_and_loses_nothing,
     a_restored_server_gets_back_what_phones_kept,
+    office_settles_after_a_restore_are_kept,
     a_rebuild_racing_pushes_loses_no_push,
     random_histories_lose_nothing,
     serve_runs_in_an_empty_folder_on_built_in_schemas,

@@ -341,3 +341,76 @@ pub async fn a_rebuild_racing_pushes_loses_no_push(db: Database) {
         "the tables after the race equal a quiet rebuild"
     );
 }
+
+/// The office settles a conflict, a phone writes over that settle, and the database is put
+/// back to a backup taken before both. The office settles again what it sees now, then the
+/// phone's edit comes back: the new settle stands beside it, made under a number no phone has
+/// seen, not under the lost settle's, which the phone's edit supersedes.
+pub async fn office_settles_after_a_restore_are_kept(db: Database) {
+    let mut server = Server::start(&db);
+    crate::office::add_user(&server, "xa", "commune", COMMUNE);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let mut b = server.enroll("Lan", &[COMMUNE]).await;
+    let id = a.create(COMMUNE, &[("child_name", json!("Một"))]);
+    a.sync().await;
+    b.sync().await;
+    a.edit(id, &[("child_name", json!("Hoa viết"))]);
+    b.edit(id, &[("child_name", json!("Lan viết"))]);
+    a.sync().await;
+    b.sync().await;
+    a.sync().await;
+    assert!(a.view(id).is_conflicted());
+    let file = db.scratch("backup.db");
+    back_up(&server, &db, &file);
+
+    // Settles what the page shows, typing `value`.
+    async fn settle(server: &Server, id: sync_protocol::RecordId, value: &str) {
+        let mut office = crate::office::Office::new(server);
+        office.login("xa", crate::office::PASSWORD).await;
+        let csrf = office.csrf().await;
+        let path = format!("/office/records/{id}");
+        let (_, page) = office.get(&path).await;
+        let shown = crate::office::hidden(&page, "shown");
+        let response = office
+            .post(
+                &format!("{path}/settle"),
+                &[
+                    ("csrf", csrf.as_str()),
+                    ("shown", shown.as_str()),
+                    ("pick:child_name", "other"),
+                    ("other:child_name", value),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), 303, "{}", response.text().await.unwrap());
+    }
+    settle(&server, id, "Văn phòng chọn").await;
+    a.sync().await;
+    assert_eq!(
+        a.view(id).value("child_name"),
+        Some(&json!("Văn phòng chọn"))
+    );
+    a.edit(id, &[("child_name", json!("Hoa sửa sau"))]);
+    a.sync().await;
+
+    // Put back; the office settles again before Hoa's phone has brought its edit back.
+    restore(&mut server, &db, &file).await;
+    for p in [&mut a, &mut b] {
+        p.url = server.url.clone();
+    }
+    b.sync().await;
+    settle(&server, id, "Văn phòng chọn lại").await;
+    a.sync().await;
+    // Hoa's edit superseded the lost settle, not this one: both stand, for a person to settle.
+    for p in [&mut a, &mut b] {
+        p.sync().await;
+        let record = p.view(id);
+        let mut values: Vec<&Value> = record.fields["child_name"].values().collect();
+        values.sort_by_key(|v| v.to_string());
+        assert_eq!(
+            values,
+            [&json!("Hoa sửa sau"), &json!("Văn phòng chọn lại")],
+            "{values:?}"
+        );
+    }
+}
