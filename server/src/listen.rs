@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,12 +13,15 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// The address of the peer of a connection, plain or TLS.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +40,75 @@ impl Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
 }
 
 /// The certificate chain and private key (PEM files) as a TLS configuration for HTTP/1.1.
+/// The files are read again when they change (a certificate renewed by certbot or another ACME
+/// client, or replaced by hand): the next connection gets the new one, with no restart. A
+/// change that does not make a certificate and its key is logged, and the one in use stays.
 pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let files = CertFiles::load(cert, key, provider.clone())?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(files));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// When a file was last changed, to tell a renewed certificate.
+fn changed_at(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// A certificate and key read from files, and read again when either file changes.
+#[derive(Debug)]
+struct CertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    /// The certificate in use, and the files' change times it was read at (or last tried).
+    current: std::sync::Mutex<(Arc<CertifiedKey>, [Option<std::time::SystemTime>; 2])>,
+}
+
+impl CertFiles {
+    fn load(cert: &Path, key: &Path, provider: Arc<CryptoProvider>) -> anyhow::Result<Self> {
+        let stamps = [changed_at(cert), changed_at(key)];
+        let certified = read_certified(cert, key, &provider)?;
+        Ok(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            provider,
+            current: std::sync::Mutex::new((Arc::new(certified), stamps)),
+        })
+    }
+}
+
+impl ResolvesServerCert for CertFiles {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let stamps = [changed_at(&self.cert), changed_at(&self.key)];
+        if stamps != current.1 {
+            // Tried once per change: a half-written renewal is tried again when it changes.
+            current.1 = stamps;
+            match read_certified(&self.cert, &self.key, &self.provider) {
+                Ok(renewed) => {
+                    info!(cert = %self.cert.display(), "TLS certificate read again");
+                    current.0 = Arc::new(renewed);
+                }
+                Err(e) => {
+                    warn!("TLS certificate files changed, still serving the one before: {e:#}")
+                }
+            }
+        }
+        Some(current.0.clone())
+    }
+}
+
+fn read_certified(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> anyhow::Result<CertifiedKey> {
     let certs = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("server.tls_cert: cannot read {}", cert.display()))?
         .collect::<Result<Vec<_>, _>>()
@@ -52,15 +123,8 @@ pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> 
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("server.tls_key: {} is not a PEM private key", key.display()))?;
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("server.tls_cert and server.tls_key do not make a certificate and its key")?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    CertifiedKey::from_der(certs, key, provider)
+        .context("server.tls_cert and server.tls_key do not make a certificate and its key")
 }
 
 /// TCP with TLS on top. Handshakes run beside the accept loop (a slow client never holds up

@@ -328,3 +328,98 @@ pub async fn commands_end_quietly_on_a_closed_pipe(db: Database) {
         assert!(status.success(), "mam {args:?}: {status:?} {stderr}");
     }
 }
+
+/// A certificate renewed on disk (by certbot or any ACME client, or by hand) is served from
+/// the next connection on, with no restart; a renewal that does not make a certificate and its
+/// key leaves the one in use serving.
+pub async fn renewed_certificates_are_served_without_a_restart() {
+    let dir = std::env::temp_dir().join(format!("mam-renew-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let make = |name: &str| {
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
+            .arg("-keyout")
+            .arg(&k)
+            .arg("-out")
+            .arg(&c)
+            .output()
+            .expect("openssl makes a test certificate");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        (c, k)
+    };
+    // Put in place as a renewal does: whole files, renamed over the old ones.
+    let install = |(c, k): &(std::path::PathBuf, std::path::PathBuf)| {
+        std::fs::copy(c, dir.join("next.crt")).unwrap();
+        std::fs::copy(k, dir.join("next.key")).unwrap();
+        std::fs::rename(dir.join("next.crt"), &cert).unwrap();
+        std::fs::rename(dir.join("next.key"), &key).unwrap();
+    };
+    let first = make("mam-first.test");
+    install(&first);
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start_in(
+        &db,
+        &dir,
+        &[
+            ("MAM__SERVER__TLS_CERT", cert.to_str().unwrap()),
+            ("MAM__SERVER__TLS_KEY", key.to_str().unwrap()),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let subject = || {
+        let out = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("subject="))
+            .unwrap_or_else(|| panic!("no certificate: {text}"))
+            .to_owned()
+    };
+    assert!(subject().contains("mam-first.test"));
+    // Change times must differ from the first files'.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    install(&make("mam-renewed.test"));
+    assert!(
+        subject().contains("mam-renewed.test"),
+        "served from the next connection"
+    );
+    // A key that is not this certificate's: the renewed one stays.
+    let other = make("mam-other.test");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::copy(&first.1, dir.join("next.key")).unwrap();
+    std::fs::rename(dir.join("next.key"), &key).unwrap();
+    let _ = other;
+    assert!(subject().contains("mam-renewed.test"));
+    let started = std::time::Instant::now();
+    while !server.log().contains("still serving the one before") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

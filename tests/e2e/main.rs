@@ -149,6 +149,11 @@ async fn phone_app_two_tabs_keep_each_others_edits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificates_are_served_without_a_restart() {
+    field_day::renewed_certificates_are_served_without_a_restart().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_works_offline_over_https_from_a_network_name() {
     phone_app::phone_app_works_offline_over_https_from_a_network_name().await;
 }
