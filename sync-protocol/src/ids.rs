@@ -112,21 +112,25 @@ pub const DELETED_FIELD: &str = "_deleted";
 /// edit made from an older view does not move the record back.
 pub const COMMUNE_FIELD: &str = "_commune";
 
-/// Checks a field name: `_deleted`, `_commune`, or lower-case letters, digits and '_' starting
-/// with a letter, at most 64 characters. Other names starting with '_' are reserved.
+/// The longest field name.
+pub const MAX_FIELD_NAME: usize = 128;
+
+/// Checks a field name: an XML name as XLSForm writes them — a letter or `_` first, then
+/// letters of either case, digits, `_`, `-` and `.` — at most [`MAX_FIELD_NAME`] bytes.
+/// Names are case-sensitive. `_deleted` and `_commune` are the record's own.
 pub fn check_field_name(name: &str) -> Result<(), String> {
     if name == DELETED_FIELD || name == COMMUNE_FIELD {
         return Ok(());
     }
-    let mut bytes = name.bytes();
-    let ok = name.len() <= 64
-        && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let mut chars = name.chars();
+    let ok = name.len() <= MAX_FIELD_NAME
+        && chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "field name {name:?} must start with a-z and hold only a-z, 0-9 and '_' (64 at most)"
+            "field name {name:?} must start with a letter or '_' and hold only letters, digits, '_', '-' and '.' ({MAX_FIELD_NAME} bytes at most)"
         ))
     }
 }
