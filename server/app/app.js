@@ -734,6 +734,16 @@ function readField(field, root) {
   const el = root.querySelector(`[data-name="${CSS.escape(field.name)}"]`);
   if (!el) return undefined;
   switch (field.type) {
+    case "note":
+      return undefined;
+    case "datetime": {
+      const v = el.querySelector("input").value;
+      if (!v) return null;
+      // With the phone's offset from UTC (Việt Nam: +07:00).
+      const minutes = -new Date(v).getTimezoneOffset();
+      const pad = (n) => String(Math.floor(Math.abs(n))).padStart(2, "0");
+      return `${v}${minutes >= 0 ? "+" : "-"}${pad(minutes / 60)}:${pad(minutes % 60)}`;
+    }
     case "boolean": {
       const checked = el.querySelector("input:checked");
       return checked ? checked.value === "true" : null;
@@ -778,6 +788,18 @@ function fieldInput(field, value, villages) {
   const wrap = h("div", { class: "input", "data-name": field.name, "data-type": field.type });
   const lab = h("label", { for: id }, label(field.label, field.name), field.required ? h("span", { class: "req", "aria-hidden": "true", text: " *" }) : null);
   switch (field.type) {
+    case "note":
+      // Words for the person filling the form: shown, never stored.
+      wrap.append(h("p", { class: "note", text: label(field.label, "") }),
+        field.hint ? h("p", { class: "muted", text: label(field.hint, "") }) : null);
+      return wrap;
+    case "time":
+      wrap.append(lab, h("input", { id, type: "time", value: value ?? "" }));
+      return wrap;
+    case "datetime":
+      // The phone's local time, with its offset, as the value.
+      wrap.append(lab, h("input", { id, type: "datetime-local", value: typeof value === "string" ? value.slice(0, 16) : "" }));
+      return wrap;
     case "boolean":
       wrap.append(h("fieldset", {},
         h("legend", {}, label(field.label, field.name), field.required ? " *" : ""),

@@ -708,6 +708,18 @@ function num(x) {
 }
 
 /** Whether `value` fits the field's type and rules; null, or the violation. */
+/** `HH:MM`, `HH:MM:SS` or `HH:MM:SS.sss`, 24-hour (sync-protocol's `form::is_time`). */
+export function isTime(s) {
+  return /^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,3})?)?$/.test(s);
+}
+
+function isTimeWithOffset(s) {
+  if (s.endsWith("Z")) return isTime(s.slice(0, -1));
+  const off = s.slice(-6);
+  if (/^[+-]([01][0-9]|2[0-3]):[0-5][0-9]$/.test(off)) return isTime(s.slice(0, -6));
+  return isTime(s);
+}
+
 export function checkValue(field, value, day) {
   if (isNull(value)) return null;
   const [en, vi] = [labelEn(field), labelVi(field)];
@@ -752,6 +764,15 @@ export function checkValue(field, value, day) {
       if (typeof field.min === "string" && value < field.min) return broken("min", `${en} (${d}) cannot be before ${dayText(field.min)}.`, `${vi} (${d}) không được trước ${dayText(field.min)}.`);
       if (typeof field.max === "string" && value > field.max) return broken("max", `${en} (${d}) cannot be after ${dayText(field.max)}.`, `${vi} (${d}) không được sau ${dayText(field.max)}.`);
       return null;
+    }
+    case "note":
+      return bad("note", `${en} is a note: it holds no value.`, `${vi} là lời dặn: không nhận giá trị.`);
+    case "time":
+      return typeof value === "string" && isTime(value) ? null : wrongType("a time (HH:MM)", "một giờ (HH:MM)");
+    case "datetime": {
+      const at = typeof value === "string" ? value.indexOf("T") : -1;
+      const ok = at > 0 && parseDate(value.slice(0, at)) && isTimeWithOffset(value.slice(at + 1));
+      return ok ? null : wrongType("a date and time (YYYY-MM-DDTHH:MM)", "ngày và giờ (YYYY-MM-DDTHH:MM)");
     }
     case "reference":
       return typeof value === "string" && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)

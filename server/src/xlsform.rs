@@ -1,14 +1,11 @@
 //! XLSForm import: the spreadsheet format survey designers already use, converted into a Mầm
 //! form.
 //!
-//! The common subset converts: the `survey`, `choices` and `settings` sheets; the types text,
-//! integer, decimal, date, select_one, select_multiple and geopoint; `begin group`/`end group`
-//! (flattened: groups only arrange the screen) and `begin repeat`/`end repeat` (a repeat
-//! field); `required`; simple constraints (`. >= n`, `. <= n`, `. <= today()`,
-//! `regex(., '…')`, joined by `and`); simple relevance (`${a} = 'x'`, `!=`, `<`, `>`, `<=`,
-//! `>=`, `selected(${a}, 'x')`, joined by `and` or `or`); labels and hints per language
-//! (`label::Tiếng Việt (vi)`, `label::English (en)`, or a plain `label`). Everything else is
-//! named in the report, row by row, never silently dropped.
+//! `schemas/README.md` ("XLSForm") lists what converts, construct by construct: the `survey`,
+//! `choices` and `settings` sheets; names as written; the question types Mầm has (and their
+//! older spellings); `range`, `or_other`; groups as sections with their relevance; repeats;
+//! labels and hints per language; `required`; simple constraints and relevance. Everything
+//! else is named in the report, row by row, never silently dropped.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,7 +52,10 @@ impl Sheet {
             let Some(text) = text else { continue };
             if h == key {
                 plain = Some(text);
-            } else if let Some(lang) = h.strip_prefix(&format!("{key}::")) {
+            } else if let Some(lang) = h
+                .strip_prefix(&format!("{key}::"))
+                .or_else(|| h.strip_prefix(&format!("{key}:")))
+            {
                 if lang.contains("(vi)")
                     || lang.starts_with("vi")
                     || lang.contains("việt")
@@ -168,21 +168,58 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
     // Fields are collected into a stack of scopes: the form, then each open repeat.
     let mut scopes: Vec<(String, Vec<Value>, Option<Value>)> =
         vec![(String::new(), Vec::new(), None)];
+    // Open groups, each with its relevance (converted; `None` when it has none), and for each
+    // scope how many groups were open when it began: a group's relevance applies to the fields
+    // it holds in the same scope.
+    let mut groups: Vec<Option<Value>> = Vec::new();
+    let mut group_base: Vec<usize> = vec![0];
+    // The form's sections: each top-level group, and the fields between groups.
+    let mut sections: Vec<(Value, Vec<String>, bool)> = Vec::new();
+    let mut in_group_section = false;
     for (n, row) in &survey.rows {
         let kind = survey.cell(row, &["type"]);
         let name = survey.cell(row, &["name"]);
         let here = |what: String| format!("survey row {n} ({name}): {what}");
-        let mut words = kind.split_whitespace();
-        let head = words.next().unwrap_or("");
-        let arg = words.next();
+        let (head, arg, or_other) = type_words(kind);
+        let (head, arg) = (head.as_str(), arg.as_deref());
         let mut field = json!({ "name": name });
+        let mut other_field = None;
         let ty = match (head, arg) {
-            ("begin", Some("group"))
-            | ("begin_group", None)
-            | ("end", Some("group"))
-            | ("end_group", None) => continue,
+            ("begin", Some("group")) | ("begin_group", None) => {
+                let relevant = survey.cell(row, &["relevant"]);
+                let converted = if relevant.is_empty() {
+                    None
+                } else {
+                    let expr = condition(relevant);
+                    if expr.is_none() {
+                        not_converted.push(here(format!(
+                            "group relevant {relevant:?} (the group's questions are shown always)"
+                        )));
+                    }
+                    expr
+                };
+                groups.push(converted);
+                if groups.len() == 1 && scopes.len() == 1 {
+                    let label = survey
+                        .labels(row, "label")
+                        .unwrap_or_else(|| json!({ "vi": name, "en": name }));
+                    sections.push((label, Vec::new(), true));
+                    in_group_section = true;
+                }
+                continue;
+            }
+            ("end", Some("group")) | ("end_group", None) => {
+                if groups.pop().is_none() {
+                    not_converted.push(here("end group without begin group".into()));
+                }
+                if groups.is_empty() {
+                    in_group_section = false;
+                }
+                continue;
+            }
             ("begin", Some("repeat")) | ("begin_repeat", None) => {
                 scopes.push((name.to_owned(), Vec::new(), survey.labels(row, "label")));
+                group_base.push(groups.len());
                 continue;
             }
             ("end", Some("repeat")) | ("end_repeat", None) => {
@@ -191,21 +228,74 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                     continue;
                 }
                 let (group, fields, label) = scopes.pop().expect("checked above");
+                group_base.pop();
                 let mut repeat = json!({ "name": group, "type": "repeat", "fields": fields });
                 if let Some(label) = label {
                     repeat["label"] = label;
                 }
-                scopes.last_mut().expect("the form scope").1.push(repeat);
+                let base = *group_base.last().expect("the form's base");
+                place(
+                    repeat,
+                    &groups[base.min(groups.len())..],
+                    scopes.len() == 1,
+                    in_group_section,
+                    &mut sections,
+                    &mut scopes.last_mut().expect("the form scope").1,
+                );
                 continue;
             }
             ("text" | "string", None) => "text",
+            // Typed in; a scanner where the phone's browser offers one.
+            ("barcode", None) => "text",
             ("integer" | "int", None) => "integer",
             ("decimal", None) => "decimal",
             ("date", None) => "date",
+            ("time", None) => "time",
+            ("datetime", None) => "datetime",
+            ("note", None) => "note",
+            // `trigger` is the older name of `acknowledge`.
+            ("acknowledge" | "trigger", None) => "boolean",
             ("geopoint", None) => "geopoint",
+            ("range", None) => {
+                // parameters: start=1 end=10 step=1 (XLSForm's defaults 1, 10, 1).
+                let params = survey.cell(row, &["parameters"]);
+                let mut bounds = [1.0, 10.0, 1.0];
+                for word in params.split_whitespace() {
+                    if let Some((key, v)) = word.split_once('=') {
+                        let at = ["start", "end", "step"].iter().position(|k| *k == key);
+                        match (at, v.parse::<f64>()) {
+                            (Some(i), Ok(x)) => bounds[i] = x,
+                            _ => not_converted.push(here(format!("range parameter {word:?}"))),
+                        }
+                    }
+                }
+                let whole = bounds.iter().all(|x| x.fract() == 0.0);
+                let number = |x: f64| if whole { json!(x as i64) } else { json!(x) };
+                let (low, high) = (bounds[0].min(bounds[1]), bounds[0].max(bounds[1]));
+                field["min"] = number(low);
+                field["max"] = number(high);
+                if whole {
+                    "integer"
+                } else {
+                    "decimal"
+                }
+            }
             ("select_one" | "select_multiple", Some(list)) => {
                 match lists.get(list) {
-                    Some(choices) => field["choices"] = Value::Array(choices.clone()),
+                    Some(choices) => {
+                        let mut choices = choices.clone();
+                        if or_other {
+                            // XLSForm's `or_other`: an "other" choice, and the text box for it.
+                            choices.push(json!({ "code": "other", "label": { "vi": "Khác", "en": "Other" } }));
+                            other_field = Some(json!({
+                                "name": format!("{name}_other"),
+                                "type": "text",
+                                "label": { "vi": "Khác (ghi rõ)", "en": "Specify other" },
+                                "relevant": { "in": ["other", { "var": name }] },
+                            }));
+                        }
+                        field["choices"] = Value::Array(choices);
+                    }
                     None => {
                         not_converted.push(here(format!(
                             "choice list {list:?} is not on the choices sheet"
@@ -268,7 +358,21 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 not_converted.push(here(format!("{column} {value:?}")));
             }
         }
-        scopes.last_mut().expect("the form scope").1.push(field);
+        let base = *group_base.last().expect("the form's base");
+        let top = scopes.len() == 1;
+        for f in std::iter::once(field).chain(other_field) {
+            place(
+                f,
+                &groups[base.min(groups.len())..],
+                top,
+                in_group_section,
+                &mut sections,
+                &mut scopes.last_mut().expect("the form scope").1,
+            );
+        }
+    }
+    if !groups.is_empty() {
+        not_converted.push(format!("{} group(s) never closed", groups.len()));
     }
     if scopes.len() > 1 {
         not_converted.push(format!(
@@ -278,6 +382,14 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
     }
     let fields = scopes.swap_remove(0).1;
     let mut form = json!({ "id": id, "version": version, "fields": fields });
+    // Groups are the form's sections (pages on the phone), when it has any.
+    if sections.iter().any(|(_, _, group)| *group) {
+        form["sections"] = sections
+            .into_iter()
+            .filter(|(_, names, _)| !names.is_empty())
+            .map(|(label, fields, _)| json!({ "label": label, "fields": fields }))
+            .collect();
+    }
     if let Some(title) = title {
         form["title"] = title;
     }
@@ -289,6 +401,79 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         form,
         not_converted,
     })
+}
+
+/// Adds a converted field to its scope: the relevance of the groups that hold it joined to its
+/// own, and, at the form's top level, to the section it is in (its group's, or the one for the
+/// questions between groups).
+fn place(
+    mut field: Value,
+    groups: &[Option<Value>],
+    top: bool,
+    in_group_section: bool,
+    sections: &mut Vec<(Value, Vec<String>, bool)>,
+    scope: &mut Vec<Value>,
+) {
+    let mut all: Vec<Value> = groups.iter().flatten().cloned().collect();
+    if let Some(own) = field.get("relevant").cloned() {
+        all.push(own);
+    }
+    match all.len() {
+        0 => {}
+        1 => field["relevant"] = all.remove(0),
+        _ => field["relevant"] = json!({ "and": all }),
+    }
+    if top {
+        let name = field["name"].as_str().unwrap_or_default().to_owned();
+        match sections.last_mut() {
+            Some((_, names, group)) if *group == in_group_section => names.push(name),
+            _ => sections.push((
+                json!({ "vi": "Câu hỏi chung", "en": "General questions" }),
+                vec![name],
+                false,
+            )),
+        }
+    }
+    scope.push(field);
+}
+
+/// A type cell in its words, as XLSForm spells them in every version: `select_one list`,
+/// `select one from list`, `select all that apply from list`, `select_multiple list or_other`,
+/// `begin group`… Returns the type, its list (for selects) and whether `or_other` follows.
+fn type_words(kind: &str) -> (String, Option<String>, bool) {
+    let lower = kind.trim().to_ascii_lowercase();
+    let mut words: Vec<&str> = lower.split_whitespace().collect();
+    let mut or_other = false;
+    if words.last() == Some(&"or_other") {
+        words.pop();
+        or_other = true;
+    } else if words.ends_with(&["or", "specify", "other"]) {
+        words.truncate(words.len() - 3);
+        or_other = true;
+    }
+    let (head, rest): (&str, &[&str]) = match words.as_slice() {
+        ["select", "one", "from", rest @ ..] | ["select", "one", rest @ ..] => ("select_one", rest),
+        ["select", "all", "that", "apply", "from", rest @ ..]
+        | ["select", "all", "that", "apply", rest @ ..]
+        | ["select", "multiple", rest @ ..] => ("select_multiple", rest),
+        ["select_one", rest @ ..] => ("select_one", rest),
+        ["select_multiple", rest @ ..] => ("select_multiple", rest),
+        [head, rest @ ..] => (*head, rest),
+        [] => ("", &[]),
+    };
+    // The list's name keeps its case: find it in the original cell.
+    let arg = rest.first().map(|w| {
+        kind.split_whitespace()
+            .find(|orig| orig.eq_ignore_ascii_case(w))
+            .unwrap_or(w)
+            .to_owned()
+    });
+    let head = match head {
+        "datetime" | "date_time" => "datetime",
+        "begin_group" | "begin_repeat" | "end_group" | "end_repeat" => head,
+        h => h,
+    };
+    (head.to_owned(), arg, or_other)
 }
 
 /// `. >= 0 and . <= 120`, `. <= today()`, `regex(., '[0-9]{5}')` into min, max, not_future and

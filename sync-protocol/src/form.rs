@@ -199,6 +199,12 @@ pub enum FieldType {
     Geopoint,
     Reference,
     Repeat,
+    /// Words shown to the person filling the form; never holds a value.
+    Note,
+    /// A time of day, `HH:MM` or `HH:MM:SS`.
+    Time,
+    /// A date and time, `YYYY-MM-DDTHH:MM[:SS]`, with an offset (`Z`, `+07:00`) or without.
+    Datetime,
 }
 
 /// A value that breaks a rule: which field, which rule, which value, in both languages.
@@ -734,6 +740,43 @@ fn check_fields(fields: &[FormField], names: &mut BTreeSet<String>) -> Result<()
     Ok(())
 }
 
+/// `HH:MM`, `HH:MM:SS` or `HH:MM:SS.sss`, 24-hour.
+pub fn is_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    let two = |i: usize, max: u8| {
+        b.get(i..i + 2).is_some_and(|d| {
+            d[0].is_ascii_digit()
+                && d[1].is_ascii_digit()
+                && (d[0] - b'0') * 10 + (d[1] - b'0') <= max
+        })
+    };
+    let base = b.len() >= 5 && two(0, 23) && b[2] == b':' && two(3, 59);
+    match b.len() {
+        5 => base,
+        8 => base && b[5] == b':' && two(6, 59),
+        10..=12 => {
+            base && b[5] == b':'
+                && two(6, 59)
+                && b[8] == b'.'
+                && b[9..].iter().all(u8::is_ascii_digit)
+        }
+        _ => false,
+    }
+}
+
+/// A time as [`is_time`], then nothing, `Z`, or an offset `±HH:MM`.
+fn is_time_with_offset(s: &str) -> bool {
+    if let Some(t) = s.strip_suffix('Z') {
+        return is_time(t);
+    }
+    match s.len().checked_sub(6).map(|i| s.split_at(i)) {
+        Some((t, off)) if (off.starts_with('+') || off.starts_with('-')) && is_time(&off[1..]) => {
+            is_time(t)
+        }
+        _ => is_time(s),
+    }
+}
+
 /// A date as Việt Nam writes it (`2020-03-01` → `01/03/2020`); other text as it is.
 pub fn day_text(date: &str) -> String {
     match (date.get(0..4), date.get(5..7), date.get(8..10)) {
@@ -906,6 +949,30 @@ impl FormField {
                             format!("{vi} ({day}) không được sau {}.", day_text(max)),
                         );
                     }
+                }
+            }
+            FieldType::Note => {
+                return bad(
+                    "note",
+                    format!("{en} is a note: it holds no value."),
+                    format!("{vi} là lời dặn: không nhận giá trị."),
+                );
+            }
+            FieldType::Time => {
+                if !value.as_str().is_some_and(is_time) {
+                    return wrong_type("a time (HH:MM)", "một giờ (HH:MM)");
+                }
+            }
+            FieldType::Datetime => {
+                let ok = value.as_str().is_some_and(|s| {
+                    s.split_once('T')
+                        .is_some_and(|(d, t)| parse_date(d).is_some() && is_time_with_offset(t))
+                });
+                if !ok {
+                    return wrong_type(
+                        "a date and time (YYYY-MM-DDTHH:MM)",
+                        "ngày và giờ (YYYY-MM-DDTHH:MM)",
+                    );
                 }
             }
             FieldType::Reference => {

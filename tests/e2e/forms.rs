@@ -549,6 +549,77 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
         "",
         "",
     ]);
+    for row in [
+        [
+            "time",
+            "start_time",
+            "Giờ bắt đầu",
+            "Start time",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ],
+        [
+            "dateTime",
+            "seen_at",
+            "Lúc gặp",
+            "Seen at",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ],
+        [
+            "acknowledge",
+            "consent",
+            "Đồng ý",
+            "Consent",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ],
+        [
+            "select_one yesno or_other",
+            "swims",
+            "Biết bơi",
+            "Swims",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ],
+        [
+            "begin group",
+            "lessons",
+            "Buổi học bơi",
+            "Lessons",
+            "",
+            "",
+            "",
+            "${attended} = 'yes'",
+            "",
+        ],
+        [
+            "integer",
+            "lesson_count",
+            "Số buổi",
+            "Lessons",
+            "",
+            "",
+            "",
+            "${age} > 7",
+            "",
+        ],
+        ["end group", "", "", "", "", "", "", "", ""],
+    ] {
+        survey.push(row.to_vec());
+    }
     let messy = dir.join("messy.xlsx");
     xlsx(
         &messy,
@@ -579,7 +650,6 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
     );
     for named in [
         "(total): type \"calculate\"",
-        "(intro): type \"note\"",
         "(even): constraint \". mod 2 = 0\"",
         "not published",
     ] {
@@ -629,7 +699,44 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
         .as_array()
         .unwrap()
         .iter()
-        .all(|f| f["name"] != "total" && f["name"] != "intro"));
+        .all(|f| f["name"] != "total"));
+    // Notes, times, acknowledgements, `or_other` with its text box; groups as sections, a
+    // group's relevance joined to its questions' own.
+    assert_eq!(field("intro")["type"], "note");
+    assert_eq!(field("start_time")["type"], "time");
+    assert_eq!(field("seen_at")["type"], "datetime");
+    assert_eq!(field("consent")["type"], "boolean");
+    assert_eq!(field("swims")["choices"][2]["code"], "other");
+    assert_eq!(
+        field("swims_other")["relevant"],
+        json!({"in": ["other", {"var": "swims"}]})
+    );
+    assert_eq!(
+        field("lesson_count")["relevant"],
+        json!({"and": [{"==": [{"var": "attended"}, "yes"]}, {">": [{"var": "age"}, 7]}]})
+    );
+    let sections: Vec<(String, Vec<String>)> = form["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["label"]["vi"].as_str().unwrap().to_owned(),
+                serde_json::from_value(s["fields"].clone()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sections[0],
+        (
+            "Trẻ".to_owned(),
+            vec!["child_name".to_owned(), "age".into(), "assessed_on".into()]
+        )
+    );
+    assert_eq!(
+        sections.last().unwrap(),
+        &("Buổi học bơi".to_owned(), vec!["lesson_count".to_owned()])
+    );
 
     // The clean sheet converts fully, publishes, and a phone can fill it in.
     let out = dir.join("clean.json");

@@ -197,9 +197,31 @@ pub async fn phone_protocol_matches_the_server() {
     let day = "2024-06-15";
     let mut cases = Vec::new();
     let mut expected = Vec::new();
-    for (raw, form) in forms() {
+    // Besides the province's forms, one of the types only imported forms use.
+    let imported = json!({ "id": "imported", "version": 1, "fields": [
+        { "name": "intro", "type": "note", "label": { "vi": "Lời dặn", "en": "Note" } },
+        { "name": "Start.Time", "type": "time" },
+        { "name": "seen-at", "type": "datetime" },
+    ]});
+    let extra = (
+        imported.clone(),
+        serde_json::from_value::<Form>(imported).unwrap(),
+    );
+    for (raw, form) in forms().into_iter().chain(std::iter::once(extra)) {
         for (field_json, field) in raw["fields"].as_array().unwrap().iter().zip(&form.fields) {
             let mut probes = vec![
+                json!("12:30"),
+                json!("24:00"),
+                json!("12:60"),
+                json!("12:30:15"),
+                json!("12:30:15.5"),
+                json!("12:30:15."),
+                json!("2020-06-01T12:30"),
+                json!("2020-06-01T12:30:00+07:00"),
+                json!("2020-06-01T12:30Z"),
+                json!("2020-02-30T10:00"),
+                json!("2020-06-01 12:30"),
+                json!("2020-06-01T12:30+7:00"),
                 json!(null),
                 json!("x"),
                 json!(""),

@@ -5,7 +5,8 @@
 
 For each spreadsheet: the questions pyxform (PyPI) makes of it (groups and repeats are not
 questions; the generated `meta` block is left out), the fields Mầm converts (every field,
-repeat items' fields and derived fields from `calculate`; the repeat itself is not counted),
+repeat items' fields, notes and derived fields from `calculate`; the repeat itself is not
+counted),
 the constructs `mam form import` names as not converted, and whether it refused the file.
 """
 import glob
@@ -45,7 +46,7 @@ def mam_fields(form):
         for f in fields:
             if f.get("type") == "repeat":
                 n += walk(f.get("fields", []))
-            elif f.get("type") != "note":
+            else:
                 n += 1
         return n
 
