@@ -21,6 +21,15 @@ fn forms() -> Vec<Form> {
         out.push(form);
     }
     assert!(out.len() >= 10);
+    // And the types only imported forms use.
+    out.push(
+        serde_json::from_value(json!({ "id": "imported", "version": 1, "fields": [
+            { "name": "intro", "type": "note" },
+            { "name": "Start.Time", "type": "time" },
+            { "name": "seen-at", "type": "datetime" },
+        ]}))
+        .unwrap(),
+    );
     out
 }
 
@@ -45,6 +54,12 @@ fn random_string(rng: &mut Rng) -> String {
         "  ",
         "2026-06-16",
         "9999-12-31",
+        "12:30",
+        "23:59:59.999",
+        "24:00",
+        "2020-06-01T12:30",
+        "2020-06-01T12:30:00+07:00",
+        "2020-02-30T10:00Z",
     ];
     let mut s = pool[rng.below(pool.len())].to_owned();
     if rng.chance(20) {
@@ -116,6 +131,10 @@ fn random_value(rng: &mut Rng, field: &FormField, depth: usize) -> Value {
     }
 }
 
+fn time() -> regex_lite::Regex {
+    regex_lite::Regex::new(r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,3})?)?$").unwrap()
+}
+
 /// What the field's rules say, checked without the validator's code.
 fn allowed(field: &FormField, value: &Value) -> Result<(), String> {
     if value.is_null() {
@@ -167,6 +186,18 @@ fn allowed(field: &FormField, value: &Value) -> Result<(), String> {
                 v.as_str()
                     .is_some_and(|s| field.choices.iter().any(|c| c.code == s))
                     && !items[..i].contains(v)
+            })
+        }),
+        FieldType::Note => false,
+        FieldType::Time => value.as_str().is_some_and(|s| time().is_match(s)),
+        FieldType::Datetime => value.as_str().is_some_and(|s| {
+            s.split_once('T').is_some_and(|(d, t)| {
+                day_number(d).is_some_and(|n| date_of_day(n) == d)
+                    && regex_lite::Regex::new(
+                        r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,3})?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?$",
+                    )
+                    .unwrap()
+                    .is_match(t)
             })
         }),
         FieldType::Geopoint => {
