@@ -544,6 +544,29 @@ function deepEqual(a, b) {
 }
 
 /** Evaluate an expression; `lookup(name)` gives a field's value. Unknown inputs give null. */
+/** A value as XPath reads it as text (sync-protocol's `expr::text_of`). */
+function textOf(v) {
+  if (v === null || v === undefined) return "";
+  if (typeof v === "string") return v;
+  if (typeof v === "number") return String(v);
+  if (typeof v === "boolean") return String(v);
+  if (Array.isArray(v)) return v.map(textOf).join(" ");
+  return "";
+}
+
+/** A value as XPath's number() (sync-protocol's `expr::number_of`). */
+function numberOf(v) {
+  if (typeof v === "number") return Number.isFinite(v) ? v : null;
+  if (typeof v === "string") {
+    const t = v.trim();
+    if (t === "" || !/^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)$/i.test(t)) return null;
+    const n = Number(t);
+    return Number.isFinite(n) ? n : null;
+  }
+  if (typeof v === "boolean") return v ? 1 : 0;
+  return null;
+}
+
 export function evaluate(expr, lookup) {
   if (expr === null || typeof expr !== "object" || Array.isArray(expr)) return expr;
   const keys = Object.keys(expr);
@@ -627,6 +650,57 @@ export function evaluate(expr, lookup) {
       if (!isNum(x) || !isNum(d)) return null;
       const f = Math.pow(10, d);
       return Math.round(x * f) / f;
+    }
+    case "mod": {
+      const x = arg(0), y = arg(1);
+      return isNum(x) && isNum(y) && y !== 0 ? x % y : null;
+    }
+    case "selected": {
+      const v = arg(0), code = arg(1);
+      if (Array.isArray(v)) return v.some((x) => deepEqual(x, code));
+      if (typeof v === "string" && typeof code === "string") return v.split(/\s+/).filter(Boolean).includes(code);
+      return null;
+    }
+    case "count_selected": {
+      const v = arg(0);
+      if (Array.isArray(v)) return v.length;
+      if (typeof v === "string") return v.split(/\s+/).filter(Boolean).length;
+      return 0;
+    }
+    case "string_length":
+      return [...textOf(arg(0))].length;
+    case "contains": case "starts_with": case "ends_with": {
+      const a = textOf(arg(0)), b = textOf(arg(1));
+      return op === "contains" ? a.includes(b) : op === "starts_with" ? a.startsWith(b) : a.endsWith(b);
+    }
+    case "regex": {
+      const a = arg(0), p = arg(1);
+      if (isNull(a) || typeof p !== "string") return null;
+      return new RegExp(p, "u").test(textOf(a));
+    }
+    case "concat":
+      return args.map((a) => textOf(evaluate(a, lookup))).join("");
+    case "substr": {
+      const chars = [...textOf(arg(0))];
+      const start = Math.max(0, Math.trunc(isNum(arg(1)) ? arg(1) : 0));
+      const from = Math.min(start, chars.length);
+      let to = chars.length;
+      if (args.length > 2) { const n = arg(2); if (isNum(n)) to = start + Math.max(0, Math.trunc(n)); }
+      return chars.slice(from, Math.max(from, Math.min(to, chars.length))).join("");
+    }
+    case "coalesce": {
+      const a = arg(0);
+      return isNull(a) || a === "" ? arg(1) : a;
+    }
+    case "int": {
+      const x = numberOf(arg(0));
+      return x === null ? null : Math.trunc(x) + 0;
+    }
+    case "number":
+      return numberOf(arg(0));
+    case "today": {
+      const v = lookup("_today");
+      return v === undefined ? null : v;
     }
     case "who_z": {
       // The first nutrition form's op: one score from one measure, by today's rules.
@@ -874,6 +948,14 @@ function recordProblems(form, record, touched, isNew) {
       if (typeof floor === "string" && (mine || touched.has(f.not_before)) && current < floor) {
         const other = form.fields.find((x) => x.name === f.not_before) || { name: f.not_before };
         out.push(constraint(f, "not_before", `${labelEn(f)} (${dayText(current)}) cannot be before ${labelEn(other)} (${dayText(floor)}).`, `${labelVi(f)} (${dayText(current)}) không được trước ${labelVi(other)} (${dayText(floor)}).`));
+      }
+    }
+    // The form's own rule (XLSForm's constraint): broken only when it is false, not unknown.
+    if (f.constraint && current !== null && (mine || vars(f.constraint).some((v) => touched.has(v)))) {
+      let holds = null;
+      try { holds = evaluate(f.constraint, value); } catch { holds = null; }
+      if (holds === false) {
+        out.push(constraint(f, "constraint", `${labelEn(f)} does not meet the form's rule.`, `${labelVi(f)} không đúng điều kiện của biểu mẫu.`));
       }
     }
   }

@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::Context;
 use calamine::{open_workbook_auto, Data, Reader};
 use serde_json::{json, Value};
-use sync_protocol::{Form, FormId};
+use sync_protocol::{xpath, Form, FormId};
 
 /// A converted form and what could not be converted.
 #[derive(Debug)]
@@ -176,6 +176,7 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
     // The form's sections: each top-level group, and the fields between groups.
     let mut sections: Vec<(Value, Vec<String>, bool)> = Vec::new();
     let mut in_group_section = false;
+    let mut derived: Vec<Value> = Vec::new();
     for (n, row) in &survey.rows {
         let kind = survey.cell(row, &["type"]);
         let name = survey.cell(row, &["name"]);
@@ -190,13 +191,15 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 let converted = if relevant.is_empty() {
                     None
                 } else {
-                    let expr = condition(relevant);
-                    if expr.is_none() {
-                        not_converted.push(here(format!(
-                            "group relevant {relevant:?} (the group's questions are shown always)"
-                        )));
+                    match xpath::parse(relevant, None) {
+                        Ok(expr) => Some(expr),
+                        Err(e) => {
+                            not_converted.push(here(format!(
+                                "group relevant {relevant:?}: {e} (the group's questions are shown always)"
+                            )));
+                            None
+                        }
                     }
-                    expr
                 };
                 groups.push(converted);
                 if groups.len() == 1 && scopes.len() == 1 {
@@ -242,6 +245,29 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                     &mut sections,
                     &mut scopes.last_mut().expect("the form scope").1,
                 );
+                continue;
+            }
+            ("calculate", None) => {
+                // A derived field, computed by the server and the phone alike.
+                let calculation = survey.cell(row, &["calculation"]);
+                if scopes.len() > 1 {
+                    not_converted.push(here("a calculate inside a repeat".into()));
+                } else if name.is_empty() {
+                    not_converted.push(format!("survey row {n}: a calculate without a name"));
+                } else {
+                    match xpath::parse(calculation, None) {
+                        Ok(expr) => {
+                            let mut d = json!({ "name": name, "type": "text", "expr": expr });
+                            if let Some(label) = survey.labels(row, "label") {
+                                d["label"] = label;
+                            }
+                            derived.push(d);
+                        }
+                        Err(e) => {
+                            not_converted.push(here(format!("calculation {calculation:?}: {e}")))
+                        }
+                    }
+                }
                 continue;
             }
             ("text" | "string", None) => "text",
@@ -326,23 +352,40 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         if let Some(hint) = survey.labels(row, "hint") {
             field["hint"] = hint;
         }
-        let required = survey.cell(row, &["required"]).to_ascii_lowercase();
-        if matches!(required.as_str(), "yes" | "true" | "true()" | "1") {
-            field["required"] = json!(true);
-        } else if !matches!(required.as_str(), "" | "no" | "false" | "false()" | "0") {
-            not_converted.push(here(format!("required {required:?} (only yes/no)")));
+        let required = survey.cell(row, &["required"]);
+        match required.to_ascii_lowercase().as_str() {
+            "yes" | "true" | "true()" | "1" => field["required"] = json!(true),
+            "" | "no" | "false" | "false()" | "0" => {}
+            _ => match xpath::parse(required, Some(name)) {
+                Ok(rule) => field["required_if"] = rule,
+                Err(e) => not_converted.push(here(format!("required {required:?}: {e}"))),
+            },
+        }
+        if let Some(m) = survey.labels(row, "required_message") {
+            field["required_message"] = m;
         }
         let constraint = survey.cell(row, &["constraint"]);
         if !constraint.is_empty() {
-            if let Err(part) = constraint_rules(constraint, ty, &mut field) {
-                not_converted.push(here(format!("constraint {part:?}")));
+            // Bounds and patterns where they say it all (their messages name the bound);
+            // any other rule as an expression.
+            let mut simple = field.clone();
+            if constraint_rules(constraint, ty, &mut simple).is_ok() {
+                field = simple;
+            } else {
+                match xpath::parse(constraint, Some(name)) {
+                    Ok(rule) => field["constraint"] = rule,
+                    Err(e) => not_converted.push(here(format!("constraint {constraint:?}: {e}"))),
+                }
             }
+        }
+        if let Some(m) = survey.labels(row, "constraint_message") {
+            field["constraint_message"] = m;
         }
         let relevant = survey.cell(row, &["relevant"]);
         if !relevant.is_empty() {
-            match condition(relevant) {
-                Some(expr) => field["relevant"] = expr,
-                None => not_converted.push(here(format!("relevant {relevant:?}"))),
+            match xpath::parse(relevant, None) {
+                Ok(expr) => field["relevant"] = expr,
+                Err(e) => not_converted.push(here(format!("relevant {relevant:?}: {e}"))),
             }
         }
         for column in [
@@ -380,8 +423,12 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             scopes.last().map(|s| &s.0)
         ));
     }
-    let fields = scopes.swap_remove(0).1;
+    let mut fields = scopes.swap_remove(0).1;
+    keep_what_reads_known_names(&mut fields, &mut derived, &mut not_converted);
     let mut form = json!({ "id": id, "version": version, "fields": fields });
+    if !derived.is_empty() {
+        form["derived"] = Value::Array(derived);
+    }
     // Groups are the form's sections (pages on the phone), when it has any.
     if sections.iter().any(|(_, _, group)| *group) {
         form["sections"] = sections
@@ -401,6 +448,60 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         form,
         not_converted,
     })
+}
+
+/// An expression may read only the form's questions (and a calculation only those and the
+/// calculations before it): one that reads anything else loses that rule, named in the report.
+fn keep_what_reads_known_names(
+    fields: &mut [Value],
+    derived: &mut Vec<Value>,
+    not_converted: &mut Vec<String>,
+) {
+    let questions: std::collections::BTreeSet<String> = fields
+        .iter()
+        .filter_map(|f| f["name"].as_str().map(str::to_owned))
+        .collect();
+    let calculations: std::collections::BTreeSet<String> = derived
+        .iter()
+        .filter_map(|d| d["name"].as_str().map(str::to_owned))
+        .collect();
+    for f in fields.iter_mut() {
+        let name = f["name"].as_str().unwrap_or_default().to_owned();
+        for key in ["relevant", "required_if", "constraint"] {
+            let Some(rule) = f.get(key) else { continue };
+            let unknown = sync_protocol::expr::vars(rule)
+                .into_iter()
+                .find(|v| !questions.contains(v));
+            if let Some(v) = unknown {
+                let what = if calculations.contains(&v) {
+                    format!("reads the calculation ${{{v}}}")
+                } else {
+                    format!("reads ${{{v}}}, which is not a question of this form")
+                };
+                not_converted.push(format!("question {name}: {key} {what}"));
+                f.as_object_mut().expect("a field").remove(key);
+            }
+        }
+    }
+    let mut known = questions;
+    derived.retain(|d| {
+        let name = d["name"].as_str().unwrap_or_default().to_owned();
+        let unknown = sync_protocol::expr::vars(&d["expr"])
+            .into_iter()
+            .find(|v| !known.contains(v));
+        match unknown {
+            Some(v) => {
+                not_converted.push(format!(
+                    "calculation {name}: reads ${{{v}}}, which is not a question or an earlier calculation"
+                ));
+                false
+            }
+            None => {
+                known.insert(name);
+                true
+            }
+        }
+    });
 }
 
 /// Adds a converted field to its scope: the relevance of the groups that hold it joined to its
@@ -520,61 +621,4 @@ fn constraint_rules<'a>(constraint: &'a str, ty: &str, field: &mut Value) -> Res
         }
     }
     Ok(())
-}
-
-/// Simple relevance into an expression: comparisons of `${field}` with a literal, and
-/// `selected(${field}, 'code')`, joined by `and` or `or` (not both).
-fn condition(text: &str) -> Option<Value> {
-    let (joiner, parts): (&str, Vec<&str>) = if text.contains(" or ") && !text.contains(" and ") {
-        ("or", text.split(" or ").collect())
-    } else {
-        ("and", text.split(" and ").collect())
-    };
-    let mut terms = Vec::new();
-    for part in parts {
-        terms.push(comparison(part.trim())?);
-    }
-    Some(if terms.len() == 1 {
-        terms.remove(0)
-    } else {
-        json!({ joiner: terms })
-    })
-}
-
-fn comparison(text: &str) -> Option<Value> {
-    let var = |s: &str| -> Option<Value> {
-        let name = s.trim().strip_prefix("${")?.strip_suffix('}')?;
-        Some(json!({ "var": name }))
-    };
-    let literal = |s: &str| -> Option<Value> {
-        let s = s.trim();
-        if let Some(q) = s.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
-            return Some(json!(q));
-        }
-        match s {
-            "true()" | "'yes'" => Some(json!(true)),
-            "false()" => Some(json!(false)),
-            _ => s.parse::<f64>().ok().map(|x| {
-                if x.fract() == 0.0 {
-                    json!(x as i64)
-                } else {
-                    json!(x)
-                }
-            }),
-        }
-    };
-    if let Some(args) = text
-        .strip_prefix("selected(")
-        .and_then(|r| r.strip_suffix(')'))
-    {
-        let (field, code) = args.split_once(',')?;
-        return Some(json!({ "in": [literal(code)?, var(field)?] }));
-    }
-    for op in ["!=", ">=", "<=", "=", ">", "<"] {
-        if let Some((left, right)) = text.split_once(op) {
-            let op = if op == "=" { "==" } else { op };
-            return Some(json!({ op: [var(left)?, literal(right)?] }));
-        }
-    }
-    None
 }

@@ -15,6 +15,13 @@
 //! | `present` | `[x]`: not null |
 //! | `sum_where` | `[items, condition, value]`: over a repeat group, the sum of `value` for the items where `condition` holds |
 //! | `round` | `[x, digits]` |
+//! | `mod` | `[x, y]`: the remainder, with the sign of `x` |
+//! | `selected` | `[value, code]`: a choice (or list of choices) holds the code |
+//! | `count_selected` | `[value]`: how many choices a list holds |
+//! | `string_length`, `contains`, `starts_with`, `ends_with`, `regex` | on a value's text |
+//! | `concat`, `substr` (`[s, start from 0, length?]`), `coalesce` (`[a, b]`: `a` unless empty) | text |
+//! | `int` (towards zero), `number` (of text or a boolean) | numbers |
+//! | `today` | `[]`: the day the expression is evaluated (the variable `_today`) |
 //! | `who` | `[score, sex ("m"/"f"), age in days, weight kg, length/height cm, measured lying (true/false/null), oedema]`: a WHO z-score (`waz`, `haz`, `whz`, `baz`), rounded to 2 decimals; null where WHO gives none |
 //! | `who_flag` | the same arguments: whether WHO flags that score as implausible |
 //! | `who_z` | `["wfa" or "hfa", sex, age in days, kg or cm, measured lying]`: the first nutrition form's weight-for-age or length/height-for-age, by the rules of `who` |
@@ -180,6 +187,71 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
                 x => Value::Bool(list.contains(&x)),
             }
         }
+        "mod" => match (num(&arg(0)?), num(&arg(1)?)) {
+            // XPath's `mod`: the remainder takes the sign of the dividend.
+            (Some(x), Some(y)) if y != 0.0 => number(x % y),
+            _ => Value::Null,
+        },
+        "selected" => match (arg(0)?, arg(1)?) {
+            (Value::Array(items), code) => Value::Bool(items.contains(&code)),
+            (Value::String(s), Value::String(code)) => {
+                Value::Bool(s.split_whitespace().any(|w| w == code))
+            }
+            _ => Value::Null,
+        },
+        "count_selected" => match arg(0)? {
+            Value::Array(items) => json!(items.len()),
+            Value::String(s) => json!(s.split_whitespace().count()),
+            _ => json!(0),
+        },
+        "string_length" => json!(text_of(&arg(0)?).chars().count()),
+        "contains" | "starts_with" | "ends_with" => {
+            let (a, b) = (text_of(&arg(0)?), text_of(&arg(1)?));
+            Value::Bool(match op.as_str() {
+                "contains" => a.contains(&b),
+                "starts_with" => a.starts_with(&b),
+                _ => a.ends_with(&b),
+            })
+        }
+        "regex" => {
+            let (a, p) = (arg(0)?, arg(1)?);
+            match (a, p.as_str()) {
+                (Value::Null, _) => Value::Null,
+                (a, Some(p)) => {
+                    let re = regex_lite::Regex::new(p)
+                        .map_err(|e| format!("regex {p:?} does not compile: {e}"))?;
+                    Value::Bool(re.is_match(&text_of(&a)))
+                }
+                _ => Value::Null,
+            }
+        }
+        "concat" => Value::String(all()?.iter().map(text_of).collect()),
+        "substr" => {
+            // XPath's substr(s, start, length?), counting from 0 as ODK does.
+            let s: Vec<char> = text_of(&arg(0)?).chars().collect();
+            let start = num(&arg(1)?).unwrap_or(0.0).max(0.0) as usize;
+            let end = match args.get(2) {
+                Some(_) => num(&arg(2)?).map_or(s.len(), |n| start + n.max(0.0) as usize),
+                None => s.len(),
+            };
+            let from = start.min(s.len());
+            let to = end.min(s.len()).max(from);
+            Value::String(s[from..to].iter().collect())
+        }
+        "coalesce" => {
+            let (a, b) = (arg(0)?, arg(1)?);
+            if a.is_null() || a == json!("") {
+                b
+            } else {
+                a
+            }
+        }
+        "int" => match number_of(&arg(0)?) {
+            Some(x) => number(x.trunc()),
+            None => Value::Null,
+        },
+        "number" => number_of(&arg(0)?).map_or(Value::Null, number),
+        "today" => var("_today").unwrap_or(Value::Null),
         "round" => match (num(&arg(0)?), num(&arg(1)?)) {
             (Some(x), Some(d)) => {
                 let f = 10f64.powi(d as i32);
@@ -265,6 +337,34 @@ fn collect(expr: &Value, out: &mut Vec<String>) {
 }
 
 /// Whole numbers stay integers in JSON.
+/// A value as XPath reads it as text: a number without a needless `.0`, a boolean as
+/// `true`/`false`, a list of codes space-separated, nothing as empty.
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        // As JavaScript writes numbers: a whole number without `.0`.
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if x.fract() == 0.0 && x.abs() < 9e15 => (x as i64).to_string(),
+            Some(x) => x.to_string(),
+            None => n.to_string(),
+        },
+        Value::Bool(b) => b.to_string(),
+        Value::Array(items) => items.iter().map(text_of).collect::<Vec<_>>().join(" "),
+        Value::Object(_) => String::new(),
+    }
+}
+
+/// A value as XPath's number(): numbers, numeric text, booleans as 1 and 0.
+fn number_of(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok().filter(|x: &f64| x.is_finite()),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        _ => None,
+    }
+}
+
 fn number(x: f64) -> Value {
     if x.fract() == 0.0 && x.abs() < 9e15 {
         json!(x as i64)

@@ -106,6 +106,11 @@ pub struct FormField {
     /// An expression: when it is true, the field must have a value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_if: Option<Value>,
+    /// An expression the field's value must make true (XLSForm's `constraint`), reading the
+    /// field as `{"var": <its name>}` and any other field; checked when the field or a field
+    /// it reads is edited, with `constraint_message` as its words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Value>,
     /// An expression: the phone shows the field only when it is true. Display logic only: a
     /// value entered is kept either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -280,7 +285,11 @@ impl Form {
                     ));
                 }
             }
-            for (rule, cond) in [("required_if", &f.required_if), ("relevant", &f.relevant)] {
+            for (rule, cond) in [
+                ("required_if", &f.required_if),
+                ("relevant", &f.relevant),
+                ("constraint", &f.constraint),
+            ] {
                 let Some(cond) = cond else { continue };
                 for v in expr::vars(cond) {
                     if !names.contains(&v) {
@@ -456,8 +465,33 @@ impl Form {
                     broken(v, &[&f.name, other])?;
                 }
             }
+            if let Some(rule) = &f.constraint {
+                let vars = expr::vars(rule);
+                if mine || vars.iter().any(|v| touched(v)) {
+                    if let Some(v) = self.constraint_violation(f, record) {
+                        let mut fields: Vec<&str> = vars.iter().map(String::as_str).collect();
+                        fields.push(&f.name);
+                        broken(v, &fields)?;
+                    }
+                }
+            }
         }
         Ok(merged)
+    }
+
+    /// A field's `constraint` made false by the record's values (unknown is not false).
+    fn constraint_violation(&self, f: &FormField, record: &Record) -> Option<Violation> {
+        let rule = f.constraint.as_ref()?;
+        let current = |name: &str| record.value(name).filter(|v| !v.is_null()).cloned();
+        let value = current(&f.name)?;
+        (expr::eval(rule, &current) == Ok(Value::Bool(false))).then(|| {
+            f.constraint(
+                "constraint",
+                &value,
+                format!("{} does not meet the form's rule.", f.label_en()),
+                format!("{} không đúng điều kiện của biểu mẫu.", f.label_vi()),
+            )
+        })
     }
 
     fn not_before_violation(&self, f: &FormField, record: &Record) -> Option<Violation> {
@@ -527,6 +561,7 @@ impl Form {
                     && expr::eval(cond, &|name| current(name).cloned()) == Ok(Value::Bool(true))
             }),
             "not_before" => self.not_before_violation(f, record).is_some(),
+            "constraint" => self.constraint_violation(f, record).is_some(),
             _ => false,
         }
     }
@@ -540,6 +575,7 @@ impl Form {
                     out.extend(f.required_if.iter().flat_map(expr::vars));
                 }
                 "not_before" => out.extend(f.not_before.clone()),
+                "constraint" => out.extend(f.constraint.iter().flat_map(expr::vars)),
                 _ => {}
             }
         }
@@ -1107,6 +1143,7 @@ mod tests {
             hint: None,
             required: false,
             required_if: None,
+            constraint: None,
             relevant: None,
             min: None,
             max: None,

@@ -21,6 +21,7 @@ pub mod record;
 pub mod register;
 pub mod who;
 pub mod wire;
+pub mod xpath;
 
 pub use client::{Client, RejectedEdit};
 pub use dot::{DeviceId, Dot, Seen, VersionVector};

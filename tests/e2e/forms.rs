@@ -549,6 +549,17 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
         "",
         "",
     ]);
+    survey.push(vec![
+        "integer",
+        "later",
+        "Sau",
+        "Later",
+        "",
+        "",
+        "",
+        "position(..) > 1",
+        "",
+    ]);
     for row in [
         [
             "time",
@@ -649,8 +660,7 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
         "an incomplete conversion is not published"
     );
     for named in [
-        "(total): type \"calculate\"",
-        "(even): constraint \". mod 2 = 0\"",
+        "(later): relevant \"position(..) > 1\": the path \"..\"",
         "not published",
     ] {
         assert!(stderr.contains(named), "{named} missing from:\n{stderr}");
@@ -695,11 +705,21 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
     assert_eq!(field("sessions")["fields"][0]["required"], true);
     assert_eq!(field("sessions")["fields"][1]["min"], 0);
     assert_eq!(field("card")["pattern"], "[A-Z]{2}[0-9]{13}");
+    // A calculation is a derived field; a constraint beyond bounds and patterns an expression.
     assert!(form["fields"]
         .as_array()
         .unwrap()
         .iter()
         .all(|f| f["name"] != "total"));
+    assert_eq!(
+        form["derived"][0],
+        json!({"name": "total", "type": "text", "expr": {"*": [{"var": "age"}, 2]}})
+    );
+    assert_eq!(
+        field("even")["constraint"],
+        json!({"==": [{"mod": [{"var": "even"}, 2]}, 0]})
+    );
+    assert!(field("later").get("relevant").is_none());
     // Notes, times, acknowledgements, `or_other` with its text box; groups as sections, a
     // group's relevance joined to its questions' own.
     assert_eq!(field("intro")["type"], "note");

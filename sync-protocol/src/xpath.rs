@@ -1,0 +1,446 @@
+//! The XPath that XLSForm expressions are written in, parsed once into the form's rule tree
+//! (the JSON expressions of [`crate::expr`]), so that the server and the phone evaluate the
+//! same thing.
+//!
+//! The subset: `.` (the question itself, in a constraint), `${name}`, numbers and quoted text,
+//! `+ - * div mod`, `= != < <= > >=`, `and`, `or`, parentheses, and the functions `not`,
+//! `if`, `selected`, `count-selected`, `string-length`, `regex`, `contains`, `starts-with`,
+//! `ends-with`, `concat`, `substr`, `coalesce`, `int`, `round`, `number`, `string`, `today`,
+//! `true`, `false`. Anything else is refused with what it is, so that an import names it.
+//!
+//! ```
+//! use serde_json::json;
+//! use sync_protocol::xpath::parse;
+//!
+//! let rule = parse("${age} >= 18 and selected(${consent}, 'yes')", None).unwrap();
+//! assert_eq!(rule, json!({"and": [
+//!     {">=": [{"var": "age"}, 18]},
+//!     {"selected": [{"var": "consent"}, "yes"]},
+//! ]}));
+//! ```
+
+use serde_json::{json, Value};
+
+/// Why an expression is not converted: the construct, as the designer wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsupported(pub String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Token {
+    Number(f64),
+    Text(String),
+    Dot,
+    Var(String),
+    Name(String),
+    Open,
+    Close,
+    Comma,
+    Op(&'static str),
+}
+
+fn tokens(text: &str) -> Result<Vec<Token>, Unsupported> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            c if c.is_whitespace() => i += 1,
+            '(' => {
+                out.push(Token::Open);
+                i += 1;
+            }
+            ')' => {
+                out.push(Token::Close);
+                i += 1;
+            }
+            ',' => {
+                out.push(Token::Comma);
+                i += 1;
+            }
+            '\'' | '"' => {
+                let end = chars[i + 1..]
+                    .iter()
+                    .position(|&x| x == c)
+                    .ok_or_else(|| Unsupported("text without its closing quote".into()))?;
+                out.push(Token::Text(chars[i + 1..i + 1 + end].iter().collect()));
+                i += end + 2;
+            }
+            '$' if chars.get(i + 1) == Some(&'{') => {
+                let end = chars[i..]
+                    .iter()
+                    .position(|&x| x == '}')
+                    .ok_or_else(|| Unsupported("${ without its closing }".into()))?;
+                out.push(Token::Var(chars[i + 2..i + end].iter().collect()));
+                i += end + 1;
+            }
+            '.' if chars.get(i + 1) == Some(&'.') => {
+                return Err(Unsupported("the path \"..\"".into()));
+            }
+            '.' if !chars.get(i + 1).is_some_and(char::is_ascii_digit) => {
+                out.push(Token::Dot);
+                i += 1;
+            }
+            c if c.is_ascii_digit() || c == '.' => {
+                let start = i;
+                while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
+                    i += 1;
+                }
+                let s: String = chars[start..i].iter().collect();
+                let n = s
+                    .parse()
+                    .map_err(|_| Unsupported(format!("the number {s:?}")))?;
+                out.push(Token::Number(n));
+            }
+            '!' if chars.get(i + 1) == Some(&'=') => {
+                out.push(Token::Op("!="));
+                i += 2;
+            }
+            '<' | '>' => {
+                let with_eq = chars.get(i + 1) == Some(&'=');
+                out.push(Token::Op(match (c, with_eq) {
+                    ('<', true) => "<=",
+                    ('<', false) => "<",
+                    ('>', true) => ">=",
+                    _ => ">",
+                }));
+                i += if with_eq { 2 } else { 1 };
+            }
+            '=' => {
+                out.push(Token::Op("="));
+                i += 1;
+            }
+            '+' | '-' | '*' => {
+                out.push(Token::Op(match c {
+                    '+' => "+",
+                    '-' => "-",
+                    _ => "*",
+                }));
+                i += 1;
+            }
+            c if c.is_alphabetic() || c == '_' => {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '-' | ':'))
+                {
+                    i += 1;
+                }
+                // `a-b` in XPath is a name; `a - b` is a subtraction: a name ends before a
+                // trailing '-'.
+                while i > start + 1 && chars[i - 1] == '-' {
+                    i -= 1;
+                }
+                out.push(Token::Name(chars[start..i].iter().collect()));
+            }
+            '/' => return Err(Unsupported("a path with \"/\"".into())),
+            '|' => return Err(Unsupported("a union with \"|\"".into())),
+            '[' => return Err(Unsupported("a predicate with \"[\"".into())),
+            other => return Err(Unsupported(format!("the character {other:?}"))),
+        }
+    }
+    Ok(out)
+}
+
+struct Parser<'a> {
+    tokens: Vec<Token>,
+    at: usize,
+    /// The question `.` names, in a constraint.
+    current: Option<&'a str>,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.at)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.at).cloned();
+        self.at += 1;
+        t
+    }
+
+    fn word(&self, w: &str) -> bool {
+        matches!(self.peek(), Some(Token::Name(n)) if n == w)
+    }
+
+    fn or(&mut self) -> Result<Value, Unsupported> {
+        let mut terms = vec![self.and()?];
+        while self.word("or") {
+            self.at += 1;
+            terms.push(self.and()?);
+        }
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            json!({ "or": terms })
+        })
+    }
+
+    fn and(&mut self) -> Result<Value, Unsupported> {
+        let mut terms = vec![self.equality()?];
+        while self.word("and") {
+            self.at += 1;
+            terms.push(self.equality()?);
+        }
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            json!({ "and": terms })
+        })
+    }
+
+    fn equality(&mut self) -> Result<Value, Unsupported> {
+        let mut left = self.relational()?;
+        while let Some(Token::Op(op @ ("=" | "!="))) = self.peek() {
+            let op = if *op == "=" { "==" } else { "!=" };
+            self.at += 1;
+            let right = self.relational()?;
+            left = json!({ op: [left, right] });
+        }
+        Ok(left)
+    }
+
+    fn relational(&mut self) -> Result<Value, Unsupported> {
+        let mut left = self.additive()?;
+        while let Some(Token::Op(op @ ("<" | "<=" | ">" | ">="))) = self.peek() {
+            let op = *op;
+            self.at += 1;
+            let right = self.additive()?;
+            left = json!({ op: [left, right] });
+        }
+        Ok(left)
+    }
+
+    fn additive(&mut self) -> Result<Value, Unsupported> {
+        let mut left = self.multiplicative()?;
+        while let Some(Token::Op(op @ ("+" | "-"))) = self.peek() {
+            let op = *op;
+            self.at += 1;
+            let right = self.multiplicative()?;
+            left = json!({ op: [left, right] });
+        }
+        Ok(left)
+    }
+
+    fn multiplicative(&mut self) -> Result<Value, Unsupported> {
+        let mut left = self.unary()?;
+        loop {
+            let op = match self.peek() {
+                Some(Token::Op("*")) => "*",
+                Some(Token::Name(n)) if n == "div" => "/",
+                Some(Token::Name(n)) if n == "mod" => "mod",
+                _ => return Ok(left),
+            };
+            self.at += 1;
+            let right = self.unary()?;
+            left = json!({ op: [left, right] });
+        }
+    }
+
+    fn unary(&mut self) -> Result<Value, Unsupported> {
+        if self.peek() == Some(&Token::Op("-")) {
+            self.at += 1;
+            let x = self.unary()?;
+            return Ok(match x.as_f64() {
+                Some(n) => number(-n),
+                None => json!({ "-": [0, x] }),
+            });
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Value, Unsupported> {
+        match self.next() {
+            Some(Token::Number(n)) => Ok(number(n)),
+            Some(Token::Text(s)) => Ok(json!(s)),
+            Some(Token::Var(name)) => {
+                crate::ids::check_field_name(&name)
+                    .map_err(|_| Unsupported(format!("the reference ${{{name}}}")))?;
+                Ok(json!({ "var": name }))
+            }
+            Some(Token::Dot) => match self.current {
+                Some(name) => Ok(json!({ "var": name })),
+                None => Err(Unsupported("\".\" outside a constraint".into())),
+            },
+            Some(Token::Open) => {
+                let inner = self.or()?;
+                match self.next() {
+                    Some(Token::Close) => Ok(inner),
+                    _ => Err(Unsupported("a \"(\" without its \")\"".into())),
+                }
+            }
+            Some(Token::Name(name)) if self.peek() == Some(&Token::Open) => {
+                self.at += 1;
+                let mut args = Vec::new();
+                if self.peek() != Some(&Token::Close) {
+                    loop {
+                        args.push(self.or()?);
+                        match self.next() {
+                            Some(Token::Comma) => continue,
+                            Some(Token::Close) => break,
+                            _ => return Err(Unsupported(format!("the call {name}(…"))),
+                        }
+                    }
+                } else {
+                    self.at += 1;
+                }
+                self.call(&name, args)
+            }
+            Some(Token::Name(name)) => Err(Unsupported(format!("the path {name:?}"))),
+            Some(other) => Err(Unsupported(format!("{other:?} where a value belongs"))),
+            None => Err(Unsupported("an expression that ends too soon".into())),
+        }
+    }
+
+    fn call(&self, name: &str, mut args: Vec<Value>) -> Result<Value, Unsupported> {
+        let arity = |range: std::ops::RangeInclusive<usize>| {
+            if range.contains(&args.len()) {
+                Ok(())
+            } else {
+                Err(Unsupported(format!(
+                    "{name}() with {} arguments",
+                    args.len()
+                )))
+            }
+        };
+        let dot = || -> Result<Value, Unsupported> {
+            self.current
+                .map(|n| json!({ "var": n }))
+                .ok_or_else(|| Unsupported(format!("{name}() without an argument")))
+        };
+        Ok(match name {
+            "true" => {
+                arity(0..=0)?;
+                json!(true)
+            }
+            "false" => {
+                arity(0..=0)?;
+                json!(false)
+            }
+            "not" => {
+                arity(1..=1)?;
+                json!({ "not": args })
+            }
+            "if" => {
+                arity(3..=3)?;
+                json!({ "if": args })
+            }
+            "selected" | "regex" | "contains" | "starts-with" | "ends-with" | "coalesce" => {
+                arity(2..=2)?;
+                json!({ name.replace('-', "_"): args })
+            }
+            "count-selected" | "int" | "number" => {
+                arity(1..=1)?;
+                json!({ name.replace('-', "_"): args })
+            }
+            "string-length" => {
+                arity(0..=1)?;
+                if args.is_empty() {
+                    args.push(dot()?);
+                }
+                json!({ "string_length": args })
+            }
+            "string" => {
+                arity(1..=1)?;
+                json!({ "concat": args })
+            }
+            "concat" => json!({ "concat": args }),
+            "substr" => {
+                arity(2..=3)?;
+                json!({ "substr": args })
+            }
+            "round" => {
+                arity(1..=2)?;
+                if args.len() == 1 {
+                    args.push(json!(0));
+                }
+                json!({ "round": args })
+            }
+            "today" => {
+                arity(0..=0)?;
+                json!({ "today": [] })
+            }
+            other => return Err(Unsupported(format!("the function {other}()"))),
+        })
+    }
+}
+
+fn number(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 9e15 {
+        json!(n as i64)
+    } else {
+        json!(n)
+    }
+}
+
+/// Parses `text` into a rule. `current` is the question `.` stands for (a constraint's own
+/// question); `None` where `.` has no meaning.
+pub fn parse(text: &str, current: Option<&str>) -> Result<Value, Unsupported> {
+    let mut parser = Parser {
+        tokens: tokens(text)?,
+        at: 0,
+        current,
+    };
+    let rule = parser.or()?;
+    match parser.peek() {
+        None => Ok(rule),
+        Some(t) => Err(Unsupported(format!("{t:?} after a whole expression"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_and_functions() {
+        assert_eq!(
+            parse(". > 0 and . < 10 or . = 99", Some("x")).unwrap(),
+            json!({"or": [{"and": [{">": [{"var": "x"}, 0]}, {"<": [{"var": "x"}, 10]}]}, {"==": [{"var": "x"}, 99]}]})
+        );
+        assert_eq!(
+            parse("${a} + ${b} * 2 - -1", None).unwrap(),
+            json!({"-": [{"+": [{"var": "a"}, {"*": [{"var": "b"}, 2]}]}, -1]})
+        );
+        assert_eq!(
+            parse("${n} mod 2 = 0", None).unwrap(),
+            json!({"==": [{"mod": [{"var": "n"}, 2]}, 0]})
+        );
+        assert_eq!(
+            parse("string-length(.) <= 10", Some("name")).unwrap(),
+            json!({"<=": [{"string_length": [{"var": "name"}]}, 10]})
+        );
+        assert_eq!(
+            parse("if(${age} >= 18, 'adult', 'child')", None).unwrap(),
+            json!({"if": [{">=": [{"var": "age"}, 18]}, "adult", "child"]})
+        );
+        assert_eq!(
+            parse("not(selected(., 'c'))", Some("s")).unwrap(),
+            json!({"not": [{"selected": [{"var": "s"}, "c"]}]})
+        );
+        assert_eq!(
+            parse("${my-field}", None).unwrap(),
+            json!({"var": "my-field"})
+        );
+    }
+
+    #[test]
+    fn what_is_outside_the_subset_is_named() {
+        for (text, named) in [
+            ("now()", "the function now()"),
+            ("../age > 3", "the path \"..\""),
+            ("/data/age > 3", "a path with \"/\""),
+            (". > 3", "\".\" outside a constraint"),
+            ("(${a} > 1", "a \"(\" without its \")\""),
+            ("position(..)", "the path \"..\""),
+        ] {
+            assert_eq!(parse(text, None), Err(Unsupported(named.into())), "{text}");
+        }
+    }
+}
