@@ -280,6 +280,89 @@ pub async fn phone_protocol_matches_the_server() {
         expected.len()
     );
 
+    // Every expression function, parsed from XLSForm's XPath once (by the server's crate),
+    // evaluates alike on the phone and on the server.
+    let values = json!({
+        "x": 7, "age": 18, "name": "Nguyễn Thị Lan", "s": "a c", "many": ["a", "c"],
+        "one": "c", "d": 2.5, "t": "12", "neg": -7, "empty": "", "_today": "2026-06-15",
+    });
+    let mut exprs = Vec::new();
+    let mut expected_values = Vec::new();
+    for text in [
+        ". > 0 and . < 10 or . = 99",
+        "${age} + ${x} * 2 - -1",
+        "${x} mod 3",
+        "${neg} mod 3",
+        "${x} div 2",
+        "string-length(${name})",
+        "string-length(.)",
+        "if(${age} >= 18, 'adult', 'child')",
+        "not(selected(${many}, 'c'))",
+        "selected(${one}, 'c')",
+        "selected(${s}, 'c')",
+        "count-selected(${many})",
+        "count-selected(${s})",
+        "count-selected(${missing})",
+        "regex(${name}, '^Nguy')",
+        "regex(${missing}, 'x')",
+        "contains(${name}, 'Thị')",
+        "starts-with(${name}, 'Ng')",
+        "ends-with(${name}, 'Lan')",
+        "concat(${name}, ' (', ${age}, ')')",
+        "concat(${d}, ${many})",
+        "substr(${name}, 0, 6)",
+        "substr(${name}, 8)",
+        "substr(${name}, 40, 2)",
+        "coalesce(${missing}, 'none')",
+        "coalesce(${empty}, ${name})",
+        "int(${d})",
+        "int(-2.5)",
+        "int(${t})",
+        "number(${t}) + 1",
+        "number('x')",
+        "number(true())",
+        "round(${d})",
+        "round(2.345, 2)",
+        "string(${x})",
+        "today()",
+        "today() > '2026-01-01'",
+        "${missing} > 3",
+        "${missing} = ''",
+        "true() and false()",
+        "false() or ${missing} > 1",
+    ] {
+        let rule =
+            sync_protocol::xpath::parse(text, Some("x")).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let lookup = |name: &str| values.get(name).cloned();
+        expected_values.push(
+            sync_protocol::expr::eval(&rule, &lookup).unwrap_or_else(|e| panic!("{text}: {e}")),
+        );
+        exprs.push(json!({ "text": text, "rule": rule }));
+    }
+    let got = in_page(
+        &browser,
+        "done(args[0].map(e => P.evaluate(e.rule, (n) => args[1][n])));",
+        vec![json!(exprs), values.clone()],
+    )
+    .await;
+    for (i, (g, e)) in got
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&expected_values)
+        .enumerate()
+    {
+        let same = match (g.as_f64(), e.as_f64()) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+            _ => g == e,
+        };
+        assert!(same, "{}: server {e}, phone {g}", exprs[i]["text"]);
+    }
+    eprintln!(
+        "{} expressions evaluated the same on the phone and the server",
+        exprs.len()
+    );
+
     // Derived fields: the phone computes what the server will.
     let seed: u64 = std::env::var("MAM_SEED")
         .ok()
