@@ -467,7 +467,8 @@ function statusOf(record) {
 
 function recordTitle(record) {
   const form = formOf(record);
-  const first = form && form.fields.find((f) => f.type === "text" && P.valueOf(record, f.name));
+  // The first text a person typed (not one the phone filled, nor a hidden one).
+  const first = form && form.fields.find((f) => f.type === "text" && !f.auto && f.appearance !== "hidden" && P.valueOf(record, f.name));
   return first ? String(P.valueOf(record, first.name)) : record.id.slice(0, 8);
 }
 
@@ -618,6 +619,14 @@ function renderChooseForm() {
       h("li", {}, h("a", { href: `#fill/${f.id}`, "data-form": f.id, text: label(f.title, f.id) })))),
     h("p", {}, h("a", { href: "#", text: "← Quay lại" })),
   );
+}
+
+/** A moment as the phone's local date and time with its offset: `2026-12-03T14:05:09+07:00`. */
+function localDateTime(d) {
+  const pad = (n) => String(Math.floor(Math.abs(n))).padStart(2, "0");
+  const minutes = -d.getTimezoneOffset();
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`
+    + `${minutes >= 0 ? "+" : "-"}${pad(minutes / 60)}:${pad(minutes % 60)}`;
 }
 
 /** What a collaborator is told of a value they sent that another's choice replaced: the
@@ -790,8 +799,8 @@ function fieldInput(field, value, villages) {
   switch (field.type) {
     case "note":
       // Words for the person filling the form: shown, never stored.
-      wrap.append(h("p", { class: "note", text: label(field.label, "") }),
-        field.hint ? h("p", { class: "muted", text: label(field.hint, "") }) : null);
+      wrap.append(h("p", { class: "note", text: label(field.label, "") }));
+      if (field.hint) wrap.append(h("p", { class: "muted", text: label(field.hint, "") }));
       return wrap;
     case "time":
       wrap.append(lab, h("input", { id, type: "time", value: value ?? "" }));
@@ -940,7 +949,21 @@ async function renderFill(formId, recordId) {
   const communeSelect = h("select", { id: "commune", name: "commune" }, communes.map((c) => h("option", { value: c, selected: c === commune, text: names[c] ? `${names[c]} (${c})` : c })));
   const errors = h("div", { id: "errors", role: "alert", class: "error", hidden: true });
   const derivedBox = h("div", { class: "derived", "aria-live": "polite" });
-  const body = h("div", { class: "fields" }, form.fields.filter((f) => !f.retired).map((f) => fieldInput(f, values[f.name], villages())));
+  // Metadata the phone fills itself (XLSForm's start, end, today, deviceid, username): for a
+  // new record only, never shown. `start` is when the form was first opened (kept in the draft).
+  const started = (draft && draft.started) || localDateTime(new Date());
+  const autoValue = (f) => {
+    switch (f.auto) {
+      case "start": return started;
+      case "end": return localDateTime(new Date());
+      case "today": return P.today();
+      case "deviceid": return String(state.device);
+      case "username": return writers[String(state.device)] || null;
+      default: return null;
+    }
+  };
+  const shown = (f) => !f.retired && !f.auto && f.appearance !== "hidden";
+  const body = h("div", { class: "fields" }, form.fields.filter(shown).map((f) => fieldInput(f, values[f.name], villages())));
   // A form in sections is filled a page at a time, with its progress shown; leaving a page
   // checks its fields, and saving goes to the page of the first problem.
   const sections = form.sections || [];
@@ -980,7 +1003,8 @@ async function renderFill(formId, recordId) {
 
   const current = () => {
     const out = {};
-    for (const f of form.fields.filter((x) => !x.retired)) out[f.name] = readField(f, body);
+    for (const f of form.fields.filter(shown)) out[f.name] = readField(f, body);
+    if (isNew) for (const f of form.fields.filter((x) => !x.retired && x.auto)) out[f.name] = autoValue(f);
     return out;
   };
   const prospective = (vals) => {
@@ -1017,7 +1041,7 @@ async function renderFill(formId, recordId) {
   const saveDraft = () => exclusive("mam-state", async () => {
     const stored = await S.get("drafts", draftKey);
     const kept = stored && stored.base ? stored : { base: opened.base, dots: opened.dots, base_commune: opened.commune };
-    await S.put("drafts", draftKey, { values: current(), commune: communeSelect.value, at: Date.now(), base: kept.base, dots: kept.dots, base_commune: kept.base_commune });
+    await S.put("drafts", draftKey, { values: current(), commune: communeSelect.value, at: Date.now(), started, base: kept.base, dots: kept.dots, base_commune: kept.base_commune });
   });
   app.oninput = () => { refresh(); saveDraft(); };
   app.onchange = () => { refresh(); saveDraft(); };

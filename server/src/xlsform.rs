@@ -117,8 +117,20 @@ fn text(cell: &Data) -> String {
 pub fn convert(path: &Path) -> anyhow::Result<Import> {
     let mut workbook =
         open_workbook_auto(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let survey =
-        read_sheet(&mut workbook, "survey")?.context("the workbook has no survey sheet")?;
+    // A workbook of one sheet is its survey, whatever the sheet is called (as pyxform reads it).
+    let only = match workbook.sheet_names().as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    };
+    let survey = match read_sheet(&mut workbook, "survey")? {
+        Some(sheet) => sheet,
+        None => match only {
+            Some(name) => {
+                read_sheet(&mut workbook, &name)?.context("the workbook's only sheet is empty")?
+            }
+            None => anyhow::bail!("the workbook has no survey sheet"),
+        },
+    };
     let choices = read_sheet(&mut workbook, "choices")?;
     let settings = read_sheet(&mut workbook, "settings")?;
     let mut not_converted = Vec::new();
@@ -268,6 +280,36 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                         }
                     }
                 }
+                continue;
+            }
+            // Metadata the phone fills itself.
+            ("start" | "end", None) => {
+                field["auto"] = json!(head);
+                "datetime"
+            }
+            ("today", None) => {
+                field["auto"] = json!("today");
+                "date"
+            }
+            ("deviceid" | "username", None) => {
+                field["auto"] = json!(head);
+                "text"
+            }
+            ("hidden", None) => {
+                // Never shown; holds what a tool or an officer puts there.
+                field["appearance"] = json!("hidden");
+                "text"
+            }
+            ("image" | "audio" | "video" | "file" | "background-audio", None) => {
+                not_converted.push(here(format!(
+                    "a media question ({head}): photos, sound and files are not taken yet"
+                )));
+                continue;
+            }
+            ("phonenumber" | "simserial" | "subscriberid", None) => {
+                not_converted.push(here(format!(
+                    "metadata {head:?}: a phone's browser cannot read its phone number or SIM"
+                )));
                 continue;
             }
             ("text" | "string", None) => "text",
@@ -524,7 +566,9 @@ fn place(
         1 => field["relevant"] = all.remove(0),
         _ => field["relevant"] = json!({ "and": all }),
     }
-    if top {
+    // What the phone never shows (metadata, hidden questions) is in no section.
+    let shown = field.get("auto").is_none() && field["appearance"] != json!("hidden");
+    if top && shown {
         let name = field["name"].as_str().unwrap_or_default().to_owned();
         match sections.last_mut() {
             Some((_, names, group)) if *group == in_group_section => names.push(name),
@@ -553,6 +597,15 @@ fn type_words(kind: &str) -> (String, Option<String>, bool) {
         or_other = true;
     }
     let (head, rest): (&str, &[&str]) = match words.as_slice() {
+        // Metadata in the older spellings.
+        ["get", "start", "time"] => ("start", &[]),
+        ["get", "end", "time"] => ("end", &[]),
+        ["get", "today"] => ("today", &[]),
+        ["get", "device", "id"] | ["uri:deviceid"] | ["imei"] => ("deviceid", &[]),
+        ["get", "phone", "number"] | ["phone", "number"] => ("phonenumber", &[]),
+        ["get", "sim", "id"] => ("simserial", &[]),
+        ["get", "subscriber", "id"] => ("subscriberid", &[]),
+        ["gps"] => ("geopoint", &[]),
         ["select", "one", "from", rest @ ..] | ["select", "one", rest @ ..] => ("select_one", rest),
         ["select", "all", "that", "apply", "from", rest @ ..]
         | ["select", "all", "that", "apply", rest @ ..]

@@ -48,7 +48,7 @@ pub struct Form {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub derived: Vec<Derived>,
     /// The form's parts, in order: the phone shows each as a page, with its progress. When
-    /// given, every field that is not retired is in exactly one of them.
+    /// given, every field the phone shows ([`FormField::shown`]) is in exactly one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sections: Vec<Section>,
     /// Where each field is in `fields`, by name: an edit looks up every field it sets.
@@ -149,6 +149,12 @@ pub struct FormField {
     /// register). The phone offers those records to pick from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub references: Option<String>,
+    /// Filled by the phone, not by the person (XLSForm's metadata questions): `start` and
+    /// `end` (a `datetime`: when a new record's form was opened, and saved), `today` (a
+    /// `date`), `deviceid` and `username` (`text`: the phone's device number, its
+    /// collaborator's name). Not shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<Choice>,
     /// The fields of each item of a repeat group.
@@ -738,7 +744,7 @@ impl Form {
         match self
             .fields
             .iter()
-            .find(|f| !f.retired && !placed.contains(f.name.as_str()))
+            .find(|f| f.shown() && !placed.contains(f.name.as_str()))
         {
             Some(f) => Err(format!("field {} is in no section", f.name)),
             None => Ok(()),
@@ -760,6 +766,25 @@ fn check_fields(fields: &[FormField], names: &mut BTreeSet<String>) -> Result<()
         }
         if matches!(f.kind, FieldType::SelectOne | FieldType::SelectMany) && f.choices.is_empty() {
             return Err(format!("{}: a select field needs choices", f.name));
+        }
+        if let Some(auto) = &f.auto {
+            let wanted = match auto.as_str() {
+                "start" | "end" => FieldType::Datetime,
+                "today" => FieldType::Date,
+                "deviceid" | "username" => FieldType::Text,
+                other => {
+                    return Err(format!(
+                        "{}: auto {other:?} is not start, end, today, deviceid or username",
+                        f.name
+                    ))
+                }
+            };
+            if f.kind != wanted {
+                return Err(format!(
+                    "{}: auto {auto:?} fills a {wanted:?} field, not {:?}",
+                    f.name, f.kind
+                ));
+            }
         }
         if let Some(p) = &f.pattern {
             regex_lite::Regex::new(p)
@@ -824,6 +849,12 @@ pub fn day_text(date: &str) -> String {
 }
 
 impl FormField {
+    /// Whether the phone shows the field to the person filling the form: not retired, not
+    /// filled by the phone itself (`auto`), not hidden.
+    pub fn shown(&self) -> bool {
+        !self.retired && self.auto.is_none() && self.appearance.as_deref() != Some("hidden")
+    }
+
     /// The field's name as people read it, in English and in Vietnamese.
     pub fn label_en(&self) -> &str {
         self.label
@@ -1155,6 +1186,7 @@ mod tests {
             required_message: None,
             appearance: None,
             references: None,
+            auto: None,
             choices: choices
                 .iter()
                 .map(|c| Choice {

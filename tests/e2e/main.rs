@@ -184,6 +184,11 @@ async fn phone_app_scores_children_as_who_does() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_fills_an_imported_form() {
+    phone_app::phone_fills_an_imported_form().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_reference_is_a_picker() {
     phone_app::phone_reference_is_a_picker().await;
 }

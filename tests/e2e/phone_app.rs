@@ -2406,3 +2406,108 @@ pub async fn phone_scores_children_as_who_does() {
     browser.screenshot("90-growth-scores").await;
     browser.quit().await;
 }
+
+/// A form imported from XLSForm, as the phone renders it: a note shown as words, times and
+/// dates with times typed in, metadata and hidden questions not shown but filled (when the form
+/// was opened and saved, the day, the phone), the form's own rule checked with its message, a
+/// calculation shown as the person types; what the server stores is what the phone filled.
+pub async fn phone_fills_an_imported_form() {
+    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let mut server = Server::start(&db);
+    let form = json!({ "id": "visit", "version": 1,
+        "title": { "vi": "Thăm hộ gia đình", "en": "Household visit" },
+        "fields": [
+            { "name": "intro", "type": "note", "label": { "vi": "Hỏi người chăm sóc trẻ.", "en": "Ask the carer." } },
+            { "name": "Started", "type": "datetime", "auto": "start" },
+            { "name": "visit.day", "type": "date", "auto": "today" },
+            { "name": "phone-id", "type": "text", "auto": "deviceid" },
+            { "name": "ref", "type": "text", "appearance": "hidden" },
+            { "name": "child_name", "type": "text", "label": { "vi": "Họ và tên trẻ", "en": "Name" } },
+            { "name": "arrived", "type": "time", "label": { "vi": "Giờ đến", "en": "Arrived" } },
+            { "name": "next_visit", "type": "datetime", "label": { "vi": "Hẹn lần sau", "en": "Next visit" } },
+            { "name": "children", "type": "integer", "label": { "vi": "Số trẻ", "en": "Children" },
+              "constraint": { "==": [{ "mod": [{ "var": "children" }, 2] }, 0] },
+              "constraint_message": { "vi": "Số trẻ phải là số chẵn.", "en": "An even number." } },
+            { "name": "Finished", "type": "datetime", "auto": "end" }
+        ],
+        "derived": [
+            { "name": "greeting", "type": "text", "label": { "vi": "Lời chào", "en": "Greeting" },
+              "expr": { "concat": ["Chào ", { "var": "child_name" }] } }
+        ]
+    });
+    let path = db.scratch("visit.json");
+    std::fs::write(&path, form.to_string()).unwrap();
+    let published = server.cli(&["form", "publish", path.to_str().unwrap()]);
+    assert!(published.contains("Published visit"), "{published}");
+    // Served from the next start (a running server picks it up within its refresh).
+    server.restart();
+    let device = enrol(&a, &server, "Xuân", &["19753"]).await;
+    a.click_on("#new").await;
+    a.click_on("a[data-form=\"visit\"]").await;
+    let note = a
+        .wait_text("[data-name=\"intro\"]", "Hỏi người chăm sóc trẻ.")
+        .await;
+    assert_eq!(note.trim(), "Hỏi người chăm sóc trẻ.");
+    let inputs = in_page(
+        &a,
+        "done([...document.querySelectorAll('.fields > [data-name]')].map(e => [e.dataset.name, (e.querySelector('input') || {}).type || null]));",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        inputs,
+        json!([
+            ["intro", null],
+            ["child_name", "text"],
+            ["arrived", "time"],
+            ["next_visit", "datetime-local"],
+            ["children", "number"]
+        ]),
+        "metadata and hidden questions are not shown"
+    );
+    a.type_into(&a.find("[data-name=\"child_name\"] input").await, "Bé Na")
+        .await;
+    a.wait_text("[data-derived=\"greeting\"]", "Chào Bé Na")
+        .await;
+    set_field(&a, "arrived", "08:30").await;
+    set_field(&a, "next_visit", "2026-12-24T09:00").await;
+    set_field(&a, "children", "3").await;
+    a.click_on("#save").await;
+    a.wait_text("#error-children", "Số trẻ phải là số chẵn.")
+        .await;
+    a.screenshot("95-imported-form").await;
+    set_field(&a, "children", "2").await;
+    a.click_on("#save").await;
+    wait_status(&a, "Bé Na", "synced").await;
+    let mut phone = server.enroll("Kiểm tra", &["19753"]).await;
+    phone.sync().await;
+    let record = phone
+        .client
+        .records()
+        .into_iter()
+        .find(|r| r.form.as_str() == "visit")
+        .expect("the visit reached the server");
+    let value = |n: &str| record.value(n).cloned().unwrap_or(Value::Null);
+    assert_eq!(value("children"), json!(2));
+    assert_eq!(value("arrived"), json!("08:30"));
+    assert!(value("next_visit")
+        .as_str()
+        .unwrap()
+        .starts_with("2026-12-24T09:00"));
+    assert_eq!(value("phone-id"), json!(device.to_string()));
+    let start = value("Started");
+    let end = value("Finished");
+    assert!(
+        start.as_str().unwrap() <= end.as_str().unwrap(),
+        "{start} {end}"
+    );
+    assert_eq!(value("visit.day").as_str().unwrap().len(), 10);
+    assert_eq!(value("intro"), Value::Null, "a note holds no value");
+    assert_eq!(value("ref"), Value::Null);
+    a.quit().await;
+}

@@ -271,7 +271,12 @@ pub(super) fn record_name(record: &Record, form: Option<&SurveyForm>) -> Option<
     form?
         .fields
         .iter()
-        .filter(|f| f.kind == FieldType::Text)
+        // The first text a person typed (not one the phone filled, nor a hidden one).
+        .filter(|f| {
+            f.kind == FieldType::Text
+                && f.auto.is_none()
+                && f.appearance.as_deref() != Some("hidden")
+        })
         .find_map(|f| {
             record
                 .value(&f.name)
