@@ -1100,3 +1100,73 @@ pub async fn growth_scores_follow_todays_rules(db: Database) {
     assert!(!server.log().contains("derived again"), "{}", server.log());
     assert_eq!(figures(&server).await("underweight-under-5").1, 2);
 }
+
+/// Every spreadsheet of pyxform's own examples (`tests/xlsform/pyxform-examples`, BSD) goes
+/// through `mam form import` without a crash: each converts, or is refused with the reason, and
+/// what is not converted is named. The fields converted are counted against a floor, so that
+/// the importer only ever converts more (`tests/xlsform/coverage.py` sets them against
+/// pyxform's count).
+pub fn xlsform_corpus_imports_without_a_crash() {
+    let corpus = crate::harness::repo_root().join("tests/xlsform/pyxform-examples");
+    let mut paths: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "xls" || x == "xlsx"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 40, "{}", corpus.display());
+    fn count(fields: &[Value]) -> usize {
+        fields
+            .iter()
+            .map(|f| match f["type"].as_str() {
+                Some("repeat") => count(f["fields"].as_array().unwrap()),
+                _ => 1,
+            })
+            .sum()
+    }
+    let dir = std::env::temp_dir().join(format!("mam-corpus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut converted, mut refused) = (0, 0);
+    for path in &paths {
+        let out = dir.join("form.json");
+        let _ = std::fs::remove_file(&out);
+        let run = crate::harness::mam()
+            .args([
+                "form",
+                "import",
+                path.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        let name = path.file_name().unwrap().to_string_lossy();
+        assert!(
+            !stderr.contains("panicked") && matches!(run.status.code(), Some(0 | 1)),
+            "{name}: {:?}\n{stderr}",
+            run.status
+        );
+        if out.exists() {
+            let form: Value =
+                serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+            let n = count(form["fields"].as_array().unwrap())
+                + form["derived"].as_array().map_or(0, Vec::len);
+            eprintln!("{name}: {n} fields");
+            converted += n;
+        } else {
+            assert!(
+                stderr.contains("error:"),
+                "{name} refused without a reason: {stderr}"
+            );
+            eprintln!("{name}: refused: {}", stderr.trim());
+            refused += 1;
+        }
+    }
+    eprintln!("{converted} fields converted, {refused} spreadsheets refused");
+    assert!(
+        converted >= 243,
+        "{converted} fields converted: fewer than before"
+    );
+    assert!(refused <= 1, "{refused} spreadsheets refused");
+}

@@ -183,6 +183,11 @@ async fn phone_app_scores_children_as_who_does() {
     phone_app::phone_scores_children_as_who_does().await;
 }
 
+#[test]
+fn xlsform_corpus_imports_without_a_crash() {
+    forms::xlsform_corpus_imports_without_a_crash();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_fills_an_imported_form() {
     phone_app::phone_fills_an_imported_form().await;
