@@ -941,6 +941,8 @@ async function renderFill(formId, recordId) {
   // refused edit being corrected on top.
   const start = { ...opened.base };
   for (const r of refused) for (const [n, f] of Object.entries(r.edit.fields)) start[n] = f.value;
+  // A new record starts from the form's defaults.
+  if (isNew) for (const f of form.fields) if (f.default !== undefined && !(f.name in start)) start[f.name] = f.default;
   const values = draft ? draft.values : start;
   const communes = auth.communes;
   const commune = (draft && draft.commune) || (existing && existing.commune) || (refused[0] && refused[0].edit.commune) || communes[0];

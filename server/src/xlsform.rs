@@ -430,9 +430,17 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 Err(e) => not_converted.push(here(format!("relevant {relevant:?}: {e}"))),
             }
         }
+        let default = survey.cell(row, &["default"]);
+        if !default.is_empty() {
+            match typed_default(default, ty) {
+                Some(v) => field["default"] = v,
+                None => not_converted.push(here(format!(
+                    "default {default:?} (a value of the question's type, not an expression)"
+                ))),
+            }
+        }
         for column in [
             "calculation",
-            "default",
             "choice_filter",
             "repeat_count",
             "read_only",
@@ -490,6 +498,39 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         form,
         not_converted,
     })
+}
+
+/// A `default` cell as a value of the question's type; `None` for an expression or a value
+/// that is not of the type.
+fn typed_default(text: &str, ty: &str) -> Option<Value> {
+    if text.contains("${") || text.contains('(') {
+        return None;
+    }
+    let text = text.trim_matches(|c| c == '\'' || c == '"');
+    match ty {
+        "integer" => text.parse::<i64>().ok().map(Value::from),
+        "decimal" => text
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .map(|x| json!(x)),
+        "date" => sync_protocol::form::parse_date(text).map(|_| json!(text)),
+        "time" => match text.parse::<f64>() {
+            // A time cell, as a spreadsheet stores it: a fraction of a day.
+            Ok(day) if (0.0..1.0).contains(&day) => {
+                let minutes = (day * 24.0 * 60.0).round() as i64;
+                Some(json!(format!(
+                    "{:02}:{:02}",
+                    minutes / 60 % 24,
+                    minutes % 60
+                )))
+            }
+            _ => sync_protocol::form::is_time(text).then(|| json!(text)),
+        },
+        "select_many" => Some(json!(text.split_whitespace().collect::<Vec<_>>())),
+        "text" | "select_one" | "datetime" => Some(json!(text)),
+        _ => None,
+    }
 }
 
 /// An expression may read only the form's questions (and a calculation only those and the

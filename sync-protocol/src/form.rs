@@ -155,6 +155,9 @@ pub struct FormField {
     /// collaborator's name). Not shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto: Option<String>,
+    /// The value a new record starts with, which the person may change (XLSForm's `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<Choice>,
     /// The fields of each item of a repeat group.
@@ -767,6 +770,10 @@ fn check_fields(fields: &[FormField], names: &mut BTreeSet<String>) -> Result<()
         if matches!(f.kind, FieldType::SelectOne | FieldType::SelectMany) && f.choices.is_empty() {
             return Err(format!("{}: a select field needs choices", f.name));
         }
+        if let Some(default) = &f.default {
+            f.check_value(default, "9999-12-31")
+                .map_err(|v| format!("{}: default {default}: {}", f.name, v.en))?;
+        }
         if let Some(auto) = &f.auto {
             let wanted = match auto.as_str() {
                 "start" | "end" => FieldType::Datetime,
@@ -1187,6 +1194,7 @@ mod tests {
             appearance: None,
             references: None,
             auto: None,
+            default: None,
             choices: choices
                 .iter()
                 .map(|c| Choice {
