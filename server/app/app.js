@@ -818,11 +818,11 @@ function fieldInput(field, value, villages) {
     case "select_one":
       wrap.append(lab, h("select", { id, name: field.name },
         h("option", { value: "", text: "—" }),
-        (field.choices || []).map((c) => h("option", { value: c.code, selected: value === c.code, text: label(c.label, c.code) }))));
+        (field.choices || []).map((c, i) => h("option", { value: c.code, "data-choice": i, selected: value === c.code, text: label(c.label, c.code) }))));
       return wrap;
     case "select_many":
       wrap.append(h("fieldset", {}, h("legend", { text: label(field.label, field.name) }),
-        (field.choices || []).map((c) => h("label", { class: "choice" },
+        (field.choices || []).map((c, i) => h("label", { class: "choice", "data-choice": i },
           h("input", { type: "checkbox", value: c.code, checked: Array.isArray(value) && value.includes(c.code) }), ` ${label(c.label, c.code)}`))));
       return wrap;
     case "reference": {
@@ -1029,6 +1029,17 @@ async function renderFill(formId, recordId) {
       let needed = false;
       try { needed = !f.required && !!f.required_if && P.evaluate(f.required_if, lookup) === true; } catch { needed = false; }
       el.classList.toggle("needed", needed);
+      // A choice filter offers the choices it is true for, as the answers it reads change.
+      if (f.choice_filter) {
+        for (const opt of el.querySelectorAll("[data-choice]")) {
+          const c = (f.choices || [])[Number(opt.dataset.choice)];
+          const column = (n) => (n === "@name" ? c.code : (c.props || {})[n.slice(1)] ?? null);
+          let offered = true;
+          try { offered = P.evaluate(f.choice_filter, (n) => (n.startsWith("@") ? column(n) : lookup(n))) === true; } catch { offered = true; }
+          opt.hidden = !offered;
+          if (opt.tagName === "OPTION") opt.disabled = !offered;
+        }
+      }
     }
     const derived = P.derive(form, rec);
     derivedBox.replaceChildren(...Object.entries(derived).map(([n, v]) => {
@@ -1092,6 +1103,9 @@ async function renderFill(formId, recordId) {
   };
   // Leaving a field checks it alone: its value, and the rules it takes part in.
   fieldLeft = (ev) => {
+    // Leaving a field for a button (Save, a page's Next): the button checks everything, and a
+    // message changing under the finger now would move the button before the tap ends.
+    if (ev.relatedTarget && ev.relatedTarget.tagName === "BUTTON") return;
     const el = ev.target.closest && ev.target.closest(".fields > [data-name]");
     if (!el) return;
     const name = el.dataset.name;

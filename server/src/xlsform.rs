@@ -147,6 +147,22 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             if let Some(label) = sheet.labels(row, "label") {
                 choice["label"] = label;
             }
+            // The other columns, for choice filters.
+            let mut props = serde_json::Map::new();
+            for (i, h) in sheet.header.iter().enumerate() {
+                let key = h.to_ascii_lowercase();
+                let known = ["list_name", "list name", "name", "value"].contains(&key.as_str())
+                    || ["label", "image", "audio", "video", "media", "big-image"]
+                        .iter()
+                        .any(|k| key == *k || key.starts_with(&format!("{k}:")));
+                let value = row.get(i).map(|v| v.trim()).unwrap_or("");
+                if !known && !h.is_empty() && !value.is_empty() {
+                    props.insert(h.clone(), json!(value));
+                }
+            }
+            if !props.is_empty() {
+                choice["props"] = Value::Object(props);
+            }
             lists.entry(list.to_owned()).or_default().push(choice);
         }
     }
@@ -430,6 +446,20 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 Err(e) => not_converted.push(here(format!("relevant {relevant:?}: {e}"))),
             }
         }
+        let filter = survey.cell(row, &["choice_filter"]);
+        if !filter.is_empty() {
+            match xpath::parse_choice_filter(filter) {
+                Ok(rule) => field["choice_filter"] = rule,
+                Err(e) => not_converted.push(here(format!("choice_filter {filter:?}: {e}"))),
+            }
+        }
+        // A code listed twice is kept only where a choice filter tells the two apart.
+        if field.get("choice_filter").is_none() {
+            if let Some(choices) = field["choices"].as_array_mut() {
+                let mut seen = std::collections::BTreeSet::new();
+                choices.retain(|c| seen.insert(c["code"].to_string()));
+            }
+        }
         let default = survey.cell(row, &["default"]);
         if !default.is_empty() {
             match typed_default(default, ty) {
@@ -439,13 +469,7 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 ))),
             }
         }
-        for column in [
-            "calculation",
-            "choice_filter",
-            "repeat_count",
-            "read_only",
-            "trigger",
-        ] {
+        for column in ["calculation", "repeat_count", "read_only", "trigger"] {
             let value = survey.cell(row, &[column]);
             if !value.is_empty() {
                 not_converted.push(here(format!("{column} {value:?}")));
@@ -550,11 +574,11 @@ fn keep_what_reads_known_names(
         .collect();
     for f in fields.iter_mut() {
         let name = f["name"].as_str().unwrap_or_default().to_owned();
-        for key in ["relevant", "required_if", "constraint"] {
+        for key in ["relevant", "required_if", "constraint", "choice_filter"] {
             let Some(rule) = f.get(key) else { continue };
-            let unknown = sync_protocol::expr::vars(rule)
-                .into_iter()
-                .find(|v| !questions.contains(v));
+            let unknown = sync_protocol::expr::vars(rule).into_iter().find(|v| {
+                !questions.contains(v) && !(key == "choice_filter" && v.starts_with('@'))
+            });
             if let Some(v) = unknown {
                 let what = if calculations.contains(&v) {
                     format!("reads the calculation ${{{v}}}")

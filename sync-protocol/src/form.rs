@@ -155,6 +155,12 @@ pub struct FormField {
     /// collaborator's name). Not shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto: Option<String>,
+    /// Which choices the phone offers (XLSForm's `choice_filter`): an expression true for the
+    /// choices to offer, reading the other fields by name and the choice's own code and
+    /// columns as `{"var": "@name"}`, `{"var": "@column"}`. With one, a code may be listed
+    /// more than once (under different columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choice_filter: Option<Value>,
     /// The value a new record starts with, which the person may change (XLSForm's `default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
@@ -183,6 +189,10 @@ pub struct Choice {
     pub code: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<Labels>,
+    /// The choice's other columns (XLSForm's choices sheet), which a `choice_filter` reads
+    /// as `{"var": "@column"}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub props: BTreeMap<String, String>,
 }
 
 /// A field the server computes from others (`expr`, see [`crate::expr`]); phones may compute it
@@ -298,9 +308,14 @@ impl Form {
                 ("required_if", &f.required_if),
                 ("relevant", &f.relevant),
                 ("constraint", &f.constraint),
+                ("choice_filter", &f.choice_filter),
             ] {
                 let Some(cond) = cond else { continue };
                 for v in expr::vars(cond) {
+                    // A choice filter reads the choice's own columns as `@column`.
+                    if rule == "choice_filter" && v.starts_with('@') {
+                        continue;
+                    }
                     if !names.contains(&v) {
                         return Err(format!(
                             "{}: {rule} reads {v:?}, which the form does not have",
@@ -763,7 +778,7 @@ fn check_fields(fields: &[FormField], names: &mut BTreeSet<String>) -> Result<()
         }
         let mut codes = BTreeSet::new();
         for c in &f.choices {
-            if !codes.insert(c.code.as_str()) {
+            if !codes.insert(c.code.as_str()) && f.choice_filter.is_none() {
                 return Err(format!("{}: choice {} is listed twice", f.name, c.code));
             }
         }
@@ -1195,11 +1210,13 @@ mod tests {
             references: None,
             auto: None,
             default: None,
+            choice_filter: None,
             choices: choices
                 .iter()
                 .map(|c| Choice {
                     code: c.to_string(),
                     label: None,
+                    props: BTreeMap::new(),
                 })
                 .collect(),
             fields: vec![],
@@ -1240,6 +1257,7 @@ mod tests {
         v2.fields[0].choices.push(Choice {
             code: "degraded".into(),
             label: None,
+            props: BTreeMap::new(),
         });
         v2.fields[2].retired = true;
         v2.fields.push(field(FieldType::Text, &[]));

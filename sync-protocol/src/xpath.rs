@@ -152,6 +152,8 @@ struct Parser<'a> {
     at: usize,
     /// The question `.` names, in a constraint.
     current: Option<&'a str>,
+    /// In a choice filter, a bare name is a column of the choice: `{"var": "@column"}`.
+    choice_columns: bool,
 }
 
 impl Parser<'_> {
@@ -292,6 +294,9 @@ impl Parser<'_> {
                 }
                 self.call(&name, args)
             }
+            Some(Token::Name(name)) if self.choice_columns => {
+                Ok(json!({ "var": format!("@{name}") }))
+            }
             Some(Token::Name(name)) => Err(Unsupported(format!("the path {name:?}"))),
             Some(other) => Err(Unsupported(format!("{other:?} where a value belongs"))),
             None => Err(Unsupported("an expression that ends too soon".into())),
@@ -382,10 +387,25 @@ fn number(n: f64) -> Value {
 /// Parses `text` into a rule. `current` is the question `.` stands for (a constraint's own
 /// question); `None` where `.` has no meaning.
 pub fn parse(text: &str, current: Option<&str>) -> Result<Value, Unsupported> {
+    parse_with(text, current, false)
+}
+
+/// Parses a `choice_filter`: a bare name (`cf`, `name`) is a column of the choice being
+/// offered, `{"var": "@cf"}`; `${name}` a question, as everywhere.
+pub fn parse_choice_filter(text: &str) -> Result<Value, Unsupported> {
+    parse_with(text, None, true)
+}
+
+fn parse_with(
+    text: &str,
+    current: Option<&str>,
+    choice_columns: bool,
+) -> Result<Value, Unsupported> {
     let mut parser = Parser {
         tokens: tokens(text)?,
         at: 0,
         current,
+        choice_columns,
     };
     let rule = parser.or()?;
     match parser.peek() {
@@ -428,6 +448,15 @@ mod tests {
             parse("${my-field}", None).unwrap(),
             json!({"var": "my-field"})
         );
+    }
+
+    #[test]
+    fn a_choice_filter_reads_the_choice_columns() {
+        assert_eq!(
+            parse_choice_filter("${state}=cf and name != 'x'").unwrap(),
+            json!({"and": [{"==": [{"var": "state"}, {"var": "@cf"}]}, {"!=": [{"var": "@name"}, "x"]}]})
+        );
+        assert!(parse("${state}=cf", None).is_err());
     }
 
     #[test]

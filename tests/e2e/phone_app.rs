@@ -2433,6 +2433,15 @@ pub async fn phone_fills_an_imported_form() {
             { "name": "children", "type": "integer", "label": { "vi": "Số trẻ", "en": "Children" },
               "constraint": { "==": [{ "mod": [{ "var": "children" }, 2] }, 0] },
               "constraint_message": { "vi": "Số trẻ phải là số chẵn.", "en": "An even number." } },
+            { "name": "province", "type": "select_one", "label": { "vi": "Tỉnh", "en": "Province" },
+              "choices": [{ "code": "hue" }, { "code": "hanoi" }] },
+            { "name": "ward", "type": "select_one", "label": { "vi": "Phường", "en": "Ward" },
+              "choice_filter": { "==": [{ "var": "province" }, { "var": "@in" }] },
+              "choices": [
+                  { "code": "thuan-hoa", "props": { "in": "hue" } },
+                  { "code": "ba-dinh", "props": { "in": "hanoi" } },
+                  { "code": "an-cuu", "props": { "in": "hue" } }
+              ] },
             { "name": "Finished", "type": "datetime", "auto": "end" }
         ],
         "derived": [
@@ -2466,7 +2475,9 @@ pub async fn phone_fills_an_imported_form() {
             ["child_name", "text"],
             ["arrived", "time"],
             ["next_visit", "datetime-local"],
-            ["children", "number"]
+            ["children", "number"],
+            ["province", null],
+            ["ward", null]
         ]),
         "metadata and hidden questions are not shown"
     );
@@ -2476,6 +2487,28 @@ pub async fn phone_fills_an_imported_form() {
         .await;
     set_field(&a, "arrived", "08:30").await;
     set_field(&a, "next_visit", "2026-12-24T09:00").await;
+    // The wards offered follow the province chosen.
+    for (province, wards) in [
+        ("hue", json!(["thuan-hoa", "an-cuu"])),
+        ("hanoi", json!(["ba-dinh"])),
+    ] {
+        // Chosen as a person does, the select changing (a click on an option would leave
+        // the browser's own list open over the page).
+        in_page(
+            &a,
+            "const s = document.querySelector('[data-name=\"province\"] select'); s.value = args[0]; s.dispatchEvent(new Event('change', { bubbles: true })); done(true);",
+            vec![json!(province)],
+        )
+        .await;
+        wait_for(
+            &a,
+            "the wards of the province",
+            "return [...document.querySelectorAll('[data-name=\"ward\"] option')].filter(o => o.value && !o.hidden).map(o => o.value);",
+            vec![],
+            wards,
+        )
+        .await;
+    }
     set_field(&a, "children", "3").await;
     a.click_on("#save").await;
     a.wait_text("#error-children", "Số trẻ phải là số chẵn.")
