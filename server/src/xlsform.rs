@@ -455,7 +455,7 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         }
         // A code listed twice is kept only where a choice filter tells the two apart.
         if field.get("choice_filter").is_none() {
-            if let Some(choices) = field["choices"].as_array_mut() {
+            if let Some(choices) = field.get_mut("choices").and_then(Value::as_array_mut) {
                 let mut seen = std::collections::BTreeSet::new();
                 choices.retain(|c| seen.insert(c["code"].to_string()));
             }
@@ -577,7 +577,9 @@ fn keep_what_reads_known_names(
         for key in ["relevant", "required_if", "constraint", "choice_filter"] {
             let Some(rule) = f.get(key) else { continue };
             let unknown = sync_protocol::expr::vars(rule).into_iter().find(|v| {
-                !questions.contains(v) && !(key == "choice_filter" && v.starts_with('@'))
+                // A choice filter reads the choice's own columns as `@column`.
+                let column = key == "choice_filter" && v.starts_with('@');
+                !(questions.contains(v) || column)
             });
             if let Some(v) = unknown {
                 let what = if calculations.contains(&v) {
