@@ -191,7 +191,8 @@ pub async fn publish(
 
 /// A form from an uploaded file: JSON as in schemas/forms, or an XLSForm workbook.
 fn read_form_file(name: &str, bytes: &[u8]) -> anyhow::Result<SurveyForm> {
-    if name.to_lowercase().ends_with(".xlsx") {
+    let lower = name.to_lowercase();
+    if lower.ends_with(".xlsx") || lower.ends_with(".xls") {
         let dir = std::env::temp_dir().join(format!("mam-upload-{}", auth::new_token()));
         std::fs::create_dir_all(&dir)?;
         let stem: String = name
@@ -199,7 +200,11 @@ fn read_form_file(name: &str, bytes: &[u8]) -> anyhow::Result<SurveyForm> {
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             .collect();
         let path = dir.join(if stem.is_empty() {
-            "form.xlsx".into()
+            if lower.ends_with(".xls") {
+                "form.xls".into()
+            } else {
+                "form.xlsx".into()
+            }
         } else {
             stem
         });
@@ -208,7 +213,11 @@ fn read_form_file(name: &str, bytes: &[u8]) -> anyhow::Result<SurveyForm> {
         let _ = std::fs::remove_dir_all(&dir);
         let import = import?;
         if !import.not_converted.is_empty() {
-            anyhow::bail!("not converted: {}", import.not_converted.join("; "));
+            anyhow::bail!(
+                "not published: {} not converted: {}",
+                import.not_converted.len(),
+                import.not_converted.join("; ")
+            );
         }
         return Ok(import.form);
     }
