@@ -1006,7 +1006,11 @@ async function renderFill(formId, recordId) {
   const current = () => {
     const out = {};
     for (const f of form.fields.filter(shown)) out[f.name] = readField(f, body);
-    if (isNew) for (const f of form.fields.filter((x) => !x.retired && x.auto)) out[f.name] = autoValue(f);
+    if (isNew) {
+      for (const f of form.fields.filter((x) => !x.retired && x.auto)) out[f.name] = autoValue(f);
+      // A hidden question keeps the value the form gives it.
+      for (const f of form.fields.filter((x) => !x.retired && x.appearance === "hidden" && x.default !== undefined)) out[f.name] = f.default;
+    }
     return out;
   };
   const prospective = (vals) => {
@@ -1037,7 +1041,14 @@ async function renderFill(formId, recordId) {
           let offered = true;
           try { offered = P.evaluate(f.choice_filter, (n) => (n.startsWith("@") ? column(n) : lookup(n))) === true; } catch { offered = true; }
           opt.hidden = !offered;
-          if (opt.tagName === "OPTION") opt.disabled = !offered;
+          if (opt.tagName === "OPTION") {
+            opt.disabled = !offered;
+            // A choice no longer offered is no longer the answer.
+            if (!offered && opt.selected) opt.closest("select").value = "";
+          } else {
+            const box = opt.querySelector("input");
+            if (!offered && box && box.checked) box.checked = false;
+          }
         }
       }
     }
@@ -1046,7 +1057,8 @@ async function renderFill(formId, recordId) {
       const d = form.derived.find((x) => x.name === n);
       return h("div", { class: "field", "data-derived": n }, h("span", { class: "label", text: `${label(d && d.label, n)}: ` }), h("strong", { text: show(v, d) }));
     }));
-    return vals;
+    // Read again: a choice filter may have taken back an answer it no longer offers.
+    return current();
   };
   // Every keystroke is kept: a reload, a crash or a flat battery loses nothing typed. The
   // draft keeps what was shown when it was opened, as stored (a successor number renames the
@@ -1127,6 +1139,11 @@ async function renderFill(formId, recordId) {
 
   const submit = async (ev) => {
     ev.preventDefault();
+    // Enter (or the keyboard's Go) before the last page moves on a page, as Next does.
+    if (sections.length && page !== sections.length - 1) {
+      next.click();
+      return;
+    }
     const vals = refresh();
     // The edit: every filled field of a new record, or only what changed.
     // Empty is empty: no value, an empty list and a blank all mean null.

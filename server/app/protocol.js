@@ -590,8 +590,15 @@ export function evaluate(expr, lookup) {
       return Number.isFinite(acc) ? acc : null;
     }
     case "<": case "<=": case ">": case ">=": case "==": case "!=": {
-      const a = arg(0), b = arg(1);
+      let a = arg(0), b = arg(1);
+      // No answer is the empty text, as XPath reads it (sync-protocol's `expr::eval`).
+      const empty = (v) => isNull(v) || v === "";
+      if ((op === "==" || op === "!=") && (isNull(a) || isNull(b)) && empty(a) && empty(b)) return op === "==";
       if (isNull(a) || isNull(b)) return null;
+      // A number against text that is a number compares as numbers.
+      const numeric = (v) => (typeof v === "string" && v.trim() !== "" && /^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)$/.test(v.trim()) ? Number(v.trim()) : null);
+      if (isNum(a) && typeof b === "string" && numeric(b) !== null) b = numeric(b);
+      else if (isNum(b) && typeof a === "string" && numeric(a) !== null) a = numeric(a);
       let ord;
       if (isNum(a) && isNum(b)) ord = a < b ? -1 : a > b ? 1 : 0;
       else if (typeof a === "string" && typeof b === "string") ord = a < b ? -1 : a > b ? 1 : 0;
@@ -649,7 +656,8 @@ export function evaluate(expr, lookup) {
       const x = arg(0), d = arg(1);
       if (!isNum(x) || !isNum(d)) return null;
       const f = Math.pow(10, d);
-      return Math.round(x * f) / f;
+      // Halves away from zero, as the server rounds.
+      return (Math.sign(x) * Math.round(Math.abs(x) * f)) / f + 0;
     }
     case "mod": {
       const x = arg(0), y = arg(1);
@@ -685,7 +693,7 @@ export function evaluate(expr, lookup) {
       const start = Math.max(0, Math.trunc(isNum(arg(1)) ? arg(1) : 0));
       const from = Math.min(start, chars.length);
       let to = chars.length;
-      if (args.length > 2) { const n = arg(2); if (isNum(n)) to = start + Math.max(0, Math.trunc(n)); }
+      if (args.length > 2) { const n = arg(2); if (isNum(n)) to = Math.max(0, Math.trunc(n)); }
       return chars.slice(from, Math.max(from, Math.min(to, chars.length))).join("");
     }
     case "coalesce": {
@@ -698,10 +706,6 @@ export function evaluate(expr, lookup) {
     }
     case "number":
       return numberOf(arg(0));
-    case "today": {
-      const v = lookup("_today");
-      return v === undefined ? null : v;
-    }
     case "who_z": {
       // The first nutrition form's op: one score from one measure, by today's rules.
       const v = args.map((a) => evaluate(a, lookup));
@@ -925,11 +929,14 @@ function recordProblems(form, record, touched, isNew) {
   for (const f of form.fields.filter((x) => !x.retired)) {
     const current = value(f.name);
     const mine = touched.has(f.name);
-    if (f.required && current === null && (isNew || mine)) {
+    // A question its condition hides is not asked, so it cannot be required.
+    let asked = true;
+    if (f.relevant) { try { asked = evaluate(f.relevant, value) === true; } catch { asked = false; } }
+    if (f.required && asked && current === null && (isNew || mine)) {
       out.push(missing(f, f.name));
       continue;
     }
-    if (f.required_if) {
+    if (f.required_if && asked) {
       const relevant = isNew || mine || vars(f.required_if).some((v) => touched.has(v));
       if (relevant && current === null && evaluate(f.required_if, value) === true) {
         const named = (lang) => vars(f.required_if).map((n) => {

@@ -375,7 +375,7 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                                 "name": format!("{name}_other"),
                                 "type": "text",
                                 "label": { "vi": "Khác (ghi rõ)", "en": "Specify other" },
-                                "relevant": { "in": ["other", { "var": name }] },
+                                "relevant": { "selected": [{ "var": name }, "other"] },
                             }));
                         }
                         field["choices"] = Value::Array(choices);
@@ -457,7 +457,19 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         if field.get("choice_filter").is_none() {
             if let Some(choices) = field.get_mut("choices").and_then(Value::as_array_mut) {
                 let mut seen = std::collections::BTreeSet::new();
-                choices.retain(|c| seen.insert(c["code"].to_string()));
+                let mut twice = Vec::new();
+                choices.retain(|c| {
+                    let first = seen.insert(c["code"].to_string());
+                    if !first {
+                        twice.push(c["code"].to_string());
+                    }
+                    first
+                });
+                for code in twice {
+                    not_converted.push(here(format!(
+                        "choice {code} is listed twice without a choice_filter: the second is left out"
+                    )));
+                }
             }
         }
         let default = survey.cell(row, &["default"]);
@@ -682,12 +694,15 @@ fn type_words(kind: &str) -> (String, Option<String>, bool) {
         [head, rest @ ..] => (*head, rest),
         [] => ("", &[]),
     };
-    // The list's name keeps its case: find it in the original cell.
-    let arg = rest.first().map(|w| {
-        kind.split_whitespace()
+    // A select's list keeps its case (find it in the original cell); other words are
+    // XLSForm's own (`begin Group`), in any case.
+    let arg = rest.first().map(|w| match head {
+        "select_one" | "select_multiple" => kind
+            .split_whitespace()
             .find(|orig| orig.eq_ignore_ascii_case(w))
             .unwrap_or(w)
-            .to_owned()
+            .to_owned(),
+        _ => (*w).to_owned(),
     });
     let head = match head {
         "datetime" | "date_time" => "datetime",
@@ -707,10 +722,9 @@ fn constraint_rules<'a>(constraint: &'a str, ty: &str, field: &mut Value) -> Res
             field["not_future"] = json!(true);
             continue;
         }
-        if let Some(inner) = compact
-            .strip_prefix("regex(.,")
-            .and_then(|r| r.strip_suffix(')'))
-        {
+        if compact.starts_with("regex(.,") && compact.ends_with(')') {
+            // The pattern as written, spaces and all, between its quotes.
+            let inner = p[p.find(',').map_or(0, |i| i + 1)..p.len() - 1].trim();
             let pattern = inner.trim_matches(|c| c == '\'' || c == '"');
             field["pattern"] = json!(pattern);
             continue;
@@ -741,4 +755,32 @@ fn constraint_rules<'a>(constraint: &'a str, ty: &str, field: &mut Value) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constraints_keep_their_patterns_as_written() {
+        let mut field = json!({});
+        constraint_rules("regex(., '^[A-Z ]+$') and . != 'X'", "text", &mut field).unwrap_err();
+        let mut field = json!({});
+        constraint_rules("regex(., '^[A-Z ]+$')", "text", &mut field).unwrap();
+        assert_eq!(field["pattern"], "^[A-Z ]+$");
+    }
+
+    #[test]
+    fn type_words_read_every_spelling() {
+        let words = |k: &str| type_words(k);
+        assert_eq!(
+            words("Begin Group"),
+            ("begin".into(), Some("group".into()), false)
+        );
+        assert_eq!(
+            words("select one from Sexes or specify other"),
+            ("select_one".into(), Some("Sexes".into()), true)
+        );
+        assert_eq!(words("get start time"), ("start".into(), None, false));
+    }
 }

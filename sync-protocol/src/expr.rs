@@ -19,9 +19,8 @@
 //! | `selected` | `[value, code]`: a choice (or list of choices) holds the code |
 //! | `count_selected` | `[value]`: how many choices a list holds |
 //! | `string_length`, `contains`, `starts_with`, `ends_with`, `regex` | on a value's text |
-//! | `concat`, `substr` (`[s, start from 0, length?]`), `coalesce` (`[a, b]`: `a` unless empty) | text |
+//! | `concat`, `substr` (`[s, start, end?]`, from 0, `end` not included), `coalesce` (`[a, b]`: `a` unless empty) | text |
 //! | `int` (towards zero), `number` (of text or a boolean) | numbers |
-//! | `today` | `[]`: the day the expression is evaluated (the variable `_today`) |
 //! | `who` | `[score, sex ("m"/"f"), age in days, weight kg, length/height cm, measured lying (true/false/null), oedema]`: a WHO z-score (`waz`, `haz`, `whz`, `baz`), rounded to 2 decimals; null where WHO gives none |
 //! | `who_flag` | the same arguments: whether WHO flags that score as implausible |
 //! | `who_z` | `["wfa" or "hfa", sex, age in days, kg or cm, measured lying]`: the first nutrition form's weight-for-age or length/height-for-age, by the rules of `who` |
@@ -98,10 +97,31 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
         }
         "<" | "<=" | ">" | ">=" | "==" | "!=" => {
             let (a, b) = (arg(0)?, arg(1)?);
+            // No answer is the empty text, as XPath reads it: `${x} = ''` holds when x is
+            // unanswered.
+            let empty = |v: &Value| v.is_null() || v.as_str() == Some("");
+            if (op == "==" || op == "!=") && (a.is_null() || b.is_null()) && empty(&a) && empty(&b)
+            {
+                return Ok(Value::Bool(op == "=="));
+            }
             if a.is_null() || b.is_null() {
                 return Ok(Value::Null);
             }
-            let ord = match (num(&a), num(&b), a.as_str(), b.as_str()) {
+            // A number against text compares as numbers when the text is one (a choice coded
+            // "1" against 1), as XPath does.
+            let numeric = |v: &Value| {
+                num(v).or_else(|| {
+                    v.as_str()
+                        .and_then(|s| s.trim().parse::<f64>().ok())
+                        .filter(|x| x.is_finite())
+                })
+            };
+            let (na, nb) = match (num(&a), num(&b)) {
+                (Some(x), None) => (Some(x), numeric(&b)),
+                (None, Some(y)) => (numeric(&a), Some(y)),
+                other => other,
+            };
+            let ord = match (na, nb, a.as_str(), b.as_str()) {
                 (Some(x), Some(y), _, _) => x.partial_cmp(&y),
                 (_, _, Some(x), Some(y)) => Some(x.cmp(y)),
                 _ if op == "==" => return Ok(Value::Bool(a == b)),
@@ -227,11 +247,11 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
         }
         "concat" => Value::String(all()?.iter().map(text_of).collect()),
         "substr" => {
-            // XPath's substr(s, start, length?), counting from 0 as ODK does.
+            // ODK's substr(s, start, end?): from `start` up to `end` (not included), from 0.
             let s: Vec<char> = text_of(&arg(0)?).chars().collect();
             let start = num(&arg(1)?).unwrap_or(0.0).max(0.0) as usize;
             let end = match args.get(2) {
-                Some(_) => num(&arg(2)?).map_or(s.len(), |n| start + n.max(0.0) as usize),
+                Some(_) => num(&arg(2)?).map_or(s.len(), |n| n.max(0.0) as usize),
                 None => s.len(),
             };
             let from = start.min(s.len());
@@ -251,7 +271,6 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
             None => Value::Null,
         },
         "number" => number_of(&arg(0)?).map_or(Value::Null, number),
-        "today" => var("_today").unwrap_or(Value::Null),
         "round" => match (num(&arg(0)?), num(&arg(1)?)) {
             (Some(x), Some(d)) => {
                 let f = 10f64.powi(d as i32);

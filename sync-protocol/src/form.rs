@@ -451,10 +451,15 @@ impl Form {
         for f in self.fields.iter().filter(|f| !f.retired && !deleted) {
             let value = current(&f.name);
             let mine = touched(&f.name);
-            if f.required && value.is_none() && (is_new || mine) {
+            // A question its condition hides is not asked, so it cannot be required (XLSForm's
+            // rule; the phone hides it unless the condition is true).
+            let asked = f.relevant.as_ref().is_none_or(|r| {
+                expr::eval(r, &|name| current(name).cloned()) == Ok(Value::Bool(true))
+            });
+            if f.required && asked && value.is_none() && (is_new || mine) {
                 return Err(f.missing(&f.name));
             }
-            if let Some(cond) = &f.required_if {
+            if let Some(cond) = f.required_if.as_ref().filter(|_| asked) {
                 let vars = expr::vars(cond);
                 let relevant = is_new || mine || vars.iter().any(|v| touched(v));
                 if relevant
@@ -852,9 +857,11 @@ fn is_time_with_offset(s: &str) -> bool {
     if let Some(t) = s.strip_suffix('Z') {
         return is_time(t);
     }
-    match s.len().checked_sub(6).map(|i| s.split_at(i)) {
-        Some((t, off)) if (off.starts_with('+') || off.starts_with('-')) && is_time(&off[1..]) => {
-            is_time(t)
+    // By bytes: a value is any text a phone sent, and a cut inside a character must not panic.
+    let b = s.as_bytes();
+    match b.len().checked_sub(6) {
+        Some(i) if matches!(b[i], b'+' | b'-') && s.is_char_boundary(i) => {
+            is_time(&s[i + 1..]) && is_time(&s[..i])
         }
         _ => is_time(s),
     }
@@ -1392,6 +1399,45 @@ mod tests {
         for (name, kind, choices, value, ok) in cases {
             let result = field(*kind, choices).check_value(value, TODAY);
             assert_eq!(result.is_ok(), *ok, "{name}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn times_and_datetimes_of_any_text_never_panic() {
+        let field = |kind| FormField {
+            kind,
+            ..field(FieldType::Text, &[])
+        };
+        for text in [
+            "2026-01-01Tếabcd",
+            "2026-01-01T12:00ế0:00",
+            "ếếếếếếế",
+            "2026-01-01T+07:00",
+        ] {
+            assert!(
+                field(FieldType::Datetime)
+                    .check_value(&json!(text), TODAY)
+                    .is_err(),
+                "{text}"
+            );
+            assert!(
+                field(FieldType::Time)
+                    .check_value(&json!(text), TODAY)
+                    .is_err(),
+                "{text}"
+            );
+        }
+        for text in [
+            "2026-01-01T12:00",
+            "2026-01-01T12:00:00+07:00",
+            "2026-01-01T12:00Z",
+        ] {
+            assert!(
+                field(FieldType::Datetime)
+                    .check_value(&json!(text), TODAY)
+                    .is_ok(),
+                "{text}"
+            );
         }
     }
 

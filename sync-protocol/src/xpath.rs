@@ -5,8 +5,9 @@
 //! The subset: `.` (the question itself, in a constraint), `${name}`, numbers and quoted text,
 //! `+ - * div mod`, `= != < <= > >=`, `and`, `or`, parentheses, and the functions `not`,
 //! `if`, `selected`, `count-selected`, `string-length`, `regex`, `contains`, `starts-with`,
-//! `ends-with`, `concat`, `substr`, `coalesce`, `int`, `round`, `number`, `string`, `today`,
-//! `true`, `false`. Anything else is refused with what it is, so that an import names it.
+//! `ends-with`, `concat`, `substr`, `coalesce`, `int`, `round`, `number`, `string`, `true`,
+//! `false`. Anything else (`today()` too: rules are checked without the day) is refused with
+//! what it is, so that an import names it.
 //!
 //! ```
 //! use serde_json::json;
@@ -366,10 +367,6 @@ impl Parser<'_> {
                     args.push(json!(0));
                 }
                 json!({ "round": args })
-            }
-            "today" => {
-                arity(0..=0)?;
-                json!({ "today": [] })
             }
             other => return Err(Unsupported(format!("the function {other}()"))),
         })

@@ -729,7 +729,7 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
     assert_eq!(field("swims")["choices"][2]["code"], "other");
     assert_eq!(
         field("swims_other")["relevant"],
-        json!({"in": ["other", {"var": "swims"}]})
+        json!({"selected": [{"var": "swims"}, "other"]})
     );
     assert_eq!(
         field("lesson_count")["relevant"],

@@ -401,6 +401,9 @@ pub async fn office_settles_after_a_restore_are_kept(db: Database) {
     b.sync().await;
     settle(&server, id, "Văn phòng chọn lại").await;
     a.sync().await;
+    // The number the account wrote under before is not a phone of the Phones page.
+    let phones = crate::office::signed_in_page(&server, "xa", "/office/phones").await;
+    assert!(!phones.contains("xa (office)"), "{phones}");
     // Hoa's edit superseded the lost settle, not this one: both stand, for a person to settle.
     for p in [&mut a, &mut b] {
         p.sync().await;

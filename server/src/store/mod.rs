@@ -778,11 +778,11 @@ pub trait CellStore: Send + Sync + 'static {
     /// Replace every indicator cell (a rebuild), in one transaction.
     async fn replace_cells(&self, cells: &[(CellKey, Amount)]) -> Result<()>;
     /// Derive every record's computed fields again with `derive` (rewriting the bodies it
-    /// changes, with no new change number: phones compute derived fields themselves), then
-    /// replace every indicator cell with what `build` makes of the records, reading the
-    /// records and writing them and the cells in one transaction that no push can commit
-    /// into: a push either lands before the read (and counts) or after the write (and adds
-    /// its deltas).
+    /// changes, each only if no push changed it since it was read, and with no new change
+    /// number: phones compute derived fields themselves), then replace every indicator cell
+    /// with what `build` makes of the records as `derive` derives them, reading the records
+    /// and writing the cells in one transaction that no push can commit into: a push either
+    /// lands before the read (and counts) or after the write (and adds its deltas).
     async fn rebuild_cells(
         &self,
         derive: &Rederive<'_>,

@@ -823,6 +823,28 @@ impl super::CellStore for PgStore {
         derive: &super::Rederive<'_>,
         build: &super::CellBuilder<'_>,
     ) -> Result<super::Rebuilt> {
+        // First the stored records derived again, each row on its own and only if no push has
+        // changed it since it was read (a push writes what today's rules derive anyway). Not
+        // under the cells' lock: a push holds its records' rows while it waits for the cells,
+        // and taking them the other way round would deadlock with it.
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, body FROM records ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut rederived = 0;
+        for (id, body) in rows {
+            let mut record = parse_record(&body)?;
+            if derive(&mut record) {
+                let written =
+                    sqlx::query("UPDATE records SET body = $1 WHERE id = $2 AND body = $3")
+                        .bind(super::encode_record(&record))
+                        .bind(&id)
+                        .bind(&body)
+                        .execute(&self.pool)
+                        .await?;
+                rederived += written.rows_affected() as usize;
+            }
+        }
         let mut tx = self.pool.begin().await?;
         // Pushes add to the cells before they take the change counter: the cells first (a
         // push that has touched them finishes before this goes on), then the counter, so no
@@ -841,16 +863,9 @@ impl super::CellStore for PgStore {
             .map(|b| parse_record(b))
             .collect::<Result<Vec<_>>>()?;
         drop(bodies);
-        let mut rederived = 0;
+        // Counted by today's rules, whatever a body still says.
         for record in &mut records {
-            if derive(record) {
-                rederived += 1;
-                sqlx::query("UPDATE records SET body = $1 WHERE id = $2")
-                    .bind(super::encode_record(record))
-                    .bind(record.id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            derive(record);
         }
         let cells = build(&records);
         sqlx::query("DELETE FROM indicator_cells")

@@ -348,13 +348,30 @@ pub async fn revoke(
     Ok(Redirect::to("/office/phones").into_response())
 }
 
-/// The device numbers of office accounts: not phones, never listed or revoked here.
+/// The device numbers of office accounts: not phones, never listed or revoked here. With
+/// those an account wrote under before a restore gave it a new one (its predecessors).
 async fn office_devices(state: &AppState) -> Result<BTreeSet<i64>, PageError> {
-    Ok(state
+    let mut office: BTreeSet<i64> = state
         .store
         .users()
         .await?
         .iter()
         .map(|u| u.device)
-        .collect())
+        .collect();
+    let predecessor: std::collections::BTreeMap<i64, i64> = state
+        .store
+        .devices()
+        .await?
+        .iter()
+        .filter_map(|d| Some((i64::from(d.id), i64::from(d.predecessor?))))
+        .collect();
+    let mut next: Vec<i64> = office.iter().copied().collect();
+    while let Some(d) = next.pop() {
+        if let Some(&p) = predecessor.get(&d) {
+            if office.insert(p) {
+                next.push(p);
+            }
+        }
+    }
+    Ok(office)
 }
