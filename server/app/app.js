@@ -467,6 +467,12 @@ function statusOf(record) {
 
 function recordTitle(record) {
   const form = formOf(record);
+  // The form's own name for its records (XLSForm's instance_name), when it gives one.
+  if (form && form.instance_name) {
+    let named = null;
+    try { named = P.evaluate(form.instance_name, (n) => P.valueOf(record, n)); } catch { named = null; }
+    if (typeof named === "string" && named.trim()) return named.trim();
+  }
   // The first text a person typed (not one the phone filled, nor a hidden one).
   const first = form && form.fields.find((f) => f.type === "text" && !f.auto && f.appearance !== "hidden" && P.valueOf(record, f.name));
   return first ? String(P.valueOf(record, first.name)) : record.id.slice(0, 8);
@@ -902,7 +908,9 @@ function fieldInput(field, value, villages) {
         wrap.append(lab, ...choiceOrOther(id, all, value, "Khác (nhập mã xã)…", { "aria-label": "Mã xã (5 chữ số)", inputmode: "numeric" }));
         return wrap;
       }
-      wrap.append(lab, h("input", { id, type: "text", value: value ?? "" }));
+      // XLSForm's appearances: several lines, or a keypad of digits.
+      if (field.appearance === "multiline") wrap.append(lab, h("textarea", { id, rows: 4, text: value ?? "" }));
+      else wrap.append(lab, h("input", { id, type: "text", value: value ?? "", ...(field.appearance === "numbers" ? { inputmode: "numeric" } : {}) }));
       return wrap;
     }
   }

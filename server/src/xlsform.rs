@@ -174,6 +174,7 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         .to_ascii_lowercase()
         .replace(['_', ' '], "-");
     let (mut id, mut version, mut title) = (stem, 1u32, None);
+    let mut instance_name: Option<Value> = None;
     if let Some(sheet) = &settings {
         if let Some((_, row)) = sheet.rows.first() {
             let form_id = sheet.cell(row, &["form_id", "id_string"]);
@@ -190,6 +191,13 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 }
             }
             title = sheet.labels(row, "form_title");
+            let named = sheet.cell(row, &["instance_name"]);
+            if !named.is_empty() {
+                match xpath::parse(named, None) {
+                    Ok(rule) => instance_name = Some(rule),
+                    Err(e) => not_converted.push(format!("settings: instance_name {named:?}: {e}")),
+                }
+            }
         }
     }
 
@@ -410,6 +418,12 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         if let Some(hint) = survey.labels(row, "hint") {
             field["hint"] = hint;
         }
+        // How the question shows (`multiline`, `numbers`, …): a hint to the phone, which
+        // ignores those it does not know.
+        let appearance = survey.cell(row, &["appearance"]);
+        if !appearance.is_empty() && field.get("appearance").is_none() {
+            field["appearance"] = json!(appearance);
+        }
         let required = survey.cell(row, &["required"]);
         match required.to_ascii_lowercase().as_str() {
             "yes" | "true" | "true()" | "1" => field["required"] = json!(true),
@@ -514,6 +528,23 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
     let mut form = json!({ "id": id, "version": version, "fields": fields });
     if !derived.is_empty() {
         form["derived"] = Value::Array(derived);
+    }
+    if let Some(rule) = instance_name {
+        let names: std::collections::BTreeSet<String> = form["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["name"].as_str().map(str::to_owned))
+            .collect();
+        match sync_protocol::expr::vars(&rule)
+            .into_iter()
+            .find(|v| !names.contains(v))
+        {
+            Some(v) => not_converted.push(format!(
+                "settings: instance_name reads ${{{v}}}, which is not a question of this form"
+            )),
+            None => form["instance_name"] = rule,
+        }
     }
     // Groups are the form's sections (pages on the phone), when it has any.
     if sections.iter().any(|(_, _, group)| *group) {

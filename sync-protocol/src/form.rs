@@ -44,6 +44,11 @@ pub struct Form {
     /// … Empty: anyone. A phone offers a collaborator only the forms that name them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub collected_by: Vec<String>,
+    /// What a record is called in lists (XLSForm's `instance_name`): an expression over its
+    /// fields, e.g. `{"concat": [{"var": "child_name"}, " – ", {"var": "village"}]}`. Without
+    /// it, the first text a person typed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_name: Option<Value>,
     pub fields: Vec<FormField>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub derived: Vec<Derived>,
@@ -325,6 +330,14 @@ impl Form {
                 }
                 expr::eval(cond, &|_| None).map_err(|e| format!("{}: {rule}: {e}", f.name))?;
             }
+        }
+        if let Some(name) = &self.instance_name {
+            if let Some(v) = expr::vars(name).into_iter().find(|v| !names.contains(v)) {
+                return Err(format!(
+                    "instance_name reads {v:?}, which the form does not have"
+                ));
+            }
+            expr::eval(name, &|_| None).map_err(|e| format!("instance_name: {e}"))?;
         }
         for d in &self.derived {
             crate::ids::check_field_name(&d.name).map_err(|e| format!("derived {e}"))?;

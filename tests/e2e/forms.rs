@@ -388,8 +388,13 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
         vec!["strokes", "freestyle", "Bơi sải", "Freestyle"],
     ];
     let settings = vec![
-        vec!["form_title", "form_id", "version"],
-        vec!["Khảo sát bơi", "swim_survey", "3"],
+        vec!["form_title", "form_id", "version", "instance_name"],
+        vec![
+            "Khảo sát bơi",
+            "swim_survey",
+            "3",
+            "concat(${child_name}, ' (', ${age}, ')')",
+        ],
     ];
     let mut survey = vec![
         header.clone(),
@@ -669,6 +674,10 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
     assert_eq!(form["id"], "swim-survey");
     assert_eq!(form["version"], 3);
     assert_eq!(form["title"]["vi"], "Khảo sát bơi");
+    assert_eq!(
+        form["instance_name"],
+        json!({"concat": [{"var": "child_name"}, " (", {"var": "age"}, ")"]})
+    );
     let field = |name: &str| {
         form["fields"]
             .as_array()

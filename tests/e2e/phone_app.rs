@@ -2428,6 +2428,7 @@ pub async fn phone_fills_an_imported_form() {
     let mut server = Server::start(&db);
     let form = json!({ "id": "visit", "version": 1,
         "title": { "vi": "Thăm hộ gia đình", "en": "Household visit" },
+        "instance_name": { "concat": ["Thăm ", { "var": "child_name" }] },
         "fields": [
             { "name": "intro", "type": "note", "label": { "vi": "Hỏi người chăm sóc trẻ.", "en": "Ask the carer." } },
             { "name": "Started", "type": "datetime", "auto": "start" },
@@ -2436,6 +2437,7 @@ pub async fn phone_fills_an_imported_form() {
             { "name": "ref", "type": "text", "appearance": "hidden" },
             { "name": "child_name", "type": "text", "label": { "vi": "Họ và tên trẻ", "en": "Name" } },
             { "name": "arrived", "type": "time", "label": { "vi": "Giờ đến", "en": "Arrived" } },
+            { "name": "story", "type": "text", "appearance": "multiline", "label": { "vi": "Ghi chép", "en": "Notes" } },
             { "name": "next_visit", "type": "datetime", "label": { "vi": "Hẹn lần sau", "en": "Next visit" } },
             { "name": "children", "type": "integer", "label": { "vi": "Số trẻ", "en": "Children" },
               "constraint": { "==": [{ "mod": [{ "var": "children" }, 2] }, 0] },
@@ -2471,7 +2473,7 @@ pub async fn phone_fills_an_imported_form() {
     assert_eq!(note.trim(), "Hỏi người chăm sóc trẻ.");
     let inputs = in_page(
         &a,
-        "done([...document.querySelectorAll('.fields > [data-name]')].map(e => [e.dataset.name, (e.querySelector('input') || {}).type || null]));",
+        "done([...document.querySelectorAll('.fields > [data-name]')].map(e => [e.dataset.name, (e.querySelector('input, textarea') || {}).type || null]));",
         vec![],
     )
     .await;
@@ -2481,6 +2483,7 @@ pub async fn phone_fills_an_imported_form() {
             ["intro", null],
             ["child_name", "text"],
             ["arrived", "time"],
+            ["story", "textarea"],
             ["next_visit", "datetime-local"],
             ["children", "number"],
             ["province", null],
@@ -2523,7 +2526,8 @@ pub async fn phone_fills_an_imported_form() {
     a.screenshot("95-imported-form").await;
     set_field(&a, "children", "2").await;
     a.click_on("#save").await;
-    wait_status(&a, "Bé Na", "synced").await;
+    // The list names the record as the form says (instance_name).
+    wait_status(&a, "Thăm Bé Na", "synced").await;
     let mut phone = server.enroll("Kiểm tra", &["19753"]).await;
     phone.sync().await;
     let record = phone

@@ -268,6 +268,15 @@ pub(super) fn collected_on(record: &Record, form: Option<&SurveyForm>) -> String
 
 /// A record's name: its form's first text field that holds something (a child's name).
 pub(super) fn record_name(record: &Record, form: Option<&SurveyForm>) -> Option<String> {
+    // The form's own name for its records (XLSForm's instance_name), when it gives one.
+    if let Some(rule) = form.and_then(|f| f.instance_name.as_ref()) {
+        let named = sync_protocol::expr::eval(rule, &|n| record.value(n).cloned());
+        if let Ok(Value::String(s)) = named {
+            if !s.trim().is_empty() {
+                return Some(s.trim().to_owned());
+            }
+        }
+    }
     form?
         .fields
         .iter()
