@@ -19,7 +19,28 @@ use sync_protocol::{xpath, Form, FormId};
 #[derive(Debug)]
 pub struct Import {
     pub form: Form,
-    pub not_converted: Vec<String>,
+    pub not_converted: Vec<Named>,
+}
+
+/// One construct the import did not convert: where it is and what it is, in English and in
+/// Vietnamese (the office shows the report in the officer's language).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    pub en: String,
+    pub vi: String,
+}
+
+impl std::fmt::Display for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.en)
+    }
+}
+
+fn named(en: impl Into<String>, vi: impl Into<String>) -> Named {
+    Named {
+        en: en.into(),
+        vi: vi.into(),
+    }
 }
 
 struct Sheet {
@@ -185,17 +206,24 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             if !v.is_empty() {
                 match v.parse::<u32>() {
                     Ok(n) if n > 0 => version = n,
-                    _ => not_converted.push(format!(
-                        "settings: version {v:?} is not a whole number from 1; using 1"
+                    _ => not_converted.push(named(
+                        format!("settings: version {v:?} is not a whole number from 1; using 1"),
+                        format!("settings: phiên bản {v:?} không phải số nguyên từ 1; dùng 1"),
                     )),
                 }
             }
             title = sheet.labels(row, "form_title");
-            let named = sheet.cell(row, &["instance_name"]);
-            if !named.is_empty() {
-                match xpath::parse(named, None) {
+            let name_rule = sheet.cell(row, &["instance_name"]);
+            if !name_rule.is_empty() {
+                match xpath::parse(name_rule, None) {
                     Ok(rule) => instance_name = Some(rule),
-                    Err(e) => not_converted.push(format!("settings: instance_name {named:?}: {e}")),
+                    Err(e) => not_converted.push(named(
+                        format!("settings: instance_name {name_rule:?}: {e}"),
+                        format!(
+                            "settings: tên hồ sơ (instance_name) {name_rule:?}: {}",
+                            e.vi
+                        ),
+                    )),
                 }
             }
         }
@@ -216,7 +244,12 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
     for (n, row) in &survey.rows {
         let kind = survey.cell(row, &["type"]);
         let name = survey.cell(row, &["name"]);
-        let here = |what: String| format!("survey row {n} ({name}): {what}");
+        let here = |en: String, vi: String| {
+            named(
+                format!("survey row {n} ({name}): {en}"),
+                format!("dòng {n} ({name}): {vi}"),
+            )
+        };
         let (head, arg, or_other) = type_words(kind);
         let (head, arg) = (head.as_str(), arg.as_deref());
         let mut field = json!({ "name": name });
@@ -230,9 +263,10 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                     match xpath::parse(relevant, None) {
                         Ok(expr) => Some(expr),
                         Err(e) => {
-                            not_converted.push(here(format!(
-                                "group relevant {relevant:?}: {e} (the group's questions are shown always)"
-                            )));
+                            not_converted.push(here(
+                                format!("group relevant {relevant:?}: {e} (the group's questions are shown always)"),
+                                format!("điều kiện hiển thị của nhóm {relevant:?}: {} (các câu hỏi của nhóm luôn hiện)", e.vi),
+                            ));
                             None
                         }
                     }
@@ -249,7 +283,10 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             }
             ("end", Some("group")) | ("end_group", None) => {
                 if groups.pop().is_none() {
-                    not_converted.push(here("end group without begin group".into()));
+                    not_converted.push(here(
+                        "end group without begin group".into(),
+                        "end group không có begin group".into(),
+                    ));
                 }
                 if groups.is_empty() {
                     in_group_section = false;
@@ -263,7 +300,10 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             }
             ("end", Some("repeat")) | ("end_repeat", None) => {
                 if scopes.len() == 1 {
-                    not_converted.push(here("end repeat without begin repeat".into()));
+                    not_converted.push(here(
+                        "end repeat without begin repeat".into(),
+                        "end repeat không có begin repeat".into(),
+                    ));
                     continue;
                 }
                 let (group, fields, label) = scopes.pop().expect("checked above");
@@ -287,9 +327,15 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 // A derived field, computed by the server and the phone alike.
                 let calculation = survey.cell(row, &["calculation"]);
                 if scopes.len() > 1 {
-                    not_converted.push(here("a calculate inside a repeat".into()));
+                    not_converted.push(here(
+                        "a calculate inside a repeat".into(),
+                        "phép tính (calculate) trong nhóm lặp".into(),
+                    ));
                 } else if name.is_empty() {
-                    not_converted.push(format!("survey row {n}: a calculate without a name"));
+                    not_converted.push(named(
+                        format!("survey row {n}: a calculate without a name"),
+                        format!("dòng {n}: phép tính không có tên"),
+                    ));
                 } else {
                     match xpath::parse(calculation, None) {
                         Ok(expr) => {
@@ -299,9 +345,10 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                             }
                             derived.push(d);
                         }
-                        Err(e) => {
-                            not_converted.push(here(format!("calculation {calculation:?}: {e}")))
-                        }
+                        Err(e) => not_converted.push(here(
+                            format!("calculation {calculation:?}: {e}"),
+                            format!("phép tính {calculation:?}: {}", e.vi),
+                        )),
                     }
                 }
                 continue;
@@ -325,15 +372,19 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 "text"
             }
             ("image" | "audio" | "video" | "file" | "background-audio", None) => {
-                not_converted.push(here(format!(
-                    "a media question ({head}): photos, sound and files are not taken yet"
-                )));
+                not_converted.push(here(
+                    format!("a media question ({head}): photos, sound and files are not taken yet"),
+                    format!(
+                        "câu hỏi ảnh, âm thanh hay tệp ({head}): chưa nhận ảnh, âm thanh và tệp"
+                    ),
+                ));
                 continue;
             }
             ("phonenumber" | "simserial" | "subscriberid", None) => {
-                not_converted.push(here(format!(
-                    "metadata {head:?}: a phone's browser cannot read its phone number or SIM"
-                )));
+                not_converted.push(here(
+                    format!("metadata {head:?}: a phone's browser cannot read its phone number or SIM"),
+                    format!("thông tin máy {head:?}: trình duyệt của điện thoại không đọc được số điện thoại hay SIM"),
+                ));
                 continue;
             }
             ("text" | "string", None) => "text",
@@ -357,7 +408,10 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                         let at = ["start", "end", "step"].iter().position(|k| *k == key);
                         match (at, v.parse::<f64>()) {
                             (Some(i), Ok(x)) => bounds[i] = x,
-                            _ => not_converted.push(here(format!("range parameter {word:?}"))),
+                            _ => not_converted.push(here(
+                                format!("range parameter {word:?}"),
+                                format!("tham số range {word:?}"),
+                            )),
                         }
                     }
                 }
@@ -389,9 +443,10 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                         field["choices"] = Value::Array(choices);
                     }
                     None => {
-                        not_converted.push(here(format!(
-                            "choice list {list:?} is not on the choices sheet"
-                        )));
+                        not_converted.push(here(
+                            format!("choice list {list:?} is not on the choices sheet"),
+                            format!("danh sách lựa chọn {list:?} không có trong trang choices"),
+                        ));
                         continue;
                     }
                 }
@@ -403,12 +458,18 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             }
             ("", None) => continue,
             _ => {
-                not_converted.push(here(format!("type {kind:?} is not supported")));
+                not_converted.push(here(
+                    format!("type {kind:?} is not supported"),
+                    format!("kiểu câu hỏi {kind:?} chưa được hỗ trợ"),
+                ));
                 continue;
             }
         };
         if name.is_empty() {
-            not_converted.push(format!("survey row {n}: a {kind} question without a name"));
+            not_converted.push(named(
+                format!("survey row {n}: a {kind} question without a name"),
+                format!("dòng {n}: câu hỏi {kind} không có tên"),
+            ));
             continue;
         }
         field["type"] = json!(ty);
@@ -430,7 +491,10 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             "" | "no" | "false" | "false()" | "0" => {}
             _ => match xpath::parse(required, Some(name)) {
                 Ok(rule) => field["required_if"] = rule,
-                Err(e) => not_converted.push(here(format!("required {required:?}: {e}"))),
+                Err(e) => not_converted.push(here(
+                    format!("required {required:?}: {e}"),
+                    format!("bắt buộc (required) {required:?}: {}", e.vi),
+                )),
             },
         }
         if let Some(m) = survey.labels(row, "required_message") {
@@ -446,7 +510,10 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             } else {
                 match xpath::parse(constraint, Some(name)) {
                     Ok(rule) => field["constraint"] = rule,
-                    Err(e) => not_converted.push(here(format!("constraint {constraint:?}: {e}"))),
+                    Err(e) => not_converted.push(here(
+                        format!("constraint {constraint:?}: {e}"),
+                        format!("ràng buộc (constraint) {constraint:?}: {}", e.vi),
+                    )),
                 }
             }
         }
@@ -457,14 +524,20 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         if !relevant.is_empty() {
             match xpath::parse(relevant, None) {
                 Ok(expr) => field["relevant"] = expr,
-                Err(e) => not_converted.push(here(format!("relevant {relevant:?}: {e}"))),
+                Err(e) => not_converted.push(here(
+                    format!("relevant {relevant:?}: {e}"),
+                    format!("điều kiện hiển thị (relevant) {relevant:?}: {}", e.vi),
+                )),
             }
         }
         let filter = survey.cell(row, &["choice_filter"]);
         if !filter.is_empty() {
             match xpath::parse_choice_filter(filter) {
                 Ok(rule) => field["choice_filter"] = rule,
-                Err(e) => not_converted.push(here(format!("choice_filter {filter:?}: {e}"))),
+                Err(e) => not_converted.push(here(
+                    format!("choice_filter {filter:?}: {e}"),
+                    format!("lọc lựa chọn (choice_filter) {filter:?}: {}", e.vi),
+                )),
             }
         }
         // A code listed twice is kept only where a choice filter tells the two apart.
@@ -480,9 +553,10 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                     first
                 });
                 for code in twice {
-                    not_converted.push(here(format!(
-                        "choice {code} is listed twice without a choice_filter: the second is left out"
-                    )));
+                    not_converted.push(here(
+                        format!("choice {code} is listed twice without a choice_filter: the second is left out"),
+                        format!("lựa chọn {code} có hai lần mà không có choice_filter: bỏ lần thứ hai"),
+                    ));
                 }
             }
         }
@@ -490,15 +564,19 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         if !default.is_empty() {
             match typed_default(default, ty) {
                 Some(v) => field["default"] = v,
-                None => not_converted.push(here(format!(
-                    "default {default:?} (a value of the question's type, not an expression)"
-                ))),
+                None => not_converted.push(here(
+                    format!("default {default:?} (a value of the question's type, not an expression)"),
+                    format!("giá trị mặc định {default:?} (cần một giá trị đúng kiểu câu hỏi, không phải biểu thức)"),
+                )),
             }
         }
         for column in ["calculation", "repeat_count", "read_only", "trigger"] {
             let value = survey.cell(row, &[column]);
             if !value.is_empty() {
-                not_converted.push(here(format!("{column} {value:?}")));
+                not_converted.push(here(
+                    format!("{column} {value:?}"),
+                    format!("cột {column} {value:?} chưa được hỗ trợ"),
+                ));
             }
         }
         let base = *group_base.last().expect("the form's base");
@@ -515,12 +593,16 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         }
     }
     if !groups.is_empty() {
-        not_converted.push(format!("{} group(s) never closed", groups.len()));
+        not_converted.push(named(
+            format!("{} group(s) never closed", groups.len()),
+            format!("{} nhóm không được đóng", groups.len()),
+        ));
     }
     if scopes.len() > 1 {
-        not_converted.push(format!(
-            "repeat {:?} is never closed",
-            scopes.last().map(|s| &s.0)
+        let open = scopes.last().map(|s| s.0.clone()).unwrap_or_default();
+        not_converted.push(named(
+            format!("repeat {open:?} is never closed"),
+            format!("nhóm lặp {open:?} không được đóng"),
         ));
     }
     let mut fields = scopes.swap_remove(0).1;
@@ -540,8 +622,9 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             .into_iter()
             .find(|v| !names.contains(v))
         {
-            Some(v) => not_converted.push(format!(
-                "settings: instance_name reads ${{{v}}}, which is not a question of this form"
+            Some(v) => not_converted.push(named(
+                format!("settings: instance_name reads ${{{v}}}, which is not a question of this form"),
+                format!("settings: tên hồ sơ (instance_name) đọc ${{{v}}}, không phải câu hỏi của biểu mẫu này"),
             )),
             None => form["instance_name"] = rule,
         }
@@ -605,7 +688,7 @@ fn typed_default(text: &str, ty: &str) -> Option<Value> {
 fn keep_what_reads_known_names(
     fields: &mut [Value],
     derived: &mut Vec<Value>,
-    not_converted: &mut Vec<String>,
+    not_converted: &mut Vec<Named>,
 ) {
     let questions: std::collections::BTreeSet<String> = fields
         .iter()
@@ -625,12 +708,21 @@ fn keep_what_reads_known_names(
                 !(questions.contains(v) || column)
             });
             if let Some(v) = unknown {
-                let what = if calculations.contains(&v) {
-                    format!("reads the calculation ${{{v}}}")
+                let (what, what_vi) = if calculations.contains(&v) {
+                    (
+                        format!("reads the calculation ${{{v}}}"),
+                        format!("đọc phép tính ${{{v}}}"),
+                    )
                 } else {
-                    format!("reads ${{{v}}}, which is not a question of this form")
+                    (
+                        format!("reads ${{{v}}}, which is not a question of this form"),
+                        format!("đọc ${{{v}}}, không phải câu hỏi của biểu mẫu này"),
+                    )
                 };
-                not_converted.push(format!("question {name}: {key} {what}"));
+                not_converted.push(named(
+                    format!("question {name}: {key} {what}"),
+                    format!("câu hỏi {name}: {key} {what_vi}"),
+                ));
                 f.as_object_mut().expect("a field").remove(key);
             }
         }
@@ -643,8 +735,9 @@ fn keep_what_reads_known_names(
             .find(|v| !known.contains(v));
         match unknown {
             Some(v) => {
-                not_converted.push(format!(
-                    "calculation {name}: reads ${{{v}}}, which is not a question or an earlier calculation"
+                not_converted.push(named(
+                    format!("calculation {name}: reads ${{{v}}}, which is not a question or an earlier calculation"),
+                    format!("phép tính {name}: đọc ${{{v}}}, không phải câu hỏi hay phép tính đứng trước"),
                 ));
                 false
             }

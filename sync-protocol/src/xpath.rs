@@ -22,13 +22,24 @@
 
 use serde_json::{json, Value};
 
-/// Why an expression is not converted: the construct, as the designer wrote it.
+/// Why an expression is not converted: the construct, as the designer wrote it, in English
+/// and in Vietnamese.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unsupported(pub String);
+pub struct Unsupported {
+    pub en: String,
+    pub vi: String,
+}
+
+fn no(en: impl Into<String>, vi: impl Into<String>) -> Unsupported {
+    Unsupported {
+        en: en.into(),
+        vi: vi.into(),
+    }
+}
 
 impl std::fmt::Display for Unsupported {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.en)
     }
 }
 
@@ -66,10 +77,9 @@ fn tokens(text: &str) -> Result<Vec<Token>, Unsupported> {
                 i += 1;
             }
             '\'' | '"' => {
-                let end = chars[i + 1..]
-                    .iter()
-                    .position(|&x| x == c)
-                    .ok_or_else(|| Unsupported("text without its closing quote".into()))?;
+                let end = chars[i + 1..].iter().position(|&x| x == c).ok_or_else(|| {
+                    no("text without its closing quote", "chữ thiếu dấu nháy đóng")
+                })?;
                 out.push(Token::Text(chars[i + 1..i + 1 + end].iter().collect()));
                 i += end + 2;
             }
@@ -77,12 +87,12 @@ fn tokens(text: &str) -> Result<Vec<Token>, Unsupported> {
                 let end = chars[i..]
                     .iter()
                     .position(|&x| x == '}')
-                    .ok_or_else(|| Unsupported("${ without its closing }".into()))?;
+                    .ok_or_else(|| no("${ without its closing }", "${ thiếu dấu } đóng"))?;
                 out.push(Token::Var(chars[i + 2..i + end].iter().collect()));
                 i += end + 1;
             }
             '.' if chars.get(i + 1) == Some(&'.') => {
-                return Err(Unsupported("the path \"..\"".into()));
+                return Err(no("the path \"..\"", "đường dẫn \"..\""));
             }
             '.' if !chars.get(i + 1).is_some_and(char::is_ascii_digit) => {
                 out.push(Token::Dot);
@@ -96,7 +106,7 @@ fn tokens(text: &str) -> Result<Vec<Token>, Unsupported> {
                 let s: String = chars[start..i].iter().collect();
                 let n = s
                     .parse()
-                    .map_err(|_| Unsupported(format!("the number {s:?}")))?;
+                    .map_err(|_| no(format!("the number {s:?}"), format!("số {s:?}")))?;
                 out.push(Token::Number(n));
             }
             '!' if chars.get(i + 1) == Some(&'=') => {
@@ -139,10 +149,15 @@ fn tokens(text: &str) -> Result<Vec<Token>, Unsupported> {
                 }
                 out.push(Token::Name(chars[start..i].iter().collect()));
             }
-            '/' => return Err(Unsupported("a path with \"/\"".into())),
-            '|' => return Err(Unsupported("a union with \"|\"".into())),
-            '[' => return Err(Unsupported("a predicate with \"[\"".into())),
-            other => return Err(Unsupported(format!("the character {other:?}"))),
+            '/' => return Err(no("a path with \"/\"", "đường dẫn có \"/\"")),
+            '|' => return Err(no("a union with \"|\"", "phép hợp \"|\"")),
+            '[' => return Err(no("a predicate with \"[\"", "điều kiện lọc \"[\"")),
+            other => {
+                return Err(no(
+                    format!("the character {other:?}"),
+                    format!("ký tự {other:?}"),
+                ))
+            }
         }
     }
     Ok(out)
@@ -263,19 +278,26 @@ impl Parser<'_> {
             Some(Token::Number(n)) => Ok(number(n)),
             Some(Token::Text(s)) => Ok(json!(s)),
             Some(Token::Var(name)) => {
-                crate::ids::check_field_name(&name)
-                    .map_err(|_| Unsupported(format!("the reference ${{{name}}}")))?;
+                crate::ids::check_field_name(&name).map_err(|_| {
+                    no(
+                        format!("the reference ${{{name}}}"),
+                        format!("tham chiếu ${{{name}}}"),
+                    )
+                })?;
                 Ok(json!({ "var": name }))
             }
             Some(Token::Dot) => match self.current {
                 Some(name) => Ok(json!({ "var": name })),
-                None => Err(Unsupported("\".\" outside a constraint".into())),
+                None => Err(no(
+                    "\".\" outside a constraint",
+                    "\".\" ngoài điều kiện ràng buộc",
+                )),
             },
             Some(Token::Open) => {
                 let inner = self.or()?;
                 match self.next() {
                     Some(Token::Close) => Ok(inner),
-                    _ => Err(Unsupported("a \"(\" without its \")\"".into())),
+                    _ => Err(no("a \"(\" without its \")\"", "\"(\" thiếu \")\"")),
                 }
             }
             Some(Token::Name(name)) if self.peek() == Some(&Token::Open) => {
@@ -287,7 +309,12 @@ impl Parser<'_> {
                         match self.next() {
                             Some(Token::Comma) => continue,
                             Some(Token::Close) => break,
-                            _ => return Err(Unsupported(format!("the call {name}(…"))),
+                            _ => {
+                                return Err(no(
+                                    format!("the call {name}(…"),
+                                    format!("lời gọi {name}(…"),
+                                ))
+                            }
                         }
                     }
                 } else {
@@ -298,9 +325,18 @@ impl Parser<'_> {
             Some(Token::Name(name)) if self.choice_columns => {
                 Ok(json!({ "var": format!("@{name}") }))
             }
-            Some(Token::Name(name)) => Err(Unsupported(format!("the path {name:?}"))),
-            Some(other) => Err(Unsupported(format!("{other:?} where a value belongs"))),
-            None => Err(Unsupported("an expression that ends too soon".into())),
+            Some(Token::Name(name)) => Err(no(
+                format!("the path {name:?}"),
+                format!("đường dẫn {name:?}"),
+            )),
+            Some(other) => Err(no(
+                format!("{other:?} where a value belongs"),
+                format!("{other:?} ở chỗ của một giá trị"),
+            )),
+            None => Err(no(
+                "an expression that ends too soon",
+                "biểu thức kết thúc quá sớm",
+            )),
         }
     }
 
@@ -309,16 +345,19 @@ impl Parser<'_> {
             if range.contains(&args.len()) {
                 Ok(())
             } else {
-                Err(Unsupported(format!(
-                    "{name}() with {} arguments",
-                    args.len()
-                )))
+                Err(no(
+                    format!("{name}() with {} arguments", args.len()),
+                    format!("{name}() với {} đối số", args.len()),
+                ))
             }
         };
         let dot = || -> Result<Value, Unsupported> {
-            self.current
-                .map(|n| json!({ "var": n }))
-                .ok_or_else(|| Unsupported(format!("{name}() without an argument")))
+            self.current.map(|n| json!({ "var": n })).ok_or_else(|| {
+                no(
+                    format!("{name}() without an argument"),
+                    format!("{name}() thiếu đối số"),
+                )
+            })
         };
         Ok(match name {
             "true" => {
@@ -368,7 +407,12 @@ impl Parser<'_> {
                 }
                 json!({ "round": args })
             }
-            other => return Err(Unsupported(format!("the function {other}()"))),
+            other => {
+                return Err(no(
+                    format!("the function {other}()"),
+                    format!("hàm {other}()"),
+                ))
+            }
         })
     }
 }
@@ -407,7 +451,10 @@ fn parse_with(
     let rule = parser.or()?;
     match parser.peek() {
         None => Ok(rule),
-        Some(t) => Err(Unsupported(format!("{t:?} after a whole expression"))),
+        Some(t) => Err(no(
+            format!("{t:?} after a whole expression"),
+            format!("{t:?} sau một biểu thức đã trọn"),
+        )),
     }
 }
 
@@ -466,7 +513,11 @@ mod tests {
             ("(${a} > 1", "a \"(\" without its \")\""),
             ("position(..)", "the path \"..\""),
         ] {
-            assert_eq!(parse(text, None), Err(Unsupported(named.into())), "{text}");
+            assert_eq!(
+                parse(text, None).map_err(|e| e.en),
+                Err(named.into()),
+                "{text}"
+            );
         }
     }
 }

@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use sync_protocol::{Form as SurveyForm, FormId};
 
 use super::common::*;
-use super::{Officer, PageError};
+use super::{Lang, Officer, PageError};
 use crate::accounts::Role;
 use crate::forms::{self, Publication};
 use crate::report::Scope;
@@ -153,7 +153,7 @@ pub async fn publish(
         )
         .await;
     };
-    let parsed = read_form_file(&name, &bytes);
+    let parsed = read_form_file(&name, &bytes, lang);
     let outcome = match parsed {
         Ok(form) => {
             let label = format!("{} v{}", form.id, form.version);
@@ -189,8 +189,9 @@ pub async fn publish(
     }
 }
 
-/// A form from an uploaded file: JSON as in schemas/forms, or an XLSForm workbook.
-fn read_form_file(name: &str, bytes: &[u8]) -> anyhow::Result<SurveyForm> {
+/// A form from an uploaded file: JSON as in schemas/forms, or an XLSForm workbook (whose
+/// report of what it could not convert is told in the officer's language).
+fn read_form_file(name: &str, bytes: &[u8], lang: Lang) -> anyhow::Result<SurveyForm> {
     let lower = name.to_lowercase();
     if lower.ends_with(".xlsx") || lower.ends_with(".xls") {
         let dir = std::env::temp_dir().join(format!("mam-upload-{}", auth::new_token()));
@@ -213,11 +214,21 @@ fn read_form_file(name: &str, bytes: &[u8]) -> anyhow::Result<SurveyForm> {
         let _ = std::fs::remove_dir_all(&dir);
         let import = import?;
         if !import.not_converted.is_empty() {
-            anyhow::bail!(
-                "not published: {} not converted: {}",
-                import.not_converted.len(),
-                import.not_converted.join("; ")
+            let items = |vi: bool| {
+                import
+                    .not_converted
+                    .iter()
+                    .map(|n| if vi { n.vi.as_str() } else { n.en.as_str() })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            let n = import.not_converted.len();
+            let vi = format!(
+                "chưa công bố: {n} mục chưa chuyển được (sửa bảng tính rồi tải lên lại): {}",
+                items(true)
             );
+            let en = format!("not published: {n} not converted: {}", items(false));
+            anyhow::bail!("{}", lang.pick(&vi, &en));
         }
         return Ok(import.form);
     }
