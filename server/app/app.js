@@ -627,13 +627,21 @@ function renderChooseForm() {
   );
 }
 
+const pad2 = (n) => String(Math.floor(Math.abs(n))).padStart(2, "0");
+
+/** The phone's offset from UTC at moment `d`, as a datetime value ends: `+07:00`. */
+function offsetOf(d) {
+  const minutes = -d.getTimezoneOffset();
+  return `${minutes >= 0 ? "+" : "-"}${pad2(minutes / 60)}:${pad2(minutes % 60)}`;
+}
+
 /** A moment as the phone's local date and time with its offset: `2026-12-03T14:05:09+07:00`. */
 function localDateTime(d) {
-  const pad = (n) => String(Math.floor(Math.abs(n))).padStart(2, "0");
-  const minutes = -d.getTimezoneOffset();
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`
-    + `${minutes >= 0 ? "+" : "-"}${pad(minutes / 60)}:${pad(minutes % 60)}`;
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}T${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}${offsetOf(d)}`;
 }
+
+/** Empty is empty: no value, an empty list and a blank all mean null. */
+const emptyToNull = (v) => (v === undefined || v === "" || (Array.isArray(v) && v.length === 0) ? null : v);
 
 /** What a collaborator is told of a value they sent that another's choice replaced: the
  *  value now, who chose it and, once the server said (`GET /v1/records/{id}/writes`), when. */
@@ -755,9 +763,7 @@ function readField(field, root) {
       const v = el.querySelector("input").value;
       if (!v) return null;
       // With the phone's offset from UTC (Việt Nam: +07:00).
-      const minutes = -new Date(v).getTimezoneOffset();
-      const pad = (n) => String(Math.floor(Math.abs(n))).padStart(2, "0");
-      return `${v}${minutes >= 0 ? "+" : "-"}${pad(minutes / 60)}:${pad(minutes % 60)}`;
+      return `${v}${offsetOf(new Date(v))}`;
     }
     case "boolean": {
       const checked = el.querySelector("input:checked");
@@ -1104,9 +1110,8 @@ async function renderFill(formId, recordId) {
   // The problems of the fields of page `i` (`here`), and of the pages before it (`all`).
   const pageProblems = (i) => {
     const vals = refresh();
-    const norm = (v) => (v === undefined || v === "" || (Array.isArray(v) && v.length === 0) ? null : v);
     const upto = {};
-    for (const [n, v] of Object.entries(vals)) if ((sectionOf[n] ?? 0) <= i) upto[n] = norm(v);
+    for (const [n, v] of Object.entries(vals)) if ((sectionOf[n] ?? 0) <= i) upto[n] = emptyToNull(v);
     const edit = { fields: Object.fromEntries(Object.entries(upto).map(([n, v]) => [n, { value: v, supersedes: [] }])) };
     const all = P.checkAll(form, prospective(upto), edit, P.today(), false)
       .filter((p) => (sectionOf[p.field.split("[")[0]] ?? 0) <= i);
@@ -1132,7 +1137,7 @@ async function renderFill(formId, recordId) {
     const field = form.fields.find((f) => f.name === name);
     if (!field) return;
     const v = readField(field, body);
-    const value = v === undefined || v === "" || (Array.isArray(v) && v.length === 0) ? null : v;
+    const value = emptyToNull(v);
     const edit = { fields: { [name]: { value, supersedes: [] } } };
     const problems = P.checkAll(form, prospective({ [name]: value }), edit, P.today(), false)
       .filter((p) => p.field.split("[")[0] === name);
@@ -1154,12 +1159,10 @@ async function renderFill(formId, recordId) {
     }
     const vals = refresh();
     // The edit: every filled field of a new record, or only what changed.
-    // Empty is empty: no value, an empty list and a blank all mean null.
-    const norm = (v) => (v === undefined || v === "" || (Array.isArray(v) && v.length === 0) ? null : v);
     const changed = {};
     for (const [n, v] of Object.entries(vals)) {
-      const value = norm(v);
-      if (isNew ? value !== null : JSON.stringify(value) !== JSON.stringify(norm(opened.base[n]))) changed[n] = value;
+      const value = emptyToNull(v);
+      if (isNew ? value !== null : JSON.stringify(value) !== JSON.stringify(emptyToNull(opened.base[n]))) changed[n] = value;
     }
     // A record moves only when the person chose another commune than the one shown.
     const moved = !isNew && !!opened.commune && communeSelect.value !== opened.commune;

@@ -596,7 +596,7 @@ export function evaluate(expr, lookup) {
       if ((op === "==" || op === "!=") && (isNull(a) || isNull(b)) && empty(a) && empty(b)) return op === "==";
       if (isNull(a) || isNull(b)) return null;
       // A number against text that is a number compares as numbers.
-      const numeric = (v) => (typeof v === "string" && v.trim() !== "" && /^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)$/.test(v.trim()) ? Number(v.trim()) : null);
+      const numeric = (v) => (typeof v === "string" ? numberOf(v) : null);
       if (isNum(a) && typeof b === "string" && numeric(b) !== null) b = numeric(b);
       else if (isNum(b) && typeof a === "string" && numeric(a) !== null) a = numeric(a);
       let ord;

@@ -52,39 +52,30 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../app/manifest.webmanifest"),
     ),
     ("icon.svg", "image/svg+xml", include_str!("../app/icon.svg")),
-    (
-        "who/wei_by_day.csv",
-        "text/csv; charset=utf-8",
-        include_str!("../../schemas/who-growth/wei_by_day.csv"),
-    ),
-    (
-        "who/len_by_day.csv",
-        "text/csv; charset=utf-8",
-        include_str!("../../schemas/who-growth/len_by_day.csv"),
-    ),
-    (
-        "who/bmi_by_day.csv",
-        "text/csv; charset=utf-8",
-        include_str!("../../schemas/who-growth/bmi_by_day.csv"),
-    ),
-    (
-        "who/wfl_by_length.csv",
-        "text/csv; charset=utf-8",
-        include_str!("../../schemas/who-growth/wfl_by_length.csv"),
-    ),
-    (
-        "who/wfh_by_height.csv",
-        "text/csv; charset=utf-8",
-        include_str!("../../schemas/who-growth/wfh_by_height.csv"),
-    ),
 ];
+
+/// Every file: the app's own, and under `who/` the WHO tables the server's crate computes from
+/// (the phone computes the same scores from the same text).
+fn files() -> impl Iterator<Item = (Cow<'static, str>, &'static str, &'static str)> {
+    let own = FILES
+        .iter()
+        .map(|&(p, kind, body)| (Cow::Borrowed(p), kind, body));
+    let who = sync_protocol::who::TABLES.iter().map(|&(name, body)| {
+        (
+            Cow::Owned(format!("who/{name}")),
+            "text/csv; charset=utf-8",
+            body,
+        )
+    });
+    own.chain(who)
+}
 
 /// A hash of every file: a new build gets a new service-worker cache.
 fn version() -> &'static str {
     static VERSION: OnceLock<String> = OnceLock::new();
     VERSION.get_or_init(|| {
         let mut hash = Sha256::new();
-        for (path, _, body) in FILES {
+        for (path, _, body) in files() {
             hash.update(path.as_bytes());
             hash.update(body.as_bytes());
         }
@@ -106,7 +97,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 fn file(path: &str) -> Response {
-    let Some((_, kind, body)) = FILES.iter().find(|(p, _, _)| *p == path) else {
+    let Some((_, kind, body)) = files().find(|(p, _, _)| p == path) else {
         return (StatusCode::NOT_FOUND, "no such file in the app").into_response();
     };
     let body: Cow<'static, str> = if path == "sw.js" {
@@ -114,7 +105,7 @@ fn file(path: &str) -> Response {
     } else {
         Cow::Borrowed(body)
     };
-    let mut response = ([(header::CONTENT_TYPE, *kind)], body).into_response();
+    let mut response = ([(header::CONTENT_TYPE, kind)], body).into_response();
     let h = response.headers_mut();
     // The service worker decides what is cached; the browser's own cache revalidates.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -109,13 +109,7 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
             }
             // A number against text compares as numbers when the text is one (a choice coded
             // "1" against 1), as XPath does.
-            let numeric = |v: &Value| {
-                num(v).or_else(|| {
-                    v.as_str()
-                        .and_then(|s| s.trim().parse::<f64>().ok())
-                        .filter(|x| x.is_finite())
-                })
-            };
+            let numeric = |v: &Value| v.as_str().and(number_of(v));
             let (na, nb) = match (num(&a), num(&b)) {
                 (Some(x), None) => (Some(x), numeric(&b)),
                 (None, Some(y)) => (numeric(&a), Some(y)),
@@ -384,7 +378,8 @@ fn number_of(v: &Value) -> Option<f64> {
     }
 }
 
-fn number(x: f64) -> Value {
+/// A number as JSON: a whole number as an integer.
+pub(crate) fn number(x: f64) -> Value {
     if x.fract() == 0.0 && x.abs() < 9e15 {
         json!(x as i64)
     } else {

@@ -25,11 +25,30 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-const WEI: &str = include_str!("../../schemas/who-growth/wei_by_day.csv");
-const LEN: &str = include_str!("../../schemas/who-growth/len_by_day.csv");
-const BMI: &str = include_str!("../../schemas/who-growth/bmi_by_day.csv");
-const WFL: &str = include_str!("../../schemas/who-growth/wfl_by_length.csv");
-const WFH: &str = include_str!("../../schemas/who-growth/wfh_by_height.csv");
+/// WHO's tables as the crate computes from them, by file name: the phone app is served the
+/// same text (one copy in the binary).
+pub static TABLES: [(&str, &str); 5] = [
+    (
+        "wei_by_day.csv",
+        include_str!("../../schemas/who-growth/wei_by_day.csv"),
+    ),
+    (
+        "len_by_day.csv",
+        include_str!("../../schemas/who-growth/len_by_day.csv"),
+    ),
+    (
+        "bmi_by_day.csv",
+        include_str!("../../schemas/who-growth/bmi_by_day.csv"),
+    ),
+    (
+        "wfl_by_length.csv",
+        include_str!("../../schemas/who-growth/wfl_by_length.csv"),
+    ),
+    (
+        "wfh_by_height.csv",
+        include_str!("../../schemas/who-growth/wfh_by_height.csv"),
+    ),
+];
 
 /// The rules this module computes by. Stored records are derived again when it changes.
 pub const RULES: &str = "WHO Child Growth Standards 2006, as anthro 1.1.0 computes them";
@@ -182,16 +201,9 @@ enum Which {
 }
 
 fn table(which: Which) -> &'static Table {
-    static TABLES: OnceLock<[Table; 5]> = OnceLock::new();
-    let all = TABLES.get_or_init(|| {
-        [
-            parse(WEI, false),
-            parse(LEN, false),
-            parse(BMI, false),
-            parse(WFL, true),
-            parse(WFH, true),
-        ]
-    });
+    static PARSED: OnceLock<[Table; 5]> = OnceLock::new();
+    // In the order of `Which`; the last two are indexed by tenths of a cm.
+    let all = PARSED.get_or_init(|| std::array::from_fn(|i| parse(TABLES[i].1, i >= 3)));
     &all[which as usize]
 }
 

@@ -22,6 +22,8 @@
 
 use serde_json::{json, Value};
 
+use crate::expr::number;
+
 /// Why an expression is not converted: the construct, as the designer wrote it, in English
 /// and in Vietnamese.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -414,14 +416,6 @@ impl Parser<'_> {
                 ))
             }
         })
-    }
-}
-
-fn number(n: f64) -> Value {
-    if n.fract() == 0.0 && n.abs() < 9e15 {
-        json!(n as i64)
-    } else {
-        json!(n)
     }
 }
 

@@ -341,27 +341,7 @@ pub async fn renewed_certificates_are_served_without_a_restart() {
             dir.join(format!("{name}.crt")),
             dir.join(format!("{name}.key")),
         );
-        let made = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
-            .arg("-keyout")
-            .arg(&k)
-            .arg("-out")
-            .arg(&c)
-            .output()
-            .expect("openssl makes a test certificate");
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
+        harness::test_certificate(&c, &k, name);
         (c, k)
     };
     // Put in place as a renewal does: whole files, renamed over the old ones.
@@ -407,11 +387,9 @@ pub async fn renewed_certificates_are_served_without_a_restart() {
         "served from the next connection"
     );
     // A key that is not this certificate's: the renewed one stays.
-    let other = make("mam-other.test");
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::copy(&first.1, dir.join("next.key")).unwrap();
     std::fs::rename(dir.join("next.key"), &key).unwrap();
-    let _ = other;
     assert!(subject().contains("mam-renewed.test"));
     let started = std::time::Instant::now();
     while !server.log().contains("still serving the one before") {

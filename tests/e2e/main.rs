@@ -15,6 +15,8 @@ mod moves;
 mod office;
 mod phone_app;
 mod recovery;
+#[path = "../../sync-protocol/tests/who_oracle/mod.rs"]
+mod who_oracle;
 
 use std::io::Write;
 use std::time::Duration;

@@ -599,24 +599,7 @@ async fn upload_file(
 }
 
 async fn upload(office: &mut Office, csrf: &str, file: &str) -> reqwest::Response {
-    let boundary = "mam-test-boundary";
-    let body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"birth-registration.json\"\r\n\
-         Content-Type: application/json\r\n\r\n{file}\r\n--{boundary}--\r\n"
-    );
-    office
-        .http
-        .post(format!("{}/office/forms", office.url))
-        .header("cookie", office.cookie_header())
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+    upload_file(office, csrf, "birth-registration.json", file.as_bytes()).await
 }
 
 /// The story in a real browser: sign in, read the dashboard, follow a number to its records,

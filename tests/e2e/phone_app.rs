@@ -1675,28 +1675,7 @@ pub async fn phone_app_works_offline_over_https_from_a_network_name() {
     let dir = std::env::temp_dir().join(format!("mam-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={NAME}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{NAME}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl makes a test certificate");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    crate::harness::test_certificate(&cert, &key, NAME);
     // The certificate's public key, as Chromium is told to trust it.
     let spki = std::process::Command::new("sh")
         .arg("-c")
@@ -2239,36 +2218,12 @@ pub async fn phone_scores_children_as_who_does() {
     let server = Server::start(&db);
     browser.goto(&format!("{}/app/", server.url)).await;
     use sync_protocol::who::{Child, Position, Score, Sex};
-    let oracle =
-        std::fs::read_to_string(repo_root().join("sync-protocol/tests/data/who-anthro-oracle.csv"))
-            .unwrap();
-    let cell = |v: &str| v.trim_matches('"').to_owned();
-    let mut children: Vec<Child> = Vec::new();
-    let mut who: Vec<Vec<Option<(f64, bool)>>> = Vec::new();
-    for line in oracle.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-        let c: Vec<String> = line.split(',').map(cell).collect();
-        let num =
-            |i: usize| (!c[i].is_empty() && c[i] != "NA").then(|| c[i].parse::<f64>().unwrap());
-        children.push(Child {
-            sex: if c[0] == "1" { Sex::Boy } else { Sex::Girl },
-            age_days: num(1).unwrap(),
-            weight_kg: num(2),
-            lenhei_cm: num(3),
-            position: match c[4].as_str() {
-                "l" => Some(Position::Lying),
-                "h" => Some(Position::Standing),
-                _ => None,
-            },
-            oedema: c[5] == "y",
-        });
-        // zlen, flen, zwei, fwei, zwfl, fwfl, zbmi, fbmi: in the order waz, haz, whz, baz.
-        who.push(
-            [(8, 9), (6, 7), (10, 11), (12, 13)]
-                .iter()
-                .map(|&(z, f)| num(z).map(|z| (z, num(f) == Some(1.0))))
-                .collect(),
-        );
-    }
+    let oracle = crate::who_oracle::rows();
+    let children: Vec<Child> = oracle.iter().map(|r| r.child).collect();
+    let who: Vec<Vec<Option<(f64, bool)>>> = oracle
+        .iter()
+        .map(|r| r.who.iter().map(|(_, w)| *w).collect())
+        .collect();
     assert_eq!(children.len(), 3000);
     // Random children besides, seeded.
     let seed: u64 = std::env::var("MAM_SEED")
@@ -2324,14 +2279,14 @@ pub async fn phone_scores_children_as_who_does() {
                     if (wz - z).abs() >= 0.005 || wf != f {
                         problems.push(format!(
                             "oracle line {}: {} WHO {wz} {wf}, phone {z} {f}",
-                            row + 2,
+                            oracle[row].line,
                             score.name()
                         ));
                     }
                 }
                 (w, p) => problems.push(format!(
                     "oracle line {}: {} WHO {w:?}, phone {p:?}: {child:?}",
-                    row + 2,
+                    oracle[row].line,
                     score.name()
                 )),
             }
