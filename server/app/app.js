@@ -627,7 +627,7 @@ function renderChooseForm() {
   );
 }
 
-const pad2 = (n) => String(Math.floor(Math.abs(n))).padStart(2, "0");
+const pad2 = P.pad2;
 
 /** The phone's offset from UTC at moment `d`, as a datetime value ends: `+07:00`. */
 function offsetOf(d) {
@@ -1035,7 +1035,9 @@ async function renderFill(formId, recordId) {
   const refresh = () => {
     const vals = current();
     const rec = prospective(vals);
-    const lookup = (n) => (n in vals ? vals[n] : P.valueOf(rec, n));
+    // Rules read the answers, then the calculations (derived fields) made of them.
+    const computed = P.derive(form, rec);
+    const lookup = (n) => (n in vals ? vals[n] : P.valueOf(rec, n) ?? computed[n] ?? null);
     for (const f of form.fields) {
       const el = body.querySelector(`:scope > [data-name="${CSS.escape(f.name)}"]`);
       if (!el) continue;

@@ -423,6 +423,14 @@ export function today(now = Date.now()) {
   return new Date(now + 7 * 3600000).toISOString().slice(0, 10);
 }
 
+/** The date of a day number (the inverse of `dayNumber`). */
+function dateOfDay(days) {
+  return new Date(days * 86400000).toISOString().slice(0, 10);
+}
+
+/** A number as two digits. */
+export const pad2 = (n) => String(Math.floor(Math.abs(n))).padStart(2, "0");
+
 // ---------------------------------------------------------------------------------------------
 // Expressions (sync-protocol/src/expr.rs)
 
@@ -568,6 +576,93 @@ function numberOf(v) {
 }
 
 export function evaluate(expr, lookup) {
+  return evaluateIn(expr, lookup, false);
+}
+
+/** Now on Việt Nam's clock (UTC+7), `YYYY-MM-DDTHH:MM:SS+07:00` (sync-protocol's `now`). */
+function vietnamNow() {
+  const ms = Date.now() + 7 * 3600000;
+  const day = Math.floor(ms / 86400000), s = Math.floor((ms - day * 86400000) / 1000);
+  return `${dateOfDay(day)}T${pad2(Math.floor(s / 3600))}:${pad2(Math.floor(s / 60) % 60)}:${pad2(s % 60)}+07:00`;
+}
+
+/** Days since 1970-01-01 (UTC) of a date or a date and time (sync-protocol's `decimal_days`). */
+function decimalDays(v) {
+  if (typeof v !== "string") return null;
+  const day = dayNumber(v.slice(0, 10));
+  if (day === null) return null;
+  if (v.length === 10) return day;
+  if (v[10] !== "T") return null;
+  const time = v.slice(11);
+  const at = time.search(/[Z+-]/);
+  const clock = at < 0 ? time : time.slice(0, at), offset = at < 0 ? "" : time.slice(at);
+  const parts = clock.split(":").map(Number);
+  if (parts.length < 2 || parts.some((x) => !Number.isFinite(x))) return null;
+  const [h, m, sec = 0] = parts;
+  let shift = 0;
+  if (offset !== "" && offset !== "Z") {
+    const [oh, om = "0"] = offset.slice(1).split(":");
+    shift = (offset[0] === "-" ? -1 : 1) * (Number(oh) * 60 + Number(om));
+    if (!Number.isFinite(shift)) return null;
+  }
+  return day + (h * 3600 + m * 60 + sec - shift * 60) / 86400;
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const WEEKDAYS = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+
+/** XPath's format-date (sync-protocol's `format_date`). */
+function formatDate(days, original, format) {
+  const date = original.slice(0, 10);
+  const [y, m, d] = dayNumber(date) === null ? [1970, 1, 1] : date.split("-").map(Number);
+  const clock = original.slice(11, 19).split(":").map((p) => Number(p.slice(0, 2))).filter((x) => Number.isFinite(x));
+  const part = (i) => clock[i] ?? 0;
+  const day = dayNumber(date) ?? Math.floor(days);
+  let out = "";
+  for (let i = 0; i < format.length; i++) {
+    const c = format[i];
+    if (c !== "%") { out += c; continue; }
+    const k = format[++i];
+    switch (k) {
+      case "Y": out += String(y).padStart(4, "0"); break;
+      case "y": out += pad2(((y % 100) + 100) % 100); break;
+      case "m": out += pad2(m); break;
+      case "n": out += String(m); break;
+      case "d": out += pad2(d); break;
+      case "e": out += String(d); break;
+      case "b": out += MONTHS[(m - 1) % 12]; break;
+      case "a": out += WEEKDAYS[((day % 7) + 7) % 7]; break;
+      case "H": out += pad2(part(0)); break;
+      case "M": out += pad2(part(1)); break;
+      case "S": out += pad2(part(2)); break;
+      case undefined: out += "%"; break;
+      default: out += "%" + k;
+    }
+  }
+  return out;
+}
+
+/** XPath's truth of a value (sync-protocol's `expr::truth`). */
+function truth(v) {
+  if (typeof v === "boolean") return v;
+  if (typeof v === "number") return v !== 0 && !Number.isNaN(v);
+  if (typeof v === "string" || Array.isArray(v)) return v.length > 0;
+  return false;
+}
+
+/** A value in arithmetic as XPath reads it: numeric text, a date as its day number. */
+function xpathNumber(v) {
+  if (typeof v === "string" && v.length === 10 && v[4] === "-") return dayNumber(v);
+  if (typeof v === "boolean") return null;
+  return numberOf(v);
+}
+
+// Under XPath, a comparison that cannot be made is false (`!=` true), as NaN compares.
+const TESTS = new Set(["<", "<=", ">", ">=", "==", "!=", "and", "or", "not", "selected", "regex"]);
+
+/** `xp` is true inside `{"xpath": rule}`: an unanswered question is the empty text, and
+ * nothing is unknown (sync-protocol's `expr::eval_in`). */
+function evaluateIn(expr, lookup, xp) {
   if (expr === null || typeof expr !== "object" || Array.isArray(expr)) return expr;
   const keys = Object.keys(expr);
   if (keys.length !== 1) throw new Error("an expression object has exactly one key");
@@ -575,13 +670,24 @@ export function evaluate(expr, lookup) {
   const raw = expr[op];
   if (op === "var") {
     const v = lookup(raw);
-    return v === undefined ? null : v;
+    return isNull(v) ? (xp ? "" : null) : v;
   }
-  const args = Array.isArray(raw) ? raw : [raw];
-  const arg = (i) => evaluate(args[i], lookup);
+  if (op === "xpath") {
+    if (!Array.isArray(raw) || raw.length !== 1) throw new Error("xpath takes one rule");
+    return evaluateIn(raw[0], lookup, true);
+  }
+  const v = compute(op, Array.isArray(raw) ? raw : [raw], lookup, xp);
+  return xp && v === null && TESTS.has(op) ? op === "!=" : v;
+}
+
+function compute(op, args, lookup, xp) {
+  const ev = (a) => evaluateIn(a, lookup, xp);
+  const arg = (i) => ev(args[i]);
+  const num = (v) => (xp ? xpathNumber(v) : isNum(v) ? v : null);
+  const cond = (v) => (typeof v === "boolean" ? v : xp ? truth(v) : null);
   switch (op) {
     case "+": case "-": case "*": case "/": {
-      const nums = args.map((a) => evaluate(a, lookup));
+      const nums = args.map((a) => num(ev(a)));
       if (!nums.every(isNum)) return null;
       let acc = nums[0];
       for (const n of nums.slice(1)) {
@@ -597,11 +703,14 @@ export function evaluate(expr, lookup) {
       if (isNull(a) || isNull(b)) return null;
       // A number against text that is a number compares as numbers.
       const numeric = (v) => (typeof v === "string" ? numberOf(v) : null);
-      if (isNum(a) && typeof b === "string" && numeric(b) !== null) b = numeric(b);
-      else if (isNum(b) && typeof a === "string" && numeric(a) !== null) a = numeric(a);
+      let na = num(a), nb = num(b);
+      if (na !== null && nb === null) nb = numeric(b);
+      else if (na === null && nb !== null) na = numeric(a);
       let ord;
-      if (isNum(a) && isNum(b)) ord = a < b ? -1 : a > b ? 1 : 0;
-      else if (typeof a === "string" && typeof b === "string") ord = a < b ? -1 : a > b ? 1 : 0;
+      if (na !== null && nb !== null) {
+        if (Number.isNaN(na) || Number.isNaN(nb)) return null;
+        ord = na < nb ? -1 : na > nb ? 1 : 0;
+      } else if (typeof a === "string" && typeof b === "string") ord = a < b ? -1 : a > b ? 1 : 0;
       else if (op === "==") return deepEqual(a, b);
       else if (op === "!=") return !deepEqual(a, b);
       else return null;
@@ -611,18 +720,18 @@ export function evaluate(expr, lookup) {
       const decisive = op === "or";
       let unknown = false;
       for (const a of args) {
-        const v = evaluate(a, lookup);
+        const v = cond(ev(a));
         if (v === decisive) return decisive;
-        if (typeof v !== "boolean") unknown = true;
+        if (v === null) unknown = true;
       }
       return unknown ? null : !decisive;
     }
     case "not": {
-      const v = arg(0);
-      return typeof v === "boolean" ? !v : null;
+      const v = cond(arg(0));
+      return v === null ? null : !v;
     }
     case "if": {
-      const c = arg(0);
+      const c = cond(arg(0));
       return c === true ? arg(1) : c === false ? arg(2) : null;
     }
     case "present":
@@ -653,14 +762,14 @@ export function evaluate(expr, lookup) {
       return list.some((l) => deepEqual(x, l));
     }
     case "round": {
-      const x = arg(0), d = arg(1);
+      const x = num(arg(0)), d = num(arg(1));
       if (!isNum(x) || !isNum(d)) return null;
       const f = Math.pow(10, d);
       // Halves away from zero, as the server rounds.
       return (Math.sign(x) * Math.round(Math.abs(x) * f)) / f + 0;
     }
     case "mod": {
-      const x = arg(0), y = arg(1);
+      const x = num(arg(0)), y = num(arg(1));
       return isNum(x) && isNum(y) && y !== 0 ? x % y : null;
     }
     case "selected": {
@@ -687,18 +796,43 @@ export function evaluate(expr, lookup) {
       return new RegExp(p, "u").test(textOf(a));
     }
     case "concat":
-      return args.map((a) => textOf(evaluate(a, lookup))).join("");
+      return args.map((a) => textOf(ev(a))).join("");
     case "substr": {
       const chars = [...textOf(arg(0))];
-      const start = Math.max(0, Math.trunc(isNum(arg(1)) ? arg(1) : 0));
+      const first = num(arg(1));
+      const start = Math.max(0, Math.trunc(isNum(first) ? first : 0));
       const from = Math.min(start, chars.length);
       let to = chars.length;
-      if (args.length > 2) { const n = arg(2); if (isNum(n)) to = Math.max(0, Math.trunc(n)); }
+      if (args.length > 2) { const n = num(arg(2)); if (isNum(n)) to = Math.max(0, Math.trunc(n)); }
       return chars.slice(from, Math.max(from, Math.min(to, chars.length))).join("");
     }
     case "coalesce": {
       const a = arg(0);
       return isNull(a) || a === "" ? arg(1) : a;
+    }
+    case "today": {
+      const t = lookup("@today");
+      return typeof t === "string" ? t : vietnamNow().slice(0, 10);
+    }
+    case "now": {
+      const t = lookup("@now");
+      return typeof t === "string" ? t : vietnamNow();
+    }
+    case "date": {
+      const v = arg(0);
+      if (typeof v === "string") {
+        const d = v.slice(0, 10);
+        return dayNumber(d) === null ? null : d;
+      }
+      const x = numberOf(v);
+      return x === null ? null : dateOfDay(Math.floor(x));
+    }
+    case "decimal_date_time":
+      return decimalDays(arg(0));
+    case "format_date": {
+      const d = arg(0), f = arg(1);
+      const days = decimalDays(d);
+      return days === null || typeof f !== "string" ? null : formatDate(days, d, f);
     }
     case "int": {
       const x = numberOf(arg(0));
@@ -708,7 +842,7 @@ export function evaluate(expr, lookup) {
       return numberOf(arg(0));
     case "who_z": {
       // The first nutrition form's op: one score from one measure, by today's rules.
-      const v = args.map((a) => evaluate(a, lookup));
+      const v = args.map(ev);
       const weight = v[0] === "wfa";
       const child = growthChild(v[1], v[2], weight ? v[3] : null, weight ? null : v[3], v[4], null);
       const z = child && whoScore(weight ? "waz" : "haz", child);
@@ -716,7 +850,7 @@ export function evaluate(expr, lookup) {
     }
     case "who":
     case "who_flag": {
-      const v = args.map((a) => evaluate(a, lookup));
+      const v = args.map(ev);
       const child = growthChild(v[1], v[2], v[3], v[4], v[5], v[6]);
       const z = child && whoScore(v[0], child);
       if (!z) return null;
@@ -921,9 +1055,11 @@ export function checkRecord(form, record, touched, isNew) {
 /** Every rule spanning fields that the record breaks, in the form's order. */
 function recordProblems(form, record, touched, isNew) {
   const out = [];
+  // A rule may read a derived field (XLSForm: a calculation).
+  const derived = derive(form, record);
   const value = (name) => {
     const v = valueOf(record, name);
-    return isNull(v) ? null : v;
+    return isNull(v) ? (isNull(derived[name]) ? null : derived[name]) : v;
   };
   if (isDeleted(record)) return out;
   for (const f of form.fields.filter((x) => !x.retired)) {
@@ -1009,7 +1145,10 @@ export function derive(form, record) {
   for (const d of form.derived || []) {
     const lookup = (name) => (name in out ? out[name] : valueOf(record, name));
     let v = null;
-    try { v = evaluate(d.expr, lookup); } catch { v = null; }
+    // A calculation whose condition is not true (in a group not shown) is empty.
+    let asked = true;
+    if (d.relevant) { try { asked = evaluate(d.relevant, lookup) === true; } catch { asked = false; } }
+    if (asked) { try { v = evaluate(d.expr, lookup); } catch { v = null; } }
     out[d.name] = v === undefined ? null : v;
   }
   return out;

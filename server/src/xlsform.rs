@@ -129,6 +129,8 @@ fn text(cell: &Data) -> String {
     match cell {
         Data::Empty => String::new(),
         Data::Float(f) if f.fract() == 0.0 => format!("{}", *f as i64),
+        // As the spreadsheet shows it (and pyxform reads it).
+        Data::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_owned(),
         other => other.to_string(),
     }
 }
@@ -343,6 +345,31 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                             if let Some(label) = survey.labels(row, "label") {
                                 d["label"] = label;
                             }
+                            // Empty where its groups, or its own condition, are not shown.
+                            let base = *group_base.last().expect("the form's base");
+                            let mut all: Vec<Value> = groups[base.min(groups.len())..]
+                                .iter()
+                                .flatten()
+                                .cloned()
+                                .collect();
+                            let relevant = survey.cell(row, &["relevant"]);
+                            if !relevant.is_empty() {
+                                match xpath::parse(relevant, None) {
+                                    Ok(own) => all.push(own),
+                                    Err(e) => not_converted.push(here(
+                                        format!("relevant {relevant:?}: {e}"),
+                                        format!(
+                                            "điều kiện hiển thị (relevant) {relevant:?}: {}",
+                                            e.vi
+                                        ),
+                                    )),
+                                }
+                            }
+                            match all.len() {
+                                0 => {}
+                                1 => d["relevant"] = all.remove(0),
+                                _ => d["relevant"] = json!({ "and": all }),
+                            }
                             derived.push(d);
                         }
                         Err(e) => not_converted.push(here(
@@ -437,7 +464,7 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                                 "name": format!("{name}_other"),
                                 "type": "text",
                                 "label": { "vi": "Khác (ghi rõ)", "en": "Specify other" },
-                                "relevant": { "selected": [{ "var": name }, "other"] },
+                                "relevant": { "xpath": [{ "selected": [{ "var": name }, "other"] }] },
                             }));
                         }
                         field["choices"] = Value::Array(choices);
@@ -705,26 +732,34 @@ fn keep_what_reads_known_names(
             let unknown = sync_protocol::expr::vars(rule).into_iter().find(|v| {
                 // A choice filter reads the choice's own columns as `@column`.
                 let column = key == "choice_filter" && v.starts_with('@');
-                !(questions.contains(v) || column)
+                !(questions.contains(v) || calculations.contains(v) || column)
             });
             if let Some(v) = unknown {
-                let (what, what_vi) = if calculations.contains(&v) {
-                    (
-                        format!("reads the calculation ${{{v}}}"),
-                        format!("đọc phép tính ${{{v}}}"),
-                    )
-                } else {
-                    (
-                        format!("reads ${{{v}}}, which is not a question of this form"),
-                        format!("đọc ${{{v}}}, không phải câu hỏi của biểu mẫu này"),
-                    )
-                };
+                let (what, what_vi) = (
+                    format!("reads ${{{v}}}, which is not a question of this form"),
+                    format!("đọc ${{{v}}}, không phải câu hỏi của biểu mẫu này"),
+                );
                 not_converted.push(named(
                     format!("question {name}: {key} {what}"),
                     format!("câu hỏi {name}: {key} {what_vi}"),
                 ));
                 f.as_object_mut().expect("a field").remove(key);
             }
+        }
+    }
+    for d in derived.iter_mut() {
+        let name = d["name"].as_str().unwrap_or_default().to_owned();
+        let unknown = d.get("relevant").and_then(|rule| {
+            sync_protocol::expr::vars(rule)
+                .into_iter()
+                .find(|v| !questions.contains(v) && !calculations.contains(v))
+        });
+        if let Some(v) = unknown {
+            not_converted.push(named(
+                format!("calculation {name}: relevant reads ${{{v}}}, which is not a question of this form"),
+                format!("phép tính {name}: điều kiện đọc ${{{v}}}, không phải câu hỏi của biểu mẫu này"),
+            ));
+            d.as_object_mut().expect("a calculation").remove("relevant");
         }
     }
     let mut known = questions;

@@ -21,6 +21,11 @@
 //! | `string_length`, `contains`, `starts_with`, `ends_with`, `regex` | on a value's text |
 //! | `concat`, `substr` (`[s, start, end?]`, from 0, `end` not included), `coalesce` (`[a, b]`: `a` unless empty) | text |
 //! | `int` (towards zero), `number` (of text or a boolean) | numbers |
+//! | `today`, `now` | `[]`: the day (`YYYY-MM-DD`) and the time with its offset, on Việt Nam's clock; a caller may give them as `@today`, `@now` |
+//! | `date` | `[x]`: the date of a day number or of a date and time |
+//! | `decimal_date_time` | `[x]`: days since 1970-01-01 (UTC) of a date or a date and time, with the day's fraction |
+//! | `format_date` | `[date, format]`: `%Y %y %m %n %d %e %b %a %H %M %S` |
+//! | `xpath` | `[rule]`: the rule as XPath reads values (see [`crate::xpath`]) |
 //! | `who` | `[score, sex ("m"/"f"), age in days, weight kg, length/height cm, measured lying (true/false/null), oedema]`: a WHO z-score (`waz`, `haz`, `whz`, `baz`), rounded to 2 decimals; null where WHO gives none |
 //! | `who_flag` | the same arguments: whether WHO flags that score as implausible |
 //! | `who_z` | `["wfa" or "hfa", sex, age in days, kg or cm, measured lying]`: the first nutrition form's weight-for-age or length/height-for-age, by the rules of `who` |
@@ -45,6 +50,39 @@ use crate::who::{Child, Position, Score, Sex};
 
 /// Evaluates `expr` with field values from `var`.
 pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, String> {
+    eval_in(expr, var, false)
+}
+
+/// XPath's truth of a value (`boolean()`): a non-empty text or list, a number other than 0.
+fn truth(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|x| x != 0.0 && !x.is_nan()),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        _ => false,
+    }
+}
+
+/// A value in arithmetic, as XPath reads it: numeric text as its number, a date as its day
+/// number (days since 1970-01-01, as ODK's engines count them).
+fn xpath_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::String(s) if s.len() == 10 && s.as_bytes()[4] == b'-' => {
+            day_number(s).map(|d| d as f64)
+        }
+        Value::Bool(_) => None,
+        v => number_of(v),
+    }
+}
+
+/// `xpath` is true inside `{"xpath": rule}`: an unanswered question is the empty text, and
+/// nothing is unknown.
+fn eval_in(
+    expr: &Value,
+    var: &dyn Fn(&str) -> Option<Value>,
+    xpath: bool,
+) -> Result<Value, String> {
     let Value::Object(map) = expr else {
         return Ok(expr.clone());
     };
@@ -59,7 +97,17 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
     };
     if op == "var" {
         let name = args.as_str().ok_or("var takes a field name")?;
-        return Ok(var(name).unwrap_or(Value::Null));
+        return Ok(match var(name) {
+            None | Some(Value::Null) if xpath => json!(""),
+            v => v.unwrap_or(Value::Null),
+        });
+    }
+    if op == "xpath" {
+        let inner = match args {
+            Value::Array(items) if items.len() == 1 => &items[0],
+            _ => return Err("xpath takes one rule".into()),
+        };
+        return eval_in(inner, var, true);
     }
     let args: Vec<&Value> = match args {
         Value::Array(items) => items.iter().collect(),
@@ -67,12 +115,47 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
     };
     let arg = |i: usize| -> Result<Value, String> {
         args.get(i)
-            .map(|a| eval(a, var))
+            .map(|a| eval_in(a, var, xpath))
             .unwrap_or_else(|| Err(format!("{op} needs argument {}", i + 1)))
     };
-    let all = || -> Result<Vec<Value>, String> { args.iter().map(|a| eval(a, var)).collect() };
-    let num = |v: &Value| v.as_f64();
-    Ok(match op.as_str() {
+    let all =
+        || -> Result<Vec<Value>, String> { args.iter().map(|a| eval_in(a, var, xpath)).collect() };
+    let num = |v: &Value| if xpath { xpath_number(v) } else { v.as_f64() };
+    // A condition: true, false, or (outside XPath) unknown.
+    let cond = |v: Value| match v {
+        Value::Bool(b) => Some(b),
+        v if xpath => Some(truth(&v)),
+        _ => None,
+    };
+    Ok(
+        match compute(op, &args, &arg, &all, &num, &cond, var, xpath)? {
+            Value::Null if xpath && is_test(op) => Value::Bool(op == "!="),
+            v => v,
+        },
+    )
+}
+
+/// Whether `op` gives true or false: under XPath, a comparison that cannot be made is false
+/// (`!=` true), as NaN compares.
+fn is_test(op: &str) -> bool {
+    matches!(
+        op,
+        "<" | "<=" | ">" | ">=" | "==" | "!=" | "and" | "or" | "not" | "selected" | "regex"
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compute(
+    op: &str,
+    args: &[&Value],
+    arg: &dyn Fn(usize) -> Result<Value, String>,
+    all: &dyn Fn() -> Result<Vec<Value>, String>,
+    num: &dyn Fn(&Value) -> Option<f64>,
+    cond: &dyn Fn(Value) -> Option<bool>,
+    var: &dyn Fn(&str) -> Option<Value>,
+    xpath: bool,
+) -> Result<Value, String> {
+    Ok(match op {
         "+" | "-" | "*" | "/" => {
             let values = all()?;
             let mut numbers = Vec::with_capacity(values.len());
@@ -83,7 +166,7 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
                 }
             }
             let first = *numbers.first().ok_or(format!("{op} needs arguments"))?;
-            let result = numbers[1..].iter().fold(first, |acc, n| match op.as_str() {
+            let result = numbers[1..].iter().fold(first, |acc, n| match op {
                 "+" => acc + n,
                 "-" => acc - n,
                 "*" => acc * n,
@@ -125,7 +208,7 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
             let Some(ord) = ord else {
                 return Ok(Value::Null);
             };
-            Value::Bool(match op.as_str() {
+            Value::Bool(match op {
                 "<" => ord.is_lt(),
                 "<=" => ord.is_le(),
                 ">" => ord.is_gt(),
@@ -137,11 +220,11 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
         "and" | "or" => {
             let decisive = op == "or";
             let mut unknown = false;
-            for a in &args {
-                match eval(a, var)? {
-                    Value::Bool(b) if b == decisive => return Ok(Value::Bool(decisive)),
-                    Value::Bool(_) => {}
-                    _ => unknown = true,
+            for a in args {
+                match cond(eval_in(a, var, xpath)?) {
+                    Some(b) if b == decisive => return Ok(Value::Bool(decisive)),
+                    Some(_) => {}
+                    None => unknown = true,
                 }
             }
             if unknown {
@@ -150,14 +233,14 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
                 Value::Bool(!decisive)
             }
         }
-        "not" => match arg(0)? {
-            Value::Bool(b) => Value::Bool(!b),
-            _ => Value::Null,
+        "not" => match cond(arg(0)?) {
+            Some(b) => Value::Bool(!b),
+            None => Value::Null,
         },
-        "if" => match arg(0)? {
-            Value::Bool(true) => arg(1)?,
-            Value::Bool(false) => arg(2)?,
-            _ => Value::Null,
+        "if" => match cond(arg(0)?) {
+            Some(true) => arg(1)?,
+            Some(false) => arg(2)?,
+            None => Value::Null,
         },
         "present" => Value::Bool(!arg(0)?.is_null()),
         "sum_where" => {
@@ -221,7 +304,7 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
         "string_length" => json!(text_of(&arg(0)?).chars().count()),
         "contains" | "starts_with" | "ends_with" => {
             let (a, b) = (text_of(&arg(0)?), text_of(&arg(1)?));
-            Value::Bool(match op.as_str() {
+            Value::Bool(match op {
                 "contains" => a.contains(&b),
                 "starts_with" => a.starts_with(&b),
                 _ => a.ends_with(&b),
@@ -258,6 +341,44 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
                 b
             } else {
                 a
+            }
+        }
+        "today" => match var("@today") {
+            Some(Value::String(d)) => json!(d),
+            _ => json!(crate::date::date_of_day(
+                vietnam_ms().div_euclid(86_400_000)
+            )),
+        },
+        "now" => match var("@now") {
+            Some(Value::String(t)) => json!(t),
+            _ => {
+                let ms = vietnam_ms();
+                let (day, s) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000) / 1000);
+                json!(format!(
+                    "{}T{:02}:{:02}:{:02}+07:00",
+                    crate::date::date_of_day(day),
+                    s / 3600,
+                    s / 60 % 60,
+                    s % 60
+                ))
+            }
+        },
+        "date" => match arg(0)? {
+            Value::String(s) => match s.get(..10).filter(|d| day_number(d).is_some()) {
+                Some(d) => json!(d),
+                None => Value::Null,
+            },
+            v => match number_of(&v) {
+                Some(x) => json!(crate::date::date_of_day(x.floor() as i64)),
+                None => Value::Null,
+            },
+        },
+        "decimal_date_time" => decimal_days(&arg(0)?).map_or(Value::Null, |x| json!(x)),
+        "format_date" => {
+            let (d, f) = (arg(0)?, arg(1)?);
+            match (decimal_days(&d), f.as_str()) {
+                (Some(days), Some(f)) => json!(format_date(days, &d, f)),
+                _ => Value::Null,
             }
         }
         "int" => match number_of(&arg(0)?) {
@@ -314,7 +435,7 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
                 &values[6],
             )
             .and_then(|child| child.score(score));
-            match (op.as_str(), z) {
+            match (op, z) {
                 (_, None) => Value::Null,
                 ("who", Some(z)) => number(z.z),
                 (_, Some(z)) => Value::Bool(z.flagged),
@@ -322,6 +443,89 @@ pub fn eval(expr: &Value, var: &dyn Fn(&str) -> Option<Value>) -> Result<Value, 
         }
         other => return Err(format!("unknown operator {other:?}")),
     })
+}
+
+/// Milliseconds since 1970 on Việt Nam's clock (UTC+7): what `today()` and `now()` read
+/// when the caller gives no `@today` / `@now`.
+fn vietnam_ms() -> i64 {
+    let utc = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    utc + 7 * 3_600_000
+}
+
+/// A date or a date and time as days since 1970-01-01 (UTC), with the day's fraction: XPath's
+/// `decimal-date-time()`. A date alone is its day; a time without an offset is UTC.
+fn decimal_days(v: &Value) -> Option<f64> {
+    let s = v.as_str()?;
+    let day = day_number(s.get(..10)?)? as f64;
+    let Some(time) = s.get(11..).filter(|_| s.as_bytes().get(10) == Some(&b'T')) else {
+        return (s.len() == 10).then_some(day);
+    };
+    let (clock, offset) = match time.find(['Z', '+', '-']) {
+        Some(i) => time.split_at(i),
+        None => (time, ""),
+    };
+    let mut parts = clock.split(':');
+    let mut next = || parts.next().and_then(|p| p.parse::<f64>().ok());
+    let (h, m) = (next()?, next()?);
+    let sec = next().unwrap_or(0.0);
+    let shift = match offset {
+        "" | "Z" => 0.0,
+        o => {
+            let sign = if o.starts_with('-') { -1.0 } else { 1.0 };
+            let (oh, om) = o[1..].split_once(':').unwrap_or((&o[1..], "0"));
+            sign * (oh.parse::<f64>().ok()? * 60.0 + om.parse::<f64>().ok()?)
+        }
+    };
+    Some(day + (h * 3600.0 + m * 60.0 + sec - shift * 60.0) / 86_400.0)
+}
+
+/// XPath's `format-date(date, format)`: `%Y %y %m %n %d %e %b %a %H %M %S`, in the date's own
+/// clock when it has a time.
+fn format_date(days: f64, original: &Value, format: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    let text = original.as_str().unwrap_or_default();
+    let date = text.get(..10).unwrap_or_default();
+    let (y, m, d) = crate::date::parse_date(date).unwrap_or((1970, 1, 1));
+    let clock: Vec<u32> = text
+        .get(11..19.min(text.len()))
+        .unwrap_or_default()
+        .split(':')
+        .filter_map(|p| p.get(..2).and_then(|p| p.parse().ok()))
+        .collect();
+    let part = |i: usize| clock.get(i).copied().unwrap_or(0);
+    let day = day_number(date).unwrap_or(days.floor() as i64);
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&format!("{y:04}")),
+            Some('y') => out.push_str(&format!("{:02}", y.rem_euclid(100))),
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('n') => out.push_str(&m.to_string()),
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('e') => out.push_str(&d.to_string()),
+            Some('b') => out.push_str(MONTHS[(m as usize).saturating_sub(1) % 12]),
+            Some('a') => out.push_str(WEEKDAYS[day.rem_euclid(7) as usize]),
+            Some('H') => out.push_str(&format!("{:02}", part(0))),
+            Some('M') => out.push_str(&format!("{:02}", part(1))),
+            Some('S') => out.push_str(&format!("{:02}", part(2))),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
 }
 
 /// The fields an expression reads.

@@ -210,6 +210,10 @@ pub struct Derived {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<Labels>,
     pub expr: Value,
+    /// When this condition is not true, the value is `null` (XLSForm: a calculation in a
+    /// group that is not shown is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relevant: Option<Value>,
     /// Names the version of a configured rule (e.g. the swimming rule), carried into reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_version: Option<String>,
@@ -321,7 +325,8 @@ impl Form {
                     if rule == "choice_filter" && v.starts_with('@') {
                         continue;
                     }
-                    if !names.contains(&v) {
+                    // A rule may read a derived field (XLSForm: a calculation).
+                    if !names.contains(&v) && !self.derived.iter().any(|d| d.name == v) {
                         return Err(format!(
                             "{}: {rule} reads {v:?}, which the form does not have",
                             f.name
@@ -350,6 +355,19 @@ impl Form {
                 }
             }
             expr::eval(&d.expr, &|_| None).map_err(|e| format!("derived {}: {e}", d.name))?;
+            if let Some(cond) = &d.relevant {
+                if let Some(v) = expr::vars(cond)
+                    .into_iter()
+                    .find(|v| !names.contains(v) && !self.derived.iter().any(|d| &d.name == v))
+                {
+                    return Err(format!(
+                        "derived {}: relevant reads {v:?}, which the form does not have",
+                        d.name
+                    ));
+                }
+                expr::eval(cond, &|_| None)
+                    .map_err(|e| format!("derived {} relevant: {e}", d.name))?;
+            }
             if !names.insert(d.name.clone()) {
                 return Err(format!("{} is defined twice", d.name));
             }
@@ -458,7 +476,7 @@ impl Form {
                 Ok(())
             }
         };
-        let current = |name: &str| record.value(name).filter(|v| !v.is_null());
+        let current = self.values_of(record);
         // A delete clears every field: nothing is required of a deleted record.
         let deleted = record.is_deleted();
         for f in self.fields.iter().filter(|f| !f.retired && !deleted) {
@@ -466,9 +484,7 @@ impl Form {
             let mine = touched(&f.name);
             // A question its condition hides is not asked, so it cannot be required (XLSForm's
             // rule; the phone hides it unless the condition is true).
-            let asked = f.relevant.as_ref().is_none_or(|r| {
-                expr::eval(r, &|name| current(name).cloned()) == Ok(Value::Bool(true))
-            });
+            let asked = f.asked(&current);
             if f.required && asked && value.is_none() && (is_new || mine) {
                 return Err(f.missing(&f.name));
             }
@@ -477,7 +493,7 @@ impl Form {
                 let relevant = is_new || mine || vars.iter().any(|v| touched(v));
                 if relevant
                     && value.is_none()
-                    && expr::eval(cond, &|name| current(name).cloned()) == Ok(Value::Bool(true))
+                    && expr::eval(cond, &current) == Ok(Value::Bool(true))
                 {
                     let (when_en, when_vi) = self.describe(cond);
                     let v = match &f.required_message {
@@ -523,10 +539,9 @@ impl Form {
 
     /// A field's `constraint` made false by the record's values (unknown is not false).
     fn constraint_violation(&self, f: &FormField, record: &Record) -> Option<Violation> {
-        let rule = f.constraint.as_ref()?;
-        let current = |name: &str| record.value(name).filter(|v| !v.is_null()).cloned();
+        let current = self.values_of(record);
         let value = current(&f.name)?;
-        (expr::eval(rule, &current) == Ok(Value::Bool(false))).then(|| {
+        f.breaks_constraint(&current).then(|| {
             f.constraint(
                 "constraint",
                 &value,
@@ -596,11 +611,10 @@ impl Form {
         if record.is_deleted() {
             return false;
         }
-        let current = |name: &str| record.value(name).filter(|v| !v.is_null());
+        let current = self.values_of(record);
         match rule.rule.as_str() {
             "required_if" => f.required_if.as_ref().is_some_and(|cond| {
-                current(&f.name).is_none()
-                    && expr::eval(cond, &|name| current(name).cloned()) == Ok(Value::Bool(true))
+                current(&f.name).is_none() && expr::eval(cond, &current) == Ok(Value::Bool(true))
             }),
             "not_before" => self.not_before_violation(f, record).is_some(),
             "constraint" => self.constraint_violation(f, record).is_some(),
@@ -624,20 +638,42 @@ impl Form {
         out
     }
 
+    /// A record's values as the form's rules read them: its fields, then its derived fields
+    /// (a rule may read a calculation). Empty values are `None`.
+    pub fn values_of<'a>(&self, record: &'a Record) -> impl Fn(&str) -> Option<Value> + 'a {
+        let derived = self.derive(record);
+        move |name: &str| {
+            record
+                .value(name)
+                .filter(|v| !v.is_null())
+                .cloned()
+                .or_else(|| derived.get(name).filter(|v| !v.is_null()).cloned())
+        }
+    }
+
     /// The derived fields of a record, from its current (provisional) values. Unknown inputs
     /// give `null`.
     pub fn derive(&self, record: &Record) -> BTreeMap<String, Value> {
+        self.derive_from(&|name| record.value(name).cloned())
+    }
+
+    /// The derived fields, in the form's order, from the values `value` gives (each reads the
+    /// ones before it too). Unknown inputs give `null`.
+    pub fn derive_from(&self, value: &dyn Fn(&str) -> Option<Value>) -> BTreeMap<String, Value> {
         let mut out: BTreeMap<String, Value> = BTreeMap::new();
         for d in &self.derived {
-            let value = {
-                let lookup = |name: &str| {
-                    out.get(name)
-                        .cloned()
-                        .or_else(|| record.value(name).cloned())
-                };
-                expr::eval(&d.expr, &lookup).unwrap_or(Value::Null)
+            let result = {
+                let lookup = |name: &str| out.get(name).cloned().or_else(|| value(name));
+                let asked = d
+                    .relevant
+                    .as_ref()
+                    .is_none_or(|r| expr::eval(r, &lookup) == Ok(Value::Bool(true)));
+                match asked {
+                    true => expr::eval(&d.expr, &lookup).unwrap_or(Value::Null),
+                    false => Value::Null,
+                }
             };
-            out.insert(d.name.clone(), value);
+            out.insert(d.name.clone(), result);
         }
         out
     }
@@ -895,6 +931,49 @@ impl FormField {
     /// filled by the phone itself (`auto`), not hidden.
     pub fn shown(&self) -> bool {
         !self.retired && self.auto.is_none() && self.appearance.as_deref() != Some("hidden")
+    }
+
+    /// Whether the field is asked, given the record's values: its `relevant` condition, if it
+    /// has one, is true (XLSForm's rule: unknown is not shown).
+    pub fn asked(&self, value: &dyn Fn(&str) -> Option<Value>) -> bool {
+        self.relevant
+            .as_ref()
+            .is_none_or(|r| expr::eval(r, value) == Ok(Value::Bool(true)))
+    }
+
+    /// Whether the phone offers `choice`, given the record's values: the field's
+    /// `choice_filter`, reading the choice's code as `@name` and its columns as `@column`, is
+    /// true (or there is none).
+    pub fn offered(&self, choice: &Choice, value: &dyn Fn(&str) -> Option<Value>) -> bool {
+        let Some(filter) = &self.choice_filter else {
+            return true;
+        };
+        let lookup = |name: &str| match name.strip_prefix('@') {
+            Some("name") => Some(Value::String(choice.code.clone())),
+            Some(column) => choice.props.get(column).cloned().map(Value::String),
+            None => value(name),
+        };
+        expr::eval(filter, &lookup).is_ok_and(|v| v == Value::Bool(true))
+    }
+
+    /// Whether the field must have a value, given the record's values: `required`, or a
+    /// `required_if` condition that is true.
+    pub fn is_required(&self, value: &dyn Fn(&str) -> Option<Value>) -> bool {
+        self.required
+            || self
+                .required_if
+                .as_ref()
+                .is_some_and(|c| expr::eval(c, value) == Ok(Value::Bool(true)))
+    }
+
+    /// Whether the field's value breaks its `constraint` expression (unknown is not broken;
+    /// no value breaks nothing).
+    pub fn breaks_constraint(&self, value: &dyn Fn(&str) -> Option<Value>) -> bool {
+        let Some(rule) = &self.constraint else {
+            return false;
+        };
+        value(&self.name).is_some_and(|v| !v.is_null())
+            && expr::eval(rule, value) == Ok(Value::Bool(false))
     }
 
     /// The field's name as people read it, in English and in Vietnamese.

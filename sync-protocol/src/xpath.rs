@@ -6,18 +6,24 @@
 //! `+ - * div mod`, `= != < <= > >=`, `and`, `or`, parentheses, and the functions `not`,
 //! `if`, `selected`, `count-selected`, `string-length`, `regex`, `contains`, `starts-with`,
 //! `ends-with`, `concat`, `substr`, `coalesce`, `int`, `round`, `number`, `string`, `true`,
-//! `false`. Anything else (`today()` too: rules are checked without the day) is refused with
+//! `false`, `today`, `now`, `date`, `decimal-date-time`, `format-date`, `format-date-time`, and
+//! dates in arithmetic (`today() - ${dob}` is a number of days). Anything else is refused with
 //! what it is, so that an import names it.
+//!
+//! A parsed rule is wrapped in `{"xpath": [rule]}`, which evaluates it as XPath reads values:
+//! an unanswered question is the empty text, a comparison that cannot be made is false (`!=`
+//! true), a condition holds for a non-empty text or a number other than 0, and a date in
+//! arithmetic is its day number. Mầm's own rules, outside the wrapper, keep "unknown" instead.
 //!
 //! ```
 //! use serde_json::json;
 //! use sync_protocol::xpath::parse;
 //!
 //! let rule = parse("${age} >= 18 and selected(${consent}, 'yes')", None).unwrap();
-//! assert_eq!(rule, json!({"and": [
+//! assert_eq!(rule, json!({"xpath": [{"and": [
 //!     {">=": [{"var": "age"}, 18]},
 //!     {"selected": [{"var": "consent"}, "yes"]},
-//! ]}));
+//! ]}]}));
 //! ```
 
 use serde_json::{json, Value};
@@ -397,6 +403,18 @@ impl Parser<'_> {
                 arity(1..=1)?;
                 json!({ "concat": args })
             }
+            "today" | "now" => {
+                arity(0..=0)?;
+                json!({ name: [] })
+            }
+            "date" | "decimal-date-time" => {
+                arity(1..=1)?;
+                json!({ name.replace('-', "_"): args })
+            }
+            "format-date" | "format-date-time" => {
+                arity(2..=2)?;
+                json!({ "format_date": args })
+            }
             "concat" => json!({ "concat": args }),
             "substr" => {
                 arity(2..=3)?;
@@ -444,7 +462,8 @@ fn parse_with(
     };
     let rule = parser.or()?;
     match parser.peek() {
-        None => Ok(rule),
+        // Evaluated as XPath reads it: an unanswered question is the empty text.
+        None => Ok(json!({ "xpath": [rule] })),
         Some(t) => Err(no(
             format!("{t:?} after a whole expression"),
             format!("{t:?} sau một biểu thức đã trọn"),
@@ -455,6 +474,15 @@ fn parse_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rule inside its `xpath` wrapper.
+    fn parse(text: &str, current: Option<&str>) -> Result<Value, Unsupported> {
+        super::parse(text, current).map(|v| v["xpath"][0].clone())
+    }
+
+    fn parse_choice_filter(text: &str) -> Result<Value, Unsupported> {
+        super::parse_choice_filter(text).map(|v| v["xpath"][0].clone())
+    }
 
     #[test]
     fn precedence_and_functions() {
@@ -500,7 +528,7 @@ mod tests {
     #[test]
     fn what_is_outside_the_subset_is_named() {
         for (text, named) in [
-            ("now()", "the function now()"),
+            ("uuid()", "the function uuid()"),
             ("../age > 3", "the path \"..\""),
             ("/data/age > 3", "a path with \"/\""),
             (". > 3", "\".\" outside a constraint"),

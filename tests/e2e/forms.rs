@@ -676,7 +676,7 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
     assert_eq!(form["title"]["vi"], "Khảo sát bơi");
     assert_eq!(
         form["instance_name"],
-        json!({"concat": [{"var": "child_name"}, " (", {"var": "age"}, ")"]})
+        json!({"xpath": [{"concat": [{"var": "child_name"}, " (", {"var": "age"}, ")"]}]})
     );
     let field = |name: &str| {
         form["fields"]
@@ -708,7 +708,7 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
     assert_eq!(field("strokes")["type"], "select_many");
     assert_eq!(
         field("strokes")["relevant"],
-        json!({"==": [{"var": "attended"}, "yes"]})
+        json!({"xpath": [{"==": [{"var": "attended"}, "yes"]}]})
     );
     assert_eq!(field("sessions")["type"], "repeat");
     assert_eq!(field("sessions")["fields"][0]["required"], true);
@@ -722,11 +722,11 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
         .all(|f| f["name"] != "total"));
     assert_eq!(
         form["derived"][0],
-        json!({"name": "total", "type": "text", "expr": {"*": [{"var": "age"}, 2]}})
+        json!({"name": "total", "type": "text", "expr": {"xpath": [{"*": [{"var": "age"}, 2]}]}})
     );
     assert_eq!(
         field("even")["constraint"],
-        json!({"==": [{"mod": [{"var": "even"}, 2]}, 0]})
+        json!({"xpath": [{"==": [{"mod": [{"var": "even"}, 2]}, 0]}]})
     );
     assert!(field("later").get("relevant").is_none());
     // Notes, times, acknowledgements, `or_other` with its text box; groups as sections, a
@@ -738,11 +738,11 @@ pub async fn xlsform_imports_the_common_subset_and_names_the_rest(db: Database) 
     assert_eq!(field("swims")["choices"][2]["code"], "other");
     assert_eq!(
         field("swims_other")["relevant"],
-        json!({"selected": [{"var": "swims"}, "other"]})
+        json!({"xpath": [{"selected": [{"var": "swims"}, "other"]}]})
     );
     assert_eq!(
         field("lesson_count")["relevant"],
-        json!({"and": [{"==": [{"var": "attended"}, "yes"]}, {">": [{"var": "age"}, 7]}]})
+        json!({"and": [{"xpath": [{"==": [{"var": "attended"}, "yes"]}]}, {"xpath": [{">": [{"var": "age"}, 7]}]}]})
     );
     let sections: Vec<(String, Vec<String>)> = form["sections"]
         .as_array()

@@ -12,6 +12,7 @@ mod histories;
 mod indicators;
 mod linked_rules;
 mod moves;
+mod odk_engine;
 mod office;
 mod phone_app;
 mod recovery;
@@ -188,6 +189,11 @@ async fn phone_app_scores_children_as_who_does() {
 #[test]
 fn xlsform_corpus_imports_without_a_crash() {
     forms::xlsform_corpus_imports_without_a_crash();
+}
+
+#[test]
+fn xlsform_expressions_agree_with_odks_engine() {
+    odk_engine::expressions_agree_with_odks_engine();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
