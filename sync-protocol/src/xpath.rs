@@ -526,6 +526,35 @@ mod tests {
     }
 
     #[test]
+    fn dates_compute_as_odk_computes_them() {
+        let values = |name: &str| match name {
+            "dob" => Some(json!("2020-03-01")),
+            "at" => Some(json!("2024-05-06T10:30:00+07:00")),
+            "@today" => Some(json!("2021-03-01")),
+            _ => None,
+        };
+        let run =
+            |text: &str| crate::expr::eval(&super::parse(text, None).unwrap(), &values).unwrap();
+        assert_eq!(run("today() - ${dob}"), json!(365));
+        assert_eq!(run("int((today() - ${dob}) div 365.25)"), json!(0));
+        assert_eq!(run("date(${dob} + 30)"), json!("2020-03-31"));
+        assert_eq!(run("date(0)"), json!("1970-01-01"));
+        assert_eq!(run("${dob} < today()"), json!(true));
+        let x = run("decimal-date-time(${at})").as_f64().unwrap();
+        assert!((x - (19_849.0 + 3.5 / 24.0)).abs() < 1e-9, "{x}");
+        assert_eq!(
+            run("format-date(${dob}, '%e/%n/%Y %b %a %d.%m.%y')"),
+            json!("1/3/2020 Mar Sun 01.03.20")
+        );
+        assert_eq!(run("format-date-time(${at}, '%H:%M')"), json!("10:30"));
+        // Unanswered is the empty text: never unknown.
+        assert_eq!(run("not(selected(${missing}, 'yes'))"), json!(true));
+        assert_eq!(run("${missing} < 3"), json!(false));
+        assert_eq!(run("${missing} != 3"), json!(true));
+        assert_eq!(run("${missing} + 1"), Value::Null);
+    }
+
+    #[test]
     fn what_is_outside_the_subset_is_named() {
         for (text, named) in [
             ("uuid()", "the function uuid()"),

@@ -284,7 +284,8 @@ pub async fn phone_protocol_matches_the_server() {
     // evaluates alike on the phone and on the server.
     let values = json!({
         "x": 7, "age": 18, "name": "Nguyễn Thị Lan", "s": "a c", "many": ["a", "c"],
-        "one": "c", "d": 2.5, "t": "12", "neg": -7, "empty": ""
+        "one": "c", "d": 2.5, "t": "12", "neg": -7, "empty": "",
+        "dob": "2020-03-01", "at": "2024-05-06T10:30:00+07:00", "@today": "2026-12-03"
     });
     let mut exprs = Vec::new();
     let mut expected_values = Vec::new();
@@ -337,6 +338,21 @@ pub async fn phone_protocol_matches_the_server() {
         "${empty} = ${missing}",
         "substr(${name}, -3, 2)",
         "false() or ${missing} > 1",
+        "today() - ${dob}",
+        "int((today() - ${dob}) div 365.25)",
+        "${dob} < today()",
+        "date(${at})",
+        "date(18000)",
+        "date(${dob} + 30)",
+        "decimal-date-time(${at})",
+        "decimal-date-time(${dob})",
+        "format-date(${dob}, '%e/%n/%Y %b %a %y')",
+        "format-date-time(${at}, '%H:%M:%S %d-%m')",
+        "${missing} + 1",
+        "not(${missing})",
+        "if(${name}, 1, 0)",
+        "${missing} < 3",
+        "${missing} != 3",
     ] {
         let rule =
             sync_protocol::xpath::parse(text, Some("x")).unwrap_or_else(|e| panic!("{text}: {e}"));
