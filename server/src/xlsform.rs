@@ -137,6 +137,41 @@ fn text(cell: &Data) -> String {
 
 /// Convert `path`. The form's id and version come from the settings sheet (`form_id`,
 /// `version`), or from the file name and 1.
+/// The choice lists of a choices sheet (`choices`, or `external_choices`), by list name: each
+/// choice's code, labels, and its other columns for choice filters.
+fn read_lists(sheet: &Sheet) -> BTreeMap<String, Vec<Value>> {
+    let mut lists: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (_, row) in &sheet.rows {
+        let list = sheet.cell(row, &["list_name", "list name"]);
+        let code = sheet.cell(row, &["name", "value"]);
+        if list.is_empty() || code.is_empty() {
+            continue;
+        }
+        let mut choice = json!({ "code": code });
+        if let Some(label) = sheet.labels(row, "label") {
+            choice["label"] = label;
+        }
+        // The other columns, for choice filters.
+        let mut props = serde_json::Map::new();
+        for (i, h) in sheet.header.iter().enumerate() {
+            let key = h.to_ascii_lowercase();
+            let known = ["list_name", "list name", "name", "value"].contains(&key.as_str())
+                || ["label", "image", "audio", "video", "media", "big-image"]
+                    .iter()
+                    .any(|k| key == *k || key.starts_with(&format!("{k}:")));
+            let value = row.get(i).map(|v| v.trim()).unwrap_or("");
+            if !known && !h.is_empty() && !value.is_empty() {
+                props.insert(h.clone(), json!(value));
+            }
+        }
+        if !props.is_empty() {
+            choice["props"] = Value::Object(props);
+        }
+        lists.entry(list.to_owned()).or_default().push(choice);
+    }
+    lists
+}
+
 pub fn convert(path: &Path) -> anyhow::Result<Import> {
     let mut workbook =
         open_workbook_auto(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -158,38 +193,12 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
     let settings = read_sheet(&mut workbook, "settings")?;
     let mut not_converted = Vec::new();
 
-    let mut lists: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    if let Some(sheet) = &choices {
-        for (_, row) in &sheet.rows {
-            let list = sheet.cell(row, &["list_name", "list name"]);
-            let code = sheet.cell(row, &["name", "value"]);
-            if list.is_empty() || code.is_empty() {
-                continue;
-            }
-            let mut choice = json!({ "code": code });
-            if let Some(label) = sheet.labels(row, "label") {
-                choice["label"] = label;
-            }
-            // The other columns, for choice filters.
-            let mut props = serde_json::Map::new();
-            for (i, h) in sheet.header.iter().enumerate() {
-                let key = h.to_ascii_lowercase();
-                let known = ["list_name", "list name", "name", "value"].contains(&key.as_str())
-                    || ["label", "image", "audio", "video", "media", "big-image"]
-                        .iter()
-                        .any(|k| key == *k || key.starts_with(&format!("{k}:")));
-                let value = row.get(i).map(|v| v.trim()).unwrap_or("");
-                if !known && !h.is_empty() && !value.is_empty() {
-                    props.insert(h.clone(), json!(value));
-                }
-            }
-            if !props.is_empty() {
-                choice["props"] = Value::Object(props);
-            }
-            lists.entry(list.to_owned()).or_default().push(choice);
-        }
-    }
-
+    let lists = choices.as_ref().map(read_lists).unwrap_or_default();
+    // Lists ODK keeps outside the form (select_one_external): here, choices like any other.
+    let external = read_sheet(&mut workbook, "external_choices")?
+        .as_ref()
+        .map(read_lists)
+        .unwrap_or_default();
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -296,6 +305,31 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 continue;
             }
             ("begin", Some("repeat")) | ("begin_repeat", None) => {
+                let count = survey.cell(row, &["repeat_count", "jr:count"]);
+                if !count.is_empty() {
+                    not_converted.push(here(
+                        format!("repeat_count {count:?}: the phone lets the person add and remove items; the number is not fixed"),
+                        format!("số lần lặp (repeat_count) {count:?}: điện thoại cho người nhập thêm hay bớt mục; số mục không cố định"),
+                    ));
+                    // pyxform's calculation of a count that is not a plain reference, kept
+                    // as a derived field of the same name.
+                    let plain = count.starts_with("${")
+                        && count.ends_with('}')
+                        && count.matches("${").count() == 1;
+                    if !plain && scopes.len() == 1 {
+                        if let Ok(expr) = xpath::parse(count, None) {
+                            let mut d = json!({ "name": format!("{name}_count"), "type": "text", "expr": expr });
+                            // Empty where the groups holding the repeat are not shown.
+                            let held: Vec<Value> = groups.iter().flatten().cloned().collect();
+                            match held.len() {
+                                0 => {}
+                                1 => d["relevant"] = held[0].clone(),
+                                _ => d["relevant"] = json!({ "and": held }),
+                            }
+                            derived.push(d);
+                        }
+                    }
+                }
                 scopes.push((name.to_owned(), Vec::new(), survey.labels(row, "label")));
                 group_base.push(groups.len());
                 continue;
@@ -408,11 +442,14 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 continue;
             }
             ("phonenumber" | "simserial" | "subscriberid", None) => {
+                // Kept as a hidden column that stays empty, as ODK Collect leaves it on
+                // Android 10 and later; said so in the report.
                 not_converted.push(here(
-                    format!("metadata {head:?}: a phone's browser cannot read its phone number or SIM"),
-                    format!("thông tin máy {head:?}: trình duyệt của điện thoại không đọc được số điện thoại hay SIM"),
+                    format!("metadata {head:?} stays empty: a phone's browser cannot read its phone number or SIM"),
+                    format!("thông tin máy {head:?} để trống: trình duyệt của điện thoại không đọc được số điện thoại hay SIM"),
                 ));
-                continue;
+                field["appearance"] = json!("hidden");
+                "text"
             }
             ("text" | "string", None) => "text",
             // Typed in; a scanner where the phone's browser offers one.
@@ -453,8 +490,13 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                     "decimal"
                 }
             }
-            ("select_one" | "select_multiple", Some(list)) => {
-                match lists.get(list) {
+            ("select_one" | "select_multiple" | "select_one_external", Some(list)) => {
+                let from = if head == "select_one_external" {
+                    &external
+                } else {
+                    &lists
+                };
+                match from.get(list) {
                     Some(choices) => {
                         let mut choices = choices.clone();
                         if or_other {
@@ -477,7 +519,7 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                         continue;
                     }
                 }
-                if head == "select_one" {
+                if head != "select_multiple" {
                     "select_one"
                 } else {
                     "select_many"
@@ -492,7 +534,10 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 continue;
             }
         };
-        if name.is_empty() {
+        if name.is_empty() && ty == "note" {
+            // A note holds nothing: it takes the name pyxform gives it.
+            field["name"] = json!(format!("generated_note_name_{n}"));
+        } else if name.is_empty() {
             not_converted.push(named(
                 format!("survey row {n}: a {kind} question without a name"),
                 format!("dòng {n}: câu hỏi {kind} không có tên"),

@@ -4,7 +4,8 @@
     python3 tests/xlsform/coverage.py MAM CORPUS_DIR [--json]
 
 For each spreadsheet: the questions pyxform (PyPI) makes of it (groups and repeats are not
-questions; the generated `meta` block is left out), the fields Mầm converts (every field,
+questions; the generated `meta` block and the layout pyxform generates for table-list groups
+are left out), the fields Mầm converts (every field,
 repeat items' fields, notes and derived fields from `calculate`; the repeat itself is not
 counted),
 the constructs `mam form import` names as not converted, and whether it refused the file.
@@ -30,7 +31,12 @@ def pyxform_questions(path):
             for c in kids or []:
                 walk(c, out)
             return
-        out.append(el.get("name"))
+        # What pyxform makes for a table-list group's layout (a note with the group's label,
+        # a row of the choices' labels) is not a question anyone wrote.
+        name = el.get("name") or ""
+        if name.startswith(("generated_table_list_label_", "reserved_name_for_field_list_labels_")):
+            return
+        out.append(name)
 
     d = parse_file_to_json(path)
     out = []
