@@ -805,6 +805,16 @@ function readField(field, root) {
 }
 
 function fieldInput(field, value, villages) {
+  const wrap = fieldControl(field, value, villages);
+  // The form's hint under the question, its longer guidance on request (XLSForm's
+  // guidance_hint), and a read-only question shown as it is.
+  if (field.type !== "note" && field.hint) wrap.append(h("p", { class: "hint muted", text: label(field.hint, "") }));
+  if (field.guidance) wrap.append(h("details", { class: "guidance" }, h("summary", { text: "Hướng dẫn" }), h("p", { text: label(field.guidance, "") })));
+  if (field.read_only) for (const el of wrap.querySelectorAll("input, select, textarea, button")) el.disabled = true;
+  return wrap;
+}
+
+function fieldControl(field, value, villages) {
   const id = `f-${field.name}-${Math.random().toString(36).slice(2, 8)}`;
   const wrap = h("div", { class: "input", "data-name": field.name, "data-type": field.type });
   const lab = h("label", { for: id }, label(field.label, field.name), field.required ? h("span", { class: "req", "aria-hidden": "true", text: " *" }) : null);

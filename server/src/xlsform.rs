@@ -46,6 +46,14 @@ fn named(en: impl Into<String>, vi: impl Into<String>) -> Named {
 struct Sheet {
     header: Vec<String>,
     rows: Vec<(usize, Vec<String>)>,
+    /// The settings' `default_language`: the label a language missing here falls back to.
+    default_language: Option<String>,
+}
+
+/// Whether a column's language (`Tiếng Việt (vi)`, `English (en)`, `vi`) is `code`'s.
+fn is_language(lang: &str, code: &str, names: &[&str]) -> bool {
+    let lang = lang.trim().to_lowercase();
+    lang == code || lang.contains(&format!("({code})")) || names.iter().any(|n| lang.starts_with(n))
 }
 
 impl Sheet {
@@ -63,35 +71,69 @@ impl Sheet {
     }
 
     /// `{vi, en}` from `label::…(vi)` / `label::…(en)` columns, or a plain `label` for both.
+    /// A language missing takes the form's default language, then the plain column, then
+    /// the first language given.
     fn labels(&self, row: &[String], key: &str) -> Option<Value> {
-        let mut vi = None;
-        let mut en = None;
         let mut plain = None;
+        let mut given: Vec<(String, &str)> = Vec::new();
         for (i, h) in self.header.iter().enumerate() {
-            let h = h.to_ascii_lowercase();
+            let lower = h.to_lowercase();
             let text = row.get(i).map(|s| s.trim()).filter(|s| !s.is_empty());
             let Some(text) = text else { continue };
-            if h == key {
+            if lower == key {
                 plain = Some(text);
-            } else if let Some(lang) = h
+            } else if let Some(lang) = lower
                 .strip_prefix(&format!("{key}::"))
-                .or_else(|| h.strip_prefix(&format!("{key}:")))
+                .or_else(|| lower.strip_prefix(&format!("{key}:")))
             {
-                if lang.contains("(vi)")
-                    || lang.starts_with("vi")
-                    || lang.contains("việt")
-                    || lang.contains("vietnam")
-                {
-                    vi = Some(text);
-                } else if lang.contains("(en)") || lang.starts_with("en") {
-                    en = Some(text);
+                given.push((lang.to_owned(), text));
+            }
+        }
+        let find = |code: &str, names: &[&str]| {
+            given
+                .iter()
+                .find(|(l, _)| is_language(l, code, names))
+                .map(|(_, t)| *t)
+        };
+        let default = self.default_language.as_deref().and_then(|d| {
+            let d = d.to_lowercase();
+            given
+                .iter()
+                .find(|(l, _)| *l == d || l.contains(&d))
+                .map(|(_, t)| *t)
+        });
+        let first = given.first().map(|(_, t)| *t);
+        let vi_own = find("vi", &["vi", "tiếng việt", "vietnam"]);
+        let en_own = find("en", &["en"]);
+        let vi = vi_own.or(default).or(plain).or(en_own).or(first)?;
+        let en = en_own.or(default).or(plain).unwrap_or(vi);
+        use unicode_normalization::UnicodeNormalization;
+        Some(json!({ "vi": vi.nfc().collect::<String>(), "en": en.nfc().collect::<String>() }))
+    }
+
+    /// The languages of this sheet's label columns other than Vietnamese and English.
+    fn other_languages(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for h in &self.header {
+            let lower = h.to_lowercase();
+            for key in ["label", "hint"] {
+                let Some(lang) = lower
+                    .strip_prefix(&format!("{key}::"))
+                    .or_else(|| lower.strip_prefix(&format!("{key}:")))
+                else {
+                    continue;
+                };
+                let ours = is_language(lang, "vi", &["vi", "tiếng việt", "vietnam"])
+                    || is_language(lang, "en", &["en"]);
+                let name = h[h.find(':').map_or(0, |i| i + 1)..]
+                    .trim_start_matches(':')
+                    .to_owned();
+                if !ours && !out.contains(&name) {
+                    out.push(name);
                 }
             }
         }
-        let vi = vi.or(plain).or(en)?;
-        let en = en.or(plain).unwrap_or(vi);
-        use unicode_normalization::UnicodeNormalization;
-        Some(json!({ "vi": vi.nfc().collect::<String>(), "en": en }))
+        out
     }
 }
 
@@ -118,6 +160,7 @@ fn read_sheet(
     };
     let header = header.into_iter().map(|h| h.trim().to_owned()).collect();
     Ok(Some(Sheet {
+        default_language: None,
         header,
         rows: rows
             .filter(|(_, r)| r.iter().any(|c| !c.trim().is_empty()))
@@ -189,9 +232,25 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             None => anyhow::bail!("the workbook has no survey sheet"),
         },
     };
-    let choices = read_sheet(&mut workbook, "choices")?;
+    let mut survey = survey;
+    let mut choices = read_sheet(&mut workbook, "choices")?;
     let settings = read_sheet(&mut workbook, "settings")?;
     let mut not_converted = Vec::new();
+    let default_language = settings.as_ref().and_then(|sheet| {
+        let (_, row) = sheet.rows.first()?;
+        Some(sheet.cell(row, &["default_language"]).to_owned()).filter(|l| !l.is_empty())
+    });
+    survey.default_language = default_language.clone();
+    if let Some(sheet) = choices.as_mut() {
+        sheet.default_language = default_language.clone();
+    }
+    let languages = survey.other_languages();
+    if !languages.is_empty() {
+        not_converted.push(named(
+            format!("languages {}: the phone and the office show Vietnamese and English; a label without them is shown in {}", languages.join(", "), default_language.as_deref().unwrap_or(&languages[0])),
+            format!("ngôn ngữ {}: điện thoại và văn phòng hiện tiếng Việt và tiếng Anh; nhãn không có hai thứ tiếng này hiện bằng {}", languages.join(", "), default_language.as_deref().unwrap_or(&languages[0])),
+        ));
+    }
 
     let lists = choices.as_ref().map(read_lists).unwrap_or_default();
     // Lists ODK keeps outside the form (select_one_external): here, choices like any other.
@@ -404,6 +463,13 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                                 1 => d["relevant"] = all.remove(0),
                                 _ => d["relevant"] = json!({ "and": all }),
                             }
+                            let trigger = survey.cell(row, &["trigger"]);
+                            if !trigger.is_empty() {
+                                not_converted.push(here(
+                                    format!("trigger {trigger:?}: the calculation is made again whenever what it reads changes"),
+                                    format!("kích hoạt (trigger) {trigger:?}: phép tính được tính lại mỗi khi giá trị nó đọc thay đổi"),
+                                ));
+                            }
                             derived.push(d);
                         }
                         Err(e) => not_converted.push(here(
@@ -551,6 +617,18 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         if let Some(hint) = survey.labels(row, "hint") {
             field["hint"] = hint;
         }
+        if let Some(guidance) = survey.labels(row, "guidance_hint") {
+            field["guidance"] = guidance;
+        }
+        let read_only = survey.cell(row, &["read_only"]);
+        match read_only.to_ascii_lowercase().as_str() {
+            "yes" | "true" | "true()" | "1" => field["read_only"] = json!(true),
+            "" | "no" | "false" | "false()" | "0" => {}
+            _ => not_converted.push(here(
+                format!("read_only {read_only:?}: only yes or no (the question can be typed into)"),
+                format!("chỉ đọc (read_only) {read_only:?}: chỉ nhận yes hoặc no (câu hỏi vẫn nhập được)"),
+            )),
+        }
         // How the question shows (`multiline`, `numbers`, …): a hint to the phone, which
         // ignores those it does not know.
         let appearance = survey.cell(row, &["appearance"]);
@@ -642,7 +720,7 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 )),
             }
         }
-        for column in ["calculation", "repeat_count", "read_only", "trigger"] {
+        for column in ["calculation", "repeat_count", "trigger"] {
             let value = survey.cell(row, &[column]);
             if !value.is_empty() {
                 not_converted.push(here(

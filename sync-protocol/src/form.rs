@@ -105,6 +105,13 @@ pub struct FormField {
     pub label: Option<Labels>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<Labels>,
+    /// Longer guidance for the person filling the form (XLSForm's `guidance_hint`), shown on
+    /// request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<Labels>,
+    /// Shown but not typed into (XLSForm's `read_only`): it keeps the value the form gives it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
     /// Must have a value when the record is created, and may not be cleared later.
     #[serde(default, skip_serializing_if = "is_false")]
     pub required: bool,
@@ -1293,6 +1300,8 @@ mod tests {
             kind,
             label: None,
             hint: None,
+            guidance: None,
+            read_only: false,
             required: false,
             required_if: None,
             constraint: None,

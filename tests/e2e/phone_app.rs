@@ -2406,7 +2406,9 @@ pub async fn phone_fills_an_imported_form() {
             { "name": "visit.day", "type": "date", "auto": "today" },
             { "name": "phone-id", "type": "text", "auto": "deviceid" },
             { "name": "ref", "type": "text", "appearance": "hidden" },
-            { "name": "child_name", "type": "text", "label": { "vi": "Họ và tên trẻ", "en": "Name" } },
+            { "name": "child_name", "type": "text", "label": { "vi": "Họ và tên trẻ", "en": "Name" },
+              "hint": { "vi": "Như trong giấy khai sinh", "en": "As on the birth certificate" },
+              "guidance": { "vi": "Hỏi cả tên gọi ở nhà.", "en": "Ask for the home name too." } },
             { "name": "arrived", "type": "time", "label": { "vi": "Giờ đến", "en": "Arrived" } },
             { "name": "story", "type": "text", "appearance": "multiline", "label": { "vi": "Ghi chép", "en": "Notes" } },
             { "name": "next_visit", "type": "datetime", "label": { "vi": "Hẹn lần sau", "en": "Next visit" } },
@@ -2422,11 +2424,16 @@ pub async fn phone_fills_an_imported_form() {
                   { "code": "ba-dinh", "props": { "in": "hanoi" } },
                   { "code": "an-cuu", "props": { "in": "hue" } }
               ] },
+            { "name": "kind", "type": "text", "read_only": true, "default": "tại nhà",
+              "label": { "vi": "Hình thức", "en": "Kind of visit" } },
+            { "name": "many", "type": "note", "label": { "vi": "Hộ đông trẻ", "en": "Many children" },
+              "relevant": { "xpath": [{ ">": [{ "var": "twice" }, 10] }] } },
             { "name": "Finished", "type": "datetime", "auto": "end" }
         ],
         "derived": [
             { "name": "greeting", "type": "text", "label": { "vi": "Lời chào", "en": "Greeting" },
-              "expr": { "concat": ["Chào ", { "var": "child_name" }] } }
+              "expr": { "concat": ["Chào ", { "var": "child_name" }] } },
+            { "name": "twice", "type": "integer", "expr": { "xpath": [{ "*": [{ "var": "children" }, 2] }] } }
         ]
     });
     let path = db.scratch("visit.json");
@@ -2458,9 +2465,29 @@ pub async fn phone_fills_an_imported_form() {
             ["next_visit", "datetime-local"],
             ["children", "number"],
             ["province", null],
-            ["ward", null]
+            ["ward", null],
+            ["kind", "text"],
+            ["many", null]
         ]),
         "metadata and hidden questions are not shown"
+    );
+    // The hint under the question, the guidance on request, a read-only question as given.
+    let shown = in_page(
+        &a,
+        "const q = (s) => document.querySelector(s); done([q('[data-name=\"child_name\"] .hint').textContent, q('[data-name=\"child_name\"] details summary').textContent, q('[data-name=\"child_name\"] details p').textContent, q('[data-name=\"kind\"] input').disabled, q('[data-name=\"kind\"] input').value, q('[data-name=\"many\"]').hidden]);",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        shown,
+        json!([
+            "Như trong giấy khai sinh",
+            "Hướng dẫn",
+            "Hỏi cả tên gọi ở nhà.",
+            true,
+            "tại nhà",
+            true
+        ])
     );
     a.type_into(&a.find("[data-name=\"child_name\"] input").await, "Bé Na")
         .await;
@@ -2490,6 +2517,16 @@ pub async fn phone_fills_an_imported_form() {
         )
         .await;
     }
+    // A question shown by a calculation: twice the children, over 10.
+    set_field(&a, "children", "6").await;
+    wait_for(
+        &a,
+        "the note shown by a calculation",
+        "return document.querySelector('[data-name=\"many\"]').hidden;",
+        vec![],
+        json!(false),
+    )
+    .await;
     set_field(&a, "children", "3").await;
     a.click_on("#save").await;
     a.wait_text("#error-children", "Số trẻ phải là số chẵn.")
@@ -2524,5 +2561,10 @@ pub async fn phone_fills_an_imported_form() {
     assert_eq!(value("visit.day").as_str().unwrap().len(), 10);
     assert_eq!(value("intro"), Value::Null, "a note holds no value");
     assert_eq!(value("ref"), Value::Null);
+    assert_eq!(
+        value("kind"),
+        json!("tại nhà"),
+        "a read-only question keeps its value"
+    );
     a.quit().await;
 }
