@@ -810,6 +810,29 @@ function compute(op, args, lookup, xp) {
       const a = arg(0);
       return isNull(a) || a === "" ? arg(1) : a;
     }
+    case "position": {
+      const p = lookup("@position");
+      return isNull(p) ? null : p;
+    }
+    case "count": {
+      const v = arg(0);
+      return Array.isArray(v) ? v.length : isNull(v) || v === "" ? 0 : 1;
+    }
+    case "sum": case "max": case "min": {
+      const v = arg(0);
+      const items = Array.isArray(v) ? v : isNull(v) ? [] : [v];
+      const nums = items.map(num);
+      if (nums.some((n) => n === null)) return null;
+      if (op === "sum") return nums.reduce((a, b) => a + b, 0);
+      if (!nums.length) return null;
+      return op === "max" ? Math.max(...nums) : Math.min(...nums);
+    }
+    case "indexed_repeat": {
+      const v = arg(0), n = num(arg(1));
+      if (!Array.isArray(v) || n === null || n < 1) return null;
+      const x = v[Math.trunc(n) - 1];
+      return x === undefined ? null : x;
+    }
     case "today": {
       const t = lookup("@today");
       return typeof t === "string" ? t : vietnamNow().slice(0, 10);
@@ -1026,12 +1049,6 @@ export function checkValue(field, value, day) {
             return violation(`${field.name}[${i + 1}].${inner.field}`, inner.rule, `${en}, item ${i + 1}: ${inner.en}`, `${vi}, mục ${i + 1}: ${inner.vi}`);
           }
         }
-        for (const sub of subs.filter((f) => f.required)) {
-          if (isNull(item[sub.name])) {
-            const m = missing(sub, `${field.name}[${i + 1}].${sub.name}`);
-            return violation(m.field, m.rule, `${en}, item ${i + 1}: ${m.en}`, `${vi}, mục ${i + 1}: ${m.vi}`);
-          }
-        }
       }
       return null;
     }
@@ -1052,15 +1069,37 @@ export function checkRecord(form, record, touched, isNew) {
   return recordProblems(form, record, touched, isNew)[0] || null;
 }
 
+/** The rules of a repeat group's items (sync-protocol's `FormField::check_items`): each
+ * field asked in its item is required as the form says and keeps its constraint. */
+function checkItems(repeat, items, outer) {
+  const en = labelEn(repeat), vi = labelVi(repeat);
+  for (let i = 0; i < items.length; i++) {
+    const inner = itemValues(repeat, items[i], i + 1, outer);
+    const place = (e) => violation(`${repeat.name}[${i + 1}].${e.field}`, e.rule, `${en}, item ${i + 1}: ${e.en}`, `${vi}, mục ${i + 1}: ${e.vi}`);
+    const holds = (rule) => { try { return evaluate(rule, inner); } catch { return null; } };
+    for (const sub of (repeat.fields || []).filter((x) => !x.retired)) {
+      if (sub.relevant && holds(sub.relevant) !== true) continue;
+      const v = inner(sub.name);
+      if (v === null) {
+        if (sub.required || (sub.required_if && holds(sub.required_if) === true)) return place(missing(sub, sub.name));
+      } else if (sub.constraint && holds(sub.constraint) === false) {
+        return place(constraint(sub, "constraint", `${labelEn(sub)} does not meet the form's rule.`, `${labelVi(sub)} không đúng điều kiện của biểu mẫu.`));
+      }
+    }
+  }
+  return null;
+}
+
 /** Every rule spanning fields that the record breaks, in the form's order. */
 function recordProblems(form, record, touched, isNew) {
   const out = [];
   // A rule may read a derived field (XLSForm: a calculation).
   const derived = derive(form, record);
-  const value = (name) => {
+  const top = (name) => {
     const v = valueOf(record, name);
     return isNull(v) ? (isNull(derived[name]) ? null : derived[name]) : v;
   };
+  const value = (name) => { const v = top(name); return v !== null ? v : acrossItems(form, name, top); };
   if (isDeleted(record)) return out;
   for (const f of form.fields.filter((x) => !x.retired)) {
     const current = value(f.name);
@@ -1092,6 +1131,10 @@ function recordProblems(form, record, touched, isNew) {
         const other = form.fields.find((x) => x.name === f.not_before) || { name: f.not_before };
         out.push(constraint(f, "not_before", `${labelEn(f)} (${dayText(current)}) cannot be before ${labelEn(other)} (${dayText(floor)}).`, `${labelVi(f)} (${dayText(current)}) không được trước ${labelVi(other)} (${dayText(floor)}).`));
       }
+    }
+    if (f.type === "repeat" && Array.isArray(current) && (isNew || mine)) {
+      const v = checkItems(f, current, value);
+      if (v) { out.push(v); continue; }
     }
     // The form's own rule (XLSForm's constraint): broken only when it is false, not unknown.
     if (f.constraint && current !== null && (mine || vars(f.constraint).some((v) => touched.has(v)))) {
@@ -1139,11 +1182,59 @@ export function checkEdit(form, record, edit, day, isNew) {
   return checkRecord(form, record, new Set(Object.keys(edit.fields)), isNew);
 }
 
+/** The calculations of item `position` (from 1) of a repeat group (sync-protocol's
+ * `FormField::derive_item`); `outer` gives the form's values. */
+export function deriveItem(repeat, item, position, outer) {
+  const out = {};
+  for (const d of repeat.derived || []) {
+    const lookup = (name) => itemValue(repeat, item, position, out, name, outer);
+    let v = null;
+    let asked = true;
+    if (d.relevant) { try { asked = evaluate(d.relevant, lookup) === true; } catch { asked = false; } }
+    if (asked) { try { v = evaluate(d.expr, lookup); } catch { v = null; } }
+    out[d.name] = v === undefined ? null : v;
+  }
+  return out;
+}
+
+function itemValue(repeat, item, position, derived, name, outer) {
+  if (name === "@position") return position;
+  const empty = (v) => (isNull(v) ? null : v);
+  if ((repeat.fields || []).some((f) => f.name === name)) return empty(item ? item[name] : null);
+  if ((repeat.derived || []).some((d) => d.name === name)) return empty(derived[name]);
+  return outer(name);
+}
+
+/** The values a rule inside item `position` of a repeat reads (sync-protocol's
+ * `FormField::item_values`). */
+export function itemValues(repeat, item, position, outer) {
+  const derived = deriveItem(repeat, item, position, outer);
+  return (name) => itemValue(repeat, item, position, derived, name, outer);
+}
+
+/** A repeat group's field or calculation read from outside it: its value in each item
+ * (sync-protocol's `Form::across_items`). */
+export function acrossItems(form, name, value) {
+  const repeat = (form.fields || []).find((f) => f.type === "repeat"
+    && ((f.fields || []).some((s) => s.name === name) || (f.derived || []).some((d) => d.name === name)));
+  if (!repeat) return null;
+  const items = value(repeat.name);
+  return (Array.isArray(items) ? items : []).map((item, i) => {
+    const v = itemValues(repeat, item, i + 1, value)(name);
+    return isNull(v) ? null : v;
+  });
+}
+
 /** The derived fields of a record, as the server computes them. */
 export function derive(form, record) {
   const out = {};
+  const value = (name) => { const v = valueOf(record, name); return v === undefined ? null : v; };
   for (const d of form.derived || []) {
-    const lookup = (name) => (name in out ? out[name] : valueOf(record, name));
+    const lookup = (name) => {
+      if (name in out) return out[name];
+      const v = value(name);
+      return !isNull(v) ? v : acrossItems(form, name, value);
+    };
     let v = null;
     // A calculation whose condition is not true (in a group not shown) is empty.
     let asked = true;

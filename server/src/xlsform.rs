@@ -300,8 +300,8 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
     }
 
     // Fields are collected into a stack of scopes: the form, then each open repeat.
-    let mut scopes: Vec<(String, Vec<Value>, Option<Value>)> =
-        vec![(String::new(), Vec::new(), None)];
+    // Each scope: its name, its fields, its label, its calculations, its own relevance.
+    let mut scopes: Vec<Scope> = vec![Scope::default()];
     // Open groups, each with its relevance (converted; `None` when it has none), and for each
     // scope how many groups were open when it began: a group's relevance applies to the fields
     // it holds in the same scope.
@@ -389,7 +389,26 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                         }
                     }
                 }
-                scopes.push((name.to_owned(), Vec::new(), survey.labels(row, "label")));
+                let relevant = survey.cell(row, &["relevant"]);
+                let own = match relevant {
+                    "" => None,
+                    text => match xpath::parse(text, None) {
+                        Ok(rule) => Some(rule),
+                        Err(e) => {
+                            not_converted.push(here(
+                                format!("repeat relevant {text:?}: {e} (the repeat is shown always)"),
+                                format!("điều kiện hiển thị của nhóm lặp {text:?}: {} (nhóm lặp luôn hiện)", e.vi),
+                            ));
+                            None
+                        }
+                    },
+                };
+                scopes.push(Scope {
+                    name: name.to_owned(),
+                    label: survey.labels(row, "label"),
+                    relevant: own,
+                    ..Scope::default()
+                });
                 group_base.push(groups.len());
                 continue;
             }
@@ -401,11 +420,18 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                     ));
                     continue;
                 }
-                let (group, fields, label) = scopes.pop().expect("checked above");
+                let scope = scopes.pop().expect("checked above");
                 group_base.pop();
-                let mut repeat = json!({ "name": group, "type": "repeat", "fields": fields });
-                if let Some(label) = label {
+                let mut repeat =
+                    json!({ "name": scope.name, "type": "repeat", "fields": scope.fields });
+                if let Some(label) = scope.label {
                     repeat["label"] = label;
+                }
+                if !scope.derived.is_empty() {
+                    repeat["derived"] = Value::Array(scope.derived);
+                }
+                if let Some(rule) = scope.relevant {
+                    repeat["relevant"] = rule;
                 }
                 let base = *group_base.last().expect("the form's base");
                 place(
@@ -414,19 +440,14 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                     scopes.len() == 1,
                     in_group_section,
                     &mut sections,
-                    &mut scopes.last_mut().expect("the form scope").1,
+                    &mut scopes.last_mut().expect("the form scope").fields,
                 );
                 continue;
             }
             ("calculate", None) => {
                 // A derived field, computed by the server and the phone alike.
                 let calculation = survey.cell(row, &["calculation"]);
-                if scopes.len() > 1 {
-                    not_converted.push(here(
-                        "a calculate inside a repeat".into(),
-                        "phép tính (calculate) trong nhóm lặp".into(),
-                    ));
-                } else if name.is_empty() {
+                if name.is_empty() {
                     not_converted.push(named(
                         format!("survey row {n}: a calculate without a name"),
                         format!("dòng {n}: phép tính không có tên"),
@@ -470,7 +491,11 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                                     format!("kích hoạt (trigger) {trigger:?}: phép tính được tính lại mỗi khi giá trị nó đọc thay đổi"),
                                 ));
                             }
-                            derived.push(d);
+                            // Inside a repeat, made for each item.
+                            match scopes.len() {
+                                1 => derived.push(d),
+                                _ => scopes.last_mut().expect("a repeat").derived.push(d),
+                            }
                         }
                         Err(e) => not_converted.push(here(
                             format!("calculation {calculation:?}: {e}"),
@@ -738,7 +763,7 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 top,
                 in_group_section,
                 &mut sections,
-                &mut scopes.last_mut().expect("the form scope").1,
+                &mut scopes.last_mut().expect("the form scope").fields,
             );
         }
     }
@@ -749,13 +774,13 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         ));
     }
     if scopes.len() > 1 {
-        let open = scopes.last().map(|s| s.0.clone()).unwrap_or_default();
+        let open = scopes.last().map(|s| s.name.clone()).unwrap_or_default();
         not_converted.push(named(
             format!("repeat {open:?} is never closed"),
             format!("nhóm lặp {open:?} không được đóng"),
         ));
     }
-    let mut fields = scopes.swap_remove(0).1;
+    let mut fields = scopes.swap_remove(0).fields;
     keep_what_reads_known_names(&mut fields, &mut derived, &mut not_converted);
     let mut form = json!({ "id": id, "version": version, "fields": fields });
     if !derived.is_empty() {
@@ -840,43 +865,79 @@ fn keep_what_reads_known_names(
     derived: &mut Vec<Value>,
     not_converted: &mut Vec<Named>,
 ) {
-    let questions: std::collections::BTreeSet<String> = fields
+    use std::collections::BTreeSet;
+    let questions: BTreeSet<String> = fields
         .iter()
         .filter_map(|f| f["name"].as_str().map(str::to_owned))
         .collect();
-    let calculations: std::collections::BTreeSet<String> = derived
+    let calculations: BTreeSet<String> = derived
         .iter()
         .filter_map(|d| d["name"].as_str().map(str::to_owned))
         .collect();
-    for f in fields.iter_mut() {
+    // A repeat group's questions and calculations: read in their own item, or across the
+    // items from outside.
+    let inner: BTreeSet<String> = fields
+        .iter()
+        .filter(|f| f["type"] == "repeat")
+        .flat_map(|f| {
+            let subs = f["fields"].as_array().into_iter().flatten();
+            let calcs = f["derived"].as_array().into_iter().flatten();
+            subs.chain(calcs)
+                .filter_map(|x| x["name"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let known = |v: &String| questions.contains(v) || calculations.contains(v) || inner.contains(v);
+    let check = |f: &mut Value, not_converted: &mut Vec<Named>| {
         let name = f["name"].as_str().unwrap_or_default().to_owned();
         for key in ["relevant", "required_if", "constraint", "choice_filter"] {
             let Some(rule) = f.get(key) else { continue };
             let unknown = sync_protocol::expr::vars(rule).into_iter().find(|v| {
                 // A choice filter reads the choice's own columns as `@column`.
                 let column = key == "choice_filter" && v.starts_with('@');
-                !(questions.contains(v) || calculations.contains(v) || column)
+                !(known(v) || column)
             });
             if let Some(v) = unknown {
-                let (what, what_vi) = (
-                    format!("reads ${{{v}}}, which is not a question of this form"),
-                    format!("đọc ${{{v}}}, không phải câu hỏi của biểu mẫu này"),
-                );
                 not_converted.push(named(
-                    format!("question {name}: {key} {what}"),
-                    format!("câu hỏi {name}: {key} {what_vi}"),
+                    format!("question {name}: {key} reads ${{{v}}}, which is not a question of this form"),
+                    format!("câu hỏi {name}: {key} đọc ${{{v}}}, không phải câu hỏi của biểu mẫu này"),
                 ));
                 f.as_object_mut().expect("a field").remove(key);
             }
         }
+    };
+    for f in fields.iter_mut() {
+        check(f, not_converted);
+        if let Some(subs) = f.get_mut("fields").and_then(Value::as_array_mut) {
+            for sub in subs.iter_mut() {
+                check(sub, not_converted);
+            }
+        }
+        // An item's calculation reading what the form does not have is left out.
+        if let Some(calcs) = f.get_mut("derived").and_then(Value::as_array_mut) {
+            calcs.retain(|d| {
+                let name = d["name"].as_str().unwrap_or_default();
+                let reads = sync_protocol::expr::vars(&d["expr"])
+                    .into_iter()
+                    .chain(d.get("relevant").map(sync_protocol::expr::vars).unwrap_or_default());
+                match reads.into_iter().find(|v| !known(v)) {
+                    Some(v) => {
+                        not_converted.push(named(
+                            format!("calculation {name}: reads ${{{v}}}, which is not a question of this form"),
+                            format!("phép tính {name}: đọc ${{{v}}}, không phải câu hỏi của biểu mẫu này"),
+                        ));
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
     }
     for d in derived.iter_mut() {
         let name = d["name"].as_str().unwrap_or_default().to_owned();
-        let unknown = d.get("relevant").and_then(|rule| {
-            sync_protocol::expr::vars(rule)
-                .into_iter()
-                .find(|v| !questions.contains(v) && !calculations.contains(v))
-        });
+        let unknown = d
+            .get("relevant")
+            .and_then(|rule| sync_protocol::expr::vars(rule).into_iter().find(|v| !known(v)));
         if let Some(v) = unknown {
             not_converted.push(named(
                 format!("calculation {name}: relevant reads ${{{v}}}, which is not a question of this form"),
@@ -885,12 +946,12 @@ fn keep_what_reads_known_names(
             d.as_object_mut().expect("a calculation").remove("relevant");
         }
     }
-    let mut known = questions;
+    let mut earlier: BTreeSet<String> = questions.union(&inner).cloned().collect();
     derived.retain(|d| {
         let name = d["name"].as_str().unwrap_or_default().to_owned();
         let unknown = sync_protocol::expr::vars(&d["expr"])
             .into_iter()
-            .find(|v| !known.contains(v));
+            .find(|v| !earlier.contains(v));
         match unknown {
             Some(v) => {
                 not_converted.push(named(
@@ -900,11 +961,21 @@ fn keep_what_reads_known_names(
                 false
             }
             None => {
-                known.insert(name);
+                earlier.insert(name);
                 true
             }
         }
     });
+}
+
+/// Where converted questions go: the form, or a repeat group being read.
+#[derive(Default)]
+struct Scope {
+    name: String,
+    fields: Vec<Value>,
+    label: Option<Value>,
+    derived: Vec<Value>,
+    relevant: Option<Value>,
 }
 
 /// Adds a converted field to its scope: the relevance of the groups that hold it joined to its

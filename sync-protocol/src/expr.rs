@@ -21,6 +21,9 @@
 //! | `string_length`, `contains`, `starts_with`, `ends_with`, `regex` | on a value's text |
 //! | `concat`, `substr` (`[s, start, end?]`, from 0, `end` not included), `coalesce` (`[a, b]`: `a` unless empty) | text |
 //! | `int` (towards zero), `number` (of text or a boolean) | numbers |
+//! | `position` | `[]`: inside a repeat group's item, its place (from 1) |
+//! | `count`, `sum`, `max`, `min` | `[x]`: over a repeat group, read from outside it (`x` is then its values in each item) |
+//! | `indexed_repeat` | `[x, n]`: the value of a repeat group's field in item `n` (from 1) |
 //! | `today`, `now` | `[]`: the day (`YYYY-MM-DD`) and the time with its offset, on Việt Nam's clock; a caller may give them as `@today`, `@now` |
 //! | `date` | `[x]`: the date of a day number or of a date and time |
 //! | `decimal_date_time` | `[x]`: days since 1970-01-01 (UTC) of a date or a date and time, with the day's fraction |
@@ -343,6 +346,34 @@ fn compute(
                 a
             }
         }
+        "position" => var("@position").unwrap_or(Value::Null),
+        "count" => match arg(0)? {
+            Value::Array(items) => json!(items.len()),
+            Value::Null => json!(0),
+            Value::String(s) if s.is_empty() => json!(0),
+            _ => json!(1),
+        },
+        "sum" | "max" | "min" => {
+            let items = match arg(0)? {
+                Value::Array(items) => items,
+                Value::Null => Vec::new(),
+                one => vec![one],
+            };
+            let numbers: Option<Vec<f64>> = items.iter().map(|v| num(v)).collect();
+            match (op, numbers) {
+                (_, None) => Value::Null,
+                ("sum", Some(n)) => number(n.iter().sum()),
+                (_, Some(n)) if n.is_empty() => Value::Null,
+                ("max", Some(n)) => number(n.iter().copied().fold(f64::MIN, f64::max)),
+                (_, Some(n)) => number(n.iter().copied().fold(f64::MAX, f64::min)),
+            }
+        }
+        "indexed_repeat" => match (arg(0)?, num(&arg(1)?)) {
+            (Value::Array(items), Some(n)) if n >= 1.0 => {
+                items.get(n as usize - 1).cloned().unwrap_or(Value::Null)
+            }
+            _ => Value::Null,
+        },
         "today" => match var("@today") {
             Some(Value::String(d)) => json!(d),
             _ => json!(crate::date::date_of_day(

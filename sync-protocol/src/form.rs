@@ -181,6 +181,10 @@ pub struct FormField {
     /// The fields of each item of a repeat group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FormField>,
+    /// A repeat group's calculations, made for each item from its fields (which its rules
+    /// read by name, as `${name}`), the item's place (`position`), and the form's fields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub derived: Vec<Derived>,
     #[serde(skip)]
     compiled: CompiledPattern,
 }
@@ -311,7 +315,24 @@ impl Form {
                 ));
             }
         }
-        for f in &self.fields {
+        // The fields and calculations of repeat groups' items.
+        let inner: BTreeSet<String> = self
+            .fields
+            .iter()
+            .filter(|f| f.kind == FieldType::Repeat)
+            .flat_map(|f| {
+                f.fields
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .chain(f.derived.iter().map(|d| d.name.clone()))
+            })
+            .collect();
+        let items = self
+            .fields
+            .iter()
+            .filter(|f| f.kind == FieldType::Repeat)
+            .flat_map(|f| f.fields.iter());
+        for f in self.fields.iter().chain(items) {
             if let Some(other) = &f.not_before {
                 if self.field(other).map(|o| o.kind) != Some(FieldType::Date) {
                     return Err(format!(
@@ -332,8 +353,12 @@ impl Form {
                     if rule == "choice_filter" && v.starts_with('@') {
                         continue;
                     }
-                    // A rule may read a derived field (XLSForm: a calculation).
-                    if !names.contains(&v) && !self.derived.iter().any(|d| d.name == v) {
+                    // A rule may read a derived field (XLSForm: a calculation), and a repeat
+                    // group's fields (across its items, or in its own item).
+                    if !names.contains(&v)
+                        && !self.derived.iter().any(|d| d.name == v)
+                        && !inner.contains(&v)
+                    {
                         return Err(format!(
                             "{}: {rule} reads {v:?}, which the form does not have",
                             f.name
@@ -351,10 +376,29 @@ impl Form {
             }
             expr::eval(name, &|_| None).map_err(|e| format!("instance_name: {e}"))?;
         }
+        for f in self.fields.iter().filter(|f| f.kind == FieldType::Repeat) {
+            for d in &f.derived {
+                crate::ids::check_field_name(&d.name).map_err(|e| format!("derived {e}"))?;
+                for rule in std::iter::once(&d.expr).chain(&d.relevant) {
+                    if let Some(v) = expr::vars(rule).into_iter().find(|v| {
+                        !names.contains(v)
+                            && !inner.contains(v)
+                            && !self.derived.iter().any(|d| &d.name == v)
+                    }) {
+                        return Err(format!(
+                            "{}: derived {}: reads {v:?}, which the form does not have",
+                            f.name, d.name
+                        ));
+                    }
+                    expr::eval(rule, &|_| None)
+                        .map_err(|e| format!("{}: derived {}: {e}", f.name, d.name))?;
+                }
+            }
+        }
         for d in &self.derived {
             crate::ids::check_field_name(&d.name).map_err(|e| format!("derived {e}"))?;
             for v in expr::vars(&d.expr) {
-                if !names.contains(&v) {
+                if !names.contains(&v) && !inner.contains(&v) {
                     return Err(format!(
                         "derived {}: reads {v:?}, which is not an earlier field",
                         d.name
@@ -530,6 +574,11 @@ impl Form {
                     broken(v, &[&f.name, other])?;
                 }
             }
+            if let (FieldType::Repeat, Some(Value::Array(items)), true) =
+                (f.kind, &value, is_new || mine)
+            {
+                f.check_items(items, &current)?;
+            }
             if let Some(rule) = &f.constraint {
                 let vars = expr::vars(rule);
                 if mine || vars.iter().any(|v| touched(v)) {
@@ -647,15 +696,43 @@ impl Form {
 
     /// A record's values as the form's rules read them: its fields, then its derived fields
     /// (a rule may read a calculation). Empty values are `None`.
-    pub fn values_of<'a>(&self, record: &'a Record) -> impl Fn(&str) -> Option<Value> + 'a {
+    pub fn values_of<'a>(&'a self, record: &'a Record) -> impl Fn(&str) -> Option<Value> + 'a {
         let derived = self.derive(record);
         move |name: &str| {
-            record
-                .value(name)
-                .filter(|v| !v.is_null())
-                .cloned()
-                .or_else(|| derived.get(name).filter(|v| !v.is_null()).cloned())
+            let top = |name: &str| {
+                record
+                    .value(name)
+                    .filter(|v| !v.is_null())
+                    .cloned()
+                    .or_else(|| derived.get(name).filter(|v| !v.is_null()).cloned())
+            };
+            top(name).or_else(|| self.across_items(name, &top))
         }
+    }
+
+    /// A field or calculation of a repeat group, read from outside it: its value in each
+    /// item, in order (what `count`, `sum` and `indexed-repeat` read).
+    pub fn across_items(
+        &self,
+        name: &str,
+        value: &dyn Fn(&str) -> Option<Value>,
+    ) -> Option<Value> {
+        let repeat = self.fields.iter().find(|f| {
+            f.kind == FieldType::Repeat
+                && (f.fields.iter().any(|s| s.name == name)
+                    || f.derived.iter().any(|d| d.name == name))
+        })?;
+        let items = match value(&repeat.name) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
+        Some(Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| repeat.item_values(item, i + 1, value)(name).unwrap_or(Value::Null))
+                .collect(),
+        ))
     }
 
     /// The derived fields of a record, from its current (provisional) values. Unknown inputs
@@ -670,7 +747,12 @@ impl Form {
         let mut out: BTreeMap<String, Value> = BTreeMap::new();
         for d in &self.derived {
             let result = {
-                let lookup = |name: &str| out.get(name).cloned().or_else(|| value(name));
+                let lookup = |name: &str| {
+                    out.get(name)
+                        .cloned()
+                        .or_else(|| value(name))
+                        .or_else(|| self.across_items(name, value))
+                };
                 let asked = d
                     .relevant
                     .as_ref()
@@ -946,6 +1028,100 @@ impl FormField {
         self.relevant
             .as_ref()
             .is_none_or(|r| expr::eval(r, value) == Ok(Value::Bool(true)))
+    }
+
+    /// The calculations of item `position` (from 1) of this repeat group, in order; `outer`
+    /// gives the form's values.
+    pub fn derive_item(
+        &self,
+        item: &Value,
+        position: usize,
+        outer: &dyn Fn(&str) -> Option<Value>,
+    ) -> BTreeMap<String, Value> {
+        let mut out: BTreeMap<String, Value> = BTreeMap::new();
+        for d in &self.derived {
+            let result = {
+                let lookup = |name: &str| self.item_value(item, position, &out, name, outer);
+                let asked = d
+                    .relevant
+                    .as_ref()
+                    .is_none_or(|r| expr::eval(r, &lookup) == Ok(Value::Bool(true)));
+                match asked {
+                    true => expr::eval(&d.expr, &lookup).unwrap_or(Value::Null),
+                    false => Value::Null,
+                }
+            };
+            out.insert(d.name.clone(), result);
+        }
+        out
+    }
+
+    /// A value as a rule inside an item of this repeat group reads it: the item's own fields
+    /// and calculations, its place as `@position`, else the form's.
+    fn item_value(
+        &self,
+        item: &Value,
+        position: usize,
+        derived: &BTreeMap<String, Value>,
+        name: &str,
+        outer: &dyn Fn(&str) -> Option<Value>,
+    ) -> Option<Value> {
+        if name == "@position" {
+            return Some(Value::from(position));
+        }
+        if self.fields.iter().any(|f| f.name == name) {
+            return item.get(name).filter(|v| !v.is_null()).cloned();
+        }
+        if self.derived.iter().any(|d| d.name == name) {
+            return derived.get(name).filter(|v| !v.is_null()).cloned();
+        }
+        outer(name)
+    }
+
+    /// The values a rule inside item `position` of this repeat reads (see
+    /// [`FormField::derive_item`]).
+    pub fn item_values<'a>(
+        &'a self,
+        item: &'a Value,
+        position: usize,
+        outer: &'a dyn Fn(&str) -> Option<Value>,
+    ) -> impl Fn(&str) -> Option<Value> + 'a {
+        let derived = self.derive_item(item, position, outer);
+        move |name: &str| self.item_value(item, position, &derived, name, outer)
+    }
+
+    /// The rules of a repeat group's items: each field asked (its condition true in its
+    /// item) is required as the form says and keeps its constraint.
+    fn check_items(
+        &self,
+        items: &[Value],
+        outer: &dyn Fn(&str) -> Option<Value>,
+    ) -> Result<(), Violation> {
+        let (en, vi) = (self.label_en(), self.label_vi());
+        for (i, item) in items.iter().enumerate() {
+            let inner = self.item_values(item, i + 1, outer);
+            let place = |mut e: Violation| {
+                e.field = format!("{}[{}].{}", self.name, i + 1, e.field);
+                e.en = format!("{en}, item {}: {}", i + 1, e.en);
+                e.vi = format!("{vi}, mục {}: {}", i + 1, e.vi);
+                e
+            };
+            for sub in self.fields.iter().filter(|s| !s.retired && s.asked(&inner)) {
+                match inner(&sub.name) {
+                    None if sub.is_required(&inner) => return Err(place(sub.missing(&sub.name))),
+                    Some(v) if sub.breaks_constraint(&inner) => {
+                        return Err(place(sub.constraint(
+                            "constraint",
+                            &v,
+                            format!("{} does not meet the form's rule.", sub.label_en()),
+                            format!("{} không đúng điều kiện của biểu mẫu.", sub.label_vi()),
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether the phone offers `choice`, given the record's values: the field's
@@ -1242,15 +1418,6 @@ impl FormField {
                             e
                         })?;
                     }
-                    for sub in self.fields.iter().filter(|f| f.required) {
-                        if map.get(&sub.name).is_none_or(Value::is_null) {
-                            let mut e =
-                                sub.missing(&format!("{}[{}].{}", self.name, i + 1, sub.name));
-                            e.en = format!("{en}, item {}: {}", i + 1, e.en);
-                            e.vi = format!("{vi}, mục {}: {}", i + 1, e.vi);
-                            return Err(e);
-                        }
-                    }
                 }
             }
         }
@@ -1319,6 +1486,7 @@ mod tests {
             auto: None,
             default: None,
             choice_filter: None,
+            derived: Vec::new(),
             choices: choices
                 .iter()
                 .map(|c| Choice {
@@ -1656,10 +1824,13 @@ mod tests {
         assert!(visits
             .check_value(&json!([{"date": "2020-01-02"}]), TODAY)
             .is_ok());
-        let err = visits
-            .check_value(&json!([{"date": "2020-01-02"}, {}]), TODAY)
-            .unwrap_err();
+        // Required in each item where it is asked: a rule of the record.
+        let items = [json!({"date": "2020-01-02"}), json!({})];
+        let err = visits.check_items(&items, &|_| None).unwrap_err();
         assert_eq!((err.field.as_str(), err.rule), ("f[2].date", "required"));
+        visits.fields[0].relevant = Some(json!({"xpath": [{">": [{"position": []}, 1]}]}));
+        let err = visits.check_items(&items[1..], &|_| None);
+        assert!(err.is_ok(), "not asked in the first item: {err:?}");
         let err = visits
             .check_value(&json!([{"date": "bad"}]), TODAY)
             .unwrap_err();

@@ -6,7 +6,8 @@
 //! `+ - * div mod`, `= != < <= > >=`, `and`, `or`, parentheses, and the functions `not`,
 //! `if`, `selected`, `count-selected`, `string-length`, `regex`, `contains`, `starts-with`,
 //! `ends-with`, `concat`, `substr`, `coalesce`, `int`, `round`, `number`, `string`, `true`,
-//! `false`, `today`, `now`, `date`, `decimal-date-time`, `format-date`, `format-date-time`, and
+//! `false`, `today`, `now`, `date`, `decimal-date-time`, `format-date`, `format-date-time`,
+//! `position(..)` inside a repeat, `count`, `sum`, `max`, `min` and `indexed-repeat` over one, and
 //! dates in arithmetic (`today() - ${dob}` is a number of days). Anything else is refused with
 //! what it is, so that an import names it.
 //!
@@ -62,6 +63,8 @@ enum Token {
     Close,
     Comma,
     Op(&'static str),
+    /// `position(..)`
+    Position,
 }
 
 fn tokens(text: &str) -> Result<Vec<Token>, Unsupported> {
@@ -100,6 +103,17 @@ fn tokens(text: &str) -> Result<Vec<Token>, Unsupported> {
                 i += end + 1;
             }
             '.' if chars.get(i + 1) == Some(&'.') => {
+                // `position(..)`: the place of the repeat item the rule is in.
+                let rest: String = chars[i..].iter().collect();
+                let after_position =
+                    matches!(out.as_slice(), [.., Token::Name(n), Token::Open] if n == "position");
+                if rest.starts_with("..)") && after_position {
+                    out.pop();
+                    out.pop();
+                    out.push(Token::Position);
+                    i += 3;
+                    continue;
+                }
                 return Err(no("the path \"..\"", "đường dẫn \"..\""));
             }
             '.' if !chars.get(i + 1).is_some_and(char::is_ascii_digit) => {
@@ -284,6 +298,7 @@ impl Parser<'_> {
     fn primary(&mut self) -> Result<Value, Unsupported> {
         match self.next() {
             Some(Token::Number(n)) => Ok(number(n)),
+            Some(Token::Position) => Ok(json!({ "position": [] })),
             Some(Token::Text(s)) => Ok(json!(s)),
             Some(Token::Var(name)) => {
                 crate::ids::check_field_name(&name).map_err(|_| {
@@ -402,6 +417,16 @@ impl Parser<'_> {
             "string" => {
                 arity(1..=1)?;
                 json!({ "concat": args })
+            }
+            "count" | "sum" | "max" | "min" => {
+                arity(1..=1)?;
+                json!({ name: args })
+            }
+            "indexed-repeat" => {
+                // indexed-repeat(${field}, ${repeat}, n): the field's values across the items
+                // already name their repeat.
+                arity(3..=3)?;
+                json!({ "indexed_repeat": [args[0], args[2]] })
             }
             "today" | "now" => {
                 arity(0..=0)?;
@@ -562,7 +587,7 @@ mod tests {
             ("/data/age > 3", "a path with \"/\""),
             (". > 3", "\".\" outside a constraint"),
             ("(${a} > 1", "a \"(\" without its \")\""),
-            ("position(..)", "the path \"..\""),
+            ("position(../x)", "the path \"..\""),
         ] {
             assert_eq!(
                 parse(text, None).map_err(|e| e.en),

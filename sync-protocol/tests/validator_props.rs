@@ -211,17 +211,15 @@ fn allowed(field: &FormField, value: &Value) -> Result<(), String> {
         FieldType::Repeat => value.as_array().is_some_and(|items| {
             items.len() <= MAX_REPEAT_ITEMS
                 && items.iter().all(|item| {
+                    // Each item's values fit their fields; what an item requires is a rule
+                    // of the record (asked or not by the item's own answers).
                     item.as_object().is_some_and(|map| {
                         map.iter().all(|(k, v)| {
                             field
                                 .fields
                                 .iter()
                                 .any(|f| &f.name == k && allowed(f, v).is_ok())
-                        }) && field
-                            .fields
-                            .iter()
-                            .filter(|f| f.required)
-                            .all(|f| map.get(&f.name).is_some_and(|v| !v.is_null()))
+                        })
                     })
                 })
         }),
