@@ -902,6 +902,7 @@ function fieldControl(field, value, villages) {
       const addItem = (item) => {
         const box = h("fieldset", { class: "item" }, h("legend", { text: `${label(field.label, field.name)} ${items.children.length + 1}` }));
         for (const sub of field.fields || []) box.append(fieldInput(sub, item ? item[sub.name] : undefined, villages));
+        if ((field.derived || []).length) box.append(h("div", { class: "derived item-derived", "aria-live": "polite" }));
         box.append(h("button", { type: "button", class: "secondary", text: "Xoá mục", onclick: () => { box.remove(); app.dispatchEvent(new Event("input")); } }));
         items.append(box);
       };
@@ -1047,7 +1048,9 @@ async function renderFill(formId, recordId) {
     const rec = prospective(vals);
     // Rules read the answers, then the calculations (derived fields) made of them.
     const computed = P.derive(form, rec);
-    const lookup = (n) => (n in vals ? vals[n] : P.valueOf(rec, n) ?? computed[n] ?? null);
+    const answered = (n) => (n in vals ? vals[n] : P.valueOf(rec, n) ?? computed[n] ?? null);
+    // A repeat group's field read from outside it: its values in each item (count, sum).
+    const lookup = (n) => answered(n) ?? P.acrossItems(form, n, answered);
     for (const f of form.fields) {
       const el = body.querySelector(`:scope > [data-name="${CSS.escape(f.name)}"]`);
       if (!el) continue;
@@ -1077,6 +1080,31 @@ async function renderFill(formId, recordId) {
           }
         }
       }
+    }
+    // In each item of a repeat group: its questions shown as their conditions say, and its
+    // calculations, reading the item's own answers first.
+    for (const f of form.fields.filter((x) => x.type === "repeat")) {
+      const el = body.querySelector(`:scope > [data-name="${CSS.escape(f.name)}"]`);
+      if (!el) continue;
+      const items = Array.isArray(vals[f.name]) ? vals[f.name] : [];
+      el.querySelectorAll(":scope > .items > .item").forEach((box, i) => {
+        const inner = P.itemValues(f, items[i] || {}, i + 1, lookup);
+        for (const sub of f.fields || []) {
+          const subEl = box.querySelector(`:scope > [data-name="${CSS.escape(sub.name)}"]`);
+          if (!subEl || !sub.relevant) continue;
+          let visible = true;
+          try { visible = P.evaluate(sub.relevant, inner) === true; } catch { visible = true; }
+          subEl.hidden = !visible;
+        }
+        const calc = box.querySelector(":scope > .item-derived");
+        if (calc) {
+          const made = P.deriveItem(f, items[i] || {}, i + 1, lookup);
+          calc.replaceChildren(...Object.entries(made).map(([n, v]) => {
+            const d = f.derived.find((x) => x.name === n);
+            return h("div", { class: "field", "data-derived": n }, h("span", { class: "label", text: `${label(d && d.label, n)}: ` }), h("strong", { text: show(v, d) }));
+          }));
+        }
+      });
     }
     const derived = P.derive(form, rec);
     derivedBox.replaceChildren(...Object.entries(derived).map(([n, v]) => {

@@ -935,9 +935,11 @@ fn keep_what_reads_known_names(
     }
     for d in derived.iter_mut() {
         let name = d["name"].as_str().unwrap_or_default().to_owned();
-        let unknown = d
-            .get("relevant")
-            .and_then(|rule| sync_protocol::expr::vars(rule).into_iter().find(|v| !known(v)));
+        let unknown = d.get("relevant").and_then(|rule| {
+            sync_protocol::expr::vars(rule)
+                .into_iter()
+                .find(|v| !known(v))
+        });
         if let Some(v) = unknown {
             not_converted.push(named(
                 format!("calculation {name}: relevant reads ${{{v}}}, which is not a question of this form"),

@@ -712,11 +712,7 @@ impl Form {
 
     /// A field or calculation of a repeat group, read from outside it: its value in each
     /// item, in order (what `count`, `sum` and `indexed-repeat` read).
-    pub fn across_items(
-        &self,
-        name: &str,
-        value: &dyn Fn(&str) -> Option<Value>,
-    ) -> Option<Value> {
+    pub fn across_items(&self, name: &str, value: &dyn Fn(&str) -> Option<Value>) -> Option<Value> {
         let repeat = self.fields.iter().find(|f| {
             f.kind == FieldType::Repeat
                 && (f.fields.iter().any(|s| s.name == name)
@@ -730,7 +726,9 @@ impl Form {
             items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| repeat.item_values(item, i + 1, value)(name).unwrap_or(Value::Null))
+                .map(|(i, item)| {
+                    repeat.item_values(item, i + 1, value)(name).unwrap_or(Value::Null)
+                })
                 .collect(),
         ))
     }

@@ -2428,12 +2428,26 @@ pub async fn phone_fills_an_imported_form() {
               "label": { "vi": "Hình thức", "en": "Kind of visit" } },
             { "name": "many", "type": "note", "label": { "vi": "Hộ đông trẻ", "en": "Many children" },
               "relevant": { "xpath": [{ ">": [{ "var": "twice" }, 10] }] } },
+            { "name": "members", "type": "repeat", "label": { "vi": "Thành viên", "en": "Members" },
+              "fields": [
+                  { "name": "m_age", "type": "integer", "label": { "vi": "Tuổi", "en": "Age" } },
+                  { "name": "m_school", "type": "select_one", "required": true,
+                    "label": { "vi": "Đi học", "en": "At school" },
+                    "relevant": { "xpath": [{ ">=": [{ "var": "m_age" }, 6] }] },
+                    "choices": [{ "code": "yes" }, { "code": "no" }] }
+              ],
+              "derived": [
+                  { "name": "m_place", "type": "integer", "label": { "vi": "Thứ tự", "en": "Place" },
+                    "expr": { "xpath": [{ "position": [] }] } }
+              ] },
             { "name": "Finished", "type": "datetime", "auto": "end" }
         ],
         "derived": [
             { "name": "greeting", "type": "text", "label": { "vi": "Lời chào", "en": "Greeting" },
               "expr": { "concat": ["Chào ", { "var": "child_name" }] } },
-            { "name": "twice", "type": "integer", "expr": { "xpath": [{ "*": [{ "var": "children" }, 2] }] } }
+            { "name": "twice", "type": "integer", "expr": { "xpath": [{ "*": [{ "var": "children" }, 2] }] } },
+            { "name": "ages", "type": "integer", "label": { "vi": "Tổng tuổi", "en": "Ages" },
+              "expr": { "xpath": [{ "sum": [{ "var": "m_age" }] }] } }
         ]
     });
     let path = db.scratch("visit.json");
@@ -2467,7 +2481,8 @@ pub async fn phone_fills_an_imported_form() {
             ["province", null],
             ["ward", null],
             ["kind", "text"],
-            ["many", null]
+            ["many", null],
+            ["members", null]
         ]),
         "metadata and hidden questions are not shown"
     );
@@ -2527,6 +2542,39 @@ pub async fn phone_fills_an_imported_form() {
         json!(false),
     )
     .await;
+    // A repeat group: two members; school asked of the one of 6 or more, each item's place
+    // shown, the ages summed over the items.
+    for _ in 0..2 {
+        in_page(
+            &a,
+            "document.querySelector('[data-name=\"members\"] > button').click(); done(true);",
+            vec![],
+        )
+        .await;
+    }
+    in_page(
+        &a,
+        "const items = document.querySelectorAll('[data-name=\"members\"] .item'); args[0].forEach((v, i) => { const el = items[i].querySelector('[data-name=\"m_age\"] input'); el.value = v; el.dispatchEvent(new Event('input', { bubbles: true })); }); done(true);",
+        vec![json!(["3", "10"])],
+    )
+    .await;
+    wait_for(
+        &a,
+        "school asked of the older member, places and the sum of ages",
+        "const items = [...document.querySelectorAll('[data-name=\"members\"] .item')]; return [items.map(b => b.querySelector('[data-name=\"m_school\"]').hidden), items.map(b => b.querySelector('[data-derived=\"m_place\"] strong').textContent), document.querySelector('[data-derived=\"ages\"] strong').textContent];",
+        vec![],
+        json!([[true, false], ["1", "2"], "13"]),
+    )
+    .await;
+    set_field(&a, "children", "2").await;
+    a.click_on("#save").await;
+    a.wait_text("#error-members", "mục 2").await;
+    in_page(
+        &a,
+        "const s = document.querySelectorAll('[data-name=\"members\"] .item')[1].querySelector('select'); s.value = 'yes'; s.dispatchEvent(new Event('change', { bubbles: true })); done(true);",
+        vec![],
+    )
+    .await;
     set_field(&a, "children", "3").await;
     a.click_on("#save").await;
     a.wait_text("#error-children", "Số trẻ phải là số chẵn.")
@@ -2565,6 +2613,10 @@ pub async fn phone_fills_an_imported_form() {
         value("kind"),
         json!("tại nhà"),
         "a read-only question keeps its value"
+    );
+    assert_eq!(
+        value("members"),
+        json!([{ "m_age": 3 }, { "m_age": 10, "m_school": "yes" }])
     );
     a.quit().await;
 }
