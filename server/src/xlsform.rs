@@ -56,11 +56,37 @@ fn is_language(lang: &str, code: &str, names: &[&str]) -> bool {
     lang == code || lang.contains(&format!("({code})")) || names.iter().any(|n| lang.starts_with(n))
 }
 
+/// A column's name as XLSForm means it: the older spellings (`bind:relevant`,
+/// `bind:jr:constraintMsg`, `control:appearance`…) as today's, in lower case; a language
+/// suffix (`::English (en)`) is kept.
+fn canonical(header: &str) -> String {
+    let lower = header.trim().to_lowercase();
+    let (name, lang) = match lower.find("::") {
+        Some(i) => (&lower[..i], &lower[i..]),
+        None => (lower.as_str(), ""),
+    };
+    let name = name
+        .strip_prefix("bind:")
+        .or_else(|| name.strip_prefix("control:"))
+        .unwrap_or(name);
+    let name = match name {
+        "jr:constraintmsg" => "constraint_message",
+        "jr:requiredmsg" => "required_message",
+        "calculate" => "calculation",
+        "readonly" => "read_only",
+        "jr:count" | "count" => "repeat_count",
+        "jr:choice_filter" => "choice_filter",
+        other => other,
+    };
+    format!("{name}{lang}")
+}
+
 impl Sheet {
     fn column(&self, names: &[&str]) -> Option<usize> {
-        self.header
-            .iter()
-            .position(|h| names.iter().any(|n| h.eq_ignore_ascii_case(n)))
+        self.header.iter().position(|h| {
+            let h = canonical(h);
+            names.iter().any(|n| h.eq_ignore_ascii_case(n))
+        })
     }
 
     fn cell<'a>(&self, row: &'a [String], names: &[&str]) -> &'a str {
@@ -77,7 +103,7 @@ impl Sheet {
         let mut plain = None;
         let mut given: Vec<(String, &str)> = Vec::new();
         for (i, h) in self.header.iter().enumerate() {
-            let lower = h.to_lowercase();
+            let lower = canonical(h);
             let text = row.get(i).map(|s| s.trim()).filter(|s| !s.is_empty());
             let Some(text) = text else { continue };
             if lower == key {

@@ -359,7 +359,7 @@ fn compute(
                 Value::Null => Vec::new(),
                 one => vec![one],
             };
-            let numbers: Option<Vec<f64>> = items.iter().map(|v| num(v)).collect();
+            let numbers: Option<Vec<f64>> = items.iter().map(num).collect();
             match (op, numbers) {
                 (_, None) => Value::Null,
                 ("sum", Some(n)) => number(n.iter().sum()),

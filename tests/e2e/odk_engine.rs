@@ -80,42 +80,60 @@ fn strings_in(v: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
-/// The questions a person answers: shown, outside repeats, holding a value.
-fn answerable(form: &Form) -> impl Iterator<Item = &FormField> {
-    form.fields.iter().filter(|f| {
+/// The questions a person answers among `fields`: shown, holding a value (a repeat holds its
+/// items' answers).
+fn answerable(fields: &[FormField]) -> impl Iterator<Item = &FormField> {
+    fields.iter().filter(|f| {
         f.shown()
             && !matches!(
                 f.kind,
-                FieldType::Repeat
-                    | FieldType::Note
-                    | FieldType::Time
-                    | FieldType::Datetime
-                    | FieldType::Geopoint
+                FieldType::Note | FieldType::Time | FieldType::Datetime | FieldType::Geopoint
             )
     })
 }
 
-/// One random answer set, filled in the form's order as a person fills it: a question is
+/// What random answers are drawn from: the numbers and words the form's rules name.
+struct Pools {
+    numbers: Vec<i64>,
+    words: Vec<String>,
+}
+
+impl Pools {
+    fn of(form: &Form) -> Pools {
+        let rules = serde_json::to_value(form).unwrap();
+        let mut numbers = BTreeSet::from([-1, 0, 1, 2, 3, 5, 10, 18, 25, 60, 100]);
+        numbers_in(&rules["fields"], &mut numbers);
+        numbers_in(&rules["derived"], &mut numbers);
+        let mut words = BTreeSet::from(["a".to_owned(), "Lan".to_owned(), "12".to_owned()]);
+        strings_in(&rules["fields"], &mut words);
+        Pools {
+            numbers: numbers.into_iter().collect(),
+            words: words.into_iter().collect(),
+        }
+    }
+}
+
+/// One random answer set for `fields`, filled in order as a person fills them: a question is
 /// answered only when it is asked, and a choice only when it is offered, given the answers
-/// before it. Each value as Mầm holds it.
-fn answers(form: &Form, rng: &mut Rng) -> BTreeMap<String, Value> {
-    let rules = serde_json::to_value(form).unwrap();
-    let mut numbers = BTreeSet::from([-1, 0, 1, 2, 3, 5, 10, 18, 25, 60, 100]);
-    numbers_in(&rules["fields"], &mut numbers);
-    numbers_in(&rules["derived"], &mut numbers);
-    let numbers: Vec<i64> = numbers.into_iter().collect();
-    let mut words = BTreeSet::from(["a".to_owned(), "Lan".to_owned(), "12".to_owned()]);
-    strings_in(&rules["fields"], &mut words);
-    let words: Vec<String> = words.into_iter().collect();
+/// before it (`outer` reads the rest of the form). A repeat gets 0 to 3 items, each filled
+/// the same way. Each value as Mầm holds it.
+fn answers(
+    fields: &[FormField],
+    defaults: &dyn Fn(&str) -> Option<Value>,
+    outer: &dyn Fn(&str) -> Option<Value>,
+    pools: &Pools,
+    rng: &mut Rng,
+) -> BTreeMap<String, Value> {
     let mut out: BTreeMap<String, Value> = BTreeMap::new();
-    for f in answerable(form) {
+    for f in answerable(fields) {
         if rng.below(4) == 0 {
             continue;
         }
         let so_far = |name: &str| {
             out.get(name)
                 .cloned()
-                .or_else(|| form.field(name).and_then(|f| f.default.clone()))
+                .or_else(|| defaults(name))
+                .or_else(|| outer(name))
         };
         if !f.asked(&so_far) {
             continue;
@@ -126,29 +144,56 @@ fn answers(form: &Form, rng: &mut Rng) -> BTreeMap<String, Value> {
             .filter(|c| f.offered(c, &so_far))
             .map(|c| c.code.as_str())
             .collect();
-        let mut pick = |n: usize| rng.below(n as u64) as usize;
         let value = match f.kind {
-            FieldType::SelectOne if !offered.is_empty() => json!(offered[pick(offered.len())]),
+            FieldType::Repeat => {
+                let mut items: Vec<Value> = Vec::new();
+                for position in 1..=rng.below(4) as usize {
+                    let none = json!({});
+                    let item_defaults = |name: &str| {
+                        f.fields
+                            .iter()
+                            .find(|s| s.name == name)
+                            .and_then(|s| s.default.clone())
+                    };
+                    // An item's rules read its own answers, its place, then the form's.
+                    let mut item: BTreeMap<String, Value> = BTreeMap::new();
+                    let filled = {
+                        let inner = f.item_values(&none, position, &so_far);
+                        answers(&f.fields, &item_defaults, &inner, pools, rng)
+                    };
+                    item.extend(filled);
+                    items.push(json!(item));
+                }
+                json!(items)
+            }
+            FieldType::SelectOne if !offered.is_empty() => {
+                json!(offered[rng.below(offered.len() as u64) as usize])
+            }
             FieldType::SelectMany if !offered.is_empty() => {
                 let mut codes: Vec<&str> = Vec::new();
                 for c in &offered {
-                    if pick(3) == 0 && !codes.contains(c) {
+                    if rng.below(3) == 0 && !codes.contains(c) {
                         codes.push(c);
                     }
                 }
                 json!(codes)
             }
-            FieldType::Integer => json!(numbers[pick(numbers.len())]),
-            FieldType::Decimal => match pick(3) {
-                0 => json!(numbers[pick(numbers.len())] as f64 + 0.5),
-                _ => json!(numbers[pick(numbers.len())]),
-            },
-            FieldType::Text => json!(words[pick(words.len())]),
+            FieldType::Integer => {
+                json!(pools.numbers[rng.below(pools.numbers.len() as u64) as usize])
+            }
+            FieldType::Decimal => {
+                let n = pools.numbers[rng.below(pools.numbers.len() as u64) as usize] as f64;
+                match rng.below(3) {
+                    0 => json!(n + 0.5),
+                    _ => json!(n),
+                }
+            }
+            FieldType::Text => json!(pools.words[rng.below(pools.words.len() as u64) as usize]),
             FieldType::Date => json!(format!(
                 "{}-{:02}-{:02}",
-                1995 + pick(32),
-                1 + pick(12),
-                1 + pick(28)
+                1995 + rng.below(32),
+                1 + rng.below(12),
+                1 + rng.below(28)
             )),
             FieldType::Boolean => json!(true),
             _ => continue,
@@ -156,6 +201,31 @@ fn answers(form: &Form, rng: &mut Rng) -> BTreeMap<String, Value> {
         out.insert(f.name.clone(), value);
     }
     out
+}
+
+/// Answers as the XForm writes them, for ODK's engine: a repeat as a list of items.
+fn xform_answers(fields: &[FormField], set: &BTreeMap<String, Value>) -> Value {
+    Value::Object(
+        set.iter()
+            .map(|(k, v)| {
+                let f = fields.iter().find(|f| &f.name == k).unwrap();
+                let text = match (f.kind, v) {
+                    (FieldType::Repeat, Value::Array(items)) => Value::Array(
+                        items
+                            .iter()
+                            .map(|item| {
+                                let item: BTreeMap<String, Value> =
+                                    serde_json::from_value(item.clone()).unwrap();
+                                xform_answers(&f.fields, &item)
+                            })
+                            .collect(),
+                    ),
+                    _ => json!(xform_text(f, v)),
+                };
+                (k.clone(), text)
+            })
+            .collect(),
+    )
 }
 
 /// A value as the XForm writes it.
@@ -197,6 +267,183 @@ struct Spreadsheet {
     form: Form,
     xform: String,
     sets: Vec<BTreeMap<String, Value>>,
+}
+
+/// The values of `fields` that ODK's engine took from the answers (`odk` says which), and
+/// each question's default otherwise; a repeat's items alike.
+fn taken(
+    fields: &[FormField],
+    set: &BTreeMap<String, Value>,
+    odk: &Value,
+) -> BTreeMap<String, Value> {
+    let mut values = BTreeMap::new();
+    for f in answerable(fields) {
+        if f.kind == FieldType::Repeat {
+            let (Some(Value::Array(ours)), Some(theirs)) =
+                (set.get(&f.name), odk[&f.name]["items"].as_array())
+            else {
+                continue;
+            };
+            let items: Vec<Value> = ours
+                .iter()
+                .zip(theirs)
+                .map(|(item, odk_item)| {
+                    let item: BTreeMap<String, Value> =
+                        serde_json::from_value(item.clone()).unwrap();
+                    json!(taken(&f.fields, &item, odk_item))
+                })
+                .collect();
+            values.insert(f.name.clone(), json!(items));
+            continue;
+        }
+        match (
+            odk[&f.name]["set"] == json!(true),
+            set.get(&f.name),
+            &f.default,
+        ) {
+            (true, Some(v), _) => {
+                values.insert(f.name.clone(), v.clone());
+            }
+            (false, _, Some(d)) => {
+                values.insert(f.name.clone(), d.clone());
+            }
+            _ => {}
+        }
+    }
+    values
+}
+
+/// The verdicts compared, and every one on which Mầm and ODK's engine differ.
+struct Check {
+    compared: usize,
+    differences: Vec<String>,
+}
+
+impl Check {
+    fn differ(&mut self, at: &str, what: &str, ours: String, theirs: &Value) {
+        self.differences
+            .push(format!("{at} {what}: Mầm {ours}, ODK {theirs}"));
+    }
+
+    fn calculation(&mut self, at: &str, name: &str, ours: &Value, theirs: &Value) {
+        self.compared += 1;
+        if !same(theirs["value"].as_str().unwrap_or(""), Some(ours), None) {
+            self.differ(
+                at,
+                &format!("{name}: calculation"),
+                ours.to_string(),
+                &theirs["value"],
+            );
+        }
+    }
+
+    /// Each question of `fields` (the form's, or an item's), as Mầm's rules read `lookup`,
+    /// against what ODK's engine says of it.
+    fn scope(
+        &mut self,
+        at: &str,
+        fields: &[FormField],
+        values: &BTreeMap<String, Value>,
+        lookup: &dyn Fn(&str) -> Option<Value>,
+        odk: &Value,
+        today: &str,
+    ) {
+        for f in answerable(fields) {
+            let theirs = &odk[&f.name];
+            if theirs.is_null() {
+                self.differ(
+                    at,
+                    &format!("{}: question", f.name),
+                    "has it".into(),
+                    &json!("none"),
+                );
+                continue;
+            }
+            let shown = f.asked(lookup);
+            self.compared += 1;
+            if json!(shown) != theirs["relevant"] {
+                self.differ(
+                    at,
+                    &format!("{}: relevant", f.name),
+                    shown.to_string(),
+                    &theirs["relevant"],
+                );
+                continue;
+            }
+            if !shown {
+                continue;
+            }
+            if f.kind == FieldType::Repeat {
+                let ours = values
+                    .get(&f.name)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let items = theirs["items"].as_array().cloned().unwrap_or_default();
+                self.compared += 1;
+                if ours.len() != items.len() {
+                    // A repeat_count fixes ODK's number of items; Mầm's phone lets the person
+                    // choose: nothing to compare item by item.
+                    if !theirs["type"]
+                        .as_str()
+                        .is_some_and(|t| t.ends_with("controlled") && !t.ends_with("uncontrolled"))
+                    {
+                        self.differ(
+                            at,
+                            &format!("{}: items", f.name),
+                            ours.len().to_string(),
+                            &json!(items.len()),
+                        );
+                    }
+                    continue;
+                }
+                for (i, (item, odk_item)) in ours.iter().zip(&items).enumerate() {
+                    let inner = f.item_values(item, i + 1, lookup);
+                    let item_values: BTreeMap<String, Value> =
+                        serde_json::from_value(item.clone()).unwrap();
+                    let here = format!("{at} {}[{}]", f.name, i + 1);
+                    self.scope(&here, &f.fields, &item_values, &inner, odk_item, today);
+                    for (name, ours) in f.derive_item(item, i + 1, lookup) {
+                        self.calculation(&here, &name, &ours, &odk_item[&name]);
+                    }
+                }
+                continue;
+            }
+            let required = f.is_required(lookup);
+            self.compared += 1;
+            if json!(required) != theirs["required"] {
+                self.differ(
+                    at,
+                    &format!("{}: required", f.name),
+                    required.to_string(),
+                    &theirs["required"],
+                );
+            }
+            let value = values.get(&f.name);
+            self.compared += 1;
+            if !same(theirs["value"].as_str().unwrap_or(""), value, Some(f.kind)) {
+                self.differ(
+                    at,
+                    &format!("{}: value", f.name),
+                    format!("{value:?}"),
+                    &theirs["value"],
+                );
+                continue;
+            }
+            if let Some(v) = value {
+                let ok = f.check_value(v, today).is_ok() && !f.breaks_constraint(lookup);
+                self.compared += 1;
+                if json!(ok) != theirs["constraint"] {
+                    self.differ(
+                        at,
+                        &format!("{}: constraint holds", f.name),
+                        ok.to_string(),
+                        &theirs["constraint"],
+                    );
+                }
+            }
+        }
+    }
 }
 
 pub fn expressions_agree_with_odks_engine() {
@@ -254,7 +501,11 @@ pub fn expressions_agree_with_odks_engine() {
         let Some(form) = import(path, &dir) else {
             continue; // counted by the corpus test
         };
-        let sets = (0..SETS).map(|_| answers(&form, &mut rng)).collect();
+        let pools = Pools::of(&form);
+        let defaults = |name: &str| form.field(name).and_then(|f| f.default.clone());
+        let sets = (0..SETS)
+            .map(|_| answers(&form.fields, &defaults, &|_| None, &pools, &mut rng))
+            .collect();
         sheets.push(Spreadsheet {
             name,
             form,
@@ -265,10 +516,7 @@ pub fn expressions_agree_with_odks_engine() {
     let request = json!({
         "forms": sheets.iter().map(|s| json!({
             "xform": s.xform,
-            "answers": s.sets.iter().map(|set| set.iter().map(|(k, v)| {
-                let f = s.form.field(k).unwrap();
-                (k.clone(), json!(xform_text(f, v)))
-            }).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
+            "answers": s.sets.iter().map(|set| xform_answers(&s.form.fields, set)).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
     let mut node = Command::new("node")
@@ -294,7 +542,10 @@ pub fn expressions_agree_with_odks_engine() {
     );
     let results: Vec<Value> = serde_json::from_slice(&done.stdout).unwrap();
 
-    let (mut compared, mut differences) = (0usize, Vec::new());
+    let mut check = Check {
+        compared: 0,
+        differences: Vec::new(),
+    };
     for (sheet, result) in sheets.iter().zip(&results) {
         if let Some(e) = result["error"].as_str() {
             eprintln!(
@@ -303,7 +554,8 @@ pub fn expressions_agree_with_odks_engine() {
             );
             continue;
         }
-        let before = compared;
+        let before = check.compared;
+        let today = result["today"].as_str().unwrap_or_default().to_owned();
         for (i, (set, odk)) in sheet
             .sets
             .iter()
@@ -312,107 +564,30 @@ pub fn expressions_agree_with_odks_engine() {
         {
             // The answers ODK's engine took, and each question's default otherwise: what a
             // new record holds on the phone.
-            let mut values: BTreeMap<String, Value> = BTreeMap::new();
-            for f in answerable(&sheet.form) {
-                let taken = odk[&f.name]["set"] == json!(true);
-                match (taken, set.get(&f.name), &f.default) {
-                    (true, Some(v), _) => {
-                        values.insert(f.name.clone(), v.clone());
-                    }
-                    (false, _, Some(d)) => {
-                        values.insert(f.name.clone(), d.clone());
-                    }
-                    _ => {}
-                }
-            }
-            let today = result["today"].as_str().unwrap_or_default().to_owned();
-            let calculated = sheet.form.derive_from(&|name: &str| match name {
-                "@today" => Some(json!(today)),
-                _ => values.get(name).cloned(),
-            });
-            // Rules read the answers, then the calculations, and today as ODK's engine saw it.
-            let lookup = |name: &str| match name {
-                "@today" => Some(json!(today)),
-                _ => values
-                    .get(name)
-                    .or_else(|| calculated.get(name).filter(|v| !v.is_null()))
-                    .cloned(),
+            let values = taken(&sheet.form.fields, set, odk);
+            let clock = |name: &str| (name == "@today").then(|| json!(today));
+            let top = |name: &str| values.get(name).cloned().or_else(|| clock(name));
+            let calculated = sheet.form.derive_from(&top);
+            // Rules read the answers, then the calculations, then a repeat's values across its
+            // items, and today as ODK's engine saw it.
+            let answered = |name: &str| {
+                top(name).or_else(|| calculated.get(name).filter(|v| !v.is_null()).cloned())
             };
-            let mut differ = |what: &str, ours: String, theirs: &Value| {
-                differences.push(format!(
-                    "{} set {i} {what}: Mầm {ours}, ODK {theirs}; answers {}",
-                    sheet.name,
-                    serde_json::to_string(&values).unwrap()
-                ));
-            };
-            for f in answerable(&sheet.form) {
-                let theirs = &odk[&f.name];
-                if theirs.is_null() {
-                    differ(
-                        &format!("{}: question", f.name),
-                        "has it".into(),
-                        &json!("none"),
-                    );
-                    continue;
-                }
-                let shown = f.asked(&lookup);
-                compared += 1;
-                if json!(shown) != theirs["relevant"] {
-                    differ(
-                        &format!("{}: relevant", f.name),
-                        shown.to_string(),
-                        &theirs["relevant"],
-                    );
-                    continue;
-                }
-                if !shown {
-                    continue;
-                }
-                let required = f.is_required(&lookup);
-                compared += 1;
-                if json!(required) != theirs["required"] {
-                    differ(
-                        &format!("{}: required", f.name),
-                        required.to_string(),
-                        &theirs["required"],
-                    );
-                }
-                let value = values.get(&f.name);
-                compared += 1;
-                if !same(theirs["value"].as_str().unwrap_or(""), value, Some(f.kind)) {
-                    differ(
-                        &format!("{}: value", f.name),
-                        format!("{value:?}"),
-                        &theirs["value"],
-                    );
-                    continue;
-                }
-                if let Some(v) = value {
-                    let ok = f.check_value(v, &today).is_ok() && !f.breaks_constraint(&lookup);
-                    compared += 1;
-                    if json!(ok) != theirs["constraint"] {
-                        differ(
-                            &format!("{}: constraint holds", f.name),
-                            ok.to_string(),
-                            &theirs["constraint"],
-                        );
-                    }
-                }
-            }
+            let lookup =
+                |name: &str| answered(name).or_else(|| sheet.form.across_items(name, &answered));
+            let at = format!("{} set {i}", sheet.name);
+            check.scope(&at, &sheet.form.fields, &values, &lookup, odk, &today);
             for (name, ours) in &calculated {
-                let theirs = &odk[&name];
-                compared += 1;
-                if !same(theirs["value"].as_str().unwrap_or(""), Some(ours), None) {
-                    differ(
-                        &format!("{name}: calculation"),
-                        ours.to_string(),
-                        &theirs["value"],
-                    );
-                }
+                check.calculation(&at, name, ours, &odk[name]);
             }
         }
-        eprintln!("{}: {} verdicts compared", sheet.name, compared - before);
+        eprintln!(
+            "{}: {} verdicts compared",
+            sheet.name,
+            check.compared - before
+        );
     }
+    let (compared, differences) = (check.compared, check.differences);
     eprintln!(
         "{} spreadsheets, {compared} verdicts compared, {} differences",
         sheets.len(),

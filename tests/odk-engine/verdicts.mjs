@@ -8,10 +8,12 @@
 // in the XForm's text form (a select_multiple's codes joined by spaces), `null` for none. For
 // each set the engine starts a new instance and answers the questions in the form's order,
 // the way a person fills it: a question is answered only if it is shown (relevant) when its
-// turn comes. It prints, for each form, `{"sets": [...]}` (or `{"error": "…"}` when the engine
-// cannot load it), and in each set each question outside repeats and the form's `meta`:
+// turn comes; a repeat's answers are a list, one set per item. It prints, for each form,
+// `{"sets": [...], "today": "YYYY-MM-DD"}` (or `{"error": "…"}` when the engine cannot load
+// it), and in each set each question outside the form's `meta`:
 // `{"name": {"set": bool, "relevant": bool, "required": bool, "constraint": bool, "value": "…"}}`
-// (`constraint` false when the engine finds the value breaks the question's constraint).
+// (`constraint` false when the engine finds the value breaks the question's constraint), a
+// repeat as `{"relevant": bool, "items": [{…its questions…}, …]}`.
 import { JSDOM } from 'jsdom';
 import { readFileSync } from 'node:fs';
 
@@ -30,13 +32,13 @@ const request = JSON.parse(readFileSync(0, 'utf8'));
 const leaf = (node) => !node.currentState.children;
 const nameOf = (node) => node.currentState.reference.split('/').pop();
 
-function* leaves(node) {
-  const kids = node.currentState.children ?? [];
-  for (const kid of kids) {
-    if (kid.nodeType.startsWith('repeat')) continue;
+// The questions under `node` in the form's order, groups opened (not the form's `meta`); a
+// repeat is yielded whole.
+function* questions(node) {
+  for (const kid of node.currentState.children ?? []) {
     if (kid.nodeType === 'group' && nameOf(kid) === 'meta') continue;
-    if (leaf(kid)) yield kid;
-    else yield* leaves(kid);
+    if (leaf(kid) || kid.nodeType.startsWith('repeat-range')) yield kid;
+    else yield* questions(kid);
   }
 }
 
@@ -64,34 +66,72 @@ function answer(node, text) {
   return true;
 }
 
+// Answers the questions under `node` from `answers` in the form's order, each only if it is
+// shown when its turn comes; a repeat gets one item per answer set in its list.
+function fill(node, answers, set) {
+  for (const q of questions(node)) {
+    const name = nameOf(q);
+    const given = answers[name];
+    if (q.nodeType.startsWith('repeat-range')) {
+      if (!q.currentState.relevant) continue;
+      // No answers for a repeat: no items (where the person chooses how many).
+      const items = Array.isArray(given) ? given : [];
+      if (q.nodeType === 'repeat-range:uncontrolled') {
+        const have = q.currentState.children.length;
+        if (have > 0) q.removeInstances(0, have);
+        if (items.length > 0) q.addInstances(undefined, items.length);
+      }
+      q.currentState.children.forEach((item, i) => {
+        const mine = new Set();
+        fill(item, items[i] ?? {}, mine);
+        set.add(`${name}[${i}]`);
+        for (const m of mine) set.add(`${name}[${i}].${m}`);
+      });
+      continue;
+    }
+    if (given == null || !q.currentState.relevant) continue;
+    try {
+      if (answer(q, String(given))) set.add(name);
+    } catch {
+      // A value the engine will not take for this question is left unanswered.
+    }
+  }
+}
+
+// What the engine says of each question under `node`; a repeat's items each in turn.
+function report(node, set, prefix = '') {
+  const out = {};
+  for (const q of questions(node)) {
+    const name = nameOf(q);
+    const state = q.currentState;
+    if (q.nodeType.startsWith('repeat-range')) {
+      out[name] = {
+        type: q.nodeType,
+        relevant: state.relevant,
+        items: state.children.map((item, i) => report(item, set, `${prefix}${name}[${i}].`)),
+      };
+      continue;
+    }
+    out[name] = {
+      type: q.nodeType,
+      set: set.has(prefix + name),
+      relevant: state.relevant,
+      required: state.required,
+      constraint: q.validationState?.constraint?.valid ?? true,
+      value: state.instanceValue ?? null,
+    };
+  }
+  return out;
+}
+
 async function verdicts(xform, answers) {
   const form = await createInstance(xform, {
     form: { fetchFormAttachment: async () => new Response('') },
   });
   const root = form.root ?? form;
   const set = new Set();
-  for (const node of leaves(root)) {
-    const text = answers[nameOf(node)];
-    if (text == null || !node.currentState.relevant) continue;
-    try {
-      if (answer(node, String(text))) set.add(nameOf(node));
-    } catch {
-      // A value the engine will not take for this question is left unanswered.
-    }
-  }
-  const out = {};
-  for (const node of leaves(root)) {
-    const state = node.currentState;
-    out[nameOf(node)] = {
-      type: node.nodeType,
-      set: set.has(nameOf(node)),
-      relevant: state.relevant,
-      required: state.required,
-      constraint: node.validationState?.constraint?.valid ?? true,
-      value: state.instanceValue ?? null,
-    };
-  }
-  return out;
+  fill(root, answers, set);
+  return report(root, set);
 }
 
 const out = [];
