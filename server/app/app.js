@@ -771,6 +771,11 @@ function readField(field, root) {
     }
     case "select_many":
       return [...el.querySelectorAll("input:checked")].map((i) => i.value);
+    case "rank": {
+      // Ranked once the person has put the choices in order (a first move, or "as shown").
+      const list = el.querySelector(":scope ol.rank");
+      return list.dataset.ranked ? [...list.children].map((li) => li.dataset.code) : null;
+    }
     case "integer": case "decimal": {
       const v = el.querySelector("input").value.trim();
       if (v === "") return null;
@@ -842,6 +847,31 @@ function fieldControl(field, value, villages) {
         h("option", { value: "", text: "—" }),
         (field.choices || []).map((c, i) => h("option", { value: c.code, "data-choice": i, selected: value === c.code, text: label(c.label, c.code) }))));
       return wrap;
+    case "rank": {
+      // The choices in order: ↑ and ↓ move one; the order shown is the answer once moved or
+      // confirmed.
+      const codes = Array.isArray(value) ? value : (field.choices || []).map((c) => c.code);
+      const list = h("ol", { class: "rank" });
+      if (Array.isArray(value)) list.dataset.ranked = "1";
+      const changed = () => { list.dataset.ranked = "1"; app.dispatchEvent(new Event("input")); };
+      const move = (li, by) => {
+        const to = by < 0 ? li.previousElementSibling : li.nextElementSibling;
+        if (!to) return;
+        if (by < 0) list.insertBefore(li, to); else list.insertBefore(to, li);
+        changed();
+      };
+      for (const code of codes) {
+        const c = (field.choices || []).find((x) => x.code === code) || { code };
+        const li = h("li", { "data-code": code }, h("span", { text: label(c.label, code) }));
+        li.append(
+          h("button", { type: "button", class: "secondary", "aria-label": "Lên", text: "↑", onclick: () => move(li, -1) }),
+          h("button", { type: "button", class: "secondary", "aria-label": "Xuống", text: "↓", onclick: () => move(li, 1) }));
+        list.append(li);
+      }
+      wrap.append(h("fieldset", {}, h("legend", { text: label(field.label, field.name) }), list,
+        h("button", { type: "button", class: "secondary rank-keep", text: "Giữ thứ tự này", onclick: changed })));
+      return wrap;
+    }
     case "select_many":
       wrap.append(h("fieldset", {}, h("legend", { text: label(field.label, field.name) }),
         (field.choices || []).map((c, i) => h("label", { class: "choice", "data-choice": i },

@@ -1032,6 +1032,19 @@ export function checkValue(field, value, day) {
       }
       return null;
     }
+    case "rank": {
+      if (!Array.isArray(value) || value.some((x) => typeof x !== "string")) return wrongType("the choices in order", "các lựa chọn theo thứ tự");
+      for (let i = 0; i < value.length; i++) {
+        const v = checkChoice(field, value[i]);
+        if (v) return v;
+        if (value.slice(0, i).includes(value[i])) {
+          return bad("unique", `${en}: ${JSON.stringify(value[i])} is ranked twice.`, `${vi}: ${JSON.stringify(value[i])} được xếp hai lần.`);
+        }
+      }
+      const left = (field.choices || []).find((c) => !value.includes(c.code));
+      if (left) return bad("rank", `${en}: every choice is ranked; ${JSON.stringify(left.code)} is missing.`, `${vi}: cần xếp mọi lựa chọn; còn thiếu ${JSON.stringify(left.code)}.`);
+      return null;
+    }
     case "repeat": {
       if (!Array.isArray(value)) return wrongType("a list of items", "danh sách các mục");
       if (value.length > MAX_REPEAT_ITEMS) {

@@ -69,7 +69,7 @@ fn label_text(field: &FormField, value: Option<&Value>, english: bool) -> String
 fn has_label(field: &FormField) -> bool {
     matches!(
         field.kind,
-        FieldType::SelectOne | FieldType::SelectMany | FieldType::Boolean
+        FieldType::SelectOne | FieldType::SelectMany | FieldType::Rank | FieldType::Boolean
     )
 }
 

@@ -206,6 +206,68 @@ fn text(cell: &Data) -> String {
 
 /// Convert `path`. The form's id and version come from the settings sheet (`form_id`,
 /// `version`), or from the file name and 1.
+/// The choices of a CSV file (`select_one_from_file`): its `name` column is the code, its
+/// `label` columns the labels, its other columns what a choice filter reads.
+fn choices_from_file(path: &Path) -> anyhow::Result<Vec<Value>> {
+    if path
+        .extension()
+        .is_none_or(|x| !x.eq_ignore_ascii_case("csv"))
+    {
+        anyhow::bail!("only CSV choice lists are read");
+    }
+    let text = std::fs::read_to_string(path).context("cannot read the file")?;
+    let mut rows = csv_rows(text.trim_start_matches('\u{feff}')).into_iter();
+    let header = rows.next().unwrap_or_default();
+    let sheet = Sheet {
+        header: std::iter::once("list_name".to_owned())
+            .chain(header)
+            .collect(),
+        rows: rows
+            .enumerate()
+            .map(|(i, row)| {
+                (
+                    i + 2,
+                    std::iter::once("file".to_owned()).chain(row).collect(),
+                )
+            })
+            .collect(),
+        default_language: None,
+    };
+    Ok(read_lists(&sheet).remove("file").unwrap_or_default())
+}
+
+/// The rows of a CSV text (RFC 4180: quoted fields, doubled quotes, line breaks in quotes).
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut cell) = (Vec::new(), Vec::new(), String::new());
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cell.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if cell.is_empty() => quoted = true,
+            (',', false) => row.push(std::mem::take(&mut cell)),
+            ('\r', false) => {}
+            ('\n', false) => {
+                row.push(std::mem::take(&mut cell));
+                if row.iter().any(|c| !c.is_empty()) {
+                    rows.push(std::mem::take(&mut row));
+                }
+                row.clear();
+            }
+            (c, _) => cell.push(c),
+        }
+    }
+    row.push(cell);
+    if row.iter().any(|c| !c.is_empty()) {
+        rows.push(row);
+    }
+    rows
+}
+
 /// The choice lists of a choices sheet (`choices`, or `external_choices`), by list name: each
 /// choice's code, labels, and its other columns for choice filters.
 fn read_lists(sheet: &Sheet) -> BTreeMap<String, Vec<Value>> {
@@ -607,6 +669,45 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                     "decimal"
                 }
             }
+            ("select_one_from_file" | "select_multiple_from_file", Some(file)) => {
+                // A choice list in a CSV file beside the spreadsheet, attached to this version
+                // of the form as its choices.
+                match choices_from_file(&path.with_file_name(file)) {
+                    Ok(choices) if !choices.is_empty() => field["choices"] = Value::Array(choices),
+                    Ok(_) => {
+                        not_converted.push(here(
+                            format!("{file}: a choice list with no choices"),
+                            format!("{file}: danh sách lựa chọn trống"),
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        not_converted.push(here(
+                            format!("{file}: {e} (put the file beside the spreadsheet)"),
+                            format!("{file}: {e} (hãy để tệp cạnh bảng tính)"),
+                        ));
+                        continue;
+                    }
+                }
+                if head == "select_one_from_file" {
+                    "select_one"
+                } else {
+                    "select_many"
+                }
+            }
+            ("rank", Some(list)) => match lists.get(list) {
+                Some(choices) => {
+                    field["choices"] = Value::Array(choices.clone());
+                    "rank"
+                }
+                None => {
+                    not_converted.push(here(
+                        format!("choice list {list:?} is not on the choices sheet"),
+                        format!("danh sách lựa chọn {list:?} không có trong trang choices"),
+                    ));
+                    continue;
+                }
+            },
             ("select_one" | "select_multiple" | "select_one_external", Some(list)) => {
                 let from = if head == "select_one_external" {
                     &external
@@ -1075,15 +1176,15 @@ fn type_words(kind: &str) -> (String, Option<String>, bool) {
         [head, rest @ ..] => (*head, rest),
         [] => ("", &[]),
     };
-    // A select's list keeps its case (find it in the original cell); other words are
-    // XLSForm's own (`begin Group`), in any case.
+    // A list or a file name keeps its case (find it in the original cell); the words of
+    // `begin Group` are XLSForm's own, in any case.
     let arg = rest.first().map(|w| match head {
-        "select_one" | "select_multiple" => kind
+        "begin" | "end" => (*w).to_owned(),
+        _ => kind
             .split_whitespace()
             .find(|orig| orig.eq_ignore_ascii_case(w))
             .unwrap_or(w)
             .to_owned(),
-        _ => (*w).to_owned(),
     });
     let head = match head {
         "datetime" | "date_time" => "datetime",

@@ -249,6 +249,8 @@ pub enum FieldType {
     Time,
     /// A date and time, `YYYY-MM-DDTHH:MM[:SS]`, with an offset (`Z`, `+07:00`) or without.
     Datetime,
+    /// The choices put in order (XLSForm's `rank`): every code once, the first ranked first.
+    Rank,
 }
 
 /// A value that breaks a rule: which field, which rule, which value, in both languages.
@@ -923,7 +925,11 @@ fn check_fields(fields: &[FormField], names: &mut BTreeSet<String>) -> Result<()
                 return Err(format!("{}: choice {} is listed twice", f.name, c.code));
             }
         }
-        if matches!(f.kind, FieldType::SelectOne | FieldType::SelectMany) && f.choices.is_empty() {
+        if matches!(
+            f.kind,
+            FieldType::SelectOne | FieldType::SelectMany | FieldType::Rank
+        ) && f.choices.is_empty()
+        {
             return Err(format!("{}: a select field needs choices", f.name));
         }
         if let Some(default) = &f.default {
@@ -1384,6 +1390,35 @@ impl FormField {
                             format!("{vi}: {s:?} bị chọn hai lần."),
                         );
                     }
+                }
+            }
+            FieldType::Rank => {
+                let ranked: Option<Vec<&str>> = value
+                    .as_array()
+                    .and_then(|items| items.iter().map(Value::as_str).collect());
+                let Some(ranked) = ranked else {
+                    return wrong_type("the choices in order", "các lựa chọn theo thứ tự");
+                };
+                for (i, s) in ranked.iter().enumerate() {
+                    self.check_choice(s, value)?;
+                    if ranked[..i].contains(s) {
+                        return bad(
+                            "unique",
+                            format!("{en}: {s:?} is ranked twice."),
+                            format!("{vi}: {s:?} được xếp hai lần."),
+                        );
+                    }
+                }
+                if let Some(c) = self
+                    .choices
+                    .iter()
+                    .find(|c| !ranked.contains(&c.code.as_str()))
+                {
+                    return bad(
+                        "rank",
+                        format!("{en}: every choice is ranked; {:?} is missing.", c.code),
+                        format!("{vi}: cần xếp mọi lựa chọn; còn thiếu {:?}.", c.code),
+                    );
                 }
             }
             FieldType::Repeat => {

@@ -1109,6 +1109,90 @@ pub async fn growth_scores_follow_todays_rules(db: Database) {
     assert_eq!(figures(&server).await("underweight-under-5").1, 2);
 }
 
+/// `select_one_from_file` takes its choices from the CSV beside the spreadsheet (kept in the
+/// form version), a `rank` puts every choice in order, and a file that is not there is named.
+pub fn xlsform_choices_from_a_file_and_ranks() {
+    let dir = std::env::temp_dir().join(format!("mam-xls-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("communes.csv"),
+        "\u{feff}name,label::Tiếng Việt (vi),label::English (en),district\n19753,\"Phường Thuận Hoá\",Thuan Hoa,474\n19774,\"Xã \"\"Hương\"\" Thọ\",Huong Tho,476\n",
+    )
+    .unwrap();
+    let survey = vec![
+        vec!["type", "name", "label", "choice_filter"],
+        vec!["select_one district", "district", "District", ""],
+        vec![
+            "select_one_from_file communes.csv",
+            "commune",
+            "Commune",
+            "district=${district}",
+        ],
+        vec!["rank needs", "needs", "Needs", ""],
+        vec!["select_multiple_from_file missing.csv", "gone", "Gone", ""],
+    ];
+    let choices = vec![
+        vec!["list_name", "name", "label"],
+        vec!["district", "474", "Thuận Hoá"],
+        vec!["district", "476", "Phú Vang"],
+        vec!["needs", "food", "Food"],
+        vec!["needs", "school", "School"],
+    ];
+    let sheet = dir.join("files.xlsx");
+    xlsx(&sheet, &[("survey", survey), ("choices", choices)]);
+    let out = dir.join("files.json");
+    let run = crate::harness::mam()
+        .args([
+            "form",
+            "import",
+            sheet.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let report =
+        String::from_utf8_lossy(&run.stderr).into_owned() + &String::from_utf8_lossy(&run.stdout);
+    assert!(
+        report.contains("missing.csv: cannot read the file (put the file beside the spreadsheet)"),
+        "{report}"
+    );
+    let form: sync_protocol::Form =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let commune = form.field("commune").unwrap();
+    assert_eq!(
+        serde_json::to_value(&commune.choices).unwrap(),
+        json!([
+            { "code": "19753", "label": { "vi": "Phường Thuận Hoá", "en": "Thuan Hoa" }, "props": { "district": "474" } },
+            { "code": "19774", "label": { "vi": "Xã \"Hương\" Thọ", "en": "Huong Tho" }, "props": { "district": "476" } }
+        ])
+    );
+    let chosen = |d: &str| {
+        let values = |n: &str| (n == "district").then(|| json!(d));
+        commune
+            .choices
+            .iter()
+            .filter(|c| commune.offered(c, &values))
+            .map(|c| c.code.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(chosen("476"), vec!["19774"]);
+    let needs = form.field("needs").unwrap();
+    assert_eq!(needs.kind, sync_protocol::form::FieldType::Rank);
+    assert!(needs
+        .check_value(&json!(["school", "food"]), "2026-01-01")
+        .is_ok());
+    let short = needs
+        .check_value(&json!(["school"]), "2026-01-01")
+        .unwrap_err();
+    assert_eq!(short.rule, "rank", "{short:?}");
+    let twice = needs
+        .check_value(&json!(["school", "school"]), "2026-01-01")
+        .unwrap_err();
+    assert_eq!(twice.rule, "unique");
+    assert!(form.field("gone").is_none());
+}
+
 /// Every spreadsheet of pyxform's own examples (`tests/xlsform/pyxform-examples`, BSD) goes
 /// through `mam form import` without a crash: each converts, or is refused with the reason, and
 /// what is not converted is named. The fields converted are counted against a floor, so that

@@ -192,6 +192,11 @@ fn xlsform_corpus_imports_without_a_crash() {
 }
 
 #[test]
+fn xlsform_choices_from_a_file_and_ranks() {
+    forms::xlsform_choices_from_a_file_and_ranks();
+}
+
+#[test]
 fn xlsform_expressions_agree_with_odks_engine() {
     odk_engine::expressions_agree_with_odks_engine();
 }

@@ -2428,6 +2428,8 @@ pub async fn phone_fills_an_imported_form() {
               "label": { "vi": "Hình thức", "en": "Kind of visit" } },
             { "name": "many", "type": "note", "label": { "vi": "Hộ đông trẻ", "en": "Many children" },
               "relevant": { "xpath": [{ ">": [{ "var": "twice" }, 10] }] } },
+            { "name": "needs", "type": "rank", "label": { "vi": "Ưu tiên", "en": "Priorities" },
+              "choices": [{ "code": "food" }, { "code": "school" }, { "code": "health" }] },
             { "name": "members", "type": "repeat", "label": { "vi": "Thành viên", "en": "Members" },
               "fields": [
                   { "name": "m_age", "type": "integer", "label": { "vi": "Tuổi", "en": "Age" } },
@@ -2482,6 +2484,7 @@ pub async fn phone_fills_an_imported_form() {
             ["ward", null],
             ["kind", "text"],
             ["many", null],
+            ["needs", null],
             ["members", null]
         ]),
         "metadata and hidden questions are not shown"
@@ -2566,6 +2569,13 @@ pub async fn phone_fills_an_imported_form() {
         json!([[true, false], ["1", "2"], "13"]),
     )
     .await;
+    // Ranked: school moved up above food.
+    in_page(
+        &a,
+        "document.querySelector('[data-name=\"needs\"] li[data-code=\"school\"] button[aria-label=\"Lên\"]').click(); done(true);",
+        vec![],
+    )
+    .await;
     set_field(&a, "children", "2").await;
     a.click_on("#save").await;
     a.wait_text("#error-members", "mục 2").await;
@@ -2614,6 +2624,7 @@ pub async fn phone_fills_an_imported_form() {
         json!("tại nhà"),
         "a read-only question keeps its value"
     );
+    assert_eq!(value("needs"), json!(["school", "food", "health"]));
     assert_eq!(
         value("members"),
         json!([{ "m_age": 3 }, { "m_age": 10, "m_school": "yes" }])

@@ -484,7 +484,10 @@ fn field_views(
                     && def.is_none_or(|d| {
                         !matches!(
                             d.kind,
-                            FieldType::Repeat | FieldType::Geopoint | FieldType::SelectMany
+                            FieldType::Repeat
+                                | FieldType::Geopoint
+                                | FieldType::SelectMany
+                                | FieldType::Rank
                         )
                     }),
                 name,
