@@ -27,6 +27,7 @@ fn forms() -> Vec<Form> {
             { "name": "intro", "type": "note" },
             { "name": "Start.Time", "type": "time" },
             { "name": "seen-at", "type": "datetime" },
+            { "name": "needs", "type": "rank", "choices": [{ "code": "a" }, { "code": "b" }] },
         ]}))
         .unwrap(),
     );
@@ -89,8 +90,15 @@ fn random_value(rng: &mut Rng, field: &FormField, depth: usize) -> Value {
             let code = &field.choices[rng.below(field.choices.len())].code;
             if rng.chance(50) {
                 json!(code)
-            } else {
+            } else if rng.chance(50) {
                 json!([code, code])
+            } else {
+                // Every choice, in a random order.
+                let mut codes: Vec<&str> = field.choices.iter().map(|c| c.code.as_str()).collect();
+                for i in (1..codes.len()).rev() {
+                    codes.swap(i, rng.below(i + 1));
+                }
+                json!(codes)
             }
         }
         8 => {
@@ -187,6 +195,16 @@ fn allowed(field: &FormField, value: &Value) -> Result<(), String> {
                     .is_some_and(|s| field.choices.iter().any(|c| c.code == s))
                     && !items[..i].contains(v)
             })
+        }),
+        FieldType::Rank => value.as_array().is_some_and(|items| {
+            items.iter().enumerate().all(|(i, v)| {
+                v.as_str()
+                    .is_some_and(|s| field.choices.iter().any(|c| c.code == s))
+                    && !items[..i].contains(v)
+            }) && field
+                .choices
+                .iter()
+                .all(|c| items.contains(&json!(c.code)))
         }),
         FieldType::Note => false,
         FieldType::Time => value.as_str().is_some_and(|s| time().is_match(s)),
