@@ -955,6 +955,21 @@ function fieldControl(field, value, villages) {
         wrap.append(lab, ...choiceOrOther(id, all, value, "Khác (nhập mã xã)…", { "aria-label": "Mã xã (5 chữ số)", inputmode: "numeric" }));
         return wrap;
       }
+      // A code typed in, or read from a photo where the browser can read barcodes.
+      if (field.appearance === "barcode") {
+        const input = h("input", { id, type: "text", value: value ?? "" });
+        wrap.append(lab, input);
+        if ("BarcodeDetector" in window) {
+          const shot = h("input", { type: "file", accept: "image/*", capture: "environment", hidden: true, onchange: async () => {
+            try {
+              const found = await new window.BarcodeDetector().detect(await createImageBitmap(shot.files[0]));
+              if (found.length) { input.value = found[0].rawValue; input.dispatchEvent(new Event("input", { bubbles: true })); }
+            } catch { /* typed in instead */ }
+          } });
+          wrap.append(shot, h("button", { type: "button", class: "secondary", text: "Quét mã", onclick: () => shot.click() }));
+        }
+        return wrap;
+      }
       // XLSForm's appearances: several lines, or a keypad of digits.
       if (field.appearance === "multiline") wrap.append(lab, h("textarea", { id, rows: 4, text: value ?? "" }));
       else wrap.append(lab, h("input", { id, type: "text", value: value ?? "", ...(field.appearance === "numbers" ? { inputmode: "numeric" } : {}) }));

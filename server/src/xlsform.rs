@@ -632,7 +632,10 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             }
             ("text" | "string", None) => "text",
             // Typed in; a scanner where the phone's browser offers one.
-            ("barcode", None) => "text",
+            ("barcode", None) => {
+                field["appearance"] = json!("barcode");
+                "text"
+            }
             ("integer" | "int", None) => "integer",
             ("decimal", None) => "decimal",
             ("date", None) => "date",
@@ -784,7 +787,7 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         // How the question shows (`multiline`, `numbers`, …): a hint to the phone, which
         // ignores those it does not know.
         let appearance = survey.cell(row, &["appearance"]);
-        if !appearance.is_empty() && field.get("appearance").is_none() {
+        if !appearance.is_empty() && (field.get("appearance").is_none() || field["appearance"] == "barcode") {
             field["appearance"] = json!(appearance);
         }
         let required = survey.cell(row, &["required"]);
