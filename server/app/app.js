@@ -938,7 +938,7 @@ function fieldControl(field, value, villages) {
       };
       (Array.isArray(value) ? value : []).forEach(addItem);
       wrap.append(h("h3", { text: label(field.label, field.name) }), items,
-        h("button", { type: "button", class: "secondary", text: "Thêm mục", onclick: () => { addItem(null); app.dispatchEvent(new Event("input")); } }));
+        h("button", { type: "button", class: "secondary add-item", text: "Thêm mục", onclick: () => { addItem(null); app.dispatchEvent(new Event("input")); } }));
       return wrap;
     }
     default: {
@@ -1013,6 +1013,14 @@ async function renderFill(formId, recordId) {
   for (const r of refused) for (const [n, f] of Object.entries(r.edit.fields)) start[n] = f.value;
   // A new record starts from the form's defaults.
   if (isNew) for (const f of form.fields) if (f.default !== undefined && !(f.name in start)) start[f.name] = f.default;
+  // And the defaults the form computes when it is opened (`today()`, another answer).
+  if (isNew) {
+    for (const f of form.fields.filter((x) => x.default_expr && !(x.name in start))) {
+      let v = null;
+      try { v = P.evaluate(f.default_expr, (n) => (n in start ? start[n] : null)); } catch { v = null; }
+      if (v !== null && v !== "" && !P.checkValue(f, v, P.today())) start[f.name] = v;
+    }
+  }
   const values = draft ? draft.values : start;
   const communes = auth.communes;
   const commune = (draft && draft.commune) || (existing && existing.commune) || (refused[0] && refused[0].edit.commune) || communes[0];
@@ -1132,6 +1140,26 @@ async function renderFill(formId, recordId) {
       const el = body.querySelector(`:scope > [data-name="${CSS.escape(f.name)}"]`);
       if (!el) continue;
       const items = Array.isArray(vals[f.name]) ? vals[f.name] : [];
+      // A repeat whose form says how many items it has (repeat_count): that many, adding
+      // items and taking away only empty ones.
+      if (f.repeat_count) {
+        let n = null;
+        try { n = P.evaluate(f.repeat_count, lookup); } catch { n = null; }
+        const boxes = [...el.querySelectorAll(":scope > .items > .item")];
+        if (typeof n === "number" && Number.isInteger(n) && n >= 0 && n <= 200) {
+          const add = el.querySelector(":scope > button.add-item");
+          if (boxes.length < n && add) { for (let k = boxes.length; k < n; k++) add.click(); return refresh(); }
+          const extra = boxes.slice(n).reverse();
+          const empty = (i) => Object.keys(items[i] || {}).length === 0;
+          let removed = false;
+          for (const [k, box] of extra.entries()) {
+            if (!empty(boxes.length - 1 - k)) break;
+            box.remove();
+            removed = true;
+          }
+          if (removed) return refresh();
+        }
+      }
       el.querySelectorAll(":scope > .items > .item").forEach((box, i) => {
         const inner = P.itemValues(f, items[i] || {}, i + 1, lookup);
         for (const sub of f.fields || []) {

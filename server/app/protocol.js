@@ -778,6 +778,11 @@ function compute(op, args, lookup, xp) {
       if (typeof v === "string" && typeof code === "string") return v.split(/\s+/).filter(Boolean).includes(code);
       return null;
     }
+    case "selected_at": {
+      const v = arg(0), n = num(arg(1));
+      const codes = Array.isArray(v) ? v.map(textOf) : textOf(v).split(/\s+/).filter(Boolean);
+      return n !== null && n >= 0 && Math.trunc(n) < codes.length ? codes[Math.trunc(n)] : "";
+    }
     case "count_selected": {
       const v = arg(0);
       if (Array.isArray(v)) return v.length;

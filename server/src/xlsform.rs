@@ -453,11 +453,15 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             }
             ("begin", Some("repeat")) | ("begin_repeat", None) => {
                 let count = survey.cell(row, &["repeat_count", "jr:count"]);
+                let mut repeat_count = None;
                 if !count.is_empty() {
-                    not_converted.push(here(
-                        format!("repeat_count {count:?}: the phone lets the person add and remove items; the number is not fixed"),
-                        format!("số lần lặp (repeat_count) {count:?}: điện thoại cho người nhập thêm hay bớt mục; số mục không cố định"),
-                    ));
+                    match xpath::parse(count, None) {
+                        Ok(rule) => repeat_count = Some(rule),
+                        Err(e) => not_converted.push(here(
+                            format!("repeat_count {count:?}: {e} (the phone lets the person add and remove items)"),
+                            format!("số lần lặp (repeat_count) {count:?}: {} (điện thoại cho người nhập thêm hay bớt mục)", e.vi),
+                        )),
+                    }
                     // pyxform's calculation of a count that is not a plain reference, kept
                     // as a derived field of the same name.
                     let plain = count.starts_with("${")
@@ -495,6 +499,7 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                     name: name.to_owned(),
                     label: survey.labels(row, "label"),
                     relevant: own,
+                    repeat_count,
                     ..Scope::default()
                 });
                 group_base.push(groups.len());
@@ -520,6 +525,9 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 }
                 if let Some(rule) = scope.relevant {
                     repeat["relevant"] = rule;
+                }
+                if let Some(rule) = scope.repeat_count {
+                    repeat["repeat_count"] = rule;
                 }
                 let base = *group_base.last().expect("the form's base");
                 place(
@@ -787,7 +795,9 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         // How the question shows (`multiline`, `numbers`, …): a hint to the phone, which
         // ignores those it does not know.
         let appearance = survey.cell(row, &["appearance"]);
-        if !appearance.is_empty() && (field.get("appearance").is_none() || field["appearance"] == "barcode") {
+        if !appearance.is_empty()
+            && (field.get("appearance").is_none() || field["appearance"] == "barcode")
+        {
             field["appearance"] = json!(appearance);
         }
         let required = survey.cell(row, &["required"]);
@@ -867,12 +877,19 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
         }
         let default = survey.cell(row, &["default"]);
         if !default.is_empty() {
+            // A value of the question's type, or an expression the phone computes when a
+            // new record is opened.
             match typed_default(default, ty) {
                 Some(v) => field["default"] = v,
-                None => not_converted.push(here(
-                    format!("default {default:?} (a value of the question's type, not an expression)"),
-                    format!("giá trị mặc định {default:?} (cần một giá trị đúng kiểu câu hỏi, không phải biểu thức)"),
-                )),
+                None => match xpath::parse(default, None) {
+                    Ok(rule) if default.contains("${") || default.contains('(') => {
+                        field["default_expr"] = rule
+                    }
+                    Ok(_) | Err(_) => not_converted.push(here(
+                        format!("default {default:?} (neither a value of the question's type nor an expression Mầm reads)"),
+                        format!("giá trị mặc định {default:?} (không phải giá trị đúng kiểu câu hỏi, cũng không phải biểu thức Mầm đọc được)"),
+                    )),
+                },
             }
         }
         for column in ["calculation", "repeat_count", "trigger"] {
@@ -1020,7 +1037,14 @@ fn keep_what_reads_known_names(
     let known = |v: &String| questions.contains(v) || calculations.contains(v) || inner.contains(v);
     let check = |f: &mut Value, not_converted: &mut Vec<Named>| {
         let name = f["name"].as_str().unwrap_or_default().to_owned();
-        for key in ["relevant", "required_if", "constraint", "choice_filter"] {
+        for key in [
+            "relevant",
+            "required_if",
+            "constraint",
+            "choice_filter",
+            "default_expr",
+            "repeat_count",
+        ] {
             let Some(rule) = f.get(key) else { continue };
             let unknown = sync_protocol::expr::vars(rule).into_iter().find(|v| {
                 // A choice filter reads the choice's own columns as `@column`.
@@ -1108,6 +1132,7 @@ struct Scope {
     label: Option<Value>,
     derived: Vec<Value>,
     relevant: Option<Value>,
+    repeat_count: Option<Value>,
 }
 
 /// Adds a converted field to its scope: the relevance of the groups that hold it joined to its

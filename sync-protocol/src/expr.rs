@@ -18,6 +18,7 @@
 //! | `mod` | `[x, y]`: the remainder, with the sign of `x` |
 //! | `selected` | `[value, code]`: a choice (or list of choices) holds the code |
 //! | `count_selected` | `[value]`: how many choices a list holds |
+//! | `selected_at` | `[value, n]`: the choice at place `n` (from 0), empty text past the end |
 //! | `string_length`, `contains`, `starts_with`, `ends_with`, `regex` | on a value's text |
 //! | `concat`, `substr` (`[s, start, end?]`, from 0, `end` not included), `coalesce` (`[a, b]`: `a` unless empty) | text |
 //! | `int` (towards zero), `number` (of text or a boolean) | numbers |
@@ -292,6 +293,17 @@ fn compute(
             (Some(x), Some(y)) if y != 0.0 => number(x % y),
             _ => Value::Null,
         },
+        "selected_at" => {
+            // The choice at place `n` (from 0) of a list of choices; empty text past its end.
+            let codes: Vec<String> = match arg(0)? {
+                Value::Array(items) => items.iter().map(text_of).collect(),
+                v => text_of(&v).split_whitespace().map(str::to_owned).collect(),
+            };
+            match num(&arg(1)?) {
+                Some(n) if n >= 0.0 => json!(codes.get(n as usize).cloned().unwrap_or_default()),
+                _ => json!(""),
+            }
+        }
         "selected" => match (arg(0)?, arg(1)?) {
             (Value::Array(items), code) => Value::Bool(items.contains(&code)),
             (Value::String(s), Value::String(code)) => {

@@ -176,6 +176,14 @@ pub struct FormField {
     /// The value a new record starts with, which the person may change (XLSForm's `default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
+    /// A default computed when a new record is opened on the phone (XLSForm's `default` as an
+    /// expression: `today()`, `${other}`), which the person may change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_expr: Option<Value>,
+    /// For a repeat group: how many items it has (XLSForm's `repeat_count`), an expression the
+    /// phone follows, adding items and removing empty ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_count: Option<Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<Choice>,
     /// The fields of each item of a repeat group.
@@ -348,6 +356,8 @@ impl Form {
                 ("relevant", &f.relevant),
                 ("constraint", &f.constraint),
                 ("choice_filter", &f.choice_filter),
+                ("default_expr", &f.default_expr),
+                ("repeat_count", &f.repeat_count),
             ] {
                 let Some(cond) = cond else { continue };
                 for v in expr::vars(cond) {
@@ -1518,6 +1528,8 @@ mod tests {
             references: None,
             auto: None,
             default: None,
+            default_expr: None,
+            repeat_count: None,
             choice_filter: None,
             derived: Vec::new(),
             choices: choices

@@ -4,7 +4,7 @@
 //!
 //! The subset: `.` (the question itself, in a constraint), `${name}`, numbers and quoted text,
 //! `+ - * div mod`, `= != < <= > >=`, `and`, `or`, parentheses, and the functions `not`,
-//! `if`, `selected`, `count-selected`, `string-length`, `regex`, `contains`, `starts-with`,
+//! `if`, `selected`, `selected-at`, `count-selected`, `string-length`, `regex`, `contains`, `starts-with`,
 //! `ends-with`, `concat`, `substr`, `coalesce`, `int`, `round`, `number`, `string`, `true`,
 //! `false`, `today`, `now`, `date`, `decimal-date-time`, `format-date`, `format-date-time`,
 //! `position(..)` inside a repeat, `count`, `sum`, `max`, `min` and `indexed-repeat` over one, and
@@ -399,7 +399,8 @@ impl Parser<'_> {
                 arity(3..=3)?;
                 json!({ "if": args })
             }
-            "selected" | "regex" | "contains" | "starts-with" | "ends-with" | "coalesce" => {
+            "selected" | "selected-at" | "regex" | "contains" | "starts-with" | "ends-with"
+            | "coalesce" => {
                 arity(2..=2)?;
                 json!({ name.replace('-', "_"): args })
             }

@@ -353,6 +353,10 @@ pub async fn phone_protocol_matches_the_server() {
         "if(${name}, 1, 0)",
         "${missing} < 3",
         "${missing} != 3",
+        "selected-at(${many}, 1)",
+        "selected-at(${s}, 0)",
+        "selected-at(${many}, 5)",
+        "selected-at(${missing}, 0)",
     ] {
         let rule =
             sync_protocol::xpath::parse(text, Some("x")).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -2428,6 +2432,11 @@ pub async fn phone_fills_an_imported_form() {
               "label": { "vi": "Hình thức", "en": "Kind of visit" } },
             { "name": "many", "type": "note", "label": { "vi": "Hộ đông trẻ", "en": "Many children" },
               "relevant": { "xpath": [{ ">": [{ "var": "twice" }, 10] }] } },
+            { "name": "seen_on", "type": "date", "label": { "vi": "Ngày gặp", "en": "Seen on" },
+              "default_expr": { "xpath": [{ "today": [] }] } },
+            { "name": "kids", "type": "repeat", "label": { "vi": "Từng trẻ", "en": "Each child" },
+              "repeat_count": { "xpath": [{ "var": "children" }] },
+              "fields": [{ "name": "kid_name", "type": "text", "label": { "vi": "Tên", "en": "Name" } }] },
             { "name": "needs", "type": "rank", "label": { "vi": "Ưu tiên", "en": "Priorities" },
               "choices": [{ "code": "food" }, { "code": "school" }, { "code": "health" }] },
             { "name": "members", "type": "repeat", "label": { "vi": "Thành viên", "en": "Members" },
@@ -2484,6 +2493,8 @@ pub async fn phone_fills_an_imported_form() {
             ["ward", null],
             ["kind", "text"],
             ["many", null],
+            ["seen_on", "date"],
+            ["kids", null],
             ["needs", null],
             ["members", null]
         ]),
@@ -2535,8 +2546,25 @@ pub async fn phone_fills_an_imported_form() {
         )
         .await;
     }
+    // A default the form computes when it opens: today.
+    let today = in_page(
+        &a,
+        "done([document.querySelector('[data-name=\"seen_on\"] input').value, P.today()]);",
+        vec![],
+    )
+    .await;
+    assert_eq!(today[0], today[1]);
     // A question shown by a calculation: twice the children, over 10.
     set_field(&a, "children", "6").await;
+    // As many items as the form says (repeat_count: the children).
+    wait_for(
+        &a,
+        "one item per child",
+        "return document.querySelectorAll('[data-name=\"kids\"] .item').length;",
+        vec![],
+        json!(6),
+    )
+    .await;
     wait_for(
         &a,
         "the note shown by a calculation",
@@ -2625,6 +2653,13 @@ pub async fn phone_fills_an_imported_form() {
         "a read-only question keeps its value"
     );
     assert_eq!(value("needs"), json!(["school", "food", "health"]));
+    assert_eq!(
+        value("kids").as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        value("kids")
+    );
+    assert_eq!(value("seen_on"), today[1]);
     assert_eq!(
         value("members"),
         json!([{ "m_age": 3 }, { "m_age": 10, "m_school": "yes" }])
