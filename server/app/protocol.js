@@ -551,6 +551,37 @@ function deepEqual(a, b) {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+/** The most places a line or an area holds (sync-protocol's `MAX_POINTS`). */
+const MAX_POINTS = 2000;
+/** The largest attachment a field may name (sync-protocol's `media::MAX_BYTES`). */
+export const MAX_ATTACHMENT_BYTES = 64 * 1024 * 1024;
+const MEDIA_WANTED = {
+  image: ["a photo (image/…)", "ảnh (image/…)"],
+  audio: ["a sound recording (audio/…)", "bản ghi âm (audio/…)"],
+  video: ["a video (video/…)", "video (video/…)"],
+  file: ["a file", "một tệp"],
+};
+
+/** A place: `{lat, lon}` in range, with `alt` and `acc` (metres, not negative) when known. */
+function isPoint(v) {
+  const optional = (x) => x === undefined || x === null || isNum(x);
+  return !!v && typeof v === "object" && isNum(v.lat) && isNum(v.lon) && Math.abs(v.lat) <= 90 && Math.abs(v.lon) <= 180
+    && optional(v.alt) && optional(v.acc) && !(isNum(v.acc) && v.acc < 0);
+}
+
+/** A media field's reference, if well formed (sync-protocol's `media::Attachment::of`). */
+export function attachmentOf(v) {
+  if (!v || typeof v !== "object" || Array.isArray(v)) return null;
+  if (!Object.keys(v).every((k) => ["sha256", "size", "type", "name"].includes(k))) return null;
+  const part = /^[A-Za-z0-9!#$&^_.+-]{1,127}$/;
+  const type = typeof v.type === "string" ? v.type.split("/") : [];
+  const ok = typeof v.sha256 === "string" && /^[0-9a-f]{64}$/.test(v.sha256)
+    && Number.isInteger(v.size) && v.size >= 1 && v.size <= MAX_ATTACHMENT_BYTES
+    && type.length === 2 && part.test(type[0]) && part.test(type[1])
+    && (v.name === undefined || (typeof v.name === "string" && [...v.name].length <= 255 && !/[/\\]/.test(v.name)));
+  return ok ? v : null;
+}
+
 /** Evaluate an expression; `lookup(name)` gives a field's value. Unknown inputs give null. */
 /** A value as XPath reads it as text (sync-protocol's `expr::text_of`). */
 function textOf(v) {
@@ -1018,9 +1049,25 @@ export function checkValue(field, value, day) {
       return typeof value === "string" && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value)
         ? null
         : wrongType("a record", "một hồ sơ");
-    case "geopoint": {
-      const ok = value && isNum(value.lat) && isNum(value.lon) && Math.abs(value.lat) <= 90 && Math.abs(value.lon) <= 180;
-      return ok ? null : wrongType("a place (latitude, longitude)", "một vị trí (vĩ độ, kinh độ)");
+    case "geopoint":
+      return isPoint(value) ? null : wrongType("a place (latitude, longitude)", "một vị trí (vĩ độ, kinh độ)");
+    case "geotrace": case "geoshape": {
+      if (!Array.isArray(value) || value.length > MAX_POINTS || !value.every(isPoint)) return wrongType("a list of places", "danh sách các vị trí");
+      const enough = field.type === "geoshape" ? 4 : 2;
+      if (value.length < enough) return bad("points", `${en} needs at least ${enough} places; it has ${value.length}.`, `${vi} cần ít nhất ${enough} vị trí; mới có ${value.length}.`);
+      const [first, last] = [value[0], value[value.length - 1]];
+      if (field.type === "geoshape" && (first.lat !== last.lat || first.lon !== last.lon)) return bad("closed", `${en}: an area ends where it starts.`, `${vi}: một vùng phải kết thúc ở vị trí bắt đầu.`);
+      return null;
+    }
+    case "image": case "audio": case "video": case "file": {
+      const a = attachmentOf(value);
+      if (!a) return wrongType("an attachment (sha256, size, type)", "một tệp đính kèm (sha256, size, type)");
+      const family = { image: "image/", audio: "audio/", video: "video/", file: "" }[field.type];
+      if (!a.type.startsWith(family)) {
+        const [wantEn, wantVi] = MEDIA_WANTED[field.type];
+        return bad("media_type", `${en} takes ${wantEn}, not ${JSON.stringify(a.type)}.`, `${vi} nhận ${wantVi}, không nhận ${JSON.stringify(a.type)}.`);
+      }
+      return null;
     }
     case "select_one":
       if (typeof value !== "string") return wrongType("one of the choices", "một lựa chọn");

@@ -28,6 +28,48 @@ pub struct Settings {
     pub forms: FormsSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub attachments: AttachmentSettings,
+}
+
+/// Photos, sound and files (see `attachments.rs`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttachmentSettings {
+    /// Where they are kept: by default `attachments/` in the data directory; with PostgreSQL,
+    /// a folder every `mam` process shares.
+    pub dir: Option<PathBuf>,
+    /// The largest attachment taken, in bytes.
+    pub max_bytes: u64,
+    /// The media types taken: a type, or a family as `image/*`.
+    pub types: Vec<String>,
+}
+
+impl Default for AttachmentSettings {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_bytes: 10 * 1024 * 1024,
+            types: [
+                "image/*",
+                "audio/*",
+                "video/*",
+                "application/pdf",
+                "text/csv",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+impl Settings {
+    /// The folder attachments are kept in.
+    pub fn attachments_dir(&self) -> PathBuf {
+        self.attachments
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("attachments"))
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod api;
 pub mod app;
+pub mod attachments;
 pub mod auth;
 pub mod backup;
 pub mod bench;

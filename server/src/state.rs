@@ -30,6 +30,8 @@ pub struct AppState {
     pub limiter: Limiter,
     /// The proxies whose `X-Forwarded-For` is believed (`[limits] trusted_proxies`).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Photos, sound and files, by their SHA-256.
+    pub attachments: crate::attachments::Attachments,
 }
 
 impl AppState {
@@ -74,6 +76,11 @@ impl AppState {
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
             limiter: Limiter::new(&settings.limits),
+            attachments: crate::attachments::Attachments::new(
+                &settings.attachments_dir(),
+                settings.attachments.max_bytes,
+                settings.attachments.types.clone(),
+            ),
             // Checked when the server starts (`mam serve`); one that does not parse trusts none.
             trusted_proxies: crate::limits::trusted_proxies(&settings.limits).unwrap_or_default(),
             settings,

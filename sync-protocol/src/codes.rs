@@ -141,6 +141,14 @@ code_enum!(
         RateLimited = "rate_limited",
         /// Something failed inside the server; it is logged there (500).
         Internal = "internal",
+        /// An attachment of a media type the server does not take (415).
+        UnsupportedMediaType = "unsupported_media_type",
+        /// A chunk that does not start where the upload stands; the body's `received` says
+        /// where it does (409).
+        UploadOffset = "upload_offset",
+        /// The bytes received do not have the SHA-256 they were sent under; the upload starts
+        /// again (422).
+        HashMismatch = "hash_mismatch",
     }
 );
 

@@ -21,6 +21,8 @@ use crate::record::{BrokenRule, Record};
 pub const MAX_TEXT_CHARS: usize = 10_000;
 /// The most items a repeat group may hold.
 pub const MAX_REPEAT_ITEMS: usize = 200;
+/// The most places a line or an area holds.
+pub const MAX_POINTS: usize = 2000;
 
 /// A text in both languages of the forms (Vietnamese in Unicode NFC).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -180,6 +182,14 @@ pub struct FormField {
     /// expression: `today()`, `${other}`), which the person may change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_expr: Option<Value>,
+    /// For a photo: the most pixels on its longer side, to which the phone scales it down
+    /// before it is kept (XLSForm's `max-pixels` parameter; 1024 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pixels: Option<u32>,
+    /// For a place: the accuracy in metres the phone waits for before it takes a reading
+    /// (XLSForm's `capture-accuracy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
     /// For a repeat group: how many items it has (XLSForm's `repeat_count`), an expression the
     /// phone follows, adding items and removing empty ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,6 +269,40 @@ pub enum FieldType {
     Datetime,
     /// The choices put in order (XLSForm's `rank`): every code once, the first ranked first.
     Rank,
+    /// A photo: a reference to an attachment (see [`crate::media`]).
+    Image,
+    /// A sound recording: a reference to an attachment.
+    Audio,
+    /// A video: a reference to an attachment.
+    Video,
+    /// Any file: a reference to an attachment.
+    File,
+    /// A line of places: at least two points, each `{lat, lon}` (and `alt`, `acc`).
+    Geotrace,
+    /// An area: at least four points, the last the same place as the first.
+    Geoshape,
+}
+
+impl FieldType {
+    /// Whether the field's value is a reference to an attachment.
+    pub fn is_media(self) -> bool {
+        matches!(self, Self::Image | Self::Audio | Self::Video | Self::File)
+    }
+}
+
+/// A place as the forms hold it: `{lat, lon}` within range, with its altitude and accuracy in
+/// metres when known.
+fn is_point(v: &Value) -> bool {
+    let lat = v.get("lat").and_then(Value::as_f64);
+    let lon = v.get("lon").and_then(Value::as_f64);
+    let optional = |k: &str| v.get(k).is_none_or(|x| x.is_null() || x.is_number());
+    matches!((lat, lon), (Some(lat), Some(lon))
+        if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon))
+        && optional("alt")
+        && optional("acc")
+        && v.get("acc")
+            .and_then(Value::as_f64)
+            .is_none_or(|a| a >= 0.0)
 }
 
 /// A value that breaks a rule: which field, which rule, which value, in both languages.
@@ -1367,14 +1411,63 @@ impl FormField {
                 let _ = s;
             }
             FieldType::Geopoint => {
-                let lat = value.get("lat").and_then(Value::as_f64);
-                let lon = value.get("lon").and_then(Value::as_f64);
-                let ok = matches!((lat, lon), (Some(lat), Some(lon))
-                    if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon));
-                if !ok {
+                if !is_point(value) {
                     return wrong_type(
                         "a place (latitude, longitude)",
                         "một vị trí (vĩ độ, kinh độ)",
+                    );
+                }
+            }
+            FieldType::Geotrace | FieldType::Geoshape => {
+                let shape = self.kind == FieldType::Geoshape;
+                let points = value
+                    .as_array()
+                    .filter(|p| p.len() <= MAX_POINTS && p.iter().all(is_point));
+                let Some(points) = points else {
+                    return wrong_type("a list of places", "danh sách các vị trí");
+                };
+                let enough = if shape { 4 } else { 2 };
+                if points.len() < enough {
+                    return bad(
+                        "points",
+                        format!(
+                            "{en} needs at least {enough} places; it has {}.",
+                            points.len()
+                        ),
+                        format!("{vi} cần ít nhất {enough} vị trí; mới có {}.", points.len()),
+                    );
+                }
+                let same = |a: &Value, b: &Value| {
+                    a.get("lat") == b.get("lat") && a.get("lon") == b.get("lon")
+                };
+                if shape && !same(&points[0], &points[points.len() - 1]) {
+                    return bad(
+                        "closed",
+                        format!("{en}: an area ends where it starts."),
+                        format!("{vi}: một vùng phải kết thúc ở vị trí bắt đầu."),
+                    );
+                }
+            }
+            FieldType::Image | FieldType::Audio | FieldType::Video | FieldType::File => {
+                let Some(a) = crate::media::Attachment::of(value) else {
+                    return wrong_type(
+                        "an attachment (sha256, size, type)",
+                        "một tệp đính kèm (sha256, size, type)",
+                    );
+                };
+                if !crate::media::fits(self.kind, &a.media_type) {
+                    return bad(
+                        "media_type",
+                        format!(
+                            "{en} takes {}, not {:?}.",
+                            crate::media::wanted(self.kind).0,
+                            a.media_type
+                        ),
+                        format!(
+                            "{vi} nhận {}, không nhận {:?}.",
+                            crate::media::wanted(self.kind).1,
+                            a.media_type
+                        ),
                     );
                 }
             }
@@ -1529,6 +1622,8 @@ mod tests {
             auto: None,
             default: None,
             default_expr: None,
+            max_pixels: None,
+            accuracy: None,
             repeat_count: None,
             choice_filter: None,
             derived: Vec::new(),

@@ -17,6 +17,7 @@ pub mod edit;
 pub mod expr;
 pub mod form;
 pub mod ids;
+pub mod media;
 pub mod record;
 pub mod register;
 pub mod who;

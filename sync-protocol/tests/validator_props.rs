@@ -28,6 +28,12 @@ fn forms() -> Vec<Form> {
             { "name": "Start.Time", "type": "time" },
             { "name": "seen-at", "type": "datetime" },
             { "name": "needs", "type": "rank", "choices": [{ "code": "a" }, { "code": "b" }] },
+            { "name": "photo", "type": "image" },
+            { "name": "voice", "type": "audio" },
+            { "name": "clip", "type": "video" },
+            { "name": "paper", "type": "file" },
+            { "name": "path", "type": "geotrace" },
+            { "name": "field", "type": "geoshape" },
         ]}))
         .unwrap(),
     );
@@ -103,7 +109,44 @@ fn random_value(rng: &mut Rng, field: &FormField, depth: usize) -> Value {
         }
         8 => {
             let lat = (rng.next_u64() % 400) as f64 - 200.0;
-            json!({"lat": lat / 2.0, "lon": (rng.next_u64() % 400) as f64 - 200.0})
+            let point = json!({"lat": lat / 2.0, "lon": (rng.next_u64() % 400) as f64 - 200.0});
+            match rng.below(3) {
+                0 => point,
+                // A line or an area, sometimes closed.
+                1 => {
+                    let mut points: Vec<Value> = (0..rng.below(6))
+                        .map(|i| json!({"lat": 16.4 + i as f64 / 100.0, "lon": 107.5}))
+                        .collect();
+                    if rng.chance(50) && !points.is_empty() {
+                        points.push(points[0].clone());
+                    }
+                    json!(points)
+                }
+                // An attachment's reference, near a valid one.
+                _ => {
+                    let types = [
+                        "image/jpeg",
+                        "audio/ogg",
+                        "video/mp4",
+                        "application/pdf",
+                        "jpeg",
+                    ];
+                    let hex = if rng.chance(80) {
+                        "ab".repeat(32)
+                    } else {
+                        "AB".repeat(32)
+                    };
+                    let mut r = json!({
+                        "sha256": hex,
+                        "size": rng.below(3000) as u64,
+                        "type": types[rng.below(types.len())],
+                    });
+                    if rng.chance(30) {
+                        r["name"] = json!(["IMG_1.jpg", "../x", "ảnh.jpg"][rng.below(3)]);
+                    }
+                    r
+                }
+            }
         }
         9 if depth < 2 => {
             let n = rng.below(4);
@@ -205,6 +248,46 @@ fn allowed(field: &FormField, value: &Value) -> Result<(), String> {
                 .choices
                 .iter()
                 .all(|c| items.contains(&json!(c.code)))
+        }),
+        FieldType::Image | FieldType::Audio | FieldType::Video | FieldType::File => {
+            value.as_object().is_some_and(|o| {
+                let hex = o.get("sha256").and_then(Value::as_str).is_some_and(|h| {
+                    h.len() == 64 && h.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+                });
+                let size = o
+                    .get("size")
+                    .and_then(Value::as_u64)
+                    .is_some_and(|n| (1..=64 << 20).contains(&n));
+                let family = match field.kind {
+                    FieldType::Image => "image/",
+                    FieldType::Audio => "audio/",
+                    FieldType::Video => "video/",
+                    _ => "",
+                };
+                let kind = o.get("type").and_then(Value::as_str).is_some_and(|t| {
+                    t.starts_with(family)
+                        && t.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+                });
+                let name = o.get("name").is_none_or(|n| {
+                    n.as_str()
+                        .is_some_and(|n| n.chars().count() <= 255 && !n.contains('/') && !n.contains('\\'))
+                });
+                let keys = o.keys().all(|k| ["sha256", "size", "type", "name"].contains(&k.as_str()));
+                hex && size && kind && name && keys
+            })
+        }
+        FieldType::Geotrace | FieldType::Geoshape => value.as_array().is_some_and(|points| {
+            let point = |p: &Value| {
+                let lat = p.get("lat").and_then(Value::as_f64);
+                let lon = p.get("lon").and_then(Value::as_f64);
+                lat.is_some_and(|x| x.abs() <= 90.0) && lon.is_some_and(|x| x.abs() <= 180.0)
+            };
+            let shape = field.kind == FieldType::Geoshape;
+            let enough = points.len() >= if shape { 4 } else { 2 };
+            let closed = !shape
+                || (points.first().map(|p| (&p["lat"], &p["lon"]))
+                    == points.last().map(|p| (&p["lat"], &p["lon"])));
+            enough && closed && points.iter().all(point)
         }),
         FieldType::Note => false,
         FieldType::Time => value.as_str().is_some_and(|s| time().is_match(s)),

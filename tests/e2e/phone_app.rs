@@ -202,6 +202,13 @@ pub async fn phone_protocol_matches_the_server() {
         { "name": "intro", "type": "note", "label": { "vi": "Lời dặn", "en": "Note" } },
         { "name": "Start.Time", "type": "time" },
         { "name": "seen-at", "type": "datetime" },
+        { "name": "needs", "type": "rank", "choices": [{ "code": "a" }, { "code": "b" }] },
+        { "name": "photo", "type": "image" },
+        { "name": "voice", "type": "audio" },
+        { "name": "paper", "type": "file" },
+        { "name": "path", "type": "geotrace" },
+        { "name": "area", "type": "geoshape" },
+        { "name": "spot", "type": "geopoint" },
     ]});
     let extra = (
         imported.clone(),
@@ -241,6 +248,17 @@ pub async fn phone_protocol_matches_the_server() {
                 json!("12345"),
                 json!("01937a4e-8f3c-7d2a-9b1e-5c6d7e8f9a0b"),
                 json!("AB1234567890123"),
+                json!(["b", "a"]),
+                json!({ "lat": 16.46, "lon": 107.59, "acc": 4.5, "alt": 12 }),
+                json!({ "lat": 16.46, "lon": 107.59, "acc": -1 }),
+                json!([{ "lat": 16.46, "lon": 107.59 }, { "lat": 16.47, "lon": 107.6 }]),
+                json!([{ "lat": 1, "lon": 1 }, { "lat": 2, "lon": 1 }, { "lat": 2, "lon": 2 }, { "lat": 1, "lon": 1 }]),
+                json!([{ "lat": 1, "lon": 1 }, { "lat": 2, "lon": 1 }, { "lat": 2, "lon": 2 }, { "lat": 3, "lon": 1 }]),
+                json!({ "sha256": "ab".repeat(32), "size": 1200, "type": "image/jpeg", "name": "IMG_1.jpg" }),
+                json!({ "sha256": "ab".repeat(32), "size": 1200, "type": "audio/ogg" }),
+                json!({ "sha256": "ab".repeat(32), "size": 0, "type": "image/jpeg" }),
+                json!({ "sha256": "AB".repeat(32), "size": 5, "type": "application/pdf" }),
+                json!({ "sha256": "ab".repeat(32), "size": 5, "type": "image/jpeg", "name": "../x" }),
             ];
             for c in &field.choices {
                 probes.push(json!(c.code));

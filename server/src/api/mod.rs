@@ -8,6 +8,7 @@ use axum::Router;
 
 use crate::state::AppState;
 
+pub mod attachments;
 pub mod auth;
 pub mod enroll;
 pub mod error;
@@ -27,6 +28,14 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/forms", get(forms::forms_manifest))
         .route("/v1/writers", get(writers::writers))
         .route("/v1/records/{id}/writes", get(writers::writes))
+        .route(
+            "/v1/uploads/{sha256}",
+            get(attachments::upload_status).put(attachments::upload_chunk),
+        )
+        .route(
+            "/v1/records/{id}/attachments/{sha256}",
+            get(attachments::record_attachment),
+        )
         .route("/v1/indicators", get(indicators::indicator_table))
         .route(
             "/v1/indicators/{id}/records",

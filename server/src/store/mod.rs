@@ -67,6 +67,16 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 /// An enrolled (or awaiting enrolment) phone.
+/// An attachment upload refused.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct UploadRefusal {
+    pub device: i64,
+    pub sha256: String,
+    pub code: String,
+    pub message: String,
+    pub at: i64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Device {
     pub id: DeviceId,
@@ -726,6 +736,21 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn log_login(&self, name: &str, reason: Option<&str>, now: i64) -> Result<()>;
     /// The latest refused sign-ins: (name tried, reason, when), newest first.
     async fn refused_logins(&self, limit: u32) -> Result<Vec<(String, String, i64)>>;
+    /// Keeps an attachment upload refused.
+    async fn add_upload_refusal(
+        &self,
+        device: DeviceId,
+        sha256: &str,
+        code: &str,
+        message: &str,
+        now: i64,
+    ) -> Result<()>;
+    /// The latest upload refusals of these devices (all with `None`), newest first.
+    async fn upload_refusals(
+        &self,
+        devices: Option<&[DeviceId]>,
+        limit: u32,
+    ) -> Result<Vec<UploadRefusal>>;
     /// The latest sign-in attempts under one name: (reason refused, or none; when), newest
     /// first.
     async fn logins_of(&self, name: &str, limit: u32) -> Result<Vec<(Option<String>, i64)>>;

@@ -22,7 +22,7 @@ use super::rows::{CellRow, DeviceRow, RejectionRow, StoredRejectionRow, SummaryR
 use super::{
     communes_text, page, parse_id, parse_move, push_rejections, Device, DeviceSummary, EditLog,
     Lockout, Move, NewUser, Pull, RecordQuery, RecordRow, Result, StoreError, StoredRejection,
-    SyncTx, User, WriteBatch,
+    SyncTx, UploadRefusal, User, WriteBatch,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -576,6 +576,53 @@ impl super::AccountStore for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn add_upload_refusal(
+        &self,
+        device: DeviceId,
+        sha256: &str,
+        code: &str,
+        message: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO upload_refusals (device, sha256, code, message, at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(i64::from(device))
+        .bind(sha256)
+        .bind(code)
+        .bind(message)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn upload_refusals(
+        &self,
+        devices: Option<&[DeviceId]>,
+        limit: u32,
+    ) -> Result<Vec<UploadRefusal>> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "SELECT device, sha256, code, message, at FROM upload_refusals",
+        );
+        if let Some(devices) = devices {
+            if devices.is_empty() {
+                return Ok(Vec::new());
+            }
+            q.push(" WHERE device IN (");
+            let mut each = q.separated(", ");
+            for d in devices {
+                each.push_bind(i64::from(*d));
+            }
+            q.push(")");
+        }
+        q.push(" ORDER BY at DESC, id DESC LIMIT ");
+        q.push_bind(i64::from(limit));
+        Ok(q.build_query_as::<UploadRefusal>()
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn log_login(&self, name: &str, reason: Option<&str>, now: i64) -> Result<()> {

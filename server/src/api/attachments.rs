@@ -1,0 +1,200 @@
+//! Attachments over HTTP: a phone uploads a photo in chunks and asks where an upload stands;
+//! a phone reads an attachment of a record of its communes.
+//!
+//! - `GET /v1/uploads/{sha256}`: `{"received", "complete", "chunk_bytes", "max_bytes"}`.
+//! - `PUT /v1/uploads/{sha256}` with `Content-Range: bytes START-END/TOTAL` and the media type
+//!   as `Content-Type`, the chunk as the body (at most 256 KiB): `{"received", "complete"}`.
+//!   A chunk that does not start where the upload stands is refused `409 upload_offset`
+//!   with `received`; one sent again changes nothing. Over the size limit `413`, a type not
+//!   taken `415`, bytes that do not hash to the name `422 hash_mismatch`: each refusal is
+//!   kept (`upload_refusals`) and shown in the office.
+//! - `GET /v1/records/{id}/attachments/{sha256}`: the bytes, for a record of the phone's
+//!   communes that names the attachment (any value it has held); anything else is `404`.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use sync_protocol::media::{is_sha256, named_in};
+use sync_protocol::{ErrorCode, Record, RecordId};
+
+use crate::api::auth::authenticate;
+use crate::api::error::ApiError;
+use crate::attachments::{content_range, PutError, Refusal, CHUNK, MAX_CHUNK};
+use crate::state::AppState;
+
+pub(crate) async fn upload_status(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(sha): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let phone = authenticate(&state, &headers).await?;
+    if !is_sha256(&sha) {
+        return Err(ApiError::Malformed(format!(
+            "{sha:?} is not a SHA-256 in lower-case hex"
+        )));
+    }
+    let progress = state.attachments.progress(phone.id, &sha);
+    Ok(Json(json!({
+        "received": progress.received,
+        "complete": progress.complete,
+        "chunk_bytes": CHUNK,
+        "max_bytes": state.attachments.max_bytes(),
+    })))
+}
+
+pub(crate) async fn upload_chunk(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(sha): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let phone = authenticate(&state, &headers).await?;
+    if body.len() > MAX_CHUNK {
+        return Err(ApiError::PayloadTooLarge(MAX_CHUNK));
+    }
+    let text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let range = text(header::CONTENT_RANGE);
+    let Some((start, end, total)) = content_range(&range) else {
+        return Err(ApiError::Malformed(format!(
+            "Content-Range: {range:?} is not \"bytes START-END/TOTAL\""
+        )));
+    };
+    if end - start + 1 != body.len() as u64 {
+        return Err(ApiError::Malformed(format!(
+            "Content-Range: {range:?} names {} bytes, the body holds {}",
+            end - start + 1,
+            body.len()
+        )));
+    }
+    let media_type = text(header::CONTENT_TYPE);
+    let media_type = media_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let put = {
+        let state = state.clone();
+        let sha = sha.clone();
+        let media_type = media_type.clone();
+        tokio::task::spawn_blocking(move || {
+            state
+                .attachments
+                .put(phone.id, &sha, start, total, &media_type, &body)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+    };
+    match put {
+        Ok(progress) => Ok(Json(json!({
+            "received": progress.received,
+            "complete": progress.complete,
+        }))
+        .into_response()),
+        Err(PutError::Io(e)) => Err(ApiError::Internal(e.to_string())),
+        Err(PutError::Refused(refusal)) => {
+            let (status, code) = match &refusal {
+                Refusal::TooLarge { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
+                }
+                Refusal::Type(_) => (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    ErrorCode::UnsupportedMediaType,
+                ),
+                Refusal::Offset { .. } => (StatusCode::CONFLICT, ErrorCode::UploadOffset),
+                Refusal::Range(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest),
+                Refusal::Hash { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::HashMismatch),
+            };
+            // Kept for the office, but for a chunk sent at the wrong place: a phone that lost
+            // an answer does that as a matter of course, and learns where to go on.
+            if !matches!(refusal, Refusal::Offset { .. }) {
+                state
+                    .store
+                    .add_upload_refusal(
+                        phone.id,
+                        &sha,
+                        &code.to_string(),
+                        &refusal.to_string(),
+                        crate::now_ms(),
+                    )
+                    .await?;
+            }
+            let received = state.attachments.progress(phone.id, &sha).received;
+            Ok((
+                status,
+                Json(json!({
+                    "code": code,
+                    "message": refusal.to_string(),
+                    "received": received,
+                })),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// Whether any value the record has held names the attachment.
+pub fn names(record: &Record, sha: &str) -> bool {
+    let mut found = Vec::new();
+    for register in record.fields.values() {
+        for v in register.values() {
+            named_in(v, &mut found);
+        }
+    }
+    found.iter().any(|a| a.sha256 == sha)
+}
+
+/// The bytes of a stored attachment, as a response that a browser or phone may keep.
+pub async fn send(state: &AppState, sha: &str) -> Result<Response, ApiError> {
+    let stored = state
+        .attachments
+        .stored(sha)
+        .ok_or_else(|| ApiError::NotFound(format!("attachment {sha} has not arrived yet")))?;
+    let bytes = tokio::fs::read(&stored.path)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, stored.media_type.clone()),
+            (header::ETAG, format!("\"{sha}\"")),
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=31536000, immutable".to_owned(),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (header::CONTENT_DISPOSITION, "inline".to_owned()),
+        ],
+        Body::from(bytes),
+    )
+        .into_response())
+}
+
+pub(crate) async fn record_attachment(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, sha)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let phone = authenticate(&state, &headers).await?;
+    let unknown = || {
+        ApiError::NotFound(format!(
+            "no attachment {sha:?} of a record {id:?} in this phone's communes"
+        ))
+    };
+    let record_id = RecordId::parse(&id).map_err(|_| unknown())?;
+    let record = state.store.record(record_id).await?.ok_or_else(unknown)?;
+    if !phone.communes.contains(&record.commune) || !names(&record, &sha) {
+        return Err(unknown());
+    }
+    send(&state, &sha).await
+}

@@ -1,0 +1,340 @@
+//! Attachments: the bytes of photos, sound, video and files, kept outside the database rows,
+//! by their SHA-256, once however many records name them.
+//!
+//! A phone sends an attachment apart from the edit that names it, in chunks of at most
+//! [`MAX_CHUNK`] bytes, each saying where it starts (`Content-Range`). What arrived is kept
+//! per phone and hash (`uploads/DEVICE/SHA.part`), so an upload cut anywhere continues where
+//! it stopped, after a restart too; a chunk sent twice changes nothing. When the last byte
+//! arrives the whole is hashed: a match moves it to `objects/AB/SHA` with its media type
+//! beside it, a mismatch throws the part away and is refused.
+//!
+//! The folder is the data directory's `attachments/` (SQLite), or `[attachments] dir`, a
+//! folder every `mam` process in front of one PostgreSQL shares.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+use sync_protocol::media::{is_media_type, is_sha256};
+use sync_protocol::DeviceId;
+
+/// The largest chunk one request may carry.
+pub const MAX_CHUNK: usize = 256 * 1024;
+
+/// The chunk phones send: 64 KiB. On 2G (EDGE uplinks of 30–100 kbit/s) one takes 5–20 s,
+/// so a cut loses at most that much; the request around it is under 1 % of it.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Where an upload stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub received: u64,
+    pub complete: bool,
+}
+
+/// Why a chunk is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("the attachment is {size} bytes, over the limit of {max}")]
+    TooLarge { size: u64, max: u64 },
+    #[error("attachments of type {0:?} are not taken here")]
+    Type(String),
+    #[error(
+        "the chunk starts at byte {start}, but {received} bytes have arrived: send from {received}"
+    )]
+    Offset { start: u64, received: u64 },
+    #[error("{0}")]
+    Range(String),
+    #[error("the {size} bytes received have SHA-256 {got}, not {want}: the upload starts again")]
+    Hash {
+        size: u64,
+        got: String,
+        want: String,
+    },
+}
+
+/// A stored attachment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub size: u64,
+    pub media_type: String,
+    pub path: PathBuf,
+}
+
+pub struct Attachments {
+    dir: PathBuf,
+    max_bytes: u64,
+    types: Vec<String>,
+    /// One chunk written at a time: appends to one part never interleave.
+    writing: Mutex<()>,
+}
+
+impl Attachments {
+    /// The store in `dir`, taking attachments up to `max_bytes` of the media `types` (a type,
+    /// or `image/*` for a family).
+    /// Folders are made as attachments arrive.
+    pub fn new(dir: &Path, max_bytes: u64, types: Vec<String>) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            max_bytes,
+            types,
+            writing: Mutex::new(()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    fn object(&self, sha: &str) -> PathBuf {
+        self.dir.join("objects").join(&sha[..2]).join(sha)
+    }
+
+    fn part(&self, device: DeviceId, sha: &str) -> PathBuf {
+        self.dir
+            .join("uploads")
+            .join(device.to_string())
+            .join(format!("{sha}.part"))
+    }
+
+    /// Whether the store takes attachments of this media type.
+    pub fn takes(&self, media_type: &str) -> bool {
+        is_media_type(media_type)
+            && self.types.iter().any(|t| match t.strip_suffix("/*") {
+                Some(family) => media_type.split('/').next() == Some(family),
+                None => t.eq_ignore_ascii_case(media_type),
+            })
+    }
+
+    /// The attachment stored under `sha`, if it is.
+    pub fn stored(&self, sha: &str) -> Option<Stored> {
+        if !is_sha256(sha) {
+            return None;
+        }
+        let path = self.object(sha);
+        let size = std::fs::metadata(&path).ok()?.len();
+        let media_type = std::fs::read_to_string(path.with_extension("type")).ok()?;
+        Some(Stored {
+            size,
+            media_type: media_type.trim().to_owned(),
+            path,
+        })
+    }
+
+    /// Where `device`'s upload of `sha` stands.
+    pub fn progress(&self, device: DeviceId, sha: &str) -> Progress {
+        match self.stored(sha) {
+            Some(s) => Progress {
+                received: s.size,
+                complete: true,
+            },
+            None => Progress {
+                received: std::fs::metadata(self.part(device, sha)).map_or(0, |m| m.len()),
+                complete: false,
+            },
+        }
+    }
+
+    /// Takes the chunk `bytes`, from byte `start` of an attachment of `total` bytes and type
+    /// `media_type` whose SHA-256 is `sha`, from `device`.
+    pub fn put(
+        &self,
+        device: DeviceId,
+        sha: &str,
+        start: u64,
+        total: u64,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Progress, PutError> {
+        if !is_sha256(sha) {
+            return Err(
+                Refusal::Range(format!("{sha:?} is not a SHA-256 in lower-case hex")).into(),
+            );
+        }
+        if total > self.max_bytes {
+            return Err(Refusal::TooLarge {
+                size: total,
+                max: self.max_bytes,
+            }
+            .into());
+        }
+        if !self.takes(media_type) {
+            return Err(Refusal::Type(media_type.to_owned()).into());
+        }
+        let end = start + bytes.len() as u64;
+        if total == 0 || end > total {
+            return Err(Refusal::Range(format!(
+                "bytes {start}–{end} do not fit in an attachment of {total} bytes"
+            ))
+            .into());
+        }
+        let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        // The same photo from another record or phone: already here.
+        if let Some(s) = self.stored(sha) {
+            return Ok(Progress {
+                received: s.size,
+                complete: true,
+            });
+        }
+        let part = self.part(device, sha);
+        std::fs::create_dir_all(part.parent().expect("a folder"))?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&part)?;
+        let received = file.metadata()?.len();
+        if start > received {
+            return Err(Refusal::Offset { start, received }.into());
+        }
+        // What overlaps what has arrived must be the same bytes (a chunk sent again).
+        let overlap = (received.min(end) - start) as usize;
+        if overlap > 0 {
+            let mut had = vec![0; overlap];
+            file.seek(SeekFrom::Start(start))?;
+            file.read_exact(&mut had)?;
+            if had != bytes[..overlap] {
+                drop(file);
+                std::fs::remove_file(&part)?;
+                return Err(Refusal::Range(format!(
+                    "bytes from {start} differ from those received before: the upload starts again"
+                ))
+                .into());
+            }
+        }
+        file.write_all(&bytes[overlap..])?;
+        file.sync_data()?;
+        let received = received.max(end);
+        if received < total {
+            return Ok(Progress {
+                received,
+                complete: false,
+            });
+        }
+        drop(file);
+        let got = hash_file(&part)?;
+        if got != sha {
+            std::fs::remove_file(&part)?;
+            return Err(Refusal::Hash {
+                size: total,
+                got,
+                want: sha.to_owned(),
+            }
+            .into());
+        }
+        let object = self.object(sha);
+        std::fs::create_dir_all(object.parent().expect("a folder"))?;
+        std::fs::write(object.with_extension("type"), media_type)?;
+        std::fs::rename(&part, &object)?;
+        Ok(Progress {
+            received: total,
+            complete: true,
+        })
+    }
+}
+
+/// A chunk refused, or the folder failing.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("attachment store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The SHA-256 of a file, in lower-case hex.
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(crate::auth::hex(&hasher.finalize()))
+}
+
+/// `bytes START-END/TOTAL` (END inclusive), as `Content-Range` says it.
+pub fn content_range(text: &str) -> Option<(u64, u64, u64)> {
+    let rest = text.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let (a, b, total): (u64, u64, u64) = (a.parse().ok()?, b.parse().ok()?, total.parse().ok()?);
+    (a <= b && b < total).then_some((a, b, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(bytes: &[u8]) -> String {
+        crate::auth::hex(&Sha256::digest(bytes))
+    }
+
+    #[test]
+    fn chunks_resume_repeat_and_check_the_hash() {
+        let dir = std::env::temp_dir().join(format!("mam-att-{}", std::process::id()));
+        let store = Attachments::new(&dir, 1000, vec!["image/*".into()]);
+        let photo: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        let id = sha(&photo);
+        let phone: DeviceId = 3;
+        let put = |start: usize, end: usize| {
+            store.put(
+                phone,
+                &id,
+                start as u64,
+                300,
+                "image/jpeg",
+                &photo[start..end],
+            )
+        };
+        assert_eq!(put(0, 100).unwrap().received, 100);
+        assert_eq!(put(0, 100).unwrap().received, 100, "the same chunk twice");
+        assert!(matches!(
+            put(150, 200),
+            Err(PutError::Refused(Refusal::Offset { received: 100, .. }))
+        ));
+        assert_eq!(put(50, 200).unwrap().received, 200, "an overlap");
+        assert_eq!(store.progress(phone, &id).received, 200);
+        assert!(put(200, 300).unwrap().complete);
+        assert_eq!(store.stored(&id).unwrap().size, 300);
+        // Stored once: another phone's upload of it is complete at once.
+        let other = store
+            .put(4, &id, 0, 300, "image/jpeg", &photo[..10])
+            .unwrap();
+        assert!(other.complete);
+        // A wrong hash, a wrong type, over the limit.
+        let wrong = "0".repeat(64);
+        let refused = store
+            .put(phone, &wrong, 0, 300, "image/jpeg", &photo)
+            .unwrap_err();
+        assert!(
+            matches!(refused, PutError::Refused(Refusal::Hash { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(
+            store.progress(phone, &wrong).received,
+            0,
+            "the part is thrown away"
+        );
+        assert!(matches!(
+            store.put(phone, &wrong, 0, 300, "text/html", &photo),
+            Err(PutError::Refused(Refusal::Type(_)))
+        ));
+        assert!(matches!(
+            store.put(phone, &wrong, 0, 5000, "image/png", &photo),
+            Err(PutError::Refused(Refusal::TooLarge { .. }))
+        ));
+        assert_eq!(content_range("bytes 0-99/300"), Some((0, 99, 300)));
+        assert_eq!(content_range("bytes 99-0/300"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
