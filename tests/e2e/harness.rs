@@ -97,9 +97,17 @@ impl Database {
                     }
                     _ => format!("{base}/{name}"),
                 };
+                // Attachments live in a folder of its own, as the processes of a PostgreSQL
+                // deployment share one.
+                let dir = std::env::temp_dir().join(unique("mam_e2e_files"));
                 Some(Database {
-                    args: vec!["--database-url".into(), url],
-                    dir: None,
+                    args: vec![
+                        "--database-url".into(),
+                        url,
+                        "--data-dir".into(),
+                        dir.display().to_string(),
+                    ],
+                    dir: Some(dir),
                     postgres: Some((base, name)),
                 })
             }

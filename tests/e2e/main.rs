@@ -1,6 +1,7 @@
 //! End to end: real `mam` processes on port 0, simulated phones over real HTTP. Every story
 //! runs on SQLite and on PostgreSQL (`MAM_TEST_DATABASE_URL`).
 
+mod attachments;
 mod attacks;
 mod browser;
 mod built_in;
@@ -22,6 +23,7 @@ mod who_oracle;
 use std::io::Write;
 use std::time::Duration;
 
+use attachments::attachments_arrive_in_resumable_chunks;
 use attacks::{
     areas_outside_scope_are_not_found, clients_are_rate_limited, metrics_stay_off_the_public_port,
     redirects_stay_on_this_server, refusals_belong_to_the_phone_that_sent_them,
@@ -79,6 +81,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    attachments_arrive_in_resumable_chunks,
     offline_creation_reaches_every_phone,
     concurrent_edits_to_one_field_conflict_then_resolve,
     different_fields_merge,

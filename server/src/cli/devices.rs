@@ -144,6 +144,54 @@ pub(super) async fn rejected(
             }
             Ok(())
         }
+        RejectedCommand::Uploads {
+            device,
+            limit,
+            json,
+            db,
+        } => {
+            let settings = command_settings(config, &db)?;
+            let store = store::open(&settings).await?;
+            let rows = store
+                .upload_refusals(device.as_ref().map(std::slice::from_ref), limit.min(10_000))
+                .await?;
+            let names: std::collections::HashMap<i64, String> = store
+                .devices()
+                .await?
+                .into_iter()
+                .map(|d| (i64::from(d.id), d.name))
+                .collect();
+            if json {
+                let rows: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "device": r.device,
+                            "device_name": names.get(&r.device),
+                            "sha256": r.sha256,
+                            "code": r.code,
+                            "message": r.message,
+                            "at": r.at,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("No refused uploads.");
+            } else {
+                for r in rows {
+                    println!(
+                        "device {} ({}): {} {} — {}",
+                        r.device,
+                        names.get(&r.device).map_or("?", String::as_str),
+                        r.code,
+                        &r.sha256[..12.min(r.sha256.len())],
+                        r.message
+                    );
+                }
+            }
+            Ok(())
+        }
     }
 }
 

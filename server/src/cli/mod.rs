@@ -222,6 +222,18 @@ pub enum RejectedCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// List refused attachment uploads (a wrong hash, a type not taken, over the limit),
+    /// newest first.
+    Uploads {
+        #[arg(long)]
+        device: Option<u32>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,0 +1,272 @@
+//! Photos that survive 2G: an edit names a photo by its SHA-256 and is acknowledged before the
+//! photo arrives; the photo goes in chunks, cut at random points and resumed, a chunk sent
+//! twice changing nothing; a wrong hash, a type not taken and a photo over the limit are
+//! refused and kept; only a phone of the record's commune reads it back.
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sync_protocol::{FormId, RecordId};
+use tokio::io::AsyncWriteExt;
+
+use crate::harness::{commune, Database, Rng, Server, COMMUNE, OTHER_COMMUNE};
+
+const CHUNK: usize = 64 * 1024;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A form with a photo and a place, published on the server.
+fn publish_photo_form(server: &mut Server, db: &Database) -> FormId {
+    let form = json!({ "id": "play-photo", "version": 1,
+        "title": { "vi": "Ảnh sân chơi", "en": "Play area photo" },
+        "fields": [
+            { "name": "place_name", "type": "text", "label": { "vi": "Tên sân chơi", "en": "Play area" } },
+            { "name": "photo", "type": "image", "label": { "vi": "Ảnh", "en": "Photo" }, "max_pixels": 1024 },
+            { "name": "where", "type": "geopoint", "label": { "vi": "Vị trí", "en": "Place" }, "accuracy": 10 }
+        ]
+    });
+    let path = db.scratch("play-photo.json");
+    std::fs::write(&path, form.to_string()).unwrap();
+    let published = server.cli(&["form", "publish", path.to_str().unwrap()]);
+    assert!(published.contains("Published play-photo"), "{published}");
+    server.restart();
+    FormId::parse("play-photo").unwrap()
+}
+
+pub async fn attachments_arrive_in_resumable_chunks(db: Database) {
+    let mut server = Server::start(&db);
+    let form = publish_photo_form(&mut server, &db);
+    let mut phone = server.enroll("Lan", &[COMMUNE]).await;
+    let other = server.enroll("Xã khác", &[OTHER_COMMUNE]).await;
+    let seed: u64 = std::env::var("MAM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_261_203);
+    eprintln!("attachments: seed {seed} (replay with MAM_SEED={seed})");
+    let mut rng = Rng(seed);
+    // A photo of 200 KB, as the phone keeps it after scaling it down.
+    let photo: Vec<u8> = (0..200_000).map(|_| rng.below(256) as u8).collect();
+    let sha = hex(&Sha256::digest(&photo));
+    let reference =
+        json!({ "sha256": sha, "size": photo.len(), "type": "image/jpeg", "name": "IMG_0041.jpg" });
+
+    // The edit first: acknowledged before its photo has arrived.
+    let id = RecordId::new_v7();
+    phone.client.create(
+        id,
+        &form,
+        1,
+        &commune(COMMUNE),
+        vec![
+            ("place_name", json!("Sân chơi thôn 3")),
+            ("photo", reference.clone()),
+            (
+                "where",
+                json!({ "lat": 16.4637, "lon": 107.5909, "acc": 4.5 }),
+            ),
+        ],
+    );
+    let responses = phone.sync().await;
+    assert!(
+        responses.iter().all(|r| r.rejected.is_empty()),
+        "{:?}",
+        responses.iter().map(|r| &r.rejected).collect::<Vec<_>>()
+    );
+    let http = reqwest::Client::new();
+    let read = |token: &str, record: RecordId| {
+        http.get(format!(
+            "{}/v1/records/{record}/attachments/{sha}",
+            server.url
+        ))
+        .bearer_auth(token.to_owned())
+        .send()
+    };
+    let waiting = read(&phone.token, id).await.unwrap();
+    assert_eq!(waiting.status(), 404, "not arrived yet");
+
+    let status = |token: String| {
+        let http = http.clone();
+        let url = format!("{}/v1/uploads/{sha}", server.url);
+        async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let put = |token: String, start: usize, bytes: Vec<u8>, total: usize, kind: &str| {
+        let http = http.clone();
+        let url = format!("{}/v1/uploads/{sha}", server.url);
+        let range = format!("bytes {start}-{}/{total}", start + bytes.len() - 1);
+        let kind = kind.to_owned();
+        async move {
+            http.put(url)
+                .bearer_auth(token)
+                .header("content-range", range)
+                .header("content-type", kind)
+                .body(bytes)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = status(phone.token.clone()).await;
+    assert_eq!(first["received"], 0);
+    assert_eq!(first["chunk_bytes"], CHUNK);
+
+    // A connection that breaks inside a chunk's body: nothing of it is kept.
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/uploads/{sha} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\ncontent-type: image/jpeg\r\ncontent-range: bytes 0-{}/{}\r\ncontent-length: {CHUNK}\r\n\r\n",
+        phone.token,
+        CHUNK - 1,
+        photo.len()
+    );
+    raw.write_all(head.as_bytes()).await.unwrap();
+    raw.write_all(&photo[..CHUNK / 3]).await.unwrap();
+    drop(raw);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(status(phone.token.clone()).await["received"], 0);
+
+    // Then chunk by chunk, each cut at a random point about half the time (the phone asks
+    // where the upload stands, and goes on from there); one chunk sent twice; one sent at
+    // the wrong place.
+    let mut attempts = 0;
+    let mut repeated = false;
+    loop {
+        let at = status(phone.token.clone()).await;
+        if at["complete"] == json!(true) {
+            break;
+        }
+        attempts += 1;
+        assert!(attempts < 100, "the upload does not finish");
+        let from = at["received"].as_u64().unwrap() as usize;
+        let to = (from + CHUNK).min(photo.len());
+        let cut = if rng.below(2) == 0 {
+            from + 1 + rng.below((to - from) as u64) as usize
+        } else {
+            to
+        };
+        let sent = put(
+            phone.token.clone(),
+            from,
+            photo[from..cut].to_vec(),
+            photo.len(),
+            "image/jpeg",
+        )
+        .await;
+        assert_eq!(sent.status(), 200, "{}", sent.text().await.unwrap());
+        let body: Value = sent.json().await.unwrap();
+        assert_eq!(body["received"], cut);
+        if !repeated && cut < photo.len() {
+            repeated = true;
+            let again = put(
+                phone.token.clone(),
+                from,
+                photo[from..cut].to_vec(),
+                photo.len(),
+                "image/jpeg",
+            )
+            .await;
+            assert_eq!(again.status(), 200);
+            assert_eq!(
+                again.json::<Value>().await.unwrap()["received"],
+                cut,
+                "the same chunk twice changes nothing"
+            );
+            let ahead = put(
+                phone.token.clone(),
+                cut + 10,
+                photo[cut + 10..cut + 20].to_vec(),
+                photo.len(),
+                "image/jpeg",
+            )
+            .await;
+            assert_eq!(ahead.status(), 409);
+            let body: Value = ahead.json().await.unwrap();
+            assert_eq!(body["code"], "upload_offset");
+            assert_eq!(body["received"], cut, "{body}");
+        }
+    }
+    eprintln!("200 KB photo uploaded in {attempts} chunks with random cuts");
+
+    let back = read(&phone.token, id).await.unwrap();
+    assert_eq!(back.status(), 200);
+    assert_eq!(back.headers()["content-type"], "image/jpeg");
+    assert_eq!(back.bytes().await.unwrap().as_ref(), &photo[..]);
+    // Another commune's phone: nothing there, by this record or by one of its own.
+    let theirs = read(&other.token, id).await.unwrap();
+    assert_eq!(theirs.status(), 404);
+    let stranger = RecordId::new_v7();
+    assert_eq!(read(&other.token, stranger).await.unwrap().status(), 404);
+    // The same photo again, from another phone: stored once, complete at once.
+    assert_eq!(status(other.token.clone()).await["complete"], true);
+    let stored: Vec<_> = walk(&db.args)
+        .into_iter()
+        .filter(|p| p.ends_with(&sha))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+
+    // Refused, with the reason, and kept: bytes that are not what their name says, a type not
+    // taken, over the limit.
+    let wrong = "0".repeat(64);
+    let bad_put = |kind: &str, total: usize| {
+        let http = http.clone();
+        let url = format!("{}/v1/uploads/{wrong}", server.url);
+        let range = format!("bytes 0-{}/{total}", 999);
+        let (kind, token) = (kind.to_owned(), phone.token.clone());
+        let body = photo[..1000].to_vec();
+        async move {
+            http.put(url)
+                .bearer_auth(token)
+                .header("content-range", range)
+                .header("content-type", kind)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let hash = bad_put("image/jpeg", 1000).await;
+    assert_eq!(hash.status(), 422);
+    assert_eq!(hash.json::<Value>().await.unwrap()["code"], "hash_mismatch");
+    let kind = bad_put("text/html", 1000).await;
+    assert_eq!(kind.status(), 415);
+    let large = bad_put("image/jpeg", 50 * 1024 * 1024).await;
+    assert_eq!(large.status(), 413);
+    let refusals = server.cli(&["rejected", "uploads"]);
+    for code in [
+        "hash_mismatch",
+        "unsupported_media_type",
+        "payload_too_large",
+    ] {
+        assert!(refusals.contains(code), "{refusals}");
+    }
+    assert!(refusals.contains("Lan"), "the phone is named: {refusals}");
+    let _ = std::io::stderr().flush();
+}
+
+/// The files under a test's folders.
+fn walk(args: &[String]) -> Vec<std::path::PathBuf> {
+    let dir = args
+        .iter()
+        .position(|a| a == "--data-dir")
+        .map(|i| std::path::PathBuf::from(&args[i + 1]))
+        .expect("a data folder");
+    let mut out = Vec::new();
+    let mut todo = vec![dir];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
