@@ -246,6 +246,17 @@ pub async fn attachments_arrive_in_resumable_chunks(db: Database) {
         assert!(refusals.contains(code), "{refusals}");
     }
     assert!(refusals.contains("Lan"), "the phone is named: {refusals}");
+    // And in the office: the province sees them; another commune's officer does not.
+    crate::office::add_user(&server, "tinh", "province", "46");
+    crate::office::add_user(&server, "xa-khac", "commune", OTHER_COMMUNE);
+    let page = crate::office::signed_in_page(&server, "tinh", "/office/rejected").await;
+    assert!(page.contains("Ảnh và tệp bị từ chối"), "{page}");
+    assert!(
+        page.contains("tệp nhận được không khớp mã băm") && page.contains("Lan"),
+        "{page}"
+    );
+    let page = crate::office::signed_in_page(&server, "xa-khac", "/office/rejected").await;
+    assert!(!page.contains("refused-uploads"), "{page}");
     let _ = std::io::stderr().flush();
 }
 

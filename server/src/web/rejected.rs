@@ -32,6 +32,16 @@ pub struct RejectedLine {
     pub record_href: Option<String>,
 }
 
+/// A refused attachment upload.
+pub struct UploadLine {
+    pub when: String,
+    pub who: String,
+    pub code: String,
+    pub code_label: String,
+    pub sha256: String,
+    pub message: String,
+}
+
 /// A refused sign-in, for the provincial office.
 pub struct LoginLine {
     pub when: String,
@@ -52,6 +62,7 @@ struct RejectedPage {
     prev_href: Option<String>,
     next_href: Option<String>,
     logins: Option<Vec<LoginLine>>,
+    uploads: Vec<UploadLine>,
 }
 
 /// A refusal's message without the machine name of its field in front (`sex: …`).
@@ -202,6 +213,28 @@ pub async fn rejected(
     } else {
         None
     };
+    // Photos and files refused, from the same phones.
+    let uploads = state
+        .store
+        .upload_refusals(filter.as_deref(), 200)
+        .await?
+        .into_iter()
+        .map(|r| UploadLine {
+            when: local_time(r.at),
+            who: u32::try_from(r.device)
+                .ok()
+                .and_then(|d| devices.get(&d))
+                .map(|d| d.name.clone())
+                .unwrap_or_else(|| format!("#{}", r.device)),
+            code_label: lang
+                .try_t(&format!("code_{}", r.code))
+                .unwrap_or(&r.code)
+                .to_owned(),
+            code: r.code,
+            sha256: r.sha256,
+            message: r.message,
+        })
+        .collect();
     let c = ctx(
         &state,
         &officer,
@@ -220,6 +253,7 @@ pub async fn rejected(
             prev_href: (page_no > 1).then(|| page_href(page_no - 1)),
             next_href: (page_no < pages).then(|| page_href(page_no + 1)),
             logins,
+            uploads,
         }
         .render()?,
     ))
