@@ -619,15 +619,38 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                 field["appearance"] = json!("hidden");
                 "text"
             }
-            ("image" | "audio" | "video" | "file" | "background-audio", None) => {
+            ("image" | "photo", None) => {
+                // parameters: max-pixels=N, the longer side the phone scales a photo to.
+                let params = survey.cell(row, &["parameters"]);
+                for word in params.split_whitespace() {
+                    match word.split_once('=') {
+                        Some(("max-pixels", v)) => match v.parse::<u32>() {
+                            Ok(n) if n > 0 => field["max_pixels"] = json!(n),
+                            _ => not_converted.push(here(
+                                format!("parameter {word:?}: max-pixels is a whole number of pixels"),
+                                format!("tham số {word:?}: max-pixels là số điểm ảnh nguyên"),
+                            )),
+                        },
+                        _ => not_converted.push(here(
+                            format!("parameter {word:?} of a photo"),
+                            format!("tham số {word:?} của câu hỏi ảnh"),
+                        )),
+                    }
+                }
+                "image"
+            }
+            ("audio", None) => "audio",
+            ("video", None) => "video",
+            ("file", None) => "file",
+            ("background-audio", None) => {
                 not_converted.push(here(
-                    format!("a media question ({head}): photos, sound and files are not taken yet"),
-                    format!(
-                        "câu hỏi ảnh, âm thanh hay tệp ({head}): chưa nhận ảnh, âm thanh và tệp"
-                    ),
+                    "background-audio: a phone's browser does not record while the form is filled".into(),
+                    "background-audio: trình duyệt của điện thoại không ghi âm trong khi điền biểu mẫu".into(),
                 ));
                 continue;
             }
+            ("geotrace", None) => "geotrace",
+            ("geoshape", None) => "geoshape",
             ("phonenumber" | "simserial" | "subscriberid", None) => {
                 // Kept as a hidden column that stays empty, as ODK Collect leaves it on
                 // Android 10 and later; said so in the report.
@@ -652,7 +675,28 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
             ("note", None) => "note",
             // `trigger` is the older name of `acknowledge`.
             ("acknowledge" | "trigger", None) => "boolean",
-            ("geopoint", None) => "geopoint",
+            ("geopoint", None) => {
+                // parameters: capture-accuracy=N, the accuracy in metres to wait for.
+                let params = survey.cell(row, &["parameters"]);
+                for word in params.split_whitespace() {
+                    match word.split_once('=') {
+                        Some(("capture-accuracy", v)) => match v.parse::<f64>() {
+                            Ok(m) if m > 0.0 => field["accuracy"] = json!(m),
+                            _ => not_converted.push(here(
+                                format!("parameter {word:?}: capture-accuracy is metres"),
+                                format!("tham số {word:?}: capture-accuracy tính bằng mét"),
+                            )),
+                        },
+                        // The warning threshold is the phone's own colouring of the reading.
+                        Some(("warning-accuracy", _)) => {}
+                        _ => not_converted.push(here(
+                            format!("parameter {word:?} of a place"),
+                            format!("tham số {word:?} của câu hỏi vị trí"),
+                        )),
+                    }
+                }
+                "geopoint"
+            }
             ("range", None) => {
                 // parameters: start=1 end=10 step=1 (XLSForm's defaults 1, 10, 1).
                 let params = survey.cell(row, &["parameters"]);

@@ -544,24 +544,24 @@ pub async fn office_accounts_are_scoped_and_guarded(db: Database) {
         .await
         .unwrap()
         .contains("not a form in JSON"));
-    // A spreadsheet with media questions (not converted yet): not published, and the officer
-    // is told each one, in Vietnamese.
-    let widgets = std::fs::read(
-        crate::harness::repo_root().join("tests/xlsform/pyxform-examples/widgets.xls"),
+    // A spreadsheet with a question Mầm cannot convert (an OpenStreetMap widget): not
+    // published, and the officer is told each one, in Vietnamese.
+    let osm = std::fs::read(
+        crate::harness::repo_root().join("tests/xlsform/pyxform-examples/case_insensitivity.xls"),
     )
     .unwrap();
-    let response = upload_file(&mut guesser, &csrf, "widgets.xls", &widgets).await;
+    let response = upload_file(&mut guesser, &csrf, "case_insensitivity.xls", &osm).await;
     assert_eq!(response.status(), 422);
     let page = response.text().await.unwrap();
     assert!(
-        page.contains("chưa công bố: 3 mục chưa chuyển được"),
+        page.contains("chưa công bố: 1 mục chưa chuyển được"),
         "{page}"
     );
     assert!(
-        page.contains("dòng 13 (my_image): câu hỏi ảnh, âm thanh hay tệp (image)"),
+        page.contains("dòng 4 (q3): kiểu câu hỏi &#34;osm c1&#34; chưa được hỗ trợ"),
         "{page}"
     );
-    assert!(!server.cli(&["form", "list"]).contains("widgets"));
+    assert!(!server.cli(&["form", "list"]).contains("yesno"));
     let csrf = district.csrf().await;
     form["version"] = json!(4);
     let response = upload(&mut district, &csrf, &form.to_string()).await;
