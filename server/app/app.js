@@ -1,6 +1,7 @@
 // Mầm for collaborators: forms offline, everything kept on the phone until the server has it.
 import * as P from "./protocol.js";
 import * as S from "./store.js";
+import * as M from "./media.js";
 
 const app = document.getElementById("app");
 const status = document.getElementById("status");
@@ -69,6 +70,14 @@ function show(value, field) {
   if (value === true) return "Có";
   if (value === false) return "Không";
   if (field && field.type === "date" && typeof value === "string") return P.dayText(value);
+  if (field && ["image", "audio", "video", "file"].includes(field.type) && typeof value === "object") {
+    const kb = Math.max(1, Math.round((value.size || 0) / 1024));
+    return `${value.name || value.type} (${kb} KB)`;
+  }
+  if (field && field.type === "geopoint" && typeof value === "object" && value) {
+    return `${value.lat}, ${value.lon}${typeof value.acc === "number" ? ` (±${Math.round(value.acc)} m)` : ""}`;
+  }
+  if (field && (field.type === "geotrace" || field.type === "geoshape") && Array.isArray(value)) return `${value.length} điểm`;
   // A decimal comma; whole numbers (years, counts) as they are.
   if (typeof value === "number") return String(value).replace(".", ",");
   const choice = (code) => {
@@ -317,6 +326,10 @@ async function runSync() {
   clearTimeout(retryTimer);
   try {
     await exclusive("mam-sync", syncRounds);
+    // Then the photos and files, apart from the edits that name them, chunk by chunk.
+    await exclusive("mam-upload", () => M.uploadAll(
+      (url, init) => fetch(url, { ...init, cache: "no-store", headers: { ...(init.headers || {}), authorization: `Bearer ${auth.token}` }, signal: AbortSignal.timeout(60000) }),
+      (sha, received, size) => { window.mam.uploaded = { ...(window.mam.uploaded || {}), [sha]: [received, size] }; }));
     // Who wrote what, by name, kept for offline use: asked for only when a value's writer is
     // not known yet.
     const seen = new Set();
@@ -657,6 +670,50 @@ function writerName(device) {
   return writers[String(device)] || `máy số ${device}`;
 }
 
+/** A place where an attachment shows, filled when its bytes are read from the phone. */
+function mediaSlot(ref, field, recordId) {
+  const slot = h("div", { class: "media-preview" });
+  mediaView(ref, field, recordId).then((v) => slot.replaceChildren(v));
+  return slot;
+}
+
+/**
+ * An attachment as the phone shows it: the photo, a player, or a link, from the bytes the
+ * phone holds; "đang chờ tải lên" until the server has it. One the phone does not hold (taken
+ * on another phone) is fetched only when the person asks, and kept.
+ */
+async function mediaView(ref, field, recordId) {
+  const a = await M.held(ref.sha256);
+  if (!a) {
+    if (!recordId) return h("p", { class: "muted", text: "Tệp không còn trên máy." });
+    const box = h("div", {});
+    const get = h("button", { type: "button", class: "secondary media-fetch", text: field && field.type === "image" ? "Xem ảnh" : "Tải tệp", onclick: async () => {
+      get.disabled = true;
+      try {
+        const res = await fetch(`/v1/records/${encodeURIComponent(recordId)}/attachments/${ref.sha256}`, { headers: { authorization: `Bearer ${auth.token}` } });
+        if (!res.ok) throw new Error(res.status === 404 ? "chưa có trên máy chủ" : `HTTP ${res.status}`);
+        await M.keepFetched(ref.sha256, await res.arrayBuffer(), ref.type);
+        box.replaceChildren(await mediaView(ref, field, recordId));
+      } catch (e) {
+        get.disabled = false;
+        box.append(h("p", { class: "error", text: `Chưa tải được: ${e.message}` }));
+      }
+    } });
+    box.append(get);
+    return box;
+  }
+  const url = URL.createObjectURL(new Blob([a.bytes], { type: a.type }));
+  const kind = a.type.split("/")[0];
+  const media = kind === "image" ? h("img", { src: url, alt: ref.name || "ảnh", class: "photo" })
+    : kind === "audio" ? h("audio", { src: url, controls: true })
+    : kind === "video" ? h("video", { src: url, controls: true, class: "photo" })
+    : h("a", { href: url, download: ref.name || ref.sha256, text: ref.name || "Tệp" });
+  const note = a.refused ? h("p", { class: "error", text: `Máy chủ không nhận tệp: ${a.refused}` })
+    : !a.confirmed ? h("p", { class: "notice pending-upload", text: kind === "image" ? "ảnh đang chờ tải lên" : "tệp đang chờ tải lên" })
+    : null;
+  return h("div", {}, media, note);
+}
+
 function renderRecord(id) {
   const record = P.view(state, id);
   if (!record) return go("#");
@@ -697,6 +754,8 @@ function renderRecord(id) {
               show(s.value, field), " ", h("small", { text: `(${writerName(s.dot[0])})` }))),
             h("div", { class: "confirm-settle" }))
         : h("div", { class: "value", text: show(sibs[0].value, field) }),
+      field && ["image", "audio", "video", "file"].includes(field.type) && !conflict && sibs[0].value
+        ? mediaSlot(sibs[0].value, field, id) : null,
       replaced,
     );
   });
@@ -788,8 +847,26 @@ function readField(field, root) {
     }
     case "geopoint": {
       const [lat, lon] = [...el.querySelectorAll("input")].map((i) => i.value.trim());
-      return lat === "" && lon === "" ? null : { lat: Number(lat), lon: Number(lon) };
+      if (lat === "" && lon === "") return null;
+      const point = { lat: Number(lat.replace(",", ".")), lon: Number(lon.replace(",", ".")) };
+      // The accuracy and altitude of a reading, while the place is the one read.
+      const read = el.dataset.reading ? JSON.parse(el.dataset.reading) : null;
+      if (read && read.lat === point.lat && read.lon === point.lon) return read;
+      return point;
     }
+    case "geotrace": case "geoshape": {
+      const points = el.querySelector("textarea").value.split("\n").map((l) => l.trim()).filter(Boolean).map((l) => {
+        const [lat, lon, acc] = l.split(/[\s;]+/).map((x) => Number(x.replace(",", ".")));
+        return Number.isFinite(acc) ? { lat, lon, acc } : { lat, lon };
+      });
+      if (!points.length) return null;
+      // An area ends where it starts: closed for the person.
+      const [a, b] = [points[0], points[points.length - 1]];
+      if (field.type === "geoshape" && points.length >= 3 && (a.lat !== b.lat || a.lon !== b.lon)) points.push({ lat: a.lat, lon: a.lon });
+      return points;
+    }
+    case "image": case "audio": case "video": case "file":
+      return el.dataset.value ? JSON.parse(el.dataset.value) : null;
     case "repeat":
       return [...el.querySelectorAll(":scope > .items > .item")].map((item) => {
         const out = {};
@@ -918,13 +995,75 @@ function fieldControl(field, value, villages) {
     case "geopoint": {
       const lat = h("input", { type: "number", step: "any", "aria-label": "Vĩ độ", value: value ? value.lat : "" });
       const lon = h("input", { type: "number", step: "any", "aria-label": "Kinh độ", value: value ? value.lon : "" });
-      const here = h("button", { type: "button", class: "secondary", text: "Lấy vị trí", onclick: () =>
-        navigator.geolocation && navigator.geolocation.getCurrentPosition((p) => {
-          lat.value = p.coords.latitude.toFixed(6);
-          lon.value = p.coords.longitude.toFixed(6);
+      if (value && typeof value.acc === "number") wrap.dataset.reading = JSON.stringify(value);
+      const accuracy = h("p", { class: "muted accuracy", "aria-live": "polite", text: value && typeof value.acc === "number" ? `Độ chính xác: ±${Math.round(value.acc)} m` : "" });
+      // A reading with its accuracy; where the form wants one (capture-accuracy), the phone
+      // waits for it (a minute at most, then keeps the best it had).
+      const here = h("button", { type: "button", class: "secondary", text: "Lấy vị trí", onclick: () => {
+        if (!navigator.geolocation) { accuracy.textContent = "Máy này không lấy được vị trí."; return; }
+        const want = field.accuracy || null;
+        let best = null;
+        const take = (p) => {
+          const c = p.coords;
+          const reading = { lat: Number(c.latitude.toFixed(6)), lon: Number(c.longitude.toFixed(6)), acc: Math.round(c.accuracy * 10) / 10,
+            ...(typeof c.altitude === "number" ? { alt: Math.round(c.altitude * 10) / 10 } : {}) };
+          if (!best || reading.acc < best.acc) best = reading;
+          lat.value = best.lat; lon.value = best.lon;
+          wrap.dataset.reading = JSON.stringify(best);
+          accuracy.textContent = `Độ chính xác: ±${Math.round(best.acc)} m` + (want && best.acc > want ? ` — đang chờ ±${want} m…` : "");
           lat.dispatchEvent(new Event("input", { bubbles: true }));
-        }) });
-      wrap.append(h("fieldset", {}, h("legend", { text: label(field.label, field.name) }), lat, lon, here));
+          return !want || best.acc <= want;
+        };
+        accuracy.textContent = "Đang lấy vị trí…";
+        const watch = navigator.geolocation.watchPosition((p) => { if (take(p)) stop(); },
+          (e) => { accuracy.textContent = `Không lấy được vị trí: ${e.message}`; stop(); },
+          { enableHighAccuracy: true, maximumAge: 0, timeout: 60000 });
+        const timer = setTimeout(() => stop(), 60000);
+        function stop() { navigator.geolocation.clearWatch(watch); clearTimeout(timer); }
+      } });
+      wrap.append(h("fieldset", {}, h("legend", { text: label(field.label, field.name) }), lat, lon, here, accuracy));
+      return wrap;
+    }
+    case "geotrace": case "geoshape": {
+      // One place a line, "vĩ độ kinh độ"; a button adds where the phone is.
+      const text = (Array.isArray(value) ? value : []).map((p) => `${p.lat} ${p.lon}${typeof p.acc === "number" ? ` ${p.acc}` : ""}`).join("\n");
+      const area = h("textarea", { id, rows: 4, text, placeholder: "16.4637 107.5909" });
+      const add = h("button", { type: "button", class: "secondary", text: "Thêm điểm ở đây", onclick: () =>
+        navigator.geolocation && navigator.geolocation.getCurrentPosition((p) => {
+          const c = p.coords;
+          area.value = `${area.value.trim()}\n${c.latitude.toFixed(6)} ${c.longitude.toFixed(6)} ${Math.round(c.accuracy)}`.trim();
+          area.dispatchEvent(new Event("input", { bubbles: true }));
+        }, () => {}, { enableHighAccuracy: true, timeout: 60000 }) });
+      wrap.append(lab, area, add);
+      return wrap;
+    }
+    case "image": case "audio": case "video": case "file": {
+      // Taken with the camera (or the recorder), or picked from the phone's files; a photo is
+      // scaled down first. Kept on the phone with the record until the server has it.
+      wrap.dataset.value = value ? JSON.stringify(value) : "";
+      const preview = h("div", { class: "media-preview" });
+      const accept = { image: "image/*", audio: "audio/*", video: "video/*", file: "" }[field.type];
+      const chosen = async (input) => {
+        const file = input.files && input.files[0];
+        if (!file) return;
+        const kept = field.type === "image" ? await M.scaleDown(file, field.max_pixels || 1024) : file;
+        const ref = await M.keep(kept, file.name);
+        wrap.dataset.value = JSON.stringify(ref);
+        preview.replaceChildren(await mediaView(ref, field, null));
+        wrap.dispatchEvent(new Event("input", { bubbles: true }));
+      };
+      const pick = h("input", { type: "file", class: "media-pick", ...(accept ? { accept } : {}), "aria-label": "Chọn tệp" });
+      pick.addEventListener("change", () => chosen(pick));
+      const parts = [lab];
+      if (field.type !== "file") {
+        const take = h("input", { type: "file", class: "media-take", accept, capture: "environment", hidden: true });
+        take.addEventListener("change", () => chosen(take));
+        const word = { image: "Chụp ảnh", audio: "Ghi âm", video: "Quay video" }[field.type];
+        parts.push(h("button", { type: "button", class: "secondary", text: word, onclick: () => take.click() }), take);
+      }
+      parts.push(pick, preview);
+      wrap.append(...parts);
+      if (value) mediaView(value, field, null).then((v) => preview.replaceChildren(v));
       return wrap;
     }
     case "repeat": {

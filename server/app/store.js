@@ -2,8 +2,9 @@
 // dead battery leaves either the old state or the new one, never half of each.
 
 const DB_NAME = "mam";
-const DB_VERSION = 2;
-const STORES = ["meta", "records", "pending", "forms", "drafts", "kept"];
+const DB_VERSION = 3;
+// `attachments`: photos, sound and files by their SHA-256, {bytes, type, size, confirmed}.
+const STORES = ["meta", "records", "pending", "forms", "drafts", "kept", "attachments"];
 
 let dbPromise = null;
 

@@ -4,7 +4,7 @@
 const VERSION = "__MAM_APP_VERSION__";
 const CACHE = `mam-app-${VERSION}`;
 const FILES = [
-  "/app/", "/app/app.js", "/app/protocol.js", "/app/store.js", "/app/app.css",
+  "/app/", "/app/app.js", "/app/protocol.js", "/app/store.js", "/app/media.js", "/app/app.css",
   "/app/manifest.webmanifest", "/app/icon.svg", "/app/who/wei_by_day.csv", "/app/who/len_by_day.csv", "/app/who/bmi_by_day.csv", "/app/who/wfl_by_length.csv", "/app/who/wfh_by_height.csv",
 ];
 

@@ -37,6 +37,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../app/store.js"),
     ),
     (
+        "media.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../app/media.js"),
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_str!("../app/app.css"),

@@ -627,7 +627,9 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                         Some(("max-pixels", v)) => match v.parse::<u32>() {
                             Ok(n) if n > 0 => field["max_pixels"] = json!(n),
                             _ => not_converted.push(here(
-                                format!("parameter {word:?}: max-pixels is a whole number of pixels"),
+                                format!(
+                                    "parameter {word:?}: max-pixels is a whole number of pixels"
+                                ),
                                 format!("tham số {word:?}: max-pixels là số điểm ảnh nguyên"),
                             )),
                         },

@@ -304,6 +304,43 @@ impl Browser {
         .await;
     }
 
+    /// Emulate a slow network: `latency_ms` each way, throughputs in bytes per second.
+    pub async fn set_network(&self, latency_ms: u32, down: u32, up: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/chromium/network_conditions",
+            Some(json!({ "network_conditions": {
+                "offline": false, "latency": latency_ms,
+                "download_throughput": down, "upload_throughput": up,
+            }})),
+        )
+        .await;
+    }
+
+    /// A Chrome DevTools Protocol command.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({ "cmd": cmd, "params": params })),
+        )
+        .await
+    }
+
+    /// The phone is at this place, read with this accuracy (metres), and the page may ask.
+    pub async fn set_position(&self, origin: &str, lat: f64, lon: f64, accuracy: f64) {
+        self.cdp(
+            "Browser.grantPermissions",
+            json!({ "origin": origin, "permissions": ["geolocation"] }),
+        )
+        .await;
+        self.cdp(
+            "Emulation.setGeolocationOverride",
+            json!({ "latitude": lat, "longitude": lon, "accuracy": accuracy }),
+        )
+        .await;
+    }
+
     /// Open a new tab of the same browser (same profile, same origin's storage) and go there.
     /// Returns its handle.
     pub async fn new_tab(&self) -> String {

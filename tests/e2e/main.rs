@@ -205,6 +205,11 @@ fn xlsform_expressions_agree_with_odks_engine() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_photo_and_place_survive_2g() {
+    phone_app::phone_photo_and_place_survive_2g().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_fills_an_imported_form() {
     phone_app::phone_fills_an_imported_form().await;
 }

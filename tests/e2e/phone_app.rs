@@ -557,6 +557,7 @@ pub async fn phone_app_works_offline_and_syncs() {
         "app.js",
         "protocol.js",
         "store.js",
+        "media.js",
         "app.css",
         "sw.js",
         "manifest.webmanifest",
@@ -2682,5 +2683,200 @@ pub async fn phone_fills_an_imported_form() {
         value("members"),
         json!([{ "m_age": 3 }, { "m_age": 10, "m_school": "yes" }])
     );
+    a.quit().await;
+}
+
+/// A BMP of `w`×`h` in blocks of random colours (seeded): a camera's photo, big enough that
+/// the phone scales it down.
+fn test_photo(w: u32, h: u32, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed);
+    let row = (w * 3).div_ceil(4) * 4;
+    let size = 54 + row * h;
+    let mut out = Vec::with_capacity(size as usize);
+    out.extend_from_slice(b"BM");
+    out.extend_from_slice(&size.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&54u32.to_le_bytes());
+    out.extend_from_slice(&40u32.to_le_bytes());
+    out.extend_from_slice(&(w as i32).to_le_bytes());
+    out.extend_from_slice(&(h as i32).to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&24u16.to_le_bytes());
+    out.extend_from_slice(&[0; 24]);
+    let blocks: Vec<[u8; 3]> = (0..(w / 16 + 1) * (h / 16 + 1))
+        .map(|_| {
+            [
+                rng.below(256) as u8,
+                rng.below(256) as u8,
+                rng.below(256) as u8,
+            ]
+        })
+        .collect();
+    for y in 0..h {
+        for x in 0..w {
+            let b = blocks[((y / 16) * (w / 16 + 1) + x / 16) as usize];
+            let noise = rng.below(24) as u8;
+            out.extend(b.iter().map(|c| c.saturating_add(noise)));
+        }
+        out.extend(std::iter::repeat_n(0, (row - w * 3) as usize));
+    }
+    out
+}
+
+/// A photo and a place taken offline at 360×740, kept across a reload, then sent over an
+/// emulated 2G network, the upload cut by the network going and resumed when it comes back.
+pub async fn phone_photo_and_place_survive_2g() {
+    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let mut server = Server::start(&db);
+    let form = json!({ "id": "play-photo", "version": 1,
+        "title": { "vi": "Ảnh sân chơi", "en": "Play area photo" },
+        "fields": [
+            { "name": "place_name", "type": "text", "label": { "vi": "Tên sân chơi", "en": "Play area" } },
+            { "name": "photo", "type": "image", "label": { "vi": "Ảnh", "en": "Photo" }, "max_pixels": 640 },
+            { "name": "where", "type": "geopoint", "label": { "vi": "Vị trí", "en": "Place" }, "accuracy": 10 }
+        ]
+    });
+    let path = db.scratch("play-photo.json");
+    std::fs::write(&path, form.to_string()).unwrap();
+    server.cli(&["form", "publish", path.to_str().unwrap()]);
+    server.restart();
+    enrol(&a, &server, "Hoa", &["19753"]).await;
+    a.set_position(&server.url, 16.4637, 107.5909, 8.0).await;
+
+    // Offline: the form, a photo from the phone's files, the place where it stands.
+    a.set_offline(true).await;
+    a.click_on("#new").await;
+    a.click_on("a[data-form=\"play-photo\"]").await;
+    set_field(&a, "place_name", "Sân chơi thôn 3").await;
+    let photo = db.scratch("IMG_0041.bmp");
+    std::fs::write(&photo, test_photo(1600, 1200, 7)).unwrap();
+    a.type_into(
+        &a.find("[data-name=\"photo\"] input.media-pick").await,
+        photo.to_str().unwrap(),
+    )
+    .await;
+    a.wait_text("[data-name=\"photo\"] .media-preview", "")
+        .await;
+    wait_for(
+        &a,
+        "the photo scaled down",
+        "const img = document.querySelector('[data-name=\"photo\"] img.photo'); return img && img.complete ? Math.max(img.naturalWidth, img.naturalHeight) : 0;",
+        vec![],
+        json!(640),
+    )
+    .await;
+    a.click_on("[data-name=\"where\"] button").await;
+    a.wait_text("[data-name=\"where\"] .accuracy", "±8 m").await;
+    a.screenshot("96-photo-and-place").await;
+    a.click_on("#save").await;
+    wait_status(&a, "Sân chơi thôn 3", "pending").await;
+    // Kept across a reload, offline: the record, its photo, the notice that it waits.
+    a.reload().await;
+    wait_status(&a, "Sân chơi thôn 3", "pending").await;
+    a.click_on("[data-record] a, .records a").await;
+    a.wait_text(".pending-upload", "ảnh đang chờ tải lên").await;
+
+    // 2G (Chrome's preset: 250 kbit/s down, 50 kbit/s up, 300 ms): the edit goes first, then
+    // the photo in chunks; the network goes away after the first chunk, and comes back.
+    a.set_network(300, 250_000 / 8, 50_000 / 8).await;
+    a.click_on(".actions a[href=\"#\"]").await;
+    a.click_on("#sync").await;
+    wait_for(
+        &a,
+        "a first chunk of the photo",
+        "const u = window.mam.uploaded || {}; return Object.values(u).some(([r]) => r > 0);",
+        vec![],
+        json!(true),
+    )
+    .await;
+    a.set_offline(true).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let cut = in_page(
+        &a,
+        "done(Object.values(window.mam.uploaded || {}).map(([r, n]) => [r, n])[0]);",
+        vec![],
+    )
+    .await;
+    eprintln!("the upload cut at {cut}");
+    assert!(
+        cut[0].as_u64().unwrap() < cut[1].as_u64().unwrap(),
+        "cut before the end: {cut}"
+    );
+    a.set_network(300, 250_000 / 8, 50_000 / 8).await;
+    a.click_on("#sync").await;
+    wait_for(
+        &a,
+        "the photo uploaded",
+        "const u = window.mam.uploaded || {}; return Object.values(u).some(([r, n]) => r === n);",
+        vec![],
+        json!(true),
+    )
+    .await;
+    a.set_offline(false).await;
+
+    // The server holds the record, its place with its accuracy, and the photo's bytes.
+    let mut phone = server.enroll("Kiểm tra", &["19753"]).await;
+    phone.sync().await;
+    let record = phone
+        .client
+        .records()
+        .into_iter()
+        .find(|r| r.form.as_str() == "play-photo")
+        .expect("the record reached the server");
+    let place = record.value("where").cloned().unwrap();
+    assert_eq!(
+        (
+            place["lat"].as_f64(),
+            place["lon"].as_f64(),
+            place["acc"].as_f64()
+        ),
+        (Some(16.4637), Some(107.5909), Some(8.0))
+    );
+    let reference = record.value("photo").cloned().unwrap();
+    assert_eq!(reference["type"], "image/jpeg");
+    assert_eq!(reference["name"], "IMG_0041.bmp");
+    let sha = reference["sha256"].as_str().unwrap();
+    let bytes = phone
+        .http
+        .get(format!(
+            "{}/v1/records/{}/attachments/{sha}",
+            server.url, record.id
+        ))
+        .bearer_auth(&phone.token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    use sha2::Digest;
+    let got: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(got, sha);
+    assert_eq!(bytes.len() as u64, reference["size"].as_u64().unwrap());
+    eprintln!(
+        "photo of {} bytes (from a 1600×1200 image), sent over 2G",
+        bytes.len()
+    );
+    // The notice goes once the server has it.
+    a.reload().await;
+    a.click_on("[data-record] a, .records a").await;
+    a.wait_text(".media-preview", "").await;
+    wait_for(
+        &a,
+        "the notice gone",
+        "return !!document.querySelector('.media-preview img.photo') && !document.querySelector('.pending-upload');",
+        vec![],
+        json!(true),
+    )
+    .await;
+    a.screenshot("97-photo-uploaded").await;
     a.quit().await;
 }
