@@ -26,6 +26,9 @@ pub const MAX_CHUNK: usize = 256 * 1024;
 /// so a cut loses at most that much; the request around it is under 1 % of it.
 pub const CHUNK: usize = 64 * 1024;
 
+/// The longer side of a thumbnail, in pixels.
+pub const THUMB: u32 = 320;
+
 /// Where an upload stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
@@ -124,6 +127,36 @@ impl Attachments {
             media_type: media_type.trim().to_owned(),
             path,
         })
+    }
+
+    /// A stored photo made small (at most [`THUMB`] pixels on its longer side, JPEG), made
+    /// once and kept beside it; `None` for what is not a photo this server can read.
+    pub fn thumbnail(&self, sha: &str) -> Option<PathBuf> {
+        let stored = self.stored(sha)?;
+        if !stored.media_type.starts_with("image/") {
+            return None;
+        }
+        let thumb = stored.path.with_extension("thumb.jpg");
+        if thumb.exists() {
+            return Some(thumb);
+        }
+        let mut reader = image::ImageReader::open(&stored.path)
+            .ok()?
+            .with_guessed_format()
+            .ok()?;
+        // A photo is a few megapixels: a file claiming far more is not read.
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(12_000);
+        limits.max_image_height = Some(12_000);
+        limits.max_alloc = Some(256 * 1024 * 1024);
+        reader.limits(limits);
+        let small = reader.decode().ok()?.thumbnail(THUMB, THUMB).to_rgb8();
+        let part = stored.path.with_extension("thumb.part");
+        small
+            .save_with_format(&part, image::ImageFormat::Jpeg)
+            .ok()?;
+        std::fs::rename(&part, &thumb).ok()?;
+        Some(thumb)
     }
 
     /// Where `device`'s upload of `sha` stands.

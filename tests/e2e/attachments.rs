@@ -257,6 +257,34 @@ pub async fn attachments_arrive_in_resumable_chunks(db: Database) {
     );
     let page = crate::office::signed_in_page(&server, "xa-khac", "/office/rejected").await;
     assert!(!page.contains("refused-uploads"), "{page}");
+
+    // The office shows the photo, the place with its accuracy and a map; the list finds the
+    // records with a photo; an attachment URL is scoped as its record is.
+    let page =
+        crate::office::signed_in_page(&server, "tinh", &format!("/office/records/{id}")).await;
+    let photo_url = format!("/office/records/{id}/attachments/{sha}");
+    assert!(page.contains(&format!("{photo_url}?size=thumb")), "{page}");
+    assert!(
+        page.contains("openstreetmap.org/?mlat=16.4637&#38;mlon=107.5909"),
+        "{page}"
+    );
+    assert!(page.contains("(±5 m)"), "{page}");
+    let mut other_birth = server.enroll("Hoa", &[COMMUNE]).await;
+    other_birth.create(COMMUNE, &[("child_name", json!("Bé Na"))]);
+    other_birth.sync().await;
+    let list = crate::office::signed_in_page(&server, "tinh", "/office/records?status=photo").await;
+    assert!(
+        list.contains("Sân chơi thôn 3") && !list.contains("Bé Na"),
+        "{list}"
+    );
+    let mut province = crate::office::Office::new(&server);
+    province.login("tinh", crate::office::PASSWORD).await;
+    let (status, _) = province.get(&photo_url).await;
+    assert_eq!(status, 200);
+    let mut stranger = crate::office::Office::new(&server);
+    stranger.login("xa-khac", crate::office::PASSWORD).await;
+    let (status, _) = stranger.get(&photo_url).await;
+    assert_eq!(status, 404, "another commune's officer");
     let _ = std::io::stderr().flush();
 }
 

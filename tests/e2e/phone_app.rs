@@ -2865,6 +2865,27 @@ pub async fn phone_photo_and_place_survive_2g() {
         "photo of {} bytes (from a 1600×1200 image), sent over 2G",
         bytes.len()
     );
+    // The office's thumbnail of it, made by the server.
+    crate::office::add_user(&server, "tinh", "province", "46");
+    let mut office = crate::office::Office::new(&server);
+    office.login("tinh", crate::office::PASSWORD).await;
+    let (status, headers, thumb) = office
+        .download(&format!(
+            "/office/records/{}/attachments/{sha}?size=thumb",
+            record.id
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/jpeg");
+    let small = image::load_from_memory(&thumb).unwrap();
+    assert_eq!(
+        small.width().max(small.height()),
+        320,
+        "{}×{}",
+        small.width(),
+        small.height()
+    );
+    assert!(thumb.len() < bytes.len());
     // The notice goes once the server has it.
     a.reload().await;
     a.click_on("[data-record] a, .records a").await;

@@ -227,6 +227,31 @@ pub(super) fn show(value: &Value, field: Option<&FormField>, lang: Lang) -> Stri
             .map(label)
             .collect::<Vec<_>>()
             .join(", "),
+        // A photo or a file by its name and size; a place with its accuracy; a line or an
+        // area by its points.
+        Value::Object(_) if field.is_some_and(|f| f.kind.is_media()) => {
+            match sync_protocol::media::Attachment::of(value) {
+                Some(a) => format!(
+                    "{} ({} KB)",
+                    a.name.unwrap_or(a.media_type),
+                    a.size.div_ceil(1024)
+                ),
+                None => value.to_string(),
+            }
+        }
+        Value::Object(o) if o.contains_key("lat") && o.contains_key("lon") => {
+            let n = |k: &str| o.get(k).map(|v| show(v, None, lang)).unwrap_or_default();
+            match o.get("acc").and_then(Value::as_f64) {
+                Some(acc) => format!("{}; {} (±{} m)", n("lat"), n("lon"), acc.round()),
+                None => format!("{}; {}", n("lat"), n("lon")),
+            }
+        }
+        Value::Array(points)
+            if field
+                .is_some_and(|f| matches!(f.kind, FieldType::Geotrace | FieldType::Geoshape)) =>
+        {
+            format!("{} {}", points.len(), lang.t("points"))
+        }
         other => other.to_string(),
     }
 }

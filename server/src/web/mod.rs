@@ -52,6 +52,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/office/records.csv", get(records::export_csv))
         .route("/office/records.xlsx", get(records::export_xlsx))
         .route("/office/records/{id}/settle", post(records::settle))
+        .route(
+            "/office/records/{id}/attachments/{sha256}",
+            get(records::attachment),
+        )
         .route("/office/conflicts", get(records::conflicts))
         .route("/office/phones", get(phones::phones).post(phones::enrol))
         .route(

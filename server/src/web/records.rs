@@ -112,6 +112,8 @@ pub async fn records(
         Some("rejected") => query.refused_edit = true,
         _ => {}
     }
+    // "Có ảnh": records whose values name a photo (read in the records, as the village).
+    let photo = status == Some("photo");
     let village = given(&filter.village).map(str::to_lowercase);
     let name = given(&filter.name).map(folded);
     let (from, to) = (given(&filter.from), given(&filter.to));
@@ -119,7 +121,7 @@ pub async fn records(
     // Form, commune and state page in the database; village and date live inside the records,
     // so those filters read the candidates here.
     let (found, total): (Vec<(String, Record)>, usize) =
-        if village.is_some() || name.is_some() || from.is_some() || to.is_some() {
+        if photo || village.is_some() || name.is_some() || from.is_some() || to.is_some() {
             let (candidates, _) = state.store.find_records(&query).await?;
             let matching: Vec<(String, Record)> = candidates
                 .into_iter()
@@ -130,6 +132,7 @@ pub async fn records(
                             .is_some_and(|have| have.to_lowercase().contains(v.as_str()))
                     })
                 })
+                .filter(|r| !photo || has_photo(r))
                 .filter(|r| {
                     name.as_ref().is_none_or(|want| {
                         record_name(r, registry.latest(&r.form))
@@ -215,6 +218,7 @@ pub async fn records(
             ("rejected", "status_rejected"),
             ("deleted", "status_deleted"),
             ("ok", "status_ok"),
+            ("photo", "has_photo"),
         ]
         .iter()
         .map(|(v, k)| (v.to_string(), lang.t(k).to_owned()))
@@ -350,6 +354,66 @@ pub struct SiblingView {
     pub value: String,
     pub who: String,
     pub when: String,
+    /// A photo, a sound, a video or a file the value names.
+    pub media: Option<MediaView>,
+    /// A place on a map (OpenStreetMap), with the reading's accuracy.
+    pub map: Option<String>,
+}
+
+/// Whether a record's current values name a photo.
+fn has_photo(record: &Record) -> bool {
+    let mut found = Vec::new();
+    for register in record.fields.values() {
+        for v in register.values() {
+            sync_protocol::media::named_in(v, &mut found);
+        }
+    }
+    found.iter().any(|a| a.media_type.starts_with("image/"))
+}
+
+/// An attachment on the record page.
+pub struct MediaView {
+    /// `image`, `audio`, `video` or `file`.
+    pub kind: &'static str,
+    pub href: String,
+    /// The small photo the server made, for a photo that has arrived.
+    pub thumb: Option<String>,
+    pub name: String,
+    /// Named by the record, not arrived from the phone yet.
+    pub waiting: bool,
+}
+
+/// The attachment a value names, as the record page shows it.
+fn media_view(
+    state: &AppState,
+    record: &Record,
+    kind: FieldType,
+    value: &Value,
+) -> Option<MediaView> {
+    let a = sync_protocol::media::Attachment::of(value)?;
+    let href = format!("/office/records/{}/attachments/{}", record.id, a.sha256);
+    let arrived = state.attachments.stored(&a.sha256).is_some();
+    let kind = match kind {
+        FieldType::Image => "image",
+        FieldType::Audio => "audio",
+        FieldType::Video => "video",
+        _ => "file",
+    };
+    Some(MediaView {
+        kind,
+        thumb: (arrived && kind == "image").then(|| format!("{href}?size=thumb")),
+        href,
+        name: a.name.unwrap_or_else(|| a.media_type.clone()),
+        waiting: !arrived,
+    })
+}
+
+/// A link to open a place on a map.
+fn map_link(value: &Value) -> Option<String> {
+    let (lat, lon) = (value.get("lat")?.as_f64()?, value.get("lon")?.as_f64()?);
+    Some(format!(
+        "https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=18/{lat}/{lon}"
+    ))
 }
 
 pub struct FieldView {
@@ -401,6 +465,53 @@ struct RecordPage {
     card: Option<ConflictCard>,
     notice: Option<String>,
     error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct AttachmentParams {
+    size: Option<String>,
+}
+
+/// An attachment of a record of the officer's scope that names it (`?size=thumb`: the small
+/// photo); "not found" for anything else, as for records.
+pub async fn attachment(
+    State(state): State<Arc<AppState>>,
+    officer: Officer,
+    Path((id, sha)): Path<(String, String)>,
+    Query(q): Query<AttachmentParams>,
+) -> Result<Response, PageError> {
+    let record = scoped_record(&state, &officer, &id).await?;
+    if !crate::api::attachments::names(&record, &sha) {
+        return Err(PageError::NotFound);
+    }
+    if q.size.as_deref() == Some("thumb") {
+        let made = {
+            let state = state.clone();
+            let sha = sha.clone();
+            tokio::task::spawn_blocking(move || state.attachments.thumbnail(&sha))
+                .await
+                .map_err(|e| PageError::Internal(e.to_string()))?
+        };
+        if let Some(path) = made {
+            let bytes = tokio::fs::read(path)
+                .await
+                .map_err(|e| PageError::Internal(e.to_string()))?;
+            return Ok((
+                [
+                    (axum::http::header::CONTENT_TYPE, "image/jpeg"),
+                    (
+                        axum::http::header::CACHE_CONTROL,
+                        "private, max-age=31536000, immutable",
+                    ),
+                ],
+                bytes,
+            )
+                .into_response());
+        }
+    }
+    crate::api::attachments::send(&state, &sha)
+        .await
+        .map_err(|_| PageError::NotFound)
 }
 
 /// A record of the officer's scope, or "not found" whatever the reason.
@@ -465,6 +576,12 @@ fn field_views(
                     };
                     SiblingView {
                         dot: format!("{}:{}", s.dot.device, s.dot.seq),
+                        media: def
+                            .filter(|d| d.kind.is_media())
+                            .and_then(|d| media_view(state, record, d.kind, &s.value)),
+                        map: def
+                            .filter(|d| d.kind == FieldType::Geopoint)
+                            .and_then(|_| map_link(&s.value)),
                         value,
                         who,
                         when,
