@@ -118,6 +118,80 @@ pub async fn restore(backup: &Path, data_dir: &Path) -> anyhow::Result<Option<Pa
     Ok(kept)
 }
 
+/// The folder beside a backup file that holds its attachments: `FILE.attachments`.
+pub fn attachments_beside(file: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.attachments", file.display()))
+}
+
+/// Copies every stored attachment of `dir` (the store's `objects/`, with each one's media
+/// type; not uploads under way, not thumbnails) into `to`. Attachments never change once
+/// stored, so a hard link is a copy; across file systems the bytes are copied. Returns how
+/// many, and their bytes.
+pub fn backup_attachments(dir: &Path, to: &Path) -> anyhow::Result<(u64, u64)> {
+    let (mut count, mut bytes) = (0, 0);
+    let objects = dir.join("objects");
+    for shard in std::fs::read_dir(&objects).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(shard.path())?.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !sync_protocol::media::is_sha256(&name) {
+                continue;
+            }
+            let target = to.join("objects").join(&name[..2]);
+            std::fs::create_dir_all(&target)?;
+            for file in [path.clone(), path.with_extension("type")] {
+                let dest = target.join(file.file_name().expect("a file name"));
+                if !dest.exists() && std::fs::hard_link(&file, &dest).is_err() {
+                    std::fs::copy(&file, &dest).with_context(|| {
+                        format!("cannot copy {} to {}", file.display(), dest.display())
+                    })?;
+                }
+            }
+            count += 1;
+            bytes += entry.metadata()?.len();
+        }
+    }
+    Ok((count, bytes))
+}
+
+/// Puts a backup's attachments (`from`, as [`backup_attachments`] made it) into the store's
+/// folder `dir`: each one that is missing, once its bytes prove to be what its name says.
+/// Nothing there is removed: an attachment that arrived after the backup stays. Returns how
+/// many were added.
+pub fn restore_attachments(from: &Path, dir: &Path) -> anyhow::Result<u64> {
+    let mut added = 0;
+    for shard in std::fs::read_dir(from.join("objects"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for entry in std::fs::read_dir(shard.path())?.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !sync_protocol::media::is_sha256(&name) {
+                continue;
+            }
+            let target = dir.join("objects").join(&name[..2]).join(&name);
+            if target.exists() {
+                continue;
+            }
+            if crate::attachments::hash_file(&path)? != name {
+                bail!(
+                    "{} in the backup is damaged: its bytes do not match its name",
+                    path.display()
+                );
+            }
+            std::fs::create_dir_all(target.parent().expect("a folder"))?;
+            std::fs::copy(path.with_extension("type"), target.with_extension("type"))?;
+            let part = target.with_extension("restoring");
+            std::fs::copy(&path, &part)?;
+            std::fs::rename(&part, &target)?;
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
 /// Seconds since the Unix epoch, for names of kept files.
 fn chrono_stamp() -> String {
     (crate::now_ms() / 1000).to_string()

@@ -285,16 +285,54 @@ pub async fn attachments_arrive_in_resumable_chunks(db: Database) {
     stranger.login("xa-khac", crate::office::PASSWORD).await;
     let (status, _) = stranger.get(&photo_url).await;
     assert_eq!(status, 404, "another commune's officer");
+
+    // `mam backup` keeps the photos beside the database, and `mam restore` puts back those the
+    // data folder lost (SQLite; with PostgreSQL the folder is copied with the database's own
+    // backups).
+    if db.backend() == crate::harness::Backend::Sqlite {
+        let file = db.scratch("backup.db");
+        let out = server.cli(&["backup", file.to_str().unwrap()]);
+        assert!(out.contains("Backed up 1 attachments"), "{out}");
+        server.kill();
+        let dir = data_dir(&db.args).join("attachments");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let out = crate::harness::mam()
+            .args(["restore", file.to_str().unwrap()])
+            .args(&db.args)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains("Restored 1 attachments"),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server = Server::start(&db);
+        let mut phone = phone;
+        phone.url = server.url.clone();
+        phone.sync().await;
+        let back = http
+            .get(format!("{}/v1/records/{id}/attachments/{sha}", server.url))
+            .bearer_auth(phone.token.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(back.status(), 200);
+        assert_eq!(back.bytes().await.unwrap().as_ref(), &photo[..]);
+    }
     let _ = std::io::stderr().flush();
+}
+
+fn data_dir(args: &[String]) -> std::path::PathBuf {
+    args.iter()
+        .position(|a| a == "--data-dir")
+        .map(|i| std::path::PathBuf::from(&args[i + 1]))
+        .expect("a data folder")
 }
 
 /// The files under a test's folders.
 fn walk(args: &[String]) -> Vec<std::path::PathBuf> {
-    let dir = args
-        .iter()
-        .position(|a| a == "--data-dir")
-        .map(|i| std::path::PathBuf::from(&args[i + 1]))
-        .expect("a data folder");
+    let dir = data_dir(args);
     let mut out = Vec::new();
     let mut todo = vec![dir];
     while let Some(d) = todo.pop() {

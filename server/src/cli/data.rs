@@ -21,6 +21,16 @@ pub(super) async fn backup(
         file.display(),
         size as f64 / 1e6
     );
+    // The photos and files, beside it.
+    let beside = crate::backup::attachments_beside(&file);
+    let (count, bytes) = crate::backup::backup_attachments(&settings.attachments_dir(), &beside)?;
+    if count > 0 {
+        println!(
+            "Backed up {count} attachments to {} ({:.1} MB).",
+            beside.display(),
+            bytes as f64 / 1e6
+        );
+    }
     Ok(())
 }
 
@@ -40,6 +50,14 @@ pub(super) async fn restore(
     let dir = settings.storage.data_dir.clone();
     let _lock = crate::backup::DataDirLock::take(&dir, "restoring a backup")?;
     let kept = crate::backup::restore(&file, &dir).await?;
+    let beside = crate::backup::attachments_beside(&file);
+    let added = crate::backup::restore_attachments(&beside, &settings.attachments_dir())?;
+    if added > 0 {
+        println!(
+            "Restored {added} attachments from {} (those already here stay).",
+            beside.display()
+        );
+    }
     let store = store::open(&settings).await?;
     let epoch = store.renew_epoch(now_ms()).await?;
     let records = crate::backup::check_backup(&file).await?;
