@@ -654,3 +654,157 @@ pub async fn indicators(
     }
     Ok(())
 }
+
+/// `mam bench attachments`: photos of `size` bytes through `PUT /v1/uploads/{sha256}` in
+/// chunks of `chunk`, from `phones` phones at once, over loopback to a server in this process
+/// on a scratch SQLite directory.
+pub async fn attachments(
+    mut settings: Settings,
+    photos: usize,
+    size: usize,
+    chunk: usize,
+    phones: usize,
+) -> anyhow::Result<()> {
+    use sha2::Digest;
+    let scratch =
+        std::env::temp_dir().join(format!("mam-bench-att-{}-{}", std::process::id(), now_ms()));
+    settings.database.url = None;
+    settings.storage.data_dir = scratch.clone();
+    settings.attachments.dir = None;
+    settings.attachments.max_bytes = settings.attachments.max_bytes.max(size as u64);
+    let (store, _) = store::open_for_bench(&settings).await?;
+    let units = Units::load(&settings.forms.units())?;
+    let commune = units
+        .version_on(&crate::today())
+        .and_then(|u| u.communes.keys().next().cloned())
+        .context("no admin units loaded")?;
+    let commune = CommuneCode::parse(commune.as_str()).map_err(anyhow::Error::msg)?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(
+        store.clone(),
+        FormRegistry::default(),
+        units,
+        vec![],
+        settings.clone(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder().no_gzip().build()?;
+    let mut tokens = Vec::new();
+    for p in 0..phones {
+        let code = auth::new_code();
+        store
+            .add_device(
+                &format!("bench phone {p}"),
+                std::slice::from_ref(&commune),
+                &auth::code_hash(&code),
+                now_ms() + 3_600_000,
+                now_ms(),
+            )
+            .await?;
+        let enrolled: EnrollResponse = http
+            .post(format!("http://{addr}/v1/enroll"))
+            .json(&json!({ "code": code }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        tokens.push(enrolled.token);
+    }
+    println!(
+        "mam bench attachments: {photos} photos of {size} bytes, chunks of {chunk} bytes, {phones} phones, loopback, SQLite"
+    );
+    // Each phone its share of photos, each photo different (random bytes: nothing compresses).
+    let mut seed = now_ms() as u64 | 1;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut work: Vec<Vec<Vec<u8>>> = vec![Vec::new(); phones];
+    for i in 0..photos {
+        let photo: Vec<u8> = (0..size).map(|_| next() as u8).collect();
+        work[i % phones].push(photo);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (token, photos) in tokens.into_iter().zip(work) {
+        let http = http.clone();
+        tasks.push(tokio::spawn(async move {
+            // (latency of each chunk in µs, bytes on the wire)
+            let mut latencies = Vec::new();
+            let mut wire = 0u64;
+            for photo in photos {
+                let sha = auth::hex(&sha2::Sha256::digest(&photo));
+                let url = format!("http://{addr}/v1/uploads/{sha}");
+                let mut at = 0;
+                while at < photo.len() {
+                    let end = (at + chunk).min(photo.len());
+                    let range = format!("bytes {at}-{}/{}", end - 1, photo.len());
+                    let t = Instant::now();
+                    let response = http
+                        .put(&url)
+                        .bearer_auth(&token)
+                        .header("content-type", "image/jpeg")
+                        .header("content-range", &range)
+                        .body(photo[at..end].to_vec())
+                        .send()
+                        .await?;
+                    // What the request and its answer carry in HTTP/1.1: the request line
+                    // and headers as sent, the body, the status line, headers and body back.
+                    let sent_head = format!(
+                        "PUT /v1/uploads/{sha} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-type: image/jpeg\r\ncontent-range: {range}\r\ncontent-length: {}\r\naccept: */*\r\n\r\n",
+                        end - at
+                    );
+                    let back_head: usize = 17
+                        + response
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                            .sum::<usize>()
+                        + 2;
+                    let status = response.status();
+                    let body = response.bytes().await?;
+                    anyhow::ensure!(status.is_success(), "chunk refused: {status} {body:?}");
+                    latencies.push(t.elapsed().as_micros() as u64);
+                    wire += (sent_head.len() + (end - at) + back_head + body.len()) as u64;
+                    at = end;
+                }
+            }
+            anyhow::Ok((latencies, wire))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut wire = 0;
+    for t in tasks {
+        let (l, w) = t.await??;
+        latencies.extend(l);
+        wire += w;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)] as f64 / 1000.0;
+    let payload = (photos * size) as f64;
+    println!(
+        "{:.1} MB/s of photos ({photos} in {secs:.2} s), {} chunks: p50 {:.2} ms, p99 {:.2} ms per chunk",
+        payload / secs / 1e6,
+        latencies.len(),
+        pct(0.50),
+        pct(0.99),
+    );
+    println!(
+        "bytes sent per photo: {:.0} for {size} ({:.2} % over the photo; {} requests each)",
+        wire as f64 / photos as f64,
+        (wire as f64 / payload - 1.0) * 100.0,
+        size.div_ceil(chunk),
+    );
+    let _ = stop.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}

@@ -8,6 +8,15 @@ use crate::bench;
 /// `mam bench ingest|indicators`.
 pub(super) async fn bench(config: Option<&PathBuf>, command: BenchCommand) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Attachments {
+            photos,
+            size,
+            chunk,
+            phones,
+        } => {
+            let settings = Settings::load(config.map(PathBuf::as_path), std::env::vars())?;
+            bench::attachments(settings, photos.max(1), size.max(1), chunk.clamp(1, crate::attachments::MAX_CHUNK), phones.max(1)).await
+        }
         BenchCommand::Indicators { db, records, edits } => {
             let settings = command_settings(config, &db)?;
             bench::indicators(settings, records.max(1), edits.max(2)).await

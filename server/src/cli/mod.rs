@@ -353,6 +353,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },
+    /// Photos through the chunked upload over loopback: MB/s, latency per chunk, and the
+    /// bytes sent per photo against its size. Works in a scratch SQLite directory.
+    Attachments {
+        /// Photos to upload.
+        #[arg(long, default_value_t = 200)]
+        photos: usize,
+        /// Bytes of each photo.
+        #[arg(long, default_value_t = 200_000)]
+        size: usize,
+        /// Bytes of each chunk (the phone's is 65536).
+        #[arg(long, default_value_t = 65_536)]
+        chunk: usize,
+        /// Phones uploading at once.
+        #[arg(long, default_value_t = 4)]
+        phones: usize,
+    },
     /// The indicator tables: full rebuild time, and their extra cost per edit.
     Indicators {
         #[command(flatten)]
