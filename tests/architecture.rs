@@ -13,6 +13,7 @@ const SURFACES: &[&str] = &[
     "api", "web", "phone", "cli", "app", "bench", "respond", "listen",
 ];
 const SERVICES: &[&str] = &[
+    "attachments",
     "sync",
     "forms",
     "indicators",

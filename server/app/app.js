@@ -24,6 +24,9 @@ app.addEventListener("focusout", (ev) => { if (fieldLeft) fieldLeft(ev); });
 
 /** What tests and curious people can read: counts of requests and the last response. */
 window.mam = { requests: 0, pushes: [] };
+// Photos and files taken here that the server does not have yet (for the status line).
+let waitingFiles = 0;
+const countWaiting = () => M.waiting().then((w) => { waitingFiles = w.length; setStatus(); }).catch(() => {});
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -95,6 +98,7 @@ function setStatus() {
   const online = navigator.onLine;
   const pending = state ? state.pending.length : 0;
   const parts = [online ? "Có mạng" : "Không có mạng", `${pending} chờ gửi`];
+  if (waitingFiles) parts.push(`${waitingFiles} ảnh/tệp chờ tải lên`);
   if (syncing) parts.push("đang đồng bộ…");
   else if (lastError) parts.push(`lỗi: ${lastError}`);
   else if (lastSync) parts.push(`đồng bộ lúc ${lastSync}`);
@@ -235,6 +239,9 @@ async function syncRounds() {
     window.mam.requests += 1;
     window.mam.pushes.push(request.push.length);
     const response = await api("/v1/sync", request);
+    // A server restored from a backup (another epoch) may lack photos it once confirmed: each
+    // is asked about again before the phone lets it go.
+    if (response.epoch && current.epoch && response.epoch !== current.epoch) await M.recheck();
     await update((s) => {
       // Only what this request carried can be acknowledged by its response.
       s.in_flight = request.push.map((e) => e.seq);
@@ -330,6 +337,7 @@ async function runSync() {
     await exclusive("mam-upload", () => M.uploadAll(
       (url, init) => fetch(url, { ...init, cache: "no-store", headers: { ...(init.headers || {}), authorization: `Bearer ${auth.token}` }, signal: AbortSignal.timeout(60000) }),
       (sha, received, size) => { window.mam.uploaded = { ...(window.mam.uploaded || {}), [sha]: [received, size] }; }));
+    await countWaiting();
     // Who wrote what, by name, kept for offline use: asked for only when a value's writer is
     // not known yet.
     const seen = new Set();
@@ -1048,6 +1056,7 @@ function fieldControl(field, value, villages) {
         if (!file) return;
         const kept = field.type === "image" ? await M.scaleDown(file, field.max_pixels || 1024) : file;
         const ref = await M.keep(kept, file.name);
+        countWaiting();
         wrap.dataset.value = JSON.stringify(ref);
         preview.replaceChildren(await mediaView(ref, field, null));
         wrap.dispatchEvent(new Event("input", { bubbles: true }));
@@ -1495,6 +1504,7 @@ async function start() {
   manifest = (await S.get("meta", "manifest")) || null;
   writers = (await S.get("meta", "writers")) || {};
   writtenAt = (await S.get("meta", "written_at")) || {};
+  countWaiting();
   forms = await S.getAll("forms");
   P.setWhoTables(...await Promise.all(["wei_by_day", "len_by_day", "bmi_by_day", "wfl_by_length", "wfh_by_height"]
     .map((t) => fetch(`/app/who/${t}.csv`).then((r) => r.text()).catch(() => ""))));

@@ -93,6 +93,13 @@ export async function keepFetched(sha, bytes, type) {
   await S.put("attachments", sha, { bytes, type, size: bytes.byteLength, confirmed: true, at: Date.now() });
 }
 
+/** Asks the server again about every attachment it confirmed (it was restored from a backup
+ *  and may lack some): those it has are confirmed again at once, the others sent again. */
+export async function recheck() {
+  const all = await S.getAll("attachments");
+  for (const [sha, a] of Object.entries(all)) if (a.confirmed) await S.put("attachments", sha, { ...a, confirmed: false });
+}
+
 /** The attachments not yet confirmed by the server. */
 export async function waiting() {
   const all = await S.getAll("attachments");

@@ -271,6 +271,18 @@ impl Attachments {
     }
 }
 
+/// Whether any value the record has held names the attachment: what lets a reader of the
+/// record read it.
+pub fn names(record: &sync_protocol::Record, sha: &str) -> bool {
+    let mut found = Vec::new();
+    for register in record.fields.values() {
+        for v in register.values() {
+            sync_protocol::media::named_in(v, &mut found);
+        }
+    }
+    found.iter().any(|a| a.sha256 == sha)
+}
+
 /// A chunk refused, or the folder failing.
 #[derive(Debug, thiserror::Error)]
 pub enum PutError {

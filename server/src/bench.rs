@@ -788,7 +788,9 @@ pub async fn attachments(
     }
     let secs = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)] as f64 / 1000.0;
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)] as f64 / 1000.0
+    };
     let payload = (photos * size) as f64;
     println!(
         "{:.1} MB/s of photos ({photos} in {secs:.2} s), {} chunks: p50 {:.2} ms, p99 {:.2} ms per chunk",

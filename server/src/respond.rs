@@ -1,5 +1,5 @@
 //! What the API and the office pages share at the HTTP edge: the office session cookie, who
-//! the client is, and the workbook download.
+//! the client is, the workbook download, and an attachment's bytes.
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderMap};
@@ -78,4 +78,27 @@ pub fn download(book: Workbook) -> Response {
         book.bytes,
     )
         .into_response()
+}
+
+/// A stored attachment's bytes, as a response a browser or a phone may keep (its name is its
+/// content: it never changes).
+pub async fn attachment(
+    sha: &str,
+    stored: &crate::attachments::Stored,
+) -> std::io::Result<Response> {
+    let bytes = tokio::fs::read(&stored.path).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, stored.media_type.clone()),
+            (header::ETAG, format!("\"{sha}\"")),
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=31536000, immutable".to_owned(),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (header::CONTENT_DISPOSITION, "inline".to_owned()),
+        ],
+        axum::body::Body::from(bytes),
+    )
+        .into_response())
 }

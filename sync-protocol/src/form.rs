@@ -288,6 +288,27 @@ impl FieldType {
     pub fn is_media(self) -> bool {
         matches!(self, Self::Image | Self::Audio | Self::Video | Self::File)
     }
+
+    /// Whether a field of this type takes an attachment of `media_type`.
+    pub fn takes(self, media_type: &str) -> bool {
+        match self {
+            Self::Image => media_type.starts_with("image/"),
+            Self::Audio => media_type.starts_with("audio/"),
+            Self::Video => media_type.starts_with("video/"),
+            Self::File => true,
+            _ => false,
+        }
+    }
+
+    /// What a field of this type takes, in English and Vietnamese.
+    fn wanted(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Image => ("a photo (image/…)", "ảnh (image/…)"),
+            Self::Audio => ("a sound recording (audio/…)", "bản ghi âm (audio/…)"),
+            Self::Video => ("a video (video/…)", "video (video/…)"),
+            _ => ("a file", "một tệp"),
+        }
+    }
 }
 
 /// A place as the forms hold it: `{lat, lon}` within range, with its altitude and accuracy in
@@ -1455,19 +1476,12 @@ impl FormField {
                         "một tệp đính kèm (sha256, size, type)",
                     );
                 };
-                if !crate::media::fits(self.kind, &a.media_type) {
+                if !self.kind.takes(&a.media_type) {
+                    let (want_en, want_vi) = self.kind.wanted();
                     return bad(
                         "media_type",
-                        format!(
-                            "{en} takes {}, not {:?}.",
-                            crate::media::wanted(self.kind).0,
-                            a.media_type
-                        ),
-                        format!(
-                            "{vi} nhận {}, không nhận {:?}.",
-                            crate::media::wanted(self.kind).1,
-                            a.media_type
-                        ),
+                        format!("{en} takes {want_en}, not {:?}.", a.media_type),
+                        format!("{vi} nhận {want_vi}, không nhận {:?}.", a.media_type),
                     );
                 }
             }

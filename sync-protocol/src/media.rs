@@ -10,8 +10,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::form::FieldType;
-
 /// The largest attachment a field may name (the server's limit may be lower).
 pub const MAX_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -63,27 +61,6 @@ pub fn is_media_type(s: &str) -> bool {
     s.split_once('/').is_some_and(|(t, sub)| ok(t) && ok(sub))
 }
 
-/// Whether a field of `kind` takes an attachment of `media_type`.
-pub fn fits(kind: FieldType, media_type: &str) -> bool {
-    match kind {
-        FieldType::Image => media_type.starts_with("image/"),
-        FieldType::Audio => media_type.starts_with("audio/"),
-        FieldType::Video => media_type.starts_with("video/"),
-        FieldType::File => true,
-        _ => false,
-    }
-}
-
-/// What a field of `kind` takes, in English and Vietnamese.
-pub fn wanted(kind: FieldType) -> (&'static str, &'static str) {
-    match kind {
-        FieldType::Image => ("a photo (image/…)", "ảnh (image/…)"),
-        FieldType::Audio => ("a sound recording (audio/…)", "bản ghi âm (audio/…)"),
-        FieldType::Video => ("a video (video/…)", "video (video/…)"),
-        _ => ("a file", "một tệp"),
-    }
-}
-
 /// Every attachment a value names (a media field's, or inside a repeat group's items).
 pub fn named_in(value: &Value, out: &mut Vec<Attachment>) {
     if let Some(a) = Attachment::of(value) {
@@ -117,7 +94,6 @@ mod tests {
         ] {
             assert!(Attachment::of(&bad).is_none(), "{bad}");
         }
-        assert!(fits(FieldType::Image, "image/png") && !fits(FieldType::Image, "audio/ogg"));
         let mut found = Vec::new();
         named_in(&json!([{"photo": good}, {"n": 1}]), &mut found);
         assert_eq!(found.len(), 1);

@@ -13,14 +13,14 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
-use sync_protocol::media::{is_sha256, named_in};
-use sync_protocol::{ErrorCode, Record, RecordId};
+use sync_protocol::media::is_sha256;
+use sync_protocol::{ErrorCode, RecordId};
 
 use crate::api::auth::authenticate;
 use crate::api::error::ApiError;
@@ -144,42 +144,6 @@ pub(crate) async fn upload_chunk(
     }
 }
 
-/// Whether any value the record has held names the attachment.
-pub fn names(record: &Record, sha: &str) -> bool {
-    let mut found = Vec::new();
-    for register in record.fields.values() {
-        for v in register.values() {
-            named_in(v, &mut found);
-        }
-    }
-    found.iter().any(|a| a.sha256 == sha)
-}
-
-/// The bytes of a stored attachment, as a response that a browser or phone may keep.
-pub async fn send(state: &AppState, sha: &str) -> Result<Response, ApiError> {
-    let stored = state
-        .attachments
-        .stored(sha)
-        .ok_or_else(|| ApiError::NotFound(format!("attachment {sha} has not arrived yet")))?;
-    let bytes = tokio::fs::read(&stored.path)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, stored.media_type.clone()),
-            (header::ETAG, format!("\"{sha}\"")),
-            (
-                header::CACHE_CONTROL,
-                "private, max-age=31536000, immutable".to_owned(),
-            ),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
-            (header::CONTENT_DISPOSITION, "inline".to_owned()),
-        ],
-        Body::from(bytes),
-    )
-        .into_response())
-}
-
 pub(crate) async fn record_attachment(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -193,8 +157,14 @@ pub(crate) async fn record_attachment(
     };
     let record_id = RecordId::parse(&id).map_err(|_| unknown())?;
     let record = state.store.record(record_id).await?.ok_or_else(unknown)?;
-    if !phone.communes.contains(&record.commune) || !names(&record, &sha) {
+    if !phone.communes.contains(&record.commune) || !crate::attachments::names(&record, &sha) {
         return Err(unknown());
     }
-    send(&state, &sha).await
+    let stored = state
+        .attachments
+        .stored(&sha)
+        .ok_or_else(|| ApiError::NotFound(format!("attachment {sha} has not arrived yet")))?;
+    crate::respond::attachment(&sha, &stored)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }

@@ -15,7 +15,14 @@ pub(super) async fn bench(config: Option<&PathBuf>, command: BenchCommand) -> an
             phones,
         } => {
             let settings = Settings::load(config.map(PathBuf::as_path), std::env::vars())?;
-            bench::attachments(settings, photos.max(1), size.max(1), chunk.clamp(1, crate::attachments::MAX_CHUNK), phones.max(1)).await
+            bench::attachments(
+                settings,
+                photos.max(1),
+                size.max(1),
+                chunk.clamp(1, crate::attachments::MAX_CHUNK),
+                phones.max(1),
+            )
+            .await
         }
         BenchCommand::Indicators { db, records, edits } => {
             let settings = command_settings(config, &db)?;

@@ -360,7 +360,7 @@ pub struct SiblingView {
     pub map: Option<String>,
 }
 
-/// Whether a record's current values name a photo.
+/// Whether a record's values name a photo.
 fn has_photo(record: &Record) -> bool {
     let mut found = Vec::new();
     for register in record.fields.values() {
@@ -481,7 +481,7 @@ pub async fn attachment(
     Query(q): Query<AttachmentParams>,
 ) -> Result<Response, PageError> {
     let record = scoped_record(&state, &officer, &id).await?;
-    if !crate::api::attachments::names(&record, &sha) {
+    if !crate::attachments::names(&record, &sha) {
         return Err(PageError::NotFound);
     }
     if q.size.as_deref() == Some("thumb") {
@@ -509,9 +509,10 @@ pub async fn attachment(
                 .into_response());
         }
     }
-    crate::api::attachments::send(&state, &sha)
+    let stored = state.attachments.stored(&sha).ok_or(PageError::NotFound)?;
+    crate::respond::attachment(&sha, &stored)
         .await
-        .map_err(|_| PageError::NotFound)
+        .map_err(|e| PageError::Internal(e.to_string()))
 }
 
 /// A record of the officer's scope, or "not found" whatever the reason.
