@@ -1055,7 +1055,11 @@ function fieldControl(field, value, villages) {
         const file = input.files && input.files[0];
         if (!file) return;
         const kept = field.type === "image" ? await M.scaleDown(file, field.max_pixels || 1024) : file;
-        const ref = await M.keep(kept, file.name);
+        let ref;
+        try { ref = await M.keep(kept, file.name); } catch (e) {
+          preview.replaceChildren(h("p", { class: "error", text: `Không giữ được tệp: ${e.message}` }));
+          return;
+        }
         countWaiting();
         wrap.dataset.value = JSON.stringify(ref);
         preview.replaceChildren(await mediaView(ref, field, null));

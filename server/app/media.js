@@ -74,6 +74,7 @@ export async function scaleDown(file, maxPixels = 1024) {
 /** Keeps a file taken for a field and gives the reference the field holds. */
 export async function keep(file, name) {
   const bytes = await file.arrayBuffer();
+  if (bytes.byteLength === 0) throw new Error("tệp trống");
   const sha = await sha256(bytes);
   const type = file.type || "application/octet-stream";
   const ref = { sha256: sha, size: bytes.byteLength, type, ...(name ? { name: name.slice(0, 255).replace(/[/\\]/g, "_") } : {}) };
@@ -90,7 +91,8 @@ export async function held(sha) {
 
 /** Keeps an attachment read from the server (a record opened), as sent: nothing to upload. */
 export async function keepFetched(sha, bytes, type) {
-  await S.put("attachments", sha, { bytes, type, size: bytes.byteLength, confirmed: true, at: Date.now() });
+  if ((await sha256(bytes)) !== sha) throw new Error("tệp nhận được không khớp mã băm");
+  await S.put("attachments", sha, { bytes, type, size: bytes.byteLength, confirmed: true, fetched: true, at: Date.now() });
 }
 
 /** Asks the server again about every attachment it confirmed (it was restored from a backup
@@ -113,32 +115,52 @@ export async function waiting() {
  * `fetch` with the phone's token; `progress(sha, received, size)` is told as chunks land.
  */
 export async function uploadAll(send, progress = () => {}) {
+  let failed = null;
   for (const a of await waiting()) {
-    const url = `/v1/uploads/${a.sha}`;
-    const status = await send(url, { method: "GET" });
-    if (!status.ok) throw httpError(status, await status.text());
-    let { received, complete, chunk_bytes: chunk } = await status.json();
-    const bytes = new Uint8Array(a.bytes);
-    while (!complete) {
-      const end = Math.min(received + (chunk || 65536), bytes.length);
-      const res = await send(url, {
-        method: "PUT",
-        headers: { "content-type": a.type, "content-range": `bytes ${received}-${end - 1}/${bytes.length}` },
-        body: bytes.slice(received, end),
-      });
-      const body = await res.json().catch(() => ({}));
-      if (res.status === 409 && typeof body.received === "number") { received = body.received; continue; }
-      if ([413, 415, 422].includes(res.status)) {
-        await S.put("attachments", a.sha, { ...a, refused: body.message || `HTTP ${res.status}` });
-        break;
-      }
-      if (!res.ok) throw httpError(res, body.message);
-      received = body.received;
-      complete = body.complete;
-      progress(a.sha, received, bytes.length);
+    // One attachment that fails waits for the next sync; the others go on.
+    try {
+      await uploadOne(a, send, progress);
+    } catch (e) {
+      failed = failed || e;
     }
-    if (complete) await S.put("attachments", a.sha, { ...a, confirmed: true });
   }
+  if (failed) throw failed;
+}
+
+async function uploadOne(a, send, progress) {
+  const url = `/v1/uploads/${a.sha}`;
+  const status = await send(url, { method: "GET" });
+  if (!status.ok) throw httpError(status, await status.text());
+  let { received, complete, chunk_bytes: chunk } = await status.json();
+  const bytes = new Uint8Array(a.bytes);
+  let restarts = 0;
+  while (!complete) {
+    if (received >= bytes.length) received = 0;
+    const end = Math.min(received + (chunk || 65536), bytes.length);
+    const res = await send(url, {
+      method: "PUT",
+      headers: { "content-type": a.type, "content-range": `bytes ${received}-${end - 1}/${bytes.length}` },
+      body: bytes.slice(received, end),
+    });
+    const body = await res.json().catch(() => ({}));
+    if (res.status === 409 && typeof body.received === "number") { received = body.received; continue; }
+    // What arrived was thrown away (bytes that differed, a hash that did not match): sent
+    // again from the start while the phone's copy is still what its name says.
+    if ((res.status === 400 || res.status === 422) && restarts < 2 && (await sha256(a.bytes)) === a.sha) {
+      restarts += 1;
+      received = 0;
+      continue;
+    }
+    if ([400, 413, 415, 422].includes(res.status)) {
+      await S.put("attachments", a.sha, { ...a, refused: body.message || `HTTP ${res.status}` });
+      return;
+    }
+    if (!res.ok) throw httpError(res, body.message);
+    received = body.received;
+    complete = body.complete;
+    progress(a.sha, received, bytes.length);
+  }
+  await S.put("attachments", a.sha, { ...a, confirmed: true });
 }
 
 function httpError(res, message) {

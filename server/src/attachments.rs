@@ -4,9 +4,12 @@
 //! A phone sends an attachment apart from the edit that names it, in chunks of at most
 //! [`MAX_CHUNK`] bytes, each saying where it starts (`Content-Range`). What arrived is kept
 //! per phone and hash (`uploads/DEVICE/SHA.part`), so an upload cut anywhere continues where
-//! it stopped, after a restart too; a chunk sent twice changes nothing. When the last byte
-//! arrives the whole is hashed: a match moves it to `objects/AB/SHA` with its media type
-//! beside it, a mismatch throws the part away and is refused.
+//! it stopped, after a restart too; a chunk sent twice changes nothing. Each chunk is written
+//! under a lock on its part file, which holds across the `mam` processes sharing the folder
+//! (a retry that reaches another process waits, then finds the chunk there). When the last
+//! byte arrives the whole is hashed: a match moves it to `objects/AB/SHA` with its media type
+//! beside it, both on disk before the phone is told; a mismatch throws the part away and is
+//! refused.
 //!
 //! The folder is the data directory's `attachments/` (SQLite), or `[attachments] dir`, a
 //! folder every `mam` process in front of one PostgreSQL shares.
@@ -69,8 +72,8 @@ pub struct Attachments {
     dir: PathBuf,
     max_bytes: u64,
     types: Vec<String>,
-    /// One chunk written at a time: appends to one part never interleave.
-    writing: Mutex<()>,
+    /// One photo decoded for a thumbnail at a time: a decode may take tens of megabytes.
+    decoding: Mutex<()>,
 }
 
 impl Attachments {
@@ -82,7 +85,7 @@ impl Attachments {
             dir: dir.to_owned(),
             max_bytes,
             types,
-            writing: Mutex::new(()),
+            decoding: Mutex::new(()),
         }
     }
 
@@ -137,21 +140,38 @@ impl Attachments {
             return None;
         }
         let thumb = stored.path.with_extension("thumb.jpg");
+        let unreadable = stored.path.with_extension("thumb.none");
         if thumb.exists() {
             return Some(thumb);
         }
-        let mut reader = image::ImageReader::open(&stored.path)
-            .ok()?
-            .with_guessed_format()
-            .ok()?;
-        // A photo is a few megapixels: a file claiming far more is not read.
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(12_000);
-        limits.max_image_height = Some(12_000);
-        limits.max_alloc = Some(256 * 1024 * 1024);
-        reader.limits(limits);
-        let small = reader.decode().ok()?.thumbnail(THUMB, THUMB).to_rgb8();
-        let part = stored.path.with_extension("thumb.part");
+        if unreadable.exists() {
+            return None;
+        }
+        let _one = self.decoding.lock().unwrap_or_else(|e| e.into_inner());
+        if thumb.exists() {
+            return Some(thumb);
+        }
+        let small = (|| {
+            let mut reader = image::ImageReader::open(&stored.path)
+                .ok()?
+                .with_guessed_format()
+                .ok()?;
+            // A phone's photo is scaled to about a megapixel: a file claiming far more is
+            // not read.
+            let mut limits = image::Limits::default();
+            limits.max_image_width = Some(8_000);
+            limits.max_image_height = Some(8_000);
+            limits.max_alloc = Some(64 * 1024 * 1024);
+            reader.limits(limits);
+            Some(reader.decode().ok()?.thumbnail(THUMB, THUMB).to_rgb8())
+        })();
+        let Some(small) = small else {
+            let _ = std::fs::write(&unreadable, b"");
+            return None;
+        };
+        let part = stored
+            .path
+            .with_extension(format!("thumb.{}.part", std::process::id()));
         small
             .save_with_format(&part, image::ImageFormat::Jpeg)
             .ok()?;
@@ -161,6 +181,12 @@ impl Attachments {
 
     /// Where `device`'s upload of `sha` stands.
     pub fn progress(&self, device: DeviceId, sha: &str) -> Progress {
+        if !is_sha256(sha) {
+            return Progress {
+                received: 0,
+                complete: false,
+            };
+        }
         match self.stored(sha) {
             Some(s) => Progress {
                 received: s.size,
@@ -206,21 +232,33 @@ impl Attachments {
             ))
             .into());
         }
-        let _one = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let part = self.part(device, sha);
         // The same photo from another record or phone: already here.
         if let Some(s) = self.stored(sha) {
+            let _ = std::fs::remove_file(&part);
             return Ok(Progress {
                 received: s.size,
                 complete: true,
             });
         }
-        let part = self.part(device, sha);
         std::fs::create_dir_all(part.parent().expect("a folder"))?;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
+            .truncate(false)
             .read(true)
-            .append(true)
+            .write(true)
             .open(&part)?;
+        // One writer of this part at a time, in this process or another.
+        file.lock()?;
+        // Completed meanwhile by whoever held the lock.
+        if let Some(s) = self.stored(sha) {
+            drop(file);
+            let _ = std::fs::remove_file(&part);
+            return Ok(Progress {
+                received: s.size,
+                complete: true,
+            });
+        }
         let received = file.metadata()?.len();
         if start > received {
             return Err(Refusal::Offset { start, received }.into());
@@ -240,6 +278,7 @@ impl Attachments {
                 .into());
             }
         }
+        file.seek(SeekFrom::Start(received))?;
         file.write_all(&bytes[overlap..])?;
         file.sync_data()?;
         let received = received.max(end);
@@ -249,9 +288,9 @@ impl Attachments {
                 complete: false,
             });
         }
-        drop(file);
         let got = hash_file(&part)?;
         if got != sha {
+            drop(file);
             std::fs::remove_file(&part)?;
             return Err(Refusal::Hash {
                 size: total,
@@ -260,10 +299,18 @@ impl Attachments {
             }
             .into());
         }
+        // The media type first, then the bytes under their name, each on disk (and the
+        // folder's entries too) before the phone hears "complete" and lets its copy go.
         let object = self.object(sha);
-        std::fs::create_dir_all(object.parent().expect("a folder"))?;
-        std::fs::write(object.with_extension("type"), media_type)?;
+        let folder = object.parent().expect("a folder");
+        std::fs::create_dir_all(folder)?;
+        let kind = object.with_extension(format!("type.{device}"));
+        std::fs::write(&kind, media_type)?;
+        std::fs::File::open(&kind)?.sync_all()?;
+        std::fs::rename(&kind, object.with_extension("type"))?;
         std::fs::rename(&part, &object)?;
+        std::fs::File::open(folder)?.sync_all()?;
+        drop(file);
         Ok(Progress {
             received: total,
             complete: true,
@@ -271,8 +318,8 @@ impl Attachments {
     }
 }
 
-/// Whether any value the record has held names the attachment: what lets a reader of the
-/// record read it.
+/// Whether the record's current values name the attachment: what lets a reader of the record
+/// read it.
 pub fn names(record: &sync_protocol::Record, sha: &str) -> bool {
     let mut found = Vec::new();
     for register in record.fields.values() {
@@ -379,6 +426,34 @@ mod tests {
             Err(PutError::Refused(Refusal::TooLarge { .. }))
         ));
         assert_eq!(content_range("bytes 0-99/300"), Some((0, 99, 300)));
+        // Retries racing each other (as through two processes): each chunk lands once.
+        let photo: Vec<u8> = (0..900u32).map(|i| (i * 13 % 251) as u8).collect();
+        let id = sha(&photo);
+        let store = std::sync::Arc::new(Attachments::new(&dir, 1000, vec!["image/*".into()]));
+        let racers: Vec<_> = (0..6)
+            .map(|_| {
+                let (store, photo, id) = (store.clone(), photo.clone(), id.clone());
+                std::thread::spawn(move || {
+                    let mut at = 0;
+                    while at < photo.len() {
+                        let end = (at + 100).min(photo.len());
+                        match store.put(9, &id, at as u64, 900, "image/png", &photo[at..end]) {
+                            Ok(p) if p.complete => return,
+                            Ok(p) => at = p.received as usize,
+                            Err(PutError::Refused(Refusal::Offset { received, .. })) => {
+                                at = received as usize
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for r in racers {
+            r.join().unwrap();
+        }
+        let stored = store.stored(&id).unwrap();
+        assert_eq!(hash_file(&stored.path).unwrap(), id);
         assert_eq!(content_range("bytes 99-0/300"), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }

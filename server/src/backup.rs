@@ -129,67 +129,80 @@ pub fn attachments_beside(file: &Path) -> PathBuf {
 /// many, and their bytes.
 pub fn backup_attachments(dir: &Path, to: &Path) -> anyhow::Result<(u64, u64)> {
     let (mut count, mut bytes) = (0, 0);
-    let objects = dir.join("objects");
-    for shard in std::fs::read_dir(&objects).into_iter().flatten().flatten() {
-        for entry in std::fs::read_dir(shard.path())?.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !sync_protocol::media::is_sha256(&name) {
+    for (name, path) in stored_objects(&dir.join("objects"))? {
+        let target = to.join("objects").join(&name[..2]);
+        std::fs::create_dir_all(&target)?;
+        for file in [path.clone(), path.with_extension("type")] {
+            let dest = target.join(file.file_name().expect("a file name"));
+            let size = std::fs::metadata(&file)?.len();
+            if std::fs::metadata(&dest).is_ok_and(|d| d.len() == size) {
                 continue;
             }
-            let target = to.join("objects").join(&name[..2]);
-            std::fs::create_dir_all(&target)?;
-            for file in [path.clone(), path.with_extension("type")] {
-                let dest = target.join(file.file_name().expect("a file name"));
-                if !dest.exists() && std::fs::hard_link(&file, &dest).is_err() {
-                    std::fs::copy(&file, &dest).with_context(|| {
-                        format!("cannot copy {} to {}", file.display(), dest.display())
-                    })?;
-                }
+            let _ = std::fs::remove_file(&dest);
+            if std::fs::hard_link(&file, &dest).is_err() {
+                // Copied under another name, then renamed: never a cut copy under the
+                // attachment's own name.
+                let part = dest.with_extension("copying");
+                std::fs::copy(&file, &part).with_context(|| {
+                    format!("cannot copy {} to {}", file.display(), part.display())
+                })?;
+                File::open(&part)?.sync_all()?;
+                std::fs::rename(&part, &dest)?;
             }
-            count += 1;
-            bytes += entry.metadata()?.len();
         }
+        count += 1;
+        bytes += std::fs::metadata(&path)?.len();
     }
     Ok((count, bytes))
+}
+
+/// The attachments under an `objects/` folder, (SHA-256, path); none when there is no folder.
+fn stored_objects(objects: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    if !objects.exists() {
+        return Ok(out);
+    }
+    for shard in std::fs::read_dir(objects)? {
+        let shard = shard?.path();
+        if !shard.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&shard)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if sync_protocol::media::is_sha256(&name) {
+                out.push((name, entry.path()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Puts a backup's attachments (`from`, as [`backup_attachments`] made it) into the store's
 /// folder `dir`: each one that is missing, once its bytes prove to be what its name says.
 /// Nothing there is removed: an attachment that arrived after the backup stays. Returns how
-/// many were added.
-pub fn restore_attachments(from: &Path, dir: &Path) -> anyhow::Result<u64> {
-    let mut added = 0;
-    for shard in std::fs::read_dir(from.join("objects"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for entry in std::fs::read_dir(shard.path())?.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !sync_protocol::media::is_sha256(&name) {
-                continue;
-            }
-            let target = dir.join("objects").join(&name[..2]).join(&name);
-            if target.exists() {
-                continue;
-            }
-            if crate::attachments::hash_file(&path)? != name {
-                bail!(
-                    "{} in the backup is damaged: its bytes do not match its name",
-                    path.display()
-                );
-            }
-            std::fs::create_dir_all(target.parent().expect("a folder"))?;
-            std::fs::copy(path.with_extension("type"), target.with_extension("type"))?;
-            let part = target.with_extension("restoring");
-            std::fs::copy(&path, &part)?;
-            std::fs::rename(&part, &target)?;
-            added += 1;
+/// many were added, and the damaged ones left out.
+pub fn restore_attachments(from: &Path, dir: &Path) -> anyhow::Result<(u64, Vec<String>)> {
+    let (mut added, mut damaged) = (0, Vec::new());
+    for (name, path) in stored_objects(&from.join("objects"))? {
+        let target = dir.join("objects").join(&name[..2]).join(&name);
+        if target.exists() {
+            continue;
         }
+        let kind = path.with_extension("type");
+        if !kind.exists() || crate::attachments::hash_file(&path)? != name {
+            damaged.push(path.display().to_string());
+            continue;
+        }
+        std::fs::create_dir_all(target.parent().expect("a folder"))?;
+        std::fs::copy(&kind, target.with_extension("type"))?;
+        let part = target.with_extension("restoring");
+        std::fs::copy(&path, &part)?;
+        File::open(&part)?.sync_all()?;
+        std::fs::rename(&part, &target)?;
+        added += 1;
     }
-    Ok(added)
+    Ok((added, damaged))
 }
 
 /// Seconds since the Unix epoch, for names of kept files.

@@ -80,8 +80,8 @@ pub fn download(book: Workbook) -> Response {
         .into_response()
 }
 
-/// A stored attachment's bytes, as a response a browser or a phone may keep (its name is its
-/// content: it never changes).
+/// A stored attachment's bytes. Not kept by the browser's cache: a child's photo must not
+/// stay on a shared office computer after sign-out (the phone keeps what it opens itself).
 pub async fn attachment(
     sha: &str,
     stored: &crate::attachments::Stored,
@@ -91,9 +91,10 @@ pub async fn attachment(
         [
             (header::CONTENT_TYPE, stored.media_type.clone()),
             (header::ETAG, format!("\"{sha}\"")),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
             (
-                header::CACHE_CONTROL,
-                "private, max-age=31536000, immutable".to_owned(),
+                header::CONTENT_SECURITY_POLICY,
+                "sandbox; default-src 'none'; img-src 'self'; media-src 'self'".to_owned(),
             ),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
             (header::CONTENT_DISPOSITION, "inline".to_owned()),

@@ -54,9 +54,31 @@ pub(crate) async fn upload_chunk(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let phone = authenticate(&state, &headers).await?;
+    if !is_sha256(&sha) {
+        return Err(ApiError::Malformed(format!(
+            "{sha:?} is not a SHA-256 in lower-case hex"
+        )));
+    }
     if body.len() > MAX_CHUNK {
         return Err(ApiError::PayloadTooLarge(MAX_CHUNK));
     }
+    let refused = |message: String| {
+        let state = state.clone();
+        let sha = sha.clone();
+        async move {
+            state
+                .store
+                .add_upload_refusal(
+                    phone.id,
+                    &sha,
+                    "malformed_request",
+                    &message,
+                    crate::now_ms(),
+                )
+                .await?;
+            Err::<Response, ApiError>(ApiError::Malformed(message))
+        }
+    };
     let text = |name: header::HeaderName| {
         headers
             .get(name)
@@ -66,16 +88,18 @@ pub(crate) async fn upload_chunk(
     };
     let range = text(header::CONTENT_RANGE);
     let Some((start, end, total)) = content_range(&range) else {
-        return Err(ApiError::Malformed(format!(
+        return refused(format!(
             "Content-Range: {range:?} is not \"bytes START-END/TOTAL\""
-        )));
+        ))
+        .await;
     };
     if end - start + 1 != body.len() as u64 {
-        return Err(ApiError::Malformed(format!(
+        return refused(format!(
             "Content-Range: {range:?} names {} bytes, the body holds {}",
             end - start + 1,
             body.len()
-        )));
+        ))
+        .await;
     }
     let media_type = text(header::CONTENT_TYPE);
     let media_type = media_type

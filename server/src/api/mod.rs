@@ -30,7 +30,12 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/records/{id}/writes", get(writers::writes))
         .route(
             "/v1/uploads/{sha256}",
-            get(attachments::upload_status).put(attachments::upload_chunk),
+            get(attachments::upload_status)
+                .put(attachments::upload_chunk)
+                .layer(
+                    // A chunk is read no further than a chunk may be.
+                    axum::extract::DefaultBodyLimit::max(crate::attachments::MAX_CHUNK + 1),
+                ),
         )
         .route(
             "/v1/records/{id}/attachments/{sha256}",

@@ -50,16 +50,21 @@ pub(super) async fn restore(
     let dir = settings.storage.data_dir.clone();
     let _lock = crate::backup::DataDirLock::take(&dir, "restoring a backup")?;
     let kept = crate::backup::restore(&file, &dir).await?;
+    // The new epoch at once: whatever happens next, phones learn that the database changed.
+    let store = store::open(&settings).await?;
+    let epoch = store.renew_epoch(now_ms()).await?;
     let beside = crate::backup::attachments_beside(&file);
-    let added = crate::backup::restore_attachments(&beside, &settings.attachments_dir())?;
+    let (added, damaged) =
+        crate::backup::restore_attachments(&beside, &settings.attachments_dir())?;
     if added > 0 {
         println!(
             "Restored {added} attachments from {} (those already here stay).",
             beside.display()
         );
     }
-    let store = store::open(&settings).await?;
-    let epoch = store.renew_epoch(now_ms()).await?;
+    for d in &damaged {
+        eprintln!("warning: {d} in the backup is damaged (its bytes do not match its name): left out; phones send it again");
+    }
     let records = crate::backup::check_backup(&file).await?;
     println!(
         "Restored {records} records from {} into {} (new epoch {epoch}).",

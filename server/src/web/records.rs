@@ -499,10 +499,7 @@ pub async fn attachment(
             return Ok((
                 [
                     (axum::http::header::CONTENT_TYPE, "image/jpeg"),
-                    (
-                        axum::http::header::CACHE_CONTROL,
-                        "private, max-age=31536000, immutable",
-                    ),
+                    (axum::http::header::CACHE_CONTROL, "no-store"),
                 ],
                 bytes,
             )
