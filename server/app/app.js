@@ -1233,9 +1233,14 @@ async function renderFill(formId, recordId) {
     if (step) window.scrollTo(0, 0);
   };
 
+  // Values the form works out when their trigger question changes (XLSForm's trigger), kept
+  // as answers: what was worked out last, by field.
+  const triggered = {};
+  const triggerSeen = {};
   const current = () => {
     const out = {};
     for (const f of form.fields.filter(shown)) out[f.name] = readField(f, body);
+    Object.assign(out, triggered);
     if (isNew) {
       for (const f of form.fields.filter((x) => !x.retired && x.auto)) out[f.name] = autoValue(f);
       // A hidden question keeps the value the form gives it.
@@ -1251,6 +1256,18 @@ async function renderFill(formId, recordId) {
   const refresh = () => {
     const vals = current();
     const rec = prospective(vals);
+    // A value worked out when its trigger question changes, then kept.
+    for (const f of form.fields.filter((x) => x.trigger && x.calculate && !x.retired)) {
+      const now = JSON.stringify(vals[f.trigger] ?? null);
+      if (!(f.name in triggerSeen)) { triggerSeen[f.name] = now; continue; }
+      if (triggerSeen[f.name] === now) continue;
+      triggerSeen[f.name] = now;
+      let v = null;
+      try { v = P.evaluate(f.calculate, (n) => (n in vals ? vals[n] : P.valueOf(rec, n) ?? null)); } catch { v = null; }
+      triggered[f.name] = v === null || v === undefined ? null : typeof v === "string" ? v : String(v);
+      vals[f.name] = triggered[f.name];
+      rec.fields[f.name] = [{ value: vals[f.name], dot: [state.device, state.next_seq] }];
+    }
     // Rules read the answers, then the calculations (derived fields) made of them.
     const computed = P.derive(form, rec);
     const answered = (n) => (n in vals ? vals[n] : P.valueOf(rec, n) ?? computed[n] ?? null);

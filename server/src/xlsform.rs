@@ -581,16 +581,27 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                                 _ => d["relevant"] = json!({ "and": all }),
                             }
                             let trigger = survey.cell(row, &["trigger"]);
+                            let trigger = trigger
+                                .strip_prefix("${")
+                                .and_then(|t| t.strip_suffix('}'))
+                                .unwrap_or(trigger);
                             if !trigger.is_empty() {
-                                not_converted.push(here(
-                                    format!("trigger {trigger:?}: the calculation is made again whenever what it reads changes"),
-                                    format!("kích hoạt (trigger) {trigger:?}: phép tính được tính lại mỗi khi giá trị nó đọc thay đổi"),
-                                ));
-                            }
-                            // Inside a repeat, made for each item.
-                            match scopes.len() {
-                                1 => derived.push(d),
-                                _ => scopes.last_mut().expect("a repeat").derived.push(d),
+                                // Worked out when its trigger changes, and kept: a hidden
+                                // field the phone fills, not a derived field made again.
+                                let mut kept = json!({
+                                    "name": name, "type": "text", "appearance": "hidden",
+                                    "calculate": d["expr"].clone(), "trigger": trigger,
+                                });
+                                if let Some(label) = d.get("label") {
+                                    kept["label"] = label.clone();
+                                }
+                                scopes.last_mut().expect("a scope").fields.push(kept);
+                            } else {
+                                // Inside a repeat, made for each item.
+                                match scopes.len() {
+                                    1 => derived.push(d),
+                                    _ => scopes.last_mut().expect("a repeat").derived.push(d),
+                                }
                             }
                         }
                         Err(e) => not_converted.push(here(
@@ -1090,6 +1101,7 @@ fn keep_what_reads_known_names(
             "choice_filter",
             "default_expr",
             "repeat_count",
+            "calculate",
         ] {
             let Some(rule) = f.get(key) else { continue };
             let unknown = sync_protocol::expr::vars(rule).into_iter().find(|v| {

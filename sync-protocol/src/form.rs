@@ -182,6 +182,13 @@ pub struct FormField {
     /// expression: `today()`, `${other}`), which the person may change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_expr: Option<Value>,
+    /// A value the phone works out and keeps when the question named by `trigger` changes
+    /// (XLSForm's `calculate` with a `trigger`: the time a question was answered, say): a
+    /// hidden field, stored like an answer, not made again later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calculate: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
     /// For a photo: the most pixels on its longer side, to which the phone scales it down
     /// before it is kept (XLSForm's `max-pixels` parameter; 1024 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -423,6 +430,7 @@ impl Form {
                 ("choice_filter", &f.choice_filter),
                 ("default_expr", &f.default_expr),
                 ("repeat_count", &f.repeat_count),
+                ("calculate", &f.calculate),
             ] {
                 let Some(cond) = cond else { continue };
                 for v in expr::vars(cond) {
@@ -443,6 +451,16 @@ impl Form {
                     }
                 }
                 expr::eval(cond, &|_| None).map_err(|e| format!("{}: {rule}: {e}", f.name))?;
+            }
+        }
+        for f in &self.fields {
+            if let Some(t) = &f.trigger {
+                if self.field(t).is_none() || f.calculate.is_none() {
+                    return Err(format!(
+                        "{}: trigger names {t:?}, which the form does not have, or there is no calculate",
+                        f.name
+                    ));
+                }
             }
         }
         if let Some(name) = &self.instance_name {
@@ -1636,6 +1654,8 @@ mod tests {
             auto: None,
             default: None,
             default_expr: None,
+            calculate: None,
+            trigger: None,
             max_pixels: None,
             accuracy: None,
             repeat_count: None,

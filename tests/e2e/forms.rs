@@ -1120,16 +1120,33 @@ pub fn xlsform_choices_from_a_file_and_ranks() {
     )
     .unwrap();
     let survey = vec![
-        vec!["type", "name", "label", "choice_filter"],
-        vec!["select_one district", "district", "District", ""],
+        vec![
+            "type",
+            "name",
+            "label",
+            "choice_filter",
+            "calculation",
+            "trigger",
+        ],
+        vec!["select_one district", "district", "District", "", "", ""],
         vec![
             "select_one_from_file communes.csv",
             "commune",
             "Commune",
             "district=${district}",
+            "",
+            "",
         ],
-        vec!["rank needs", "needs", "Needs", ""],
-        vec!["select_multiple_from_file missing.csv", "gone", "Gone", ""],
+        vec!["rank needs", "needs", "Needs", "", "", ""],
+        vec![
+            "select_multiple_from_file missing.csv",
+            "gone",
+            "Gone",
+            "",
+            "",
+            "",
+        ],
+        vec!["calculate", "district_at", "", "", "now()", "${district}"],
     ];
     let choices = vec![
         vec!["list_name", "name", "label"],
@@ -1191,6 +1208,13 @@ pub fn xlsform_choices_from_a_file_and_ranks() {
         .unwrap_err();
     assert_eq!(twice.rule, "unique");
     assert!(form.field("gone").is_none());
+    // A calculation with a trigger: worked out by the phone when the district is chosen, and
+    // kept as an answer.
+    let at = form.field("district_at").unwrap();
+    assert_eq!(at.trigger.as_deref(), Some("district"));
+    assert_eq!(at.calculate, Some(json!({ "xpath": [{ "now": [] }] })));
+    assert!(!at.shown());
+    assert!(form.derived.iter().all(|d| d.name != "district_at"));
 }
 
 /// Every spreadsheet of pyxform's own examples (`tests/xlsform/pyxform-examples`, BSD) goes

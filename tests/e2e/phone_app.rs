@@ -2451,6 +2451,8 @@ pub async fn phone_fills_an_imported_form() {
               "label": { "vi": "Hình thức", "en": "Kind of visit" } },
             { "name": "many", "type": "note", "label": { "vi": "Hộ đông trẻ", "en": "Many children" },
               "relevant": { "xpath": [{ ">": [{ "var": "twice" }, 10] }] } },
+            { "name": "children_at", "type": "text", "appearance": "hidden",
+              "calculate": { "xpath": [{ "now": [] }] }, "trigger": "children" },
             { "name": "seen_on", "type": "date", "label": { "vi": "Ngày gặp", "en": "Seen on" },
               "default_expr": { "xpath": [{ "today": [] }] } },
             { "name": "kids", "type": "repeat", "label": { "vi": "Từng trẻ", "en": "Each child" },
@@ -2672,6 +2674,13 @@ pub async fn phone_fills_an_imported_form() {
         "a read-only question keeps its value"
     );
     assert_eq!(value("needs"), json!(["school", "food", "health"]));
+    // Worked out when the children were given (a trigger), and kept as an answer.
+    let at = value("children_at");
+    assert!(
+        at.as_str()
+            .is_some_and(|t| t.len() >= 19 && t.as_bytes()[10] == b'T'),
+        "{at}"
+    );
     assert_eq!(
         value("kids").as_array().map(Vec::len),
         Some(2),
