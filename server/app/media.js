@@ -93,7 +93,17 @@ export async function held(sha) {
 export async function keepFetched(sha, bytes, type) {
   if ((await sha256(bytes)) !== sha) throw new Error("tệp nhận được không khớp mã băm");
   await S.put("attachments", sha, { bytes, type, size: bytes.byteLength, confirmed: true, fetched: true, at: Date.now() });
+  // Copies of other phones' photos are a cache: past 100 MB, the oldest go (they can be
+  // fetched again). What this phone took is never dropped here.
+  const all = Object.entries(await S.getAll("attachments")).filter(([, a]) => a.fetched).sort((x, y) => y[1].at - x[1].at);
+  let kept = 0;
+  for (const [key, a] of all) {
+    kept += a.size;
+    if (kept > FETCHED_BYTES && key !== sha) await S.del("attachments", key);
+  }
 }
+
+const FETCHED_BYTES = 100 * 1024 * 1024;
 
 /** Asks the server again about every attachment it confirmed (it was restored from a backup
  *  and may lack some): those it has are confirmed again at once, the others sent again. */

@@ -29,6 +29,11 @@ pub const MAX_CHUNK: usize = 256 * 1024;
 /// so a cut loses at most that much; the request around it is under 1 % of it.
 pub const CHUNK: usize = 64 * 1024;
 
+/// Uploads one phone may have under way at once.
+pub const MAX_OPEN: usize = 32;
+/// Days a part nobody adds to is kept.
+pub const PART_DAYS: u64 = 30;
+
 /// The longer side of a thumbnail, in pixels.
 pub const THUMB: u32 = 320;
 
@@ -52,6 +57,8 @@ pub enum Refusal {
     Offset { start: u64, received: u64 },
     #[error("{0}")]
     Range(String),
+    #[error("this phone has {open} uploads under way ({bytes} bytes): finish or let them go before another")]
+    Busy { open: usize, bytes: u64 },
     #[error("the {size} bytes received have SHA-256 {got}, not {want}: the upload starts again")]
     Hash {
         size: u64,
@@ -179,6 +186,28 @@ impl Attachments {
         Some(thumb)
     }
 
+    /// A phone's parts under way: those untouched for [`PART_DAYS`] days removed, then how
+    /// many are left and their bytes.
+    fn sweep(&self, folder: &Path) -> std::io::Result<(usize, u64)> {
+        let (mut open, mut bytes) = (0, 0);
+        let old = std::time::Duration::from_secs(PART_DAYS * 86_400);
+        for entry in std::fs::read_dir(folder)?.flatten() {
+            let meta = entry.metadata()?;
+            let stale = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > old);
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            } else {
+                open += 1;
+                bytes += meta.len();
+            }
+        }
+        Ok((open, bytes))
+    }
+
     /// Where `device`'s upload of `sha` stands.
     pub fn progress(&self, device: DeviceId, sha: &str) -> Progress {
         if !is_sha256(sha) {
@@ -241,7 +270,16 @@ impl Attachments {
                 complete: true,
             });
         }
-        std::fs::create_dir_all(part.parent().expect("a folder"))?;
+        let folder = part.parent().expect("a folder");
+        std::fs::create_dir_all(folder)?;
+        if !part.exists() {
+            // A phone keeps a few uploads under way at once, never the disk's worth: parts left
+            // longer than a month are let go, and past the limits a new one waits.
+            let (open, bytes) = self.sweep(folder)?;
+            if open >= MAX_OPEN || bytes + total > MAX_OPEN as u64 * self.max_bytes {
+                return Err(Refusal::Busy { open, bytes }.into());
+            }
+        }
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -426,6 +464,22 @@ mod tests {
             Err(PutError::Refused(Refusal::TooLarge { .. }))
         ));
         assert_eq!(content_range("bytes 0-99/300"), Some((0, 99, 300)));
+        // A phone's uploads under way are limited.
+        let busy = Attachments::new(&dir.join("busy"), 1000, vec!["image/*".into()]);
+        for i in 0..MAX_OPEN {
+            let name = format!("{:064x}", i + 1);
+            assert!(busy.put(5, &name, 0, 10, "image/png", &[1]).is_ok());
+        }
+        let one_more = busy.put(5, &"f".repeat(64), 0, 10, "image/png", &[1]);
+        assert!(
+            matches!(one_more, Err(PutError::Refused(Refusal::Busy { .. }))),
+            "{one_more:?}"
+        );
+        assert!(
+            busy.put(6, &"f".repeat(64), 0, 10, "image/png", &[1])
+                .is_ok(),
+            "another phone's"
+        );
         // Retries racing each other (as through two processes): each chunk lands once.
         let photo: Vec<u8> = (0..900u32).map(|i| (i * 13 % 251) as u8).collect();
         let id = sha(&photo);

@@ -138,6 +138,7 @@ pub(crate) async fn upload_chunk(
                 ),
                 Refusal::Offset { .. } => (StatusCode::CONFLICT, ErrorCode::UploadOffset),
                 Refusal::Range(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest),
+                Refusal::Busy { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
                 Refusal::Hash { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::HashMismatch),
             };
             // Kept for the office, but for a chunk sent at the wrong place: a phone that lost
