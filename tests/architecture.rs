@@ -14,6 +14,7 @@ const SURFACES: &[&str] = &[
 ];
 const SERVICES: &[&str] = &[
     "attachments",
+    "objects",
     "sync",
     "forms",
     "indicators",

@@ -81,6 +81,9 @@ pub struct Attachments {
     types: Vec<String>,
     /// One photo decoded for a thumbnail at a time: a decode may take tens of megabytes.
     decoding: Mutex<()>,
+    /// An S3-compatible store that keeps every attachment; `dir` then holds the uploads
+    /// under way and a cache of what this process read or received.
+    objects: Option<crate::objects::S3>,
 }
 
 impl Attachments {
@@ -93,6 +96,63 @@ impl Attachments {
             max_bytes,
             types,
             decoding: Mutex::new(()),
+            objects: None,
+        }
+    }
+
+    /// Keeps attachments in an object store too (and reads them from it).
+    pub fn with_objects(mut self, objects: Option<crate::objects::S3>) -> Self {
+        self.objects = objects;
+        self
+    }
+
+    pub fn objects(&self) -> Option<&crate::objects::S3> {
+        self.objects.as_ref()
+    }
+
+    /// The attachment stored under `sha`, from this folder or, with an object store, from
+    /// there (kept here afterwards). For async callers; [`Attachments::stored`] reads the
+    /// folder alone.
+    pub async fn fetch(&self, sha: &str) -> std::io::Result<Option<Stored>> {
+        if let Some(s) = self.stored(sha) {
+            return Ok(Some(s));
+        }
+        let Some(objects) = self.objects.as_ref().filter(|_| is_sha256(sha)) else {
+            return Ok(None);
+        };
+        let got = objects
+            .get(&format!("objects/{sha}"))
+            .await
+            .map_err(std::io::Error::other)?;
+        let Some((bytes, media_type)) = got else {
+            return Ok(None);
+        };
+        // What the store sent must be what its name says.
+        if crate::auth::hex(&Sha256::digest(&bytes)) != sha {
+            return Err(std::io::Error::other(format!(
+                "the object store's copy of {sha} does not match its hash"
+            )));
+        }
+        let object = self.object(sha);
+        let folder = object.parent().expect("a folder").to_owned();
+        tokio::fs::create_dir_all(&folder).await?;
+        let part = object.with_extension(format!("fetch.{}", std::process::id()));
+        tokio::fs::write(&part, &bytes).await?;
+        tokio::fs::write(object.with_extension("type"), &media_type).await?;
+        tokio::fs::rename(&part, &object).await?;
+        Ok(self.stored(sha))
+    }
+
+    /// Whether the attachment is stored (here, or in the object store).
+    pub async fn arrived(&self, sha: &str) -> bool {
+        if self.stored(sha).is_some() {
+            return true;
+        }
+        match &self.objects {
+            Some(o) if is_sha256(sha) => {
+                matches!(o.head(&format!("objects/{sha}")).await, Ok(Some(_)))
+            }
+            _ => false,
         }
     }
 
@@ -336,6 +396,15 @@ impl Attachments {
                 want: sha.to_owned(),
             }
             .into());
+        }
+        // With an object store, the bytes go there before anyone hears "complete" (this
+        // runs on a blocking thread of the runtime, which may wait for it).
+        if let Some(objects) = &self.objects {
+            let bytes = std::fs::read(&part)?;
+            let key = format!("objects/{sha}");
+            tokio::runtime::Handle::current()
+                .block_on(objects.put(&key, bytes, media_type))
+                .map_err(std::io::Error::other)?;
         }
         // The media type first, then the bytes under their name, each on disk (and the
         // folder's entries too) before the phone hears "complete" and lets its copy go.

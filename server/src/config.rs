@@ -32,16 +32,39 @@ pub struct Settings {
 }
 
 /// Photos, sound and files (see `attachments.rs`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AttachmentSettings {
     /// Where they are kept: by default `attachments/` in the data directory; with PostgreSQL,
-    /// a folder every `mam` process shares.
+    /// a folder every `mam` process shares. With an object store, uploads under way and a
+    /// cache of what was read.
     pub dir: Option<PathBuf>,
     /// The largest attachment taken, in bytes.
     pub max_bytes: u64,
     /// The media types taken: a type, or a family as `image/*`.
     pub types: Vec<String>,
+    /// An S3-compatible object store to keep them in (e.g. `http://127.0.0.1:9000`).
+    pub s3_endpoint: Option<String>,
+    pub s3_bucket: String,
+    pub s3_region: String,
+    pub s3_access_key: Option<String>,
+    /// Never printed.
+    pub s3_secret_key: Option<String>,
+}
+
+impl std::fmt::Debug for AttachmentSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachmentSettings")
+            .field("dir", &self.dir)
+            .field("max_bytes", &self.max_bytes)
+            .field("types", &self.types)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key", &self.s3_access_key)
+            .field("s3_secret_key", &self.s3_secret_key.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 impl Default for AttachmentSettings {
@@ -58,7 +81,26 @@ impl Default for AttachmentSettings {
             ]
             .map(String::from)
             .to_vec(),
+            s3_endpoint: None,
+            s3_bucket: "mam-attachments".into(),
+            s3_region: "us-east-1".into(),
+            s3_access_key: None,
+            s3_secret_key: None,
         }
+    }
+}
+
+impl AttachmentSettings {
+    /// The object store, when one is configured.
+    pub fn s3(&self) -> Option<crate::objects::S3> {
+        let endpoint = self.s3_endpoint.as_deref()?;
+        Some(crate::objects::S3::new(
+            endpoint,
+            &self.s3_bucket,
+            &self.s3_region,
+            self.s3_access_key.as_deref().unwrap_or_default(),
+            self.s3_secret_key.as_deref().unwrap_or_default(),
+        ))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod indicators;
 pub mod limits;
 pub mod listen;
 pub mod metrics;
+pub mod objects;
 pub mod phone;
 pub mod query;
 pub mod report;

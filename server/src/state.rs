@@ -80,7 +80,8 @@ impl AppState {
                 &settings.attachments_dir(),
                 settings.attachments.max_bytes,
                 settings.attachments.types.clone(),
-            ),
+            )
+            .with_objects(settings.attachments.s3()),
             // Checked when the server starts (`mam serve`); one that does not parse trusts none.
             trusted_proxies: crate::limits::trusted_proxies(&settings.limits).unwrap_or_default(),
             settings,

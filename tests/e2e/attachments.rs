@@ -347,3 +347,159 @@ fn walk(args: &[String]) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// With an S3-compatible object store (`moto`'s server, started here on loopback), two `mam`
+/// processes in front of one PostgreSQL share no folder: a photo uploaded through one is read
+/// through the other, and comes back from the store when a process's own copy is gone.
+pub async fn attachments_live_in_an_object_store() {
+    let moto_ok = std::process::Command::new("python3")
+        .args(["-c", "import moto.server"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !moto_ok {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(
+            !ci,
+            "moto is missing under CI: pip install \"moto[server]\""
+        );
+        eprintln!("moto is missing (pip install \"moto[server]\"): skipping the object store test");
+        return;
+    }
+    let Some(db) = Database::fresh(crate::harness::Backend::Postgres).await else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut moto = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        if http.get(&endpoint).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let folder = |name: &str| db.scratch(name).with_extension("");
+    let (dir_a, dir_b) = (folder("attachments-a"), folder("attachments-b"));
+    let env = |dir: &std::path::Path| {
+        vec![
+            ("MAM__ATTACHMENTS__S3_ENDPOINT".to_owned(), endpoint.clone()),
+            (
+                "MAM__ATTACHMENTS__S3_BUCKET".to_owned(),
+                "mam-test".to_owned(),
+            ),
+            (
+                "MAM__ATTACHMENTS__S3_ACCESS_KEY".to_owned(),
+                "test".to_owned(),
+            ),
+            (
+                "MAM__ATTACHMENTS__S3_SECRET_KEY".to_owned(),
+                "secret".to_owned(),
+            ),
+            (
+                "MAM__ATTACHMENTS__DIR".to_owned(),
+                dir.display().to_string(),
+            ),
+        ]
+    };
+    let start = |dir: &std::path::Path| {
+        let env = env(dir);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Server::start_with(&db, &env)
+    };
+    let mut a = start(&dir_a);
+    let form = publish_photo_form(&mut a, &db);
+    let a = start(&dir_a);
+    let b = start(&dir_b);
+    let mut phone = a.enroll("Lan", &[COMMUNE]).await;
+    let photo: Vec<u8> = (0..150_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let sha = hex(&Sha256::digest(&photo));
+    let id = RecordId::new_v7();
+    phone.client.create(
+        id,
+        &form,
+        1,
+        &commune(COMMUNE),
+        vec![(
+            "photo",
+            json!({ "sha256": sha, "size": photo.len(), "type": "image/jpeg" }),
+        )],
+    );
+    phone.sync().await;
+    // Uploaded through A, chunk by chunk.
+    let mut at = 0;
+    while at < photo.len() {
+        let end = (at + CHUNK).min(photo.len());
+        let sent = http
+            .put(format!("{}/v1/uploads/{sha}", a.url))
+            .bearer_auth(&phone.token)
+            .header("content-type", "image/jpeg")
+            .header(
+                "content-range",
+                format!("bytes {at}-{}/{}", end - 1, photo.len()),
+            )
+            .body(photo[at..end].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), 200, "{}", sent.text().await.unwrap());
+        at = end;
+    }
+    // Private in the store: a request without the credentials is refused.
+    let anonymous = http
+        .get(format!("{endpoint}/mam-test/objects/{sha}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 403);
+    // B, which shares no folder with A (and holds no copy): complete, and the bytes.
+    let status: Value = http
+        .get(format!("{}/v1/uploads/{sha}", b.url))
+        .bearer_auth(&phone.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["complete"], true, "{status}");
+    let read = |url: String| {
+        let (http, token, sha) = (http.clone(), phone.token.clone(), sha.clone());
+        async move {
+            let r = http
+                .get(format!("{url}/v1/records/{id}/attachments/{sha}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        }
+    };
+    assert!(
+        !dir_b.join("objects").exists(),
+        "B holds no copy before it reads"
+    );
+    assert_eq!(read(b.url.clone()).await, (200, photo.clone()));
+    // A's own copy gone: read back from the store.
+    std::fs::remove_dir_all(dir_a.join("objects")).unwrap();
+    assert_eq!(read(a.url.clone()).await, (200, photo.clone()));
+    let _ = moto.kill();
+    let _ = moto.wait();
+}

@@ -194,6 +194,11 @@ fn xlsform_corpus_imports_without_a_crash() {
     forms::xlsform_corpus_imports_without_a_crash();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_live_in_an_object_store() {
+    attachments::attachments_live_in_an_object_store().await;
+}
+
 #[test]
 fn xlsform_choices_from_a_file_and_ranks() {
     forms::xlsform_choices_from_a_file_and_ranks();

@@ -38,7 +38,14 @@ pub(crate) async fn upload_status(
             "{sha:?} is not a SHA-256 in lower-case hex"
         )));
     }
-    let progress = state.attachments.progress(phone.id, &sha);
+    let mut progress = state.attachments.progress(phone.id, &sha);
+    // Received by another process: the object store has it.
+    if let (false, Some(objects)) = (progress.complete, state.attachments.objects()) {
+        if let Ok(Some(head)) = objects.head(&format!("objects/{sha}")).await {
+            progress.received = head.size;
+            progress.complete = true;
+        }
+    }
     Ok(Json(json!({
         "received": progress.received,
         "complete": progress.complete,
@@ -187,7 +194,9 @@ pub(crate) async fn record_attachment(
     }
     let stored = state
         .attachments
-        .stored(&sha)
+        .fetch(&sha)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
         .ok_or_else(|| ApiError::NotFound(format!("attachment {sha} has not arrived yet")))?;
     crate::respond::attachment(&sha, &stored)
         .await

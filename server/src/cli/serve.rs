@@ -30,6 +30,18 @@ pub(super) async fn serve(settings: Settings) -> anyhow::Result<()> {
     let units = Units::load(&unit_files)?;
     let indicators = crate::indicators::load(&indicator_files)?;
     let store = store::open(&settings).await?;
+    // Attachments: in the object store when one is configured (its bucket made if missing),
+    // else in the folder.
+    match settings.attachments.s3() {
+        Some(objects) => {
+            objects.create_bucket().await?;
+            info!(
+                "attachments: {objects:?} (uploads under way in {})",
+                settings.attachments_dir().display()
+            );
+        }
+        None => info!("attachments: {}", settings.attachments_dir().display()),
+    }
     let published = forms::publish_all(store.as_ref(), &form_files, now_ms()).await?;
     let registry = FormRegistry::from_store(store.as_ref()).await?;
     // Derived fields and cells follow today's rules: after an upgrade or new form versions,

@@ -1,7 +1,7 @@
 //! Records: the filtered list, one record with its history, and settling conflicts (one
 //! record at a time or from the queue). Settling is an ordinary edit from the officer's device.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use askama::Template;
@@ -360,6 +360,23 @@ pub struct SiblingView {
     pub map: Option<String>,
 }
 
+/// The attachments a record names that the server holds (here, or in the object store).
+async fn arrived_of(state: &AppState, record: &Record) -> HashSet<String> {
+    let mut named = Vec::new();
+    for register in record.fields.values() {
+        for v in register.values() {
+            sync_protocol::media::named_in(v, &mut named);
+        }
+    }
+    let mut out = HashSet::new();
+    for a in named {
+        if state.attachments.arrived(&a.sha256).await {
+            out.insert(a.sha256);
+        }
+    }
+    out
+}
+
 /// Whether a record's values name a photo.
 fn has_photo(record: &Record) -> bool {
     let mut found = Vec::new();
@@ -385,14 +402,14 @@ pub struct MediaView {
 
 /// The attachment a value names, as the record page shows it.
 fn media_view(
-    state: &AppState,
+    arrived: &HashSet<String>,
     record: &Record,
     kind: FieldType,
     value: &Value,
 ) -> Option<MediaView> {
     let a = sync_protocol::media::Attachment::of(value)?;
     let href = format!("/office/records/{}/attachments/{}", record.id, a.sha256);
-    let arrived = state.attachments.stored(&a.sha256).is_some();
+    let arrived = arrived.contains(&a.sha256);
     let kind = match kind {
         FieldType::Image => "image",
         FieldType::Audio => "audio",
@@ -485,6 +502,8 @@ pub async fn attachment(
         return Err(PageError::NotFound);
     }
     if q.size.as_deref() == Some("thumb") {
+        // Read from the object store first when this process has not got it.
+        let _ = state.attachments.fetch(&sha).await;
         let made = {
             let state = state.clone();
             let sha = sha.clone();
@@ -506,7 +525,12 @@ pub async fn attachment(
                 .into_response());
         }
     }
-    let stored = state.attachments.stored(&sha).ok_or(PageError::NotFound)?;
+    let stored = state
+        .attachments
+        .fetch(&sha)
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?
+        .ok_or(PageError::NotFound)?;
     crate::respond::attachment(&sha, &stored)
         .await
         .map_err(|e| PageError::Internal(e.to_string()))
@@ -545,6 +569,7 @@ fn field_views(
     record: &Record,
     form: Option<&SurveyForm>,
     authors: &Authors,
+    arrived: &HashSet<String>,
     lang: Lang,
 ) -> Vec<FieldView> {
     let mut names: Vec<String> = form
@@ -576,7 +601,7 @@ fn field_views(
                         dot: format!("{}:{}", s.dot.device, s.dot.seq),
                         media: def
                             .filter(|d| d.kind.is_media())
-                            .and_then(|d| media_view(state, record, d.kind, &s.value)),
+                            .and_then(|d| media_view(arrived, record, d.kind, &s.value)),
                         map: def
                             .filter(|d| d.kind == FieldType::Geopoint)
                             .and_then(|_| map_link(&s.value)),
@@ -617,6 +642,7 @@ fn conflict_card(
     record: &Record,
     form: Option<&SurveyForm>,
     authors: &Authors,
+    arrived: &HashSet<String>,
     lang: Lang,
 ) -> Option<ConflictCard> {
     if !record.is_conflicted() {
@@ -628,7 +654,7 @@ fn conflict_card(
         .iter()
         .flat_map(|b| form.map(|f| f.rule_fields(b)).unwrap_or_default())
         .collect();
-    let fields: Vec<FieldView> = field_views(state, record, form, authors, lang)
+    let fields: Vec<FieldView> = field_views(state, record, form, authors, arrived, lang)
         .into_iter()
         .filter(|f| f.conflict || ruled.contains(&f.name))
         .collect();
@@ -798,6 +824,7 @@ async fn render_record(
             short_id(&record.id)
         ),
     };
+    let arrived = arrived_of(state, &record).await;
     let c = ctx(state, officer, "records", uri, title.clone());
     let html = RecordPage {
         c,
@@ -806,10 +833,10 @@ async fn render_record(
         commune: record_commune(state, &record),
         version: record.version,
         badges: badges(&record, lang),
-        fields: field_views(state, &record, form, &who, lang),
+        fields: field_views(state, &record, form, &who, &arrived, lang),
         derived,
         history,
-        card: conflict_card(state, &record, form, &who, lang),
+        card: conflict_card(state, &record, form, &who, &arrived, lang),
         notice,
         error,
     }
@@ -1144,7 +1171,8 @@ pub async fn conflicts(
         let form = registry
             .get(&record.form, record.version)
             .or_else(|| registry.latest(&record.form));
-        if let Some(card) = conflict_card(&state, record, form, &authors(&edits), lang) {
+        let arrived = arrived_of(&state, record).await;
+        if let Some(card) = conflict_card(&state, record, form, &authors(&edits), &arrived, lang) {
             cards.push(card);
         }
     }
