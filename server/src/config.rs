@@ -62,7 +62,10 @@ impl std::fmt::Debug for AttachmentSettings {
             .field("s3_bucket", &self.s3_bucket)
             .field("s3_region", &self.s3_region)
             .field("s3_access_key", &self.s3_access_key)
-            .field("s3_secret_key", &self.s3_secret_key.as_ref().map(|_| "…"))
+            .field(
+                "s3_credentials",
+                &self.s3_secret_key.as_ref().map(|_| "(set, not shown)"),
+            )
             .finish()
     }
 }
@@ -412,6 +415,10 @@ mod tests {
                 "MAM__DATABASE__URL".to_string(),
                 "postgres://u:secret@h/db".to_string(),
             ),
+            (
+                "MAM__ATTACHMENTS__S3_SECRET_KEY".to_string(),
+                "secret".to_string(),
+            ),
             ("OTHER".to_string(), "x".to_string()),
         ];
         let s = Settings::load(Some(&file), env).unwrap();
@@ -420,7 +427,7 @@ mod tests {
         assert_eq!(s.server.request_timeout_secs, 30);
         assert!(
             !format!("{s:?}").contains("secret"),
-            "the database password must not print"
+            "the database password and the object store's secret must not print"
         );
         let bad = Settings::load(None, [("MAM__SERVER__NOPE".to_string(), "1".to_string())]);
         assert!(bad.is_err());
