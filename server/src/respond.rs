@@ -80,26 +80,90 @@ pub fn download(book: Workbook) -> Response {
         .into_response()
 }
 
-/// A stored attachment's bytes. Not kept by the browser's cache: a child's photo must not
-/// stay on a shared office computer after sign-out (the phone keeps what it opens itself).
+/// A stored attachment's bytes, or the one range of them the request asks for (`Range:
+/// bytes=A-B`, `A-`, `-N`: what a video player seeks with; `206`, or `416` for a range past the
+/// end). Not kept by the browser's cache: a child's photo must not stay on a shared office
+/// computer after sign-out (the phone keeps what it opens itself).
 pub async fn attachment(
     sha: &str,
     stored: &crate::attachments::Stored,
+    headers: &HeaderMap,
 ) -> std::io::Result<Response> {
-    let bytes = tokio::fs::read(&stored.path).await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, stored.media_type.clone()),
-            (header::ETAG, format!("\"{sha}\"")),
-            (header::CACHE_CONTROL, "no-store".to_owned()),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "sandbox; default-src 'none'; img-src 'self'; media-src 'self'".to_owned(),
-            ),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
-            (header::CONTENT_DISPOSITION, "inline".to_owned()),
-        ],
-        axum::body::Body::from(bytes),
-    )
-        .into_response())
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let size = stored.size;
+    let wanted = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| byte_range(r, size));
+    let common = [
+        (header::CONTENT_TYPE, stored.media_type.clone()),
+        (header::ETAG, format!("\"{sha}\"")),
+        (header::CACHE_CONTROL, "no-store".to_owned()),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "sandbox; default-src 'none'; img-src 'self'; media-src 'self'".to_owned(),
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        (header::CONTENT_DISPOSITION, "inline".to_owned()),
+        (header::ACCEPT_RANGES, "bytes".to_owned()),
+    ];
+    match wanted {
+        None if headers.contains_key(header::RANGE) => Ok((
+            axum::http::StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+        )
+            .into_response()),
+        None => {
+            let bytes = tokio::fs::read(&stored.path).await?;
+            Ok((common, axum::body::Body::from(bytes)).into_response())
+        }
+        Some((start, end)) => {
+            let mut file = tokio::fs::File::open(&stored.path).await?;
+            file.seek(std::io::SeekFrom::Start(start)).await?;
+            let mut bytes = vec![0; (end - start + 1) as usize];
+            file.read_exact(&mut bytes).await?;
+            Ok((
+                axum::http::StatusCode::PARTIAL_CONTENT,
+                common,
+                [(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"))],
+                axum::body::Body::from(bytes),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// One range of a `Range: bytes=…` header within `size` bytes, as (first, last) included;
+/// `None` for anything else (several ranges, other units, past the end).
+fn byte_range(text: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = text.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size - 1)
+        }
+        (a, "") => (a.parse().ok()?, size - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(size - 1)),
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn ranges_read_as_browsers_send_them() {
+        assert_eq!(byte_range("bytes=0-99", 1000), Some((0, 99)));
+        assert_eq!(byte_range("bytes=900-", 1000), Some((900, 999)));
+        assert_eq!(byte_range("bytes=-100", 1000), Some((900, 999)));
+        assert_eq!(byte_range("bytes=950-2000", 1000), Some((950, 999)));
+        assert_eq!(byte_range("bytes=1000-", 1000), None);
+        assert_eq!(byte_range("bytes=0-1,5-6", 1000), None);
+        assert_eq!(byte_range("items=0-1", 1000), None);
+    }
 }

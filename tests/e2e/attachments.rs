@@ -197,6 +197,20 @@ pub async fn attachments_arrive_in_resumable_chunks(db: Database) {
     assert_eq!(back.status(), 200);
     assert_eq!(back.headers()["content-type"], "image/jpeg");
     assert_eq!(back.bytes().await.unwrap().as_ref(), &photo[..]);
+    // One range of it, as a video player seeks.
+    let part = http
+        .get(format!("{}/v1/records/{id}/attachments/{sha}", server.url))
+        .bearer_auth(phone.token.clone())
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 1000-1999/{}", photo.len())
+    );
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &photo[1000..2000]);
     // Another commune's phone: nothing there, by this record or by one of its own.
     let theirs = read(&other.token, id).await.unwrap();
     assert_eq!(theirs.status(), 404);

@@ -198,7 +198,7 @@ pub(crate) async fn record_attachment(
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?
         .ok_or_else(|| ApiError::NotFound(format!("attachment {sha} has not arrived yet")))?;
-    crate::respond::attachment(&sha, &stored)
+    crate::respond::attachment(&sha, &stored, &headers)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))
 }

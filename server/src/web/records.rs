@@ -496,6 +496,7 @@ pub async fn attachment(
     officer: Officer,
     Path((id, sha)): Path<(String, String)>,
     Query(q): Query<AttachmentParams>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, PageError> {
     let record = scoped_record(&state, &officer, &id).await?;
     if !crate::attachments::names(&record, &sha) {
@@ -531,7 +532,7 @@ pub async fn attachment(
         .await
         .map_err(|e| PageError::Internal(e.to_string()))?
         .ok_or(PageError::NotFound)?;
-    crate::respond::attachment(&sha, &stored)
+    crate::respond::attachment(&sha, &stored, &headers)
         .await
         .map_err(|e| PageError::Internal(e.to_string()))
 }
