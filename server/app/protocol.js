@@ -1247,17 +1247,21 @@ export function checkEdit(form, record, edit, day, isNew) {
   return checkRecord(form, record, new Set(Object.keys(edit.fields)), isNew);
 }
 
+/** A derived field's value (sync-protocol's `Derived::value`): null while its condition is
+ * not true (a calculation in a group not shown), or when an input is unknown. */
+function derivedValue(d, lookup) {
+  let asked = true;
+  if (d.relevant) { try { asked = evaluate(d.relevant, lookup) === true; } catch { asked = false; } }
+  if (!asked) return null;
+  try { const v = evaluate(d.expr, lookup); return v === undefined ? null : v; } catch { return null; }
+}
+
 /** The calculations of item `position` (from 1) of a repeat group (sync-protocol's
  * `FormField::derive_item`); `outer` gives the form's values. */
 export function deriveItem(repeat, item, position, outer) {
   const out = {};
   for (const d of repeat.derived || []) {
-    const lookup = (name) => itemValue(repeat, item, position, out, name, outer);
-    let v = null;
-    let asked = true;
-    if (d.relevant) { try { asked = evaluate(d.relevant, lookup) === true; } catch { asked = false; } }
-    if (asked) { try { v = evaluate(d.expr, lookup); } catch { v = null; } }
-    out[d.name] = v === undefined ? null : v;
+    out[d.name] = derivedValue(d, (name) => itemValue(repeat, item, position, out, name, outer));
   }
   return out;
 }
@@ -1300,12 +1304,7 @@ export function derive(form, record) {
       const v = value(name);
       return !isNull(v) ? v : acrossItems(form, name, value);
     };
-    let v = null;
-    // A calculation whose condition is not true (in a group not shown) is empty.
-    let asked = true;
-    if (d.relevant) { try { asked = evaluate(d.relevant, lookup) === true; } catch { asked = false; } }
-    if (asked) { try { v = evaluate(d.expr, lookup); } catch { v = null; } }
-    out[d.name] = v === undefined ? null : v;
+    out[d.name] = derivedValue(d, lookup);
   }
   return out;
 }

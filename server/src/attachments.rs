@@ -425,16 +425,21 @@ impl Attachments {
     }
 }
 
-/// Whether the record's current values name the attachment: what lets a reader of the record
-/// read it.
-pub fn names(record: &sync_protocol::Record, sha: &str) -> bool {
+/// The attachments a record's current values name (every sibling of a field in conflict).
+pub fn named_by(record: &sync_protocol::Record) -> Vec<sync_protocol::media::Attachment> {
     let mut found = Vec::new();
     for register in record.fields.values() {
         for v in register.values() {
             sync_protocol::media::named_in(v, &mut found);
         }
     }
-    found.iter().any(|a| a.sha256 == sha)
+    found
+}
+
+/// Whether the record's current values name the attachment: what lets a reader of the record
+/// read it.
+pub fn names(record: &sync_protocol::Record, sha: &str) -> bool {
+    named_by(record).iter().any(|a| a.sha256 == sha)
 }
 
 /// A chunk refused, or the folder failing.

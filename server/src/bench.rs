@@ -82,6 +82,35 @@ impl Half {
     }
 }
 
+/// Bench phone `p` of `commune`, enrolled over the server's own `/v1/enroll` with a code made
+/// in the store (not one process per phone).
+async fn enrol_bench_phone(
+    store: &store::DynStore,
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    p: usize,
+    commune: &CommuneCode,
+) -> anyhow::Result<EnrollResponse> {
+    let code = auth::new_code();
+    store
+        .add_device(
+            &format!("bench phone {p}"),
+            std::slice::from_ref(commune),
+            &auth::code_hash(&code),
+            now_ms() + 3_600_000,
+            now_ms(),
+        )
+        .await?;
+    Ok(http
+        .post(format!("http://{addr}/v1/enroll"))
+        .json(&json!({ "code": code }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
 /// A simulated phone of the bench: its token and its state machine, kept across rounds.
 struct BenchPhone {
     token: String,
@@ -149,24 +178,7 @@ pub async fn ingest(
     let url = format!("http://{addr}/v1/sync");
     let mut bench_phones = Vec::new();
     for (p, commune) in communes.iter().enumerate() {
-        let code = auth::new_code();
-        store
-            .add_device(
-                &format!("bench phone {p}"),
-                std::slice::from_ref(commune),
-                &auth::code_hash(&code),
-                now_ms() + 3_600_000,
-                now_ms(),
-            )
-            .await?;
-        let enrolled: EnrollResponse = http
-            .post(format!("http://{addr}/v1/enroll"))
-            .json(&json!({ "code": code }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let enrolled = enrol_bench_phone(&store, &http, addr, p, commune).await?;
         bench_phones.push(BenchPhone {
             token: enrolled.token,
             client: Client::new(enrolled.device).with_limits(records.div_ceil(phones).max(1), 0),
@@ -695,25 +707,11 @@ pub async fn attachments(
     let http = reqwest::Client::builder().no_gzip().build()?;
     let mut tokens = Vec::new();
     for p in 0..phones {
-        let code = auth::new_code();
-        store
-            .add_device(
-                &format!("bench phone {p}"),
-                std::slice::from_ref(&commune),
-                &auth::code_hash(&code),
-                now_ms() + 3_600_000,
-                now_ms(),
-            )
-            .await?;
-        let enrolled: EnrollResponse = http
-            .post(format!("http://{addr}/v1/enroll"))
-            .json(&json!({ "code": code }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        tokens.push(enrolled.token);
+        tokens.push(
+            enrol_bench_phone(&store, &http, addr, p, &commune)
+                .await?
+                .token,
+        );
     }
     println!(
         "mam bench attachments: {photos} photos of {size} bytes, chunks of {chunk} bytes, {phones} phones, loopback, SQLite"

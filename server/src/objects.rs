@@ -308,11 +308,6 @@ mod tests {
     /// how to derive a signing key"), computed by the same steps as `signed`.
     #[test]
     fn signing_key_is_awss_example() {
-        let mac = |key: &[u8], data: &str| {
-            let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
-            m.update(data.as_bytes());
-            m.finalize().into_bytes().to_vec()
-        };
         let k = mac(b"AWS4wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "20120215");
         let k = mac(&k, "us-east-1");
         let k = mac(&k, "iam");

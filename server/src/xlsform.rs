@@ -472,10 +472,8 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                             let mut d = json!({ "name": format!("{name}_count"), "type": "text", "expr": expr });
                             // Empty where the groups holding the repeat are not shown.
                             let held: Vec<Value> = groups.iter().flatten().cloned().collect();
-                            match held.len() {
-                                0 => {}
-                                1 => d["relevant"] = held[0].clone(),
-                                _ => d["relevant"] = json!({ "and": held }),
+                            if let Some(rule) = all_of(held) {
+                                d["relevant"] = rule;
                             }
                             derived.push(d);
                         }
@@ -575,10 +573,8 @@ pub fn convert(path: &Path) -> anyhow::Result<Import> {
                                     )),
                                 }
                             }
-                            match all.len() {
-                                0 => {}
-                                1 => d["relevant"] = all.remove(0),
-                                _ => d["relevant"] = json!({ "and": all }),
+                            if let Some(rule) = all_of(all) {
+                                d["relevant"] = rule;
                             }
                             let trigger = survey.cell(row, &["trigger"]);
                             let trigger = trigger
@@ -1182,6 +1178,15 @@ fn keep_what_reads_known_names(
     });
 }
 
+/// Conditions that must all hold, as one rule (`None` for none).
+fn all_of(mut rules: Vec<Value>) -> Option<Value> {
+    match rules.len() {
+        0 => None,
+        1 => rules.pop(),
+        _ => Some(json!({ "and": rules })),
+    }
+}
+
 /// Where converted questions go: the form, or a repeat group being read.
 #[derive(Default)]
 struct Scope {
@@ -1208,10 +1213,8 @@ fn place(
     if let Some(own) = field.get("relevant").cloned() {
         all.push(own);
     }
-    match all.len() {
-        0 => {}
-        1 => field["relevant"] = all.remove(0),
-        _ => field["relevant"] = json!({ "and": all }),
+    if let Some(rule) = all_of(all) {
+        field["relevant"] = rule;
     }
     // What the phone never shows (metadata, hidden questions) is in no section.
     let shown = field.get("auto").is_none() && field["appearance"] != json!("hidden");

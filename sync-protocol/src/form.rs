@@ -255,6 +255,21 @@ pub struct Derived {
     pub rule_version: Option<String>,
 }
 
+impl Derived {
+    /// Its value from the values `lookup` gives: `null` while its condition is not true, or
+    /// when an input is unknown.
+    pub fn value(&self, lookup: &dyn Fn(&str) -> Option<Value>) -> Value {
+        let asked = self
+            .relevant
+            .as_ref()
+            .is_none_or(|r| expr::eval(r, lookup) == Ok(Value::Bool(true)));
+        match asked {
+            true => expr::eval(&self.expr, lookup).unwrap_or(Value::Null),
+            false => Value::Null,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
@@ -846,14 +861,7 @@ impl Form {
                         .or_else(|| value(name))
                         .or_else(|| self.across_items(name, value))
                 };
-                let asked = d
-                    .relevant
-                    .as_ref()
-                    .is_none_or(|r| expr::eval(r, &lookup) == Ok(Value::Bool(true)));
-                match asked {
-                    true => expr::eval(&d.expr, &lookup).unwrap_or(Value::Null),
-                    false => Value::Null,
-                }
+                d.value(&lookup)
             };
             out.insert(d.name.clone(), result);
         }
@@ -1139,14 +1147,7 @@ impl FormField {
         for d in &self.derived {
             let result = {
                 let lookup = |name: &str| self.item_value(item, position, &out, name, outer);
-                let asked = d
-                    .relevant
-                    .as_ref()
-                    .is_none_or(|r| expr::eval(r, &lookup) == Ok(Value::Bool(true)));
-                match asked {
-                    true => expr::eval(&d.expr, &lookup).unwrap_or(Value::Null),
-                    false => Value::Null,
-                }
+                d.value(&lookup)
             };
             out.insert(d.name.clone(), result);
         }

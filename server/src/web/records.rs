@@ -362,14 +362,8 @@ pub struct SiblingView {
 
 /// The attachments a record names that the server holds (here, or in the object store).
 async fn arrived_of(state: &AppState, record: &Record) -> HashSet<String> {
-    let mut named = Vec::new();
-    for register in record.fields.values() {
-        for v in register.values() {
-            sync_protocol::media::named_in(v, &mut named);
-        }
-    }
     let mut out = HashSet::new();
-    for a in named {
+    for a in crate::attachments::named_by(record) {
         if state.attachments.arrived(&a.sha256).await {
             out.insert(a.sha256);
         }
@@ -379,13 +373,9 @@ async fn arrived_of(state: &AppState, record: &Record) -> HashSet<String> {
 
 /// Whether a record's values name a photo.
 fn has_photo(record: &Record) -> bool {
-    let mut found = Vec::new();
-    for register in record.fields.values() {
-        for v in register.values() {
-            sync_protocol::media::named_in(v, &mut found);
-        }
-    }
-    found.iter().any(|a| a.media_type.starts_with("image/"))
+    crate::attachments::named_by(record)
+        .iter()
+        .any(|a| a.media_type.starts_with("image/"))
 }
 
 /// An attachment on the record page.
