@@ -264,3 +264,32 @@ pub fn describe(form: &Form) -> String {
         }
     )
 }
+
+/// A record's name: its form's first text field that holds something (a child's name).
+pub fn record_name(record: &Record, form: Option<&Form>) -> Option<String> {
+    // The form's own name for its records (XLSForm's instance_name), when it gives one.
+    if let Some(rule) = form.and_then(|f| f.instance_name.as_ref()) {
+        let named = sync_protocol::expr::eval(rule, &|n| record.value(n).cloned());
+        if let Ok(Value::String(s)) = named {
+            if !s.trim().is_empty() {
+                return Some(s.trim().to_owned());
+            }
+        }
+    }
+    form?
+        .fields
+        .iter()
+        // The first text a person typed (not one the phone filled, nor a hidden one).
+        .filter(|f| {
+            f.kind == FieldType::Text
+                && f.auto.is_none()
+                && f.appearance.as_deref() != Some("hidden")
+        })
+        .find_map(|f| {
+            record
+                .value(&f.name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.trim().is_empty())
+                .map(str::to_owned)
+        })
+}

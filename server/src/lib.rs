@@ -21,6 +21,7 @@ pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod objects;
+pub mod openrosa;
 pub mod phone;
 pub mod query;
 pub mod report;

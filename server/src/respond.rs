@@ -167,3 +167,23 @@ mod tests {
         assert_eq!(byte_range("items=0-1", 1000), None);
     }
 }
+
+/// The address phones reach the server by: `[server] public_url` when set, else the one this
+/// request used (which a phone can reach only if it is not this machine's own).
+pub(crate) fn public_base(state: &crate::state::AppState, headers: &HeaderMap) -> String {
+    match &state.settings.server.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers
+                .get(axum::http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("localhost");
+            let https = headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+            let scheme = if https { "https" } else { "http" };
+            format!("{scheme}://{host}")
+        }
+    }
+}

@@ -14,6 +14,7 @@ pub mod enroll;
 pub mod error;
 pub mod forms;
 pub mod indicators;
+pub mod openrosa;
 pub mod sync;
 pub mod writers;
 
@@ -48,4 +49,5 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/v1/reports/{file}", get(indicators::report_workbook))
         .route("/v1/forms/{id}/{version}", get(forms::form_version))
+        .merge(openrosa::routes())
 }

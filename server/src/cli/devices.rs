@@ -14,6 +14,8 @@ pub(super) async fn device(config: Option<&PathBuf>, command: DeviceCommand) -> 
             name,
             communes,
             json,
+            odk,
+            public_url,
             db,
         } => {
             let settings = command_settings(config, &db)?;
@@ -26,6 +28,30 @@ pub(super) async fn device(config: Option<&PathBuf>, command: DeviceCommand) -> 
                 .map(|c| CommuneCode::parse(c.trim()).map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let store = store::open(&settings).await?;
+            if odk {
+                let base = public_url
+                    .or_else(|| settings.server.public_url.clone())
+                    .unwrap_or_else(|| format!("http://{}", settings.server.listen));
+                if !base.starts_with("http://") && !base.starts_with("https://") {
+                    anyhow::bail!("--public-url: {base:?} is not an http:// or https:// address");
+                }
+                let (id, token) = crate::openrosa::enroll(store.as_ref(), name, &communes).await?;
+                let server_url = crate::openrosa::server_url(&base, &token);
+                let qr = crate::openrosa::qr_settings(&server_url, name);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "device": id, "server_url": server_url, "qr": qr })
+                    );
+                } else {
+                    println!("Device {id} ({name}) created for ODK Collect. In ODK Collect, scan the QR code on the office's Phones page, or enter this server URL (it holds the phone's key: keep it to that phone):");
+                    println!();
+                    println!("    {server_url}");
+                    println!();
+                    println!("QR code settings (base64 of zlib-compressed JSON): {qr}");
+                }
+                return Ok(());
+            }
             let code = auth::new_code();
             let hours = settings.sync.enroll_code_hours;
             let expires = now_ms() + hours as i64 * 3_600_000;

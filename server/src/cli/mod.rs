@@ -188,9 +188,18 @@ pub enum DeviceCommand {
         /// A commune the phone may read and write (5-digit code); repeat for several.
         #[arg(long = "commune", required = true)]
         communes: Vec<String>,
-        /// Print `{"code": …}` instead of text.
+        /// Print `{"code": …}` instead of text (with `--odk`: `{"device", "server_url",
+        /// "qr"}`).
         #[arg(long)]
         json: bool,
+        /// A phone with ODK Collect: print the server URL to give it, with its key, and the
+        /// QR code that configures it.
+        #[arg(long)]
+        odk: bool,
+        /// The address phones reach the server by, for `--odk` (default: `[server]
+        /// public_url`, else the listen address).
+        #[arg(long)]
+        public_url: Option<String>,
         #[command(flatten)]
         db: DbArgs,
     },

@@ -736,6 +736,15 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn log_login(&self, name: &str, reason: Option<&str>, now: i64) -> Result<()>;
     /// The latest refused sign-ins: (name tried, reason, when), newest first.
     async fn refused_logins(&self, limit: u32) -> Result<Vec<(String, String, i64)>>;
+    /// An OpenRosa document (see migration 0013): its record and body.
+    async fn openrosa(&self, kind: &str, key: &str) -> Result<Option<(String, String)>>;
+    /// Writes OpenRosa documents `(kind, key, record, body)`, replacing those with their keys,
+    /// all at once.
+    async fn put_openrosa(&self, rows: &[(&str, String, String, String)]) -> Result<()>;
+    /// The OpenRosa documents of one kind about one record: `(key, body)`, by key.
+    async fn openrosa_of(&self, kind: &str, record: &str) -> Result<Vec<(String, String)>>;
+    /// Every OpenRosa document of one kind: `(key, body)`.
+    async fn openrosa_all(&self, kind: &str) -> Result<Vec<(String, String)>>;
     /// Keeps an attachment upload refused.
     async fn add_upload_refusal(
         &self,

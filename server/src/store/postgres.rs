@@ -578,6 +578,52 @@ impl super::AccountStore for PgStore {
         Ok(())
     }
 
+    async fn openrosa(&self, kind: &str, key: &str) -> Result<Option<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT record, body FROM openrosa WHERE kind = $1 AND key = $2")
+                .bind(kind)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn put_openrosa(&self, rows: &[(&str, String, String, String)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (kind, key, record, body) in rows {
+            sqlx::query(
+                "INSERT INTO openrosa (kind, key, record, body) VALUES ($1, $2, $3, $4) ON CONFLICT (kind, key) DO UPDATE SET record = excluded.record, body = excluded.body",
+            )
+            .bind(kind)
+            .bind(key)
+            .bind(record)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn openrosa_of(&self, kind: &str, record: &str) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT key, body FROM openrosa WHERE record = $1 AND kind = $2 ORDER BY key",
+        )
+        .bind(record)
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn openrosa_all(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT key, body FROM openrosa WHERE kind = $1")
+                .bind(kind)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     async fn add_upload_refusal(
         &self,
         device: DeviceId,

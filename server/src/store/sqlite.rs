@@ -1077,6 +1077,52 @@ impl super::AccountStore for SqliteStore {
         Ok(())
     }
 
+    async fn openrosa(&self, kind: &str, key: &str) -> Result<Option<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT record, body FROM openrosa WHERE kind = ? AND key = ?")
+                .bind(kind)
+                .bind(key)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn put_openrosa(&self, rows: &[(&str, String, String, String)]) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        for (kind, key, record, body) in rows {
+            sqlx::query(
+                "INSERT INTO openrosa (kind, key, record, body) VALUES (?, ?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET record = excluded.record, body = excluded.body",
+            )
+            .bind(kind)
+            .bind(key)
+            .bind(record)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn openrosa_of(&self, kind: &str, record: &str) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT key, body FROM openrosa WHERE record = ? AND kind = ? ORDER BY key",
+        )
+        .bind(record)
+        .bind(kind)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn openrosa_all(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT key, body FROM openrosa WHERE kind = ?")
+                .bind(kind)
+                .fetch_all(&self.reader)
+                .await?,
+        )
+    }
+
     async fn add_upload_refusal(
         &self,
         device: DeviceId,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
@@ -212,21 +212,7 @@ pub async fn enrol(
     tracing::info!(user = %officer.user.name, device = id, "phone enrolment code created");
     // The link phones open: the public address when one is set, else the one this browser
     // used (which a phone can reach only if it is not this machine's own).
-    let base = match &state.settings.server.public_url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("localhost");
-            let scheme = if super::is_https(&headers) {
-                "https"
-            } else {
-                "http"
-            };
-            format!("{scheme}://{host}")
-        }
-    };
+    let base = crate::respond::public_base(&state, &headers);
     let link = format!("{base}/app/#code={code}");
     let host = base
         .split("://")
