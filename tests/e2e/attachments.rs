@@ -19,7 +19,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A form with a photo and a place, published on the server.
-fn publish_photo_form(server: &mut Server, db: &Database) -> FormId {
+pub(crate) fn publish_photo_form(server: &mut Server, db: &Database) -> FormId {
     let form = json!({ "id": "play-photo", "version": 1,
         "title": { "vi": "Ảnh sân chơi", "en": "Play area photo" },
         "fields": [

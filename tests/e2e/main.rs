@@ -15,6 +15,7 @@ mod linked_rules;
 mod moves;
 mod odk_engine;
 mod office;
+mod openrosa;
 mod phone_app;
 mod recovery;
 #[path = "../../sync-protocol/tests/who_oracle/mod.rs"]
@@ -50,6 +51,7 @@ use office::{
     office_accounts_are_scoped_and_guarded, office_in_a_browser, office_pages_fit_a_phone,
     settles_supersede_only_what_the_page_showed,
 };
+use openrosa::{odk_collect_follows_its_sequence, offline_entities_merge_field_by_field};
 use recovery::{
     a_rebuild_racing_pushes_loses_no_push, a_restored_phone_takes_a_successor_and_loses_nothing,
     a_restored_server_gets_back_what_phones_kept, office_settles_after_a_restore_are_kept,
@@ -81,6 +83,8 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    odk_collect_follows_its_sequence,
+    offline_entities_merge_field_by_field,
     attachments_arrive_in_resumable_chunks,
     offline_creation_reaches_every_phone,
     concurrent_edits_to_one_field_conflict_then_resolve,

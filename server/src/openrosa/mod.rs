@@ -188,13 +188,15 @@ pub enum Reply {
     Refused(u16, String),
 }
 
-/// One submission at a time per phone: each is the phone's next edit number.
-static LOCKS: LazyLock<Mutex<HashMap<DeviceId, Arc<tokio::sync::Mutex<()>>>>> =
+/// One submission at a time per phone (`device:N`: each is the phone's next edit number), and
+/// per record (`record:ID`: an update waiting for its create, and the create that releases
+/// it, see each other). Taken in that order.
+static LOCKS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-fn lock_of(device: DeviceId) -> Arc<tokio::sync::Mutex<()>> {
+fn lock_of(key: String) -> Arc<tokio::sync::Mutex<()>> {
     let mut locks = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
-    locks.entry(device).or_default().clone()
+    locks.entry(key).or_default().clone()
 }
 
 /// Takes a submission (its XML and the attachments of this request).
@@ -285,22 +287,121 @@ pub async fn submit(
         })
         .collect();
 
-    let _one_at_a_time = lock_of(device.id);
-    let _held = _one_at_a_time.lock().await;
+    let device_lock = lock_of(format!("device:{}", device.id));
+    let _one_at_a_time = device_lock.lock().await;
+    let (reply, created) = take(state, device, &sub, &form, &sha, &files).await?;
+    if let Some(record) = created {
+        release_held(state, device, &record).await?;
+    }
+    Ok(reply)
+}
+
+/// Applies the updates that waited for the entity `record` to be created, oldest base first:
+/// at once when they are this phone's, else as soon as their phone's lock is free.
+async fn release_held(state: &Arc<AppState>, device: &Device, record: &str) -> Result<(), StoreError> {
+    let mut held: Vec<(Option<u64>, String, DeviceId, String)> = Vec::new();
+    for (key, body) in state.store.openrosa_of("held", record).await? {
+        let Ok(h) = serde_json::from_str::<Held>(&body) else {
+            continue;
+        };
+        let base = submission::read(h.xml.as_bytes())
+            .ok()
+            .and_then(|s| s.entity.and_then(|e| e.base_version));
+        held.push((base, key, h.device, h.xml));
+    }
+    held.sort();
+    for (_, key, _, xml) in &held {
+        // Taken now: not released twice.
+        state
+            .store
+            .put_openrosa(&[("held", key.clone(), String::new(), serde_json::to_string(&Held { device: 0, xml: xml.clone() }).expect("serializes"))])
+            .await?;
+    }
+    for (_, _, owner, xml) in held {
+        if owner == device.id {
+            Box::pin(replay(state, device, &xml)).await?;
+        } else {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let Ok(Some(phone)) = state.store.device(owner).await else {
+                    return;
+                };
+                let lock = lock_of(format!("device:{owner}"));
+                let _held = lock.lock().await;
+                if let Err(e) = replay(&state, &phone, &xml).await {
+                    tracing::warn!(device = owner, error = %e, "a held entity update could not be applied");
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A held submission applied (its phone's lock held by the caller).
+async fn replay(state: &Arc<AppState>, device: &Device, xml: &str) -> Result<(), StoreError> {
+    let Ok(sub) = submission::read(xml.as_bytes()) else {
+        return Ok(());
+    };
+    let forms = state.forms();
+    let Some(form) = FormId::parse(&sub.form)
+        .ok()
+        .zip(sub.version.trim().parse::<u32>().ok())
+        .and_then(|(id, v)| forms.get(&id, v))
+        .cloned()
+    else {
+        return Ok(());
+    };
+    let (reply, _) = take(state, device, &sub, &form, &sha256_hex(xml.as_bytes()), &HashMap::new()).await?;
+    if let Reply::Refused(_, message) = reply {
+        tracing::warn!(device = device.id, %message, "a held entity update was refused");
+    }
+    Ok(())
+}
+
+/// An entity update kept until its entity is created.
+#[derive(Serialize, Deserialize)]
+struct Held {
+    device: DeviceId,
+    xml: String,
+}
+
+/// Applies a read submission: the reply, and the record it created if it created one.
+async fn take(
+    state: &Arc<AppState>,
+    device: &Device,
+    sub: &submission::Submission,
+    form: &Form,
+    sha: &str,
+    files: &HashMap<String, Attachment>,
+) -> Result<(Reply, Option<String>), StoreError> {
+    let xml_sha = sha.to_owned();
+    let refuse = |code: &'static str, status: u16, vi: String, en: String| {
+        let xml_sha = xml_sha.clone();
+        async move {
+            state
+                .store
+                .add_upload_refusal(device.id, &xml_sha, code, &en, crate::now_ms())
+                .await?;
+            Ok::<_, StoreError>((Reply::Refused(status, vi), None))
+        }
+    };
     let earlier = state.store.openrosa("submission", &sub.instance_id).await?;
     let earlier: Option<Kept> = earlier.and_then(|(_, b)| serde_json::from_str(&b).ok());
     if let Some(kept) = &earlier {
         if kept.xml != sha {
-            return Ok(Reply::Refused(
-                409,
-                format!(
-                    "Phiếu {} đã được gửi trước đây với nội dung khác. Nếu muốn sửa, hãy sửa phiếu đã gửi thay vì gửi lại.",
-                    sub.instance_id
+            return Ok((
+                Reply::Refused(
+                    409,
+                    format!(
+                        "Phiếu {} đã được gửi trước đây với nội dung khác. Nếu muốn sửa, hãy sửa phiếu đã gửi thay vì gửi lại.",
+                        sub.instance_id
+                    ),
                 ),
+                None,
             ));
         }
         if kept.missing.is_empty() || kept.missing.keys().all(|f| !files.contains_key(f)) {
-            return Ok(Reply::Accepted("Phiếu này đã được nhận trước đây.".into()));
+            return Ok((Reply::Accepted("Phiếu này đã được nhận trước đây.".into()), None));
         }
     }
 
@@ -334,27 +435,18 @@ pub async fn submit(
         }
     }
 
-    let entity = sub
-        .entity
-        .clone()
-        .filter(|e| (e.create || e.update) && uuid::Uuid::parse_str(&e.id).is_ok());
-    // What the phone saw before this submission, and which record it is.
-    let (record_id, base, later) = match (&earlier, &sub.deprecated_id, &entity) {
-        (Some(kept), _, _) => (kept.record.clone(), kept.view.clone(), BTreeSet::new()),
-        (None, Some(old), _) if deprecated(state, old).await?.is_some() => {
-            let kept = deprecated(state, old).await?.expect("just found");
-            (kept.record, kept.view, BTreeSet::new())
-        }
-        (None, _, Some(e)) => {
-            let id = e.id.clone();
-            let (base, later) = entity_base(state, &id, e).await?;
-            (id, base, later)
-        }
-        (None, _, None) => (
-            record_of_instance(&sub.instance_id),
-            View::new(),
-            BTreeSet::new(),
-        ),
+    let entity = sub.entity.clone().filter(|e| {
+        (e.create || e.update) && uuid::Uuid::parse_str(e.id.trim_start_matches("uuid:")).is_ok()
+    });
+    let edited = match (&earlier, &sub.deprecated_id) {
+        (None, Some(old)) => deprecated(state, old).await?,
+        _ => None,
+    };
+    // Which record it is.
+    let record_id = match (&earlier, &edited, &entity) {
+        (Some(kept), _, _) | (None, Some(kept), _) => kept.record.clone(),
+        (None, None, Some(e)) => e.id.trim_start_matches("uuid:").to_lowercase(),
+        (None, None, None) => record_of_instance(&sub.instance_id),
     };
     let Ok(record) = RecordId::parse(&record_id) else {
         return refuse(
@@ -365,7 +457,42 @@ pub async fn submit(
         )
         .await;
     };
+    let record_lock = lock_of(format!("record:{record_id}"));
+    let _one_record_at_a_time = record_lock.lock().await;
     let stored = state.store.record(record).await?;
+    // What the phone saw before this submission.
+    let (base, later) = match (&earlier, &edited, &entity) {
+        (Some(kept), _, _) | (None, Some(kept), _) => (kept.view.clone(), BTreeSet::new()),
+        (None, None, Some(e)) => {
+            if e.update && !e.create && stored.is_none() {
+                // An update of an entity whose create has not arrived: nothing to merge it
+                // into yet (a record is made with its required answers). Kept, and applied
+                // the moment the create arrives.
+                let held = Held {
+                    device: device.id,
+                    xml: sub.xml.clone(),
+                };
+                state
+                    .store
+                    .put_openrosa(&[(
+                        "held",
+                        sub.instance_id.clone(),
+                        record_id.clone(),
+                        serde_json::to_string(&held).expect("serializes"),
+                    )])
+                    .await?;
+                return Ok((
+                    Reply::Accepted(
+                        "Đã nhận. Hồ sơ này chưa có trên máy chủ: phần cập nhật sẽ được ghi ngay khi phiếu tạo hồ sơ được gửi lên."
+                            .into(),
+                    ),
+                    None,
+                ));
+            }
+            entity_base(state, &record_id, e, stored.is_some()).await?
+        }
+        (None, None, None) => (View::new(), BTreeSet::new()),
+    };
     let commune = match &stored {
         Some(r) => r.commune.as_str().to_owned(),
         None => submission::commune(&sub.root)
@@ -402,9 +529,9 @@ pub async fn submit(
     let mut seq = 0;
     if !fields.is_empty() {
         let Some(now) = state.store.device(device.id).await? else {
-            return Ok(Reply::Refused(
-                401,
-                "Máy này không còn được đăng ký.".into(),
+            return Ok((
+                Reply::Refused(401, "Máy này không còn được đăng ký.".into()),
+                None,
             ));
         };
         seq = now.last_seq + 1;
@@ -439,7 +566,10 @@ pub async fn submit(
                 .message_vi
                 .clone()
                 .unwrap_or_else(|| format!("máy chủ từ chối ({}): {}", r.code.as_str(), r.message));
-            return Ok(Reply::Refused(400, format!("Phiếu chưa được nhận: {vi}")));
+            return Ok((
+                Reply::Refused(400, format!("Phiếu chưa được nhận: {vi}")),
+                None,
+            ));
         }
     }
 
@@ -469,7 +599,7 @@ pub async fn submit(
             kept
         }
         None => Kept {
-            xml: sha,
+            xml: sha.to_owned(),
             device: device.id,
             seq,
             record: record_id.clone(),
@@ -486,16 +616,20 @@ pub async fn submit(
         record_id.clone(),
         serde_json::to_string(&kept).expect("a submission serializes"),
     )];
-    if entity_lists(&forms).contains(form.id.as_str()) {
+    if entity_lists(&state.forms()).contains(form.id.as_str()) {
         if let Some(r) = state.store.record(record).await? {
             docs.extend(new_version(state, &form, &r).await?);
         }
     }
     state.store.put_openrosa(&docs).await?;
-    Ok(Reply::Accepted(match form.title.as_ref() {
-        Some(t) => format!("Đã nhận phiếu {}.", t.vi),
-        None => "Đã nhận phiếu.".into(),
-    }))
+    let created = (stored.is_none() && seq > 0).then_some(record_id);
+    Ok((
+        Reply::Accepted(match form.title.as_ref() {
+            Some(t) => format!("Đã nhận phiếu {}.", t.vi),
+            None => "Đã nhận phiếu.".into(),
+        }),
+        created,
+    ))
 }
 
 /// Whether `name` is a field whose attachment was missing from an earlier copy of this
@@ -668,6 +802,7 @@ async fn entity_base(
     state: &AppState,
     id: &str,
     e: &EntityMeta,
+    exists: bool,
 ) -> Result<(View, BTreeSet<String>), StoreError> {
     let others: Vec<Kept> = state
         .store
@@ -677,7 +812,7 @@ async fn entity_base(
         .filter_map(|(_, b)| serde_json::from_str(&b).ok())
         .collect();
     let mut later = BTreeSet::new();
-    if !e.update {
+    if !(e.update && exists) {
         // A create: any update of the entity was made after it.
         for k in others
             .iter()

@@ -161,6 +161,8 @@ pub struct Submission {
     pub deprecated_id: Option<String>,
     pub entity: Option<EntityMeta>,
     pub root: Node,
+    /// The XML as sent.
+    pub xml: String,
 }
 
 /// Reads a submission's form, version, ids and entity.
@@ -204,6 +206,7 @@ pub fn read(xml: &[u8]) -> Result<Submission, String> {
         deprecated_id,
         entity,
         root,
+        xml: String::from_utf8_lossy(xml).into_owned(),
     })
 }
 
@@ -214,8 +217,8 @@ pub fn commune(root: &Node) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// The submission's value of every field of `form` (`null` for no answer), attachments read
-/// from `files` by the file name the instance holds. An element the form does not know is an
+/// The submission's value of every field of `form` it holds (`null` for an empty answer),
+/// attachments read from `files` by the file name the instance holds. An element the form does not know is an
 /// error that names it.
 pub fn values(
     form: &Form,
@@ -237,7 +240,9 @@ pub fn values(
     }
     let mut out = BTreeMap::new();
     for f in &form.fields {
-        if f.retired || f.kind == FieldType::Note {
+        // A question the instance does not hold is not answered by it (an entity update
+        // holds only the properties it saves): left as it is.
+        if f.retired || f.kind == FieldType::Note || root.child(&f.name).is_none() {
             continue;
         }
         let value = if f.kind == FieldType::Repeat {
