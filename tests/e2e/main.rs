@@ -210,7 +210,14 @@ fn xlsform_choices_from_a_file_and_ranks() {
 
 #[test]
 fn xlsform_expressions_agree_with_odks_engine() {
-    odk_engine::expressions_agree_with_odks_engine();
+    odk_engine::expressions_agree_with_odks_engine(odk_engine::Source::Pyxform);
+}
+
+/// The XForms ODK Collect gets from Mầm mean what Mầm's forms mean: ODK's engine on them
+/// agrees with Mầm on every question of the corpus.
+#[test]
+fn served_xforms_agree_with_odks_engine() {
+    odk_engine::expressions_agree_with_odks_engine(odk_engine::Source::Mam);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

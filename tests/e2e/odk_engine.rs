@@ -204,7 +204,7 @@ fn answers(
 }
 
 /// Answers as the XForm writes them, for ODK's engine: a repeat as a list of items.
-fn xform_answers(fields: &[FormField], set: &BTreeMap<String, Value>) -> Value {
+fn xform_answers(fields: &[FormField], set: &BTreeMap<String, Value>, ack: &str) -> Value {
     Value::Object(
         set.iter()
             .map(|(k, v)| {
@@ -216,11 +216,11 @@ fn xform_answers(fields: &[FormField], set: &BTreeMap<String, Value>) -> Value {
                             .map(|item| {
                                 let item: BTreeMap<String, Value> =
                                     serde_json::from_value(item.clone()).unwrap();
-                                xform_answers(&f.fields, &item)
+                                xform_answers(&f.fields, &item, ack)
                             })
                             .collect(),
                     ),
-                    _ => json!(xform_text(f, v)),
+                    _ => json!(xform_text(f, v, ack)),
                 };
                 (k.clone(), text)
             })
@@ -229,7 +229,7 @@ fn xform_answers(fields: &[FormField], set: &BTreeMap<String, Value>) -> Value {
 }
 
 /// A value as the XForm writes it.
-fn xform_text(f: &FormField, v: &Value) -> String {
+fn xform_text(f: &FormField, v: &Value, ack: &str) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Array(a) => a
@@ -237,17 +237,17 @@ fn xform_text(f: &FormField, v: &Value) -> String {
             .filter_map(Value::as_str)
             .collect::<Vec<_>>()
             .join(" "),
-        Value::Bool(true) if f.kind == FieldType::Boolean => "OK".into(),
+        Value::Bool(true) if f.kind == FieldType::Boolean => ack.into(),
         other => other.to_string(),
     }
 }
 
 /// Whether ODK's text of a value is Mầm's value. An acknowledgement is "OK" in an XForm, and
 /// a calculation that is not a number is "NaN" where Mầm has none.
-fn same(odk: &str, mam: Option<&Value>, kind: Option<FieldType>) -> bool {
+fn same(odk: &str, mam: Option<&Value>, kind: Option<FieldType>, ack: &str) -> bool {
     match mam {
         None | Some(Value::Null) => odk.is_empty() || odk == "NaN",
-        Some(Value::Bool(true)) if kind == Some(FieldType::Boolean) => odk == "OK",
+        Some(Value::Bool(true)) if kind == Some(FieldType::Boolean) => odk == ack,
         Some(Value::String(s)) => odk == s,
         Some(Value::Number(n)) => odk.parse::<f64>().is_ok_and(|x| {
             let y = n.as_f64().unwrap();
@@ -317,6 +317,8 @@ fn taken(
 struct Check {
     compared: usize,
     differences: Vec<String>,
+    /// A yes/no acknowledgement's text: pyxform's `OK`, Mầm's `true`.
+    ack: &'static str,
 }
 
 impl Check {
@@ -327,7 +329,12 @@ impl Check {
 
     fn calculation(&mut self, at: &str, name: &str, ours: &Value, theirs: &Value) {
         self.compared += 1;
-        if !same(theirs["value"].as_str().unwrap_or(""), Some(ours), None) {
+        if !same(
+            theirs["value"].as_str().unwrap_or(""),
+            Some(ours),
+            None,
+            self.ack,
+        ) {
             self.differ(
                 at,
                 &format!("{name}: calculation"),
@@ -421,7 +428,12 @@ impl Check {
             }
             let value = values.get(&f.name);
             self.compared += 1;
-            if !same(theirs["value"].as_str().unwrap_or(""), value, Some(f.kind)) {
+            if !same(
+                theirs["value"].as_str().unwrap_or(""),
+                value,
+                Some(f.kind),
+                self.ack,
+            ) {
                 self.differ(
                     at,
                     &format!("{}: value", f.name),
@@ -446,7 +458,31 @@ impl Check {
     }
 }
 
-pub fn expressions_agree_with_odks_engine() {
+/// Whose XForm of each spreadsheet ODK's engine is given: pyxform's, or the one Mầm serves
+/// ODK Collect of the form it imported.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Source {
+    Pyxform,
+    Mam,
+}
+
+/// The XForm `mam form xform` makes of a form file.
+fn mams_xform(form: &Path) -> String {
+    let run = mam()
+        .args(["form", "xform"])
+        .arg(form)
+        .args(["--commune", "19753"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8(run.stdout).unwrap()
+}
+
+pub fn expressions_agree_with_odks_engine(source: Source) {
     let root = repo_root();
     let engine = root.join("tests/odk-engine");
     let node_ok = engine.join("node_modules/@getodk/xforms-engine").is_dir()
@@ -506,17 +542,25 @@ pub fn expressions_agree_with_odks_engine() {
         let sets = (0..SETS)
             .map(|_| answers(&form.fields, &defaults, &|_| None, &pools, &mut rng))
             .collect();
+        let xform = match source {
+            Source::Pyxform => std::fs::read_to_string(xform).unwrap(),
+            Source::Mam => mams_xform(&dir.join(format!("{name}.json"))),
+        };
         sheets.push(Spreadsheet {
             name,
             form,
-            xform: std::fs::read_to_string(xform).unwrap(),
+            xform,
             sets,
         });
     }
+    let ack = match source {
+        Source::Pyxform => "OK",
+        Source::Mam => "true",
+    };
     let request = json!({
         "forms": sheets.iter().map(|s| json!({
             "xform": s.xform,
-            "answers": s.sets.iter().map(|set| xform_answers(&s.form.fields, set)).collect::<Vec<_>>(),
+            "answers": s.sets.iter().map(|set| xform_answers(&s.form.fields, set, ack)).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
     let mut node = Command::new("node")
@@ -545,11 +589,14 @@ pub fn expressions_agree_with_odks_engine() {
     let mut check = Check {
         compared: 0,
         differences: Vec::new(),
+        ack,
     };
     for (sheet, result) in sheets.iter().zip(&results) {
         if let Some(e) = result["error"].as_str() {
-            eprintln!(
-                "{}: ODK's engine cannot load pyxform's XForm: {e}",
+            eprintln!("{}: ODK's engine cannot load the XForm: {e}", sheet.name);
+            assert!(
+                source == Source::Pyxform,
+                "ODK's engine cannot load the XForm Mầm serves of {}: {e}",
                 sheet.name
             );
             continue;

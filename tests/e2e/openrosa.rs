@@ -6,10 +6,10 @@
 use std::io::Read;
 
 use base64::Engine as _;
-use md5::{Digest, Md5};
 use mam::openrosa::submission::{parse_tree, Node};
+use md5::{Digest, Md5};
 use serde_json::{json, Value};
-use sync_protocol::{RecordId, Record};
+use sync_protocol::{Record, RecordId};
 
 use crate::attachments::publish_photo_form;
 use crate::harness::{Database, Phone, Server, COMMUNE, OTHER_COMMUNE};
@@ -140,13 +140,21 @@ impl Collect {
     }
 
     /// An entity list: its rows by name (`name`, `label`, `__version` and the properties).
-    pub async fn entity_list(&self, media: &Media) -> Vec<std::collections::BTreeMap<String, String>> {
+    pub async fn entity_list(
+        &self,
+        media: &Media,
+    ) -> Vec<std::collections::BTreeMap<String, String>> {
         let (status, _, body) = self.get(&media.download).await;
         assert_eq!(status, 200);
         assert_eq!(media.hash, format!("md5:{}", md5_hex(&body)));
         let csv = String::from_utf8(body).unwrap();
         let mut lines = csv.lines();
-        let header: Vec<String> = lines.next().unwrap().split(',').map(str::to_owned).collect();
+        let header: Vec<String> = lines
+            .next()
+            .unwrap()
+            .split(',')
+            .map(str::to_owned)
+            .collect();
         assert_eq!(&header[..3], ["name", "label", "__version"]);
         lines
             .map(|l| header.iter().cloned().zip(csv_cells(l)).collect())
@@ -155,7 +163,12 @@ impl Collect {
 
     /// `HEAD /submission`, then a multipart POST as Collect sends it: the XML first, then
     /// each attachment, and `*isIncomplete*` when more requests follow.
-    pub async fn submit(&self, xml: &str, files: &[(&str, &str, &[u8])], incomplete: bool) -> (u16, String) {
+    pub async fn submit(
+        &self,
+        xml: &str,
+        files: &[(&str, &str, &[u8])],
+        incomplete: bool,
+    ) -> (u16, String) {
         let head = self
             .http
             .head(format!("{}/submission", self.url))
@@ -187,7 +200,10 @@ impl Collect {
             );
         }
         if incomplete {
-            part("Content-Disposition: form-data; name=\"*isIncomplete*\"".into(), b"yes");
+            part(
+                "Content-Disposition: form-data; name=\"*isIncomplete*\"".into(),
+                b"yes",
+            );
         }
         body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
         assert!(body.len() <= limit);
@@ -195,7 +211,10 @@ impl Collect {
             .http
             .post(format!("{}/submission", self.url))
             .header("X-OpenRosa-Version", "1.0")
-            .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
+            .header(
+                "Content-Type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
             .body(body)
             .send()
             .await
@@ -203,7 +222,8 @@ impl Collect {
         let status = r.status().as_u16();
         assert_eq!(r.headers()["x-openrosa-version"], "1.0");
         let body = r.bytes().await.unwrap();
-        let root = parse_tree(&body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
+        let root =
+            parse_tree(&body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
         assert_eq!(root.name, "OpenRosaResponse");
         (status, text(&root, "message").unwrap_or_default())
     }
@@ -230,11 +250,7 @@ fn csv_cells(line: &str) -> Vec<String> {
 }
 
 /// A submission of the child register as an XForm instance.
-pub(crate) fn child_xml(
-    instance: &str,
-    values: &[(&str, &str)],
-    meta: &str,
-) -> String {
+pub(crate) fn child_xml(instance: &str, values: &[(&str, &str)], meta: &str) -> String {
     let mut fields = String::new();
     for (k, v) in values {
         fields.push_str(&format!("<{k}>{v}</{k}>"));
@@ -249,7 +265,9 @@ fn uuid() -> String {
 }
 
 fn uuid_v4() -> String {
-    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 const CHILD: &[(&str, &str)] = &[
@@ -310,7 +328,10 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
         let xml = collect.xform(l).await;
         assert_eq!(collect.xform(l).await, xml, "the same bytes twice");
         assert!(xml.contains(&format!("<data id=\"{}\" version=\"{}\"", l.id, l.version)));
-        assert!(xml.contains(&format!("<h:title>{}</h:title>", l.name)), "the list names the form by its title");
+        assert!(
+            xml.contains(&format!("<h:title>{}</h:title>", l.name)),
+            "the list names the form by its title"
+        );
         parse_tree(xml.as_bytes()).unwrap();
         xforms.insert(l.id.clone(), xml);
     }
@@ -323,7 +344,12 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
     };
     let list = collect.form_list().await;
     for l in &list {
-        assert_eq!(collect.xform(l).await, xforms[&l.id], "{} unchanged by a restart", l.id);
+        assert_eq!(
+            collect.xform(l).await,
+            xforms[&l.id],
+            "{} unchanged by a restart",
+            l.id
+        );
     }
 
     // A child of the phone's commune from a `/v1` phone, and one of another commune.
@@ -363,7 +389,10 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
     // A form that references children carries the child register as an entity list.
     let labour = list.iter().find(|l| l.id == "child-labour").unwrap();
     let media = collect.manifest(labour).await;
-    let children = media.iter().find(|m| m.filename == "child.csv").expect("child.csv");
+    let children = media
+        .iter()
+        .find(|m| m.filename == "child.csv")
+        .expect("child.csv");
     assert_eq!(children.kind.as_deref(), Some("entityList"));
     let rows = collect.entity_list(children).await;
     assert_eq!(rows.len(), 1, "only the phone's commune: {rows:?}");
@@ -372,7 +401,10 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
     assert_eq!(rows[0]["__version"], "1");
     assert_eq!(rows[0]["village"], "Thôn 3");
     let xform = &xforms["child-labour"];
-    assert!(xform.contains("jr://file-csv/child.csv"), "the list is read as an instance");
+    assert!(
+        xform.contains("jr://file-csv/child.csv"),
+        "the list is read as an instance"
+    );
     // Integrity: present, gone, and out of scope.
     let (status, _, body) = collect
         .get(&format!(
@@ -388,16 +420,26 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
         .unwrap()
         .children
         .iter()
-        .map(|e| (e.attr("id").unwrap().to_owned(), text(e, "deleted").unwrap()))
+        .map(|e| {
+            (
+                e.attr("id").unwrap().to_owned(),
+                text(e, "deleted").unwrap(),
+            )
+        })
         .collect();
     assert_eq!(deleted[0], (here.to_string(), "false".into()));
-    assert_eq!(deleted[1].1, "true", "another commune's child is not this phone's");
+    assert_eq!(
+        deleted[1].1, "true",
+        "another commune's child is not this phone's"
+    );
     assert_eq!(deleted[2].1, "true", "an unknown entity is gone");
 
     // A new submission becomes a record that `/v1` phones and the office see.
     let instance = uuid();
     let entity = uuid_v4();
-    let meta = format!("<entity dataset=\"child\" id=\"{entity}\" create=\"1\"><label>Lê Thị Mai</label></entity>");
+    let meta = format!(
+        "<entity dataset=\"child\" id=\"{entity}\" create=\"1\"><label>Lê Thị Mai</label></entity>"
+    );
     let xml = child_xml(&instance, CHILD, &meta);
     let (status, message) = collect.submit(&xml, &[], false).await;
     assert_eq!(status, 201, "{message}");
@@ -406,7 +448,8 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
     assert_eq!(record.value("consent_guardian"), Some(&json!(true)));
     assert_eq!(record.value("date_of_birth"), Some(&json!("2023-05-04")));
     crate::office::add_user(&server, "tinh", "province", "46");
-    let page = crate::office::signed_in_page(&server, "tinh", &format!("/office/records/{entity}")).await;
+    let page =
+        crate::office::signed_in_page(&server, "tinh", &format!("/office/records/{entity}")).await;
     assert!(page.contains("Lê Thị Mai"), "the office shows it");
 
     // Sent again (no answer reached the phone): one record; other XML under its id: 409.
@@ -422,7 +465,13 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
     // A value the form refuses: refused in Vietnamese, kept for the office.
     let bad = child_xml(
         &uuid(),
-        &[("child_name", "Bé Tương Lai"), ("sex", "f"), ("date_of_birth", "2999-01-01"), ("village", "Thôn 1"), ("consent_guardian", "true")],
+        &[
+            ("child_name", "Bé Tương Lai"),
+            ("sex", "f"),
+            ("date_of_birth", "2999-01-01"),
+            ("village", "Thôn 1"),
+            ("consent_guardian", "true"),
+        ],
         "",
     );
     let (status, message) = collect.submit(&bad, &[], false).await;
@@ -441,23 +490,48 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
     // An edit of the sent instance (deprecatedID) while a `/v1` phone edits the record: the
     // phone's edits stay; the same field edited by both keeps both values.
     let id = RecordId::parse(&entity).unwrap();
-    phone.edit(id, &[("carer_name", json!("Lê Văn Bố")), ("village", json!("Thôn 5"))]);
+    phone.edit(
+        id,
+        &[
+            ("carer_name", json!("Lê Văn Bố")),
+            ("village", json!("Thôn 5")),
+        ],
+    );
     phone.sync().await;
     let edit_instance = uuid();
     let edited = child_xml(
         &edit_instance,
-        &[("child_name", "Lê Thị Mai"), ("sex", "f"), ("date_of_birth", "2023-05-04"), ("village", "Thôn 4"), ("consent_guardian", "true"), ("notes", "Đã chuyển nhà")],
+        &[
+            ("child_name", "Lê Thị Mai"),
+            ("sex", "f"),
+            ("date_of_birth", "2023-05-04"),
+            ("village", "Thôn 4"),
+            ("consent_guardian", "true"),
+            ("notes", "Đã chuyển nhà"),
+        ],
         &format!("<deprecatedID>{instance}</deprecatedID>"),
     );
     let (status, message) = collect.submit(&edited, &[], false).await;
     assert_eq!(status, 201, "{message}");
     let record = pulled(&mut phone, &entity).await;
-    assert_eq!(values(&record, "carer_name"), [json!("Lê Văn Bố")], "the other phone's edit kept");
+    assert_eq!(
+        values(&record, "carer_name"),
+        [json!("Lê Văn Bố")],
+        "the other phone's edit kept"
+    );
     assert_eq!(values(&record, "notes"), [json!("Đã chuyển nhà")]);
     let mut village = values(&record, "village");
     village.sort_by_key(|v| v.to_string());
-    assert_eq!(village, [json!("Thôn 4"), json!("Thôn 5")], "both kept for a person to settle");
-    assert_eq!(values(&record, "child_name"), [json!("Lê Thị Mai")], "unchanged answers write nothing");
+    assert_eq!(
+        village,
+        [json!("Thôn 4"), json!("Thôn 5")],
+        "both kept for a person to settle"
+    );
+    assert_eq!(
+        values(&record, "child_name"),
+        [json!("Lê Thị Mai")],
+        "unchanged answers write nothing"
+    );
 
     // Split in two requests, with a photo: one record once the last part arrives.
     drop(server);
@@ -471,7 +545,10 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
         .find(|l| l.id == "play-photo")
         .unwrap();
     let photo_xform = collect.xform(&photo_form).await;
-    assert!(photo_xform.contains("mediatype=\"image/*\""), "{photo_xform}");
+    assert!(
+        photo_xform.contains("mediatype=\"image/*\""),
+        "{photo_xform}"
+    );
     let png: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
     let instance = uuid();
     let xml = format!(
@@ -492,7 +569,10 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
     let sha = photo["sha256"].as_str().unwrap();
     let got = phone
         .http
-        .get(format!("{}/v1/records/{}/attachments/{sha}", server.url, record.id))
+        .get(format!(
+            "{}/v1/records/{}/attachments/{sha}",
+            server.url, record.id
+        ))
         .bearer_auth(&phone.token)
         .send()
         .await
@@ -507,7 +587,13 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
 }
 
 /// An entity the server does not hold: the `meta/entity` of a child register submission.
-fn entity_meta(id: &str, create: bool, base: Option<u64>, trunk: Option<u64>, branch: Option<&str>) -> String {
+fn entity_meta(
+    id: &str,
+    create: bool,
+    base: Option<u64>,
+    trunk: Option<u64>,
+    branch: Option<&str>,
+) -> String {
     let n = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
     format!(
         "<entity dataset=\"child\" id=\"{id}\" create=\"{}\" update=\"{}\" baseVersion=\"{}\" trunkVersion=\"{}\" branchId=\"{}\"><label>x</label></entity>",
@@ -546,13 +632,23 @@ pub async fn offline_entities_merge_field_by_field(db: Database) {
     };
     // A child created offline from Collect: version 1.
     let create = |id: &str| child_xml(&uuid(), CHILD, &entity_meta(id, true, None, None, None));
-    let update = |id: &str, values: &[(&str, &str)], base: u64, trunk: Option<u64>, branch: Option<&str>| {
-        child_xml(&uuid(), values, &entity_meta(id, false, Some(base), trunk, branch))
-    };
+    let update =
+        |id: &str, values: &[(&str, &str)], base: u64, trunk: Option<u64>, branch: Option<&str>| {
+            child_xml(
+                &uuid(),
+                values,
+                &entity_meta(id, false, Some(base), trunk, branch),
+            )
+        };
     let list_version = |id: String| {
         let collect = &collect;
         async move {
-            let labour = collect.form_list().await.into_iter().find(|l| l.id == "child-labour").unwrap();
+            let labour = collect
+                .form_list()
+                .await
+                .into_iter()
+                .find(|l| l.id == "child-labour")
+                .unwrap();
             let media = collect.manifest(&labour).await;
             let rows = collect.entity_list(&media[0]).await;
             rows.into_iter()
@@ -588,8 +684,22 @@ pub async fn offline_entities_merge_field_by_field(db: Database) {
     let e = uuid_v4();
     send(create(&e)).await;
     let b = uuid_v4();
-    send(update(&e, &[("village", "Thôn 2"), ("notes", "đến")], 1, Some(1), Some(&b))).await;
-    send(update(&e, &[("village", "Thôn 2"), ("notes", "đi")], 2, Some(1), Some(&b))).await;
+    send(update(
+        &e,
+        &[("village", "Thôn 2"), ("notes", "đến")],
+        1,
+        Some(1),
+        Some(&b),
+    ))
+    .await;
+    send(update(
+        &e,
+        &[("village", "Thôn 2"), ("notes", "đi")],
+        2,
+        Some(1),
+        Some(&b),
+    ))
+    .await;
     assert_eq!(field_of(&mut phone, &e, "village").await, [json!("Thôn 2")]);
     assert_eq!(field_of(&mut phone, &e, "notes").await, [json!("đi")]);
 
@@ -636,11 +746,37 @@ pub async fn offline_entities_merge_field_by_field(db: Database) {
     let e = uuid_v4();
     send(create(&e)).await;
     let b = uuid_v4();
-    send(update(&e, &[("notes", "đi"), ("village", "Thôn 7")], 2, Some(1), Some(&b))).await;
-    assert_eq!(field_of(&mut phone, &e, "notes").await, [json!("đi")], "not held");
-    send(update(&e, &[("notes", "đến"), ("village", "Thôn 7"), ("carer_name", "Cha")], 1, Some(1), Some(&b))).await;
+    send(update(
+        &e,
+        &[("notes", "đi"), ("village", "Thôn 7")],
+        2,
+        Some(1),
+        Some(&b),
+    ))
+    .await;
+    assert_eq!(
+        field_of(&mut phone, &e, "notes").await,
+        [json!("đi")],
+        "not held"
+    );
+    send(update(
+        &e,
+        &[
+            ("notes", "đến"),
+            ("village", "Thôn 7"),
+            ("carer_name", "Cha"),
+        ],
+        1,
+        Some(1),
+        Some(&b),
+    ))
+    .await;
     let record = pulled(&mut phone, &e).await;
-    assert_eq!(values(&record, "notes"), [json!("đi")], "the later update stands");
+    assert_eq!(
+        values(&record, "notes"),
+        [json!("đi")],
+        "the later update stands"
+    );
     assert_eq!(values(&record, "carer_name"), [json!("Cha")]);
     assert!(!record.is_conflicted());
 
@@ -649,8 +785,18 @@ pub async fn offline_entities_merge_field_by_field(db: Database) {
     //    keeps both values for a person to settle.
     let e = uuid_v4();
     send(create(&e)).await;
-    send(update(&e, &[("village", "Thôn 8")], 9, Some(9), Some(&uuid_v4()))).await;
-    assert_eq!(field_of(&mut phone, &e, "village").await, [json!("Thôn 1"), json!("Thôn 8")]);
+    send(update(
+        &e,
+        &[("village", "Thôn 8")],
+        9,
+        Some(9),
+        Some(&uuid_v4()),
+    ))
+    .await;
+    assert_eq!(
+        field_of(&mut phone, &e, "village").await,
+        [json!("Thôn 1"), json!("Thôn 8")]
+    );
 
     // 14, 15, 38. Updates before their create (one phone, backwards): kept until the create
     //    arrives, then applied at once in base order.
@@ -658,7 +804,14 @@ pub async fn offline_entities_merge_field_by_field(db: Database) {
     let b = uuid_v4();
     let message = send(update(&e, &[("notes", "lần 2")], 2, None, Some(&b))).await;
     assert!(message.contains("chưa có"), "{message}");
-    send(update(&e, &[("notes", "lần 1"), ("carer_name", "Dì")], 1, None, Some(&b))).await;
+    send(update(
+        &e,
+        &[("notes", "lần 1"), ("carer_name", "Dì")],
+        1,
+        None,
+        Some(&b),
+    ))
+    .await;
     send(create(&e)).await;
     let record = pulled(&mut phone, &e).await;
     assert_eq!(values(&record, "notes"), [json!("lần 2")]);
@@ -675,9 +828,27 @@ pub async fn offline_entities_merge_field_by_field(db: Database) {
     phone.edit(id, &[("village", "Thôn 24".into())]);
     phone.sync().await;
     let b = uuid_v4();
-    send(update(&e, &[("notes", "đã đến"), ("village", "Thôn 1")], 1, Some(1), Some(&b))).await;
-    assert_eq!(field_of(&mut phone, &e, "village").await, [json!("Thôn 24")], "unchanged by the branch: no conflict");
-    send(update(&e, &[("notes", "đã đến"), ("village", "Thôn 26")], 2, Some(1), Some(&b))).await;
+    send(update(
+        &e,
+        &[("notes", "đã đến"), ("village", "Thôn 1")],
+        1,
+        Some(1),
+        Some(&b),
+    ))
+    .await;
+    assert_eq!(
+        field_of(&mut phone, &e, "village").await,
+        [json!("Thôn 24")],
+        "unchanged by the branch: no conflict"
+    );
+    send(update(
+        &e,
+        &[("notes", "đã đến"), ("village", "Thôn 26")],
+        2,
+        Some(1),
+        Some(&b),
+    ))
+    .await;
     let record = pulled(&mut phone, &e).await;
     let mut village = values(&record, "village");
     village.sort_by_key(|v| v.to_string());
@@ -697,8 +868,14 @@ pub async fn offline_entities_merge_field_by_field(db: Database) {
     // 37. A create and its update sent at once, many times: always both applied.
     for _ in 0..10 {
         let e = uuid_v4();
-        let (c, u) = (create(&e), update(&e, &[("notes", "cùng lúc")], 1, Some(1), Some(&uuid_v4())));
-        let (a, b) = tokio::join!(collect.submit(&c, &[], false), collect.submit(&u, &[], false));
+        let (c, u) = (
+            create(&e),
+            update(&e, &[("notes", "cùng lúc")], 1, Some(1), Some(&uuid_v4())),
+        );
+        let (a, b) = tokio::join!(
+            collect.submit(&c, &[], false),
+            collect.submit(&u, &[], false)
+        );
         assert_eq!((a.0, b.0), (201, 201));
         let mut notes = Vec::new();
         for _ in 0..50 {

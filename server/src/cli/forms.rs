@@ -13,6 +13,22 @@ use crate::{now_ms, store};
 
 pub(super) async fn form(config: Option<&PathBuf>, command: FormCommand) -> anyhow::Result<()> {
     match command {
+        FormCommand::Xform { file, communes } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let form: sync_protocol::Form = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a valid form", file.display()))?;
+            let communes: Vec<(String, String)> =
+                communes.iter().map(|c| (c.clone(), c.clone())).collect();
+            let xml = crate::openrosa::xform::xform(
+                &form,
+                &crate::openrosa::xform::Context {
+                    communes: &communes,
+                    entity_list: None,
+                },
+            );
+            print!("{xml}");
+        }
         FormCommand::Publish { file, db } => {
             let settings = command_settings(config, &db)?;
             let text = std::fs::read_to_string(&file)

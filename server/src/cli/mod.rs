@@ -274,6 +274,13 @@ pub enum FormCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Print the XForm ODK Collect gets of a form file (JSON), for a phone of these communes.
+    Xform {
+        file: PathBuf,
+        /// A commune of the phone (5-digit code); repeat for several.
+        #[arg(long = "commune")]
+        communes: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

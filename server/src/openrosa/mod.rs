@@ -298,7 +298,11 @@ pub async fn submit(
 
 /// Applies the updates that waited for the entity `record` to be created, oldest base first:
 /// at once when they are this phone's, else as soon as their phone's lock is free.
-async fn release_held(state: &Arc<AppState>, device: &Device, record: &str) -> Result<(), StoreError> {
+async fn release_held(
+    state: &Arc<AppState>,
+    device: &Device,
+    record: &str,
+) -> Result<(), StoreError> {
     let mut held: Vec<(Option<u64>, String, DeviceId, String)> = Vec::new();
     for (key, body) in state.store.openrosa_of("held", record).await? {
         let Ok(h) = serde_json::from_str::<Held>(&body) else {
@@ -314,7 +318,16 @@ async fn release_held(state: &Arc<AppState>, device: &Device, record: &str) -> R
         // Taken now: not released twice.
         state
             .store
-            .put_openrosa(&[("held", key.clone(), String::new(), serde_json::to_string(&Held { device: 0, xml: xml.clone() }).expect("serializes"))])
+            .put_openrosa(&[(
+                "held",
+                key.clone(),
+                String::new(),
+                serde_json::to_string(&Held {
+                    device: 0,
+                    xml: xml.clone(),
+                })
+                .expect("serializes"),
+            )])
             .await?;
     }
     for (_, _, owner, xml) in held {
@@ -351,7 +364,15 @@ async fn replay(state: &Arc<AppState>, device: &Device, xml: &str) -> Result<(),
     else {
         return Ok(());
     };
-    let (reply, _) = take(state, device, &sub, &form, &sha256_hex(xml.as_bytes()), &HashMap::new()).await?;
+    let (reply, _) = take(
+        state,
+        device,
+        &sub,
+        &form,
+        &sha256_hex(xml.as_bytes()),
+        &HashMap::new(),
+    )
+    .await?;
     if let Reply::Refused(_, message) = reply {
         tracing::warn!(device = device.id, %message, "a held entity update was refused");
     }
@@ -401,7 +422,10 @@ async fn take(
             ));
         }
         if kept.missing.is_empty() || kept.missing.keys().all(|f| !files.contains_key(f)) {
-            return Ok((Reply::Accepted("Phiếu này đã được nhận trước đây.".into()), None));
+            return Ok((
+                Reply::Accepted("Phiếu này đã được nhận trước đây.".into()),
+                None,
+            ));
         }
     }
 

@@ -371,6 +371,15 @@ impl<'a> Gen<'a> {
             for sub in &f.fields {
                 self.instance_of(sub, out);
             }
+            let inside = Scope {
+                repeat: Some(f),
+                current: None,
+            };
+            for d in &f.derived {
+                if self.xpath(&d.expr, &inside).is_some() {
+                    let _ = write!(out, "<{}/>", d.name);
+                }
+            }
             let _ = write!(out, "</{}>", f.name);
             return;
         }
@@ -397,6 +406,28 @@ impl<'a> Gen<'a> {
         if let Some(hint) = &f.hint {
             self.text(&format!("{path}:hint"), hint);
             let _ = write!(inner, "<hint ref=\"jr:itext('{path}:hint')\"/>");
+        }
+        // Calculations made when this question changes (`trigger`).
+        let siblings = match scope.repeat {
+            Some(rep) => &rep.fields,
+            None => &self.form.fields,
+        };
+        for calc in siblings
+            .iter()
+            .filter(|c| c.trigger.as_deref() == Some(&f.name))
+        {
+            let Some(x) = calc.calculate.as_ref().and_then(|c| self.xpath(c, scope)) else {
+                continue;
+            };
+            let target = match path.rsplit_once('/') {
+                Some((parent, _)) => format!("{parent}/{}", calc.name),
+                None => calc.name.clone(),
+            };
+            let _ = write!(
+                inner,
+                "<setvalue event=\"xforms-value-changed\" ref=\"{target}\" value=\"{}\"/>",
+                esc(&x)
+            );
         }
         let appearance = f
             .appearance
@@ -542,6 +573,18 @@ impl<'a> Gen<'a> {
             for sub in &f.fields {
                 self.bind(sub, &format!("{path}/{}", sub.name), &inside, None);
             }
+            for d in &f.derived {
+                if let Some(x) = self.xpath(&d.expr, &inside) {
+                    let _ = write!(
+                        self.binds,
+                        "<bind nodeset=\"{path}/{}\" type=\"{}\" calculate=\"{}\"{}/>",
+                        d.name,
+                        bind_type(d.kind),
+                        esc(&x),
+                        self.relevant_attr(d.relevant.as_ref(), &inside)
+                    );
+                }
+            }
             return;
         }
         let mut attrs = format!("nodeset=\"{path}\" type=\"{}\"", bind_type(f.kind));
@@ -648,12 +691,22 @@ impl<'a> Gen<'a> {
     /// The path of a field read from `scope`: beside the question inside a repeat.
     fn path_of(&self, name: &str, scope: &Scope) -> String {
         if let Some(rep) = scope.repeat {
-            if rep.fields.iter().any(|f| f.name == name) {
+            if rep.fields.iter().any(|f| f.name == name)
+                || rep.derived.iter().any(|d| d.name == name)
+            {
                 return format!("../{name}");
             }
         }
-        if self.form.field(name).is_some() || self.form.derived.iter().any(|d| d.name == name) {
-            return format!("/data/{name}");
+        if self.form.field(name).is_none() && self.form.derived.iter().all(|d| d.name != name) {
+            // A repeat's field read from outside it: its values in every item.
+            let inner = self.form.fields.iter().find(|r| {
+                r.kind == FieldType::Repeat
+                    && (r.fields.iter().any(|f| f.name == name)
+                        || r.derived.iter().any(|d| d.name == name))
+            });
+            if let Some(rep) = inner {
+                return format!("/data/{}/{name}", rep.name);
+            }
         }
         format!("/data/{name}")
     }
@@ -662,6 +715,9 @@ impl<'a> Gen<'a> {
         if let Some(rep) = scope.repeat {
             if let Some(f) = rep.fields.iter().find(|f| f.name == name) {
                 return Some(f.kind);
+            }
+            if let Some(d) = rep.derived.iter().find(|d| d.name == name) {
+                return Some(d.kind);
             }
         }
         self.form.field(name).map(|f| f.kind).or_else(|| {
@@ -806,6 +862,12 @@ impl<'a> Gen<'a> {
             "number" => format!("number({})", x(0)?),
             "round" => format!("round({}, {})", x(0)?, x(1)?),
             "position" => "position(..)".into(),
+            "count" | "sum" | "max" | "min" => format!("{op}({})", x(0)?),
+            "indexed_repeat" => {
+                let field = x(0)?;
+                let (repeat, _) = field.rsplit_once('/')?;
+                format!("indexed-repeat({field}, {repeat}, {})", x(1)?)
+            }
             "today" => "today()".into(),
             "now" => "now()".into(),
             "date" => format!("date({})", x(0)?),
