@@ -51,7 +51,10 @@ use office::{
     office_accounts_are_scoped_and_guarded, office_in_a_browser, office_pages_fit_a_phone,
     settles_supersede_only_what_the_page_showed,
 };
-use openrosa::{odk_collect_follows_its_sequence, offline_entities_merge_field_by_field};
+use openrosa::{
+    odk_collect_follows_its_sequence, odks_engine_fills_what_mam_serves,
+    offline_entities_merge_field_by_field,
+};
 use recovery::{
     a_rebuild_racing_pushes_loses_no_push, a_restored_phone_takes_a_successor_and_loses_nothing,
     a_restored_server_gets_back_what_phones_kept, office_settles_after_a_restore_are_kept,
@@ -206,6 +209,13 @@ async fn attachments_live_in_an_object_store() {
 #[test]
 fn xlsform_choices_from_a_file_and_ranks() {
     forms::xlsform_choices_from_a_file_and_ranks();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odks_engine_fills_and_sends_what_mam_serves() {
+    if let Some(db) = Database::fresh(Backend::Sqlite).await {
+        odks_engine_fills_what_mam_serves(db).await;
+    }
 }
 
 #[test]

@@ -888,3 +888,205 @@ pub async fn offline_entities_merge_field_by_field(db: Database) {
         assert_eq!(notes, [json!("cùng lúc")]);
     }
 }
+
+/// An answer for ODK's engine to give a question, as the XForm writes it (`None`: left
+/// unanswered).
+fn engine_answer(f: &sync_protocol::FormField, child: &str) -> Option<String> {
+    use sync_protocol::FieldType as T;
+    if f.auto.is_some()
+        || f.calculate.is_some()
+        || f.retired
+        || f.pattern.is_some()
+        || f.choice_filter.is_some()
+    {
+        return None;
+    }
+    let number = |fallback: f64| {
+        let min = f.min.as_ref().and_then(Value::as_f64);
+        let max = f.max.as_ref().and_then(Value::as_f64);
+        let x = min.map_or(fallback, |m| m.max(fallback.min(max.unwrap_or(fallback))));
+        x.min(max.unwrap_or(x))
+    };
+    Some(match f.kind {
+        T::Text => "Nguyễn Thị Ba".into(),
+        T::Integer => format!("{}", number(1.0) as i64),
+        T::Decimal => format!("{}", number(12.5)),
+        T::Date => "2024-03-01".into(),
+        T::Time => "10:30".into(),
+        T::Boolean => "true".into(),
+        T::SelectOne | T::SelectMany => f.choices.first()?.code.clone(),
+        T::Reference => child.into(),
+        T::Geopoint => "16.46 107.59 0 5".into(),
+        _ => return None,
+    })
+}
+
+/// ODK's own form engine (`@getodk/xforms-engine`) loads every XForm Mầm offers a phone, with
+/// its entity list, and fills it as a person would; its submissions, posted as Collect posts
+/// them, become records that `/v1` phones pull with the answers given. An instance it opens
+/// for editing and sends back with `deprecatedID` changes the same record.
+pub async fn odks_engine_fills_what_mam_serves(db: Database) {
+    let engine = crate::harness::repo_root().join("tests/odk-engine");
+    let ready = engine.join("node_modules/@getodk/xforms-engine").is_dir();
+    if !ready {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(
+            !ci,
+            "ODK's form engine is missing under CI: npm ci --prefix tests/odk-engine"
+        );
+        eprintln!("ODK's form engine is missing: skipping");
+        return;
+    }
+    let server = Server::start(&db);
+    let mut phone = server.enroll("Hoa", &[COMMUNE]).await;
+    let child = RecordId::new_v7();
+    phone.client.create(
+        child,
+        &sync_protocol::FormId::parse("child").unwrap(),
+        2,
+        &crate::harness::commune(COMMUNE),
+        vec![
+            ("child_name", json!("Phan Văn Tí")),
+            ("sex", json!("m")),
+            ("date_of_birth", json!("2022-01-02")),
+            ("village", json!("Thôn 3")),
+            ("consent_guardian", json!(true)),
+        ],
+    );
+    phone.sync().await;
+    let collect = Collect::enroll(&server, "Máy ODK", &[COMMUNE]).await;
+
+    let mut forms = Vec::new();
+    for listed in collect.form_list().await {
+        let xform = collect.xform(&listed).await;
+        let mut attachments = serde_json::Map::new();
+        for media in collect.manifest(&listed).await {
+            let (_, _, body) = collect.get(&media.download).await;
+            attachments.insert(
+                media.filename.clone(),
+                json!(String::from_utf8(body).unwrap()),
+            );
+        }
+        let file = crate::harness::repo_root().join(format!(
+            "schemas/forms/{}.v{}.json",
+            listed.id, listed.version
+        ));
+        let form: sync_protocol::Form =
+            serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let answers: serde_json::Map<String, Value> = form
+            .fields
+            .iter()
+            .filter_map(|f| Some((f.name.clone(), json!(engine_answer(f, &child.to_string())?))))
+            .collect();
+        forms.push((
+            form,
+            json!({ "xform": xform, "attachments": attachments, "answers": answers }),
+        ));
+    }
+    let run = |request: Value| {
+        let engine = engine.clone();
+        let mut node = std::process::Command::new("node")
+            .arg(engine.join("submit.mjs"))
+            .current_dir(&engine)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = node.stdin.take().unwrap();
+        let body = request.to_string();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            stdin.write_all(body.as_bytes()).unwrap();
+        });
+        let done = node.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        serde_json::from_slice::<Vec<Value>>(&done.stdout).unwrap()
+    };
+    let made = run(json!({ "forms": forms.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>() }));
+    assert!(forms.len() >= 8, "{} forms", forms.len());
+    let mut sent = Vec::new();
+    for ((form, request), result) in forms.iter().zip(&made) {
+        let id = form.id.as_str();
+        assert!(result["error"].is_null(), "{id}: {}", result["error"]);
+        assert_eq!(
+            result["status"], "ready",
+            "{id}: the engine finds {}",
+            result["violations"]
+        );
+        let xml = result["xml"].as_str().unwrap().to_owned();
+        let (status, message) = collect.submit(&xml, &[], false).await;
+        assert_eq!(status, 201, "{id}: {message}");
+        // Sent again, as after a lost answer: still one record.
+        let (status, _) = collect.submit(&xml, &[], false).await;
+        assert_eq!(status, 201);
+        let instance = parse_tree(xml.as_bytes()).unwrap();
+        let instance = text(instance.child("meta").unwrap(), "instanceID").unwrap();
+        sent.push((form.clone(), request["answers"].clone(), instance, xml));
+    }
+    phone.sync().await;
+    for (form, answers, instance, _) in &sent {
+        let record = phone
+            .client
+            .records()
+            .into_iter()
+            .find(|r| {
+                r.form == form.id
+                    && (r.id.to_string() == instance.trim_start_matches("uuid:")
+                        || form.id.as_str() == "child"
+                            && r.id != child
+                            && r.value("child_name") == Some(&json!("Nguyễn Thị Ba")))
+            })
+            .unwrap_or_else(|| panic!("{}: no record", form.id.as_str()));
+        for f in &form.fields {
+            let Some(given) = answers.get(&f.name).and_then(Value::as_str) else {
+                continue;
+            };
+            let held = record.value(&f.name);
+            if f.kind == sync_protocol::FieldType::Text || f.kind == sync_protocol::FieldType::Date
+            {
+                assert_eq!(held, Some(&json!(given)), "{}.{}", form.id.as_str(), f.name);
+            } else {
+                assert!(
+                    held.is_some(),
+                    "{}.{}: the answer {given:?} is kept",
+                    form.id.as_str(),
+                    f.name
+                );
+            }
+        }
+    }
+
+    // The child register edited in the engine and sent back as an edit of its instance.
+    let (form, _, instance, xml) = sent
+        .iter()
+        .find(|(f, ..)| f.id.as_str() == "child")
+        .unwrap();
+    let (_, request) = forms.iter().find(|(f, _)| f.id == form.id).unwrap();
+    let edited = run(json!({ "forms": [{
+        "xform": request["xform"], "attachments": request["attachments"],
+        "answers": { "village": "Thôn 9" }, "edit": xml,
+    }]}));
+    assert_eq!(edited[0]["status"], "ready", "{}", edited[0]);
+    let edit = edited[0]["xml"].as_str().unwrap();
+    assert!(
+        edit.contains(&format!("<deprecatedID>{instance}</deprecatedID>")),
+        "{edit}"
+    );
+    let (status, message) = collect.submit(edit, &[], false).await;
+    assert_eq!(status, 201, "{message}");
+    phone.sync().await;
+    let records: Vec<Record> = phone
+        .client
+        .records()
+        .into_iter()
+        .filter(|r| r.form == form.id && r.value("child_name") == Some(&json!("Nguyễn Thị Ba")))
+        .collect();
+    assert_eq!(records.len(), 1, "an edit, not a new record");
+    assert_eq!(values(&records[0], "village"), [json!("Thôn 9")]);
+}
