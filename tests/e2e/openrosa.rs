@@ -580,6 +580,31 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().to_vec(), png);
 
+    // Enrolled on the office's Phones page: a QR code of Collect's settings and the URL.
+    crate::office::add_user(&server, "xa", "commune", COMMUNE);
+    let mut office = crate::office::Office::new(&server);
+    assert_eq!(office.login("xa", crate::office::PASSWORD).await.0, 303);
+    let csrf = office.csrf().await;
+    let response = office
+        .post(
+            "/office/phones",
+            &[("csrf", &csrf), ("name", "Máy ODK xã"), ("commune", COMMUNE), ("odk", "1")],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("<svg"), "a QR code");
+    let link = page.split("id=\"enrol-link\">").nth(1).unwrap().split('<').next().unwrap();
+    let link = crate::office::unescape(link);
+    assert!(link.starts_with(&format!("{}/key/", server.url)), "{link}");
+    let officers = Collect {
+        http: reqwest::Client::new(),
+        url: link,
+        device: 0,
+        qr: String::new(),
+    };
+    assert!(officers.form_list().await.iter().any(|l| l.id == "play-photo"));
+
     // Revoked: the key opens nothing.
     server.cli(&["device", "revoke", &collect.device.to_string()]);
     let (status, _, _) = collect.get(&format!("{}/formList", collect.url)).await;

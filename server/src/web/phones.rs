@@ -33,6 +33,9 @@ pub struct PhoneLine {
 }
 
 pub struct Enrolled {
+    /// A phone with ODK Collect: `code` is empty, the QR code holds Collect's settings and
+    /// `link` is the server URL with the phone's key.
+    pub odk: bool,
     pub name: String,
     pub code: String,
     pub expires: String,
@@ -202,6 +205,24 @@ pub async fn enrol(
     }
     communes.sort();
     communes.dedup();
+    let odk = pairs.iter().any(|(k, v)| k == "odk" && v == "1");
+    if odk {
+        let (id, token) = crate::openrosa::enroll(state.store.as_ref(), &name, &communes).await?;
+        tracing::info!(user = %officer.user.name, device = id, "ODK Collect phone enrolled");
+        let base = crate::respond::public_base(&state, &headers);
+        let server_url = crate::openrosa::server_url(&base, &token);
+        let settings = crate::openrosa::qr_settings(&server_url, &name);
+        let enrolled = Enrolled {
+            odk: true,
+            name,
+            code: String::new(),
+            expires: String::new(),
+            qr_svg: qr_svg(&settings),
+            warning: reach_warning(&officer, &base),
+            link: server_url,
+        };
+        return phones_page(&state, &officer, &uri, Some(enrolled), None, StatusCode::OK).await;
+    }
     let code = auth::new_code();
     let hours = state.settings.sync.enroll_code_hours;
     let expires = now_ms() + hours as i64 * 3_600_000;
@@ -214,6 +235,32 @@ pub async fn enrol(
     // used (which a phone can reach only if it is not this machine's own).
     let base = crate::respond::public_base(&state, &headers);
     let link = format!("{base}/app/#code={code}");
+    let enrolled = Enrolled {
+        odk: false,
+        name,
+        code,
+        expires: local_time(expires),
+        qr_svg: qr_svg(&link),
+        warning: reach_warning(&officer, &base),
+        link,
+    };
+    phones_page(&state, &officer, &uri, Some(enrolled), None, StatusCode::OK).await
+}
+
+/// A QR code of `text`, as SVG.
+fn qr_svg(text: &str) -> String {
+    qrcode::QrCode::new(text.as_bytes())
+        .map(|q| {
+            q.render::<qrcode::render::svg::Color>()
+                .min_dimensions(200, 200)
+                .quiet_zone(true)
+                .build()
+        })
+        .unwrap_or_default()
+}
+
+/// Why a phone may not be able to use an address.
+fn reach_warning(officer: &Officer, base: &str) -> Option<String> {
     let host = base
         .split("://")
         .nth(1)
@@ -223,30 +270,13 @@ pub async fn enrol(
         .unwrap_or("");
     let unreachable =
         matches!(host, "localhost" | "127.0.0.1" | "[" | "") || host.starts_with("127.");
-    let insecure = base.starts_with("http://");
-    let qr_svg = qrcode::QrCode::new(link.as_bytes())
-        .map(|q| {
-            q.render::<qrcode::render::svg::Color>()
-                .min_dimensions(200, 200)
-                .quiet_zone(true)
-                .build()
-        })
-        .unwrap_or_default();
-    let enrolled = Enrolled {
-        name,
-        code,
-        expires: local_time(expires),
-        qr_svg,
-        link,
-        warning: if unreachable {
-            Some(officer.lang.t("qr_unreachable").to_owned())
-        } else if insecure {
-            Some(officer.lang.t("qr_insecure").to_owned())
-        } else {
-            None
-        },
-    };
-    phones_page(&state, &officer, &uri, Some(enrolled), None, StatusCode::OK).await
+    if unreachable {
+        Some(officer.lang.t("qr_unreachable").to_owned())
+    } else if base.starts_with("http://") {
+        Some(officer.lang.t("qr_insecure").to_owned())
+    } else {
+        None
+    }
 }
 
 #[derive(Deserialize)]
