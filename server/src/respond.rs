@@ -152,22 +152,6 @@ fn byte_range(text: &str, size: u64) -> Option<(u64, u64)> {
     (start <= end && start < size).then_some((start, end))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::byte_range;
-
-    #[test]
-    fn ranges_read_as_browsers_send_them() {
-        assert_eq!(byte_range("bytes=0-99", 1000), Some((0, 99)));
-        assert_eq!(byte_range("bytes=900-", 1000), Some((900, 999)));
-        assert_eq!(byte_range("bytes=-100", 1000), Some((900, 999)));
-        assert_eq!(byte_range("bytes=950-2000", 1000), Some((950, 999)));
-        assert_eq!(byte_range("bytes=1000-", 1000), None);
-        assert_eq!(byte_range("bytes=0-1,5-6", 1000), None);
-        assert_eq!(byte_range("items=0-1", 1000), None);
-    }
-}
-
 /// The address phones reach the server by: `[server] public_url` when set, else the one this
 /// request used (which a phone can reach only if it is not this machine's own).
 pub(crate) fn public_base(state: &crate::state::AppState, headers: &HeaderMap) -> String {
@@ -185,5 +169,21 @@ pub(crate) fn public_base(state: &crate::state::AppState, headers: &HeaderMap) -
             let scheme = if https { "https" } else { "http" };
             format!("{scheme}://{host}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn ranges_read_as_browsers_send_them() {
+        assert_eq!(byte_range("bytes=0-99", 1000), Some((0, 99)));
+        assert_eq!(byte_range("bytes=900-", 1000), Some((900, 999)));
+        assert_eq!(byte_range("bytes=-100", 1000), Some((900, 999)));
+        assert_eq!(byte_range("bytes=950-2000", 1000), Some((950, 999)));
+        assert_eq!(byte_range("bytes=1000-", 1000), None);
+        assert_eq!(byte_range("bytes=0-1,5-6", 1000), None);
+        assert_eq!(byte_range("items=0-1", 1000), None);
     }
 }

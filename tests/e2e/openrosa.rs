@@ -588,13 +588,24 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
     let response = office
         .post(
             "/office/phones",
-            &[("csrf", &csrf), ("name", "Máy ODK xã"), ("commune", COMMUNE), ("odk", "1")],
+            &[
+                ("csrf", &csrf),
+                ("name", "Máy ODK xã"),
+                ("commune", COMMUNE),
+                ("odk", "1"),
+            ],
         )
         .await;
     assert_eq!(response.status(), 200);
     let page = response.text().await.unwrap();
     assert!(page.contains("<svg"), "a QR code");
-    let link = page.split("id=\"enrol-link\">").nth(1).unwrap().split('<').next().unwrap();
+    let link = page
+        .split("id=\"enrol-link\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap();
     let link = crate::office::unescape(link);
     assert!(link.starts_with(&format!("{}/key/", server.url)), "{link}");
     let officers = Collect {
@@ -603,7 +614,67 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
         device: 0,
         qr: String::new(),
     };
-    assert!(officers.form_list().await.iter().any(|l| l.id == "play-photo"));
+    assert!(officers
+        .form_list()
+        .await
+        .iter()
+        .any(|l| l.id == "play-photo"));
+
+    // A collaborator's account by Basic authentication, over HTTPS only (as a TLS proxy in
+    // front says): its area's forms, its submissions written as its own.
+    let root = format!("{}/formList", server.url);
+    let basic = |r: reqwest::RequestBuilder| {
+        r.basic_auth("xa", Some(crate::office::PASSWORD))
+            .header("X-OpenRosa-Version", "1.0")
+    };
+    let plain = basic(reqwest::Client::new().get(&root))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 403, "no password over plain HTTP");
+    let asked = reqwest::Client::new()
+        .get(&root)
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 401);
+    assert!(asked.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+    let listed = basic(reqwest::Client::new().get(&root))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    assert!(listed
+        .text()
+        .await
+        .unwrap()
+        .contains("<formID>play-photo</formID>"));
+    let instance = uuid();
+    let xml = format!(
+        "<data id=\"play-photo\" version=\"1\"><mam_commune>{COMMUNE}</mam_commune><place_name>Sân UBND xã</place_name><meta><instanceID>{instance}</instanceID></meta></data>"
+    );
+    let boundary = "b0undary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; filename=\"s.xml\"\r\nContent-Type: text/xml\r\n\r\n{xml}\r\n--{boundary}--\r\n"
+    );
+    let sent = basic(reqwest::Client::new().post(format!("{}/submission", server.url)))
+        .header("x-forwarded-proto", "https")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 201, "{}", sent.text().await.unwrap());
+    let record = pulled(&mut phone, instance.trim_start_matches("uuid:")).await;
+    assert_eq!(record.value("place_name"), Some(&json!("Sân UBND xã")));
 
     // Revoked: the key opens nothing.
     server.cli(&["device", "revoke", &collect.device.to_string()]);

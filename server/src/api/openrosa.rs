@@ -18,24 +18,32 @@ use crate::openrosa::{self, xform::esc, Part, Reply, ACCEPT_CONTENT_LENGTH};
 use crate::state::AppState;
 use crate::store::Device;
 
-/// The OpenRosa routes.
+/// The OpenRosa routes: under `/key/{token}/` for a phone's key, and at the root for a
+/// collaborator's account (Basic authentication, over HTTPS only).
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/key/{token}/formList", get(form_list))
-        .route("/key/{token}/forms/{form}/form.xml", get(form_xml))
-        .route("/key/{token}/forms/{form}/manifest", get(manifest))
-        .route(
-            "/key/{token}/forms/{form}/attachments/{file}",
-            get(form_attachment),
-        )
-        .route("/key/{token}/lists/{list}/integrity", get(integrity))
-        .route(
-            "/key/{token}/submission",
-            get(submission_head)
-                .head(submission_head)
-                .post(submission)
-                .layer(DefaultBodyLimit::max(ACCEPT_CONTENT_LENGTH + 1024 * 1024)),
-        )
+    let mut router = Router::new();
+    for prefix in ["/key/{token}", ""] {
+        router = router
+            .route(&format!("{prefix}/formList"), get(form_list))
+            .route(&format!("{prefix}/forms/{{form}}/form.xml"), get(form_xml))
+            .route(&format!("{prefix}/forms/{{form}}/manifest"), get(manifest))
+            .route(
+                &format!("{prefix}/forms/{{form}}/attachments/{{file}}"),
+                get(form_attachment),
+            )
+            .route(
+                &format!("{prefix}/lists/{{list}}/integrity"),
+                get(integrity),
+            )
+            .route(
+                &format!("{prefix}/submission"),
+                get(submission_head)
+                    .head(submission_head)
+                    .post(submission)
+                    .layer(DefaultBodyLimit::max(ACCEPT_CONTENT_LENGTH + 1024 * 1024)),
+            );
+    }
+    router
 }
 
 /// An OpenRosa answer: the headers every one carries.
@@ -71,29 +79,89 @@ fn error(status: StatusCode, text: &str) -> Response {
     message(status, "error", text)
 }
 
-/// The phone whose key is in the path, if it is enrolled and not revoked.
-async fn phone(state: &AppState, token: &str) -> Result<Device, Response> {
-    let refused = || {
+type Params = HashMap<String, String>;
+
+/// Who asks: the phone whose key is in the path (enrolled, not revoked), or a collaborator's
+/// account by Basic authentication over HTTPS, writing as the account's device within its
+/// area. With the address its links start from.
+async fn caller(
+    state: &AppState,
+    params: &Params,
+    headers: &HeaderMap,
+) -> Result<(Device, String), Response> {
+    let busy = |e: &dyn std::fmt::Display| {
         error(
-            StatusCode::FORBIDDEN,
-            "Mã kết nối của máy này không đúng hoặc đã bị thu hồi. Hãy nhờ cán bộ xã quét lại mã QR mới.",
-        )
-    };
-    if token.len() > 128 {
-        return Err(refused());
-    }
-    match state.store.device_by_token(&auth::hash(token)).await {
-        Ok(Some(d)) if !d.revoked => Ok(d),
-        Ok(_) => Err(refused()),
-        Err(e) => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("Máy chủ đang bận, hãy thử lại sau: {e}"),
-        )),
+        )
+    };
+    let public = crate::respond::public_base(state, headers);
+    if let Some(token) = params.get("token") {
+        let refused = || {
+            error(
+                StatusCode::FORBIDDEN,
+                "Mã kết nối của máy này không đúng hoặc đã bị thu hồi. Hãy nhờ cán bộ xã quét lại mã QR mới.",
+            )
+        };
+        if token.len() > 128 {
+            return Err(refused());
+        }
+        return match state.store.device_by_token(&auth::hash(token)).await {
+            Ok(Some(d)) if !d.revoked => Ok((d, openrosa::server_url(&public, token))),
+            Ok(_) => Err(refused()),
+            Err(e) => Err(busy(&e)),
+        };
     }
-}
-
-fn base_of(state: &AppState, headers: &HeaderMap, token: &str) -> String {
-    openrosa::server_url(&crate::respond::public_base(state, headers), token)
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    if !https {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "Đăng nhập bằng tên và mật khẩu chỉ dùng được qua HTTPS. Hãy quét mã QR của máy này (trang Điện thoại).",
+        ));
+    }
+    let credentials = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok());
+    let challenge = |text: &str| {
+        let mut r = error(StatusCode::UNAUTHORIZED, text);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"Mam\", charset=\"UTF-8\""),
+        );
+        r
+    };
+    let Some((name, password)) = credentials.as_deref().and_then(|c| c.split_once(':')) else {
+        return Err(challenge("Hãy nhập tên đăng nhập và mật khẩu."));
+    };
+    let user =
+        match crate::accounts::login(state.store.as_ref(), name, password, crate::now_ms()).await {
+            Ok(u) => u,
+            Err(crate::accounts::LoginError::Store(e)) => return Err(busy(&e)),
+            Err(crate::accounts::LoginError::Busy) => {
+                return Err(busy(&"đang có nhiều lượt đăng nhập"))
+            }
+            Err(e) => return Err(challenge(&format!("Không đăng nhập được: {e}"))),
+        };
+    let scope = crate::accounts::user_scope(&user, &state.units);
+    let device = Device {
+        id: user.device as u32,
+        name: user.name.clone(),
+        communes: crate::accounts::communes_in(&scope, &state.units),
+        revoked: false,
+        last_seq: 0,
+    };
+    Ok((device, public))
 }
 
 fn path_part(s: &str) -> String {
@@ -111,15 +179,15 @@ fn path_part(s: &str) -> String {
 
 async fn form_list(
     State(state): State<Arc<AppState>>,
-    Path(token): Path<String>,
+    params: Option<Path<Params>>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let device = match phone(&state, &token).await {
+    let params = params.map(|p| p.0).unwrap_or_default();
+    let (device, base) = match caller(&state, &params, &headers).await {
         Ok(d) => d,
         Err(r) => return r,
     };
-    let base = base_of(&state, &headers, &token);
     let mut out = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<xforms xmlns=\"http://openrosa.org/xforms/xformsList\">\n",
     );
@@ -149,12 +217,15 @@ async fn form_list(
 
 async fn form_xml(
     State(state): State<Arc<AppState>>,
-    Path((token, form)): Path<(String, String)>,
+    params: Option<Path<Params>>,
+    headers: HeaderMap,
 ) -> Response {
-    let device = match phone(&state, &token).await {
+    let params = params.map(|p| p.0).unwrap_or_default();
+    let (device, _) = match caller(&state, &params, &headers).await {
         Ok(d) => d,
         Err(r) => return r,
     };
+    let form = params.get("form").cloned().unwrap_or_default();
     match openrosa::served(&state, &device, &form) {
         Some(s) => answer(StatusCode::OK, "text/xml; charset=utf-8", s.xml),
         None => not_found(&form),
@@ -177,17 +248,18 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
 
 async fn manifest(
     State(state): State<Arc<AppState>>,
-    Path((token, form)): Path<(String, String)>,
+    params: Option<Path<Params>>,
     headers: HeaderMap,
 ) -> Response {
-    let device = match phone(&state, &token).await {
+    let params = params.map(|p| p.0).unwrap_or_default();
+    let (device, base) = match caller(&state, &params, &headers).await {
         Ok(d) => d,
         Err(r) => return r,
     };
+    let form = params.get("form").cloned().unwrap_or_default();
     let Some(s) = openrosa::served(&state, &device, &form) else {
         return not_found(&form);
     };
-    let base = base_of(&state, &headers, &token);
     let mut out = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<manifest xmlns=\"http://openrosa.org/xforms/xformsManifest\">\n",
     );
@@ -212,12 +284,16 @@ async fn manifest(
 
 async fn form_attachment(
     State(state): State<Arc<AppState>>,
-    Path((token, form, file)): Path<(String, String, String)>,
+    params: Option<Path<Params>>,
+    headers: HeaderMap,
 ) -> Response {
-    let device = match phone(&state, &token).await {
+    let params = params.map(|p| p.0).unwrap_or_default();
+    let (device, _) = match caller(&state, &params, &headers).await {
         Ok(d) => d,
         Err(r) => return r,
     };
+    let form = params.get("form").cloned().unwrap_or_default();
+    let file = params.get("file").cloned().unwrap_or_default();
     let Some(s) = openrosa::served(&state, &device, &form) else {
         return not_found(&form);
     };
@@ -239,13 +315,16 @@ async fn form_attachment(
 
 async fn integrity(
     State(state): State<Arc<AppState>>,
-    Path((token, list)): Path<(String, String)>,
+    params: Option<Path<Params>>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Response {
-    let device = match phone(&state, &token).await {
+    let params = params.map(|p| p.0).unwrap_or_default();
+    let (device, _) = match caller(&state, &params, &headers).await {
         Ok(d) => d,
         Err(r) => return r,
     };
+    let list = params.get("list").cloned().unwrap_or_default();
     if !openrosa::entity_lists(&state.forms()).contains(&list) {
         return not_found(&list);
     }
@@ -277,9 +356,11 @@ async fn integrity(
 /// `HEAD /submission`: the phone asks where and how much it may send.
 async fn submission_head(
     State(state): State<Arc<AppState>>,
-    Path(token): Path<String>,
+    params: Option<Path<Params>>,
+    headers: HeaderMap,
 ) -> Response {
-    match phone(&state, &token).await {
+    let params = params.map(|p| p.0).unwrap_or_default();
+    match caller(&state, &params, &headers).await {
         Ok(_) => answer(StatusCode::NO_CONTENT, "", String::new()),
         Err(r) => r,
     }
@@ -287,10 +368,12 @@ async fn submission_head(
 
 async fn submission(
     State(state): State<Arc<AppState>>,
-    Path(token): Path<String>,
+    params: Option<Path<Params>>,
+    headers: HeaderMap,
     mut multipart: Multipart,
 ) -> Response {
-    let device = match phone(&state, &token).await {
+    let params = params.map(|p| p.0).unwrap_or_default();
+    let (device, _) = match caller(&state, &params, &headers).await {
         Ok(d) => d,
         Err(r) => return r,
     };

@@ -429,7 +429,7 @@ async fn take(
         }
     }
 
-    let values = match submission::values(&form, &sub.root, &files) {
+    let values = match submission::values(form, &sub.root, files) {
         Ok(v) => v,
         Err(e) => {
             return refuse(
@@ -530,7 +530,7 @@ async fn take(
         if later.contains(name) {
             continue;
         }
-        if earlier.is_some() && !missing_field(&earlier, name, &files) {
+        if earlier.is_some() && !missing_field(&earlier, name, files) {
             continue;
         }
         let seen = base.get(name);
@@ -552,12 +552,21 @@ async fn take(
 
     let mut seq = 0;
     if !fields.is_empty() {
-        let Some(now) = state.store.device(device.id).await? else {
+        let Some(stored_device) = state.store.device(device.id).await? else {
             return Ok((
                 Reply::Refused(401, "Máy này không còn được đăng ký.".into()),
                 None,
             ));
         };
+        // Its scope as it signed in (a phone's communes, an account's area).
+        let now = Device {
+            last_seq: stored_device.last_seq,
+            revoked: stored_device.revoked,
+            ..device.clone()
+        };
+        if now.revoked {
+            return Ok((Reply::Refused(403, "Máy này đã bị thu hồi.".into()), None));
+        }
         seq = now.last_seq + 1;
         let edit = Edit {
             seq,
@@ -642,7 +651,7 @@ async fn take(
     )];
     if entity_lists(&state.forms()).contains(form.id.as_str()) {
         if let Some(r) = state.store.record(record).await? {
-            docs.extend(new_version(state, &form, &r).await?);
+            docs.extend(new_version(state, form, &r).await?);
         }
     }
     state.store.put_openrosa(&docs).await?;
