@@ -2,7 +2,7 @@
 //!
 //! Surfaces (`api`, `web`, `phone`, `cli`, `app`, `bench`, `respond`, `listen`) call services; services
 //! (`sync`, `forms`, `indicators`, `accounts`, `units`, `report`, `query`, `xlsform`, `backup`,
-//! `auth`, `metrics`, `limits`, `export`) know no HTTP and no surface; the store knows only its
+//! `auth`, `metrics`, `limits`, `export`, `attachments`, `objects`, `openrosa`) know no HTTP and no surface; the store knows only its
 //! configuration; the API and the office pages never import each other; no module imports one
 //! that imports it back, in the server or in `sync-protocol`.
 
@@ -15,6 +15,7 @@ const SURFACES: &[&str] = &[
 const SERVICES: &[&str] = &[
     "attachments",
     "objects",
+    "openrosa",
     "sync",
     "forms",
     "indicators",

@@ -114,3 +114,35 @@ impl AppState {
         Ok(())
     }
 }
+
+impl crate::openrosa::Host for AppState {
+    fn store(&self) -> &dyn crate::store::Store {
+        self.store.as_ref()
+    }
+
+    fn forms(&self) -> Arc<FormRegistry> {
+        AppState::forms(self)
+    }
+
+    fn units(&self) -> &Units {
+        &self.units
+    }
+
+    fn catalog<'a>(&'a self, forms: &'a FormRegistry) -> crate::sync::Catalog<'a> {
+        AppState::catalog(self, forms)
+    }
+
+    fn put_attachment(
+        &self,
+        device: sync_protocol::DeviceId,
+        sha: &str,
+        size: u64,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        self.attachments
+            .put(device, sha, 0, size, media_type, bytes)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}

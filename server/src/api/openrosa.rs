@@ -191,7 +191,7 @@ async fn form_list(
     let mut out = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<xforms xmlns=\"http://openrosa.org/xforms/xformsList\">\n",
     );
-    for s in openrosa::all_served(&state, &device) {
+    for s in openrosa::all_served(state.as_ref(), &device) {
         let id = s.form.id.as_str();
         if query.get("formID").is_some_and(|f| f != id) {
             continue;
@@ -226,7 +226,7 @@ async fn form_xml(
         Err(r) => return r,
     };
     let form = params.get("form").cloned().unwrap_or_default();
-    match openrosa::served(&state, &device, &form) {
+    match openrosa::served(state.as_ref(), &device, &form) {
         Some(s) => answer(StatusCode::OK, "text/xml; charset=utf-8", s.xml),
         None => not_found(&form),
     }
@@ -257,14 +257,14 @@ async fn manifest(
         Err(r) => return r,
     };
     let form = params.get("form").cloned().unwrap_or_default();
-    let Some(s) = openrosa::served(&state, &device, &form) else {
+    let Some(s) = openrosa::served(state.as_ref(), &device, &form) else {
         return not_found(&form);
     };
     let mut out = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<manifest xmlns=\"http://openrosa.org/xforms/xformsManifest\">\n",
     );
     for list in &s.lists {
-        let md5 = match openrosa::entity_list(&state, &device, list).await {
+        let md5 = match openrosa::entity_list(state.as_ref(), &device, list).await {
             Ok(Some((_, md5))) => md5,
             Ok(None) => continue,
             Err(e) => return unavailable(e),
@@ -294,13 +294,13 @@ async fn form_attachment(
     };
     let form = params.get("form").cloned().unwrap_or_default();
     let file = params.get("file").cloned().unwrap_or_default();
-    let Some(s) = openrosa::served(&state, &device, &form) else {
+    let Some(s) = openrosa::served(state.as_ref(), &device, &form) else {
         return not_found(&form);
     };
     let Some(list) = file.strip_suffix(".csv").filter(|l| s.lists.contains(*l)) else {
         return not_found(&file);
     };
-    match openrosa::entity_list(&state, &device, list).await {
+    match openrosa::entity_list(state.as_ref(), &device, list).await {
         Ok(Some((csv, md5))) => {
             let mut r = answer(StatusCode::OK, "text/csv; charset=utf-8", csv);
             if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", &md5[4..])) {
@@ -337,7 +337,7 @@ async fn integrity(
                 .collect()
         })
         .unwrap_or_default();
-    let states = match openrosa::integrity(&state, &device, &list, &ids).await {
+    let states = match openrosa::integrity(state.as_ref(), &device, &list, &ids).await {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };

@@ -32,9 +32,9 @@ use sync_protocol::media::Attachment;
 use sync_protocol::{CommuneCode, DeviceId, Dot, Edit, FieldEdit, Form, FormId, Record, RecordId};
 
 use crate::forms::FormRegistry;
-use crate::state::AppState;
-use crate::store::{Device, StoreError};
+use crate::store::{Device, Store, StoreError};
 use crate::sync;
+use crate::units::Units;
 
 pub mod submission;
 pub mod xform;
@@ -52,6 +52,49 @@ pub struct Served {
     pub md5: String,
     /// The entity lists its references read.
     pub lists: BTreeSet<String>,
+}
+
+/// What the OpenRosa service works with: the store, the published forms, the admin units,
+/// the sync path's catalog and the attachment store.
+pub trait Host: Send + Sync + 'static {
+    fn store(&self) -> &dyn Store;
+    fn forms(&self) -> Arc<FormRegistry>;
+    fn units(&self) -> &Units;
+    fn catalog<'a>(&'a self, forms: &'a FormRegistry) -> sync::Catalog<'a>;
+    /// Keeps a whole attachment (blocking: called off the async threads).
+    fn put_attachment(
+        &self,
+        device: DeviceId,
+        sha: &str,
+        size: u64,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), String>;
+}
+
+impl<H: Host> Host for Arc<H> {
+    fn store(&self) -> &dyn Store {
+        H::store(self)
+    }
+    fn forms(&self) -> Arc<FormRegistry> {
+        H::forms(self)
+    }
+    fn units(&self) -> &Units {
+        H::units(self)
+    }
+    fn catalog<'a>(&'a self, forms: &'a FormRegistry) -> sync::Catalog<'a> {
+        H::catalog(self, forms)
+    }
+    fn put_attachment(
+        &self,
+        device: DeviceId,
+        sha: &str,
+        size: u64,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        H::put_attachment(self, device, sha, size, media_type, bytes)
+    }
 }
 
 /// `md5:` and the hex MD5 of `bytes`, as OpenRosa announces hashes.
@@ -88,9 +131,9 @@ pub fn entity_lists(forms: &FormRegistry) -> BTreeSet<String> {
 }
 
 /// The phone's communes with their names, as its XForms offer them.
-pub fn communes_of(state: &AppState, device: &Device) -> Vec<(String, String)> {
+pub fn communes_of<H: Host + ?Sized>(state: &H, device: &Device) -> Vec<(String, String)> {
     let key = state
-        .units
+        .units()
         .version_on(&crate::today())
         .map(crate::units::Units::key)
         .unwrap_or_default();
@@ -98,14 +141,14 @@ pub fn communes_of(state: &AppState, device: &Device) -> Vec<(String, String)> {
         .communes
         .iter()
         .map(|c| {
-            let (_, name) = state.units.commune_full_in(c.as_str(), &key);
+            let (_, name) = state.units().commune_full_in(c.as_str(), &key);
             (c.as_str().to_owned(), name)
         })
         .collect()
 }
 
 /// A form's XForm for this phone (and its hash), when the phone is offered it.
-pub fn served(state: &AppState, device: &Device, form_id: &str) -> Option<Served> {
+pub fn served<H: Host + ?Sized>(state: &H, device: &Device, form_id: &str) -> Option<Served> {
     let forms = state.forms();
     let lists = entity_lists(&forms);
     let form = offered(&forms)
@@ -131,7 +174,7 @@ pub fn served(state: &AppState, device: &Device, form_id: &str) -> Option<Served
 }
 
 /// Every form this phone is offered.
-pub fn all_served(state: &AppState, device: &Device) -> Vec<Served> {
+pub fn all_served<H: Host + ?Sized>(state: &H, device: &Device) -> Vec<Served> {
     let ids: Vec<String> = offered(&state.forms())
         .into_iter()
         .map(|f| f.id.as_str().to_owned())
@@ -200,8 +243,8 @@ fn lock_of(key: String) -> Arc<tokio::sync::Mutex<()>> {
 }
 
 /// Takes a submission (its XML and the attachments of this request).
-pub async fn submit(
-    state: &Arc<AppState>,
+pub async fn submit<H: Host>(
+    state: &Arc<H>,
     device: &Device,
     xml: &[u8],
     parts: Vec<Part>,
@@ -210,7 +253,7 @@ pub async fn submit(
     let sha = sha256_hex(xml);
     let refuse = |code: &'static str, status: u16, vi: String, en: String| async move {
         state
-            .store
+            .store()
             .add_upload_refusal(device.id, &sha256_hex(xml), code, &en, crate::now_ms())
             .await?;
         Ok::<_, StoreError>(Reply::Refused(status, vi))
@@ -269,7 +312,7 @@ pub async fn submit(
         ));
     }
     if !docs.is_empty() {
-        state.store.put_openrosa(&docs).await?;
+        state.store().put_openrosa(&docs).await?;
     }
     if incomplete {
         return Ok(Reply::Accepted(
@@ -277,7 +320,7 @@ pub async fn submit(
         ));
     }
     let files: HashMap<String, Attachment> = state
-        .store
+        .store()
         .openrosa_of("file", &sub.instance_id)
         .await?
         .into_iter()
@@ -298,13 +341,13 @@ pub async fn submit(
 
 /// Applies the updates that waited for the entity `record` to be created, oldest base first:
 /// at once when they are this phone's, else as soon as their phone's lock is free.
-async fn release_held(
-    state: &Arc<AppState>,
+async fn release_held<H: Host>(
+    state: &Arc<H>,
     device: &Device,
     record: &str,
 ) -> Result<(), StoreError> {
     let mut held: Vec<(Option<u64>, String, DeviceId, String)> = Vec::new();
-    for (key, body) in state.store.openrosa_of("held", record).await? {
+    for (key, body) in state.store().openrosa_of("held", record).await? {
         let Ok(h) = serde_json::from_str::<Held>(&body) else {
             continue;
         };
@@ -317,7 +360,7 @@ async fn release_held(
     for (_, key, _, xml) in &held {
         // Taken now: not released twice.
         state
-            .store
+            .store()
             .put_openrosa(&[(
                 "held",
                 key.clone(),
@@ -336,7 +379,7 @@ async fn release_held(
         } else {
             let state = state.clone();
             tokio::spawn(async move {
-                let Ok(Some(phone)) = state.store.device(owner).await else {
+                let Ok(Some(phone)) = state.store().device(owner).await else {
                     return;
                 };
                 let lock = lock_of(format!("device:{owner}"));
@@ -351,7 +394,7 @@ async fn release_held(
 }
 
 /// A held submission applied (its phone's lock held by the caller).
-async fn replay(state: &Arc<AppState>, device: &Device, xml: &str) -> Result<(), StoreError> {
+async fn replay<H: Host>(state: &Arc<H>, device: &Device, xml: &str) -> Result<(), StoreError> {
     let Ok(sub) = submission::read(xml.as_bytes()) else {
         return Ok(());
     };
@@ -387,8 +430,8 @@ struct Held {
 }
 
 /// Applies a read submission: the reply, and the record it created if it created one.
-async fn take(
-    state: &Arc<AppState>,
+async fn take<H: Host>(
+    state: &Arc<H>,
     device: &Device,
     sub: &submission::Submission,
     form: &Form,
@@ -400,13 +443,16 @@ async fn take(
         let xml_sha = xml_sha.clone();
         async move {
             state
-                .store
+                .store()
                 .add_upload_refusal(device.id, &xml_sha, code, &en, crate::now_ms())
                 .await?;
             Ok::<_, StoreError>((Reply::Refused(status, vi), None))
         }
     };
-    let earlier = state.store.openrosa("submission", &sub.instance_id).await?;
+    let earlier = state
+        .store()
+        .openrosa("submission", &sub.instance_id)
+        .await?;
     let earlier: Option<Kept> = earlier.and_then(|(_, b)| serde_json::from_str(&b).ok());
     if let Some(kept) = &earlier {
         if kept.xml != sha {
@@ -483,7 +529,7 @@ async fn take(
     };
     let record_lock = lock_of(format!("record:{record_id}"));
     let _one_record_at_a_time = record_lock.lock().await;
-    let stored = state.store.record(record).await?;
+    let stored = state.store().record(record).await?;
     // What the phone saw before this submission.
     let (base, later) = match (&earlier, &edited, &entity) {
         (Some(kept), _, _) | (None, Some(kept), _) => (kept.view.clone(), BTreeSet::new()),
@@ -497,7 +543,7 @@ async fn take(
                     xml: sub.xml.clone(),
                 };
                 state
-                    .store
+                    .store()
                     .put_openrosa(&[(
                         "held",
                         sub.instance_id.clone(),
@@ -552,7 +598,7 @@ async fn take(
 
     let mut seq = 0;
     if !fields.is_empty() {
-        let Some(stored_device) = state.store.device(device.id).await? else {
+        let Some(stored_device) = state.store().device(device.id).await? else {
             return Ok((
                 Reply::Refused(401, "Máy này không còn được đăng ký.".into()),
                 None,
@@ -586,7 +632,7 @@ async fn take(
         );
         prepared.cursor = u64::MAX;
         let outcome = sync::push(
-            state.store.as_ref(),
+            state.store(),
             state.catalog(&forms),
             &now,
             &prepared,
@@ -650,11 +696,11 @@ async fn take(
         serde_json::to_string(&kept).expect("a submission serializes"),
     )];
     if entity_lists(&state.forms()).contains(form.id.as_str()) {
-        if let Some(r) = state.store.record(record).await? {
+        if let Some(r) = state.store().record(record).await? {
             docs.extend(new_version(state, form, &r).await?);
         }
     }
-    state.store.put_openrosa(&docs).await?;
+    state.store().put_openrosa(&docs).await?;
     let created = (stored.is_none() && seq > 0).then_some(record_id);
     Ok((
         Reply::Accepted(match form.title.as_ref() {
@@ -675,9 +721,12 @@ fn missing_field(earlier: &Option<Kept>, name: &str, files: &HashMap<String, Att
     })
 }
 
-async fn deprecated(state: &AppState, instance: &str) -> Result<Option<Kept>, StoreError> {
+async fn deprecated<H: Host + ?Sized>(
+    state: &H,
+    instance: &str,
+) -> Result<Option<Kept>, StoreError> {
     Ok(state
-        .store
+        .store()
         .openrosa("submission", instance)
         .await?
         .and_then(|(_, b)| serde_json::from_str(&b).ok()))
@@ -700,8 +749,8 @@ fn record_of_instance(instance: &str) -> String {
 }
 
 /// Into the attachment store: the reference a field holds.
-async fn store_part(
-    state: &Arc<AppState>,
+async fn store_part<H: Host>(
+    state: &Arc<H>,
     device: DeviceId,
     part: &Part,
 ) -> Result<Attachment, String> {
@@ -714,10 +763,9 @@ async fn store_part(
     let state = state.clone();
     let bytes = part.bytes.clone();
     let (s, t) = (sha.clone(), media_type.clone());
-    tokio::task::spawn_blocking(move || state.attachments.put(device, &s, 0, size, &t, &bytes))
+    tokio::task::spawn_blocking(move || state.put_attachment(device, &s, size, &t, &bytes))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())??;
     Ok(Attachment {
         sha256: sha,
         size,
@@ -788,14 +836,14 @@ fn version_key(record: &str, version: u64) -> String {
 }
 
 /// A new version of the entity when the record's state is not its newest version's.
-async fn new_version(
-    state: &AppState,
+async fn new_version<H: Host + ?Sized>(
+    state: &H,
     form: &Form,
     record: &Record,
 ) -> Result<Vec<(&'static str, String, String, String)>, StoreError> {
     let id = record.id.to_string();
     let latest: Option<Latest> = state
-        .store
+        .store()
         .openrosa("latest", &id)
         .await?
         .and_then(|(_, b)| serde_json::from_str(&b).ok());
@@ -831,14 +879,14 @@ fn versioned(
 
 /// What an entity update was made from, and the properties a later submission of its own
 /// line already replaced.
-async fn entity_base(
-    state: &AppState,
+async fn entity_base<H: Host + ?Sized>(
+    state: &H,
     id: &str,
     e: &EntityMeta,
     exists: bool,
 ) -> Result<(View, BTreeSet<String>), StoreError> {
     let others: Vec<Kept> = state
-        .store
+        .store()
         .openrosa_of("submission", id)
         .await?
         .into_iter()
@@ -859,7 +907,7 @@ async fn entity_base(
     let trunk = e.trunk_version.filter(|&t| t < base);
     let from = trunk.unwrap_or(base);
     let mut view: View = match state
-        .store
+        .store()
         .openrosa("version", &version_key(id, from))
         .await?
     {
@@ -891,8 +939,8 @@ async fn entity_base(
 
 /// An entity list as CSV for this phone: `name,label,__version` and the properties of the
 /// records of its communes, with its `md5:`.
-pub async fn entity_list(
-    state: &AppState,
+pub async fn entity_list<H: Host + ?Sized>(
+    state: &H,
     device: &Device,
     list: &str,
 ) -> Result<Option<(String, String)>, StoreError> {
@@ -910,11 +958,11 @@ pub async fn entity_list(
         .map(|c| c.as_str().to_owned())
         .collect();
     let records = state
-        .store
+        .store()
         .records_of(&[list.to_owned()], &communes)
         .await?;
     let latest: HashMap<String, Latest> = state
-        .store
+        .store()
         .openrosa_all("latest")
         .await?
         .into_iter()
@@ -954,7 +1002,7 @@ pub async fn entity_list(
         csv.push_str(&line);
     }
     for chunk in docs.chunks(2000) {
-        state.store.put_openrosa(chunk).await?;
+        state.store().put_openrosa(chunk).await?;
     }
     let md5 = md5_of(csv.as_bytes());
     Ok(Some((csv, md5)))
@@ -969,8 +1017,8 @@ fn csv_cell(s: &str) -> String {
 }
 
 /// Which of these entities are gone for this phone (deleted, or no longer in its communes).
-pub async fn integrity(
-    state: &AppState,
+pub async fn integrity<H: Host + ?Sized>(
+    state: &H,
     device: &Device,
     list: &str,
     ids: &[String],
@@ -978,7 +1026,7 @@ pub async fn integrity(
     let mut out = Vec::new();
     for id in ids.iter().take(10_000) {
         let gone = match RecordId::parse(id) {
-            Ok(rid) => match state.store.record(rid).await? {
+            Ok(rid) => match state.store().record(rid).await? {
                 Some(r) => {
                     r.form.as_str() != list || r.is_deleted() || !device.in_scope(&r.commune)
                 }
