@@ -808,3 +808,204 @@ pub async fn attachments(
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
+
+/// `mam bench openrosa`: submissions of a 20-field form through `POST /submission` over
+/// loopback from ODK Collect phones (each a multipart request as Collect sends it, after one
+/// `HEAD`), then the time to serve an entity list of `entities` children to one phone.
+pub async fn openrosa(
+    mut settings: Settings,
+    submissions: usize,
+    phones: usize,
+    entities: usize,
+) -> anyhow::Result<()> {
+    let scratch =
+        std::env::temp_dir().join(format!("mam-bench-odk-{}-{}", std::process::id(), now_ms()));
+    if settings.database.url.is_none() {
+        settings.storage.data_dir = scratch.clone();
+    }
+    settings.attachments.dir = Some(scratch.join("attachments"));
+    let (store, bench_store) = store::open_for_bench(&settings).await?;
+    crate::forms::publish_all(store.as_ref(), &settings.forms.forms(), now_ms()).await?;
+    crate::forms::publish(store.as_ref(), bench_form(), now_ms()).await?;
+    let forms = FormRegistry::from_store(store.as_ref()).await?;
+    let units = Units::load(&settings.forms.units())?;
+    let communes: Vec<CommuneCode> = units
+        .version_on(&crate::today())
+        .context("no admin units loaded")?
+        .communes
+        .keys()
+        .map(|c| CommuneCode::parse(c.as_str()).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<_>>()?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(store.clone(), forms, units, vec![], settings.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder().no_gzip().build()?;
+    let mut keys = Vec::new();
+    for p in 0..phones {
+        let commune = communes[p % communes.len()].clone();
+        let (_, token) = crate::openrosa::enroll(
+            store.as_ref(),
+            &format!("ODK bench {p}"),
+            &[commune.clone()],
+        )
+        .await?;
+        keys.push((format!("http://{addr}/key/{token}"), commune));
+    }
+    println!(
+        "mam bench openrosa: {submissions} submissions of a {FIELDS}-field form from {phones} ODK Collect phones, loopback, {}",
+        store.backend()
+    );
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (p, (base, commune)) in keys.iter().cloned().enumerate() {
+        let http = http.clone();
+        let share = submissions / phones + usize::from(p < submissions % phones);
+        tasks.push(tokio::spawn(async move {
+            let head = http
+                .head(format!("{base}/submission"))
+                .header("X-OpenRosa-Version", "1.0")
+                .send()
+                .await?;
+            anyhow::ensure!(head.status() == 204, "HEAD /submission: {}", head.status());
+            let mut latencies = Vec::with_capacity(share);
+            for n in 0..share {
+                let mut xml = format!("<data id=\"{FORM}\" version=\"1\"><mam_commune>{commune}</mam_commune>");
+                for (name, value) in values(p * 1_000_000 + n) {
+                    let text = crate::openrosa::submission::text_of(&value);
+                    xml.push_str(&format!("<{name}>{}</{name}>", crate::openrosa::xform::esc(&text)));
+                }
+                let instance = RecordId::new_v7();
+                xml.push_str(&format!("<meta><instanceID>uuid:{instance}</instanceID></meta></data>"));
+                let boundary = "----mam-bench-boundary";
+                let body = format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"xml_submission_file\"; filename=\"submission.xml\"\r\nContent-Type: text/xml\r\n\r\n{xml}\r\n--{boundary}--\r\n"
+                );
+                let t = Instant::now();
+                let response = http
+                    .post(format!("{base}/submission"))
+                    .header("X-OpenRosa-Version", "1.0")
+                    .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let text = response.text().await?;
+                anyhow::ensure!(status == 201, "submission refused: {status} {text}");
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)] as f64 / 1000.0
+    };
+    println!(
+        "{:.0} submissions/s ({submissions} in {secs:.2} s); latency p50 {:.1} ms, p99 {:.1} ms (ODK Central publishes about 41/s)",
+        submissions as f64 / secs,
+        pct(0.50),
+        pct(0.99),
+    );
+
+    // The child register of one commune, as the entity list of a form that reads it.
+    let child = sync_protocol::FormId::parse("child").map_err(anyhow::Error::msg)?;
+    let commune = keys[0].1.clone();
+    let started = Instant::now();
+    let mut n = 0;
+    while n < entities {
+        let mut rows = Vec::new();
+        for _ in 0..10_000.min(entities - n) {
+            let id = RecordId::new_v7();
+            let values = [
+                ("child_name", json!(format!("Nguyễn Văn Bé {n}"))),
+                ("sex", json!(if n % 2 == 0 { "f" } else { "m" })),
+                ("date_of_birth", json!("2022-03-04")),
+                ("village", json!(format!("Thôn {}", n % 12 + 1))),
+                ("consent_guardian", json!(true)),
+            ];
+            let edit = sync_protocol::CheckedEdit {
+                seq: n as u64 + 1,
+                record: id,
+                form: child.clone(),
+                version: 2,
+                commune: commune.clone(),
+                fields: values
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_owned(),
+                            sync_protocol::FieldEdit {
+                                value: v,
+                                supersedes: vec![],
+                            },
+                        )
+                    })
+                    .collect(),
+            };
+            let mut record = Record::from_edit(&edit);
+            record.apply(1, edit, &|_| false);
+            rows.push(record_row(&record, n as u64 + 1, false));
+            n += 1;
+        }
+        bench_store.bench_upsert(&rows).await?;
+    }
+    bench_store.bench_settle().await?;
+    println!(
+        "loaded {entities} children in one commune in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let list = format!("{}/forms/child-labour/attachments/child.csv", keys[0].0);
+    for (i, what) in [
+        "first download (every entity gets its version 1)",
+        "second download",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let t = Instant::now();
+        let response = http
+            .get(&list)
+            .header("X-OpenRosa-Version", "1.0")
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 200,
+            "entity list: {}",
+            response.status()
+        );
+        let body = response.bytes().await?;
+        let rows = body
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            .saturating_sub(1);
+        anyhow::ensure!(rows >= entities, "the list has {rows} rows, not {entities}");
+        println!(
+            "entity list of {rows} rows ({:.1} MB): {:.2} s, {what}",
+            body.len() as f64 / 1e6,
+            t.elapsed().as_secs_f64(),
+        );
+        let _ = i;
+    }
+    let t = Instant::now();
+    let manifest = http
+        .get(format!("{}/forms/child-labour/manifest", keys[0].0))
+        .header("X-OpenRosa-Version", "1.0")
+        .send()
+        .await?;
+    anyhow::ensure!(manifest.status() == 200, "manifest: {}", manifest.status());
+    println!("manifest with its md5: {:.2} s", t.elapsed().as_secs_f64());
+    let _ = stop.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}

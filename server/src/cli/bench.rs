@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::*;
 use crate::bench;
 
-/// `mam bench ingest|indicators`.
+/// `mam bench ingest|indicators|attachments|openrosa`.
 pub(super) async fn bench(config: Option<&PathBuf>, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Attachments {
@@ -23,6 +23,15 @@ pub(super) async fn bench(config: Option<&PathBuf>, command: BenchCommand) -> an
                 phones.max(1),
             )
             .await
+        }
+        BenchCommand::Openrosa {
+            db,
+            submissions,
+            phones,
+            entities,
+        } => {
+            let settings = command_settings(config, &db)?;
+            bench::openrosa(settings, submissions.max(1), phones.max(1), entities.max(1)).await
         }
         BenchCommand::Indicators { db, records, edits } => {
             let settings = command_settings(config, &db)?;

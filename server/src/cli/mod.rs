@@ -385,6 +385,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 4)]
         phones: usize,
     },
+    /// ODK Collect over OpenRosa: submissions/s of a 20-field form through `POST
+    /// /submission` over loopback, and the time to serve an entity list. Without a database
+    /// URL it works in a scratch SQLite directory; with one, give it an empty database.
+    Openrosa {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Submissions to send.
+        #[arg(long, default_value_t = 5000)]
+        submissions: usize,
+        /// Phones sending at once.
+        #[arg(long, default_value_t = 8)]
+        phones: usize,
+        /// Children in the entity list served.
+        #[arg(long, default_value_t = 100_000)]
+        entities: usize,
+    },
     /// The indicator tables: full rebuild time, and their extra cost per edit.
     Indicators {
         #[command(flatten)]

@@ -1001,7 +1001,7 @@ pub async fn entity_list<H: Host + ?Sized>(
     for (_, line) in rows {
         csv.push_str(&line);
     }
-    for chunk in docs.chunks(2000) {
+    for chunk in docs.chunks(20_000) {
         state.store().put_openrosa(chunk).await?;
     }
     let md5 = md5_of(csv.as_bytes());

@@ -589,17 +589,29 @@ impl super::AccountStore for PgStore {
     }
 
     async fn put_openrosa(&self, rows: &[(&str, String, String, String)]) -> Result<()> {
+        // The last of a key wins, as one statement may name a key once.
+        let mut last = std::collections::HashMap::new();
+        for (i, (kind, key, _, _)) in rows.iter().enumerate() {
+            last.insert((*kind, key.as_str()), i);
+        }
+        let mut kept: Vec<usize> = last.into_values().collect();
+        kept.sort_unstable();
         let mut tx = self.pool.begin().await?;
-        for (kind, key, record, body) in rows {
-            sqlx::query(
-                "INSERT INTO openrosa (kind, key, record, body) VALUES ($1, $2, $3, $4) ON CONFLICT (kind, key) DO UPDATE SET record = excluded.record, body = excluded.body",
-            )
-            .bind(kind)
-            .bind(key)
-            .bind(record)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in kept.chunks(500) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+                "INSERT INTO openrosa (kind, key, record, body) ",
+            );
+            q.push_values(chunk, |mut b, &i| {
+                let (kind, key, record, body) = &rows[i];
+                b.push_bind(*kind)
+                    .push_bind(key.as_str())
+                    .push_bind(record.as_str())
+                    .push_bind(body.as_str());
+            });
+            q.push(
+                " ON CONFLICT (kind, key) DO UPDATE SET record = excluded.record, body = excluded.body",
+            );
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
