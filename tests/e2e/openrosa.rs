@@ -433,6 +433,43 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
         "another commune's child is not this phone's"
     );
     assert_eq!(deleted[2].1, "true", "an unknown entity is gone");
+    // A child deleted on a `/v1` phone: out of the list, and gone by its integrity.
+    let gone = RecordId::new_v7();
+    phone.client.create(
+        gone,
+        &sync_protocol::FormId::parse("child").unwrap(),
+        2,
+        &crate::harness::commune(COMMUNE),
+        vec![
+            ("child_name", json!("Nhập Nhầm")),
+            ("sex", json!("f")),
+            ("date_of_birth", json!("2022-01-02")),
+            ("village", json!("Thôn 3")),
+            ("consent_guardian", json!(true)),
+        ],
+    );
+    phone.sync().await;
+    assert_eq!(
+        collect
+            .entity_list(&collect.manifest(labour).await[0])
+            .await
+            .len(),
+        2
+    );
+    phone.client.delete(gone).unwrap();
+    phone.sync().await;
+    let media = collect.manifest(labour).await;
+    let rows = collect.entity_list(&media[0]).await;
+    assert_eq!(rows.len(), 1, "the deleted child is not listed");
+    let (_, _, body) = collect
+        .get(&format!(
+            "{}?id={gone}",
+            media[0].integrity.as_ref().unwrap()
+        ))
+        .await;
+    assert!(String::from_utf8(body)
+        .unwrap()
+        .contains("<deleted>true</deleted>"));
 
     // A new submission becomes a record that `/v1` phones and the office see.
     let instance = uuid();
