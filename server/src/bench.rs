@@ -850,7 +850,7 @@ pub async fn openrosa(
         let (_, token) = crate::openrosa::enroll(
             store.as_ref(),
             &format!("ODK bench {p}"),
-            &[commune.clone()],
+            std::slice::from_ref(&commune),
         )
         .await?;
         keys.push((format!("http://{addr}/key/{token}"), commune));
