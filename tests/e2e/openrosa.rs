@@ -989,6 +989,53 @@ pub async fn offline_entities_merge_field_by_field(db: Database) {
     assert_eq!(values(&record, "notes"), [json!("đã đến")]);
     assert!(record.is_conflicted());
 
+    // 32, 33. A person settles the conflict; the branch's next update, made offline before
+    //    the settle, changes the property again: it stands beside the settled value.
+    pulled(&mut phone, &e).await;
+    phone.edit(id, &[("village", "Thôn 25".into())]);
+    phone.sync().await;
+    assert_eq!(
+        field_of(&mut phone, &e, "village").await,
+        [json!("Thôn 25")],
+        "settled"
+    );
+    send(update(
+        &e,
+        &[("notes", "đã đến"), ("village", "Thôn 27")],
+        3,
+        Some(1),
+        Some(&b),
+    ))
+    .await;
+    assert_eq!(
+        field_of(&mut phone, &e, "village").await,
+        [json!("Thôn 25"), json!("Thôn 27")]
+    );
+
+    // 29. The entity deleted while an update was on its way (Central: an error, the update
+    //    dropped): the deleted record holds the update's value, a conflict for a person.
+    let e = uuid_v4();
+    send(create(&e)).await;
+    let id = RecordId::parse(&e).unwrap();
+    pulled(&mut phone, &e).await;
+    phone.client.delete(id).unwrap();
+    phone.sync().await;
+    send(update(
+        &e,
+        &[("notes", "vẫn ở đây")],
+        1,
+        Some(1),
+        Some(&uuid_v4()),
+    ))
+    .await;
+    let record = pulled(&mut phone, &e).await;
+    assert!(record.is_deleted());
+    assert_eq!(values(&record, "notes"), [json!("vẫn ở đây")]);
+    assert!(
+        record.is_conflicted(),
+        "a delete against an edit is for a person to settle"
+    );
+
     // 34. An offline create and a contiguous update of its branch: no conflict.
     let e = uuid_v4();
     let b = uuid_v4();

@@ -563,6 +563,26 @@ async fn take<H: Host>(
         }
         (None, None, None) => (View::new(), BTreeSet::new()),
     };
+    // A record already there that this submission knows nothing of (its create applied before
+    // a crash kept the server from noting it, or a version the server never had): an answer
+    // it already holds is not written again; one that differs stands beside what it holds.
+    let base = match (&stored, &earlier, &edited) {
+        (Some(r), None, None) if base.is_empty() => r
+            .fields
+            .keys()
+            .map(|n| {
+                let value = r.value(n).cloned().unwrap_or(Value::Null);
+                (
+                    n.clone(),
+                    Seen {
+                        value,
+                        dots: Vec::new(),
+                    },
+                )
+            })
+            .collect(),
+        _ => base,
+    };
     let commune = match &stored {
         Some(r) => r.commune.as_str().to_owned(),
         None => submission::commune(&sub.root)
