@@ -213,6 +213,17 @@ struct Kept {
     /// Attachments its XML names that had not arrived.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     missing: BTreeMap<String, String>,
+    /// Its edit is being pushed: noted before the push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<Pending>,
+}
+
+/// An edit of a submission on its way into the database: its seq, and the submission as it
+/// stood before (none for a new one).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Pending {
+    seq: u64,
+    before: Option<Box<Kept>>,
 }
 
 /// An attachment received with a submission.
@@ -306,8 +317,8 @@ pub async fn submit<H: Host>(
         };
         docs.push((
             "file",
-            format!("{}/{}", sub.instance_id, part.filename),
-            sub.instance_id.clone(),
+            format!("{}:{}/{}", device.id, sub.instance_id, part.filename),
+            format!("{}:{}", device.id, sub.instance_id),
             serde_json::to_string(&a).expect("an attachment serializes"),
         ));
     }
@@ -319,16 +330,7 @@ pub async fn submit<H: Host>(
             "Đã nhận một phần phiếu; phần còn lại đang gửi.".into(),
         ));
     }
-    let files: HashMap<String, Attachment> = state
-        .store()
-        .openrosa_of("file", &sub.instance_id)
-        .await?
-        .into_iter()
-        .filter_map(|(key, body)| {
-            let name = key.rsplit_once('/')?.1.to_owned();
-            Some((name, serde_json::from_str(&body).ok()?))
-        })
-        .collect();
+    let files = files_of(state.as_ref(), device.id, &sub.instance_id).await?;
 
     let device_lock = lock_of(format!("device:{}", device.id));
     let _one_at_a_time = device_lock.lock().await;
@@ -351,31 +353,36 @@ async fn release_held<H: Host>(
         let Ok(h) = serde_json::from_str::<Held>(&body) else {
             continue;
         };
+        if h.xml.is_empty() {
+            continue;
+        }
         let base = submission::read(h.xml.as_bytes())
             .ok()
             .and_then(|s| s.entity.and_then(|e| e.base_version));
         held.push((base, key, h.device, h.xml));
     }
     held.sort();
-    for (_, key, _, xml) in &held {
-        // Taken now: not released twice.
-        state
-            .store()
-            .put_openrosa(&[(
-                "held",
-                key.clone(),
-                String::new(),
-                serde_json::to_string(&Held {
-                    device: 0,
-                    xml: xml.clone(),
-                })
-                .expect("serializes"),
-            )])
-            .await?;
-    }
-    for (_, _, owner, xml) in held {
+    for (_, key, owner, xml) in held {
+        // Marked taken once applied (or refused, which keeps the refusal): one that fails
+        // here stays held, and the next submission about the record tries it again. Applied
+        // twice it changes nothing: its instance is known by then.
+        let done = (
+            "held",
+            key,
+            String::new(),
+            serde_json::to_string(&Held {
+                device: owner,
+                xml: String::new(),
+            })
+            .expect("serializes"),
+        );
         if owner == device.id {
-            Box::pin(replay(state, device, &xml)).await?;
+            match Box::pin(replay(state, device, &xml)).await {
+                Ok(()) => state.store().put_openrosa(&[done]).await?,
+                Err(e) => {
+                    tracing::warn!(device = owner, error = %e, "a held entity update could not be applied yet")
+                }
+            }
         } else {
             let state = state.clone();
             tokio::spawn(async move {
@@ -384,13 +391,36 @@ async fn release_held<H: Host>(
                 };
                 let lock = lock_of(format!("device:{owner}"));
                 let _held = lock.lock().await;
-                if let Err(e) = replay(&state, &phone, &xml).await {
-                    tracing::warn!(device = owner, error = %e, "a held entity update could not be applied");
+                let applied = replay(&state, &phone, &xml).await;
+                let marked = match applied {
+                    Ok(()) => state.store().put_openrosa(&[done]).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = marked {
+                    tracing::warn!(device = owner, error = %e, "a held entity update could not be applied yet");
                 }
             });
         }
     }
     Ok(())
+}
+
+/// The attachments a phone sent for a submission, by file name.
+async fn files_of<H: Host + ?Sized>(
+    state: &H,
+    device: DeviceId,
+    instance: &str,
+) -> Result<HashMap<String, Attachment>, StoreError> {
+    Ok(state
+        .store()
+        .openrosa_of("file", &format!("{device}:{instance}"))
+        .await?
+        .into_iter()
+        .filter_map(|(key, body)| {
+            let name = key.rsplit_once('/')?.1.to_owned();
+            Some((name, serde_json::from_str(&body).ok()?))
+        })
+        .collect())
 }
 
 /// A held submission applied (its phone's lock held by the caller).
@@ -407,13 +437,14 @@ async fn replay<H: Host>(state: &Arc<H>, device: &Device, xml: &str) -> Result<(
     else {
         return Ok(());
     };
+    let files = files_of(state.as_ref(), device.id, &sub.instance_id).await?;
     let (reply, _) = take(
         state,
         device,
         &sub,
         &form,
         &sha256_hex(xml.as_bytes()),
-        &HashMap::new(),
+        &files,
     )
     .await?;
     if let Reply::Refused(_, message) = reply {
@@ -454,6 +485,38 @@ async fn take<H: Host>(
         .openrosa("submission", &sub.instance_id)
         .await?;
     let earlier: Option<Kept> = earlier.and_then(|(_, b)| serde_json::from_str(&b).ok());
+    let mut finished = None;
+    let earlier = match earlier {
+        Some(mut kept) if kept.pending.is_some() => {
+            // Its edit was on its way when the server stopped: applied, or not at all.
+            let pending = kept.pending.take().expect("pending");
+            let applied = match RecordId::parse(&kept.record) {
+                Ok(id) => state.store().record_edits(id).await?.iter().any(|e| {
+                    e.device == i64::from(kept.device) && e.seq == pending.seq as i64 && !e.rejected
+                }),
+                Err(_) => false,
+            };
+            let now = if applied {
+                Some(kept)
+            } else {
+                pending.before.map(|b| *b)
+            };
+            let doc = match &now {
+                Some(k) => serde_json::to_string(k).expect("serializes"),
+                None => "{}".into(),
+            };
+            let record = now.as_ref().map(|k| k.record.clone()).unwrap_or_default();
+            state
+                .store()
+                .put_openrosa(&[("submission", sub.instance_id.clone(), record.clone(), doc)])
+                .await?;
+            if applied {
+                finished = Some(record);
+            }
+            now
+        }
+        other => other,
+    };
     if let Some(kept) = &earlier {
         if kept.xml != sha {
             return Ok((
@@ -470,7 +533,7 @@ async fn take<H: Host>(
         if kept.missing.is_empty() || kept.missing.keys().all(|f| !files.contains_key(f)) {
             return Ok((
                 Reply::Accepted("Phiếu này đã được nhận trước đây.".into()),
-                None,
+                finished,
             ));
         }
     }
@@ -616,24 +679,84 @@ async fn take<H: Host>(
         );
     }
 
+    // The device as it signed in (a phone's communes, an account's area), with its last seq.
+    let mut now = None;
     let mut seq = 0;
     if !fields.is_empty() {
         let Some(stored_device) = state.store().device(device.id).await? else {
             return Ok((
-                Reply::Refused(401, "Máy này không còn được đăng ký.".into()),
+                Reply::Refused(403, "Máy này không còn được đăng ký.".into()),
                 None,
             ));
         };
-        // Its scope as it signed in (a phone's communes, an account's area).
-        let now = Device {
-            last_seq: stored_device.last_seq,
-            revoked: stored_device.revoked,
-            ..device.clone()
-        };
-        if now.revoked {
+        if stored_device.revoked {
             return Ok((Reply::Refused(403, "Máy này đã bị thu hồi.".into()), None));
         }
-        seq = now.last_seq + 1;
+        seq = stored_device.last_seq + 1;
+        now = Some(Device {
+            last_seq: stored_device.last_seq,
+            revoked: false,
+            ..device.clone()
+        });
+    }
+
+    // What the phone sees once this is applied, for an edit of this submission to come.
+    let dot = Dot::new(device.id, seq);
+    let mut view = base.clone();
+    let mut wrote = View::new();
+    for (name, change) in &fields {
+        let seen = Seen {
+            value: change.value.clone(),
+            dots: vec![dot],
+        };
+        view.insert(name.clone(), seen.clone());
+        wrote.insert(name.clone(), seen);
+    }
+    for (name, value) in &values {
+        view.entry(name.clone()).or_insert_with(|| Seen {
+            value: value.clone(),
+            dots: Vec::new(),
+        });
+    }
+    let before = earlier.clone();
+    let mut kept = match earlier {
+        Some(mut kept) => {
+            kept.view.extend(view);
+            kept.wrote.extend(wrote);
+            kept.missing.retain(|f, _| !files.contains_key(f));
+            kept
+        }
+        None => Kept {
+            xml: sha.to_owned(),
+            device: device.id,
+            seq,
+            record: record_id.clone(),
+            form: form.id.as_str().to_owned(),
+            view,
+            wrote,
+            entity,
+            missing,
+            pending: None,
+        },
+    };
+    let doc = |kept: &Kept| {
+        (
+            "submission",
+            sub.instance_id.clone(),
+            record_id.clone(),
+            serde_json::to_string(kept).expect("a submission serializes"),
+        )
+    };
+
+    if let Some(now) = now {
+        // Noted before the push, so that a resend after a crash between the push's commit
+        // and the note finds out whether the push was committed instead of applying it again.
+        kept.pending = Some(Pending {
+            seq,
+            before: before.map(Box::new),
+        });
+        state.store().put_openrosa(&[doc(&kept)]).await?;
+        let before = kept.pending.take().and_then(|p| p.before);
         let edit = Edit {
             seq,
             record: record_id.clone(),
@@ -661,6 +784,17 @@ async fn take<H: Host>(
         )
         .await?;
         if let Some(r) = outcome.rejected.first() {
+            // Refused (and kept as a refused edit): the submission stands as it was.
+            let back = match before {
+                Some(b) => doc(&b),
+                None => (
+                    "submission",
+                    sub.instance_id.clone(),
+                    String::new(),
+                    "{}".into(),
+                ),
+            };
+            state.store().put_openrosa(&[back]).await?;
             let vi = r
                 .message_vi
                 .clone()
@@ -671,50 +805,7 @@ async fn take<H: Host>(
             ));
         }
     }
-
-    // What the phone now sees, for an edit of this submission to come.
-    let dot = Dot::new(device.id, seq);
-    let mut view = base.clone();
-    let mut wrote = View::new();
-    for (name, change) in &fields {
-        let seen = Seen {
-            value: change.value.clone(),
-            dots: vec![dot],
-        };
-        view.insert(name.clone(), seen.clone());
-        wrote.insert(name.clone(), seen);
-    }
-    for (name, value) in &values {
-        view.entry(name.clone()).or_insert_with(|| Seen {
-            value: value.clone(),
-            dots: Vec::new(),
-        });
-    }
-    let kept = match earlier {
-        Some(mut kept) => {
-            kept.view.extend(view);
-            kept.wrote.extend(wrote);
-            kept.missing.retain(|f, _| !files.contains_key(f));
-            kept
-        }
-        None => Kept {
-            xml: sha.to_owned(),
-            device: device.id,
-            seq,
-            record: record_id.clone(),
-            form: form.id.as_str().to_owned(),
-            view,
-            wrote,
-            entity,
-            missing,
-        },
-    };
-    let mut docs = vec![(
-        "submission",
-        sub.instance_id.clone(),
-        record_id.clone(),
-        serde_json::to_string(&kept).expect("a submission serializes"),
-    )];
+    let mut docs = vec![doc(&kept)];
     if entity_lists(&state.forms()).contains(form.id.as_str()) {
         if let Some(r) = state.store().record(record).await? {
             docs.extend(new_version(state, form, &r).await?);
