@@ -84,7 +84,11 @@ async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next)
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let secs = state.settings.server.request_timeout_secs;
+    let mut secs = state.settings.server.request_timeout_secs;
+    if route.ends_with("/submission") {
+        // ODK Collect sends a submission and its photos in one request, on a slow uplink.
+        secs = secs.max(600);
+    }
     let response = match tokio::time::timeout(Duration::from_secs(secs), next.run(req)).await {
         Ok(response) => response,
         // Dropping the handler rolls back its transaction: the phone retries safely.

@@ -712,6 +712,11 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
     assert_eq!(sent.status(), 201, "{}", sent.text().await.unwrap());
     let record = pulled(&mut phone, instance.trim_start_matches("uuid:")).await;
     assert_eq!(record.value("place_name"), Some(&json!("Sân UBND xã")));
+    let devices = server.cli(&["device", "list"]);
+    assert!(
+        devices.contains("ODK Collect: xa"),
+        "numbered apart from the office's edits: {devices}"
+    );
 
     // Revoked: the key opens nothing.
     server.cli(&["device", "revoke", &collect.device.to_string()]);

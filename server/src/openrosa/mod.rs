@@ -538,7 +538,7 @@ async fn take<H: Host>(
         }
     }
 
-    let values = match submission::values(form, &sub.root, files) {
+    let mut values = match submission::values(form, &sub.root, files) {
         Ok(v) => v,
         Err(e) => {
             return refuse(
@@ -626,6 +626,15 @@ async fn take<H: Host>(
         }
         (None, None, None) => (View::new(), BTreeSet::new()),
     };
+    // An edit of a sent submission leaves out the questions no longer asked (ODK drops the
+    // answers of questions that are not relevant): their answers are cleared.
+    if edited.is_some() {
+        for (name, seen) in &base {
+            if !seen.value.is_null() && form.field(name).is_some() {
+                values.entry(name.clone()).or_insert(Value::Null);
+            }
+        }
+    }
     // A record already there that this submission knows nothing of (its create applied before
     // a crash kept the server from noting it, or a version the server never had): an answer
     // it already holds is not written again; one that differs stands beside what it holds.
@@ -1134,20 +1143,24 @@ pub async fn integrity<H: Host + ?Sized>(
     list: &str,
     ids: &[String],
 ) -> Result<Vec<(String, bool)>, StoreError> {
-    let mut out = Vec::new();
-    for id in ids.iter().take(10_000) {
-        let gone = match RecordId::parse(id) {
-            Ok(rid) => match state.store().record(rid).await? {
-                Some(r) => {
-                    r.form.as_str() != list || r.is_deleted() || !device.in_scope(&r.commune)
-                }
-                None => true,
-            },
-            Err(_) => true,
-        };
-        out.push((id.clone(), gone));
-    }
-    Ok(out)
+    let communes: Vec<String> = device
+        .communes
+        .iter()
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    let here: std::collections::HashSet<String> = state
+        .store()
+        .records_of(&[list.to_owned()], &communes)
+        .await?
+        .into_iter()
+        .filter(|r| !r.is_deleted())
+        .map(|r| r.id.to_string())
+        .collect();
+    Ok(ids
+        .iter()
+        .take(200_000)
+        .map(|id| (id.clone(), !here.contains(&id.to_lowercase())))
+        .collect())
 }
 
 /// The settings ODK Collect reads from a QR code: `base64(zlib(JSON))` with the server URL.
@@ -1173,6 +1186,35 @@ pub fn qr_settings(server_url: &str, name: &str) -> String {
 /// The URL ODK Collect is given: the server's public address and the phone's key.
 pub fn server_url(base: &str, token: &str) -> String {
     format!("{}/key/{token}", base.trim_end_matches('/'))
+}
+
+/// The device an office account's ODK Collect writes as (Basic authentication): its own
+/// numbers, apart from the account's office edits, made on first use.
+pub async fn account_device(
+    store: &dyn Store,
+    user: &str,
+    communes: &[CommuneCode],
+) -> Result<DeviceId, StoreError> {
+    let lock = lock_of(format!("account:{user}"));
+    let _one = lock.lock().await;
+    if let Some((_, body)) = store.openrosa("account", user).await? {
+        if let Some(id) = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["device"].as_u64())
+        {
+            return Ok(id as DeviceId);
+        }
+    }
+    let (id, _) = enroll(store, &format!("ODK Collect: {user}"), communes).await?;
+    store
+        .put_openrosa(&[(
+            "account",
+            user.to_owned(),
+            String::new(),
+            json!({ "device": id }).to_string(),
+        )])
+        .await?;
+    Ok(id)
 }
 
 /// A phone for ODK Collect, enrolled at once: its device number and key (shown once, kept

@@ -83,6 +83,9 @@ pub fn parse_tree(xml: &[u8]) -> Result<Node, String> {
             }
             Event::Empty(e) => {
                 count += 1;
+                if count > MAX_NODES {
+                    return Err(format!("the XML has more than {MAX_NODES} elements"));
+                }
                 let node = open(&e)?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(node),

@@ -496,7 +496,7 @@ impl<'a> Gen<'a> {
                                 esc(&c.code),
                                 esc(label)
                             );
-                            for (k, v) in &c.props {
+                            for (k, v) in c.props.iter().filter(|(k, _)| is_xml_name(k)) {
                                 let _ = write!(items, "<{k}>{}</{k}>", esc(v));
                             }
                             items.push_str("</item>");
@@ -513,8 +513,8 @@ impl<'a> Gen<'a> {
                         );
                     }
                     None => {
-                        for c in &f.choices {
-                            let id = format!("{path}/{}:label", c.code);
+                        for (i, c) in f.choices.iter().enumerate() {
+                            let id = format!("{path}/choice-{i}:label");
                             let labels = c.label.clone().unwrap_or_else(|| Labels {
                                 vi: c.code.clone(),
                                 en: c.code.clone(),
@@ -601,6 +601,14 @@ impl<'a> Gen<'a> {
                 let _ = write!(attrs, " jr:preload=\"property\" jr:preloadParams=\"{p}\"");
             }
             _ => {}
+        }
+        if f.kind == FieldType::Image {
+            // Scaled down on the phone before it is kept, as Mầm's phone app does.
+            let _ = write!(
+                attrs,
+                " orx:max-pixels=\"{}\"",
+                f.max_pixels.unwrap_or(1024)
+            );
         }
         if f.read_only || f.kind == FieldType::Note {
             attrs.push_str(" readonly=\"true()\"");
@@ -743,9 +751,14 @@ impl<'a> Gen<'a> {
         }
     }
 
-    /// A choice filter: the choice's columns read from the item itself.
+    /// A choice filter: the choice's columns read from the item itself, the question's
+    /// neighbours in a repeat from the question (`current()/../x`).
     fn xpath_filter(&self, expr: &Value, scope: &Scope) -> Option<String> {
-        self.xpath(expr, scope)
+        let x = self.xpath(expr, scope)?;
+        Some(match scope.repeat {
+            Some(_) => x.replace("../", "current()/../"),
+            None => x,
+        })
     }
 
     /// The XPath of an expression, or `None` where XPath cannot say it.
@@ -876,6 +889,15 @@ impl<'a> Gen<'a> {
             _ => return None,
         })
     }
+}
+
+/// A name an XML element may have (and no prefix): a choice column that is not one is left
+/// out of the choices' instance.
+fn is_xml_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !s.to_ascii_lowercase().starts_with("xml")
 }
 
 fn var_name(expr: &Value) -> Option<&str> {
