@@ -1142,6 +1142,7 @@ pub async fn odks_engine_fills_what_mam_serves(db: Database) {
     let collect = Collect::enroll(&server, "Máy ODK", &[COMMUNE]).await;
 
     let mut forms = Vec::new();
+    let mut updates = Vec::new();
     for listed in collect.form_list().await {
         let xform = collect.xform(&listed).await;
         let mut attachments = serde_json::Map::new();
@@ -1152,10 +1153,19 @@ pub async fn odks_engine_fills_what_mam_serves(db: Database) {
                 json!(String::from_utf8(body).unwrap()),
             );
         }
-        let file = crate::harness::repo_root().join(format!(
-            "schemas/forms/{}.v{}.json",
-            listed.id, listed.version
-        ));
+        let (id, update) = match listed.id.strip_suffix(".update") {
+            Some(base) => (base, true),
+            None => (listed.id.as_str(), false),
+        };
+        if update {
+            // The update form: the child chosen from the list fills in its answers; one is
+            // changed.
+            updates.push(json!({ "xform": xform, "attachments": attachments,
+                "answers": { "mam_entity": child.to_string(), "village": "Thôn 9" } }));
+            continue;
+        }
+        let file = crate::harness::repo_root()
+            .join(format!("schemas/forms/{id}.v{}.json", listed.version));
         let form: sync_protocol::Form =
             serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
         let answers: serde_json::Map<String, Value> = form
@@ -1246,6 +1256,28 @@ pub async fn odks_engine_fills_what_mam_serves(db: Database) {
             }
         }
     }
+
+    // The child register's update form, filled from the entity list: only the answer changed
+    // is written, nothing the child's record holds is put in conflict.
+    assert_eq!(updates.len(), 1, "one entity list, one update form");
+    let updated = run(json!({ "forms": updates }));
+    assert_eq!(updated[0]["status"], "ready", "{}", updated[0]);
+    let xml = updated[0]["xml"].as_str().unwrap();
+    assert!(
+        xml.contains("update=\"1\"") && xml.contains("baseVersion=\"1\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<child_name>Phan Văn Tí</child_name>"),
+        "filled from the list: {xml}"
+    );
+    let (status, message) = collect.submit(xml, &[], false).await;
+    assert_eq!(status, 201, "{message}");
+    phone.sync().await;
+    let record = phone.view(child);
+    assert_eq!(values(&record, "village"), [json!("Thôn 9")]);
+    assert_eq!(values(&record, "child_name"), [json!("Phan Văn Tí")]);
+    assert!(!record.is_conflicted(), "{record:?}");
 
     // The child register edited in the engine and sent back as an edit of its instance.
     let (form, _, instance, xml) = sent

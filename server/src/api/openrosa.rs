@@ -219,7 +219,7 @@ async fn form_list(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<xforms xmlns=\"http://openrosa.org/xforms/xformsList\">\n",
     );
     for s in openrosa::all_served(state.as_ref(), &device) {
-        let id = s.form.id.as_str();
+        let id = s.id.as_str();
         if query.get("formID").is_some_and(|f| f != id) {
             continue;
         }

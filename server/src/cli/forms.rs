@@ -25,6 +25,7 @@ pub(super) async fn form(config: Option<&PathBuf>, command: FormCommand) -> anyh
                 &crate::openrosa::xform::Context {
                     communes: &communes,
                     entity_list: None,
+                    update: false,
                 },
             );
             print!("{xml}");

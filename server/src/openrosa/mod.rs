@@ -47,6 +47,8 @@ pub const ACCEPT_CONTENT_LENGTH: usize = 32 * 1024 * 1024;
 
 /// A form as the form list offers it.
 pub struct Served {
+    /// Its form id in the form list (`child.update` for the child register's update form).
+    pub id: String,
     pub form: Arc<Form>,
     pub xml: String,
     pub md5: String,
@@ -147,14 +149,23 @@ pub fn communes_of<H: Host + ?Sized>(state: &H, device: &Device) -> Vec<(String,
         .collect()
 }
 
-/// A form's XForm for this phone (and its hash), when the phone is offered it.
+/// A form's XForm for this phone (and its hash), when the phone is offered it; for an entity
+/// list's form, `<form>.update` is the form that updates its entities.
 pub fn served<H: Host + ?Sized>(state: &H, device: &Device, form_id: &str) -> Option<Served> {
     let forms = state.forms();
     let lists = entity_lists(&forms);
-    let form = offered(&forms)
+    let (base, update) = match form_id.strip_suffix(".update") {
+        Some(base) if lists.contains(base) => (base, true),
+        Some(_) => return None,
+        None => (form_id, false),
+    };
+    let mut form = offered(&forms)
         .into_iter()
-        .find(|f| f.id.as_str() == form_id)?
+        .find(|f| f.id.as_str() == base)?
         .clone();
+    if update {
+        form = xform::update_form(&form);
+    }
     let communes = communes_of(state, device);
     let list = lists.get(form.id.as_str()).map(String::as_str);
     let xml = xform::xform(
@@ -162,23 +173,34 @@ pub fn served<H: Host + ?Sized>(state: &H, device: &Device, form_id: &str) -> Op
         &xform::Context {
             communes: &communes,
             entity_list: list,
+            update,
         },
     );
     let md5 = md5_of(xml.as_bytes());
+    let mut read = xform::lists_read(&form);
+    if update {
+        read.insert(base.to_owned());
+    }
     Some(Served {
-        lists: xform::lists_read(&form),
+        id: form_id.to_owned(),
+        lists: read,
         form: Arc::new(form),
         xml,
         md5,
     })
 }
 
-/// Every form this phone is offered.
+/// Every form this phone is offered, and the update form of each entity list.
 pub fn all_served<H: Host + ?Sized>(state: &H, device: &Device) -> Vec<Served> {
-    let ids: Vec<String> = offered(&state.forms())
-        .into_iter()
-        .map(|f| f.id.as_str().to_owned())
-        .collect();
+    let forms = state.forms();
+    let lists = entity_lists(&forms);
+    let mut ids: Vec<String> = Vec::new();
+    for f in offered(&forms) {
+        ids.push(f.id.as_str().to_owned());
+        if lists.contains(f.id.as_str()) {
+            ids.push(xform::update_id(f.id.as_str()));
+        }
+    }
     ids.iter()
         .filter_map(|id| served(state, device, id))
         .collect()
@@ -282,7 +304,7 @@ pub async fn submit<H: Host>(
         }
     };
     let forms = state.forms();
-    let form = FormId::parse(&sub.form)
+    let form = FormId::parse(sub.form.strip_suffix(".update").unwrap_or(&sub.form))
         .ok()
         .zip(sub.version.trim().parse::<u32>().ok())
         .and_then(|(id, v)| forms.get(&id, v))
@@ -429,7 +451,7 @@ async fn replay<H: Host>(state: &Arc<H>, device: &Device, xml: &str) -> Result<(
         return Ok(());
     };
     let forms = state.forms();
-    let Some(form) = FormId::parse(&sub.form)
+    let Some(form) = FormId::parse(sub.form.strip_suffix(".update").unwrap_or(&sub.form))
         .ok()
         .zip(sub.version.trim().parse::<u32>().ok())
         .and_then(|(id, v)| forms.get(&id, v))

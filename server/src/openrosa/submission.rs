@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use sync_protocol::media::Attachment;
 use sync_protocol::{FieldType, Form, FormField};
 
-use super::xform::COMMUNE;
+use super::xform::{COMMUNE, ENTITY};
 
 /// Elements a submission may have in all, and how deep they may nest.
 const MAX_NODES: usize = 100_000;
@@ -231,6 +231,7 @@ pub fn values(
     for c in &root.children {
         let known = c.name == "meta"
             || c.name == COMMUNE
+            || c.name == ENTITY
             || form.field(&c.name).is_some()
             || form.derived.iter().any(|d| d.name == c.name);
         if !known {

@@ -32,6 +32,40 @@ pub struct Context<'a> {
     pub communes: &'a [(String, String)],
     /// The entity list this form's records make (its form id), when other forms reference it.
     pub entity_list: Option<&'a str>,
+    /// The form that updates an entity of that list (see [`update_form`]) rather than the one
+    /// that creates one.
+    pub update: bool,
+}
+
+/// The instance element of the entity an update form changes.
+pub const ENTITY: &str = "mam_entity";
+
+/// The form id of the form that updates the entities of the list `list`.
+pub fn update_id(list: &str) -> String {
+    format!("{list}.update")
+}
+
+/// The form that updates an entity of a list: the entity to change, chosen from the list,
+/// and the properties, each filled from the list when it is chosen. Offline, ODK Collect keeps
+/// its own updates in the list and says what it had seen (`baseVersion`, `trunkVersion`,
+/// `branchId`).
+pub fn update_form(form: &Form) -> Form {
+    let mut f = form.clone();
+    f.fields.retain(is_property);
+    f.sections.clear();
+    f.derived.retain(|d| reads_only(&d.expr, &f.fields));
+    if let Some(t) = f.title.as_mut() {
+        t.vi = format!("{} – cập nhật", t.vi);
+        t.en = format!("{} – update", t.en);
+    }
+    f
+}
+
+/// Whether an expression reads only these fields.
+fn reads_only(expr: &Value, fields: &[FormField]) -> bool {
+    sync_protocol::expr::vars(expr)
+        .iter()
+        .all(|v| v.starts_with('@') || fields.iter().any(|f| &f.name == v))
 }
 
 /// The entity lists a form reads: the forms its references point to.
@@ -130,40 +164,78 @@ pub fn xform(form: &Form, ctx: &Context) -> String {
         .map(|t| t.vi.clone())
         .unwrap_or_else(|| form.id.as_str().to_owned());
 
-    // The commune the record is in: one of the phone's.
     let mut data = String::new();
-    let first = ctx.communes.first().map(|c| c.0.as_str()).unwrap_or("");
-    let _ = write!(data, "<{COMMUNE}>{}</{COMMUNE}>", esc(first));
-    let path = format!("/data/{COMMUNE}");
-    let _ = write!(
-        g.binds,
-        "<bind nodeset=\"{path}\" type=\"string\" required=\"true()\"{}/>",
-        if ctx.communes.len() == 1 {
-            " readonly=\"true()\""
-        } else {
-            ""
-        }
-    );
-    g.text(
-        &format!("{path}:label"),
-        &Labels {
-            vi: "Xã/phường".into(),
-            en: "Commune".into(),
-        },
-    );
-    let _ = write!(
-        g.body,
-        "<select1 ref=\"{path}\"><label ref=\"jr:itext('{path}:label')\"/>"
-    );
-    for (code, name) in ctx.communes {
+    let list = ctx.entity_list.unwrap_or("child");
+    if ctx.update {
+        // The entity to change, from the list; choosing it fills in its properties.
+        let path = format!("/data/{ENTITY}");
+        let _ = write!(data, "<{ENTITY}/>");
+        let _ = write!(
+            g.binds,
+            "<bind nodeset=\"{path}\" type=\"string\" required=\"true()\"/>"
+        );
+        g.text(
+            &format!("{path}:label"),
+            &Labels {
+                vi: "Chọn hồ sơ cần cập nhật".into(),
+                en: "The record to update".into(),
+            },
+        );
         let _ = write!(
             g.body,
-            "<item><label>{}</label><value>{}</value></item>",
-            esc(name),
-            esc(code)
+            "<select1 ref=\"{path}\" appearance=\"search\"><label ref=\"jr:itext('{path}:label')\"/>"
         );
+        for f in &form.fields {
+            let _ = write!(
+                g.body,
+                "<setvalue event=\"xforms-value-changed\" ref=\"/data/{0}\" \
+                 value=\"instance('{1}')/root/item[name=/data/{ENTITY}]/{0}\"/>",
+                f.name,
+                esc(list)
+            );
+        }
+        let _ = write!(
+            g.body,
+            "<itemset nodeset=\"instance('{0}')/root/item\"><value ref=\"name\"/><label ref=\"label\"/></itemset></select1>",
+            esc(list)
+        );
+        g.lists.insert(list.to_owned());
     }
-    g.body.push_str("</select1>");
+    // The commune a new record is in: one of the phone's.
+    if !ctx.update {
+        let first = ctx.communes.first().map(|c| c.0.as_str()).unwrap_or("");
+        let _ = write!(data, "<{COMMUNE}>{}</{COMMUNE}>", esc(first));
+        let path = format!("/data/{COMMUNE}");
+        let _ = write!(
+            g.binds,
+            "<bind nodeset=\"{path}\" type=\"string\" required=\"true()\"{}/>",
+            if ctx.communes.len() == 1 {
+                " readonly=\"true()\""
+            } else {
+                ""
+            }
+        );
+        g.text(
+            &format!("{path}:label"),
+            &Labels {
+                vi: "Xã/phường".into(),
+                en: "Commune".into(),
+            },
+        );
+        let _ = write!(
+            g.body,
+            "<select1 ref=\"{path}\"><label ref=\"jr:itext('{path}:label')\"/>"
+        );
+        for (code, name) in ctx.communes {
+            let _ = write!(
+                g.body,
+                "<item><label>{}</label><value>{}</value></item>",
+                esc(name),
+                esc(code)
+            );
+        }
+        g.body.push_str("</select1>");
+    }
 
     for f in &form.fields {
         g.instance_of(f, &mut data);
@@ -246,7 +318,32 @@ pub fn xform(form: &Form, ctx: &Context) -> String {
         );
     }
     let mut setvalues = String::new();
-    if let Some(list) = ctx.entity_list {
+    if ctx.update {
+        let _ = write!(
+            data,
+            "<entity dataset=\"{}\" id=\"\" update=\"1\" baseVersion=\"\" trunkVersion=\"\" \
+             branchId=\"\"><label/></entity>",
+            esc(list)
+        );
+        let item = format!(
+            "instance('{}')/root/item[name=/data/meta/entity/@id]",
+            esc(list)
+        );
+        let _ = write!(
+            g.binds,
+            "<bind nodeset=\"/data/meta/entity/@id\" type=\"string\" readonly=\"true()\" \
+             calculate=\"/data/{ENTITY}\"/>\
+             <bind nodeset=\"/data/meta/entity/@baseVersion\" type=\"string\" readonly=\"true()\" \
+             calculate=\"{item}/__version\"/>\
+             <bind nodeset=\"/data/meta/entity/@trunkVersion\" type=\"string\" readonly=\"true()\" \
+             calculate=\"{item}/__trunkVersion\"/>\
+             <bind nodeset=\"/data/meta/entity/@branchId\" type=\"string\" readonly=\"true()\" \
+             calculate=\"{item}/__branchId\"/>\
+             <bind nodeset=\"/data/meta/entity/label\" type=\"string\" readonly=\"true()\" \
+             calculate=\"{}\"/>",
+            esc(label.as_deref().unwrap_or("''"))
+        );
+    } else if let Some(list) = ctx.entity_list {
         let _ = write!(
             data,
             "<entity dataset=\"{}\" id=\"\" create=\"1\" update=\"\" baseVersion=\"\" \
@@ -308,7 +405,7 @@ pub fn xform(form: &Form, ctx: &Context) -> String {
     let _ = writeln!(
         out,
         "<model odk:xforms-version=\"1.0.0\"{}>",
-        if ctx.entity_list.is_some() {
+        if ctx.entity_list.is_some() || ctx.update {
             " entities:entities-version=\"2024.1.0\""
         } else {
             ""
@@ -318,7 +415,10 @@ pub fn xform(form: &Form, ctx: &Context) -> String {
     let _ = writeln!(
         out,
         "<instance><data id=\"{}\" version=\"{}\">{data}</data></instance>",
-        esc(form.id.as_str()),
+        esc(&match ctx.update {
+            true => update_id(form.id.as_str()),
+            false => form.id.as_str().to_owned(),
+        }),
         form.version
     );
     if !g.instances.is_empty() {
