@@ -52,8 +52,8 @@ use office::{
     settles_supersede_only_what_the_page_showed,
 };
 use openrosa::{
-    odk_collect_follows_its_sequence, odks_engine_fills_what_mam_serves,
-    offline_entities_merge_field_by_field,
+    a_resend_after_a_crash_is_applied_once, odk_collect_follows_its_sequence,
+    odks_engine_fills_what_mam_serves, offline_entities_merge_field_by_field,
 };
 use recovery::{
     a_rebuild_racing_pushes_loses_no_push, a_restored_phone_takes_a_successor_and_loses_nothing,
@@ -86,6 +86,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    a_resend_after_a_crash_is_applied_once,
     odk_collect_follows_its_sequence,
     offline_entities_merge_field_by_field,
     attachments_arrive_in_resumable_chunks,

@@ -1307,3 +1307,140 @@ pub async fn odks_engine_fills_what_mam_serves(db: Database) {
     assert_eq!(records.len(), 1, "an edit, not a new record");
     assert_eq!(values(&records[0], "village"), [json!("Thôn 9")]);
 }
+
+/// Rewrites the server's note of a submission, as a crash at a given moment would leave it.
+async fn rewrite_note(db: &Database, instance: &str, body: Value) {
+    use sqlx::Connection;
+    let text = body.to_string();
+    match db.url() {
+        Some(url) => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(
+                "INSERT INTO openrosa (kind, key, record, body) VALUES ('submission', $1, $2, $3) \
+                 ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body",
+            )
+            .bind(instance)
+            .bind(body["record"].as_str().unwrap_or(""))
+            .bind(&text)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        None => {
+            let file = std::path::Path::new(&db.args[1]).join("mam.db");
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(file)
+                .busy_timeout(std::time::Duration::from_secs(10));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            sqlx::query(
+                "INSERT INTO openrosa (kind, key, record, body) VALUES ('submission', ?, ?, ?) \
+                 ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body",
+            )
+            .bind(instance)
+            .bind(body["record"].as_str().unwrap_or(""))
+            .bind(&text)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn read_note(db: &Database, instance: &str) -> Value {
+    use sqlx::Connection;
+    let body: String = match db.url() {
+        Some(url) => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_scalar("SELECT body FROM openrosa WHERE kind = 'submission' AND key = $1")
+                .bind(instance)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+        None => {
+            let file = std::path::Path::new(&db.args[1]).join("mam.db");
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(file)
+                .busy_timeout(std::time::Duration::from_secs(10));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            sqlx::query_scalar("SELECT body FROM openrosa WHERE kind = 'submission' AND key = ?")
+                .bind(instance)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A submission's edit is noted before its push and the note completed after it. A crash
+/// after the push's commit leaves the note unfinished: Collect, never told, sends it again,
+/// and the server finds the edit already there (applied once, no value beside itself). A
+/// crash before the commit leaves a note of an edit that never happened: sent again, it is
+/// applied.
+pub async fn a_resend_after_a_crash_is_applied_once(db: Database) {
+    let server = Server::start(&db);
+    let collect = Collect::enroll(&server, "ODK", &[COMMUNE]).await;
+    let mut phone = server.enroll("Hoa", &[COMMUNE]).await;
+    let first = uuid();
+    let (status, _) = collect
+        .submit(&child_xml(&first, CHILD, ""), &[], false)
+        .await;
+    assert_eq!(status, 201);
+    let record_id = first.trim_start_matches("uuid:").to_owned();
+    // An edit of it, and a crash between its push's commit and the note's completion.
+    let edit = uuid();
+    let mut edited = CHILD.to_vec();
+    edited.retain(|(k, _)| *k != "village");
+    edited.push(("village", "Thôn 6"));
+    let xml = child_xml(
+        &edit,
+        &edited,
+        &format!("<deprecatedID>{first}</deprecatedID>"),
+    );
+    let (status, _) = collect.submit(&xml, &[], false).await;
+    assert_eq!(status, 201);
+    let mut note = read_note(&db, &edit).await;
+    note["pending"] = json!({ "seq": note["seq"], "before": null });
+    rewrite_note(&db, &edit, note).await;
+    let (status, message) = collect.submit(&xml, &[], false).await;
+    assert_eq!(status, 201, "{message}");
+    let record = pulled(&mut phone, &record_id).await;
+    assert_eq!(
+        values(&record, "village"),
+        [json!("Thôn 6")],
+        "applied once"
+    );
+    assert!(
+        read_note(&db, &edit).await.get("pending").is_none(),
+        "the note is completed"
+    );
+
+    // A crash before the commit: the note names a seq the device never used.
+    let lost = uuid();
+    let mut lost_values = CHILD.to_vec();
+    lost_values.retain(|(k, _)| *k != "child_name");
+    lost_values.push(("child_name", "Chưa Kịp Ghi"));
+    let xml = child_xml(&lost, &lost_values, "");
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(xml.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let lost_record = lost.trim_start_matches("uuid:").to_owned();
+    rewrite_note(
+        &db,
+        &lost,
+        json!({ "xml": sha, "device": collect.device, "seq": 1000, "record": lost_record,
+                "form": "child", "view": {}, "wrote": {}, "pending": { "seq": 1000, "before": null } }),
+    )
+    .await;
+    let (status, message) = collect.submit(&xml, &[], false).await;
+    assert_eq!(status, 201, "{message}");
+    let record = pulled(&mut phone, &lost_record).await;
+    assert_eq!(values(&record, "child_name"), [json!("Chưa Kịp Ghi")]);
+}
