@@ -270,6 +270,10 @@ pub enum Reply {
 static LOCKS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// Entity versions are numbered under this lock (the number of a state a phone downloads is
+/// the state its updates are read against).
+static VERSIONS: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
+
 fn lock_of(key: String) -> Arc<tokio::sync::Mutex<()>> {
     let mut locks = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
     locks.entry(key).or_default().clone()
@@ -837,12 +841,14 @@ async fn take<H: Host>(
         }
     }
     let mut docs = vec![doc(&kept)];
+    let numbering = VERSIONS.lock().await;
     if entity_lists(&state.forms()).contains(form.id.as_str()) {
         if let Some(r) = state.store().record(record).await? {
             docs.extend(new_version(state, form, &r).await?);
         }
     }
     state.store().put_openrosa(&docs).await?;
+    drop(numbering);
     let created = (stored.is_none() && seq > 0).then_some(record_id);
     Ok((
         Reply::Accepted(match form.title.as_ref() {
@@ -1103,6 +1109,8 @@ pub async fn entity_list<H: Host + ?Sized>(
         .store()
         .records_of(&[list.to_owned()], &communes)
         .await?;
+    // Versions are numbered one writer at a time: a number names one state.
+    let _numbering = VERSIONS.lock().await;
     let latest: HashMap<String, Latest> = state
         .store()
         .openrosa_all("latest")
