@@ -686,11 +686,12 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
         .await
         .unwrap();
     assert_eq!(listed.status(), 200);
-    assert!(listed
-        .text()
-        .await
-        .unwrap()
-        .contains("<formID>play-photo</formID>"));
+    let listed = listed.text().await.unwrap();
+    assert!(listed.contains("<formID>play-photo</formID>"));
+    assert!(
+        listed.contains("<formID>commune-annual</formID>"),
+        "a commune officer is offered the commune's own forms too"
+    );
     let instance = uuid();
     let xml = format!(
         "<data id=\"play-photo\" version=\"1\"><mam_commune>{COMMUNE}</mam_commune><place_name>Sân UBND xã</place_name><meta><instanceID>{instance}</instanceID></meta></data>"

@@ -87,14 +87,26 @@ static BELIEVED: std::sync::LazyLock<std::sync::Mutex<Believed>> =
     std::sync::LazyLock::new(|| std::sync::Mutex::new(HashMap::new()));
 const BELIEVED_MS: i64 = 5 * 60 * 1000;
 
-/// Who asks: the phone whose key is in the path (enrolled, not revoked), or a collaborator's
-/// account by Basic authentication over HTTPS, writing as the account's device within its
-/// area. With the address its links start from.
+/// Who asks: the phone whose key is in the path (enrolled, not revoked), or an account by
+/// Basic authentication over HTTPS, writing as a device of its own within its area. With the
+/// address its links start from, and whose forms it fills.
 async fn caller(
     state: &AppState,
     params: &Params,
     headers: &HeaderMap,
 ) -> Result<(Device, String), Response> {
+    caller_of(state, params, headers)
+        .await
+        .map(|(d, base, _)| (d, base))
+}
+
+/// [`caller`], with the roles whose forms it is offered.
+async fn caller_of(
+    state: &AppState,
+    params: &Params,
+    headers: &HeaderMap,
+) -> Result<(Device, String, Vec<String>), Response> {
+    let phone = vec![openrosa::COLLABORATOR.to_owned()];
     let busy = |e: &dyn std::fmt::Display| {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -113,7 +125,7 @@ async fn caller(
             return Err(refused());
         }
         return match state.store.device_by_token(&auth::hash(token)).await {
-            Ok(Some(d)) if !d.revoked => Ok((d, openrosa::server_url(&public, token))),
+            Ok(Some(d)) if !d.revoked => Ok((d, openrosa::server_url(&public, token), phone)),
             Ok(_) => Err(refused()),
             Err(e) => Err(busy(&e)),
         };
@@ -188,7 +200,8 @@ async fn caller(
         revoked: false,
         last_seq: 0,
     };
-    Ok((device, public))
+    let roles = vec![openrosa::COLLABORATOR.to_owned(), user.role.clone()];
+    Ok((device, public, roles))
 }
 
 fn path_part(s: &str) -> String {
@@ -211,14 +224,14 @@ async fn form_list(
     headers: HeaderMap,
 ) -> Response {
     let params = params.map(|p| p.0).unwrap_or_default();
-    let (device, base) = match caller(&state, &params, &headers).await {
+    let (device, base, roles) = match caller_of(&state, &params, &headers).await {
         Ok(d) => d,
         Err(r) => return r,
     };
     let mut out = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<xforms xmlns=\"http://openrosa.org/xforms/xformsList\">\n",
     );
-    for s in openrosa::all_served(state.as_ref(), &device) {
+    for s in openrosa::all_served(state.as_ref(), &device, &roles) {
         let id = s.id.as_str();
         if query.get("formID").is_some_and(|f| f != id) {
             continue;
@@ -248,12 +261,12 @@ async fn form_xml(
     headers: HeaderMap,
 ) -> Response {
     let params = params.map(|p| p.0).unwrap_or_default();
-    let (device, _) = match caller(&state, &params, &headers).await {
+    let (device, _, roles) = match caller_of(&state, &params, &headers).await {
         Ok(d) => d,
         Err(r) => return r,
     };
     let form = params.get("form").cloned().unwrap_or_default();
-    match openrosa::served(state.as_ref(), &device, &form) {
+    match openrosa::served(state.as_ref(), &device, &roles, &form) {
         Some(s) => answer(StatusCode::OK, "text/xml; charset=utf-8", s.xml),
         None => not_found(&form),
     }
@@ -279,12 +292,12 @@ async fn manifest(
     headers: HeaderMap,
 ) -> Response {
     let params = params.map(|p| p.0).unwrap_or_default();
-    let (device, base) = match caller(&state, &params, &headers).await {
+    let (device, base, roles) = match caller_of(&state, &params, &headers).await {
         Ok(d) => d,
         Err(r) => return r,
     };
     let form = params.get("form").cloned().unwrap_or_default();
-    let Some(s) = openrosa::served(state.as_ref(), &device, &form) else {
+    let Some(s) = openrosa::served(state.as_ref(), &device, &roles, &form) else {
         return not_found(&form);
     };
     let mut out = String::from(
@@ -315,13 +328,13 @@ async fn form_attachment(
     headers: HeaderMap,
 ) -> Response {
     let params = params.map(|p| p.0).unwrap_or_default();
-    let (device, _) = match caller(&state, &params, &headers).await {
+    let (device, _, roles) = match caller_of(&state, &params, &headers).await {
         Ok(d) => d,
         Err(r) => return r,
     };
     let form = params.get("form").cloned().unwrap_or_default();
     let file = params.get("file").cloned().unwrap_or_default();
-    let Some(s) = openrosa::served(state.as_ref(), &device, &form) else {
+    let Some(s) = openrosa::served(state.as_ref(), &device, &roles, &form) else {
         return not_found(&form);
     };
     let Some(list) = file.strip_suffix(".csv").filter(|l| s.lists.contains(*l)) else {

@@ -114,20 +114,26 @@ fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The forms a phone is offered: the current version of each form its collaborators fill.
-pub fn offered(forms: &FormRegistry) -> Vec<&Form> {
+/// Who fills what: a phone's collaborator, and an account's role (`commune`, …) too.
+pub const COLLABORATOR: &str = "collaborator";
+
+/// The forms offered to people of these roles: the current version of each form they fill
+/// (`collected_by`; a form that names nobody is everyone's).
+pub fn offered<'a>(forms: &'a FormRegistry, roles: &[String]) -> Vec<&'a Form> {
     forms
         .current()
         .iter()
         .filter_map(|(id, &v)| forms.get(&FormId::parse(id).ok()?, v))
-        .filter(|f| f.collected_by.is_empty() || f.collected_by.iter().any(|c| c == "collaborator"))
+        .filter(|f| f.collected_by.is_empty() || f.collected_by.iter().any(|c| roles.contains(c)))
         .collect()
 }
 
-/// The forms whose records other offered forms reference: served as entity lists.
+/// The forms whose records other forms reference: served as entity lists.
 pub fn entity_lists(forms: &FormRegistry) -> BTreeSet<String> {
-    offered(forms)
-        .into_iter()
+    forms
+        .current()
+        .iter()
+        .filter_map(|(id, &v)| forms.get(&FormId::parse(id).ok()?, v))
         .flat_map(xform::lists_read)
         .collect()
 }
@@ -151,7 +157,12 @@ pub fn communes_of<H: Host + ?Sized>(state: &H, device: &Device) -> Vec<(String,
 
 /// A form's XForm for this phone (and its hash), when the phone is offered it; for an entity
 /// list's form, `<form>.update` is the form that updates its entities.
-pub fn served<H: Host + ?Sized>(state: &H, device: &Device, form_id: &str) -> Option<Served> {
+pub fn served<H: Host + ?Sized>(
+    state: &H,
+    device: &Device,
+    roles: &[String],
+    form_id: &str,
+) -> Option<Served> {
     let forms = state.forms();
     let lists = entity_lists(&forms);
     let (base, update) = match form_id.strip_suffix(".update") {
@@ -159,7 +170,7 @@ pub fn served<H: Host + ?Sized>(state: &H, device: &Device, form_id: &str) -> Op
         Some(_) => return None,
         None => (form_id, false),
     };
-    let mut form = offered(&forms)
+    let mut form = offered(&forms, roles)
         .into_iter()
         .find(|f| f.id.as_str() == base)?
         .clone();
@@ -191,18 +202,18 @@ pub fn served<H: Host + ?Sized>(state: &H, device: &Device, form_id: &str) -> Op
 }
 
 /// Every form this phone is offered, and the update form of each entity list.
-pub fn all_served<H: Host + ?Sized>(state: &H, device: &Device) -> Vec<Served> {
+pub fn all_served<H: Host + ?Sized>(state: &H, device: &Device, roles: &[String]) -> Vec<Served> {
     let forms = state.forms();
     let lists = entity_lists(&forms);
     let mut ids: Vec<String> = Vec::new();
-    for f in offered(&forms) {
+    for f in offered(&forms, roles) {
         ids.push(f.id.as_str().to_owned());
         if lists.contains(f.id.as_str()) {
             ids.push(xform::update_id(f.id.as_str()));
         }
     }
     ids.iter()
-        .filter_map(|id| served(state, device, id))
+        .filter_map(|id| served(state, device, roles, id))
         .collect()
 }
 
