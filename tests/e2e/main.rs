@@ -18,6 +18,7 @@ mod office;
 mod openrosa;
 mod phone_app;
 mod recovery;
+mod upgrade;
 #[path = "../../sync-protocol/tests/who_oracle/mod.rs"]
 mod who_oracle;
 
@@ -62,6 +63,7 @@ use recovery::{
 };
 use serde_json::{json, Value};
 use sync_protocol::{Record, RecordId, RejectCode, SyncRequest, SyncResponse};
+use upgrade::a_database_of_the_release_before_opens_and_serves_the_same;
 
 /// Runs one story on both backends, as two tests.
 macro_rules! both_backends {
@@ -86,6 +88,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    a_database_of_the_release_before_opens_and_serves_the_same,
     a_resend_after_a_crash_is_applied_once,
     odk_collect_follows_its_sequence,
     offline_entities_merge_field_by_field,
@@ -217,6 +220,11 @@ async fn odks_engine_fills_and_sends_what_mam_serves() {
     if let Some(db) = Database::fresh(Backend::Sqlite).await {
         odks_engine_fills_what_mam_serves(db).await;
     }
+}
+
+#[test]
+fn applied_migrations_are_never_edited() {
+    upgrade::applied_migrations_are_never_edited();
 }
 
 #[test]
