@@ -168,6 +168,20 @@ where
     let drain = Duration::from_secs(state.settings.server.drain_timeout_secs);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signal_state = state.clone();
+    // When idle phones were last seen, written in batches.
+    let flusher = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every =
+                tokio::time::interval(Duration::from_secs(crate::state::SEEN_FLUSH_SECS));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                state.flush_seen().await;
+            }
+        })
+    };
+    let last_state = state.clone();
     let service = app(state).into_make_service_with_connect_info::<PeerAddr>();
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
@@ -176,7 +190,7 @@ where
         let _ = tx.send(true);
     });
     let mut rx = rx;
-    tokio::select! {
+    let result = tokio::select! {
         result = server => result,
         _ = async move {
             let _ = rx.wait_for(|done| *done).await;
@@ -185,7 +199,10 @@ where
             warn!("drain timeout passed; stopping with requests still in flight");
             Ok(())
         }
-    }
+    };
+    flusher.abort();
+    last_state.flush_seen().await;
+    result
 }
 
 /// SIGTERM or Ctrl-C.

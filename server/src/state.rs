@@ -32,7 +32,14 @@ pub struct AppState {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Photos, sound and files, by their SHA-256.
     pub attachments: crate::attachments::Attachments,
+    /// When phones last synced with nothing to push, not yet written: an idle sync writes
+    /// nothing to the database, and these are written in one batch every
+    /// [`SEEN_FLUSH_SECS`] and when the server stops.
+    last_seen: std::sync::Mutex<std::collections::HashMap<sync_protocol::DeviceId, i64>>,
 }
+
+/// How often the idle syncs' "last seen" is written.
+pub const SEEN_FLUSH_SECS: u64 = 30;
 
 impl AppState {
     /// What the sync service checks and merges edits with, for the forms given.
@@ -41,6 +48,35 @@ impl AppState {
             forms,
             units: &self.units,
             indicators: &self.indicators,
+        }
+    }
+}
+
+impl AppState {
+    /// A phone synced with nothing to push.
+    pub fn seen(&self, device: sync_protocol::DeviceId, at: i64) {
+        let mut seen = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let t = seen.entry(device).or_insert(at);
+        *t = (*t).max(at);
+    }
+
+    /// When a phone was last seen, as not written yet.
+    pub fn seen_lately(&self, device: sync_protocol::DeviceId) -> Option<i64> {
+        let seen = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&device).copied()
+    }
+
+    /// Writes the "last seen" of idle syncs in one batch (kept for the next try if it fails).
+    pub async fn flush_seen(&self) {
+        let batch: Vec<(sync_protocol::DeviceId, i64)> = {
+            let mut seen = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.drain().collect()
+        };
+        if let Err(e) = self.store.touch_devices(&batch).await {
+            tracing::warn!(error = %e, phones = batch.len(), "could not write when phones were last seen");
+            for (device, at) in batch {
+                self.seen(device, at);
+            }
         }
     }
 }
@@ -82,6 +118,7 @@ impl AppState {
                 settings.attachments.types.clone(),
             )
             .with_objects(settings.attachments.s3()),
+            last_seen: std::sync::Mutex::new(std::collections::HashMap::new()),
             // Checked when the server starts (`mam serve`); one that does not parse trusts none.
             trusted_proxies: crate::limits::trusted_proxies(&settings.limits).unwrap_or_default(),
             settings,

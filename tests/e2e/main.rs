@@ -10,6 +10,7 @@ mod field_day;
 mod forms;
 mod harness;
 mod histories;
+mod idle;
 mod indicators;
 mod linked_rules;
 mod moves;
@@ -45,6 +46,7 @@ use forms::{
 };
 use harness::{Backend, Database, Server, COMMUNE, OTHER_COMMUNE};
 use histories::random_histories_lose_nothing;
+use idle::idle_syncs_write_nothing;
 use indicators::indicators_follow_every_edit_and_equal_a_rebuild;
 use linked_rules::rules_broken_only_by_a_merge_flag_the_record;
 use moves::moves_merge_as_a_register;
@@ -88,6 +90,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    idle_syncs_write_nothing,
     a_database_of_the_release_before_opens_and_serves_the_same,
     a_resend_after_a_crash_is_applied_once,
     odk_collect_follows_its_sequence,

@@ -78,6 +78,10 @@ pub(crate) async fn sync_handler(
         &limits,
     )
     .await?;
+    if done.pushed == 0 {
+        // Nothing pushed: nothing written in this request; when it was seen is kept batched.
+        state.seen(device.id, crate::now_ms());
+    }
     let (outcome, pulled) = (&done.outcome, done.pull.records.len());
     state.metrics.sync_done(
         outcome.applied,

@@ -675,7 +675,9 @@ pub trait SyncStore: Send + Sync + 'static {
         from: u64,
         to: u64,
     ) -> Result<Vec<Rejection>>;
-    async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()>;
+    /// When these devices last synced with nothing to push, batched: `(device, when)`; a later
+    /// time already stored is kept.
+    async fn touch_devices(&self, seen: &[(DeviceId, i64)]) -> Result<()>;
 }
 
 /// Phones: enrolment, tokens, successors, revocation.

@@ -180,12 +180,22 @@ impl super::SyncStore for PgStore {
         ))
     }
 
-    async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()> {
-        sqlx::query("UPDATE devices SET last_sync_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(device as i64)
+    async fn touch_devices(&self, seen: &[(DeviceId, i64)]) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        // Each row on its own: a device row a push holds is waited for alone, and no batch
+        // holds rows that pushes wait for.
+        for (device, at) in seen {
+            sqlx::query(
+                "UPDATE devices SET last_sync_at = $1 WHERE id = $2 \
+                 AND (last_sync_at IS NULL OR last_sync_at < $1)",
+            )
+            .bind(*at)
+            .bind(*device as i64)
             .execute(&self.pool)
             .await?;
+        }
         Ok(())
     }
 

@@ -630,12 +630,21 @@ impl super::SyncStore for SqliteStore {
         Ok(())
     }
 
-    async fn touch_device(&self, device: DeviceId, now: i64) -> Result<()> {
-        sqlx::query("UPDATE devices SET last_sync_at = ? WHERE id = ?")
-            .bind(now)
-            .bind(device as i64)
-            .execute(&self.writer)
-            .await?;
+    async fn touch_devices(&self, seen: &[(DeviceId, i64)]) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin().await?;
+        for (device, at) in seen {
+            let at = *at;
+            sqlx::query("UPDATE devices SET last_sync_at = ? WHERE id = ? AND (last_sync_at IS NULL OR last_sync_at < ?)")
+                .bind(at)
+                .bind(*device as i64)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -157,9 +157,6 @@ pub async fn run(
     let pull = store
         .pull(&device.communes, from, max_bytes, limits.max_page_records)
         .await?;
-    if pushed == 0 {
-        store.touch_device(device.id, crate::now_ms()).await?;
-    }
     Ok(Done {
         acked_through,
         outcome,

@@ -101,6 +101,7 @@ async fn phones_page(
                 state_label: lang.t(label),
                 last_sync: d
                     .last_sync_at
+                    .max(state.seen_lately(d.id))
                     .map(local_time)
                     .unwrap_or_else(|| lang.t("never").into()),
                 last_seq: d.last_seq,
