@@ -5,6 +5,7 @@ mod attachments;
 mod attacks;
 mod browser;
 mod built_in;
+mod deploy;
 mod edit_log;
 mod field_day;
 mod forms;
@@ -223,6 +224,11 @@ async fn odks_engine_fills_and_sends_what_mam_serves() {
     if let Some(db) = Database::fresh(Backend::Sqlite).await {
         odks_engine_fills_what_mam_serves(db).await;
     }
+}
+
+#[test]
+fn systemd_units_run_real_commands() {
+    deploy::systemd_units_run_real_commands();
 }
 
 #[test]
