@@ -1009,3 +1009,425 @@ pub async fn openrosa(
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
+
+/// One simulated phone of the fleet bench.
+struct FleetPhone {
+    token: String,
+    client: Client,
+    commune: CommuneCode,
+}
+
+/// An edit a fleet phone made to one field: its dot and the dots it superseded.
+struct FieldNote {
+    record: RecordId,
+    field: String,
+    dot: sync_protocol::Dot,
+    supersedes: Vec<sync_protocol::Dot>,
+}
+
+#[derive(Default)]
+struct FleetStats {
+    latencies: Vec<u32>,
+    errors: std::collections::BTreeMap<String, usize>,
+    syncs: usize,
+    edits: usize,
+    notes: Vec<FieldNote>,
+}
+
+/// `mam bench fleet`: `phones` simulated phones (the sync-protocol client) over `communes`
+/// communes, each syncing against a random one of `urls` every time, for `duration` seconds:
+/// think time of 10–30 s between syncs (none with `burst`), creating birth records and editing
+/// the records of their commune (so phones of a commune edit one field concurrently), a
+/// request sent twice now and then. Phones are enrolled straight into the servers' database
+/// (`settings`). It reports syncs/s, edits/s, latency, errors by status and the servers'
+/// memory, then checks: nothing left unacknowledged, every acknowledged edit present or
+/// superseded by an edit whose author saw it, every phone of a commune holding the same
+/// records, and a phone that pulls from cursor 0 holding them too.
+pub async fn fleet(
+    settings: Settings,
+    urls: Vec<String>,
+    phones: usize,
+    communes: usize,
+    duration: u64,
+    burst: bool,
+    seed: u64,
+) -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+    use tokio::sync::Mutex;
+    let store = store::open(&settings).await?;
+    let units = Units::load(&settings.forms.units())?;
+    let all: Vec<CommuneCode> = units
+        .version_on(&crate::today())
+        .context("no admin units loaded")?
+        .communes
+        .keys()
+        .take(communes.max(1))
+        .map(|c| CommuneCode::parse(c.as_str()).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<_>>()?;
+    let form = sync_protocol::FormId::parse("birth-registration").map_err(anyhow::Error::msg)?;
+    println!(
+        "mam bench fleet: {phones} phones over {} communes, {} server(s), {duration} s, {}, seed {seed}",
+        all.len(),
+        urls.len(),
+        if burst { "no think time" } else { "10–30 s between syncs" }
+    );
+    let enrol = |name: String, commune: CommuneCode| {
+        let store = store.clone();
+        async move {
+            let code = auth::new_code();
+            let now = now_ms();
+            store
+                .add_device(
+                    &name,
+                    std::slice::from_ref(&commune),
+                    &auth::code_hash(&code),
+                    now + 60_000,
+                    now,
+                )
+                .await?;
+            let token = auth::new_token();
+            let device = store
+                .enroll(&auth::code_hash(&code), &auth::hash(&token), now)
+                .await?;
+            anyhow::Ok(FleetPhone {
+                token,
+                client: Client::new(device.id),
+                commune,
+            })
+        }
+    };
+    let started = Instant::now();
+    let mut fleet = Vec::with_capacity(phones);
+    for p in 0..phones {
+        fleet.push(enrol(format!("fleet phone {p}"), all[p % all.len()].clone()).await?);
+    }
+    println!(
+        "enrolled {phones} phones in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let http = reqwest::Client::builder()
+        .no_gzip()
+        .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let stats = Arc::new(Mutex::new(FleetStats::default()));
+    let urls = Arc::new(urls);
+    let deadline = Instant::now() + Duration::from_secs(duration);
+
+    /// One sync round trip: the answer applied, or the error counted.
+    async fn round(
+        http: &reqwest::Client,
+        url: &str,
+        phone: &mut FleetPhone,
+        twice: bool,
+        stats: &Mutex<FleetStats>,
+    ) -> bool {
+        let request = phone.client.sync_request();
+        let body = serde_json::to_string(&request).expect("serializes");
+        let mut answer = None;
+        for _ in 0..if twice { 2 } else { 1 } {
+            let t = Instant::now();
+            let sent = http
+                .post(format!("{url}/v1/sync"))
+                .bearer_auth(&phone.token)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            let took = t.elapsed().as_millis() as u32;
+            let mut s = stats.lock().await;
+            match sent {
+                Ok(r) if r.status().is_success() => {
+                    drop(s);
+                    match r.json::<SyncResponse>().await {
+                        Ok(resp) => {
+                            let mut s = stats.lock().await;
+                            s.latencies.push(took);
+                            s.syncs += 1;
+                            answer = Some(resp);
+                        }
+                        Err(e) => {
+                            *stats
+                                .lock()
+                                .await
+                                .errors
+                                .entry(format!("body: {e}"))
+                                .or_default() += 1
+                        }
+                    }
+                }
+                Ok(r) => *s.errors.entry(r.status().as_u16().to_string()).or_default() += 1,
+                Err(e) => {
+                    let kind = if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "transport"
+                    };
+                    *s.errors.entry(kind.into()).or_default() += 1
+                }
+            }
+        }
+        match answer {
+            Some(resp) => {
+                phone.client.apply_response(&resp);
+                resp.more
+            }
+            None => false,
+        }
+    }
+
+    let mut tasks = Vec::new();
+    for (p, mut phone) in fleet.into_iter().enumerate() {
+        let (http, stats, urls) = (http.clone(), stats.clone(), urls.clone());
+        let form = form.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = (seed ^ (p as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n.max(1)
+            };
+            // Spread the first syncs over the think time.
+            if !burst {
+                tokio::time::sleep(Duration::from_millis(next(20_000))).await;
+            }
+            let mut made = 0u64;
+            // The highest seq of this phone's edits noted for the check.
+            let mut noted = 0u64;
+            while Instant::now() < deadline {
+                // 1–20 edits: new births, and edits of the commune's records.
+                let mut ids: Vec<RecordId> =
+                    phone.client.records().into_iter().map(|r| r.id).collect();
+                for _ in 0..1 + next(20) {
+                    if ids.is_empty() || next(10) < 3 {
+                        made += 1;
+                        let id = RecordId::new_v7();
+                        let commune = phone.commune.clone();
+                        ids.push(id);
+                        phone.client.create(
+                            id,
+                            &form,
+                            1,
+                            &commune,
+                            vec![
+                                ("child_name", json!(format!("Bé {p}-{made}"))),
+                                ("sex", json!(if made.is_multiple_of(2) { "f" } else { "m" })),
+                                ("date_of_birth", json!("2020-03-04")),
+                                ("village", json!(format!("Thôn {}", next(9) + 1))),
+                            ],
+                        );
+                    } else {
+                        let id = ids[next(ids.len() as u64) as usize];
+                        let field = ["village", "child_name", "mother_name"][next(3) as usize];
+                        let value = json!(format!("{field} {p}-{}", next(1_000_000)));
+                        let _ = phone.client.edit(id, [(field, value)]);
+                    }
+                }
+                {
+                    let device = phone.client.device();
+                    let mut s = stats.lock().await;
+                    for e in phone.client.pending() {
+                        if e.seq <= noted {
+                            continue;
+                        }
+                        noted = e.seq;
+                        s.edits += 1;
+                        let Ok(record) = RecordId::parse(&e.record) else {
+                            continue;
+                        };
+                        for (field, change) in &e.fields {
+                            s.notes.push(FieldNote {
+                                record,
+                                field: field.clone(),
+                                dot: sync_protocol::Dot::new(device, e.seq),
+                                supersedes: change.supersedes.clone(),
+                            });
+                        }
+                    }
+                }
+                loop {
+                    let url = &urls[next(urls.len() as u64) as usize];
+                    let more = round(&http, url, &mut phone, next(20) == 0, &stats).await;
+                    if !more {
+                        break;
+                    }
+                }
+                if !burst {
+                    tokio::time::sleep(Duration::from_millis(10_000 + next(20_000))).await;
+                }
+            }
+            phone
+        }));
+    }
+    let mut fleet = Vec::new();
+    for t in tasks {
+        fleet.push(t.await?);
+    }
+    let secs = duration.max(1) as f64;
+    let memory: Vec<String> = {
+        let mut out = Vec::new();
+        for url in urls.iter() {
+            let text = http
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .ok()
+                .and_then(|r| r.status().is_success().then_some(r));
+            let text = match text {
+                Some(r) => r.text().await.unwrap_or_default(),
+                None => String::new(),
+            };
+            let rss = text
+                .lines()
+                .find(|l| l.starts_with("process_resident_memory_bytes "))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok());
+            out.push(match rss {
+                Some(b) => format!("{:.0} MB", b / 1e6),
+                None => "? (metrics not on this port)".into(),
+            });
+        }
+        out
+    };
+    {
+        let mut s = stats.lock().await;
+        s.latencies.sort_unstable();
+        let pct = |p: f64| {
+            s.latencies
+                .get(
+                    ((s.latencies.len() as f64 * p) as usize)
+                        .min(s.latencies.len().saturating_sub(1)),
+                )
+                .copied()
+                .unwrap_or(0)
+        };
+        println!(
+            "{:.1} syncs/s, {:.1} edits/s; latency p50 {} ms, p95 {} ms, p99 {} ms; errors {:?}; servers' memory {}",
+            s.syncs as f64 / secs,
+            s.edits as f64 / secs,
+            pct(0.50),
+            pct(0.95),
+            pct(0.99),
+            s.errors,
+            memory.join(", ")
+        );
+    }
+
+    // Settle: every phone syncs until nothing is pending and nothing more to pull, twice
+    // over, so that each pulls what the others pushed last.
+    for _ in 0..2 {
+        let mut tasks = Vec::new();
+        for mut phone in std::mem::take(&mut fleet) {
+            let (http, stats, urls) = (http.clone(), stats.clone(), urls.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..200 {
+                    let more = round(&http, &urls[i % urls.len()], &mut phone, false, &stats).await;
+                    if !more && phone.client.pending().is_empty() {
+                        break;
+                    }
+                }
+                phone
+            }));
+        }
+        for t in tasks {
+            fleet.push(t.await?);
+        }
+    }
+    let mut failures = Vec::new();
+    let unsent: usize = fleet.iter().map(|p| p.client.pending().len()).sum();
+    if unsent > 0 {
+        failures.push(format!("{unsent} edits never acknowledged"));
+    }
+    // Every phone of a commune holds the same records; a new phone pulling from 0 too.
+    let state = |c: &Client| -> BTreeMap<String, Value> {
+        c.records()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.id.to_string(),
+                    serde_json::to_value(&r.fields).expect("serializes"),
+                )
+            })
+            .collect()
+    };
+    let mut by_commune: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    for phone in &fleet {
+        let mine = state(&phone.client);
+        match by_commune.get(phone.commune.as_str()) {
+            Some(first) if *first != mine => failures.push(format!(
+                "phones of commune {} hold different records",
+                phone.commune
+            )),
+            Some(_) => {}
+            None => {
+                by_commune.insert(phone.commune.to_string(), mine);
+            }
+        }
+    }
+    for (commune, held) in &by_commune {
+        let code = CommuneCode::parse(commune).map_err(anyhow::Error::msg)?;
+        let mut fresh = enrol(format!("fleet check {commune}"), code).await?;
+        for i in 0..1000 {
+            if !round(&http, &urls[i % urls.len()], &mut fresh, false, &stats).await {
+                break;
+            }
+        }
+        if state(&fresh.client) != *held {
+            failures.push(format!(
+                "a phone pulling commune {commune} from 0 gets other records"
+            ));
+        }
+    }
+    // Every acknowledged edit is there, or was superseded by one whose author saw it.
+    let s = stats.lock().await;
+    let mut superseded = std::collections::HashSet::new();
+    for n in &s.notes {
+        for d in &n.supersedes {
+            superseded.insert((n.record, n.field.clone(), *d));
+        }
+    }
+    let mut records: std::collections::HashMap<RecordId, Record> = std::collections::HashMap::new();
+    for phone in &fleet {
+        for r in phone.client.records() {
+            records.entry(r.id).or_insert(r);
+        }
+    }
+    let rejected: std::collections::HashSet<sync_protocol::Dot> = fleet
+        .iter()
+        .flat_map(|p| {
+            let device = p.client.device();
+            p.client
+                .rejected()
+                .iter()
+                .map(move |r| sync_protocol::Dot::new(device, r.rejection.seq))
+        })
+        .collect();
+    let mut lost = 0;
+    for n in s.notes.iter().filter(|n| !rejected.contains(&n.dot)) {
+        let present = records
+            .get(&n.record)
+            .is_some_and(|r| r.dots(&n.field).contains(&n.dot));
+        if !present && !superseded.contains(&(n.record, n.field.clone(), n.dot)) {
+            lost += 1;
+        }
+    }
+    if lost > 0 {
+        failures.push(format!(
+            "{lost} acknowledged field edits neither present nor superseded"
+        ));
+    }
+    println!(
+        "checked {} field edits over {} records in {} communes: {}",
+        s.notes.len(),
+        records.len(),
+        by_commune.len(),
+        if failures.is_empty() {
+            "nothing lost, every phone converged, a fresh phone agrees".to_owned()
+        } else {
+            failures.join("; ")
+        }
+    );
+    anyhow::ensure!(failures.is_empty(), "the fleet check failed");
+    Ok(())
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -38,6 +39,7 @@ pub struct Metrics {
     rejected: Family<RejectionLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     sync_latency: Histogram,
+    resident: Gauge,
 }
 
 impl Default for Metrics {
@@ -50,6 +52,7 @@ impl Default for Metrics {
             rejected: Family::default(),
             requests: Family::default(),
             sync_latency: Histogram::new(BUCKETS),
+            resident: Gauge::default(),
         };
         let mut registry = Registry::default();
         registry.register(
@@ -81,6 +84,11 @@ impl Default for Metrics {
             "mam_sync_seconds",
             "Time to serve a sync request",
             metrics.sync_latency.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of this process (Linux)",
+            metrics.resident.clone(),
         );
         Metrics {
             registry,
@@ -121,11 +129,21 @@ impl Metrics {
 
     /// The Prometheus text format of every series.
     pub fn render(&self) -> String {
+        if let Some(bytes) = resident_bytes() {
+            self.resident.set(bytes as i64);
+        }
         let mut out = String::new();
         prometheus_text::encode(&mut out, &self.registry)
             .expect("encoding into a String does not fail");
         out
     }
+}
+
+/// This process's resident memory, from `/proc/self/statm` (pages of 4 KiB).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 #[cfg(test)]

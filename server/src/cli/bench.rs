@@ -33,6 +33,31 @@ pub(super) async fn bench(config: Option<&PathBuf>, command: BenchCommand) -> an
             let settings = command_settings(config, &db)?;
             bench::openrosa(settings, submissions.max(1), phones.max(1), entities.max(1)).await
         }
+        BenchCommand::Fleet {
+            db,
+            urls,
+            phones,
+            communes,
+            duration,
+            burst,
+            seed,
+        } => {
+            let settings = command_settings(config, &db)?;
+            let urls = urls
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .collect();
+            bench::fleet(
+                settings,
+                urls,
+                phones.max(1),
+                communes,
+                duration,
+                burst,
+                seed,
+            )
+            .await
+        }
         BenchCommand::Indicators { db, records, edits } => {
             let settings = command_settings(config, &db)?;
             bench::indicators(settings, records.max(1), edits.max(2)).await

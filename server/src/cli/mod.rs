@@ -401,6 +401,30 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         entities: usize,
     },
+    /// A province's fleet against running servers: simulated phones over communes, each sync
+    /// to a random one of the `--url`s, with think time (or none with `--burst`); syncs/s,
+    /// edits/s, latency, errors, the servers' memory, then a check that nothing was lost and
+    /// every phone converged. Phones are enrolled straight into the servers' database (give
+    /// the same `--data-dir` or `--database-url`).
+    Fleet {
+        #[command(flatten)]
+        db: DbArgs,
+        /// A server to sync with (repeat for several processes on one database).
+        #[arg(long = "url", required = true)]
+        urls: Vec<String>,
+        #[arg(long, default_value_t = 1000)]
+        phones: usize,
+        #[arg(long, default_value_t = 50)]
+        communes: usize,
+        /// Seconds of load before the check.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// No think time between a phone's syncs.
+        #[arg(long)]
+        burst: bool,
+        #[arg(long, default_value_t = 20251203)]
+        seed: u64,
+    },
     /// The indicator tables: full rebuild time, and their extra cost per edit.
     Indicators {
         #[command(flatten)]
