@@ -1352,19 +1352,25 @@ pub async fn fleet(
             .collect()
     };
     let mut by_commune: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut differ: BTreeMap<String, usize> = BTreeMap::new();
     for phone in &fleet {
         let mine = state(&phone.client);
         match by_commune.get(phone.commune.as_str()) {
-            Some(first) if *first != mine => failures.push(format!(
-                "phones of commune {} hold different records",
-                phone.commune
-            )),
+            Some(first) if *first != mine => {
+                *differ.entry(phone.commune.to_string()).or_default() += 1;
+            }
             Some(_) => {}
             None => {
                 by_commune.insert(phone.commune.to_string(), mine);
             }
         }
     }
+    if !differ.is_empty() {
+        failures.push(format!(
+            "phones holding other records than the first of their commune, by commune: {differ:?}"
+        ));
+    }
+    let mut fresh_differ = Vec::new();
     for (commune, held) in &by_commune {
         let code = CommuneCode::parse(commune).map_err(anyhow::Error::msg)?;
         let mut fresh = enrol(format!("fleet check {commune}"), code).await?;
@@ -1374,10 +1380,13 @@ pub async fn fleet(
             }
         }
         if state(&fresh.client) != *held {
-            failures.push(format!(
-                "a phone pulling commune {commune} from 0 gets other records"
-            ));
+            fresh_differ.push(commune.clone());
         }
+    }
+    if !fresh_differ.is_empty() {
+        failures.push(format!(
+            "a phone pulling from cursor 0 gets other records in communes {fresh_differ:?}"
+        ));
     }
     // Every acknowledged edit is there, or was superseded by one whose author saw it.
     let s = stats.lock().await;

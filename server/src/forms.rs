@@ -181,11 +181,19 @@ pub async fn publish(store: &dyn Store, form: Form, now: i64) -> anyhow::Result<
         .await
     {
         Ok(()) => Ok(Publication::Published),
-        Err(StoreError::Conflict) => anyhow::bail!(
-            "form {} version {} was just published by someone else",
-            form.id,
-            form.version
-        ),
+        Err(StoreError::Conflict) => {
+            // Published meanwhile by another process (several `mam serve` starting at once
+            // on one database publish the same built-in forms): the same content is fine.
+            let now = FormRegistry::from_store(store).await?;
+            match now.published(&form.id, form.version) {
+                Some(p) if p.body == body => Ok(Publication::AlreadyPublished),
+                _ => anyhow::bail!(
+                    "form {} version {} was just published by someone else, with other content",
+                    form.id,
+                    form.version
+                ),
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }

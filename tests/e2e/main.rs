@@ -135,6 +135,7 @@ both_backends!(
     settles_supersede_only_what_the_page_showed,
     an_earlier_edit_log_is_carried_over,
     bench_ingest_runs_in_rounds,
+    bench_fleet_checks_what_it_measured,
     two_edits_under_one_seq_are_refused_and_kept,
     a_restored_phone_takes_a_successor_and_loses_nothing,
     a_restored_server_gets_back_what_phones_kept,
@@ -1105,4 +1106,49 @@ async fn bench_ingest_runs_in_rounds(db: Database) {
         stdout.contains("over 2 rounds: ratio (b)/(a) median"),
         "{stdout}"
     );
+}
+
+/// `mam bench fleet` against two `mam` processes on one database: phones of a commune editing
+/// its records at once through both, then the check that nothing acknowledged was lost and
+/// every phone (and one pulling from cursor 0) holds the same records.
+async fn bench_fleet_checks_what_it_measured(db: Database) {
+    // SQLite: one process (the data folder is one server's); PostgreSQL: two, started at once
+    // on the empty database (both publish the built-in forms).
+    let (a, b) = match db.backend() {
+        Backend::Postgres => std::thread::scope(|s| {
+            let one = s.spawn(|| Server::start(&db));
+            let two = s.spawn(|| Server::start(&db));
+            (one.join().unwrap(), Some(two.join().unwrap()))
+        }),
+        Backend::Sqlite => (Server::start(&db), None),
+    };
+    let mut args = vec![
+        "bench".to_owned(),
+        "fleet".into(),
+        "--phones".into(),
+        "24".into(),
+        "--communes".into(),
+        "3".into(),
+        "--duration".into(),
+        "3".into(),
+        "--burst".into(),
+        "--url".into(),
+        a.url.clone(),
+    ];
+    if let Some(b) = &b {
+        args.extend(["--url".into(), b.url.clone()]);
+    }
+    args.extend(db.args.iter().cloned());
+    let out = harness::mam().args(&args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("nothing lost, every phone converged, a fresh phone agrees"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("errors {}"), "{stdout}");
 }
