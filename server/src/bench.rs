@@ -1074,24 +1074,12 @@ pub async fn fleet(
     let enrol = |name: String, commune: CommuneCode| {
         let store = store.clone();
         async move {
-            let code = auth::new_code();
-            let now = now_ms();
-            store
-                .add_device(
-                    &name,
-                    std::slice::from_ref(&commune),
-                    &auth::code_hash(&code),
-                    now + 60_000,
-                    now,
-                )
-                .await?;
-            let token = auth::new_token();
-            let device = store
-                .enroll(&auth::code_hash(&code), &auth::hash(&token), now)
-                .await?;
+            let (device, token) =
+                crate::openrosa::enroll(store.as_ref(), &name, std::slice::from_ref(&commune))
+                    .await?;
             anyhow::Ok(FleetPhone {
                 token,
-                client: Client::new(device.id),
+                client: Client::new(device),
                 commune,
             })
         }

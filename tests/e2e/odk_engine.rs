@@ -17,8 +17,36 @@ use crate::harness::{mam, repo_root, Rng};
 /// Answer sets per spreadsheet.
 const SETS: usize = 40;
 
+/// Runs a script of `tests/odk-engine` on ODK's engine with `request` on its standard input:
+/// its JSON answer.
+pub(crate) fn run_engine(script: &str, request: &Value) -> Vec<Value> {
+    let engine = repo_root().join("tests/odk-engine");
+    let mut node = Command::new("node")
+        .arg(engine.join(script))
+        .current_dir(&engine)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = node.stdin.take().unwrap();
+    let body = request.to_string();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(body.as_bytes()).unwrap();
+    });
+    let done = node.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    serde_json::from_slice(&done.stdout).unwrap()
+}
+
 /// Whether a tool the test needs is here; under CI a missing one is a failure.
-fn have(what: &str, ok: bool, how: &str) -> bool {
+pub(crate) fn have(what: &str, ok: bool, how: &str) -> bool {
     if !ok {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true");
         assert!(!ci, "{what} is missing under CI: {how}");
@@ -563,28 +591,7 @@ pub fn expressions_agree_with_odks_engine(source: Source) {
             "answers": s.sets.iter().map(|set| xform_answers(&s.form.fields, set, ack)).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
-    let mut node = Command::new("node")
-        .arg(engine.join("verdicts.mjs"))
-        .current_dir(&engine)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = node.stdin.take().unwrap();
-    let body = request.to_string();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        stdin.write_all(body.as_bytes()).unwrap();
-    });
-    let done = node.wait_with_output().unwrap();
-    writer.join().unwrap();
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    let results: Vec<Value> = serde_json::from_slice(&done.stdout).unwrap();
+    let results = run_engine("verdicts.mjs", &request);
 
     let mut check = Check {
         compared: 0,

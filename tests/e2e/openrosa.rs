@@ -278,6 +278,26 @@ const CHILD: &[(&str, &str)] = &[
     ("consent_guardian", "true"),
 ];
 
+/// A child of `commune` made on a `/v1` phone and synced: its record id.
+async fn register_child(phone: &mut Phone, commune: &str, name: &str, village: &str) -> RecordId {
+    let id = RecordId::new_v7();
+    phone.client.create(
+        id,
+        &sync_protocol::FormId::parse("child").unwrap(),
+        2,
+        &crate::harness::commune(commune),
+        vec![
+            ("child_name", json!(name)),
+            ("sex", json!("m")),
+            ("date_of_birth", json!("2022-01-02")),
+            ("village", json!(village)),
+            ("consent_guardian", json!(true)),
+        ],
+    );
+    phone.sync().await;
+    id
+}
+
 /// The record as a `/v1` phone of the commune pulls it.
 async fn pulled(phone: &mut Phone, id: &str) -> Record {
     phone.sync().await;
@@ -355,36 +375,8 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
     // A child of the phone's commune from a `/v1` phone, and one of another commune.
     let mut phone = server.enroll("Hoa", &[COMMUNE]).await;
     let mut other = server.enroll("Lan", &[OTHER_COMMUNE]).await;
-    let here = RecordId::new_v7();
-    phone.client.create(
-        here,
-        &sync_protocol::FormId::parse("child").unwrap(),
-        2,
-        &crate::harness::commune(COMMUNE),
-        vec![
-            ("child_name", json!("Phan Văn Tí")),
-            ("sex", json!("m")),
-            ("date_of_birth", json!("2022-01-02")),
-            ("village", json!("Thôn 3")),
-            ("consent_guardian", json!(true)),
-        ],
-    );
-    phone.sync().await;
-    let away = RecordId::new_v7();
-    other.client.create(
-        away,
-        &sync_protocol::FormId::parse("child").unwrap(),
-        2,
-        &crate::harness::commune(OTHER_COMMUNE),
-        vec![
-            ("child_name", json!("Ngoài Xã")),
-            ("sex", json!("m")),
-            ("date_of_birth", json!("2022-01-02")),
-            ("village", json!("Thôn 9")),
-            ("consent_guardian", json!(true)),
-        ],
-    );
-    other.sync().await;
+    let here = register_child(&mut phone, COMMUNE, "Phan Văn Tí", "Thôn 3").await;
+    let away = register_child(&mut other, OTHER_COMMUNE, "Ngoài Xã", "Thôn 9").await;
 
     // A form that references children carries the child register as an entity list.
     let labour = list.iter().find(|l| l.id == "child-labour").unwrap();
@@ -434,21 +426,7 @@ pub async fn odk_collect_follows_its_sequence(db: Database) {
     );
     assert_eq!(deleted[2].1, "true", "an unknown entity is gone");
     // A child deleted on a `/v1` phone: out of the list, and gone by its integrity.
-    let gone = RecordId::new_v7();
-    phone.client.create(
-        gone,
-        &sync_protocol::FormId::parse("child").unwrap(),
-        2,
-        &crate::harness::commune(COMMUNE),
-        vec![
-            ("child_name", json!("Nhập Nhầm")),
-            ("sex", json!("f")),
-            ("date_of_birth", json!("2022-01-02")),
-            ("village", json!("Thôn 3")),
-            ("consent_guardian", json!(true)),
-        ],
-    );
-    phone.sync().await;
+    let gone = register_child(&mut phone, COMMUNE, "Nhập Nhầm", "Thôn 3").await;
     assert_eq!(
         collect
             .entity_list(&collect.manifest(labour).await[0])
@@ -1114,32 +1092,16 @@ fn engine_answer(f: &sync_protocol::FormField, child: &str) -> Option<String> {
 pub async fn odks_engine_fills_what_mam_serves(db: Database) {
     let engine = crate::harness::repo_root().join("tests/odk-engine");
     let ready = engine.join("node_modules/@getodk/xforms-engine").is_dir();
-    if !ready {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(
-            !ci,
-            "ODK's form engine is missing under CI: npm ci --prefix tests/odk-engine"
-        );
-        eprintln!("ODK's form engine is missing: skipping");
+    if !crate::odk_engine::have(
+        "ODK's form engine",
+        ready,
+        "npm ci --prefix tests/odk-engine",
+    ) {
         return;
     }
     let server = Server::start(&db);
     let mut phone = server.enroll("Hoa", &[COMMUNE]).await;
-    let child = RecordId::new_v7();
-    phone.client.create(
-        child,
-        &sync_protocol::FormId::parse("child").unwrap(),
-        2,
-        &crate::harness::commune(COMMUNE),
-        vec![
-            ("child_name", json!("Phan Văn Tí")),
-            ("sex", json!("m")),
-            ("date_of_birth", json!("2022-01-02")),
-            ("village", json!("Thôn 3")),
-            ("consent_guardian", json!(true)),
-        ],
-    );
-    phone.sync().await;
+    let child = register_child(&mut phone, COMMUNE, "Phan Văn Tí", "Thôn 3").await;
     let collect = Collect::enroll(&server, "Máy ODK", &[COMMUNE]).await;
 
     let mut forms = Vec::new();
@@ -1179,31 +1141,7 @@ pub async fn odks_engine_fills_what_mam_serves(db: Database) {
             json!({ "xform": xform, "attachments": attachments, "answers": answers }),
         ));
     }
-    let run = |request: Value| {
-        let engine = engine.clone();
-        let mut node = std::process::Command::new("node")
-            .arg(engine.join("submit.mjs"))
-            .current_dir(&engine)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = node.stdin.take().unwrap();
-        let body = request.to_string();
-        let writer = std::thread::spawn(move || {
-            use std::io::Write;
-            stdin.write_all(body.as_bytes()).unwrap();
-        });
-        let done = node.wait_with_output().unwrap();
-        writer.join().unwrap();
-        assert!(
-            done.status.success(),
-            "{}",
-            String::from_utf8_lossy(&done.stderr)
-        );
-        serde_json::from_slice::<Vec<Value>>(&done.stdout).unwrap()
-    };
+    let run = |request: Value| crate::odk_engine::run_engine("submit.mjs", &request);
     let made = run(json!({ "forms": forms.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>() }));
     assert!(forms.len() >= 8, "{} forms", forms.len());
     let mut sent = Vec::new();
