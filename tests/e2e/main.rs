@@ -60,6 +60,7 @@ use openrosa::{
     odks_engine_fills_what_mam_serves, offline_entities_merge_field_by_field,
 };
 use recovery::{
+    a_database_on_a_younger_cluster_numbers_above_what_it_holds,
     a_rebuild_racing_pushes_loses_no_push, a_restored_phone_takes_a_successor_and_loses_nothing,
     a_restored_server_gets_back_what_phones_kept, office_settles_after_a_restore_are_kept,
     two_edits_under_one_seq_are_refused_and_kept,
@@ -144,6 +145,14 @@ both_backends!(
     random_histories_lose_nothing,
     serve_runs_in_an_empty_folder_on_built_in_schemas,
 );
+
+/// PostgreSQL alone numbers changes from its transaction ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_on_a_younger_cluster_numbers_above_what_it_holds() {
+    if let Some(db) = Database::fresh(Backend::Postgres).await {
+        a_database_on_a_younger_cluster_numbers_above_what_it_holds(db).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_protocol_matches_the_server() {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
+use sqlx::Connection;
 use sync_protocol::{Client, RejectCode, SyncRequest, SyncResponse};
 
 use crate::harness::{self, Backend, Database, Phone, Server, COMMUNE};
@@ -416,4 +417,56 @@ pub async fn office_settles_after_a_restore_are_kept(db: Database) {
             "{values:?}"
         );
     }
+}
+
+/// PostgreSQL numbers changes from transaction ids, and those are the cluster's: a database
+/// dumped from a cluster far along and loaded into a new one holds numbers above any the new
+/// cluster makes. Simulated by moving every stored number 2^50 up, as an older cluster's would
+/// be. The server sees it at start, takes a new epoch and numbers above what it holds: a new
+/// phone gets every record, an old one pulls again, and edits made after are pulled by all.
+pub async fn a_database_on_a_younger_cluster_numbers_above_what_it_holds(db: Database) {
+    let mut server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let mut b = server.enroll("Lan", &[COMMUNE]).await;
+    let ids: Vec<_> = (0..3)
+        .map(|i| a.create(COMMUNE, &[("child_name", json!(format!("trẻ {i}")))]))
+        .collect();
+    a.sync().await;
+    let before = b.sync().await.pop().unwrap().epoch;
+    server.kill();
+
+    let mut conn = sqlx::PgConnection::connect(db.url().unwrap())
+        .await
+        .unwrap();
+    for shift in [
+        "UPDATE records SET changed_at = changed_at + (1::bigint << 50)",
+        "UPDATE moves SET at = at + (1::bigint << 50)",
+    ] {
+        sqlx::query(shift).execute(&mut conn).await.unwrap();
+    }
+    server.restart();
+    for p in [&mut a, &mut b] {
+        p.url = server.url.clone();
+    }
+
+    let mut fresh = server.enroll("Minh", &[COMMUNE]).await;
+    fresh.sync().await;
+    assert_eq!(
+        fresh.client.records().len(),
+        3,
+        "a new phone gets every record"
+    );
+    a.edit(ids[1], &[("child_name", json!("trẻ một"))]);
+    a.sync().await;
+    let after = b.sync().await.pop().unwrap().epoch;
+    assert_ne!(before, after, "a new epoch: phones pull again");
+    fresh.sync().await;
+    for p in [&a, &b, &fresh] {
+        assert_eq!(p.view(ids[1]).value("child_name"), Some(&json!("trẻ một")));
+        assert_eq!(p.client.records(), a.client.records());
+    }
+    // Numbers are above what is stored now: the next start keeps the epoch.
+    server.restart();
+    b.url = server.url.clone();
+    assert_eq!(b.sync().await.pop().unwrap().epoch, after);
 }

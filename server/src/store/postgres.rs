@@ -1,12 +1,18 @@
 //! PostgreSQL: the production database, and the way out of one machine. Several `mam`
 //! processes may serve one database; any of them can serve any phone.
 //!
-//! Concurrency: a push locks its device row, then its records in id order, then takes its
-//! change seqs from the `counters` row last, holding that lock only for the final writes and
-//! the commit. So change seqs follow commit order, and a reader that sees seq `n` committed
-//! sees every seq below it: a cursor never skips a change committed later. A new record is
-//! INSERTed, never upserted, so two pushes creating the same record cannot overwrite each
-//! other: the loser fails with a unique violation and the whole push is retried.
+//! Concurrency: a push locks its device row, then its records in id order. Its changes are
+//! numbered from its own transaction id, `change_base + (xid << 20) + k`, so pushes take no
+//! common lock and their commits overlap. A pull reads the numbers below the oldest
+//! transaction of the database still running: every transaction under it has committed or
+//! rolled back, and every one still to commit has a higher id, so a cursor never skips a
+//! change committed later. A new record is INSERTed, never upserted, so two pushes creating the
+//! same record cannot overwrite each other: the loser fails with a unique violation and the
+//! whole push is retried.
+//!
+//! Transaction ids are the cluster's: a database restored into another cluster meets lower
+//! ones. At every start, and whenever the epoch is renewed, the base is raised above the
+//! highest number stored, under an exclusive advisory lock that every numbering push shares.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -27,6 +33,31 @@ use super::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Bits of a change number under its transaction id: the changes one transaction numbers.
+const CHANGE_SHIFT: u32 = 20;
+
+/// The advisory lock a numbering push holds shared, and whatever moves the base (or must see
+/// no push commit, as a rebuild of the cells) holds exclusive.
+const NUMBERING_LOCK: i64 = 0x6d61_6d00_0001;
+
+/// The highest change number that every transaction which may still write one lies above:
+/// what a pull may read up to. It stops below the oldest transaction of this database still
+/// running (transactions of other databases of the cluster hold nothing back), and below
+/// every transaction still to begin (the snapshot's `xmax`). The statement's snapshot is taken
+/// before `pg_stat_activity` is read, so a transaction with an id under `xmax` has it by then.
+/// `backend_xid` is 32 bits: it is widened against `xmax`, from which it is less than 2^31
+/// away.
+const WATERMARK: &str = "(SELECT (SELECT value FROM counters WHERE name = 'change_base') \
+     + (LEAST(s.x, COALESCE((SELECT min(s.x - ((((s.x & 4294967295) \
+         - a.backend_xid::text::bigint + 6442450944) % 4294967296) - 2147483648)) \
+       FROM pg_stat_activity a \
+       WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL), s.x)) << 20) - 1 \
+     FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS x) s)";
+
+/// Above any number written so far or handed out as a cursor: the epoch's counter.
+const HIGHEST: &str = "(SELECT value FROM counters WHERE name = 'change_base') \
+     + (pg_snapshot_xmax(pg_current_snapshot())::text::bigint << 20) - 1";
+
 pub struct PgStore {
     pool: PgPool,
 }
@@ -41,7 +72,27 @@ impl PgStore {
         MIGRATOR.run(&pool).await?;
         let store = Self { pool };
         store.check_cluster().await?;
+        store.check_numbers().await?;
         Ok(store)
+    }
+
+    /// Change numbers must go on rising. Stored numbers above any this cluster's transaction
+    /// ids can make mean a database restored into another cluster (or a dump loaded into a new
+    /// one), even where the cluster's identity cannot be read: a new epoch, whose base puts
+    /// the next numbers above the stored ones, and every phone pulls again.
+    async fn check_numbers(&self) -> Result<()> {
+        let ahead: bool = sqlx::query_scalar(&format!(
+            "SELECT COALESCE((SELECT max(changed_at) FROM records), 0) > {HIGHEST}"
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        if ahead {
+            let epoch = super::SyncStore::renew_epoch(self, crate::now_ms()).await?;
+            tracing::warn!(%epoch,
+                "change numbers stored are ahead of this cluster's transaction ids (a restore \
+                 into another cluster): new epoch, phones pull again");
+        }
+        Ok(())
     }
 
     /// A database that finds itself on another cluster (restored into a new one) or on a new
@@ -116,11 +167,10 @@ impl super::SyncStore for PgStore {
     }
 
     async fn epoch(&self) -> Result<super::Epoch> {
-        let (id, counter, renewed_at): (String, i64, Option<String>) = sqlx::query_as(
-            "SELECT (SELECT value FROM meta WHERE name = 'epoch'),
-                    (SELECT value FROM counters WHERE name = 'changes'),
-                    (SELECT value FROM meta WHERE name = 'renewed_at')",
-        )
+        let (id, counter, renewed_at): (String, i64, Option<String>) = sqlx::query_as(&format!(
+            "SELECT (SELECT value FROM meta WHERE name = 'epoch'), {HIGHEST},
+                    (SELECT value FROM meta WHERE name = 'renewed_at')"
+        ))
         .fetch_one(&self.pool)
         .await?;
         Ok(super::Epoch {
@@ -133,6 +183,9 @@ impl super::SyncStore for PgStore {
     async fn renew_epoch(&self, now: i64) -> Result<String> {
         let epoch = super::new_epoch();
         let mut tx = self.pool.begin().await?;
+        // A restore is what calls for a new epoch, and one into another cluster also for a
+        // higher base.
+        raise_base(&mut tx).await?;
         sqlx::query("UPDATE meta SET value = $1 WHERE name = 'epoch'")
             .bind(&epoch)
             .execute(&mut *tx)
@@ -222,19 +275,21 @@ impl super::SyncStore for PgStore {
         }
         let scope = scope(communes);
         let mut conn = self.pool.acquire().await?;
-        // Read the watermark first: every seq at or below it is committed (commit order is
-        // seq order), so the later statements see all of them.
-        let watermark: i64 =
-            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'changes'")
-                .fetch_one(&mut *conn)
-                .await?;
+        // Read the watermark first: every transaction that may have numbered a change at or
+        // below it has ended, so the later statements see all of them; none above it is read
+        // yet, so none committed later can fall behind the cursor.
+        let watermark: i64 = sqlx::query_scalar(&format!("SELECT {WATERMARK}"))
+            .fetch_one(&mut *conn)
+            .await?;
         let rows = sqlx::query(
             "SELECT body, changed_at FROM records
-             WHERE commune = ANY($1) AND changed_at > $2 ORDER BY changed_at LIMIT $3",
+             WHERE commune = ANY($1) AND changed_at > $2 AND changed_at <= $4
+             ORDER BY changed_at LIMIT $3",
         )
         .bind(&scope)
         .bind(cursor as i64)
         .bind(max_records as i64 + 1)
+        .bind(watermark)
         .fetch_all(&mut *conn)
         .await?;
         let (records, last, more) = page(
@@ -967,7 +1022,8 @@ impl super::CellStore for PgStore {
         sqlx::query("LOCK TABLE indicator_cells IN EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await?;
-        sqlx::query("SELECT value FROM counters WHERE name = 'changes' FOR UPDATE")
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(NUMBERING_LOCK)
             .execute(&mut *tx)
             .await?;
         let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
@@ -1088,6 +1144,26 @@ impl<'a> RecordColumns<'a> {
     }
 }
 
+/// Raise the base of change numbers so that every transaction still running or to come
+/// numbers above every change stored and every cursor the old counter handed out: it waits for
+/// the pushes numbering now and holds off the next until commit.
+async fn raise_base(tx: &mut Transaction<'static, Postgres>) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(NUMBERING_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(&format!(
+        "UPDATE counters SET value = GREATEST(value,
+             GREATEST((SELECT max(changed_at) FROM records), (SELECT max(at) FROM moves),
+                      (SELECT value FROM counters WHERE name = 'changes'))
+             - (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {CHANGE_SHIFT}))
+         WHERE name = 'change_base'"
+    ))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Add amounts to cells, creating them as needed.
 async fn add_cells(
     tx: &mut Transaction<'static, Postgres>,
@@ -1190,8 +1266,6 @@ impl SyncTx for PgSyncTx {
     }
 
     async fn write(&mut self, batch: &WriteBatch) -> Result<()> {
-        // Everything that needs no change seq first: the counter row is locked from the
-        // moment it is taken until commit, and every other push waits for it.
         if let Some(log) = &batch.log {
             sqlx::query(
                 "INSERT INTO pushes (device, first_seq, last_seq, edits, packed, refused, received_at)
@@ -1224,14 +1298,25 @@ impl SyncTx for PgSyncTx {
             return Ok(());
         }
 
-        let n = batch.records.len() as i64;
-        let last: i64 = sqlx::query_scalar(
-            "UPDATE counters SET value = value + $1 WHERE name = 'changes' RETURNING value",
-        )
-        .bind(n)
+        if batch.records.len() >= 1 << CHANGE_SHIFT {
+            return Err(StoreError::Other(format!(
+                "{} records changed in one transaction, at most {}",
+                batch.records.len(),
+                (1 << CHANGE_SHIFT) - 1
+            )));
+        }
+        // Shared: pushes do not wait for each other, only for a move of the base.
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(NUMBERING_LOCK)
+            .execute(&mut *self.tx)
+            .await?;
+        let first: i64 = sqlx::query_scalar(&format!(
+            "SELECT value + (pg_current_xact_id()::text::bigint << {CHANGE_SHIFT}) + 1
+             FROM counters WHERE name = 'change_base'"
+        ))
         .fetch_one(&mut *self.tx)
         .await?;
-        let first = (last - n + 1) as u64;
+        let first = first as u64;
         let (new, old): (Vec<&RecordRow>, Vec<&RecordRow>) =
             batch.records.iter().partition(|r| !r.existed);
         if !new.is_empty() {
