@@ -7,6 +7,7 @@
 //! the CPU time the process spent per record in each, and the p50 and p99 latency of a sync
 //! request.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,7 +72,7 @@ struct Half {
 impl Half {
     fn measured(records: usize, started: Instant, cpu_before: Option<f64>) -> Self {
         let secs = started.elapsed().as_secs_f64();
-        let cpu = cpu_seconds()
+        let cpu = crate::metrics::cpu_seconds()
             .zip(cpu_before)
             .map(|(after, before)| (after - before) * 1e6 / records as f64);
         Half {
@@ -225,7 +226,7 @@ pub async fn ingest(
         // Each half starts with nothing deferred and ends when its writes are settled.
         bench_store.bench_settle().await?;
         let started = Instant::now();
-        let cpu_before = cpu_seconds();
+        let cpu_before = crate::metrics::cpu_seconds();
         for chunk in rows.chunks(batch) {
             bench_store.bench_upsert(chunk).await?;
         }
@@ -264,7 +265,7 @@ pub async fn ingest(
         }
         bench_store.bench_settle().await?;
         let started = Instant::now();
-        let cpu_before = cpu_seconds();
+        let cpu_before = crate::metrics::cpu_seconds();
         let mut tasks = Vec::new();
         for (token, cursor, pushes) in prepared {
             tasks.push(tokio::spawn(sync_phone(
@@ -455,18 +456,6 @@ async fn enrol_during(
 
 fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
-}
-
-/// CPU time (user and system) of every thread of this process so far, where Linux tells it.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split(' ').skip(11);
-    let user: f64 = fields.next()?.parse().ok()?;
-    let system: f64 = fields.next()?.parse().ok()?;
-    // Linux reports these in USER_HZ, which is 100 on x86 and ARM.
-    Some((user + system) / 100.0)
 }
 
 /// `mam bench indicators`: with `records` birth records loaded, the time of a full rebuild of
@@ -1034,10 +1023,43 @@ struct FleetStats {
     notes: Vec<FieldNote>,
 }
 
+/// Each server's `/metrics` samples without labels, by name (empty where the metrics are
+/// not served on the port the phones use).
+async fn scrape_all(http: &reqwest::Client, urls: &[String]) -> Vec<HashMap<String, f64>> {
+    let mut out = Vec::new();
+    for url in urls {
+        let text = match http.get(format!("{url}/metrics")).send().await {
+            Ok(r) if r.status().is_success() => r.text().await.unwrap_or_default(),
+            _ => String::new(),
+        };
+        out.push(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.contains('{'))
+                .filter_map(|l| {
+                    let (name, value) = l.split_once(' ')?;
+                    Some((name.to_owned(), value.trim().parse().ok()?))
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// How often the fleet's phones sync, and with what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// 10–30 s between a phone's syncs, 1–20 edits each: a province at work.
+    Field,
+    /// No think time: as fast as the servers answer.
+    Burst,
+    /// A sync a minute with nothing to push: phones left on.
+    Idle,
+}
+
 /// `mam bench fleet`: `phones` simulated phones (the sync-protocol client) over `communes`
 /// communes, each syncing against a random one of `urls` every time, for `duration` seconds:
-/// think time of 10–30 s between syncs (none with `burst`), creating birth records and editing
-/// the records of their commune (so phones of a commune edit one field concurrently), a
+/// think time of 10–30 s between syncs (none with [`Pace::Burst`]; one a minute with nothing to
+/// send with [`Pace::Idle`]), creating birth records and editing the records of their commune (so phones of a commune edit one field concurrently), a
 /// request sent twice now and then. Phones are enrolled straight into the servers' database
 /// (`settings`). It reports syncs/s, edits/s, latency, errors by status and the servers'
 /// memory, then checks: nothing left unacknowledged, every acknowledged edit present or
@@ -1049,10 +1071,9 @@ pub async fn fleet(
     phones: usize,
     communes: usize,
     duration: u64,
-    burst: bool,
+    pace: Pace,
     seed: u64,
 ) -> anyhow::Result<()> {
-    use std::collections::BTreeMap;
     use tokio::sync::Mutex;
     let store = store::open(&settings).await?;
     let units = Units::load(&settings.forms.units())?;
@@ -1069,7 +1090,11 @@ pub async fn fleet(
         "mam bench fleet: {phones} phones over {} communes, {} server(s), {duration} s, {}, seed {seed}",
         all.len(),
         urls.len(),
-        if burst { "no think time" } else { "10–30 s between syncs" }
+        match pace {
+            Pace::Field => "10–30 s between syncs",
+            Pace::Burst => "no think time",
+            Pace::Idle => "a sync a minute with nothing to send",
+        }
     );
     let enrol = |name: String, commune: CommuneCode| {
         let store = store.clone();
@@ -1100,7 +1125,10 @@ pub async fn fleet(
         .build()?;
     let stats = Arc::new(Mutex::new(FleetStats::default()));
     let urls = Arc::new(urls);
-    let deadline = Instant::now() + Duration::from_secs(duration);
+    let before = scrape_all(&http, &urls).await;
+    let bench_cpu_before = crate::metrics::cpu_seconds();
+    let load_started = Instant::now();
+    let deadline = load_started + Duration::from_secs(duration);
 
     /// One sync round trip: the answer applied, or the error counted.
     async fn round(
@@ -1176,18 +1204,29 @@ pub async fn fleet(
                 rng ^= rng << 17;
                 rng % n.max(1)
             };
+            // The think time, cut short at the end of the load.
+            let think = |ms: u64| {
+                tokio::time::sleep_until(
+                    (Instant::now() + Duration::from_millis(ms))
+                        .min(deadline)
+                        .into(),
+                )
+            };
             // Spread the first syncs over the think time.
-            if !burst {
-                tokio::time::sleep(Duration::from_millis(next(20_000))).await;
+            match pace {
+                Pace::Field => think(next(20_000)).await,
+                Pace::Idle => think(next(60_000)).await,
+                Pace::Burst => {}
             }
             let mut made = 0u64;
             // The highest seq of this phone's edits noted for the check.
             let mut noted = 0u64;
             while Instant::now() < deadline {
                 // 1–20 edits: new births, and edits of the commune's records.
+                let edits = if pace == Pace::Idle { 0 } else { 1 + next(20) };
                 let mut ids: Vec<RecordId> =
                     phone.client.records().into_iter().map(|r| r.id).collect();
-                for _ in 0..1 + next(20) {
+                for _ in 0..edits {
                     if ids.is_empty() || next(10) < 3 {
                         made += 1;
                         let id = RecordId::new_v7();
@@ -1241,8 +1280,10 @@ pub async fn fleet(
                         break;
                     }
                 }
-                if !burst {
-                    tokio::time::sleep(Duration::from_millis(10_000 + next(20_000))).await;
+                match pace {
+                    Pace::Field => think(10_000 + next(20_000)).await,
+                    Pace::Idle => think(60_000).await,
+                    Pace::Burst => {}
                 }
             }
             phone
@@ -1253,31 +1294,31 @@ pub async fn fleet(
         fleet.push(t.await?);
     }
     let secs = duration.max(1) as f64;
-    let memory: Vec<String> = {
-        let mut out = Vec::new();
-        for url in urls.iter() {
-            let text = http
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .ok()
-                .and_then(|r| r.status().is_success().then_some(r));
-            let text = match text {
-                Some(r) => r.text().await.unwrap_or_default(),
-                None => String::new(),
-            };
-            let rss = text
-                .lines()
-                .find(|l| l.starts_with("process_resident_memory_bytes "))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok());
-            out.push(match rss {
-                Some(b) => format!("{:.0} MB", b / 1e6),
-                None => "? (metrics not on this port)".into(),
-            });
-        }
-        out
-    };
+    let load_secs = load_started.elapsed().as_secs_f64();
+    let after = scrape_all(&http, &urls).await;
+    let bench_cpu = crate::metrics::cpu_seconds()
+        .zip(bench_cpu_before)
+        .map(|(after, before)| (after - before) / load_secs);
+    let memory: Vec<String> = after
+        .iter()
+        .map(|m| match m.get("process_resident_memory_bytes") {
+            Some(b) => format!("{:.0} MB", b / 1e6),
+            None => "? (metrics not on this port)".into(),
+        })
+        .collect();
+    let cpu: Vec<String> = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| {
+            match (
+                a.get("process_cpu_seconds_total"),
+                b.get("process_cpu_seconds_total"),
+            ) {
+                (Some(a), Some(b)) => format!("{:.2}", (a - b) / load_secs),
+                _ => "?".into(),
+            }
+        })
+        .collect();
     {
         let mut s = stats.lock().await;
         s.latencies.sort_unstable();
@@ -1291,14 +1332,16 @@ pub async fn fleet(
                 .unwrap_or(0)
         };
         println!(
-            "{:.1} syncs/s, {:.1} edits/s; latency p50 {} ms, p95 {} ms, p99 {} ms; errors {:?}; servers' memory {}",
+            "{:.1} syncs/s, {:.1} edits/s; latency p50 {} ms, p95 {} ms, p99 {} ms; errors {:?}; servers' memory {}; CPU cores used: servers {}, this load generator {}",
             s.syncs as f64 / secs,
             s.edits as f64 / secs,
             pct(0.50),
             pct(0.95),
             pct(0.99),
             s.errors,
-            memory.join(", ")
+            memory.join(", "),
+            cpu.join(", "),
+            bench_cpu.map_or("?".into(), |c| format!("{c:.2}")),
         );
     }
 
@@ -1426,5 +1469,298 @@ pub async fn fleet(
         }
     );
     anyhow::ensure!(failures.is_empty(), "the fleet check failed");
+    Ok(())
+}
+
+/// `mam bench office`: the office at `records` birth records of one year in one province. The
+/// records are loaded straight into the database (one in 200 with two values of its village
+/// side by side, for the conflict pages), the indicator tables rebuilt, a province account
+/// signed in, and every office page timed over real HTTP (the slowest of three), then the CSV
+/// of every record of the year downloaded while the process's memory is sampled.
+pub async fn office(mut settings: Settings, records: usize) -> anyhow::Result<()> {
+    let scratch = std::env::temp_dir().join(format!(
+        "mam-bench-office-{}-{}",
+        std::process::id(),
+        now_ms()
+    ));
+    if settings.database.url.is_none() {
+        settings.storage.data_dir = scratch.clone();
+    }
+    let (store, bench_store) = store::open_for_bench(&settings).await?;
+    crate::forms::publish_all(store.as_ref(), &settings.forms.forms(), now_ms()).await?;
+    let forms = FormRegistry::from_store(store.as_ref()).await?;
+    let units = Units::load(&settings.forms.units())?;
+    let defs = crate::indicators::load(&settings.forms.indicators())?;
+    let form_id = sync_protocol::FormId::parse("birth-registration").map_err(anyhow::Error::msg)?;
+    let form = forms
+        .latest(&form_id)
+        .context("birth-registration is not published")?
+        .clone();
+    let year = "2026";
+    let communes: Vec<CommuneCode> = units
+        .version_on(&format!("{year}-06-01"))
+        .context("no admin units for the year")?
+        .communes
+        .keys()
+        .map(|c| CommuneCode::parse(c.as_str()).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<_>>()?;
+    println!(
+        "mam bench office: {}, {records} birth records of {year} over {} communes",
+        store.backend(),
+        communes.len()
+    );
+
+    let started = Instant::now();
+    let first_day = sync_protocol::expr::day_number(&format!("{year}-01-01")).unwrap_or(0);
+    let families = [
+        "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Phan", "Võ", "Đặng",
+    ];
+    let given_names = [
+        "Lan", "Minh", "Hoa", "An", "Bình", "Châu", "Dũng", "Mai", "Nam",
+    ];
+    let (mut sample_id, mut sample_commune, mut n) = (None, None, 0);
+    while n < records {
+        let mut rows = Vec::new();
+        for _ in 0..10_000.min(records - n) {
+            let id = RecordId::new_v7();
+            let commune = communes[n % communes.len()].clone();
+            let name = format!(
+                "{} Thị {} {n}",
+                families[n % families.len()],
+                given_names[(n / 7) % given_names.len()]
+            );
+            let fields =
+                |values: Vec<(&str, Value)>| -> BTreeMap<String, sync_protocol::FieldEdit> {
+                    values
+                        .into_iter()
+                        .map(|(k, v)| {
+                            (
+                                k.to_owned(),
+                                sync_protocol::FieldEdit {
+                                    value: v,
+                                    supersedes: vec![],
+                                },
+                            )
+                        })
+                        .collect()
+                };
+            let edit = sync_protocol::CheckedEdit {
+                seq: n as u64 + 1,
+                record: id,
+                form: form_id.clone(),
+                version: form.version,
+                commune: commune.clone(),
+                fields: fields(vec![
+                    ("child_name", json!(name)),
+                    ("sex", json!(if n % 2 == 0 { "f" } else { "m" })),
+                    (
+                        "date_of_birth",
+                        json!(sync_protocol::expr::date_of_day(
+                            first_day + (n % 330) as i64
+                        )),
+                    ),
+                    ("village", json!(format!("Thôn {}", n % 9 + 1))),
+                    ("bhyt_card_issued", json!(n % 3 != 0)),
+                ]),
+            };
+            let mut record = Record::from_edit(&edit);
+            record.apply(1, edit, &|_| false);
+            if n % 200 == 0 {
+                // A second phone's village, typed without seeing the first.
+                let other = sync_protocol::CheckedEdit {
+                    seq: n as u64 + 1,
+                    record: id,
+                    form: form_id.clone(),
+                    version: form.version,
+                    commune: commune.clone(),
+                    fields: fields(vec![("village", json!("Thôn 10"))]),
+                };
+                record.apply(2, other, &|_| false);
+            }
+            record.derived = form.derive(&record);
+            rows.push(store::RecordRow {
+                name: Some(crate::forms::search_name(&record, &forms)),
+                ..record_row(&record, n as u64 + 1, false)
+            });
+            if n == records / 2 {
+                sample_id = Some(id);
+                sample_commune = Some(commune);
+            }
+            n += 1;
+        }
+        bench_store.bench_upsert(&rows).await?;
+    }
+    // As `mam serve` would at its first start, so that the server started below has nothing
+    // left to derive.
+    let rebuilt = crate::indicators::refresh(store.as_ref(), &forms, &defs, true)
+        .await?
+        .context("a forced refresh rebuilds")?;
+    println!(
+        "loaded {records} records and rebuilt {} cells in {:.1} s",
+        rebuilt.cells,
+        started.elapsed().as_secs_f64()
+    );
+    let (sample_id, sample_commune) = (
+        sample_id.context("no records")?,
+        sample_commune.context("no records")?,
+    );
+
+    let user = crate::accounts::add_user(
+        store.as_ref(),
+        &units,
+        "bench-office",
+        "province",
+        "46",
+        "a bench password of its own 1".into(),
+        now_ms(),
+    )
+    .await?;
+    let token = crate::accounts::start_session(store.as_ref(), &user, now_ms()).await?;
+    drop((forms, units, defs, store, bench_store));
+    // The server in a process of its own, so that its memory is its own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut serve = std::process::Command::new(std::env::current_exe()?);
+    serve
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(&settings.storage.data_dir)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(std::process::Stdio::null());
+    if let Some(url) = &settings.database.url {
+        serve.args(["--database-url", url]);
+    }
+    let mut server = serve.spawn().context("start mam serve")?;
+    let pid = server.id();
+    let http = reqwest::Client::builder()
+        .no_gzip()
+        .timeout(Duration::from_secs(600))
+        .build()?;
+    let started = Instant::now();
+    while http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "mam serve did not answer on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cookie = format!("{}={token}", crate::respond::SESSION_COOKIE);
+    // The body read as it comes, and only counted.
+    let get = |path: String| {
+        let (http, cookie, addr) = (http.clone(), cookie.clone(), addr.clone());
+        async move {
+            let started = Instant::now();
+            let mut response = http
+                .get(format!("http://{addr}{path}"))
+                .header(reqwest::header::COOKIE, cookie)
+                .send()
+                .await?;
+            let status = response.status();
+            let mut bytes = 0;
+            while let Some(chunk) = response.chunk().await? {
+                bytes += chunk.len();
+            }
+            anyhow::ensure!(status.is_success(), "GET {path}: {status}");
+            anyhow::Ok((started.elapsed(), bytes))
+        }
+    };
+    let pages = [
+        ("dashboard", "/office".to_owned()),
+        ("records, newest first", "/office/records".to_owned()),
+        ("records, page 100", "/office/records?page=100".to_owned()),
+        (
+            "records of a form in a commune",
+            format!("/office/records?form={form_id}&commune={sample_commune}"),
+        ),
+        (
+            "records in conflict",
+            "/office/records?status=conflict".to_owned(),
+        ),
+        (
+            "records by name",
+            "/office/records?name=nguyen+thi+lan+4711".to_owned(),
+        ),
+        ("a record", format!("/office/records/{sample_id}")),
+        ("conflict queue", "/office/conflicts".to_owned()),
+        (
+            "year's report (XLSX)",
+            format!("/office/reports/{year}.xlsx"),
+        ),
+    ];
+    println!("| page | slowest of 3 | bytes |");
+    println!("|---|---|---|");
+    for (label, path) in &pages {
+        let mut slowest = Duration::ZERO;
+        let mut size = 0;
+        for _ in 0..3 {
+            let (took, bytes) = get(path.clone()).await?;
+            slowest = slowest.max(took);
+            size = bytes;
+        }
+        println!(
+            "| {label} | {:.0} ms | {size} |",
+            slowest.as_secs_f64() * 1e3
+        );
+    }
+
+    // The year's CSV, with the server's resident memory sampled while it streams: its own
+    // (anonymous: heap, SQLite's page caches) apart from the database file mapped into it,
+    // which is the kernel's page cache.
+    let resident = move || -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kib = |key: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(key))?;
+            line[key.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        };
+        Some((kib("RssAnon:")? * 1024, kib("RssFile:")? * 1024))
+    };
+    let before = resident().unwrap_or((0, 0));
+    let peak = Arc::new(std::sync::Mutex::new(before));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                if let Some((anon, file)) = resident() {
+                    let mut p = peak.lock().unwrap_or_else(|e| e.into_inner());
+                    *p = (p.0.max(anon), p.1.max(file));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let (took, bytes) = get(format!("/office/records.csv?form={form_id}")).await?;
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await?;
+    let peak = *peak.lock().unwrap_or_else(|e| e.into_inner());
+    let mb = |b: u64| b as f64 / 1e6;
+    println!(
+        "year's CSV of records: {records} records, {:.1} MB in {:.1} s; the server's own memory {:.0} MB before, {:.0} MB at most while it streamed (the database file mapped into it: {:.0} MB, at most {:.0} MB)",
+        bytes as f64 / 1e6,
+        took.as_secs_f64(),
+        mb(before.0),
+        mb(peak.0),
+        mb(before.1),
+        mb(peak.1),
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    if settings.database.url.is_none() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::units::Units;
 /// One column of the table.
 struct Column<'a> {
     header: String,
-    cell: Box<dyn Fn(&Record) -> String + 'a>,
+    cell: Box<dyn Fn(&Record) -> String + Send + Sync + 'a>,
 }
 
 fn pick(labels: Option<&Labels>, english: bool, fallback: &str) -> String {
@@ -152,31 +152,47 @@ fn columns<'a>(
     out
 }
 
-/// The records as CSV: a byte order mark, one header line, one line per record.
-pub fn records_csv(
-    form: &Form,
-    records: &[Record],
-    units: &Units,
-    geography: &str,
-    english: bool,
-) -> String {
-    let quote = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_owned()
+/// The records as CSV, a line at a time: a byte order mark and one header line, then one
+/// line per record.
+pub struct CsvLines<'a> {
+    columns: Vec<Column<'a>>,
+}
+
+impl<'a> CsvLines<'a> {
+    pub fn new(form: &'a Form, units: &'a Units, geography: &'a str, english: bool) -> Self {
+        Self {
+            columns: columns(form, units, geography, english),
         }
-    };
-    let columns = columns(form, units, geography, english);
-    let mut out = String::from("\u{feff}");
-    let line = |cells: Vec<String>| cells.iter().map(|c| quote(c)).collect::<Vec<_>>().join(",");
-    out.push_str(&line(columns.iter().map(|c| c.header.clone()).collect()));
-    out.push_str("\r\n");
-    for record in records {
-        out.push_str(&line(columns.iter().map(|c| (c.cell)(record)).collect()));
-        out.push_str("\r\n");
     }
-    out
+
+    /// The byte order mark (Excel on Windows reads the file as UTF-8 only with it) and the
+    /// header line.
+    pub fn header(&self) -> String {
+        let mut out = String::from("\u{feff}");
+        push_line(&mut out, self.columns.iter().map(|c| c.header.clone()));
+        out
+    }
+
+    /// A record's line, onto `out`.
+    pub fn push(&self, out: &mut String, record: &Record) {
+        push_line(out, self.columns.iter().map(|c| (c.cell)(record)));
+    }
+}
+
+fn push_line(out: &mut String, cells: impl Iterator<Item = String>) {
+    for (i, cell) in cells.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if cell.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&cell.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(&cell);
+        }
+    }
+    out.push_str("\r\n");
 }
 
 /// The records as a workbook: the records on the first sheet, and a sheet for each repeat

@@ -16,6 +16,7 @@ use sync_protocol::{FieldType, Form, FormId, Record};
 
 use crate::schemas::Source;
 use crate::store::{Store, StoreError};
+use sync_protocol::RecordId;
 
 /// How often a running server reloads the published forms.
 pub const REFRESH: Duration = Duration::from_secs(15);
@@ -271,6 +272,46 @@ pub fn describe(form: &Form) -> String {
                 .join(", ")
         }
     )
+}
+
+/// A text as a search finds it: without its marks, đ as d, lowercase ("Nguyễn Thị Lan" →
+/// "nguyen thi lan").
+pub fn folded(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    text.nfd()
+        .filter(|c| !('\u{300}'..='\u{36f}').contains(c))
+        .map(|c| if c == 'đ' || c == 'Đ' { 'd' } else { c })
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// What the office's search by name reads, kept beside the record: its name, folded.
+pub fn search_name(record: &Record, forms: &FormRegistry) -> String {
+    record_name(record, forms.latest(&record.form))
+        .map(|name| folded(&name))
+        .unwrap_or_default()
+}
+
+/// Fill in the search names of records written before they were kept (after an upgrade), a
+/// thousand at a time. Returns how many.
+pub async fn fill_search_names(store: &dyn Store, forms: &FormRegistry) -> anyhow::Result<usize> {
+    let mut filled = 0;
+    loop {
+        let records = store.unnamed_records(1000).await?;
+        if records.is_empty() {
+            return Ok(filled);
+        }
+        let names: Vec<(RecordId, String)> = records
+            .iter()
+            .map(|r| (r.id, search_name(r, forms)))
+            .collect();
+        let done = store.set_names(&names).await?;
+        filled += done as usize;
+        // Whatever could not be filled in (written meanwhile) is not read again forever.
+        if done == 0 || records.len() < 1000 {
+            return Ok(filled);
+        }
+    }
 }
 
 /// A record's name: its form's first text field that holds something (a child's name).

@@ -1,6 +1,8 @@
 //! Prometheus metrics: a `prometheus-client` registry, encoded in the Prometheus text format
 //! (version 0.0.4) on `GET /metrics`.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
@@ -40,6 +42,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     sync_latency: Histogram,
     resident: Gauge,
+    cpu: Counter<f64, AtomicU64>,
+    /// Held while `cpu` catches up with the process, so two scrapes cannot add the same time.
+    cpu_update: Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -53,6 +58,8 @@ impl Default for Metrics {
             requests: Family::default(),
             sync_latency: Histogram::new(BUCKETS),
             resident: Gauge::default(),
+            cpu: Counter::default(),
+            cpu_update: Mutex::new(()),
         };
         let mut registry = Registry::default();
         registry.register(
@@ -89,6 +96,11 @@ impl Default for Metrics {
             "process_resident_memory_bytes",
             "Resident memory of this process (Linux)",
             metrics.resident.clone(),
+        );
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time of this process (Linux)",
+            metrics.cpu.clone(),
         );
         Metrics {
             registry,
@@ -132,6 +144,13 @@ impl Metrics {
         if let Some(bytes) = resident_bytes() {
             self.resident.set(bytes as i64);
         }
+        if let Some(seconds) = cpu_seconds() {
+            let _one = self.cpu_update.lock().unwrap_or_else(|e| e.into_inner());
+            let counted = self.cpu.get();
+            if seconds > counted {
+                self.cpu.inc_by(seconds - counted);
+            }
+        }
         let mut out = String::new();
         prometheus_text::encode(&mut out, &self.registry)
             .expect("encoding into a String does not fail");
@@ -144,6 +163,18 @@ pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+/// The user and system CPU time this process has used, from `/proc/self/stat`.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let user: f64 = fields.next()?.parse().ok()?;
+    let system: f64 = fields.next()?.parse().ok()?;
+    // Linux reports these in USER_HZ, which is 100 on x86 and ARM.
+    Some((user + system) / 100.0)
 }
 
 #[cfg(test)]
@@ -186,6 +217,7 @@ mod tests {
             "mam_sync_seconds_bucket{le=\"+Inf\"} 1",
             "mam_sync_seconds_sum 0.02",
             "mam_sync_seconds_count 1",
+            "# TYPE process_cpu_seconds_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

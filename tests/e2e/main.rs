@@ -52,8 +52,8 @@ use indicators::indicators_follow_every_edit_and_equal_a_rebuild;
 use linked_rules::rules_broken_only_by_a_merge_flag_the_record;
 use moves::moves_merge_as_a_register;
 use office::{
-    office_accounts_are_scoped_and_guarded, office_in_a_browser, office_pages_fit_a_phone,
-    settles_supersede_only_what_the_page_showed,
+    long_exports_and_lists_read_in_chunks, office_accounts_are_scoped_and_guarded,
+    office_in_a_browser, office_pages_fit_a_phone, settles_supersede_only_what_the_page_showed,
 };
 use openrosa::{
     a_resend_after_a_crash_is_applied_once, odk_collect_follows_its_sequence,
@@ -134,6 +134,7 @@ both_backends!(
     indicators_follow_every_edit_and_equal_a_rebuild,
     office_accounts_are_scoped_and_guarded,
     settles_supersede_only_what_the_page_showed,
+    long_exports_and_lists_read_in_chunks,
     an_earlier_edit_log_is_carried_over,
     bench_ingest_runs_in_rounds,
     bench_fleet_checks_what_it_measured,

@@ -951,3 +951,83 @@ pub async fn office_pages_fit_a_phone(db: Database) {
         );
     }
 }
+
+/// Exports and filtered lists read the database a chunk at a time (1,000 records for the CSV,
+/// 2,000 for a list filtered inside the records), so that a province's year neither waits for
+/// nor holds all of it: across those chunks, every record of the area comes out exactly once,
+/// newest first, and a filtered list counts and pages as if it had read them all at once. The
+/// name is searched in the database, without its marks.
+pub async fn long_exports_and_lists_read_in_chunks(db: Database) {
+    let server = Server::start(&db);
+    let mut hue = server.enroll("Hoa", &[HUE_A]).await;
+    let mut phong = server.enroll("Minh", &[PHONG_DIEN]).await;
+    let mut ours = Vec::new();
+    for i in 0..2_600 {
+        ours.push(hue.create(
+            HUE_A,
+            &[
+                ("child_name", json!(format!("Nguyễn Thị Lan {i}"))),
+                ("village", json!(format!("Thôn {}", i % 4))),
+            ],
+        ));
+    }
+    hue.sync().await;
+    phong.create(
+        PHONG_DIEN,
+        &[("child_name", json!("Nguyễn Thị Lan Phong Điền"))],
+    );
+    phong.sync().await;
+    add_user(&server, "hue", "district", "474");
+    let mut office = Office::new(&server);
+    assert_eq!(office.login("hue", PASSWORD).await.0, 303);
+
+    let (status, _, csv) = office
+        .download("/office/records.csv?form=birth-registration&lang=en")
+        .await;
+    assert_eq!(status, 200);
+    let csv = String::from_utf8(csv).unwrap();
+    let csv = csv.strip_prefix('\u{feff}').expect("a byte order mark");
+    let ids: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    let mut expected: Vec<String> = ours.iter().map(|id| id.to_string()).collect();
+    expected.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(ids, expected, "every record of the area once, newest first");
+    assert!(!csv.contains("Phong Điền"), "nothing outside the area");
+
+    // Thôn 1 is every fourth record: 650 of them over two chunks, the fourth page of 50
+    // holding the 151st to the 200th.
+    let (status, page) = office
+        .get("/office/records?village=th%C3%B4n%201&page=4")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<strong id=\"found\">650</strong>"),
+        "the count of every match"
+    );
+    // The child numbered `i` is on the page (and not only one whose number begins with it).
+    let shows = |page: &str, i: &str| {
+        let name = format!("Nguyễn Thị Lan {i}");
+        page.match_indices(&name)
+            .any(|(at, _)| !page[at + name.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    };
+    let newest_first: Vec<usize> = (0..2_600).rev().filter(|i| i % 4 == 1).collect();
+    for (n, i) in newest_first.iter().enumerate() {
+        let shown = shows(&page, &i.to_string());
+        assert_eq!(
+            shown,
+            (150..200).contains(&n),
+            "record {i} on page 4: {shown}"
+        );
+    }
+    let (_, page) = office.get("/office/records?name=nguyen+thi+lan+2599").await;
+    assert!(page.contains("<strong id=\"found\">1</strong>"), "{page}");
+    assert!(shows(&page, "2599"), "{page}");
+    let (_, page) = office.get("/office/records?name=lan+phong").await;
+    assert!(
+        page.contains("<strong id=\"found\">0</strong>"),
+        "a search stays in the area"
+    );
+}

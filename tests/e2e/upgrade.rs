@@ -63,6 +63,11 @@ pub async fn a_database_of_the_release_before_opens_and_serves_the_same(db: Data
         std::fs::read_to_string(fixture.join("cells.txt")).unwrap(),
         "the indicator tables as the release before kept them"
     );
+    // Names written before the office searched them in the database are filled in at start.
+    crate::office::add_user(&server, "kiemtra", "province", "46");
+    let page =
+        crate::office::signed_in_page(&server, "kiemtra", "/office/records?name=tre+1").await;
+    assert!(page.contains("Trẻ 1") && !page.contains("Trẻ 0"), "{page}");
     // And the upgraded database takes new edits.
     let mut phone = server.enroll("Sau nâng cấp", &["19753"]).await;
     let id = phone.create("19753", &[("child_name", "Bé Mới".into())]);

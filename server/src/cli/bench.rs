@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::*;
 use crate::bench;
 
-/// `mam bench ingest|indicators|attachments|openrosa`.
+/// `mam bench ingest|indicators|office|fleet|attachments|openrosa`.
 pub(super) async fn bench(config: Option<&PathBuf>, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Attachments {
@@ -40,6 +40,7 @@ pub(super) async fn bench(config: Option<&PathBuf>, command: BenchCommand) -> an
             communes,
             duration,
             burst,
+            idle,
             seed,
         } => {
             let settings = command_settings(config, &db)?;
@@ -53,10 +54,18 @@ pub(super) async fn bench(config: Option<&PathBuf>, command: BenchCommand) -> an
                 phones.max(1),
                 communes,
                 duration,
-                burst,
+                match (burst, idle) {
+                    (true, _) => bench::Pace::Burst,
+                    (_, true) => bench::Pace::Idle,
+                    _ => bench::Pace::Field,
+                },
                 seed,
             )
             .await
+        }
+        BenchCommand::Office { db, records } => {
+            let settings = command_settings(config, &db)?;
+            bench::office(settings, records.max(1)).await
         }
         BenchCommand::Indicators { db, records, edits } => {
             let settings = command_settings(config, &db)?;

@@ -422,6 +422,9 @@ pub enum BenchCommand {
         /// No think time between a phone's syncs.
         #[arg(long)]
         burst: bool,
+        /// Phones left on: a sync a minute each, with nothing to send.
+        #[arg(long, conflicts_with = "burst")]
+        idle: bool,
         #[arg(long, default_value_t = 20251203)]
         seed: u64,
     },
@@ -435,6 +438,15 @@ pub enum BenchCommand {
         /// Single-edit pushes to time (half with the tables, half without).
         #[arg(long, default_value_t = 2000)]
         edits: usize,
+    },
+    /// The office at a year of records: every page timed over HTTP, and the year's CSV
+    /// streamed with the process's memory sampled.
+    Office {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Birth records to load first.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
     },
 }
 

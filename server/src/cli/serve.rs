@@ -44,6 +44,13 @@ pub(super) async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let published = forms::publish_all(store.as_ref(), &form_files, now_ms()).await?;
     let registry = FormRegistry::from_store(store.as_ref()).await?;
+    let named = forms::fill_search_names(store.as_ref(), &registry).await?;
+    if named > 0 {
+        info!(
+            records = named,
+            "records' names kept for the office's search"
+        );
+    }
     // Derived fields and cells follow today's rules: after an upgrade or new form versions,
     // the stored records are derived again and the cells rebuilt, once.
     if let Some(r) =

@@ -230,22 +230,32 @@ pub struct RecordQuery {
     pub refused_edit: bool,
     /// (limit, offset); `None` for every match.
     pub page: Option<(u32, u32)>,
+    /// Only records older than this one (ids below it): a page that goes on from the last
+    /// record of the one before, as long exports read, at the same cost however deep.
+    pub before: Option<String>,
+    /// Only records whose name holds this, folded ([`crate::forms::folded`]).
+    pub name: Option<String>,
 }
 
 impl RecordQuery {
-    /// The WHERE clause and ORDER BY, for either backend's query builder.
-    pub(crate) fn push_filter<'a, DB>(&'a self, q: &mut sqlx::QueryBuilder<'a, DB>)
+    /// The WHERE clause, for either backend's query builder. `by_id` (SQLite) keeps form
+    /// and commune off the indexes (`+form`), so that a page newest first walks the ids in
+    /// order and stops at its last row, instead of sorting every match; a count leaves it off
+    /// and reads the office index alone.
+    pub(crate) fn push_filter<'a, DB>(&'a self, q: &mut sqlx::QueryBuilder<'a, DB>, by_id: bool)
     where
         DB: sqlx::Database,
         &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
         bool: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
     {
-        q.push(" WHERE form IN (");
+        let plus = if by_id { "+" } else { "" };
+        q.push(format!(" WHERE {plus}form IN ("));
         let mut list = q.separated(", ");
         for f in &self.forms {
             list.push_bind(f.as_str());
         }
-        q.push(") AND commune IN (");
+        q.push(format!(") AND {plus}commune IN ("));
         let mut list = q.separated(", ");
         for c in &self.communes {
             list.push_bind(c.as_str());
@@ -262,6 +272,18 @@ impl RecordQuery {
         }
         if let Some(d) = self.deleted {
             q.push(" AND deleted = ").push_bind(d);
+        }
+        if let Some(before) = &self.before {
+            q.push(" AND id < ").push_bind(before.as_str());
+        }
+        if let Some(name) = &self.name {
+            let escaped = name
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            q.push(" AND name LIKE ")
+                .push_bind(format!("%{escaped}%"))
+                .push(" ESCAPE '\\'");
         }
     }
 
@@ -297,6 +319,9 @@ pub struct RecordRow {
     /// Whether the row exists already (UPDATE) or is new (INSERT: a concurrent insert of the
     /// same id then fails and the transaction is retried, never overwritten).
     pub existed: bool,
+    /// The record's name folded for the office's search ([`crate::forms::search_name`]);
+    /// `None` leaves it to be filled in at the next start.
+    pub name: Option<String>,
     /// The edits this write applies, "device:seq,…": appended to the record's list.
     pub edits: String,
 }
@@ -802,8 +827,15 @@ pub trait RecordStore: Send + Sync + 'static {
     async fn records_of(&self, forms: &[String], communes: &[String]) -> Result<Vec<Record>>;
     /// A page of the records a query matches, newest first, and how many match in all.
     async fn find_records(&self, query: &RecordQuery) -> Result<(Vec<Record>, u64)>;
+    /// A page of the records a query matches, newest first, without counting them all.
+    async fn list_records(&self, query: &RecordQuery) -> Result<Vec<Record>>;
     /// Every edit received for a record, oldest first, with the name of its device.
     async fn record_edits(&self, record: RecordId) -> Result<Vec<EditLog>>;
+    /// Up to `limit` records whose search name is not filled in (written before it was kept).
+    async fn unnamed_records(&self, limit: u32) -> Result<Vec<Record>>;
+    /// Fill in records' search names, where a write has not filled them in meanwhile. Returns
+    /// how many it filled in.
+    async fn set_names(&self, names: &[(RecordId, String)]) -> Result<u64>;
 }
 
 /// The stored indicator tables.
@@ -935,6 +967,7 @@ pub fn record_row(record: &Record, changed_at: u64, existed: bool) -> RecordRow 
         conflicted: record.is_conflicted(),
         deleted: record.is_deleted(),
         existed,
+        name: None,
         edits: String::new(),
     }
 }

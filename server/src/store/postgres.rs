@@ -931,20 +931,47 @@ impl super::RecordStore for PgStore {
             return Ok((vec![], 0));
         }
         let mut count = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM records");
-        query.push_filter(&mut count);
+        query.push_filter(&mut count, false);
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok((self.list_records(query).await?, total as u64))
+    }
+
+    async fn list_records(&self, query: &RecordQuery) -> Result<Vec<Record>> {
+        if query.is_empty() {
+            return Ok(vec![]);
+        }
         let mut q = QueryBuilder::<Postgres>::new("SELECT body FROM records");
-        query.push_filter(&mut q);
+        query.push_filter(&mut q, false);
         q.push(" ORDER BY id DESC");
         if let Some((limit, offset)) = query.page {
             q.push(format!(" LIMIT {limit} OFFSET {offset}"));
         }
         let bodies: Vec<String> = q.build_query_scalar().fetch_all(&self.pool).await?;
-        let records = bodies
-            .iter()
-            .map(|b| parse_record(b))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((records, total as u64))
+        bodies.iter().map(|b| parse_record(b)).collect()
+    }
+
+    async fn unnamed_records(&self, limit: u32) -> Result<Vec<Record>> {
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM records WHERE name IS NULL LIMIT $1")
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+        bodies.iter().map(|b| parse_record(b)).collect()
+    }
+
+    async fn set_names(&self, names: &[(RecordId, String)]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut filled = 0;
+        for (id, name) in names {
+            filled += sqlx::query("UPDATE records SET name = $1 WHERE id = $2 AND name IS NULL")
+                .bind(name)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(filled)
     }
 
     async fn record_edits(&self, record: RecordId) -> Result<Vec<EditLog>> {
@@ -1079,13 +1106,13 @@ impl super::BenchStore for PgStore {
         let mut tx = self.pool.begin().await?;
         let cols = RecordColumns::new(rows, 0);
         sqlx::query(
-            "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at)
-             SELECT id, form, version, commune, body, changed_at, conflicted, deleted, 0, 0 FROM
-             UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::BOOL[], $8::BOOL[])
-               AS v(id, form, version, commune, body, changed_at, conflicted, deleted)
+            "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at, name)
+             SELECT id, form, version, commune, body, changed_at, conflicted, deleted, 0, 0, name FROM
+             UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::BOOL[], $8::BOOL[], $9::TEXT[])
+               AS v(id, form, version, commune, body, changed_at, conflicted, deleted, name)
              ON CONFLICT (id) DO UPDATE SET version = excluded.version, commune = excluded.commune,
                body = excluded.body, changed_at = excluded.changed_at,
-               conflicted = excluded.conflicted, deleted = excluded.deleted",
+               conflicted = excluded.conflicted, deleted = excluded.deleted, name = excluded.name",
         )
         .bind(&cols.id)
         .bind(&cols.form)
@@ -1095,6 +1122,7 @@ impl super::BenchStore for PgStore {
         .bind(&cols.changed_at)
         .bind(&cols.conflicted)
         .bind(&cols.deleted)
+        .bind(&cols.name)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -1123,6 +1151,7 @@ struct RecordColumns<'a> {
     conflicted: Vec<bool>,
     deleted: Vec<bool>,
     edits: Vec<&'a str>,
+    name: Vec<Option<&'a str>>,
 }
 
 impl<'a> RecordColumns<'a> {
@@ -1139,6 +1168,7 @@ impl<'a> RecordColumns<'a> {
             c.conflicted.push(row.conflicted);
             c.deleted.push(row.deleted);
             c.edits.push(&row.edits);
+            c.name.push(row.name.as_deref());
         }
         c
     }
@@ -1322,10 +1352,10 @@ impl SyncTx for PgSyncTx {
         if !new.is_empty() {
             let c = RecordColumns::new(new, first);
             sqlx::query(
-                "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at, edits)
-                 SELECT id, form, version, commune, body, changed_at, conflicted, deleted, $9, $9, edits FROM
-                 UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::BOOL[], $8::BOOL[], $10::TEXT[])
-                   AS v(id, form, version, commune, body, changed_at, conflicted, deleted, edits)",
+                "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at, edits, name)
+                 SELECT id, form, version, commune, body, changed_at, conflicted, deleted, $9, $9, edits, name FROM
+                 UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::BOOL[], $8::BOOL[], $10::TEXT[], $11::TEXT[])
+                   AS v(id, form, version, commune, body, changed_at, conflicted, deleted, edits, name)",
             )
             .bind(&c.id)
             .bind(&c.form)
@@ -1337,6 +1367,7 @@ impl SyncTx for PgSyncTx {
             .bind(&c.deleted)
             .bind(batch.now)
             .bind(&c.edits)
+            .bind(&c.name)
             .execute(&mut *self.tx)
             .await?;
         }
@@ -1345,9 +1376,9 @@ impl SyncTx for PgSyncTx {
             sqlx::query(
                 "UPDATE records AS r SET version = v.version, commune = v.commune, body = v.body,
                    changed_at = v.changed_at, conflicted = v.conflicted, deleted = v.deleted, updated_at = $8,
-                   edits = r.edits || ',' || v.edits
-                 FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BOOL[], $7::BOOL[], $9::TEXT[])
-                   AS v(id, version, commune, body, changed_at, conflicted, deleted, edits)
+                   edits = r.edits || ',' || v.edits, name = v.name
+                 FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::BOOL[], $7::BOOL[], $9::TEXT[], $10::TEXT[])
+                   AS v(id, version, commune, body, changed_at, conflicted, deleted, edits, name)
                  WHERE r.id = v.id",
             )
             .bind(&c.id)
@@ -1359,6 +1390,7 @@ impl SyncTx for PgSyncTx {
             .bind(&c.deleted)
             .bind(batch.now)
             .bind(&c.edits)
+            .bind(&c.name)
             .execute(&mut *self.tx)
             .await?;
         }

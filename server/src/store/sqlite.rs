@@ -1374,20 +1374,47 @@ impl super::RecordStore for SqliteStore {
             return Ok((vec![], 0));
         }
         let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM records");
-        query.push_filter(&mut count);
+        query.push_filter(&mut count, false);
         let total: i64 = count.build_query_scalar().fetch_one(&self.reader).await?;
+        Ok((self.list_records(query).await?, total as u64))
+    }
+
+    async fn list_records(&self, query: &RecordQuery) -> Result<Vec<Record>> {
+        if query.is_empty() {
+            return Ok(vec![]);
+        }
         let mut q = QueryBuilder::<Sqlite>::new("SELECT body FROM records");
-        query.push_filter(&mut q);
+        query.push_filter(&mut q, true);
         q.push(" ORDER BY id DESC");
         if let Some((limit, offset)) = query.page {
             q.push(format!(" LIMIT {limit} OFFSET {offset}"));
         }
         let bodies: Vec<String> = q.build_query_scalar().fetch_all(&self.reader).await?;
-        let records = bodies
-            .iter()
-            .map(|b| parse_record(b))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((records, total as u64))
+        bodies.iter().map(|b| parse_record(b)).collect()
+    }
+
+    async fn unnamed_records(&self, limit: u32) -> Result<Vec<Record>> {
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT body FROM records WHERE name IS NULL LIMIT ?")
+                .bind(limit as i64)
+                .fetch_all(&self.writer)
+                .await?;
+        bodies.iter().map(|b| parse_record(b)).collect()
+    }
+
+    async fn set_names(&self, names: &[(RecordId, String)]) -> Result<u64> {
+        let mut tx = self.writer.begin().await?;
+        let mut filled = 0;
+        for (id, name) in names {
+            filled += sqlx::query("UPDATE records SET name = ? WHERE id = ? AND name IS NULL")
+                .bind(name)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(filled)
     }
 
     async fn record_edits(&self, record: RecordId) -> Result<Vec<EditLog>> {
@@ -1541,7 +1568,7 @@ impl super::BenchStore for SqliteStore {
 fn push_records(q: &mut QueryBuilder<'static, Sqlite>, rows: &[RecordRow], first: u64, now: i64) {
     for chunk in rows.chunks(CHUNK / 2) {
         q.push(
-            "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at, edits) ",
+            "INSERT INTO records (id, form, version, commune, body, changed_at, conflicted, deleted, created_at, updated_at, edits, name) ",
         );
         q.push_values(chunk, |mut b, row| {
             b.push_bind(row.id.to_string())
@@ -1554,13 +1581,14 @@ fn push_records(q: &mut QueryBuilder<'static, Sqlite>, rows: &[RecordRow], first
                 .push_bind(row.deleted)
                 .push_bind(now)
                 .push_bind(now)
-                .push_bind(row.edits.clone());
+                .push_bind(row.edits.clone())
+                .push_bind(row.name.clone());
         });
         q.push(
             " ON CONFLICT (id) DO UPDATE SET version = excluded.version, commune = excluded.commune,
               body = excluded.body, changed_at = excluded.changed_at, conflicted = excluded.conflicted,
               deleted = excluded.deleted, updated_at = excluded.updated_at,
-              edits = records.edits || ',' || excluded.edits; ",
+              edits = records.edits || ',' || excluded.edits, name = excluded.name; ",
         );
     }
 }

@@ -249,7 +249,11 @@ fn create(edit: CheckedEdit, catalog: Catalog, device: &Device, today: &str) -> 
     )
     .map(|()| {
         let cells = indicators::deltas(catalog.indicators, None, Some(&record));
-        (record_row(&record, 0, false), cells)
+        let row = RecordRow {
+            name: Some(crate::forms::search_name(&record, catalog.forms)),
+            ..record_row(&record, 0, false)
+        };
+        (row, cells)
     })
     .map_err(|v| v.reject(seq));
     Created { id, row }
@@ -612,6 +616,7 @@ async fn try_push(
         }
         let mut row = record_row(&record, at, existed.contains(&id));
         row.edits = applied_to.remove(&id).unwrap_or_default();
+        row.name = Some(crate::forms::search_name(&record, catalog.forms));
         batch.records.push(row);
         at += 1;
     }

@@ -293,15 +293,7 @@ pub(super) fn collected_on(record: &Record, form: Option<&SurveyForm>) -> String
 
 pub(super) use crate::forms::record_name;
 
-/// Text as a search compares it: lower case, without Vietnamese marks (đ as d).
-pub(super) fn folded(text: &str) -> String {
-    use unicode_normalization::UnicodeNormalization;
-    text.nfd()
-        .filter(|c| !('\u{300}'..='\u{36f}').contains(c))
-        .map(|c| if c == 'đ' || c == 'Đ' { 'd' } else { c })
-        .collect::<String>()
-        .to_lowercase()
-}
+pub(super) use crate::forms::folded;
 
 /// The date a list shows for a record, with what it is: "01/03/2020 (Ngày sinh)".
 pub(super) fn dated(record: &Record, form: Option<&SurveyForm>, lang: Lang) -> String {

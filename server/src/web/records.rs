@@ -115,37 +115,50 @@ pub async fn records(
     // "Có ảnh": records whose values name a photo (read in the records, as the village).
     let photo = status == Some("photo");
     let village = given(&filter.village).map(str::to_lowercase);
-    let name = given(&filter.name).map(folded);
+    // The name is looked for in the database, in the name kept beside each record.
+    query.name = given(&filter.name)
+        .map(folded)
+        .filter(|n| !n.trim().is_empty());
     let (from, to) = (given(&filter.from), given(&filter.to));
     let wanted_page = filter.page.unwrap_or(1).max(1);
-    // Form, commune and state page in the database; village and date live inside the records,
-    // so those filters read the candidates here.
+    // Form, commune, state and name page in the database; village and date live inside the
+    // records, so those filters read the candidates here, a chunk at a time (memory stays
+    // bounded however many there are), keeping only the page shown.
     let (found, total): (Vec<(String, Record)>, usize) =
-        if photo || village.is_some() || name.is_some() || from.is_some() || to.is_some() {
-            let (candidates, _) = state.store.find_records(&query).await?;
-            let matching: Vec<(String, Record)> = candidates
-                .into_iter()
-                .filter(|r| {
-                    village.as_ref().is_none_or(|v| {
-                        r.value("village")
-                            .and_then(Value::as_str)
-                            .is_some_and(|have| have.to_lowercase().contains(v.as_str()))
-                    })
-                })
-                .filter(|r| !photo || has_photo(r))
-                .filter(|r| {
-                    name.as_ref().is_none_or(|want| {
-                        record_name(r, registry.latest(&r.form))
-                            .is_some_and(|have| folded(&have).contains(want.as_str()))
-                    })
-                })
-                .map(|r| (collected_on(&r, registry.latest(&r.form)), r))
-                .filter(|(date, _)| from.is_none_or(|f| date.as_str() >= f))
-                .filter(|(date, _)| to.is_none_or(|t| !date.is_empty() && date.as_str() <= t))
-                .collect();
-            let total = matching.len();
+        if photo || village.is_some() || from.is_some() || to.is_some() {
+            let matches = |r: &Record, date: &str| {
+                village.as_ref().is_none_or(|v| {
+                    r.value("village")
+                        .and_then(Value::as_str)
+                        .is_some_and(|have| have.to_lowercase().contains(v.as_str()))
+                }) && (!photo || has_photo(r))
+                    && from.is_none_or(|f| date >= f)
+                    && to.is_none_or(|t| !date.is_empty() && date <= t)
+            };
             let skip = (wanted_page - 1) * PAGE;
-            (matching.into_iter().skip(skip).take(PAGE).collect(), total)
+            let (mut page, mut total) = (Vec::new(), 0);
+            let mut scan = RecordQuery {
+                page: Some((SCAN_CHUNK, 0)),
+                ..query.clone()
+            };
+            loop {
+                let chunk = state.store.list_records(&scan).await?;
+                let done = chunk.len() < SCAN_CHUNK as usize;
+                scan.before = chunk.last().map(|r| r.id.to_string());
+                for r in chunk {
+                    let date = collected_on(&r, registry.latest(&r.form));
+                    if matches(&r, &date) {
+                        if total >= skip && page.len() < PAGE {
+                            page.push((date, r));
+                        }
+                        total += 1;
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+            (page, total)
         } else {
             query.page = Some((PAGE as u32, ((wanted_page - 1) * PAGE) as u32));
             let (page, total) = state.store.find_records(&query).await?;
@@ -253,8 +266,15 @@ pub async fn records(
     ))
 }
 
-/// Most records one export holds; past it, the office narrows by commune.
-const MAX_EXPORT: u32 = 100_000;
+/// Records a filtered list reads from the database at a time.
+const SCAN_CHUNK: u32 = 2000;
+
+/// Most records one workbook holds (it is made in memory); past it, the office narrows by
+/// commune or takes the CSV, which streams any number.
+const MAX_XLSX: u32 = 100_000;
+
+/// Records a streamed CSV reads from the database at a time.
+const CSV_CHUNK: u32 = 1000;
 
 #[derive(Deserialize)]
 pub struct ExportParams {
@@ -270,7 +290,7 @@ pub async fn export_csv(
     officer: Officer,
     Query(q): Query<ExportParams>,
 ) -> Result<Response, PageError> {
-    export(&state, &officer, &q, false).await
+    export(state, &officer, &q, false).await
 }
 
 pub async fn export_xlsx(
@@ -278,11 +298,11 @@ pub async fn export_xlsx(
     officer: Officer,
     Query(q): Query<ExportParams>,
 ) -> Result<Response, PageError> {
-    export(&state, &officer, &q, true).await
+    export(state, &officer, &q, true).await
 }
 
 async fn export(
-    state: &AppState,
+    state: Arc<AppState>,
     officer: &Officer,
     q: &ExportParams,
     xlsx: bool,
@@ -293,8 +313,10 @@ async fn export(
         .ok_or_else(|| {
             PageError::BadRequest("form: required, e.g. form=birth-registration".into())
         })?;
-    let form = registry.latest(&form_id).ok_or(PageError::NotFound)?;
-    let mut query = in_area(state, officer);
+    if registry.latest(&form_id).is_none() {
+        return Err(PageError::NotFound);
+    }
+    let mut query = in_area(&state, officer);
     query.forms = vec![form_id.to_string()];
     if let Some(want) = given(&q.commune) {
         query.communes.retain(|c| c == want);
@@ -302,47 +324,112 @@ async fn export(
             return Err(PageError::NotFound);
         }
     }
-    query.page = Some((MAX_EXPORT, 0));
-    let (records, total) = state.store.find_records(&query).await?;
-    if total > u64::from(MAX_EXPORT) {
-        return Err(PageError::BadRequest(format!(
-            "{total} records: an export holds at most {MAX_EXPORT}; choose a commune"
-        )));
-    }
     let english = match q.lang.as_deref() {
         Some("en") => true,
         Some("vi") => false,
         _ => officer.lang == Lang::En,
     };
-    let geography = current_geography(state);
+    let geography = current_geography(&state);
     let name = format!("mam-{form_id}-{}", crate::today());
-    let (kind, file_name, bytes) = if xlsx {
-        let bytes = crate::export::records_xlsx(form, &records, &state.units, &geography, english)
-            .map_err(PageError::Internal)?;
+    let disposition = |file: String| {
         (
-            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            format!("{name}.xlsx"),
-            bytes,
-        )
-    } else {
-        let text = crate::export::records_csv(form, &records, &state.units, &geography, english);
-        (
-            "text/csv; charset=utf-8",
-            format!("{name}.csv"),
-            text.into_bytes(),
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file}\""),
         )
     };
+    if !xlsx {
+        let body = stream_csv(state.clone(), form_id, query, geography, english);
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                disposition(format!("{name}.csv")),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    query.page = Some((MAX_XLSX, 0));
+    let (records, total) = state.store.find_records(&query).await?;
+    if total > u64::from(MAX_XLSX) {
+        return Err(PageError::BadRequest(format!(
+            "{total} records: a workbook holds at most {MAX_XLSX}; choose a commune, or take the CSV"
+        )));
+    }
+    let form = registry.latest(&form_id).ok_or(PageError::NotFound)?;
+    let bytes = crate::export::records_xlsx(form, &records, &state.units, &geography, english)
+        .map_err(PageError::Internal)?;
     Ok((
         [
-            (header::CONTENT_TYPE, kind.to_owned()),
             (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{file_name}\""),
+                header::CONTENT_TYPE,
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".to_owned(),
             ),
+            disposition(format!("{name}.xlsx")),
         ],
         bytes,
     )
         .into_response())
+}
+
+/// The CSV of the records a query matches, streamed: read a chunk at a time by id (each chunk
+/// goes on below the last id of the one before, so a deep chunk costs what the first does) and
+/// written out as it is read, so memory stays bounded whatever the number of records. A
+/// failure half-way ends the body short (the browser shows the download failed) and is logged.
+fn stream_csv(
+    state: Arc<AppState>,
+    form_id: FormId,
+    mut query: RecordQuery,
+    geography: String,
+    english: bool,
+) -> axum::body::Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let registry = state.forms();
+        let Some(form) = registry.latest(&form_id) else {
+            return;
+        };
+        let lines = crate::export::CsvLines::new(form, &state.units, &geography, english);
+        if tx.send(Ok(lines.header())).await.is_err() {
+            return;
+        }
+        query.page = Some((CSV_CHUNK, 0));
+        loop {
+            let records = match state.store.list_records(&query).await {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::error!(error = %e, form = %form_id, "a records export stopped half-way");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            let mut chunk = String::with_capacity(records.len() * 256);
+            for record in &records {
+                lines.push(&mut chunk, record);
+            }
+            let done = records.len() < CSV_CHUNK as usize;
+            query.before = records.last().map(|r| r.id.to_string());
+            // The office closed the download: stop reading.
+            if tx.send(Ok(chunk)).await.is_err() || done {
+                return;
+            }
+        }
+    });
+    axum::body::Body::from_stream(Chunks(rx))
+}
+
+/// The chunks a streamed export sends, as they come off its channel; the end once the sender
+/// is gone (and again if asked again).
+struct Chunks(tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>);
+
+impl futures_util::Stream for Chunks {
+    type Item = Result<String, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
