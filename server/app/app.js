@@ -203,6 +203,7 @@ async function refreshForms() {
     const key = `${f.id}/${f.version}`;
     if (!forms[key]) {
       forms[key] = await api(f.url);
+      rowsMadeFor += 1;
       await S.put("forms", key, forms[key]);
     }
   }
@@ -341,7 +342,7 @@ async function runSync() {
     // Who wrote what, by name, kept for offline use: asked for only when a value's writer is
     // not known yet.
     const seen = new Set();
-    for (const r of P.records(state)) {
+    for (const r of Object.values(state.pulled)) {
       for (const values of Object.values(r.fields)) for (const v of values) seen.add(String(v.dot[0]));
     }
     seen.delete(String(state.device));
@@ -477,14 +478,54 @@ async function scanCode(input) {
   video.remove();
 }
 
-function statusOf(record) {
-  const mine = state.pending.filter((e) => e.record === record.id);
-  const refused = state.rejected.filter((r) => r.edit.record === record.id);
-  if (refused.length) return ["refused", "Bị từ chối"];
-  if (P.isConflicted(record)) return ["conflict", "Xung đột"];
-  if (mine.length) return ["pending", "Chờ gửi"];
-  return ["synced", "Đã đồng bộ"];
+const STATUS_TEXT = { refused: "Bị từ chối", conflict: "Xung đột", pending: "Chờ gửi", synced: "Đã đồng bộ" };
+
+/** The status of a list's rows, the queue read once for all of them. */
+function statuses() {
+  const pendingIds = new Set(state.pending.map((e) => e.record));
+  const refusedIds = new Set(state.rejected.map((r) => r.edit.record));
+  const status = (row) => (refusedIds.has(row.id) ? "refused" : row.conflicted ? "conflict" : pendingIds.has(row.id) ? "pending" : "synced");
+  status.pendingIds = pendingIds;
+  return status;
 }
+
+// What a list shows of a record, worked out once for each version of it (a pulled record is
+// replaced, never changed, when a newer one arrives), so that a commune's 20,000 records are
+// searched and paged without reading every one again. Records with edits of this phone not
+// pulled back yet are worked out each time. A new form version starts the rows over.
+const rowCache = new WeakMap();
+let rowsMadeFor = 0;
+
+function rowOf(record, keep) {
+  let row = keep ? rowCache.get(record) : null;
+  if (!row || row.made !== rowsMadeFor) {
+    const title = recordTitle(record);
+    const details = recordDetails(record);
+    row = {
+      id: record.id, form: record.form, title, details, made: rowsMadeFor,
+      folded: folded(title), everything: folded(`${title} ${details}`), deleted: P.isDeleted(record), conflicted: P.isConflicted(record),
+      byMe: Object.values(record.fields || {}).some((values) => values.some((v) => v.dot && v.dot[0] === state.device)),
+    };
+    if (keep) rowCache.set(record, row);
+  }
+  return row;
+}
+
+/** Every record the phone shows, as list rows, in the order they were made. */
+function listing() {
+  const touched = new Set();
+  for (const e of state.acked_unpulled) touched.add(e.record);
+  for (const e of state.pending) touched.add(e.record);
+  const rows = [];
+  for (const [id, record] of Object.entries(state.pulled)) if (!touched.has(id)) rows.push(rowOf(record, true));
+  for (const id of touched) {
+    const record = P.view(state, id);
+    if (record) rows.push(rowOf(record, false));
+  }
+  return rows.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+const number = (n) => n.toLocaleString("vi-VN");
 
 function recordTitle(record) {
   const form = formOf(record);
@@ -515,9 +556,11 @@ function folded(text) {
   return String(text).normalize("NFD").replace(/[\u0300-\u036f]/g, "").replace(/đ/g, "d").replace(/Đ/g, "d").toLowerCase();
 }
 
-// The home list's search and filter, kept while the app is open.
+// The home list's search, filter and how much of it shows, kept while the app is open.
+const LIST_PAGE = 50;
 let listSearch = "";
 let listFilter = "all";
+let listShown = LIST_PAGE;
 
 /** Send what a revoked enrolment left unsent under this number: its edits take new seqs, its
  *  drafts come back naming them. */
@@ -544,31 +587,44 @@ async function renderHome() {
   const drafts = await S.getAll("drafts");
   const aside = (await S.get("meta", "aside")) || [];
   if (shownFor !== renderToken) return;
+  const focused = document.activeElement;
+  const typing = focused && focused.id === "search" ? [focused.selectionStart, focused.selectionEnd] : null;
   const counts = asideCounts(aside);
-  const list = P.records(state).filter((r) => !P.isDeleted(r) || P.isConflicted(r));
+  const list = listing().filter((row) => !row.deleted || row.conflicted);
   // Refused edits of records the phone no longer shows (a refused new record) still show.
-  const shown = new Set(list.map((r) => r.id));
+  const shown = new Set(list.map((row) => row.id));
   const orphans = state.rejected.filter((r) => !shown.has(r.edit.record));
   const listBox = h("ul", { class: "records", id: "records" });
-  const mine = (r) => state.pending.some((e) => e.record === r.id)
-    || Object.values(r.fields || {}).some((values) => values.some((v) => v.dot && v.dot[0] === state.device));
+  const countLine = h("p", { class: "muted", id: "list-count" });
+  const more = h("button", { type: "button", class: "secondary", id: "more", hidden: true, onclick: () => {
+    listShown += LIST_PAGE;
+    showList();
+  } });
   const showList = () => {
     const want = folded(listSearch.trim());
-    const rows = list.filter((r) => {
-      const [cls] = statusOf(r);
-      if (listFilter === "mine" && !mine(r)) return false;
+    const status = statuses();
+    const rows = list.filter((row) => {
+      const cls = status(row);
+      if (listFilter === "mine" && !(row.byMe || status.pendingIds.has(row.id))) return false;
       if (["pending", "refused", "conflict"].includes(listFilter) && cls !== listFilter) return false;
-      return !want || folded(recordTitle(r)).includes(want);
+      return !want || row.folded.includes(want);
     });
-    listBox.replaceChildren(...rows.map((r) => {
-      const [cls, text] = statusOf(r);
-      return h("li", { class: `record ${cls}`, "data-record": r.id, "data-status": cls },
-        h("a", { href: `#record/${r.id}` }, recordTitle(r)), " ",
-        h("span", { class: `badge ${cls}`, text }),
-        h("div", { class: "details", text: recordDetails(r) }),
+    // A page at a time: a commune's thousands of records are searched, not scrolled.
+    const page = rows.slice(0, listShown);
+    listBox.replaceChildren(...page.map((row) => {
+      const cls = status(row);
+      return h("li", { class: `record ${cls}`, "data-record": row.id, "data-status": cls },
+        h("a", { href: `#record/${row.id}` }, row.title), " ",
+        h("span", { class: `badge ${cls}`, text: STATUS_TEXT[cls] }),
+        h("div", { class: "details", text: row.details }),
       );
     }));
     if (!rows.length) listBox.append(h("li", { class: "muted", text: list.length ? "Không có phiếu nào khớp." : "Chưa có phiếu nào." }));
+    countLine.hidden = rows.length <= LIST_PAGE;
+    countLine.textContent = `${number(page.length)} / ${number(rows.length)} phiếu${rows.length < list.length ? " khớp" : ""}`;
+    const left = rows.length - page.length;
+    more.hidden = left <= 0;
+    more.textContent = `Xem thêm ${number(Math.min(left, LIST_PAGE))} phiếu`;
   };
   showList();
   mount(
@@ -621,15 +677,27 @@ async function renderHome() {
     h("div", { class: "list-tools" },
       h("label", { for: "search", class: "visually-hidden", text: "Tìm theo tên" }),
       h("input", { id: "search", type: "search", placeholder: "Tìm theo tên…", value: listSearch,
-        oninput: (ev) => { listSearch = ev.target.value; showList(); } }),
+        oninput: (ev) => { listSearch = ev.target.value; listShown = LIST_PAGE; showList(); } }),
       h("label", { for: "filter", class: "visually-hidden", text: "Lọc" }),
-      h("select", { id: "filter", onchange: (ev) => { listFilter = ev.target.value; showList(); } },
+      h("select", { id: "filter", onchange: (ev) => { listFilter = ev.target.value; listShown = LIST_PAGE; showList(); } },
         [["all", "Tất cả"], ["mine", "Của tôi"], ["pending", "Chờ gửi"], ["refused", "Bị từ chối"], ["conflict", "Xung đột"]]
           .map(([v, t]) => h("option", { value: v, selected: v === listFilter, text: t }))),
     ),
     listBox,
+    countLine,
+    more,
   );
+  // A sync that lands while the person types a search redraws the list under the same words;
+  // the box keeps its focus and caret.
+  if (typing) {
+    const search = document.getElementById("search");
+    search.focus();
+    search.setSelectionRange(typing[0], typing[1]);
+  }
   setStatus();
+  // When the list first showed after the page opened, and when it last did.
+  window.mam.listShownAt = performance.now();
+  if (window.mam.openedAt === undefined) window.mam.openedAt = window.mam.listShownAt;
 }
 
 function renderChooseForm() {
@@ -976,9 +1044,9 @@ function fieldControl(field, value, villages) {
       const search = h("input", { id, type: "search", class: "ref-search", placeholder: "Tìm theo tên, ngày sinh, thôn…" });
       const find = () => {
         const want = folded(search.value.trim());
-        const rows = want ? P.records(state)
-          .filter((r) => r.form === target && !P.isDeleted(r))
-          .filter((r) => folded(`${recordTitle(r)} ${recordDetails(r)}`).includes(want))
+        const rows = want ? listing()
+          .filter((r) => r.form === target && !r.deleted)
+          .filter((r) => r.everything.includes(want))
           .slice(0, 20) : [];
         results.replaceChildren(...rows.map((r) => h("li", {},
           h("button", { type: "button", class: "secondary ref-option", "data-record": r.id, onclick: () => {

@@ -25,6 +25,9 @@ use crate::store::{self, record_row};
 use crate::units::Units;
 use crate::{auth, now_ms};
 
+mod phone;
+pub use phone::{phone, Network};
+
 const FORM: &str = "bench-survey";
 const FIELDS: usize = 20;
 
@@ -1477,6 +1480,148 @@ pub async fn fleet(
 /// side by side, for the conflict pages), the indicator tables rebuilt, a province account
 /// signed in, and every office page timed over real HTTP (the slowest of three), then the CSV
 /// of every record of the year downloaded while the process's memory is sampled.
+/// Birth records of a year as the benches load them: a name, a sex, a birth date in the
+/// year, a village, a card; every 200th with a second phone's village beside the first (a
+/// conflict).
+struct Births {
+    form_id: sync_protocol::FormId,
+    form: Form,
+    first_day: i64,
+}
+
+impl Births {
+    fn new(forms: &FormRegistry, year: &str) -> anyhow::Result<Births> {
+        let form_id =
+            sync_protocol::FormId::parse("birth-registration").map_err(anyhow::Error::msg)?;
+        let form = forms
+            .latest(&form_id)
+            .context("birth-registration is not published")?
+            .clone();
+        let first_day = sync_protocol::expr::day_number(&format!("{year}-01-01")).unwrap_or(0);
+        Ok(Births {
+            form_id,
+            form,
+            first_day,
+        })
+    }
+
+    /// The name of record `n`.
+    fn name(n: usize) -> String {
+        let families = [
+            "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Phan", "Võ", "Đặng",
+        ];
+        let given_names = [
+            "Lan", "Minh", "Hoa", "An", "Bình", "Châu", "Dũng", "Mai", "Nam",
+        ];
+        format!(
+            "{} Thị {} {n}",
+            families[n % families.len()],
+            given_names[(n / 7) % given_names.len()]
+        )
+    }
+
+    fn row(
+        &self,
+        n: usize,
+        commune: &CommuneCode,
+        forms: &FormRegistry,
+    ) -> (RecordId, store::RecordRow) {
+        let id = RecordId::new_v7();
+        let fields = |values: Vec<(&str, Value)>| -> BTreeMap<String, sync_protocol::FieldEdit> {
+            values
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_owned(),
+                        sync_protocol::FieldEdit {
+                            value: v,
+                            supersedes: vec![],
+                        },
+                    )
+                })
+                .collect()
+        };
+        let edit = sync_protocol::CheckedEdit {
+            seq: n as u64 + 1,
+            record: id,
+            form: self.form_id.clone(),
+            version: self.form.version,
+            commune: commune.clone(),
+            fields: fields(vec![
+                ("child_name", json!(Self::name(n))),
+                ("sex", json!(if n.is_multiple_of(2) { "f" } else { "m" })),
+                (
+                    "date_of_birth",
+                    json!(sync_protocol::expr::date_of_day(
+                        self.first_day + (n % 330) as i64
+                    )),
+                ),
+                ("village", json!(format!("Thôn {}", n % 9 + 1))),
+                ("bhyt_card_issued", json!(!n.is_multiple_of(3))),
+            ]),
+        };
+        let mut record = Record::from_edit(&edit);
+        record.apply(1, edit, &|_| false);
+        if n.is_multiple_of(200) {
+            // A second phone's village, typed without seeing the first.
+            let other = sync_protocol::CheckedEdit {
+                seq: n as u64 + 1,
+                record: id,
+                form: self.form_id.clone(),
+                version: self.form.version,
+                commune: commune.clone(),
+                fields: fields(vec![("village", json!("Thôn 10"))]),
+            };
+            record.apply(2, other, &|_| false);
+        }
+        record.derived = self.form.derive(&record);
+        let row = store::RecordRow {
+            name: Some(crate::forms::search_name(&record, forms)),
+            ..record_row(&record, n as u64 + 1, false)
+        };
+        (id, row)
+    }
+}
+
+/// `mam serve` in a process of its own on `settings`' database (so that its memory is its
+/// own), once it answers.
+async fn serve_child(
+    settings: &Settings,
+    http: &reqwest::Client,
+) -> anyhow::Result<(std::process::Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut serve = std::process::Command::new(std::env::current_exe()?);
+    serve
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(&settings.storage.data_dir)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(std::process::Stdio::null());
+    if let Some(url) = &settings.database.url {
+        serve.args(["--database-url", url]);
+    }
+    let server = serve.spawn().context("start mam serve")?;
+    let started = Instant::now();
+    while http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "mam serve did not answer on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((server, addr))
+}
+
 pub async fn office(mut settings: Settings, records: usize) -> anyhow::Result<()> {
     let scratch = std::env::temp_dir().join(format!(
         "mam-bench-office-{}-{}",
@@ -1491,11 +1636,6 @@ pub async fn office(mut settings: Settings, records: usize) -> anyhow::Result<()
     let forms = FormRegistry::from_store(store.as_ref()).await?;
     let units = Units::load(&settings.forms.units())?;
     let defs = crate::indicators::load(&settings.forms.indicators())?;
-    let form_id = sync_protocol::FormId::parse("birth-registration").map_err(anyhow::Error::msg)?;
-    let form = forms
-        .latest(&form_id)
-        .context("birth-registration is not published")?
-        .clone();
     let year = "2026";
     let communes: Vec<CommuneCode> = units
         .version_on(&format!("{year}-06-01"))
@@ -1511,80 +1651,17 @@ pub async fn office(mut settings: Settings, records: usize) -> anyhow::Result<()
     );
 
     let started = Instant::now();
-    let first_day = sync_protocol::expr::day_number(&format!("{year}-01-01")).unwrap_or(0);
-    let families = [
-        "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Phan", "Võ", "Đặng",
-    ];
-    let given_names = [
-        "Lan", "Minh", "Hoa", "An", "Bình", "Châu", "Dũng", "Mai", "Nam",
-    ];
+    let births = Births::new(&forms, year)?;
     let (mut sample_id, mut sample_commune, mut n) = (None, None, 0);
     while n < records {
         let mut rows = Vec::new();
         for _ in 0..10_000.min(records - n) {
-            let id = RecordId::new_v7();
-            let commune = communes[n % communes.len()].clone();
-            let name = format!(
-                "{} Thị {} {n}",
-                families[n % families.len()],
-                given_names[(n / 7) % given_names.len()]
-            );
-            let fields =
-                |values: Vec<(&str, Value)>| -> BTreeMap<String, sync_protocol::FieldEdit> {
-                    values
-                        .into_iter()
-                        .map(|(k, v)| {
-                            (
-                                k.to_owned(),
-                                sync_protocol::FieldEdit {
-                                    value: v,
-                                    supersedes: vec![],
-                                },
-                            )
-                        })
-                        .collect()
-                };
-            let edit = sync_protocol::CheckedEdit {
-                seq: n as u64 + 1,
-                record: id,
-                form: form_id.clone(),
-                version: form.version,
-                commune: commune.clone(),
-                fields: fields(vec![
-                    ("child_name", json!(name)),
-                    ("sex", json!(if n % 2 == 0 { "f" } else { "m" })),
-                    (
-                        "date_of_birth",
-                        json!(sync_protocol::expr::date_of_day(
-                            first_day + (n % 330) as i64
-                        )),
-                    ),
-                    ("village", json!(format!("Thôn {}", n % 9 + 1))),
-                    ("bhyt_card_issued", json!(n % 3 != 0)),
-                ]),
-            };
-            let mut record = Record::from_edit(&edit);
-            record.apply(1, edit, &|_| false);
-            if n % 200 == 0 {
-                // A second phone's village, typed without seeing the first.
-                let other = sync_protocol::CheckedEdit {
-                    seq: n as u64 + 1,
-                    record: id,
-                    form: form_id.clone(),
-                    version: form.version,
-                    commune: commune.clone(),
-                    fields: fields(vec![("village", json!("Thôn 10"))]),
-                };
-                record.apply(2, other, &|_| false);
-            }
-            record.derived = form.derive(&record);
-            rows.push(store::RecordRow {
-                name: Some(crate::forms::search_name(&record, &forms)),
-                ..record_row(&record, n as u64 + 1, false)
-            });
+            let commune = &communes[n % communes.len()];
+            let (id, row) = births.row(n, commune, &forms);
+            rows.push(row);
             if n == records / 2 {
                 sample_id = Some(id);
-                sample_commune = Some(commune);
+                sample_commune = Some(commune.clone());
             }
             n += 1;
         }
@@ -1617,42 +1694,12 @@ pub async fn office(mut settings: Settings, records: usize) -> anyhow::Result<()
     .await?;
     let token = crate::accounts::start_session(store.as_ref(), &user, now_ms()).await?;
     drop((forms, units, defs, store, bench_store));
-    // The server in a process of its own, so that its memory is its own.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut serve = std::process::Command::new(std::env::current_exe()?);
-    serve
-        .args(["serve", "--listen", &addr, "--data-dir"])
-        .arg(&settings.storage.data_dir)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(std::process::Stdio::null());
-    if let Some(url) = &settings.database.url {
-        serve.args(["--database-url", url]);
-    }
-    let mut server = serve.spawn().context("start mam serve")?;
-    let pid = server.id();
     let http = reqwest::Client::builder()
         .no_gzip()
         .timeout(Duration::from_secs(600))
         .build()?;
-    let started = Instant::now();
-    while http
-        .get(format!("http://{addr}/healthz"))
-        .send()
-        .await
-        .is_err()
-    {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "mam serve did not answer on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut server, addr) = serve_child(&settings, &http).await?;
+    let pid = server.id();
     let cookie = format!("{}={token}", crate::respond::SESSION_COOKIE);
     // The body read as it comes, and only counted.
     let get = |path: String| {
@@ -1679,7 +1726,10 @@ pub async fn office(mut settings: Settings, records: usize) -> anyhow::Result<()
         ("records, page 100", "/office/records?page=100".to_owned()),
         (
             "records of a form in a commune",
-            format!("/office/records?form={form_id}&commune={sample_commune}"),
+            format!(
+                "/office/records?form={}&commune={sample_commune}",
+                births.form_id
+            ),
         ),
         (
             "records in conflict",
@@ -1743,7 +1793,7 @@ pub async fn office(mut settings: Settings, records: usize) -> anyhow::Result<()
             }
         })
     };
-    let (took, bytes) = get(format!("/office/records.csv?form={form_id}")).await?;
+    let (took, bytes) = get(format!("/office/records.csv?form={}", births.form_id)).await?;
     sampling.store(false, Ordering::Relaxed);
     sampler.await?;
     let peak = *peak.lock().unwrap_or_else(|e| e.into_inner());

@@ -32,6 +32,7 @@ pub mod store;
 pub mod sync;
 pub mod units;
 pub mod web;
+pub mod webdriver;
 pub mod xlsform;
 
 /// Unix time in milliseconds: how every timestamp is stored.

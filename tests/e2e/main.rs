@@ -201,6 +201,11 @@ async fn phone_app_list_searches_filters_and_discards_drafts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_list_pages_a_big_commune() {
+    phone_app::phone_list_pages_a_big_commune().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_village_is_a_choice_with_other() {
     phone_app::phone_village_is_a_choice_with_other().await;
 }

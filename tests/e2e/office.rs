@@ -605,7 +605,7 @@ async fn upload(office: &mut Office, csrf: &str, file: &str) -> reqwest::Respons
 /// The story in a real browser: sign in, read the dashboard, follow a number to its records,
 /// settle a conflict and see the phone receive it, enrol a phone, try another district's URL.
 pub async fn office_in_a_browser(db: Database) {
-    let Some(browser) = Browser::start(1366, 768, "office-screenshots").await else {
+    let Some(browser) = crate::browser::start(1366, 768, "office-screenshots").await else {
         return;
     };
     let server = Server::start(&db);
@@ -906,7 +906,7 @@ async fn concurrent_name(phone: &mut crate::harness::Phone, id: RecordId, name: 
 /// The office on a phone (360×740): on every page the header takes a small part of the screen
 /// and the page never scrolls sideways (a wide table scrolls inside its box).
 pub async fn office_pages_fit_a_phone(db: Database) {
-    let Some(browser) = Browser::start(360, 740, "office-screenshots").await else {
+    let Some(browser) = crate::browser::start(360, 740, "office-screenshots").await else {
         return;
     };
     let server = Server::start(&db);

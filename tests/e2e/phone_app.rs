@@ -76,7 +76,7 @@ fn random_value(rng: &mut Rng, field: &Value) -> Value {
 /// The app's protocol code reads and writes the v1 messages exactly as the golden vectors, and
 /// checks and derives values with the server's rules and messages.
 pub async fn phone_protocol_matches_the_server() {
-    let Some(browser) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(browser) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -540,7 +540,7 @@ async fn wait_status(browser: &Browser, child: &str, want: &str) {
 
 /// The field stories in headless Chromium at 360×740, against a real `mam`.
 pub async fn phone_app_works_offline_and_syncs() {
-    let Some(hoa) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(hoa) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -673,7 +673,7 @@ pub async fn phone_app_works_offline_and_syncs() {
     wait_status(&hoa, "Trần Văn Tèo", "synced").await;
 
     // Two phones edit the same field offline: both end up showing both values.
-    let Some(lan) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(lan) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     enrol(&lan, &server, "Lan", &["19753"]).await;
@@ -790,6 +790,8 @@ pub async fn phone_app_works_offline_and_syncs() {
     .await;
     hoa.set_offline(false).await;
     hoa.click_on("#sync").await;
+    // The list shows a page at a time: the last of them is found by name.
+    search(&hoa, "Bé số 49").await;
     wait_status(&hoa, "Bé số 49", "synced").await;
     let pushes = in_page(&hoa, "done(window.mam.pushes);", vec![]).await;
     assert_eq!(
@@ -957,7 +959,7 @@ const RUN_IN_PAGE: &str = "
 /// of them. Then the rules one by one: exact covering, renaming on a successor, reset pages,
 /// replay after `next_seq` drops, with `lost_through`.
 pub async fn phone_protocol_follows_the_reference_client() {
-    let Some(browser) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(browser) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -1275,7 +1277,7 @@ fn values_of(record: &Record, field: &str) -> Vec<Value> {
 /// the father's name and saves. The mother's name stays B's, the father's holds both values as
 /// a conflict, the note is A's.
 pub async fn phone_drafts_write_only_what_the_person_changed() {
-    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -1390,7 +1392,7 @@ pub async fn phone_drafts_write_only_what_the_person_changed() {
 /// Two tabs of the app on one phone, both offline: each saves a form, then both enter records
 /// at once. Every edit of both reaches the server, and each tab shows the other's.
 pub async fn phone_two_tabs_keep_each_others_edits() {
-    let Some(browser) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(browser) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -1494,7 +1496,7 @@ pub async fn phone_two_tabs_keep_each_others_edits() {
 /// the new one, and a draft it kept names its own edit by the new dot, so that saving it settles
 /// the field instead of leaving the value it replaced beside it.
 pub async fn phone_takes_a_successor_when_its_seqs_were_used() {
-    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -1602,7 +1604,7 @@ pub async fn phone_takes_a_successor_when_its_seqs_were_used() {
 /// link's code, and after the new enrolment sends what it set aside. The office asks before it
 /// revokes.
 pub async fn revoked_phone_sets_aside_and_enrols_again() {
-    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -1742,7 +1744,8 @@ pub async fn phone_app_works_offline_over_https_from_a_network_name() {
         format!("--host-resolver-rules=MAP {NAME} 127.0.0.1"),
         format!("--ignore-certificate-errors-spki-list={spki}"),
     ];
-    let Some(a) = Browser::start_with(WIDTH, HEIGHT, "phone-screenshots", &flags).await else {
+    let Some(a) = crate::browser::start_with(WIDTH, HEIGHT, "phone-screenshots", &flags).await
+    else {
         return;
     };
     let base = format!("https://{NAME}:{port}");
@@ -1816,7 +1819,7 @@ pub async fn phone_app_works_offline_over_https_from_a_network_name() {
 /// form's own words for a pattern, with an example. The office names the field and the rule of
 /// a refusal by their labels.
 pub async fn phone_form_shows_every_problem_under_its_field() {
-    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -1931,7 +1934,7 @@ pub async fn phone_form_shows_every_problem_under_its_field() {
 /// one by name without its marks, filters by state, and lets a draft be thrown away (asking
 /// first).
 pub async fn phone_list_searches_filters_and_discards_drafts() {
-    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -2035,7 +2038,7 @@ pub async fn phone_list_searches_filters_and_discards_drafts() {
 /// The village is a choice among the commune's villages, with "Khác" to type one not listed;
 /// either way the record holds the village's name.
 pub async fn phone_village_is_a_choice_with_other() {
-    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -2105,7 +2108,7 @@ pub async fn phone_village_is_a_choice_with_other() {
 /// name without its marks, or by birth date), sees enough to tell two children apart, and the
 /// record holds the chosen child's record; offline too.
 pub async fn phone_reference_is_a_picker() {
-    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -2159,7 +2162,7 @@ pub async fn phone_reference_is_a_picker() {
 /// a page is not left with a problem on it, a page's questions follow their conditions, and
 /// saving on the last page keeps what every page held.
 pub async fn phone_form_in_sections_goes_page_by_page() {
-    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -2248,7 +2251,7 @@ pub async fn phone_form_in_sections_goes_page_by_page() {
 /// WHO's R package `anthro`) through the app's JavaScript, each of the four z-scores to 0.01
 /// and each flag; and random children score the same in the page as in the server's crate.
 pub async fn phone_scores_children_as_who_does() {
-    let Some(browser) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(browser) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -2413,7 +2416,7 @@ pub async fn phone_scores_children_as_who_does() {
 /// was opened and saved, the day, the phone), the form's own rule checked with its message, a
 /// calculation shown as the person types; what the server stores is what the phone filled.
 pub async fn phone_fills_an_imported_form() {
-    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -2735,7 +2738,7 @@ fn test_photo(w: u32, h: u32, seed: u64) -> Vec<u8> {
 /// A photo and a place taken offline at 360×740, kept across a reload, then sent over an
 /// emulated 2G network, the upload cut by the network going and resumed when it comes back.
 pub async fn phone_photo_and_place_survive_2g() {
-    let Some(a) = Browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
         return;
     };
     let db = Database::fresh(crate::harness::Backend::Sqlite)
@@ -2906,4 +2909,118 @@ pub async fn phone_photo_and_place_survive_2g() {
     .await;
     a.screenshot("97-photo-uploaded").await;
     a.quit().await;
+}
+
+/// A commune with more records than a page: the list shows fifty at a time with how many there
+/// are, "Xem thêm" shows the next ones, a search finds a record on any page, and a record
+/// edited on this phone shows its new name at once and after it synced.
+pub async fn phone_list_pages_a_big_commune() {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    let base = server.url.clone();
+    let mut b = server.enroll("Bình", &["19753"]).await;
+    let mut ids = Vec::new();
+    for i in 0..120 {
+        ids.push(b.create(
+            "19753",
+            &[("child_name", json!(format!("Hồ Thị Bé {i:03}")))],
+        ));
+    }
+    b.sync().await;
+
+    enrol(&a, &server, "An", &["19753"]).await;
+    a.wait_text("h2", "Phiếu (120)").await;
+    let shown = "return document.querySelectorAll('#records li.record').length;";
+    wait_for(&a, "a first page", shown, vec![], json!(50)).await;
+    assert_eq!(a.texts("#list-count").await, ["50 / 120 phiếu"]);
+    assert_eq!(a.texts("#more").await, ["Xem thêm 50 phiếu"]);
+    // The records come in the order they were made.
+    let first = a.texts("#records li.record a").await;
+    assert_eq!(first[0], "Hồ Thị Bé 000");
+    assert_eq!(first[49], "Hồ Thị Bé 049");
+    a.click_on("#more").await;
+    wait_for(&a, "a second page", shown, vec![], json!(100)).await;
+    assert_eq!(a.texts("#more").await, ["Xem thêm 20 phiếu"]);
+    a.click_on("#more").await;
+    wait_for(&a, "every record", shown, vec![], json!(120)).await;
+    wait_for(
+        &a,
+        "nothing more to show",
+        "return document.querySelector('#more').hidden;",
+        vec![],
+        json!(true),
+    )
+    .await;
+    a.screenshot("70-list-all-pages").await;
+    a.execute("window.scrollTo(0, 0);", vec![]).await;
+
+    // A search reaches a record of the last page, without its marks, and starts a page over.
+    search(&a, "be 117").await;
+    wait_for(&a, "one record found", shown, vec![], json!(1)).await;
+    assert_eq!(a.texts("#records li.record a").await, ["Hồ Thị Bé 117"]);
+    // A sync landing while the box has the focus redraws the list: the words, the focus and the
+    // caret stay.
+    let kept = a
+        .execute_async(
+            "const done = arguments[0]; const el = document.querySelector('#search');
+             el.focus(); el.setSelectionRange(3, 3);
+             const before = window.mam.listShownAt;
+             const look = () => {
+               if (window.mam.listShownAt === before) return requestAnimationFrame(look);
+               const now = document.querySelector('#search');
+               done([now !== el, document.activeElement === now, now.value, now.selectionStart]);
+             };
+             window.mam.sync().then(look);",
+            vec![],
+        )
+        .await;
+    assert_eq!(kept, json!([true, true, "be 117", 3]));
+    search(&a, "").await;
+    wait_for(&a, "a page again", shown, vec![], json!(50)).await;
+    // None of them is An's.
+    a.click(&a.find("#filter option[value=\"mine\"]").await)
+        .await;
+    wait_for(&a, "none of An's", shown, vec![], json!(0)).await;
+    assert_eq!(
+        a.texts("#records li.muted").await,
+        ["Không có phiếu nào khớp."]
+    );
+    a.click(&a.find("#filter option[value=\"all\"]").await)
+        .await;
+
+    // An renames a child: the list shows the new name while it waits, and after it synced.
+    let id = ids[70];
+    a.goto(&format!("{base}/app/#fill/birth-registration/{id}"))
+        .await;
+    set_field(&a, "child_name", "Hồ Thị Bé Mới").await;
+    a.click_on("#save").await;
+    a.goto(&format!("{base}/app/#")).await;
+    search(&a, "be moi").await;
+    wait_for(&a, "the new name found", shown, vec![], json!(1)).await;
+    wait_status(&a, "Hồ Thị Bé Mới", "synced").await;
+    a.click(&a.find("#filter option[value=\"mine\"]").await)
+        .await;
+    wait_for(&a, "one of An's", shown, vec![], json!(1)).await;
+    // The old name is gone from the list, on any page.
+    search(&a, "").await;
+    search(&a, "be 070").await;
+    a.click(&a.find("#filter option[value=\"all\"]").await)
+        .await;
+    wait_for(&a, "the old name gone", shown, vec![], json!(0)).await;
+}
+
+/// Type `text` in the list's search box (a sync redrawing the list meanwhile keeps it).
+async fn search(browser: &Browser, text: &str) {
+    browser
+        .execute_async(
+            "const [v, done] = arguments; const el = document.querySelector('#search');
+             el.focus(); el.value = v; el.dispatchEvent(new Event('input', { bubbles: true })); done(true);",
+            vec![json!(text)],
+        )
+        .await;
 }

@@ -63,6 +63,15 @@ pub(super) async fn bench(config: Option<&PathBuf>, command: BenchCommand) -> an
             )
             .await
         }
+        BenchCommand::Phone {
+            db,
+            records,
+            cpu,
+            network,
+        } => {
+            let settings = command_settings(config, &db)?;
+            bench::phone(settings, records.max(1), cpu.max(1.0), network).await
+        }
         BenchCommand::Office { db, records } => {
             let settings = command_settings(config, &db)?;
             bench::office(settings, records.max(1)).await

@@ -439,6 +439,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2000)]
         edits: usize,
     },
+    /// The phone app with a big commune in headless Chromium at 360×740, its CPU slowed and
+    /// a mobile network emulated: the first sync, opening the app, the list, a record, and
+    /// what IndexedDB holds. Needs chromium and chromedriver.
+    Phone {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Birth records of the commune.
+        #[arg(long, default_value_t = 20_000)]
+        records: usize,
+        /// How many times slower than this machine the phone's CPU is.
+        #[arg(long, default_value_t = 4.0)]
+        cpu: f64,
+        /// The network DevTools emulates.
+        #[arg(long, value_enum, default_value = "3g")]
+        network: crate::bench::Network,
+    },
     /// The office at a year of records: every page timed over HTTP, and the year's CSV
     /// streamed with the process's memory sampled.
     Office {
