@@ -168,7 +168,9 @@ if (channel) channel.onmessage = () => scheduleReload();
 // ---------------------------------------------------------------------------------------------
 // Talking to the server
 
-async function api(path, body) {
+/** `body` sent (or a GET without it), the answer's JSON back; `got.bytes` is set to the
+ *  length of its text, as it arrived unpacked. */
+async function api(path, body, got = {}) {
   const payload = body ? JSON.stringify(body) : undefined;
   const res = await fetch(path, {
     method: body ? "POST" : "GET",
@@ -183,6 +185,7 @@ async function api(path, body) {
     signal: AbortSignal.timeout(15000 + Math.ceil((payload ? payload.length : 0) / 4000) * 1000),
   });
   const text = await res.text();
+  got.bytes = text.length;
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch { json = null; }
   if (!res.ok) {
@@ -199,14 +202,15 @@ async function api(path, body) {
 async function refreshForms() {
   manifest = await api("/v1/forms");
   await S.put("meta", "manifest", manifest);
-  for (const f of manifest.forms) {
+  // All at once: on 3G each request is two seconds of waiting, whatever its size.
+  const wanted = manifest.forms.filter((f) => !forms[`${f.id}/${f.version}`]);
+  const got = await Promise.all(wanted.map((f) => api(f.url)));
+  for (const [i, f] of wanted.entries()) {
     const key = `${f.id}/${f.version}`;
-    if (!forms[key]) {
-      forms[key] = await api(f.url);
-      rowsMadeFor += 1;
-      await S.put("forms", key, forms[key]);
-    }
+    forms[key] = got[i];
+    await S.put("forms", key, got[i]);
   }
+  if (wanted.length) rowsMadeFor += 1;
 }
 
 /** Sync until nothing is left to send or pull. One at a time; failures retry with backoff. */
@@ -225,6 +229,16 @@ function sync() {
 }
 
 /** Sync rounds until nothing is left to send or pull; one tab at a time. */
+// How many bytes of records a pull asks for in one page. It starts at the protocol's default;
+// a full page that came quickly asks for a bigger next one, up to the server's cap, and a slow
+// one for a smaller, so that a page takes about PAGE_SECONDS on any network: a commune's
+// thousands of records come over 3G in a few big pages, not in dozens of round trips, while
+// on 2G a page lost to a cut network costs only seconds. A failed sync halves it.
+const MIN_PAGE_BYTES = 64 * 1024;
+const MAX_PAGE_BYTES = 1024 * 1024;
+const PAGE_SECONDS = 5;
+let pageBytes = P.DEFAULT_MAX_BYTES;
+
 async function syncRounds() {
   for (let round = 0; round < 1000; round++) {
     // Another tab may have synced (and taken a successor) since this one last looked.
@@ -235,11 +249,19 @@ async function syncRounds() {
       await takeSuccessor();
       continue;
     }
-    const request = P.syncRequest(current);
+    const request = P.syncRequest(current, P.MAX_PUSH, pageBytes);
     const before = JSON.stringify(current.pending.map((e) => e.seq));
     window.mam.requests += 1;
     window.mam.pushes.push(request.push.length);
-    const response = await api("/v1/sync", request);
+    const asked = performance.now();
+    const got = {};
+    const response = await api("/v1/sync", request, got);
+    // A full page says how fast pages come: the next asks for about PAGE_SECONDS' worth.
+    if (response.more) {
+      const perSecond = got.bytes / Math.max((performance.now() - asked) / 1000, 0.05);
+      pageBytes = Math.round(Math.min(MAX_PAGE_BYTES, Math.max(MIN_PAGE_BYTES, perSecond * PAGE_SECONDS)));
+    }
+    window.mam.pageBytes = pageBytes;
     // A server restored from a backup (another epoch) may lack photos it once confirmed: each
     // is asked about again before the phone lets it go.
     if (response.epoch && current.epoch && response.epoch !== current.epoch) await M.recheck();
@@ -363,6 +385,7 @@ async function runSync() {
       await revoked();
       return;
     }
+    pageBytes = Math.max(MIN_PAGE_BYTES, Math.round(pageBytes / 2));
     lastError = navigator.onLine ? e.message : "không có mạng";
     // Back off: 2 s, 4 s, 8 s … up to 5 minutes; the 'online' event tries at once.
     retryDelay = Math.min(retryDelay ? retryDelay * 2 : 2000, 300000);
@@ -408,8 +431,12 @@ function render() {
     sync();
   }
   if (screen === "new") return renderChooseForm();
-  if (screen === "fill") return renderFill(rest[0], rest[1] || null);
-  if (screen === "record") return renderRecord(rest[0]);
+  // A form and a record show WHO's z-scores: they wait for the growth tables (the list does
+  // not, so that the app opens without reading them first).
+  const token = renderToken;
+  const then = (show) => whoReady.then(() => { if (token === renderToken) return show(); });
+  if (screen === "fill") return then(() => renderFill(rest[0], rest[1] || null));
+  if (screen === "record") return then(() => renderRecord(rest[0]));
   return renderHome();
 }
 
@@ -496,16 +523,30 @@ function statuses() {
 const rowCache = new WeakMap();
 let rowsMadeFor = 0;
 
+// A row's words are worked out when first asked for: opening the app draws a page of fifty,
+// and only a search or the "mine" filter reads every record's.
+class Row {
+  constructor(record) {
+    this.record = record;
+    this.id = record.id;
+    this.form = record.form;
+    this.made = rowsMadeFor;
+    this.deleted = P.isDeleted(record);
+    this.conflicted = P.isConflicted(record);
+  }
+  get title() { return this._title ??= recordTitle(this.record); }
+  get details() { return this._details ??= recordDetails(this.record); }
+  get folded() { return this._folded ??= folded(this.title); }
+  get everything() { return this._everything ??= folded(`${this.title} ${this.details}`); }
+  get byMe() {
+    return this._byMe ??= Object.values(this.record.fields || {}).some((values) => values.some((v) => v.dot && v.dot[0] === state.device));
+  }
+}
+
 function rowOf(record, keep) {
   let row = keep ? rowCache.get(record) : null;
   if (!row || row.made !== rowsMadeFor) {
-    const title = recordTitle(record);
-    const details = recordDetails(record);
-    row = {
-      id: record.id, form: record.form, title, details, made: rowsMadeFor,
-      folded: folded(title), everything: folded(`${title} ${details}`), deleted: P.isDeleted(record), conflicted: P.isConflicted(record),
-      byMe: Object.values(record.fields || {}).some((values) => values.some((v) => v.dot && v.dot[0] === state.device)),
-    };
+    row = new Row(record);
     if (keep) rowCache.set(record, row);
   }
   return row;
@@ -1581,6 +1622,9 @@ async function renderFill(formId, recordId) {
 // ---------------------------------------------------------------------------------------------
 // Start
 
+// WHO's growth tables, read once the app has shown its first screen.
+let whoReady = Promise.resolve();
+
 async function start() {
   // Offline storage of the app's files and location need a secure origin (https, or this
   // machine itself): say so plainly where there is none.
@@ -1595,14 +1639,15 @@ async function start() {
   writtenAt = (await S.get("meta", "written_at")) || {};
   countWaiting();
   forms = await S.getAll("forms");
-  P.setWhoTables(...await Promise.all(["wei_by_day", "len_by_day", "bmi_by_day", "wfl_by_length", "wfh_by_height"]
-    .map((t) => fetch(`/app/who/${t}.csv`).then((r) => r.text()).catch(() => ""))));
+  whoReady = Promise.all(["wei_by_day", "len_by_day", "bmi_by_day", "wfl_by_length", "wfh_by_height"]
+    .map((t) => fetch(`/app/who/${t}.csv`).then((r) => r.text()).catch(() => "")))
+    .then((tables) => P.setWhoTables(...tables));
   render();
   setStatus();
   if (auth && navigator.onLine) sync();
 }
 
-window.mam.ready = start().then(() => true);
+window.mam.ready = start().then(() => whoReady).then(() => true);
 window.mam.state = () => state;
 window.mam.sync = () => sync();
 window.mam.protocol = P;

@@ -206,6 +206,11 @@ async fn phone_app_list_pages_a_big_commune() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_first_sync_takes_bigger_pages() {
+    phone_app::phone_first_sync_takes_bigger_pages().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_village_is_a_choice_with_other() {
     phone_app::phone_village_is_a_choice_with_other().await;
 }

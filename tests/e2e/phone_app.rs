@@ -3024,3 +3024,54 @@ async fn search(browser: &Browser, text: &str) {
         )
         .await;
 }
+
+/// A commune's first sync comes in a few big pages, not in many of the protocol's default size:
+/// a full page that came quickly asks for a bigger next one (up to the server's cap).
+pub async fn phone_first_sync_takes_bigger_pages() {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = Server::start(&db);
+    let mut b = server.enroll("Bình", &["19753"]).await;
+    for i in 0..3000 {
+        b.create(
+            "19753",
+            &[("child_name", json!(format!("Trẻ số {i} của thôn Phú Mỹ")))],
+        );
+    }
+    b.sync().await;
+    // What the default page of 256 KiB would take.
+    let mut fresh = server.enroll("Đếm", &["19753"]).await;
+    let mut default_pages = 0;
+    loop {
+        let mut request = fresh.client.sync_request();
+        request.max_bytes = 262_144;
+        let response: sync_protocol::SyncResponse =
+            fresh.send(&request).await.json().await.unwrap();
+        fresh.client.apply_response(&response);
+        default_pages += 1;
+        if !response.more {
+            break;
+        }
+    }
+    assert_eq!(fresh.client.records().len(), 3000);
+    assert!(default_pages >= 5, "{default_pages} pages of 256 KiB");
+
+    enrol(&a, &server, "An", &["19753"]).await;
+    a.wait_text("h2", "Phiếu (3000)").await;
+    let asked = in_page(
+        &a,
+        "done([window.mam.requests, window.mam.pageBytes]);",
+        vec![],
+    )
+    .await;
+    let requests = asked[0].as_u64().unwrap();
+    assert!(
+        requests <= 3,
+        "{requests} requests for what takes {default_pages} pages of 256 KiB"
+    );
+    assert!(asked[1].as_u64().unwrap() > 262_144, "{asked}");
+}

@@ -42,12 +42,20 @@ impl Network {
     }
 }
 
-/// How long to wait for the page to reach a state before the bench gives up.
-const PATIENCE: Duration = Duration::from_secs(900);
+/// How long to wait for the page to reach a state before the bench gives up: two minutes and
+/// 40 ms a record.
+fn patience(records: usize) -> Duration {
+    Duration::from_secs(120) + Duration::from_millis(40 * records as u64)
+}
 
 /// Run `script` (a function body returning a value) in the page until it returns something
 /// other than null, false or 0; what it returned then.
-async fn until(browser: &Browser, what: &str, script: &str) -> anyhow::Result<Value> {
+async fn until(
+    browser: &Browser,
+    patience: Duration,
+    what: &str,
+    script: &str,
+) -> anyhow::Result<Value> {
     let started = Instant::now();
     loop {
         let got = browser.execute(script, vec![]).await;
@@ -57,9 +65,25 @@ async fn until(browser: &Browser, what: &str, script: &str) -> anyhow::Result<Va
             _ => true,
         };
         if done {
+            eprintln!("  {what} after {:.1} s", started.elapsed().as_secs_f64());
             return Ok(got);
         }
-        anyhow::ensure!(started.elapsed() < PATIENCE, "the app never {what}");
+        if started.elapsed() > patience {
+            browser.screenshot("gave-up").await;
+            let shown = browser
+                .execute(
+                    "const s = window.mam && window.mam.state && window.mam.state();
+                     return JSON.stringify({ requests: window.mam && window.mam.requests, cursor: s && s.cursor,
+                       pulled: s && Object.keys(s.pulled).length }) + '\\n' + document.body.innerText;",
+                    vec![],
+                )
+                .await;
+            anyhow::bail!(
+                "the app never {what} in {} s; it shows: {}",
+                patience.as_secs(),
+                shown.as_str().unwrap_or_default()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -165,6 +189,7 @@ async fn drive(
         browser.set_network(latency, down, up).await;
     }
     let base = format!("http://{addr}");
+    let wait = patience(records);
 
     // The first visit: the app's files over the network, then the enrolment.
     slow_down(&browser, cpu).await;
@@ -172,6 +197,7 @@ async fn drive(
     browser.goto(&format!("{base}/app/#code={code}")).await;
     until(
         &browser,
+        wait,
         "showed the enrolment",
         "return !!document.querySelector('#code') && document.querySelector('#code').value.length > 0;",
     )
@@ -184,9 +210,10 @@ async fn drive(
          return !!s && Object.keys(s.pulled).length >= {records} && !!document.querySelector('#records li.record')
            && document.body.innerText.includes('Phiếu ({records})');"
     );
-    until(&browser, "held every record", &count).await?;
+    until(&browser, wait, "held every record", &count).await?;
     until(
         &browser,
+        wait,
         "finished its first sync",
         "return !!document.querySelector('#status') && !document.querySelector('#status').textContent.includes('đang đồng bộ') && document.querySelector('#status').textContent.includes('đồng bộ lúc');",
     )
@@ -210,6 +237,7 @@ async fn drive(
         slow_down(&browser, cpu).await;
         let at = until(
             &browser,
+            wait,
             "showed its list again",
             "return window.mam && window.mam.openedAt && document.querySelector('#records li.record') ? window.mam.openedAt : 0;",
         )
@@ -219,6 +247,7 @@ async fn drive(
     // Let the sync that opening starts finish before timing the list.
     until(
         &browser,
+        wait,
         "synced after opening",
         "return !document.querySelector('#status').textContent.includes('đang đồng bộ');",
     )
