@@ -520,18 +520,7 @@ pub async fn indicators(
                 form: form_id.clone(),
                 version: 1,
                 commune: communes[n % communes.len()].clone(),
-                fields: values
-                    .into_iter()
-                    .map(|(k, v)| {
-                        (
-                            k.to_owned(),
-                            sync_protocol::FieldEdit {
-                                value: v,
-                                supersedes: vec![],
-                            },
-                        )
-                    })
-                    .collect(),
+                fields: first_values(values),
             };
             let mut record = Record::from_edit(&edit);
             record.apply(1, edit, &|_| false);
@@ -1527,27 +1516,13 @@ impl Births {
         forms: &FormRegistry,
     ) -> (RecordId, store::RecordRow) {
         let id = RecordId::new_v7();
-        let fields = |values: Vec<(&str, Value)>| -> BTreeMap<String, sync_protocol::FieldEdit> {
-            values
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_owned(),
-                        sync_protocol::FieldEdit {
-                            value: v,
-                            supersedes: vec![],
-                        },
-                    )
-                })
-                .collect()
-        };
         let edit = sync_protocol::CheckedEdit {
             seq: n as u64 + 1,
             record: id,
             form: self.form_id.clone(),
             version: self.form.version,
             commune: commune.clone(),
-            fields: fields(vec![
+            fields: first_values([
                 ("child_name", json!(Self::name(n))),
                 ("sex", json!(if n.is_multiple_of(2) { "f" } else { "m" })),
                 (
@@ -1570,7 +1545,7 @@ impl Births {
                 form: self.form_id.clone(),
                 version: self.form.version,
                 commune: commune.clone(),
-                fields: fields(vec![("village", json!("Thôn 10"))]),
+                fields: first_values([("village", json!("Thôn 10"))]),
             };
             record.apply(2, other, &|_| false);
         }
@@ -1581,6 +1556,61 @@ impl Births {
         };
         (id, row)
     }
+}
+
+/// A bench's own database: a scratch data folder (unless `settings` name a PostgreSQL
+/// database), the built-in forms published, and what the records are made and counted by.
+struct Scratch {
+    dir: std::path::PathBuf,
+    store: Arc<dyn store::Store>,
+    bench_store: Arc<dyn store::BenchStore>,
+    forms: FormRegistry,
+    units: Units,
+    defs: Vec<crate::indicators::Indicator>,
+}
+
+impl Scratch {
+    async fn open(settings: &mut Settings, bench: &str) -> anyhow::Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!(
+            "mam-bench-{bench}-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        if settings.database.url.is_none() {
+            settings.storage.data_dir = dir.clone();
+        }
+        let (store, bench_store) = store::open_for_bench(settings).await?;
+        crate::forms::publish_all(store.as_ref(), &settings.forms.forms(), now_ms()).await?;
+        let forms = FormRegistry::from_store(store.as_ref()).await?;
+        let units = Units::load(&settings.forms.units())?;
+        let defs = crate::indicators::load(&settings.forms.indicators())?;
+        Ok(Scratch {
+            dir,
+            store,
+            bench_store,
+            forms,
+            units,
+            defs,
+        })
+    }
+}
+
+/// Field edits that supersede nothing: a record's first values.
+fn first_values<'a>(
+    values: impl IntoIterator<Item = (&'a str, Value)>,
+) -> BTreeMap<String, sync_protocol::FieldEdit> {
+    values
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                sync_protocol::FieldEdit {
+                    value: v,
+                    supersedes: vec![],
+                },
+            )
+        })
+        .collect()
 }
 
 /// `mam serve` in a process of its own on `settings`' database (so that its memory is its
@@ -1623,19 +1653,14 @@ async fn serve_child(
 }
 
 pub async fn office(mut settings: Settings, records: usize) -> anyhow::Result<()> {
-    let scratch = std::env::temp_dir().join(format!(
-        "mam-bench-office-{}-{}",
-        std::process::id(),
-        now_ms()
-    ));
-    if settings.database.url.is_none() {
-        settings.storage.data_dir = scratch.clone();
-    }
-    let (store, bench_store) = store::open_for_bench(&settings).await?;
-    crate::forms::publish_all(store.as_ref(), &settings.forms.forms(), now_ms()).await?;
-    let forms = FormRegistry::from_store(store.as_ref()).await?;
-    let units = Units::load(&settings.forms.units())?;
-    let defs = crate::indicators::load(&settings.forms.indicators())?;
+    let Scratch {
+        dir: scratch,
+        store,
+        bench_store,
+        forms,
+        units,
+        defs,
+    } = Scratch::open(&mut settings, "office").await?;
     let year = "2026";
     let communes: Vec<CommuneCode> = units
         .version_on(&format!("{year}-06-01"))

@@ -10,12 +10,10 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use sync_protocol::CommuneCode;
 
-use super::{serve_child, Births};
+use super::{serve_child, Births, Scratch};
 use crate::config::Settings;
-use crate::forms::FormRegistry;
-use crate::units::Units;
 use crate::webdriver::Browser;
-use crate::{auth, now_ms, store};
+use crate::{auth, now_ms};
 
 /// A network as Chromium's DevTools emulates it (its presets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -102,19 +100,14 @@ pub async fn phone(
     cpu: f64,
     network: Network,
 ) -> anyhow::Result<()> {
-    let scratch = std::env::temp_dir().join(format!(
-        "mam-bench-phone-{}-{}",
-        std::process::id(),
-        now_ms()
-    ));
-    if settings.database.url.is_none() {
-        settings.storage.data_dir = scratch.clone();
-    }
-    let (store, bench_store) = store::open_for_bench(&settings).await?;
-    crate::forms::publish_all(store.as_ref(), &settings.forms.forms(), now_ms()).await?;
-    let forms = FormRegistry::from_store(store.as_ref()).await?;
-    let units = Units::load(&settings.forms.units())?;
-    let defs = crate::indicators::load(&settings.forms.indicators())?;
+    let Scratch {
+        dir: scratch,
+        store,
+        bench_store,
+        forms,
+        units,
+        defs,
+    } = Scratch::open(&mut settings, "phone").await?;
     let year = "2026";
     let commune: CommuneCode = units
         .version_on(&format!("{year}-06-01"))
