@@ -311,19 +311,23 @@ impl Client {
     }
 
     /// Change fields of a record with the dots each one showed when the person began: what a
-    /// draft opened earlier saves. Each field supersedes exactly the dots given for it, so a
-    /// value that arrived after the draft was opened stays beside the new one as a conflict.
+    /// draft opened earlier saves. `opened` is the record as the draft showed it. Each field
+    /// supersedes exactly the dots given for it, so a value that arrived after the draft was
+    /// opened stays beside the new one as a conflict. The draft is saved even when the record
+    /// is no longer on the phone (a server restored from a backup has not got it back yet):
+    /// the edit goes under the record as it was opened, and the server files it or refuses it
+    /// visibly, never the phone silently.
     pub fn edit_from<'a>(
         &mut self,
-        id: RecordId,
+        opened: &Record,
         values: impl IntoIterator<Item = (&'a str, Value, Vec<crate::Dot>)>,
-    ) -> Option<u64> {
-        let record = self.view(id)?;
+    ) -> u64 {
+        let record = self.view(opened.id).unwrap_or_else(|| opened.clone());
         let fields = values
             .into_iter()
             .map(|(name, value, supersedes)| (name.to_owned(), FieldEdit { value, supersedes }))
             .collect();
-        Some(self.push_for(&record, fields))
+        self.push_for(&record, fields)
     }
 
     /// Move a record to another commune (the family moved): the edit writes the commune

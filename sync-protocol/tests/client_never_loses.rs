@@ -220,3 +220,46 @@ fn restored_phone_takes_a_successor_and_loses_nothing() {
     assert_eq!(state[&mine].value("weight_kg"), Some(&json!(2)));
     assert_eq!(state[&shared].value("weight_kg"), Some(&json!(3)));
 }
+
+/// A draft opened on a record, saved after the record left the phone (a server restored from
+/// a backup made before the record, whose pull starts over without it): the draft still
+/// becomes an edit of that record, superseding exactly what it showed, and reaches a server
+/// that has the record.
+#[test]
+fn a_draft_saved_after_its_record_left_the_phone_is_kept() {
+    let mut server = ModelServer::default();
+    let form = FormId::parse("nutrition").unwrap();
+    let commune = CommuneCode::parse("19753").unwrap();
+    let (mut maker, mut phone) = (Client::new(1), Client::new(2));
+    let id = RecordId::new_v7();
+    maker.create(id, &form, 1, &commune, [("notes", json!("first"))]);
+    let response = server.sync(1, &maker.sync_request());
+    maker.apply_response(&response);
+    let response = server.sync(2, &phone.sync_request());
+    phone.apply_response(&response);
+    let opened = phone.view(id).expect("the phone pulled the record");
+    let shown = opened.dots("notes");
+
+    let mut restored = ModelServer::default();
+    let mut response = restored.sync(2, &phone.sync_request());
+    response.reset = true;
+    phone.apply_response(&response);
+    assert!(phone.view(id).is_none(), "the pull started over without it");
+
+    let seq = phone.edit_from(&opened, [("notes", json!("second"), shown.clone())]);
+    let edit = phone
+        .pending()
+        .iter()
+        .find(|e| e.seq == seq)
+        .expect("queued");
+    assert_eq!(edit.record, id.to_string());
+    assert_eq!(edit.fields["notes"].supersedes, shown);
+    let response = server.sync(2, &phone.sync_request());
+    phone.apply_response(&response);
+    assert!(phone.pending().is_empty() && phone.rejected().is_empty());
+    let notes: Vec<_> = server.state()[&id].fields["notes"]
+        .values()
+        .cloned()
+        .collect();
+    assert_eq!(notes, [json!("second")]);
+}

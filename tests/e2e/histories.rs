@@ -35,8 +35,13 @@ struct Written {
     dropped: bool,
 }
 
-/// A draft: the record, the field, and the dots and values it showed when opened.
-type Draft = (RecordId, &'static str, Vec<Dot>, BTreeSet<String>);
+/// A draft: the record as it was opened, the field, the dots it showed and their values.
+type Draft = (
+    sync_protocol::Record,
+    &'static str,
+    Vec<Dot>,
+    BTreeSet<String>,
+);
 
 struct Sim {
     server: Server,
@@ -408,17 +413,18 @@ async fn history(db: &Database, seed: u64, steps: usize) {
                 // A draft opened now, saved later: it supersedes what it showed when opened.
                 if let Some(id) = sim.pick_record(&mut rng, p) {
                     let field = FIELDS[rng.below(2) as usize];
-                    let (dots, seen) = shown(&sim.phones[p].client.view(id).unwrap(), field);
-                    sim.drafts[p] = Some((id, field, dots, seen));
+                    let opened = sim.phones[p].client.view(id).unwrap();
+                    let (dots, seen) = shown(&opened, field);
+                    sim.drafts[p] = Some((opened, field, dots, seen));
                 }
             }
             47..=52 => {
-                if let Some((id, field, dots, seen)) = sim.drafts[p].take() {
+                if let Some((opened, field, dots, seen)) = sim.drafts[p].take() {
                     let value = sim.fresh_value(p);
                     sim.phones[p]
                         .client
-                        .edit_from(id, [(field, json!(value.clone()), dots)]);
-                    sim.phone_wrote(p, id, field, value, seen);
+                        .edit_from(&opened, [(field, json!(value.clone()), dots)]);
+                    sim.phone_wrote(p, opened.id, field, value, seen);
                 }
             }
             53..=77 => {
