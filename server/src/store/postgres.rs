@@ -3,10 +3,11 @@
 //!
 //! Concurrency: a push locks its device row, then its records in id order. Its changes are
 //! numbered from its own transaction id, `change_base + (xid << 20) + k`, so pushes take no
-//! common lock and their commits overlap. A pull reads the numbers below the oldest
-//! transaction of the database still running: every transaction under it has committed or
-//! rolled back, and every one still to commit has a higher id, so a cursor never skips a
-//! change committed later. A new record is INSERTed, never upserted, so two pushes creating the
+//! common lock and their commits overlap. A pull's cursor stops below the oldest transaction
+//! of the database still running: every transaction under it has committed or rolled back, and
+//! every one still to commit has a higher id, so a cursor never skips a change committed
+//! later. What is committed above that point is sent as well (and again next time), so a
+//! record edited again while an older push runs never hides from a phone. A new record is INSERTed, never upserted, so two pushes creating the
 //! same record cannot overwrite each other: the loser fails with a unique violation and the
 //! whole push is retried.
 //!
@@ -53,6 +54,23 @@ const WATERMARK: &str = "(SELECT (SELECT value FROM counters WHERE name = 'chang
        FROM pg_stat_activity a \
        WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL), s.x)) << 20) - 1 \
      FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS x) s)";
+
+/// The cursor after a page whose last change is `last`, and whether there is more to pull.
+/// Under the watermark the page's end is the cursor (or the watermark, once nothing is left).
+/// A page that reached above it moves the cursor to the watermark only: its changes above are
+/// sent again from there, and it asks for more only when it moved, so a transaction that
+/// runs long never makes a phone pull the same changes over and over.
+fn after_page(cursor: u64, last: u64, more: bool, watermark: u64) -> (u64, bool) {
+    if last <= watermark {
+        match more {
+            true => (last, true),
+            false => (watermark.max(cursor), false),
+        }
+    } else {
+        let next = watermark.max(cursor);
+        (next, more && next > cursor)
+    }
+}
 
 /// Above any number written so far or handed out as a cursor: the epoch's counter.
 const HIGHEST: &str = "(SELECT value FROM counters WHERE name = 'change_base') \
@@ -276,20 +294,22 @@ impl super::SyncStore for PgStore {
         let scope = scope(communes);
         let mut conn = self.pool.acquire().await?;
         // Read the watermark first: every transaction that may have numbered a change at or
-        // below it has ended, so the later statements see all of them; none above it is read
-        // yet, so none committed later can fall behind the cursor.
+        // below it has ended, so the later statements see all of them.
         let watermark: i64 = sqlx::query_scalar(&format!("SELECT {WATERMARK}"))
             .fetch_one(&mut *conn)
             .await?;
+        let watermark = watermark.max(0) as u64;
+        // Changes above it are read too: they are committed, and a record edited again while
+        // an older push still runs holds only its newer version, which a phone must not wait
+        // for. The cursor stops at the watermark all the same, so they come again next time.
         let rows = sqlx::query(
             "SELECT body, changed_at FROM records
-             WHERE commune = ANY($1) AND changed_at > $2 AND changed_at <= $4
+             WHERE commune = ANY($1) AND changed_at > $2
              ORDER BY changed_at LIMIT $3",
         )
         .bind(&scope)
         .bind(cursor as i64)
         .bind(max_records as i64 + 1)
-        .bind(watermark)
         .fetch_all(&mut *conn)
         .await?;
         let (records, last, more) = page(
@@ -298,11 +318,7 @@ impl super::SyncStore for PgStore {
             max_bytes,
             max_records,
         )?;
-        let next = if more {
-            last
-        } else {
-            last.max(watermark as u64).max(cursor)
-        };
+        let (next, more) = after_page(cursor, last, more, watermark);
         let evicted: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT m.record FROM moves m JOIN records r ON r.id = m.record
              WHERE m.at > $1 AND m.at <= $2 AND m.from_commune = ANY($3) AND NOT (r.commune = ANY($3))",
@@ -1411,5 +1427,30 @@ impl SyncTx for PgSyncTx {
     async fn commit(self: Box<Self>) -> Result<()> {
         self.tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::after_page;
+
+    #[test]
+    fn a_page_under_the_watermark_ends_where_it_ends() {
+        assert_eq!(after_page(10, 40, true, 100), (40, true));
+        assert_eq!(after_page(10, 40, false, 100), (100, false));
+        // Nothing new: the cursor still moves up to the watermark.
+        assert_eq!(after_page(10, 0, false, 100), (100, false));
+    }
+
+    #[test]
+    fn a_page_past_the_watermark_stops_the_cursor_at_it() {
+        // Changes above the watermark are sent, and sent again from it.
+        assert_eq!(after_page(10, 140, false, 100), (100, false));
+        assert_eq!(after_page(10, 140, true, 100), (100, true));
+        // From the watermark itself a full page above it asks for no more: the phone would
+        // get the same page again while the old transaction runs.
+        assert_eq!(after_page(100, 140, true, 100), (100, false));
+        // A cursor is never moved back.
+        assert_eq!(after_page(120, 140, false, 100), (120, false));
     }
 }
