@@ -116,6 +116,21 @@ pub struct DeviceSummary {
 /// What `rebuild_cells` computes the cells with.
 pub type CellBuilder<'a> = dyn Fn(&[Record]) -> Vec<(CellKey, Amount)> + Send + Sync + 'a;
 
+/// How many records a rebuild of the cells reads at a time: it holds one chunk of records and
+/// the cells, not every record (a million records parsed at once took about 5 GB).
+pub(crate) const REBUILD_CHUNK: i64 = 1_000;
+
+/// A chunk's cells added into the whole's (each record counts in its own cells only, so the
+/// cells of the chunks add up to the cells of all).
+pub(crate) fn add_chunk_cells(
+    total: &mut BTreeMap<CellKey, Amount>,
+    chunk: Vec<(CellKey, Amount)>,
+) {
+    for (key, amount) in chunk {
+        total.entry(key).or_default().add(amount, 1);
+    }
+}
+
 /// What `rebuild_cells` derives each record's computed fields with, before it counts them:
 /// true when the record's derived values changed (and so its stored body is rewritten).
 pub type Rederive<'a> = dyn Fn(&mut Record) -> bool + Send + Sync + 'a;

@@ -1040,22 +1040,31 @@ impl super::CellStore for PgStore {
         // changed it since it was read (a push writes what today's rules derive anyway). Not
         // under the cells' lock: a push holds its records' rows while it waits for the cells,
         // and taking them the other way round would deadlock with it.
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT id, body FROM records ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
         let mut rederived = 0;
-        for (id, body) in rows {
-            let mut record = parse_record(&body)?;
-            if derive(&mut record) {
-                let written =
-                    sqlx::query("UPDATE records SET body = $1 WHERE id = $2 AND body = $3")
-                        .bind(super::encode_record(&record))
-                        .bind(&id)
-                        .bind(&body)
-                        .execute(&self.pool)
-                        .await?;
-                rederived += written.rows_affected() as usize;
+        let mut after = String::new();
+        loop {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, body FROM records WHERE id > $1 ORDER BY id LIMIT $2")
+                    .bind(&after)
+                    .bind(super::REBUILD_CHUNK)
+                    .fetch_all(&self.pool)
+                    .await?;
+            let Some((last, _)) = rows.last() else {
+                break;
+            };
+            after = last.clone();
+            for (id, body) in rows {
+                let mut record = parse_record(&body)?;
+                if derive(&mut record) {
+                    let written =
+                        sqlx::query("UPDATE records SET body = $1 WHERE id = $2 AND body = $3")
+                            .bind(super::encode_record(&record))
+                            .bind(&id)
+                            .bind(&body)
+                            .execute(&self.pool)
+                            .await?;
+                    rederived += written.rows_affected() as usize;
+                }
             }
         }
         let mut tx = self.pool.begin().await?;
@@ -1069,19 +1078,33 @@ impl super::CellStore for PgStore {
             .bind(NUMBERING_LOCK)
             .execute(&mut *tx)
             .await?;
-        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut records = bodies
-            .iter()
-            .map(|b| parse_record(b))
-            .collect::<Result<Vec<_>>>()?;
-        drop(bodies);
-        // Counted by today's rules, whatever a body still says.
-        for record in &mut records {
-            derive(record);
+        let mut total = std::collections::BTreeMap::new();
+        let mut read = 0;
+        let mut after = String::new();
+        loop {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, body FROM records WHERE id > $1 ORDER BY id LIMIT $2")
+                    .bind(&after)
+                    .bind(super::REBUILD_CHUNK)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let Some((last, _)) = rows.last() else {
+                break;
+            };
+            after = last.clone();
+            let mut records = rows
+                .iter()
+                .map(|(_, b)| parse_record(b))
+                .collect::<Result<Vec<_>>>()?;
+            drop(rows);
+            // Counted by today's rules, whatever a body still says.
+            for record in &mut records {
+                derive(record);
+            }
+            read += records.len();
+            super::add_chunk_cells(&mut total, build(&records));
         }
-        let cells = build(&records);
+        let cells: Vec<_> = total.into_iter().collect();
         sqlx::query("DELETE FROM indicator_cells")
             .execute(&mut *tx)
             .await?;
@@ -1090,7 +1113,7 @@ impl super::CellStore for PgStore {
         }
         tx.commit().await?;
         Ok(super::Rebuilt {
-            records: records.len(),
+            records: read,
             rederived,
             cells: cells.len(),
         })

@@ -1465,26 +1465,39 @@ impl super::CellStore for SqliteStore {
         // between the records read and the cells written.
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         let result = async {
-            let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM records ORDER BY id")
-                .fetch_all(&mut *conn)
-                .await?;
-            let mut records = bodies
-                .iter()
-                .map(|b| parse_record(b))
-                .collect::<Result<Vec<_>>>()?;
-            drop(bodies);
-            let mut rederived = 0;
-            for record in &mut records {
-                if derive(record) {
-                    rederived += 1;
-                    sqlx::query("UPDATE records SET body = ? WHERE id = ?")
-                        .bind(super::encode_record(record))
-                        .bind(record.id.to_string())
-                        .execute(&mut *conn)
+            let mut total = BTreeMap::new();
+            let (mut read, mut rederived) = (0, 0);
+            let mut after = String::new();
+            loop {
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as("SELECT id, body FROM records WHERE id > ? ORDER BY id LIMIT ?")
+                        .bind(&after)
+                        .bind(super::REBUILD_CHUNK)
+                        .fetch_all(&mut *conn)
                         .await?;
+                let Some((last, _)) = rows.last() else {
+                    break;
+                };
+                after = last.clone();
+                let mut records = rows
+                    .iter()
+                    .map(|(_, b)| parse_record(b))
+                    .collect::<Result<Vec<_>>>()?;
+                drop(rows);
+                for record in &mut records {
+                    if derive(record) {
+                        rederived += 1;
+                        sqlx::query("UPDATE records SET body = ? WHERE id = ?")
+                            .bind(super::encode_record(record))
+                            .bind(record.id.to_string())
+                            .execute(&mut *conn)
+                            .await?;
+                    }
                 }
+                read += records.len();
+                super::add_chunk_cells(&mut total, build(&records));
             }
-            let cells = build(&records);
+            let cells: Vec<_> = total.into_iter().collect();
             sqlx::query("DELETE FROM indicator_cells")
                 .execute(&mut *conn)
                 .await?;
@@ -1494,7 +1507,7 @@ impl super::CellStore for SqliteStore {
                 q.build().execute(&mut *conn).await?;
             }
             Ok::<_, StoreError>(super::Rebuilt {
-                records: records.len(),
+                records: read,
                 rederived,
                 cells: cells.len(),
             })
