@@ -536,15 +536,21 @@ pub async fn indicators(
         started.elapsed().as_secs_f64()
     );
 
+    // The rebuild `mam serve` runs after a change of the rules, and `mam indicators rebuild`.
+    println!(
+        "before the rebuild: {}",
+        anon_memory().unwrap_or_else(|| "?".into())
+    );
     let started = Instant::now();
-    let all = store.all_records().await?;
-    let cells: Vec<_> = crate::indicators::rebuild(&defs, &all)
-        .into_iter()
-        .collect();
-    store.replace_cells(&cells).await?;
+    let rebuilt = crate::indicators::refresh(store.as_ref(), &forms, &defs, true)
+        .await?
+        .context("a forced rebuild rebuilds")?;
     let rebuild_secs = started.elapsed().as_secs_f64();
-    drop(all);
-    println!("full rebuild: {rebuild_secs:.1} s ({} cells)", cells.len());
+    println!(
+        "full rebuild: {rebuild_secs:.1} s ({} cells); this process's memory then: {}",
+        rebuilt.cells,
+        anon_memory().unwrap_or_else(|| "?".into())
+    );
 
     // One device, single-edit pushes that register a birth (and so move the on-time tables).
     let code = auth::new_code();
@@ -1838,4 +1844,18 @@ pub async fn office(mut settings: Settings, records: usize) -> anyhow::Result<()
         let _ = std::fs::remove_dir_all(&scratch);
     }
     Ok(())
+}
+
+/// This process's own resident memory (anonymous: heap and SQLite's caches, apart from the
+/// database file mapped into it), as "N MB".
+fn anon_memory() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
+    let kib: u64 = line["RssAnon:".len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(format!("{} MB anonymous", kib / 1024))
 }
