@@ -469,6 +469,23 @@ mod laws {
                 "case {case} (seed {})",
                 base.wrapping_add(case)
             );
+            // A rebuild reads the records a chunk at a time: the chunks' cells, added up,
+            // are the cells of all of them, wherever the chunks end.
+            let all: Vec<&Record> = records.values().collect();
+            let mut chunked = BTreeMap::new();
+            let mut start = 0;
+            while start < all.len() {
+                let end = (start + 1 + rng.below(3) as usize).min(all.len());
+                let chunk = rebuild(&defs, all[start..end].iter().copied());
+                crate::store::add_chunk_cells(&mut chunked, chunk.into_iter().collect());
+                start = end;
+            }
+            assert_eq!(
+                chunked,
+                rebuilt,
+                "chunks, case {case} (seed {})",
+                base.wrapping_add(case)
+            );
             filled += usize::from(!rebuilt.is_empty());
         }
         assert!(
