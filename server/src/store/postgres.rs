@@ -1176,6 +1176,11 @@ impl super::BenchStore for PgStore {
     async fn bench_settle(&self) -> Result<()> {
         Ok(())
     }
+
+    async fn bench_analyze(&self) -> Result<()> {
+        sqlx::query("ANALYZE").execute(&self.pool).await?;
+        Ok(())
+    }
 }
 
 /// Record rows as column arrays, for one `UNNEST` statement instead of a statement a row.

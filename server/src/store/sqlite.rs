@@ -1583,6 +1583,10 @@ impl super::BenchStore for SqliteStore {
             .await?;
         Ok(())
     }
+
+    async fn bench_analyze(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Upsert statements for record rows; their change seqs are `first + changed_at`.
