@@ -1246,7 +1246,6 @@ async function renderFill(formId, recordId) {
     mount(h("p", { class: "error", text: "Chưa có biểu mẫu này trên máy: hãy đồng bộ khi có mạng." }), h("a", { href: "#", text: "← Quay lại" }));
     return;
   }
-  const isNew = !existing;
   const id = recordId || P.uuidv7();
   // A new record gets its id in the address, so that a reload finds its draft again.
   if (!recordId) history.replaceState(null, "", `#fill/${form.id}/${id}`);
@@ -1259,6 +1258,9 @@ async function renderFill(formId, recordId) {
   const shownFor = renderToken;
   const draft = await S.get("drafts", draftKey);
   if (shownFor !== renderToken) return;
+  // A draft of a record the phone showed, which has left the phone since (a server restored
+  // from a backup has not got it back yet): still an edit of that record, not a new one.
+  const isNew = !existing && !(draft && draft.base && Object.keys(draft.dots || {}).length);
   const opened = draft && draft.base
     ? { base: draft.base, dots: draft.dots || {}, commune: draft.base_commune }
     : { base: {}, dots: {}, commune: existing ? existing.commune : null };
@@ -1359,6 +1361,8 @@ async function renderFill(formId, recordId) {
   };
   const prospective = (vals) => {
     const rec = existing ? JSON.parse(JSON.stringify(existing)) : { id, form: form.id, version: form.version, commune: communeSelect.value, fields: {} };
+    // A record that left the phone is checked as its draft showed it.
+    if (!existing && !isNew) for (const [n, v] of Object.entries(opened.base)) rec.fields[n] = [{ value: v, dot: [0, 0] }];
     for (const [n, v] of Object.entries(vals)) rec.fields[n] = [{ value: v, dot: [state.device, state.next_seq] }];
     return rec;
   };
@@ -1583,12 +1587,17 @@ async function renderFill(formId, recordId) {
     fieldLeft = null;
     await update(async (s) => {
       for (const r of refused) P.dismissRejected(s, r.edit.seq);
+      const stored = await S.get("drafts", draftKey);
+      const dots = stored && stored.base ? stored.dots || {} : opened.dots;
+      const fields = {};
+      for (const [n, v] of Object.entries(changed)) fields[n] = { value: v, supersedes: dots[n] || [] };
       if (P.view(s, id)) {
-        const stored = await S.get("drafts", draftKey);
-        const dots = stored && stored.base ? stored.dots || {} : opened.dots;
-        const fields = {};
-        for (const [n, v] of Object.entries(changed)) fields[n] = { value: v, supersedes: dots[n] || [] };
         if (Object.keys(fields).length || moved) P.editShown(s, id, fields, moved ? communeSelect.value : null, dots[P.COMMUNE_FIELD] || []);
+      } else if (!isNew) {
+        // The record left the phone while its draft waited: the edit goes all the same, under
+        // the record as the draft opened it, each field superseding what the draft showed.
+        const opening = { id, form: form.id, version: form.version, commune: communeSelect.value };
+        if (Object.keys(fields).length || moved) P.editOpened(s, opening, fields, moved ? dots[P.COMMUNE_FIELD] || [] : null);
       } else if (Object.keys(changed).length) {
         P.create(s, id, form.id, form.version, communeSelect.value, changed);
       }

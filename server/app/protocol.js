@@ -208,6 +208,21 @@ export function editShown(state, id, fields, commune, communeShown) {
   return write(state, { ...record, commune: commune || record.commune }, copy);
 }
 
+/** Change fields of a record the phone no longer shows (it left while a draft of it waited):
+ *  the edit goes under the record as the draft opened it ({id, form, version, commune}), each
+ *  field superseding the dots given for it; `communeShown` (the commune's dots the draft
+ *  showed), when given, makes it a move to `record.commune`. */
+export function editOpened(state, record, fields, communeShown) {
+  const copy = {};
+  for (const [name, change] of Object.entries(fields)) {
+    copy[name] = { value: change.value, supersedes: clone(change.supersedes || []) };
+  }
+  if (communeShown && !copy[COMMUNE_FIELD]) {
+    copy[COMMUNE_FIELD] = { value: record.commune, supersedes: clone(communeShown) };
+  }
+  return write(state, record, copy);
+}
+
 function write(state, record, fields) {
   const e = {
     seq: takeSeq(state),

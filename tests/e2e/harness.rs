@@ -217,7 +217,7 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::spawn(db.args.clone(), env, repo_root(), false)
+        Self::spawn(db.args.clone(), env, repo_root(), false, "127.0.0.1:0")
     }
 
     /// A server whose working directory (and that of its `cli` commands) is `cwd`, keeping
@@ -227,15 +227,18 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::spawn(db.args.clone(), env, cwd.to_path_buf(), true)
+        Self::spawn(db.args.clone(), env, cwd.to_path_buf(), true, "127.0.0.1:0")
     }
 
-    fn spawn(db: Vec<String>, env: Vec<(String, String)>, cwd: PathBuf, keep_log: bool) -> Server {
+    fn spawn(
+        db: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: PathBuf,
+        keep_log: bool,
+        listen: &str,
+    ) -> Server {
         let mut cmd = mam_in(&cwd);
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .args(&db);
+        cmd.arg("serve").arg("--listen").arg(listen).args(&db);
         cmd.envs(env.iter().cloned());
         let stderr = if keep_log {
             Stdio::piped()
@@ -295,11 +298,23 @@ impl Server {
     /// A new process on the same database (and a new port).
     pub fn restart(&mut self) {
         self.kill();
+        self.start_again("127.0.0.1:0");
+    }
+
+    /// After [`Server::kill`], a new process on the same database and the same port: the
+    /// same origin for a browser, whose storage belongs to it.
+    pub fn start_again_on_the_same_port(&mut self) {
+        let address = self.url.trim_start_matches("http://").to_owned();
+        self.start_again(&address);
+    }
+
+    fn start_again(&mut self, listen: &str) {
         let next = Self::spawn(
             self.db.clone(),
             self.env.clone(),
             self.cwd.clone(),
             self.log.is_some(),
+            listen,
         );
         *self = next;
     }

@@ -176,6 +176,11 @@ async fn phone_app_drafts_write_only_what_the_person_changed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_app_draft_outlives_a_restored_server() {
+    phone_app::phone_draft_outlives_a_restored_server().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_two_tabs_keep_each_others_edits() {
     phone_app::phone_two_tabs_keep_each_others_edits().await;
 }

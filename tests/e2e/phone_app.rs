@@ -1389,6 +1389,141 @@ pub async fn phone_drafts_write_only_what_the_person_changed() {
     a.quit().await;
 }
 
+/// A draft of a record, opened before the server is restored from a backup made before that
+/// record existed, and saved while the record is off the phone (the restored server has not
+/// got it back yet from its author). It is still an edit of that record, of the field the
+/// person changed alone. Once the author's phone sends the record back, that field holds both
+/// values for a person to settle (the restored server never received the value the draft
+/// replaced, so it keeps both, as the README says), and every field the draft left alone
+/// holds the author's value, with no conflict.
+pub async fn phone_draft_outlives_a_restored_server() {
+    let Some(a) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
+        return;
+    };
+    let db = Database::fresh(crate::harness::Backend::Sqlite)
+        .await
+        .unwrap();
+    let mut server = Server::start(&db);
+    let base = server.url.clone();
+    enrol(&a, &server, "An", &["19753"]).await;
+    let mut b = server.enroll("Bình", &["19753"]).await;
+    let backup = db.scratch("before-the-record.backup");
+    crate::recovery::back_up(&server, &db, &backup);
+
+    let id = b.create(
+        "19753",
+        &[
+            ("child_name", json!("Phạm Văn Dũng")),
+            ("mother_name", json!("Mẹ cũ")),
+        ],
+    );
+    b.sync().await;
+    a.click_on("#sync").await;
+    wait_status(&a, "Phạm Văn Dũng", "synced").await;
+
+    // A opens the record and types the mother's name: a draft, not yet an edit.
+    let draft_key = format!("birth-registration/{id}");
+    a.goto(&format!("{base}/app/#fill/birth-registration/{id}"))
+        .await;
+    set_field(&a, "mother_name", "Mẹ của An").await;
+    wait_for(
+        &a,
+        "the draft keeps the name",
+        "const d = await window.mam.store.get('drafts', args[0]); return d ? d.values.mother_name : null;",
+        vec![json!(draft_key)],
+        json!("Mẹ của An"),
+    )
+    .await;
+    a.goto(&format!("{base}/app/#")).await;
+
+    // The server is put back to the backup, on the same address; A pulls again from the start
+    // and the record leaves it.
+    server.kill();
+    let out = crate::recovery::run(
+        crate::harness::mam()
+            .args(["restore", backup.to_str().unwrap()])
+            .args(&db.args),
+    );
+    assert!(out.contains("new epoch"), "{out}");
+    server.start_again_on_the_same_port();
+    assert_eq!(server.url, base);
+    a.click_on("#sync").await;
+    wait_for(
+        &a,
+        "the record left A",
+        "return P.view(s, args[0]) === null || P.view(s, args[0]) === undefined;",
+        vec![json!(id.to_string())],
+        json!(true),
+    )
+    .await;
+
+    // A saves the draft now.
+    a.goto(&format!("{base}/app/#fill/birth-registration/{id}"))
+        .await;
+    wait_for(
+        &a,
+        "the draft came back",
+        "const el = document.querySelector('[data-name=\"mother_name\"] input'); return el ? el.value : null;",
+        vec![],
+        json!("Mẹ của An"),
+    )
+    .await;
+    a.click_on("#save").await;
+    a.find("#sync").await;
+    a.click_on("#sync").await;
+    wait_for(
+        &a,
+        "A's edit acknowledged",
+        "return s.pending.length;",
+        vec![],
+        json!(0),
+    )
+    .await;
+    let sent = in_page(
+        &a,
+        "const s = window.mam.state(); done(s.kept.map((k) => k.edit).filter((e) => e.record === args[0]));",
+        vec![json!(id.to_string())],
+    )
+    .await;
+    assert_eq!(
+        sent.as_array().map(Vec::len),
+        Some(1),
+        "one edit of the record: {sent}"
+    );
+    assert_eq!(
+        sent[0]["fields"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["mother_name"],
+        "only what the person changed: {sent}"
+    );
+    assert_eq!(
+        sent[0]["fields"]["mother_name"]["supersedes"],
+        json!([[b.device(), 1]]),
+        "over the value the draft showed: {sent}"
+    );
+
+    // B's phone sends the record back; what the server holds, as B pulls it.
+    b.url = server.url.clone();
+    b.sync().await;
+    b.sync().await;
+    let record = b.view(id);
+    let mut mothers = values_of(&record, "mother_name");
+    mothers.sort_by_key(|v| v.to_string());
+    assert_eq!(mothers, [json!("Mẹ cũ"), json!("Mẹ của An")]);
+    assert_eq!(values_of(&record, "child_name"), [json!("Phạm Văn Dũng")]);
+    assert_eq!(
+        record.fields.values().filter(|r| r.is_conflict()).count(),
+        1,
+        "one field in conflict: {record:?}"
+    );
+    a.click_on("#sync").await;
+    wait_status(&a, "Phạm Văn Dũng", "conflict").await;
+    a.quit().await;
+}
+
 /// Two tabs of the app on one phone, both offline: each saves a form, then both enter records
 /// at once. Every edit of both reaches the server, and each tab shows the other's.
 pub async fn phone_two_tabs_keep_each_others_edits() {

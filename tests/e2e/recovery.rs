@@ -145,7 +145,7 @@ pub async fn a_restored_phone_takes_a_successor_and_loses_nothing(db: Database) 
     assert_eq!(anonymous.status(), 401);
 }
 
-fn run(cmd: &mut Command) -> String {
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run a command");
     assert!(
         out.status.success(),
