@@ -155,6 +155,61 @@ async fn postgres_on_a_younger_cluster_numbers_above_what_it_holds() {
     }
 }
 
+/// A transaction left open in Mầm's database (a tool's session, an older push still running)
+/// holds every cursor below it. What is committed meanwhile still reaches the phones in the
+/// sync that follows: a record edited again, whose row holds only its newer version, and a
+/// new record, on a phone that has everything and on one pulling from the start. No sync
+/// asks for more while it runs, and once it ends the cursors move on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_long_transaction_hides_nothing_committed() {
+    use sqlx::{Connection, Executor};
+    let Some(db) = Database::fresh(Backend::Postgres).await else {
+        return;
+    };
+    let server = Server::start(&db);
+    let mut a = server.enroll("Hoa", &[COMMUNE]).await;
+    let mut b = server.enroll("Lan", &[COMMUNE]).await;
+    let old = a.create(COMMUNE, &[("child_name", json!("Trước"))]);
+    a.sync().await;
+    b.sync().await;
+    let before = b.client.cursor();
+
+    let mut side = sqlx::PgConnection::connect(db.url().unwrap())
+        .await
+        .unwrap();
+    side.execute("BEGIN").await.unwrap();
+    side.execute("SELECT pg_current_xact_id()").await.unwrap();
+
+    a.edit(old, &[("child_name", json!("Sửa lại"))]);
+    let new = a.create(COMMUNE, &[("child_name", json!("Mới"))]);
+    a.sync().await;
+    let responses = b.sync().await;
+    assert_eq!(responses.len(), 1, "one request, asking for no more");
+    assert_eq!(b.view(old).value("child_name"), Some(&json!("Sửa lại")));
+    assert_eq!(b.view(new).value("child_name"), Some(&json!("Mới")));
+    assert_eq!(
+        b.client.cursor(),
+        before,
+        "the cursor waits below the open transaction"
+    );
+    let mut c = server.enroll("Minh", &[COMMUNE]).await;
+    c.sync().await;
+    assert_eq!(
+        c.client.records().len(),
+        2,
+        "a phone pulling from the start"
+    );
+    assert_eq!(c.view(old).value("child_name"), Some(&json!("Sửa lại")));
+
+    side.execute("ROLLBACK").await.unwrap();
+    b.sync().await;
+    assert!(
+        b.client.cursor() > before,
+        "the cursor moves on once it ends"
+    );
+    assert_eq!(b.client.records(), c.client.records());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_app_protocol_matches_the_server() {
     phone_app::phone_protocol_matches_the_server().await;

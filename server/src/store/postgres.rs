@@ -6,10 +6,12 @@
 //! common lock and their commits overlap. A pull's cursor stops below the oldest transaction
 //! of the database still running: every transaction under it has committed or rolled back, and
 //! every one still to commit has a higher id, so a cursor never skips a change committed
-//! later. What is committed above that point is sent as well (and again next time), so a
-//! record edited again while an older push runs never hides from a phone. A new record is INSERTed, never upserted, so two pushes creating the
-//! same record cannot overwrite each other: the loser fails with a unique violation and the
-//! whole push is retried.
+//! later. What is committed above that point is sent as well, up to a page (and again next
+//! time), so a record edited again while an older push runs does not hide from a phone.
+//!
+//! A new record is INSERTed, never upserted, so two pushes creating the same record cannot
+//! overwrite each other: the loser fails with a unique violation and the whole push is
+//! retried.
 //!
 //! Transaction ids are the cluster's: a database restored into another cluster meets lower
 //! ones. At every start, and whenever the epoch is renewed, the base is raised above the
@@ -57,18 +59,13 @@ const WATERMARK: &str = "(SELECT (SELECT value FROM counters WHERE name = 'chang
 
 /// The cursor after a page whose last change is `last`, and whether there is more to pull.
 /// Under the watermark the page's end is the cursor (or the watermark, once nothing is left).
-/// A page that reached above it moves the cursor to the watermark only: its changes above are
-/// sent again from there, and it asks for more only when it moved, so a transaction that
-/// runs long never makes a phone pull the same changes over and over.
+/// A page that reached above it holds every change left under it, and moves the cursor to the
+/// watermark only: its changes above are sent again from there next time. It never asks for
+/// more, which would only send the same changes again while an older transaction runs.
 fn after_page(cursor: u64, last: u64, more: bool, watermark: u64) -> (u64, bool) {
-    if last <= watermark {
-        match more {
-            true => (last, true),
-            false => (watermark.max(cursor), false),
-        }
-    } else {
-        let next = watermark.max(cursor);
-        (next, more && next > cursor)
+    match (last <= watermark, more) {
+        (true, true) => (last, true),
+        _ => (watermark.max(cursor), false),
     }
 }
 
@@ -1472,11 +1469,10 @@ mod tests {
 
     #[test]
     fn a_page_past_the_watermark_stops_the_cursor_at_it() {
-        // Changes above the watermark are sent, and sent again from it.
+        // Changes above the watermark are sent, and sent again from it; a full page asks
+        // for no more, which would be the same changes again while the old transaction runs.
         assert_eq!(after_page(10, 140, false, 100), (100, false));
-        assert_eq!(after_page(10, 140, true, 100), (100, true));
-        // From the watermark itself a full page above it asks for no more: the phone would
-        // get the same page again while the old transaction runs.
+        assert_eq!(after_page(10, 140, true, 100), (100, false));
         assert_eq!(after_page(100, 140, true, 100), (100, false));
         // A cursor is never moved back.
         assert_eq!(after_page(120, 140, false, 100), (120, false));
