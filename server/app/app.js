@@ -1241,7 +1241,7 @@ function fieldControl(field, value, villages) {
 
 async function renderFill(formId, recordId) {
   const existing = recordId ? P.view(state, recordId) : null;
-  const form = existing ? formOf(existing) : latestForm(formId);
+  let form = existing ? formOf(existing) : latestForm(formId);
   if (!form) {
     mount(h("p", { class: "error", text: "Chưa có biểu mẫu này trên máy: hãy đồng bộ khi có mạng." }), h("a", { href: "#", text: "← Quay lại" }));
     return;
@@ -1258,12 +1258,17 @@ async function renderFill(formId, recordId) {
   const shownFor = renderToken;
   const draft = await S.get("drafts", draftKey);
   if (shownFor !== renderToken) return;
-  // A draft of a record the phone showed, which has left the phone since (a server restored
-  // from a backup has not got it back yet): still an edit of that record, not a new one.
-  const isNew = !existing && !(draft && draft.base && Object.keys(draft.dots || {}).length);
+  // A draft of a record the server had when the draft was opened, which has left the phone
+  // since (a server restored from a backup has not got it back yet): still an edit of that
+  // record, of its form's version, not a new one. A record that was only this phone's own,
+  // refused since, is made again whole.
+  const gone = !existing && draft && draft.base && draft.base_known;
+  const isNew = !existing && !gone;
+  if (gone && draft.base_version) form = formOf({ form: form.id, version: draft.base_version });
+  const known = !!existing && (!!state.pulled[id] || state.acked_unpulled.some((e) => e.record === id));
   const opened = draft && draft.base
-    ? { base: draft.base, dots: draft.dots || {}, commune: draft.base_commune }
-    : { base: {}, dots: {}, commune: existing ? existing.commune : null };
+    ? { base: draft.base, dots: draft.dots || {}, commune: draft.base_commune, known: !!draft.base_known, version: draft.base_version }
+    : { base: {}, dots: {}, commune: existing ? existing.commune : null, known, version: existing ? existing.version : null };
   if (existing && !(draft && draft.base)) {
     for (const n of Object.keys(existing.fields)) {
       opened.base[n] = P.valueOf(existing, n);
@@ -1474,8 +1479,8 @@ async function renderFill(formId, recordId) {
   // dots of this phone's own edits there).
   const saveDraft = () => exclusive("mam-state", async () => {
     const stored = await S.get("drafts", draftKey);
-    const kept = stored && stored.base ? stored : { base: opened.base, dots: opened.dots, base_commune: opened.commune };
-    await S.put("drafts", draftKey, { values: current(), commune: communeSelect.value, at: Date.now(), started, base: kept.base, dots: kept.dots, base_commune: kept.base_commune });
+    const kept = stored && stored.base ? stored : { base: opened.base, dots: opened.dots, base_commune: opened.commune, base_known: opened.known, base_version: opened.version };
+    await S.put("drafts", draftKey, { values: current(), commune: communeSelect.value, at: Date.now(), started, base: kept.base, dots: kept.dots, base_commune: kept.base_commune, base_known: kept.base_known, base_version: kept.base_version });
   });
   app.oninput = () => { refresh(); saveDraft(); };
   app.onchange = () => { refresh(); saveDraft(); };

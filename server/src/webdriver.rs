@@ -248,6 +248,29 @@ impl Browser {
         .to_owned()
     }
 
+    /// An attribute of the element `css` names, finding it again if the page redrew it
+    /// meanwhile.
+    pub async fn attribute_of(&self, css: &str, name: &str) -> Option<String> {
+        for _ in 0..20 {
+            let e = self.find(css).await;
+            let read = self
+                .try_call(
+                    reqwest::Method::GET,
+                    &format!("/element/{}/attribute/{name}", e.0),
+                    None,
+                )
+                .await;
+            match read {
+                Ok(v) => return v.as_str().map(str::to_owned),
+                Err(m) if m.contains("stale") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(m) => panic!("{m}"),
+            }
+        }
+        panic!("{css:?} kept going stale");
+    }
+
     pub async fn attribute(&self, e: &Element, name: &str) -> Option<String> {
         self.call(
             reqwest::Method::GET,

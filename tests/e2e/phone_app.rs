@@ -475,14 +475,11 @@ async fn enrol(browser: &Browser, server: &Server, name: &str, communes: &[&str]
     browser
         .goto(&format!("{}/app/#code={code}", server.url))
         .await;
-    let input = browser.find("#code").await;
     assert_eq!(
-        browser.attribute(&input, "value").await.as_deref(),
+        browser.attribute_of("#code", "value").await.as_deref(),
         Some(code)
     );
-    browser
-        .click(&browser.find("form button[type=submit]").await)
-        .await;
+    browser.click_on("form button[type=submit]").await;
     browser.wait_text("#status", "đồng bộ lúc").await;
     let device = in_page(browser, "done(window.mam.state().device);", vec![]).await;
     device.as_u64().unwrap() as u32
@@ -658,19 +655,50 @@ pub async fn phone_app_works_offline_and_syncs() {
     );
 
     // A value the phone cannot know is wrong: a commune gone by the birth date. Refused, with
-    // the server's reason, and correctable.
+    // the server's reason, and correctable. Made offline and opened again before it went, a
+    // draft of a record only this phone had: corrected after the refusal, the whole record
+    // goes again, with what the draft added.
+    hoa.set_offline(true).await;
     fill_birth(&hoa, "Trần Văn Tèo", "2025-08-01").await;
-    let commune = hoa.find("#commune option[value=\"19750\"]").await;
-    hoa.click(&commune).await;
+    hoa.click_on("#commune option[value=\"19750\"]").await;
     hoa.click_on("#save").await;
+    wait_status(&hoa, "Trần Văn Tèo", "pending").await;
+    let teo = in_page(
+        &hoa,
+        "done(P.records(window.mam.state()).find(r => P.valueOf(r, 'child_name') === 'Trần Văn Tèo').id);",
+        vec![],
+    )
+    .await;
+    let teo = teo.as_str().unwrap().to_owned();
+    hoa.goto(&format!("{base}/app/#fill/birth-registration/{teo}"))
+        .await;
+    set_field(&hoa, "notes", "Mở lại trước khi gửi").await;
+    wait_for(
+        &hoa,
+        "the draft keeps the note",
+        "const d = await window.mam.store.get('drafts', args[0]); return d ? d.values.notes : null;",
+        vec![json!(format!("birth-registration/{teo}"))],
+        json!("Mở lại trước khi gửi"),
+    )
+    .await;
+    hoa.goto(&format!("{base}/app/#")).await;
+    hoa.set_offline(false).await;
+    hoa.click_on("#sync").await;
     hoa.wait_text("li.record .reason", "không phải là xã/phường")
         .await;
     hoa.screenshot("05-refused").await;
     hoa.click_on("li.record.refused a").await;
-    hoa.click(&hoa.find("#commune option[value=\"19753\"]").await)
-        .await;
+    hoa.click_on("#commune option[value=\"19753\"]").await;
     hoa.click_on("#save").await;
     wait_status(&hoa, "Trần Văn Tèo", "synced").await;
+    wait_for(
+        &hoa,
+        "the whole record, with the draft's note, on the server",
+        "const r = s.pulled[args[0]]; return r ? [P.valueOf(r, 'child_name'), P.valueOf(r, 'date_of_birth'), P.valueOf(r, 'notes')] : null;",
+        vec![json!(teo)],
+        json!(["Trần Văn Tèo", "2025-08-01", "Mở lại trước khi gửi"]),
+    )
+    .await;
 
     // Two phones edit the same field offline: both end up showing both values.
     let Some(lan) = crate::browser::start(WIDTH, HEIGHT, "phone-screenshots").await else {
@@ -1803,12 +1831,11 @@ pub async fn revoked_phone_sets_aside_and_enrols_again() {
         json!([0, true, true]),
     )
     .await;
-    let input = a.find("#code").await;
     assert_eq!(
-        a.attribute(&input, "value").await.as_deref(),
+        a.attribute_of("#code", "value").await.as_deref(),
         Some(code.as_str())
     );
-    a.click(&a.find("form button[type=submit]").await).await;
+    a.click_on("form button[type=submit]").await;
 
     // Enrolled again: what was set aside is shown, and sent under the new number.
     a.wait_text("#aside-count", "1 thay đổi").await;
