@@ -117,7 +117,7 @@ pub struct DeviceSummary {
 pub type CellBuilder<'a> = dyn Fn(&[Record]) -> Vec<(CellKey, Amount)> + Send + Sync + 'a;
 
 /// How many records a rebuild of the cells reads at a time: it holds one chunk of records and
-/// the cells, not every record (a million records parsed at once took about 5 GB).
+/// the cells, not every record (a million records parsed at once took about 4 GB).
 pub(crate) const REBUILD_CHUNK: i64 = 1_000;
 
 /// A chunk's cells added into the whole's (each record counts in its own cells only, so the
