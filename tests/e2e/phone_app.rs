@@ -1507,6 +1507,14 @@ pub async fn phone_draft_outlives_a_restored_server() {
         json!(0),
     )
     .await;
+    wait_for(
+        &a,
+        "nothing of A's refused",
+        "return s.rejected.length;",
+        vec![],
+        json!(0),
+    )
+    .await;
     let sent = in_page(
         &a,
         "const s = window.mam.state(); done(s.kept.map((k) => k.edit).filter((e) => e.record === args[0]));",
