@@ -162,17 +162,24 @@ impl Browser {
 
     /// Click the element `css` names, finding it again if the page redrew it meanwhile.
     pub async fn click_on(&self, css: &str) {
+        self.on_fresh(css, reqwest::Method::POST, "click", Some(json!({})))
+            .await;
+    }
+
+    /// `method` on `/element/{id}/{tail}` for the element `css` names, finding it again
+    /// whenever the page redrew it before the call reached it.
+    async fn on_fresh(
+        &self,
+        css: &str,
+        method: reqwest::Method,
+        tail: &str,
+        body: Option<Value>,
+    ) -> Value {
         for _ in 0..20 {
             let e = self.find(css).await;
-            let clicked = self
-                .try_call(
-                    reqwest::Method::POST,
-                    &format!("/element/{}/click", e.0),
-                    Some(json!({})),
-                )
-                .await;
-            match clicked {
-                Ok(_) => return,
+            let path = format!("/element/{}/{tail}", e.0);
+            match self.try_call(method.clone(), &path, body.clone()).await {
+                Ok(v) => return v,
                 Err(m) if m.contains("stale") => {
                     tokio::time::sleep(Duration::from_millis(100)).await
                 }
@@ -251,24 +258,11 @@ impl Browser {
     /// An attribute of the element `css` names, finding it again if the page redrew it
     /// meanwhile.
     pub async fn attribute_of(&self, css: &str, name: &str) -> Option<String> {
-        for _ in 0..20 {
-            let e = self.find(css).await;
-            let read = self
-                .try_call(
-                    reqwest::Method::GET,
-                    &format!("/element/{}/attribute/{name}", e.0),
-                    None,
-                )
-                .await;
-            match read {
-                Ok(v) => return v.as_str().map(str::to_owned),
-                Err(m) if m.contains("stale") => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(m) => panic!("{m}"),
-            }
-        }
-        panic!("{css:?} kept going stale");
+        let tail = format!("attribute/{name}");
+        self.on_fresh(css, reqwest::Method::GET, &tail, None)
+            .await
+            .as_str()
+            .map(str::to_owned)
     }
 
     pub async fn attribute(&self, e: &Element, name: &str) -> Option<String> {

@@ -663,22 +663,16 @@ pub async fn phone_app_works_offline_and_syncs() {
     hoa.click_on("#commune option[value=\"19750\"]").await;
     hoa.click_on("#save").await;
     wait_status(&hoa, "Trần Văn Tèo", "pending").await;
-    let teo = in_page(
-        &hoa,
-        "done(P.records(window.mam.state()).find(r => P.valueOf(r, 'child_name') === 'Trần Văn Tèo').id);",
-        vec![],
-    )
-    .await;
-    let teo = teo.as_str().unwrap().to_owned();
+    let teo = record_named(&hoa, "Trần Văn Tèo").await;
     hoa.goto(&format!("{base}/app/#fill/birth-registration/{teo}"))
         .await;
     set_field(&hoa, "notes", "Mở lại trước khi gửi").await;
-    wait_for(
+    wait_draft(
         &hoa,
         "the draft keeps the note",
-        "const d = await window.mam.store.get('drafts', args[0]); return d ? d.values.notes : null;",
-        vec![json!(format!("birth-registration/{teo}"))],
-        json!("Mở lại trước khi gửi"),
+        &format!("birth-registration/{teo}"),
+        "notes",
+        "Mở lại trước khi gửi",
     )
     .await;
     hoa.goto(&format!("{base}/app/#")).await;
@@ -706,13 +700,7 @@ pub async fn phone_app_works_offline_and_syncs() {
     };
     enrol(&lan, &server, "Lan", &["19753"]).await;
     wait_status(&lan, "Lê Thị Bống", "synced").await;
-    let id = in_page(
-        &hoa,
-        "done(P.records(window.mam.state()).find(r => P.valueOf(r, 'child_name') === 'Lê Thị Bống').id);",
-        vec![],
-    )
-    .await;
-    let id = id.as_str().unwrap().to_owned();
+    let id = record_named(&hoa, "Lê Thị Bống").await;
     hoa.set_offline(true).await;
     lan.set_offline(true).await;
     for (phone, name) in [(&hoa, "Lê Thị Bông"), (&lan, "Lê Thị Bóng")] {
@@ -1291,6 +1279,29 @@ async fn wait_for(browser: &Browser, what: &str, body: &str, args: Vec<Value>, w
     panic!("{what}: {got}, not {want}");
 }
 
+/// The id of the record the phone shows for the child named `name`.
+async fn record_named(browser: &Browser, name: &str) -> String {
+    let id = in_page(
+        browser,
+        "done(P.records(window.mam.state()).find(r => P.valueOf(r, 'child_name') === args[0]).id);",
+        vec![json!(name)],
+    )
+    .await;
+    id.as_str().unwrap().to_owned()
+}
+
+/// Wait until the draft stored under `key` holds `value` for `field`.
+async fn wait_draft(browser: &Browser, what: &str, key: &str, field: &str, value: &str) {
+    wait_for(
+        browser,
+        what,
+        "const d = await window.mam.store.get('drafts', args[0]); return d ? d.values[args[1]] : null;",
+        vec![json!(key), json!(field)],
+        json!(value),
+    )
+    .await;
+}
+
 fn values_of(record: &Record, field: &str) -> Vec<Value> {
     record
         .fields
@@ -1333,12 +1344,12 @@ pub async fn phone_drafts_write_only_what_the_person_changed() {
     a.goto(&format!("{base}/app/#fill/birth-registration/{id}"))
         .await;
     set_field(&a, "notes", "Ghi chú của An").await;
-    wait_for(
+    wait_draft(
         &a,
         "the draft keeps the note",
-        "const d = await window.mam.store.get('drafts', args[0]); return d ? d.values.notes : null;",
-        vec![json!(draft_key)],
-        json!("Ghi chú của An"),
+        &draft_key,
+        "notes",
+        "Ghi chú của An",
     )
     .await;
     a.goto(&format!("{base}/app/#")).await;
@@ -1454,12 +1465,12 @@ pub async fn phone_draft_outlives_a_restored_server() {
     a.goto(&format!("{base}/app/#fill/birth-registration/{id}"))
         .await;
     set_field(&a, "mother_name", "Mẹ của An").await;
-    wait_for(
+    wait_draft(
         &a,
         "the draft keeps the name",
-        "const d = await window.mam.store.get('drafts', args[0]); return d ? d.values.mother_name : null;",
-        vec![json!(draft_key)],
-        json!("Mẹ của An"),
+        &draft_key,
+        "mother_name",
+        "Mẹ của An",
     )
     .await;
     a.goto(&format!("{base}/app/#")).await;
@@ -1690,13 +1701,7 @@ pub async fn phone_takes_a_successor_when_its_seqs_were_used() {
     fill_birth(&a, "Lý Thị Mai", "2024-04-01").await;
     a.click_on("#save").await;
     wait_status(&a, "Lý Thị Mai", "pending").await;
-    let id = in_page(
-        &a,
-        "done(P.records(window.mam.state()).find(r => P.valueOf(r, 'child_name') === 'Lý Thị Mai').id);",
-        vec![],
-    )
-    .await;
-    let id = id.as_str().unwrap().to_owned();
+    let id = record_named(&a, "Lý Thị Mai").await;
     a.goto(&format!("{base}/app/#fill/birth-registration/{id}"))
         .await;
     set_field(&a, "village", "Thôn 9").await;

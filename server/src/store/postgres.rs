@@ -1040,12 +1040,7 @@ impl super::CellStore for PgStore {
         let mut rederived = 0;
         let mut after = String::new();
         loop {
-            let rows: Vec<(String, String)> =
-                sqlx::query_as("SELECT id, body FROM records WHERE id > $1 ORDER BY id LIMIT $2")
-                    .bind(&after)
-                    .bind(super::REBUILD_CHUNK)
-                    .fetch_all(&self.pool)
-                    .await?;
+            let rows = records_after(&self.pool, &after).await?;
             let Some((last, _)) = rows.last() else {
                 break;
             };
@@ -1079,12 +1074,7 @@ impl super::CellStore for PgStore {
         let mut read = 0;
         let mut after = String::new();
         loop {
-            let rows: Vec<(String, String)> =
-                sqlx::query_as("SELECT id, body FROM records WHERE id > $1 ORDER BY id LIMIT $2")
-                    .bind(&after)
-                    .bind(super::REBUILD_CHUNK)
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let rows = records_after(&mut *tx, &after).await?;
             let Some((last, _)) = rows.last() else {
                 break;
             };
@@ -1178,6 +1168,20 @@ impl super::BenchStore for PgStore {
         sqlx::query("ANALYZE").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// The next chunk of a rebuild's records, `(id, body)` in id order after `after`.
+async fn records_after<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    after: &str,
+) -> Result<Vec<(String, String)>> {
+    Ok(
+        sqlx::query_as("SELECT id, body FROM records WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(super::REBUILD_CHUNK)
+            .fetch_all(db)
+            .await?,
+    )
 }
 
 /// Record rows as column arrays, for one `UNNEST` statement instead of a statement a row.
